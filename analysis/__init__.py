@@ -1,0 +1,1 @@
+"""Scaling-law analysis: fits of the optimal-hyperparameter laws, loss laws and compute-optimal allocation."""

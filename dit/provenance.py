@@ -1,0 +1,94 @@
+"""Provenance recorded in every result file: code version, package versions, config and its hash."""
+
+from __future__ import annotations
+
+import datetime as _dt
+import hashlib
+import json
+import os
+import platform
+import subprocess
+import sys
+from functools import lru_cache
+from importlib import metadata
+from pathlib import Path
+from typing import Any
+
+#: Distributions whose versions are recorded with every result.
+TRACKED_PACKAGES = (
+    "torch",
+    "torchvision",
+    "xformers",
+    "decord",
+    "av",
+    "numpy",
+    "pandas",
+    "scipy",
+    "matplotlib",
+    "snakemake",
+    "pyyaml",
+)
+
+PROJECT_ROOT = Path(__file__).resolve().parent.parent
+
+
+def config_hash(config: Any) -> str:
+    """SHA-256 of the config's canonical JSON (sorted keys), as hex."""
+    canonical = json.dumps(config, sort_keys=True, separators=(",", ":"), default=str)
+    return hashlib.sha256(canonical.encode("utf-8")).hexdigest()
+
+
+@lru_cache(maxsize=1)
+def package_versions() -> dict[str, str | None]:
+    """Installed version of each tracked distribution (``None`` when not installed)."""
+    versions: dict[str, str | None] = {}
+    for name in TRACKED_PACKAGES:
+        try:
+            versions[name] = metadata.version(name)
+        except metadata.PackageNotFoundError:
+            versions[name] = None
+    return versions
+
+
+@lru_cache(maxsize=1)
+def code_version() -> dict[str, Any]:
+    """Git commit of the project and whether the work tree had uncommitted changes.
+
+    ``DIT_CODE_VERSION`` overrides the commit (for installs without a git checkout).
+    """
+    override = os.environ.get("DIT_CODE_VERSION")
+    if override:
+        return {"commit": override, "dirty": None, "source": "DIT_CODE_VERSION"}
+    try:
+        commit = subprocess.run(
+            ["git", "rev-parse", "HEAD"], cwd=PROJECT_ROOT, capture_output=True, text=True, timeout=10, check=True
+        ).stdout.strip()
+        status = subprocess.run(
+            ["git", "status", "--porcelain", "--untracked-files=no"],
+            cwd=PROJECT_ROOT,
+            capture_output=True,
+            text=True,
+            timeout=10,
+            check=True,
+        ).stdout
+        return {"commit": commit, "dirty": bool(status.strip()), "source": "git"}
+    except (OSError, subprocess.SubprocessError):
+        return {"commit": "unknown", "dirty": None, "source": "no git checkout"}
+
+
+def provenance(config: Any | None = None) -> dict[str, Any]:
+    """A provenance record: time, code version, package versions, Python, platform, config and hash."""
+    from dit import __version__
+
+    record: dict[str, Any] = {
+        "created_utc": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
+        "project_version": __version__,
+        "code_version": code_version(),
+        "packages": package_versions(),
+        "python": sys.version.split()[0],
+        "platform": platform.platform(),
+    }
+    if config is not None:
+        record["config"] = config
+        record["config_hash"] = config_hash(config)
+    return record
