@@ -130,20 +130,29 @@ def forward_flops_per_clip(
     text_width: int,
     frequency_dim: int = TIMESTEP_FREQUENCY_DIM,
 ) -> ForwardFlops:
-    """Every matrix product in one forward pass of the Cross-DiT on one clip.
+    """Every matrix product in one forward pass of the Cross-DiT (``dit.model.VideoDiT``) on one clip.
 
     Args:
         width: d. depth: L.
-        video_tokens: n, patches per clip. text_tokens: m, caption tokens (keys of cross-attention).
+        video_tokens: n, patches per clip. text_tokens: m, caption tokens (keys of cross-attention),
+            padding included (padded keys are masked, not skipped).
         patch_dim: values per patch (channels x patch frames x patch height x patch width).
         text_width: width of the text features entering the caption projection.
         frequency_dim: width of the sinusoidal timestep features.
 
-    The model structure this counts (``dit.model``): patch embedding ``Linear(patch_dim, d)``;
-    timestep MLP ``Linear(frequency_dim, d) -> SiLU -> Linear(d, d)``; adaLN-single
-    ``Linear(d, 6 d)`` once per clip; caption projection ``Linear(text_width, d) -> GELU -> Linear(d, d)``
-    per text token; per block self-attention (QKV, O), cross-attention (Q, O on video tokens; K, V on
-    text tokens), MLP ``d -> 4d -> d``; final ``Linear(d, patch_dim)``.
+    The model structure this counts: patch embedding ``Linear(patch_dim, d)`` per video token;
+    timestep MLP ``Linear(frequency_dim, d) -> SiLU -> Linear(d, d)`` once per clip; adaLN-single
+    ``Linear(d, 6 d)`` once per clip (the per-block tables are added, not multiplied); caption projection
+    ``Linear(text_width, d) -> GELU -> Linear(d, d)`` per text token; per block self-attention (fused
+    QKV ``d -> 3d`` and O ``d -> d`` per video token, scores ``Q K^T`` and ``A V`` over n keys),
+    cross-attention (Q and O per video token; fused K, V ``d -> 2d`` per text token; ``Q K^T`` and
+    ``A V`` over m keys), MLP ``d -> 4d -> d``; final ``Linear(d, patch_dim)`` per video token.
+    Norms, modulation, softmax, activations and the positional-embedding sums are elementwise and not
+    counted. ``torch.utils.flop_counter.FlopCounterMode`` measures exactly ``total`` for a forward pass
+    with the ``"math"`` attention backend; a training step measures ``3 * total`` minus the input
+    gradients the first layers do not need (patch embedding ``2 n patch_dim d`` and timestep MLP's
+    first linear ``2 frequency_dim d``, plus the caption projection's first linear
+    ``2 m text_width d`` when captions come as external embeddings that need no gradient).
     """
     d, n, m = float(width), float(video_tokens), float(text_tokens)
     per_layer = float(depth)

@@ -1,0 +1,276 @@
+"""Noise schedule, loss, the fixed-noise validation protocol and the DDIM sampler."""
+
+import math
+
+import pytest
+import torch
+
+from dit.diffusion import (
+    NoiseSchedule,
+    ValidationResult,
+    ddim_sample,
+    ddim_timesteps,
+    epsilon_mse,
+    model_space_to_video,
+    q_sample,
+    validation_loss,
+    validation_loss_spread,
+    validation_noise,
+    validation_timesteps,
+    video_to_model_space,
+)
+from dit.model import VideoDiT, VideoDiTConfig
+
+CLIP = dict(clip_frames=4, clip_height=16, clip_width=16)
+
+
+def _model(seed=0, perturb=0.05, **overrides):
+    torch.manual_seed(seed)
+    model = VideoDiT(VideoDiTConfig.from_size("tiny-33k", **{**CLIP, "vocab_size": 64, "caption_length": 8, **overrides}))
+    if perturb:
+        generator = torch.Generator().manual_seed(seed + 100)
+        with torch.no_grad():
+            for parameter in model.parameters():
+                parameter.add_(torch.randn(parameter.shape, generator=generator) * perturb)
+    return model
+
+
+def _clips(count, seed=0):
+    """Loader-style dicts' contents for ``count`` clips: uint8 (N, F, H, W, 3) video, captions, indices."""
+    generator = torch.Generator().manual_seed(seed)
+    video = torch.randint(0, 256, (count, 4, 16, 16, 3), generator=generator, dtype=torch.uint8)
+    ids = torch.randint(2, 64, (count, 8), generator=generator)
+    ids[:, 0] = 1
+    ids[:, 6:] = 0
+    index = torch.arange(100, 100 + count)
+    return {"video": video, "caption_ids": ids, "caption_mask": ids != 0, "index": index}
+
+
+def _split(clips, sizes):
+    batches, start = [], 0
+    for size in sizes:
+        batches.append({key: value[start : start + size] for key, value in clips.items()})
+        start += size
+    assert start == clips["video"].shape[0]
+    return batches
+
+
+# ---- schedule ------------------------------------------------------------------------------------
+
+
+def test_linear_schedule_values():
+    schedule = NoiseSchedule()
+    betas = schedule.betas()
+    assert betas.shape == (1000,) and betas.dtype == torch.float64
+    assert betas[0].item() == pytest.approx(1e-4) and betas[-1].item() == pytest.approx(0.02)
+    assert betas[1].item() - betas[0].item() == pytest.approx((0.02 - 1e-4) / 999)
+    alpha_bar = schedule.alphas_cumprod()
+    assert torch.all(alpha_bar[1:] < alpha_bar[:-1])
+    assert alpha_bar[0].item() == pytest.approx(1 - 1e-4)
+    assert alpha_bar[-1].item() == pytest.approx(math.prod(1 - b for b in betas.tolist()), rel=1e-12)
+    assert alpha_bar[-1].item() == pytest.approx(4.036e-5, rel=1e-3)  # the DDPM schedule's end point
+
+
+def test_cosine_schedule_values():
+    schedule = NoiseSchedule(kind="cosine", num_timesteps=100)
+    alpha_bar = schedule.alphas_cumprod()
+    assert alpha_bar.shape == (100,) and torch.all(alpha_bar[1:] < alpha_bar[:-1])
+    assert schedule.betas().max().item() <= 0.999
+    expected = math.cos((50 / 100 + 0.008) / 1.008 * math.pi / 2) ** 2 / math.cos(0.008 / 1.008 * math.pi / 2) ** 2
+    assert alpha_bar[49].item() == pytest.approx(expected, rel=1e-9)
+
+
+@pytest.mark.parametrize(
+    "arguments, message",
+    [
+        (dict(kind="quadratic"), "kind 'quadratic' is not one of linear, cosine"),
+        (dict(num_timesteps=0), "num_timesteps must be a positive integer"),
+        (dict(beta_start=0.03), "0 < beta_start <= beta_end < 1"),
+        (dict(beta_end=1.5), "0 < beta_start <= beta_end < 1"),
+        (dict(kind="cosine", cosine_offset=-1.0), "cosine_offset must be >= 0"),
+    ],
+)
+def test_schedule_rejects_bad_arguments(arguments, message):
+    with pytest.raises(ValueError, match=message):
+        NoiseSchedule(**arguments)
+
+
+# ---- model space, forward process, loss ------------------------------------------------------------
+
+
+def test_model_space_round_trip_is_exact():
+    video = torch.arange(256, dtype=torch.uint8).repeat(6).reshape(2, 3, 16, 16, 1).expand(-1, -1, -1, -1, 3)
+    x = video_to_model_space(video)
+    assert x.shape == (2, 3, 3, 16, 16) and x.dtype == torch.float32
+    assert x.min().item() == -1.0 and x.max().item() == 1.0
+    assert torch.equal(model_space_to_video(x), video)
+    with pytest.raises(ValueError, match="video must be uint8"):
+        video_to_model_space(video.float())
+
+
+def test_q_sample_statistics_and_formula():
+    schedule = NoiseSchedule()
+    generator = torch.Generator().manual_seed(0)
+    x0 = torch.full((2, 3, 8, 32, 32), 0.5)
+    noise = torch.randn(x0.shape, generator=generator)
+    timesteps = torch.tensor([10, 900])
+    x_t = q_sample(schedule, x0, timesteps, noise)
+    alpha_bar = schedule.alphas_cumprod()
+    for row, t in enumerate(timesteps.tolist()):
+        signal, sigma = math.sqrt(alpha_bar[t]), math.sqrt(1 - alpha_bar[t])
+        torch.testing.assert_close(x_t[row], signal * x0[row] + sigma * noise[row])
+        assert x_t[row].mean().item() == pytest.approx(signal * 0.5, abs=4 * sigma / math.sqrt(x0[row].numel()))
+        assert x_t[row].std().item() == pytest.approx(sigma, rel=0.03)
+    with pytest.raises(ValueError, match=r"timesteps must lie in \[0, 1000\), got range \[10, 1000\]"):
+        q_sample(schedule, x0, torch.tensor([10, 1000]), noise)
+    with pytest.raises(ValueError, match="timesteps must be integers"):
+        q_sample(schedule, x0, torch.tensor([10.0, 20.0]), noise)
+
+
+def test_epsilon_mse_is_per_clip_and_equals_noise_power_at_init():
+    model = _model(perturb=0.0)  # zero output at init
+    clips = _clips(3)
+    x0 = video_to_model_space(clips["video"])
+    noise = torch.randn(x0.shape, generator=torch.Generator().manual_seed(1))
+    loss = epsilon_mse(model, NoiseSchedule(), x0, torch.tensor([1, 500, 999]), noise, clips["caption_ids"])
+    assert loss.shape == (3,)
+    torch.testing.assert_close(loss, noise.pow(2).flatten(1).mean(1))
+
+
+def test_training_a_tiny_model_lowers_epsilon_mse():
+    model = _model(perturb=0.0)
+    schedule = NoiseSchedule()
+    clips = _clips(4)
+    x0 = video_to_model_space(clips["video"])
+    generator = torch.Generator().manual_seed(3)
+    timesteps = torch.randint(0, 1000, (4,), generator=generator)
+    noise = torch.randn(x0.shape, generator=generator)
+    optimizer = torch.optim.AdamW(model.parameters(), lr=3e-3)
+    losses = []
+    for _ in range(40):
+        loss = epsilon_mse(model, schedule, x0, timesteps, noise, clips["caption_ids"], clips["caption_mask"]).mean()
+        optimizer.zero_grad()
+        loss.backward()
+        optimizer.step()
+        losses.append(loss.item())
+    assert losses[-1] < 0.7 * losses[0], losses
+
+
+# ---- validation protocol ---------------------------------------------------------------------------
+
+
+def test_validation_timesteps_are_bin_centres():
+    assert validation_timesteps(NoiseSchedule(), 8) == [62, 187, 312, 437, 562, 687, 812, 937]
+    assert validation_timesteps(NoiseSchedule(num_timesteps=10), 10) == list(range(10))
+    with pytest.raises(ValueError, match=r"count must be an integer in \[1, 1000\]"):
+        validation_timesteps(NoiseSchedule(), 0)
+
+
+def test_validation_noise_is_keyed_by_seed_clip_and_timestep_index():
+    shape = (3, 4, 16, 16)
+    base = validation_noise(0, 7, 2, shape)
+    assert torch.equal(base, validation_noise(0, 7, 2, shape))
+    for other in (validation_noise(1, 7, 2, shape), validation_noise(0, 8, 2, shape), validation_noise(0, 7, 3, shape)):
+        assert not torch.equal(base, other)
+    assert abs(base.mean().item()) < 0.05 and base.std().item() == pytest.approx(1.0, abs=0.05)
+
+
+def test_validation_loss_is_bit_identical_across_calls_and_batch_splits():
+    model = _model()
+    schedule = NoiseSchedule()
+    clips = _clips(7)
+    whole = validation_loss(model, schedule, _split(clips, [7]), num_timesteps=4, seed=5, max_forward_clips=3)
+    assert isinstance(whole, ValidationResult) and whole.clips == 7
+    assert list(whole.per_timestep) == validation_timesteps(schedule, 4)
+    assert whole.mean == pytest.approx(sum(whole.per_timestep.values()) / 4, rel=1e-12)
+    again = validation_loss(model, schedule, _split(clips, [7]), num_timesteps=4, seed=5, max_forward_clips=3)
+    split = validation_loss(model, schedule, _split(clips, [2, 1, 4]), num_timesteps=4, seed=5, max_forward_clips=3)
+    assert whole == again == split  # exact float equality, per timestep too
+    other_seed = validation_loss(model, schedule, _split(clips, [7]), num_timesteps=4, seed=6, max_forward_clips=3)
+    assert other_seed.mean != whole.mean
+
+
+def test_two_models_see_identical_noise():
+    """Zero-output models (different weights) both score exactly the mean noise power of the fixed noise."""
+    schedule = NoiseSchedule()
+    clips = _clips(3)
+    first = validation_loss(_model(seed=0, perturb=0.0), schedule, _split(clips, [3]), num_timesteps=2, seed=9)
+    second = validation_loss(_model(seed=1, perturb=0.0), schedule, _split(clips, [1, 2]), num_timesteps=2, seed=9)
+    assert first == second
+    for k, timestep in enumerate(validation_timesteps(schedule, 2)):
+        power = [validation_noise(9, index, k, (3, 4, 16, 16)).pow(2).mean().item() for index in clips["index"].tolist()]
+        assert first.per_timestep[timestep] == pytest.approx(sum(power) / 3, rel=1e-6)
+
+
+def test_validation_loss_restores_mode_and_rejects_bad_batches():
+    model = _model()
+    model.train()
+    clips = _clips(3)
+    validation_loss(model, NoiseSchedule(), _split(clips, [3]), num_timesteps=1)
+    assert model.training
+    assert all(parameter.grad is None for parameter in model.parameters())
+    without_index = {key: value for key, value in clips.items() if key != "index"}
+    with pytest.raises(KeyError, match="validation batch 0 has no 'index'"):
+        validation_loss(model, NoiseSchedule(), [without_index], num_timesteps=1)
+    with pytest.raises(ValueError, match="clip index 100 appears twice"):
+        validation_loss(model, NoiseSchedule(), _split(clips, [3]) * 2, num_timesteps=1)
+    empty = validation_loss(model, NoiseSchedule(), [], num_timesteps=2)
+    assert empty.clips == 0 and math.isnan(empty.mean) and list(empty.per_timestep) == [250, 750]
+
+
+def test_validation_loss_spread_over_noise_seeds():
+    model = _model()
+    batches = _split(_clips(4), [2, 2])
+    spread = validation_loss_spread(model, NoiseSchedule(), batches, seeds=[0, 1, 2], num_timesteps=2)
+    assert list(spread.per_seed) == [0, 1, 2]
+    assert spread.mean == pytest.approx(sum(spread.per_seed.values()) / 3)
+    assert spread.std > 0
+    assert spread.per_seed[1] == validation_loss(model, NoiseSchedule(), batches, num_timesteps=2, seed=1).mean
+    with pytest.raises(ValueError, match="one-shot iterator"):
+        validation_loss_spread(model, NoiseSchedule(), iter(batches), seeds=[0, 1])
+    with pytest.raises(ValueError, match="at least two distinct seeds"):
+        validation_loss_spread(model, NoiseSchedule(), batches, seeds=[0])
+
+
+# ---- DDIM ------------------------------------------------------------------------------------------
+
+
+def test_ddim_timesteps_descend_evenly():
+    schedule = NoiseSchedule()
+    assert ddim_timesteps(schedule, 4) == [999, 666, 333, 0]
+    assert len(set(ddim_timesteps(schedule, 1000))) == 1000
+    with pytest.raises(ValueError, match=r"steps must be an integer in \[1, 1000\]"):
+        ddim_timesteps(schedule, 0)
+
+
+def test_ddim_sample_is_deterministic_with_a_seeded_generator():
+    model = _model()
+    clips = _clips(2)
+    shape = (2, 3, 4, 16, 16)
+
+    def sample(seed, **options):
+        return ddim_sample(
+            model, NoiseSchedule(), clips["caption_ids"], clips["caption_mask"], shape, steps=5,
+            generator=torch.Generator().manual_seed(seed), **options,
+        )
+
+    first = sample(0)
+    assert first.shape == shape and first.dtype == torch.float32 and torch.isfinite(first).all()
+    assert first.abs().max() <= 1.0 + 1e-5  # the last step returns the clamped clean prediction
+    assert torch.equal(first, sample(0))
+    assert not torch.equal(first, sample(1))
+    guided = sample(0, guidance_scale=4.0)
+    assert guided.shape == shape and not torch.equal(guided, first)
+    stochastic = sample(0, eta=1.0)
+    assert torch.equal(stochastic, sample(0, eta=1.0)) and not torch.equal(stochastic, first)
+
+
+def test_ddim_sample_with_external_embeddings_needs_null_embeddings_for_guidance():
+    model = _model(external_text_width=12)
+    embeddings = torch.randn(2, 5, 12)
+    shape = (2, 3, 4, 16, 16)
+    out = ddim_sample(model, NoiseSchedule(), None, None, shape, steps=2, caption_embeddings=embeddings,
+                      null_caption_embeddings=torch.zeros(2, 5, 12), guidance_scale=2.0)
+    assert out.shape == shape
+    with pytest.raises(ValueError, match="needs null_caption_embeddings"):
+        ddim_sample(model, NoiseSchedule(), None, None, shape, steps=2, caption_embeddings=embeddings, guidance_scale=2.0)
