@@ -280,6 +280,7 @@ class Trainer:
         state = {
             "format": 1,
             "config_hash": self.config_hash,
+            "model_config": self.model_config.to_dict(),
             "step": self.step,
             "model": self.module.state_dict(),
             "optimizer": self.optimizer.state_dict(),
@@ -515,7 +516,8 @@ class Trainer:
             "wall_time_s": self.wall_time_s,
             "device": str(self.device),
             "precision": self.precision,
-            "attention": getattr(self.module, "attention_backend", self.config.model.attention),
+            "attention": self.config.model.attention,
+            "model_config": self.model_config.to_dict(),
             "threads": torch.get_num_threads(),
             "provenance": {**provenance(self.config.to_dict()), "resumable_config_hash": self.config_hash},
         }
@@ -553,6 +555,27 @@ def _format_value(value: Any) -> Any:
     if isinstance(value, float):
         return repr(value)
     return value
+
+
+def load_trained_model(run_dir: str | Path, device: str | torch.device = "cpu", attention: str | None = None):
+    """The model of a run folder's latest checkpoint, in eval mode, and its ``VideoDiTConfig``.
+
+    ``attention`` overrides the backend recorded in the run (e.g. ``"sdpa"`` to sample on CPU a
+    model trained with xformers). Loads with ``weights_only=True``.
+    """
+    from dit.model import VideoDiT, VideoDiTConfig
+
+    path = Path(run_dir) / "checkpoints" / CHECKPOINT_NAME
+    if not path.exists():
+        raise FileNotFoundError(f"{path}: no checkpoint (has the run in {run_dir} started?)")
+    state = torch.load(path, map_location="cpu", weights_only=True)
+    record = dict(state["model_config"])
+    if attention is not None:
+        record["attention"] = attention
+    model_config = VideoDiTConfig(**{**record, "patch": tuple(record["patch"])})
+    model = VideoDiT(model_config)
+    model.load_state_dict(state["model"])
+    return model.to(device).eval(), model_config
 
 
 def read_summary(out_dir: Path) -> dict | None:

@@ -242,9 +242,10 @@ def test_bad_config_fails_at_start_naming_the_key(tmp_path, changes, key):
 
 
 def test_batch_not_divisible_by_processes_names_the_key(prepared_data):
-    config = config_from_dict(run_config(prepared_data, batch={"global_clips": 6, "micro_clips": 3}))
+    config = config_from_dict(run_config(prepared_data, batch={"global_clips": 12, "micro_clips": 4}))
+    assert config.validate_world_size(1) == 4 and config.validate_world_size(3) == 4
     with pytest.raises(ConfigError, match=r"batch\.micro_clips"):
-        config.validate_world_size(4)
+        config.validate_world_size(2)  # 6 clips per process, not divisible by 4
     with pytest.raises(ConfigError, match=r"batch\.global_clips"):
         config_from_dict(run_config(prepared_data, batch={"global_clips": 9})).validate_world_size(2)
 

@@ -1,0 +1,135 @@
+"""Collect finished run folders into the tidy runs table that ``analysis`` reads.
+
+``python -m dit.runs collect --out results/runs.csv RUN_DIR [RUN_DIR ...]`` reads each run's
+``summary.json`` and ``metrics.csv`` (written by ``dit.train``) and writes one row per
+(run, token milestone). A diverged or failed run keeps the milestones it reached; a run that reached
+none appears once with empty losses, so no run is silently dropped.
+
+Columns (units): run_id, series, status, status_reason, size, non_embedding_parameters (raw count),
+width, depth, heads, tokens_per_clip, batch_clips, batch_tokens, learning_rate, seed, step,
+milestone_tokens, tokens (video tokens seen), flops (paper C_token x tokens, FLOPs), flops_6n (FLOPs),
+train_loss, validation_loss, wall_time_s.
+"""
+
+from __future__ import annotations
+
+import argparse
+import csv
+import io
+import json
+import math
+import sys
+from pathlib import Path
+from typing import Iterable
+
+from dit.atomic import atomic_write_text
+
+RUN_COLUMNS = (
+    "run_id",
+    "series",
+    "status",
+    "status_reason",
+    "size",
+    "non_embedding_parameters",
+    "width",
+    "depth",
+    "heads",
+    "tokens_per_clip",
+    "batch_clips",
+    "batch_tokens",
+    "learning_rate",
+    "seed",
+)
+MILESTONE_COLUMNS = (
+    "step",
+    "milestone_tokens",
+    "tokens",
+    "flops",
+    "flops_6n",
+    "train_loss",
+    "validation_loss",
+    "wall_time_s",
+)
+COLUMNS = RUN_COLUMNS + MILESTONE_COLUMNS
+
+
+class RunFolderError(ValueError):
+    """A run folder lacks its summary or holds unreadable records; the message names the file."""
+
+
+def read_run(run_dir: Path) -> list[dict]:
+    """Rows of one run folder (one per milestone reached, at least one)."""
+    run_dir = Path(run_dir)
+    summary_path = run_dir / "summary.json"
+    try:
+        summary = json.loads(summary_path.read_text())
+    except FileNotFoundError:
+        raise RunFolderError(f"{summary_path}: missing (the run has not finished)") from None
+    except ValueError as error:
+        raise RunFolderError(f"{summary_path}: not valid JSON ({error})") from None
+    missing = [key for key in RUN_COLUMNS if key not in summary]
+    if missing:
+        raise RunFolderError(f"{summary_path}: missing keys {missing}")
+    base = {key: summary[key] for key in RUN_COLUMNS}
+    metrics_path = run_dir / "metrics.csv"
+    milestones: list[dict] = []
+    if metrics_path.exists():
+        with open(metrics_path, newline="") as handle:
+            milestones = list(csv.DictReader(handle))
+    if summary["status"] == "completed" and not milestones:
+        raise RunFolderError(f"{metrics_path}: a completed run must have milestone rows")
+    if not milestones:
+        return [{**base, **{key: math.nan for key in MILESTONE_COLUMNS}, "step": 0, "tokens": 0}]
+    rows = []
+    for record in milestones:
+        try:
+            row = {**base, **{key: float(record[key]) for key in MILESTONE_COLUMNS}}
+        except (KeyError, ValueError) as error:
+            raise RunFolderError(f"{metrics_path}: bad or missing column ({error})") from None
+        for key in ("step", "milestone_tokens", "tokens"):
+            row[key] = int(row[key])
+        rows.append(row)
+    return rows
+
+
+def collect(run_dirs: Iterable[Path]) -> list[dict]:
+    """Rows of all run folders, in the order given."""
+    rows: list[dict] = []
+    for run_dir in run_dirs:
+        rows.extend(read_run(Path(run_dir)))
+    return rows
+
+
+def write_runs_table(path: Path, rows: list[dict]) -> None:
+    """Write ``rows`` as CSV with the table's columns, atomically."""
+    buffer = io.StringIO()
+    writer = csv.DictWriter(buffer, fieldnames=COLUMNS, lineterminator="\n", extrasaction="ignore")
+    writer.writeheader()
+    for row in rows:
+        writer.writerow({key: ("" if isinstance(v := row.get(key), float) and math.isnan(v) else v) for key in COLUMNS})
+    atomic_write_text(path, buffer.getvalue())
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m dit.runs", description=__doc__.split("\n\n")[0])
+    commands = parser.add_subparsers(dest="command", required=True)
+    collect_parser = commands.add_parser("collect", help="write the tidy runs table from run folders")
+    collect_parser.add_argument("--out", required=True, type=Path, help="CSV to write (e.g. results/runs.csv)")
+    collect_parser.add_argument("run_dirs", nargs="+", type=Path, help="run folders holding summary.json")
+    args = parser.parse_args(argv)
+    try:
+        rows = collect(args.run_dirs)
+    except RunFolderError as error:
+        print(f"dit.runs: {error}", file=sys.stderr)
+        return 1
+    write_runs_table(args.out, rows)
+    statuses: dict[str, int] = {}
+    for run_dir in args.run_dirs:
+        status = json.loads((Path(run_dir) / "summary.json").read_text())["status"]
+        statuses[status] = statuses.get(status, 0) + 1
+    print(f"{args.out}: {len(rows)} rows from {len(args.run_dirs)} runs ({statuses})")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
