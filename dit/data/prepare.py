@@ -1,0 +1,588 @@
+"""Preparation: a folder of video files -> memory-mappable shards of fixed-size clips plus a manifest.
+
+``python -m dit.data prepare --source DIR --out DIR`` (see ``dit.data.__main__``) calls
+``prepare_dataset``. The source folder is searched recursively for ``.mp4 .avi .mkv .webm .mov``
+files (any letter case). Captions come from a CSV with columns ``file,caption`` (``file`` relative
+to the source folder) when one is given or when ``SOURCE/captions.csv`` exists, else from the name
+of each file's parent folder (UCF-101 layout: ``ApplyEyeMakeup/v_..._c01.avi`` -> ``"apply eye makeup"``).
+
+Each file gives one clip (``dit.data.decode``), tokenized with ``dit.text.CaptionTokenizer``. A
+file's split is fixed by a hash of its relative path alone, so adding files never moves existing
+ones between ``train`` and ``validation``. Files that cannot be used are listed in the manifest
+with a reason code and message; the run fails (``PreparationError``) when their share exceeds
+``max_skipped_fraction`` or nothing usable remains. The output folder is built aside and renamed
+into place at the end, so it is complete or absent.
+
+Output folder::
+
+    manifest.json                      counts, shapes, sha256 per shard file, every file, provenance
+    train-00000.frames.npy             uint8 (n, frames, height, width, 3), RGB
+    train-00000.caption_ids.npy        int32 (n, caption_length), dit.text ids
+    train-00000.clips.json             {"captions": [...], "sources": [...], "start_frames": [...]}
+    validation-00000.*                 the same for the validation split
+"""
+
+from __future__ import annotations
+
+import csv
+import hashlib
+import json
+import os
+import re
+import time
+from collections import Counter
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+from dit.atomic import atomic_directory, atomic_write_json
+from dit.data.decode import REASONS, ClipSettings, DecodedClip, SkipReason, check_readable
+from dit.data.workers import DecodePool
+from dit.provenance import provenance
+from dit.text import CaptionTokenizer
+
+VIDEO_EXTENSIONS = (".mp4", ".avi", ".mkv", ".webm", ".mov")
+SPLITS = ("train", "validation")
+MANIFEST_NAME = "manifest.json"
+MANIFEST_FORMAT = "dit-video-shards"
+MANIFEST_VERSION = 1
+#: Reasons found before decoding (no decoder involved).
+_PRECHECK_REASONS = ("unreadable", "empty_file", "missing_caption")
+#: Default name of the captions CSV looked for in the source folder.
+DEFAULT_CAPTIONS_NAME = "captions.csv"
+
+
+class PreparationError(RuntimeError):
+    """Preparation failed; ``summary`` (when set) holds the counts and skipped files."""
+
+    def __init__(self, message: str, summary: "PreparationSummary | None" = None):
+        super().__init__(message)
+        self.summary = summary
+
+
+def available_cores() -> int:
+    """CPU cores this process may run on."""
+    if hasattr(os, "sched_getaffinity"):
+        return len(os.sched_getaffinity(0))
+    return os.cpu_count() or 1
+
+
+@dataclass(frozen=True)
+class PreparationSettings:
+    """Everything that decides the content of a prepared folder.
+
+    Attributes:
+        frames, stride, height, width, start, seed: the clip cut from each file (``ClipSettings``).
+        vocab_size, caption_length: tokenizer settings (ids per vocabulary, tokens per caption).
+        validation_fraction: share of files (by path hash) in the validation split.
+        max_skipped_fraction: the run fails when more than this share of the video files is skipped.
+        shard_megabytes: target size of one frames shard in MiB (at least one clip per shard).
+        workers: decoding processes (0 decodes in this process, without crash protection).
+        decode_timeout_s: seconds one file may take to decode before it is skipped.
+    """
+
+    frames: int = 8
+    stride: int = 1
+    height: int = 32
+    width: int = 32
+    start: str = "center"
+    seed: int = 0
+    vocab_size: int = 4096
+    caption_length: int = 24
+    validation_fraction: float = 0.05
+    max_skipped_fraction: float = 0.05
+    shard_megabytes: float = 256.0
+    workers: int = field(default_factory=lambda: min(8, available_cores()))
+    decode_timeout_s: float = 120.0
+
+    def __post_init__(self) -> None:
+        self.clip_settings()  # validates the clip fields
+        self.tokenizer()
+        if not 0.0 <= self.validation_fraction < 1.0:
+            raise ValueError(f"validation_fraction must lie in [0, 1), got {self.validation_fraction}")
+        if not 0.0 <= self.max_skipped_fraction <= 1.0:
+            raise ValueError(f"max_skipped_fraction must lie in [0, 1], got {self.max_skipped_fraction}")
+        if self.shard_megabytes <= 0:
+            raise ValueError(f"shard_megabytes must be positive, got {self.shard_megabytes}")
+        if self.workers < 0:
+            raise ValueError(f"workers must be >= 0, got {self.workers}")
+
+    def clip_settings(self) -> ClipSettings:
+        return ClipSettings(
+            frames=self.frames, stride=self.stride, height=self.height, width=self.width, start=self.start, seed=self.seed
+        )
+
+    def tokenizer(self) -> CaptionTokenizer:
+        return CaptionTokenizer(vocab_size=self.vocab_size, max_length=self.caption_length)
+
+    @property
+    def clip_bytes(self) -> int:
+        return self.frames * self.height * self.width * 3
+
+    @property
+    def shard_clips(self) -> int:
+        """Clips per shard."""
+        return max(1, int(self.shard_megabytes * 2**20) // self.clip_bytes)
+
+    def content_config(self) -> dict:
+        """The settings that decide the output's content (not how fast it is made)."""
+        record = asdict(self)
+        for key in ("workers", "decode_timeout_s"):
+            record.pop(key)
+        return record
+
+
+@dataclass
+class SkippedFile:
+    path: str
+    split: str
+    reason: str
+    message: str
+
+    def to_dict(self) -> dict:
+        return {"path": self.path, "split": self.split, "reason": self.reason, "message": self.message}
+
+
+@dataclass
+class PreparationSummary:
+    """Counts of one preparation run (also what the command prints)."""
+
+    source: str
+    out: str
+    video_files: int = 0
+    clips: dict[str, int] = field(default_factory=lambda: {split: 0 for split in SPLITS})
+    skipped: list[SkippedFile] = field(default_factory=list)
+    ignored_files: int = 0
+    truncated_captions: int = 0
+    captions_without_video: int = 0
+    seconds: float = 0.0
+    first_result_s: float = 0.0  # from the start to the first decoded file (worker start-up included)
+    last_result_s: float = 0.0  # from the start to the last decoded file
+    max_skipped_fraction: float = 0.05
+
+    @property
+    def usable(self) -> int:
+        return sum(self.clips.values())
+
+    @property
+    def skipped_fraction(self) -> float:
+        return len(self.skipped) / self.video_files if self.video_files else 0.0
+
+    def skipped_by_reason(self) -> dict[str, int]:
+        return dict(sorted(Counter(item.reason for item in self.skipped).items()))
+
+    def clips_per_second(self) -> float:
+        """Usable clips per second of the whole run."""
+        return self.usable / self.seconds if self.seconds > 0 else float("inf")
+
+    def decoded_files_per_second(self) -> float:
+        """Files decoded per second once the first result arrived (the steady-state rate)."""
+        span = self.last_result_s - self.first_result_s
+        decoded = self.usable + sum(item.reason not in _PRECHECK_REASONS for item in self.skipped)
+        return (decoded - 1) / span if span > 0 and decoded > 1 else float("nan")
+
+    def lines(self, examples_per_reason: int = 0) -> list[str]:
+        """Human-readable summary lines; with ``examples_per_reason``, skipped files are listed too."""
+        lines = [
+            f"{self.video_files} video files under {self.source}: {self.usable} clips prepared "
+            f"(train {self.clips['train']}, validation {self.clips['validation']}) in {self.seconds:.1f} s"
+        ]
+        reasons = ", ".join(f"{code} {count}" for code, count in self.skipped_by_reason().items())
+        lines.append(
+            f"skipped {len(self.skipped)} files ({100 * self.skipped_fraction:.2f}%, "
+            f"limit {100 * self.max_skipped_fraction:.2f}%)" + (f": {reasons}" if reasons else "")
+        )
+        if examples_per_reason:
+            shown: Counter = Counter()
+            for item in self.skipped:
+                if shown[item.reason] < examples_per_reason:
+                    lines.append(f"  {item.reason}: {item.path}: {item.message}")
+                shown[item.reason] += 1
+            for reason, count in shown.items():
+                if count > examples_per_reason:
+                    lines.append(f"  {reason}: ... and {count - examples_per_reason} more (see the manifest)")
+        if self.ignored_files:
+            lines.append(f"ignored {self.ignored_files} files without a video extension ({', '.join(VIDEO_EXTENSIONS)})")
+        if self.truncated_captions:
+            lines.append(f"{self.truncated_captions} captions were longer than the tokenizer keeps and were truncated")
+        if self.captions_without_video:
+            lines.append(f"{self.captions_without_video} caption rows name no video file found under the source")
+        return lines
+
+
+def split_of(relative_path: str, validation_fraction: float) -> str:
+    """``"validation"`` or ``"train"``, from a hash of the relative path alone (stable as files are added)."""
+    digest = hashlib.sha256(("split\0" + relative_path).encode("utf-8")).digest()
+    position = int.from_bytes(digest[:8], "little") / 2.0**64
+    return "validation" if position < validation_fraction else "train"
+
+
+def caption_from_folder_name(name: str) -> str:
+    """``"ApplyEyeMakeup"`` -> ``"apply eye makeup"``; underscores and hyphens become spaces."""
+    spaced = re.sub(r"[_\-]+", " ", name)
+    spaced = re.sub(r"(?<=[a-z0-9])(?=[A-Z])|(?<=[A-Z])(?=[A-Z][a-z])", " ", spaced)
+    return " ".join(spaced.lower().split())
+
+
+def find_video_files(source: Path) -> tuple[list[str], list[str]]:
+    """Relative paths (POSIX, sorted) of entries with a video extension, and of the other files.
+
+    Folders whose name has a video extension are listed as video entries too (they are skipped as
+    unreadable later, and searched like any folder). Symbolic links to folders are followed once.
+    """
+    videos, others = [], []
+    seen_folders = set()
+    for folder, folder_names, file_names in os.walk(source, followlinks=True):
+        folder_names.sort()  # a fixed walk order, so a folder reached twice is always named the same way
+        real = os.path.realpath(folder)
+        if real in seen_folders:
+            folder_names[:] = []
+            continue
+        seen_folders.add(real)
+        relative_folder = os.path.relpath(folder, source)
+        for name in folder_names + file_names:
+            relative = name if relative_folder == "." else f"{relative_folder}/{name}"
+            relative = relative.replace(os.sep, "/")
+            if name.lower().endswith(VIDEO_EXTENSIONS):
+                videos.append(relative)
+            elif name in file_names:
+                others.append(relative)
+    return sorted(videos), sorted(others)
+
+
+def _normalize_relative(path: str) -> str:
+    path = path.strip().replace("\\", "/")
+    while path.startswith("./"):
+        path = path[2:]
+    return path
+
+
+def read_captions_csv(path: Path, source: Path) -> dict[str, str]:
+    """``{relative path: caption}`` from a CSV with columns ``file`` and ``caption``.
+
+    ``file`` is relative to ``source`` (an absolute path inside ``source`` is accepted). A missing
+    column, a path outside the source folder or a file listed twice raises ``PreparationError``.
+    """
+    try:
+        handle = open(path, newline="", encoding="utf-8-sig")
+    except OSError as error:
+        raise PreparationError(f"cannot read captions CSV {path}: {error.strerror or error}") from None
+    captions: dict[str, str] = {}
+    rows: dict[str, int] = {}
+    with handle:
+        reader = csv.DictReader(handle)
+        columns = reader.fieldnames or []
+        missing = [column for column in ("file", "caption") if column not in columns]
+        if missing:
+            raise PreparationError(
+                f"captions CSV {path} lacks column(s) {', '.join(missing)}; it has: {', '.join(columns) or 'none'}"
+            )
+        source_resolved = source.resolve()
+        for row_number, row in enumerate(reader, start=2):
+            name = row["file"] or ""
+            if os.path.isabs(name):
+                try:
+                    name = Path(name).resolve().relative_to(source_resolved).as_posix()
+                except ValueError:
+                    raise PreparationError(
+                        f"captions CSV {path} row {row_number}: file {row['file']!r} lies outside the source folder {source}"
+                    ) from None
+            name = _normalize_relative(name)
+            if not name:
+                raise PreparationError(f"captions CSV {path} row {row_number}: empty file name")
+            if name in captions:
+                raise PreparationError(
+                    f"captions CSV {path}: file {name!r} appears twice (rows {rows[name]} and {row_number})"
+                )
+            captions[name] = (row["caption"] or "").strip()
+            rows[name] = row_number
+    return captions
+
+
+class _ShardWriter:
+    """Buffers clips of one split and writes a shard every ``shard_clips`` clips."""
+
+    def __init__(self, folder: Path, split: str, shard_clips: int, caption_length: int):
+        self.folder, self.split, self.shard_clips = folder, split, shard_clips
+        self.caption_length = caption_length
+        self.shards: list[dict] = []
+        self.count = 0
+        self._reset()
+
+    def _reset(self) -> None:
+        self.frames: list[np.ndarray] = []
+        self.ids: list[np.ndarray] = []
+        self.captions: list[str] = []
+        self.sources: list[str] = []
+        self.starts: list[int] = []
+
+    def add(self, clip: DecodedClip, ids: np.ndarray, caption: str, source: str) -> tuple[str, int]:
+        """Append one clip; return (shard name, row in shard)."""
+        name, row = self._name(len(self.shards)), len(self.frames)
+        self.frames.append(clip.frames)
+        self.ids.append(ids)
+        self.captions.append(caption)
+        self.sources.append(source)
+        self.starts.append(clip.start_frame)
+        self.count += 1
+        if len(self.frames) == self.shard_clips:
+            self.flush()
+        return name, row
+
+    def _name(self, number: int) -> str:
+        return f"{self.split}-{number:05d}"
+
+    def flush(self) -> None:
+        if not self.frames:
+            return
+        name = self._name(len(self.shards))
+        files = {
+            "frames": f"{name}.frames.npy",
+            "caption_ids": f"{name}.caption_ids.npy",
+            "clips": f"{name}.clips.json",
+        }
+        frames = np.stack(self.frames)
+        np.save(self.folder / files["frames"], frames)
+        np.save(self.folder / files["caption_ids"], np.stack(self.ids).astype(np.int32))
+        atomic_write_json(
+            self.folder / files["clips"],
+            {"captions": self.captions, "sources": self.sources, "start_frames": self.starts},
+        )
+        self.shards.append(
+            {
+                "name": name,
+                "clips": len(self.frames),
+                "files": files,
+                "frames_shape": list(frames.shape),
+                "caption_ids_shape": [len(self.ids), self.caption_length],
+                "sha256": {role: _sha256(self.folder / file) for role, file in files.items()},
+            }
+        )
+        self._reset()
+
+
+def publish_permissions(folder: Path) -> None:
+    """Give a folder built with private temporary permissions the usual ones (``0o777``/``0o666`` less the umask)."""
+    umask = os.umask(0)
+    os.umask(umask)
+    os.chmod(folder, 0o777 & ~umask)
+    for path in folder.rglob("*"):
+        if not path.is_symlink():
+            os.chmod(path, (0o777 if path.is_dir() else 0o666) & ~umask)
+
+
+def _sha256(path: Path) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as handle:
+        for block in iter(lambda: handle.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def prepare_dataset(
+    source: str | os.PathLike,
+    out: str | os.PathLike,
+    settings: PreparationSettings = PreparationSettings(),
+    captions_csv: str | os.PathLike | None = None,
+    folder_captions: bool = False,
+) -> PreparationSummary:
+    """Prepare every video file under ``source`` into shards in ``out`` (see the module docstring).
+
+    Args:
+        captions_csv: CSV with columns ``file,caption``; default ``SOURCE/captions.csv`` if it exists.
+        folder_captions: caption every file by its parent folder's name even if a CSV exists.
+
+    Raises:
+        PreparationError: no usable file, an empty split, or too many skipped files; ``out`` is
+            then left as it was.
+
+    With ``settings.workers > 0`` files are decoded in processes started from a fork server, so a
+    script that calls this must do so under ``if __name__ == "__main__":`` (as for any
+    multiprocessing code that does not fork).
+    """
+    started = time.perf_counter()
+    source_path = Path(source)
+    out_path = Path(out)
+    if not source_path.is_dir():
+        raise PreparationError(f"source folder {source_path} does not exist or is not a folder")
+    if out_path.resolve() == source_path.resolve() or out_path.resolve() in source_path.resolve().parents:
+        raise PreparationError(f"output folder {out_path} would replace the source folder {source_path}")
+    tokenizer = settings.tokenizer()
+    csv_path = None
+    if captions_csv is not None:
+        csv_path = Path(captions_csv)
+    elif not folder_captions and (source_path / DEFAULT_CAPTIONS_NAME).is_file():
+        csv_path = source_path / DEFAULT_CAPTIONS_NAME
+    captions = read_captions_csv(csv_path, source_path) if csv_path is not None else None
+
+    videos, others = find_video_files(source_path)
+    if csv_path is not None and csv_path.resolve().parent == source_path.resolve():
+        others = [name for name in others if name != csv_path.name]
+    summary = PreparationSummary(
+        source=str(source_path),
+        out=str(out_path),
+        video_files=len(videos),
+        ignored_files=len(others),
+        max_skipped_fraction=settings.max_skipped_fraction,
+    )
+    if not videos:
+        raise PreparationError(
+            f"no video files ({', '.join(VIDEO_EXTENSIONS)}) found under {source_path}", summary
+        )
+
+    tasks, task_info = [], {}
+    for relative in videos:
+        split = split_of(relative, settings.validation_fraction)
+        absolute = str(source_path / relative)
+        try:
+            check_readable(absolute)
+            caption = _caption_for(relative, captions, csv_path)
+        except SkipReason as reason:
+            summary.skipped.append(SkippedFile(relative, split, reason.code, reason.message))
+            continue
+        task_info[len(tasks)] = (relative, split, caption)
+        tasks.append((len(tasks), absolute, relative))
+    unmatched = sorted(set(captions) - set(videos)) if captions is not None else []
+    summary.captions_without_video = len(unmatched)
+
+    sources: list[dict] = []
+    truncated: list[str] = []
+    with atomic_directory(out_path) as folder:
+        writers = {
+            split: _ShardWriter(folder, split, settings.shard_clips, settings.caption_length) for split in SPLITS
+        }
+        pool = DecodePool(settings.clip_settings(), settings.workers, settings.decode_timeout_s)
+        for index, status, payload in pool.run(tasks):
+            summary.last_result_s = time.perf_counter() - started
+            if not summary.first_result_s:
+                summary.first_result_s = summary.last_result_s
+            relative, split, caption = task_info[index]
+            if status != "ok":
+                code, message = payload
+                summary.skipped.append(SkippedFile(relative, split, code, message))
+                continue
+            clip: DecodedClip = payload
+            if tokenizer.truncated(caption):
+                truncated.append(relative)
+            shard, row = writers[split].add(clip, tokenizer.encode(caption), caption, relative)
+            sources.append(
+                {
+                    "path": relative,
+                    "split": split,
+                    "shard": shard,
+                    "row": row,
+                    "caption": caption,
+                    "source_frames": clip.source_frames,
+                    "start_frame": clip.start_frame,
+                    "source_fps": clip.source_fps,
+                    "source_size": [clip.source_height, clip.source_width],
+                    "decoder": clip.decoder,
+                }
+            )
+        for writer in writers.values():
+            writer.flush()
+            summary.clips[writer.split] = writer.count
+        summary.truncated_captions = len(truncated)
+        summary.skipped.sort(key=lambda item: item.path)
+        summary.seconds = time.perf_counter() - started
+        _check_outcome(summary, settings)
+
+        config = {
+            "source": str(source_path.resolve()),
+            "captions_csv": str(csv_path.resolve()) if csv_path is not None else None,
+            "captions_from": "csv" if csv_path is not None else "folder names",
+            "settings": settings.content_config(),
+        }
+        manifest = {
+            "format": MANIFEST_FORMAT,
+            "format_version": MANIFEST_VERSION,
+            "clip": {
+                "frames": settings.frames,
+                "height": settings.height,
+                "width": settings.width,
+                "channels": 3,
+                "dtype": "uint8",
+                "layout": "FHWC",
+                "color": "RGB",
+                "stride": settings.stride,
+                "start": settings.start,
+            },
+            "tokenizer": tokenizer.to_dict(),
+            "caption_ids_dtype": "int32",
+            "splits": {
+                split: {"clips": writers[split].count, "shards": writers[split].shards} for split in SPLITS
+            },
+            "counts": {
+                "video_files": summary.video_files,
+                "clips": summary.usable,
+                **{f"{split}_clips": summary.clips[split] for split in SPLITS},
+                "skipped": len(summary.skipped),
+                "skipped_fraction": summary.skipped_fraction,
+                "skipped_by_reason": summary.skipped_by_reason(),
+                "ignored_files": summary.ignored_files,
+                "truncated_captions": summary.truncated_captions,
+                "captions_without_video": summary.captions_without_video,
+            },
+            "reasons": REASONS,
+            "sources": sources,
+            "skipped": [item.to_dict() for item in summary.skipped],
+            "ignored_files": others,
+            "truncated_captions": truncated,
+            "captions_without_video": unmatched,
+            "captions_csv_sha256": _sha256(csv_path) if csv_path is not None else None,
+            "seconds": summary.seconds,
+            "provenance": provenance(config),
+        }
+        atomic_write_json(folder / MANIFEST_NAME, manifest)
+        publish_permissions(folder)
+    return summary
+
+
+def _caption_for(relative: str, captions: dict[str, str] | None, csv_path: Path | None) -> str:
+    if captions is not None:
+        caption = captions.get(relative)
+        if caption is None:
+            raise SkipReason("missing_caption", f"no row for this file in {csv_path}")
+        if not caption:
+            raise SkipReason("missing_caption", f"empty caption in {csv_path}")
+        return caption
+    parent = Path(relative).parent
+    if parent == Path("."):
+        raise SkipReason(
+            "missing_caption", "file lies directly in the source folder: no folder name to caption it and no captions CSV"
+        )
+    return caption_from_folder_name(parent.name)
+
+
+def _check_outcome(summary: PreparationSummary, settings: PreparationSettings) -> None:
+    if summary.usable == 0:
+        raise PreparationError(f"no usable clip among {summary.video_files} video files under {summary.source}", summary)
+    if summary.skipped_fraction > settings.max_skipped_fraction:
+        raise PreparationError(
+            f"{len(summary.skipped)} of {summary.video_files} video files skipped "
+            f"({100 * summary.skipped_fraction:.2f}% > limit {100 * settings.max_skipped_fraction:.2f}%)",
+            summary,
+        )
+    if summary.clips["train"] == 0:
+        raise PreparationError("no clip fell in the train split; lower --validation-fraction", summary)
+    if settings.validation_fraction > 0 and summary.clips["validation"] == 0:
+        raise PreparationError(
+            f"no clip fell in the validation split ({settings.validation_fraction:g} of {summary.usable} clips); "
+            "raise --validation-fraction or add files",
+            summary,
+        )
+
+
+def read_manifest(root: str | os.PathLike) -> dict:
+    """The manifest of a prepared folder; a missing or foreign manifest raises ``FileNotFoundError``/``ValueError``."""
+    path = Path(root) / MANIFEST_NAME
+    if not path.is_file():
+        raise FileNotFoundError(f"{path} not found: {root} is not a prepared data folder (run python -m dit.data prepare)")
+    with open(path, encoding="utf-8") as handle:
+        manifest = json.load(handle)
+    if manifest.get("format") != MANIFEST_FORMAT:
+        raise ValueError(f"{path} is not a {MANIFEST_FORMAT} manifest (format {manifest.get('format')!r})")
+    if manifest.get("format_version") != MANIFEST_VERSION:
+        raise ValueError(f"{path} has format_version {manifest.get('format_version')}, this code reads {MANIFEST_VERSION}")
+    return manifest

@@ -1,0 +1,152 @@
+"""Writing clips as video files (H.264 MP4 through PyAV, animated GIF through Pillow) and reading them back.
+
+Clips are uint8 arrays of shape ``(frames, height, width, 3)``, RGB. The default encoding is
+H.264 (libx264) in 4:4:4 chroma (``yuv444p``) at CRF 12: at 32x32 pixels the usual 4:2:0
+chroma subsampling alone limits the round trip to about 24-31 dB PSNR on saturated glyph edges,
+while 4:4:4 at CRF 12 round-trips the synthetic clips at 40 dB or more (about 44 dB on average)
+and decord decodes it. Encoding is single-threaded
+and so byte-for-byte deterministic.
+"""
+
+from __future__ import annotations
+
+import os
+from fractions import Fraction
+from pathlib import Path
+
+import numpy as np
+
+from dit.atomic import atomic_path
+
+#: x264 constant rate factor used by default (0 = lossless, 51 = worst).
+DEFAULT_CRF = 12
+#: Pixel format used by default; ``yuv444p`` keeps full chroma resolution.
+DEFAULT_PIXEL_FORMAT = "yuv444p"
+#: x264 preset used by default.
+DEFAULT_PRESET = "medium"
+
+
+def check_clip(frames: np.ndarray, name: str = "frames") -> np.ndarray:
+    """Validate a uint8 ``(F, H, W, 3)`` clip and return it as a C-contiguous array."""
+    frames = np.asarray(frames)
+    if frames.dtype != np.uint8:
+        raise ValueError(f"{name} must be uint8, got {frames.dtype}")
+    if frames.ndim != 4 or frames.shape[-1] != 3:
+        raise ValueError(f"{name} must have shape (frames, height, width, 3), got {frames.shape}")
+    if frames.shape[0] < 1:
+        raise ValueError(f"{name} has no frames")
+    return np.ascontiguousarray(frames)
+
+
+def write_mp4(
+    frames: np.ndarray,
+    path: str | os.PathLike,
+    fps: float = 8,
+    crf: int = DEFAULT_CRF,
+    pixel_format: str = DEFAULT_PIXEL_FORMAT,
+    preset: str = DEFAULT_PRESET,
+) -> Path:
+    """Encode ``frames`` (uint8 ``(F, H, W, 3)``, RGB) as an H.264 MP4 at ``fps`` frames per second.
+
+    Height and width must be even (a requirement of the 4:2:0 format; kept for all formats so that
+    the files play everywhere). The file is written atomically. Returns the path.
+    """
+    import av
+
+    frames = check_clip(frames)
+    height, width = frames.shape[1:3]
+    if height % 2 or width % 2:
+        raise ValueError(f"H.264 needs even height and width, got {height}x{width}")
+    if not 0 <= crf <= 51:
+        raise ValueError(f"crf must lie in [0, 51], got {crf}")
+    rate = Fraction(fps).limit_denominator(1001)
+    if rate <= 0:
+        raise ValueError(f"fps must be positive, got {fps}")
+    final = Path(path)
+    with atomic_path(final, suffix=final.suffix or ".mp4") as tmp:
+        with av.open(str(tmp), mode="w", format="mp4") as container:
+            stream = container.add_stream("libx264", rate=rate)
+            stream.width = width
+            stream.height = height
+            stream.pix_fmt = pixel_format
+            time_base = 1 / rate
+            stream.time_base = time_base
+            stream.options = {"crf": str(crf), "preset": preset, "threads": "1"}
+            for index, image in enumerate(frames):
+                frame = av.VideoFrame.from_ndarray(image, format="rgb24")
+                frame.pts = index
+                frame.time_base = time_base
+                for packet in stream.encode(frame):
+                    container.mux(packet)
+            for packet in stream.encode():
+                container.mux(packet)
+    return final
+
+
+def write_gif(frames: np.ndarray, path: str | os.PathLike, fps: float = 8, scale: int = 1) -> Path:
+    """Write ``frames`` (uint8 ``(F, H, W, 3)``) as a looping animated GIF, each pixel enlarged ``scale`` times."""
+    from PIL import Image
+
+    frames = check_clip(frames)
+    if scale < 1:
+        raise ValueError(f"scale must be a positive integer, got {scale}")
+    if scale > 1:
+        frames = frames.repeat(scale, axis=1).repeat(scale, axis=2)
+    images = [Image.fromarray(frame) for frame in frames]
+    duration_ms = max(20, round(1000 / fps))
+    final = Path(path)
+    with atomic_path(final, suffix=".gif") as tmp:
+        images[0].save(tmp, format="GIF", save_all=True, append_images=images[1:], duration=duration_ms, loop=0)
+    return final
+
+
+#: decord 0.6.0 fails to copy frames of some widths (8, 12, 16, 24, 48, 72 pixels, ...) with this message.
+DECORD_ROW_SIZE_BUG = "The size must exactly match"
+
+
+def read_frames(path: str | os.PathLike, indices: list[int] | None = None) -> np.ndarray:
+    """Frames ``indices`` (default all) of a video file, uint8 ``(F, H, W, 3)`` RGB, decoded by decord.
+
+    Widths that trip decord's frame-copy bug (``DECORD_ROW_SIZE_BUG``) are decoded with PyAV instead.
+    """
+    import decord
+
+    reader = decord.VideoReader(os.fspath(path), num_threads=1)
+    indices = list(range(len(reader))) if indices is None else list(indices)
+    try:
+        return reader.get_batch(indices).asnumpy()
+    except decord.DECORDError as error:
+        if DECORD_ROW_SIZE_BUG not in str(error):
+            raise
+    return read_frames_pyav(path, indices)
+
+
+def read_frames_pyav(path: str | os.PathLike, indices: list[int]) -> np.ndarray:
+    """Frames ``indices`` (presentation order, 0-based) of a video file, decoded by PyAV, uint8 ``(F, H, W, 3)``."""
+    import av
+
+    wanted = set(indices)
+    last = max(indices)
+    found: dict[int, np.ndarray] = {}
+    with av.open(os.fspath(path), mode="r") as container:
+        for position, frame in enumerate(container.decode(video=0)):
+            if position in wanted:
+                found[position] = frame.to_ndarray(format="rgb24")
+            if position >= last:
+                break
+    missing = sorted(wanted - set(found))
+    if missing:
+        raise ValueError(f"{path}: frames {missing[:5]} not found (the video has fewer frames)")
+    return np.stack([found[index] for index in indices])
+
+
+def psnr(reference: np.ndarray, decoded: np.ndarray) -> float:
+    """Peak signal-to-noise ratio in dB between two uint8 arrays of equal shape (inf if identical)."""
+    reference = np.asarray(reference)
+    decoded = np.asarray(decoded)
+    if reference.shape != decoded.shape:
+        raise ValueError(f"shapes differ: {reference.shape} vs {decoded.shape}")
+    mse = float(np.mean((reference.astype(np.float64) - decoded.astype(np.float64)) ** 2))
+    if mse == 0.0:
+        return float("inf")
+    return 10.0 * np.log10(255.0**2 / mse)

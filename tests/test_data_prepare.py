@@ -1,0 +1,342 @@
+"""Preparation of video folders: round trip, clip cutting, captions, splits, and every kind of bad input.
+
+This module does not import torch at the top: worker processes import it to find ``decode_or_crash``.
+"""
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from fractions import Fraction
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from dit.data.__main__ import main
+from dit.data.decode import ClipSettings, decode_clip
+from dit.data.prepare import (
+    PreparationError,
+    PreparationSettings,
+    caption_from_folder_name,
+    find_video_files,
+    prepare_dataset,
+    read_manifest,
+    split_of,
+)
+from dit.data.synthetic import GeneratorSettings, generate_dataset, render_scene, sample_scene
+from dit.data.video_io import psnr, write_mp4
+from dit.data.workers import DecodePool
+from dit.provenance import PROJECT_ROOT
+
+FAST = dict(workers=1, decode_timeout_s=60)
+
+
+def _levels_video(path, frames=20, height=48, width=64, container="mp4", codec="libx264"):
+    """A video whose frame t is grey level 10*t (with a red square in the centre), written with PyAV."""
+    import av
+
+    data = np.zeros((frames, height, width, 3), dtype=np.uint8)
+    for t in range(frames):
+        data[t] = 10 * t
+        data[t, height // 2 - 6 : height // 2 + 6, width // 2 - 6 : width // 2 + 6] = (255, 0, 0)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with av.open(str(path), mode="w", format=container) as output:
+        stream = output.add_stream(codec, rate=Fraction(8))
+        stream.width, stream.height, stream.pix_fmt = width, height, "yuv420p"
+        if codec == "libx264":
+            stream.options = {"crf": "0", "threads": "1"}
+        else:
+            stream.options = {"qscale": "1"}
+        for image in data:
+            for packet in stream.encode(av.VideoFrame.from_ndarray(image, format="rgb24")):
+                output.mux(packet)
+        for packet in stream.encode():
+            output.mux(packet)
+    return data
+
+
+def _write_stream(path, codec, frames, size=64, container_options=None):
+    import av
+
+    with av.open(str(path), mode="w", format="mp4", options=container_options or {}) as output:
+        stream = output.add_stream(codec, rate=Fraction(8))
+        stream.width, stream.height, stream.pix_fmt = size, size, "yuv420p"
+        for image in frames:
+            for packet in stream.encode(av.VideoFrame.from_ndarray(image, format="rgb24")):
+                output.mux(packet)
+        for packet in stream.encode():
+            output.mux(packet)
+
+
+def _audio_only(path):
+    import av
+
+    with av.open(str(path), mode="w", format="mp4") as output:
+        stream = output.add_stream("aac", rate=44100)
+        for _ in range(8):
+            frame = av.AudioFrame.from_ndarray(np.zeros((1, 1024), np.float32), format="fltp", layout="mono")
+            frame.sample_rate = 44100
+            for packet in stream.encode(frame):
+                output.mux(packet)
+        for packet in stream.encode():
+            output.mux(packet)
+
+
+def test_round_trip_rendered_frames_to_shards_keeps_the_content(tmp_path):
+    from dit.data.loader import ShardDataset
+
+    settings = GeneratorSettings(clips=8, seed=21)
+    source = generate_dataset(tmp_path / "gen", settings).out
+    prepare_dataset(source, tmp_path / "prepared", PreparationSettings(validation_fraction=0.5, **FAST))
+    seen = 0
+    for split in ("train", "validation"):
+        dataset = ShardDataset(tmp_path / "prepared", split)
+        dataset.verify()
+        batch = dataset.get(np.arange(len(dataset)))
+        for row, source_file in enumerate(dataset.sources):
+            index = int(Path(source_file).stem.split("_")[1])
+            rendered = render_scene(sample_scene(settings, index), settings)
+            assert psnr(rendered, batch["video"][row].numpy()) >= 30.0
+            seen += 1
+    assert seen == 8
+    # the content does not depend on how many processes decode it
+    prepare_dataset(source, tmp_path / "in_process", PreparationSettings(validation_fraction=0.5, workers=0))
+    shards = [read_manifest(tmp_path / name)["splits"] for name in ("prepared", "in_process")]
+    assert shards[0] == shards[1]
+
+
+def test_clip_cutting_stride_start_resize_and_folder_captions(tmp_path):
+    from dit.data.loader import ShardDataset
+
+    source = tmp_path / "ucf"
+    levels = _levels_video(source / "ApplyEyeMakeup" / "v_ApplyEyeMakeup_g01_c01.avi", container="avi", codec="mpeg4")
+    _levels_video(source / "Yo_Yo" / "clip.mkv", container="matroska")
+    _levels_video(source / "Yo_Yo" / "CLIP2.MOV", container="mov")
+    settings = PreparationSettings(frames=4, stride=3, height=32, width=32, validation_fraction=0.0, workers=0)
+    summary = prepare_dataset(source, tmp_path / "prepared", settings)
+    assert summary.usable == 3 and not summary.skipped
+    dataset = ShardDataset(tmp_path / "prepared", "train")
+    assert dataset.sources == ["ApplyEyeMakeup/v_ApplyEyeMakeup_g01_c01.avi", "Yo_Yo/CLIP2.MOV", "Yo_Yo/clip.mkv"]
+    assert dataset.captions == ["apply eye makeup", "yo yo", "yo yo"]
+    video = dataset.get([0, 1, 2])["video"].numpy()
+    assert video.shape == (3, 4, 32, 32, 3)
+    # centred start: 20 frames, span 10 -> start 5, frames 5, 8, 11, 14 (grey 50, 80, 110, 140)
+    corner = video[:, :, :4, :4].astype(float).mean(axis=(2, 3, 4))
+    np.testing.assert_allclose(corner, np.tile([50, 80, 110, 140], (3, 1)), atol=4)
+    # the centred red square survives resize (48x64 -> 32x43) and centre crop (-> 32x32)
+    assert video[0, 0, 16, 16, 0] > 200 and video[0, 0, 16, 16, 1] < 60
+    assert levels.shape == (20, 48, 64, 3)
+    manifest = read_manifest(tmp_path / "prepared")
+    assert {entry["start_frame"] for entry in manifest["sources"]} == {5}
+    random_start = ClipSettings(frames=4, stride=3, start="random", seed=4)
+    clip = decode_clip(str(source / "Yo_Yo" / "clip.mkv"), "Yo_Yo/clip.mkv", random_start)
+    again = decode_clip(str(source / "Yo_Yo" / "clip.mkv"), "Yo_Yo/clip.mkv", random_start)
+    assert 0 <= clip.start_frame <= 10 and clip.start_frame == again.start_frame
+    expected = 10 * (clip.start_frame + 3 * np.arange(4))
+    np.testing.assert_allclose(clip.frames[:, :4, :4].astype(float).mean(axis=(1, 2, 3)), expected, atol=4)
+
+
+def test_widths_decord_cannot_copy_are_decoded_with_pyav(tmp_path):
+    settings = GeneratorSettings(clips=3, seed=9, height=16, width=16)
+    source = generate_dataset(tmp_path / "gen", settings).out
+    prepare = PreparationSettings(height=16, width=16, validation_fraction=0.0, workers=0)
+    prepare_dataset(source, tmp_path / "prepared", prepare)
+    manifest = read_manifest(tmp_path / "prepared")
+    assert [entry["decoder"] for entry in manifest["sources"]] == ["pyav"] * 3
+    frames = np.load(tmp_path / "prepared" / "train-00000.frames.npy")
+    for row, entry in enumerate(manifest["sources"]):
+        index = int(Path(entry["path"]).stem.split("_")[1])
+        assert psnr(render_scene(sample_scene(settings, index), settings), frames[row]) >= 30.0
+
+
+def test_folder_names_become_captions():
+    assert caption_from_folder_name("ApplyEyeMakeup") == "apply eye makeup"
+    assert caption_from_folder_name("YoYo") == "yo yo"
+    assert caption_from_folder_name("playing_guitar") == "playing guitar"
+    assert caption_from_folder_name("Jump-Rope") == "jump rope"
+
+
+def test_split_is_a_stable_function_of_the_path_alone(tmp_path):
+    names = [f"class_{i % 7}/video_{i}.mp4" for i in range(4000)]
+    splits = {name: split_of(name, 0.05) for name in names}
+    share = sum(split == "validation" for split in splits.values()) / len(names)
+    assert 0.04 < share < 0.06
+    # adding files (or changing the list) never moves an existing file
+    assert all(split_of(name, 0.05) == splits[name] for name in reversed(names))
+    settings = GeneratorSettings(clips=6, seed=2)
+    source = generate_dataset(tmp_path / "gen", settings).out
+    prepare_dataset(source, tmp_path / "first", PreparationSettings(validation_fraction=0.4, workers=0))
+    write_mp4(render_scene(sample_scene(settings, 0), settings), source / "clips" / "extra_clip.mp4")
+    with open(source / "captions.csv", "a") as handle:
+        handle.write("clips/extra_clip.mp4,an extra clip\n")
+    prepare_dataset(source, tmp_path / "second", PreparationSettings(validation_fraction=0.4, workers=0))
+    first = {entry["path"]: entry["split"] for entry in read_manifest(tmp_path / "first")["sources"]}
+    second = {entry["path"]: entry["split"] for entry in read_manifest(tmp_path / "second")["sources"]}
+    assert set(second) == set(first) | {"clips/extra_clip.mp4"}
+    assert all(second[path] == split for path, split in first.items())
+
+
+def _bad_input_folder(root: Path) -> dict[str, str]:
+    """A folder with good files and one file of every bad kind; returns {relative path: expected reason}."""
+    settings = GeneratorSettings(clips=4, seed=1)
+    captions = {}
+    for index in range(4):
+        name = f"good/clip_{index}.mp4"
+        write_mp4(render_scene(sample_scene(settings, index), settings), root / name)
+        captions[name] = f"good clip {index}"
+    expected = {}
+    rng = np.random.default_rng(0)
+    noise = rng.integers(0, 256, (24, 64, 64, 3), dtype=np.uint8)
+    bad = root / "bad"
+    bad.mkdir()
+    # truncated: moov at the end is cut off; and with the index first, the frame data is cut off
+    whole = (root / "good/clip_0.mp4").read_bytes()
+    (bad / "truncated.mp4").write_bytes(whole[: len(whole) // 2])
+    expected["bad/truncated.mp4"] = "corrupt"
+    _write_stream(bad / "index_first.mp4", "libx264", noise, container_options={"movflags": "faststart"})
+    data = (bad / "index_first.mp4").read_bytes()
+    (bad / "index_first.mp4").write_bytes(data[: int(len(data) * 0.8)])
+    expected["bad/index_first.mp4"] = "corrupt"
+    (bad / "empty.mp4").write_bytes(b"")
+    expected["bad/empty.mp4"] = "empty_file"
+    (bad / "notes.mkv").write_text("this is a text file, not a video\n" * 20)
+    expected["bad/notes.mkv"] = "not_video"
+    write_mp4(render_scene(sample_scene(settings, 0), settings)[:5], bad / "short.mp4")
+    expected["bad/short.mp4"] = "too_short"
+    _write_stream(bad / "av1.mp4", "libsvtav1", noise[:10])
+    expected["bad/av1.mp4"] = "unsupported_codec"
+    _audio_only(bad / "audio.mp4")
+    expected["bad/audio.mp4"] = "no_video_stream"
+    write_mp4(render_scene(sample_scene(settings, 1), settings), bad / "uncaptioned.mp4")
+    expected["bad/uncaptioned.mp4"] = "missing_caption"
+    os.symlink(root / "nowhere" / "gone.mp4", bad / "broken_link.mp4")
+    expected["bad/broken_link.mp4"] = "unreadable"
+    (bad / "folder.webm").mkdir()
+    expected["bad/folder.webm"] = "unreadable"
+    (root / "README.txt").write_text("not a video")
+    for name in expected:
+        if name != "bad/uncaptioned.mp4":
+            captions[name] = "a caption"
+    captions["bad/never_written.mp4"] = "a caption without a file"
+    lines = ["file,caption"] + [f"{name},{caption}" for name, caption in captions.items()]
+    (root / "captions.csv").write_text("\n".join(lines) + "\n")
+    return expected
+
+
+def test_every_kind_of_bad_input_is_listed_with_its_reason(tmp_path):
+    expected = _bad_input_folder(tmp_path / "source")
+    settings = PreparationSettings(max_skipped_fraction=1.0, validation_fraction=0.0, workers=2)
+    summary = prepare_dataset(tmp_path / "source", tmp_path / "prepared", settings)
+    manifest = read_manifest(tmp_path / "prepared")
+    reasons = {entry["path"]: entry["reason"] for entry in manifest["skipped"]}
+    assert reasons == expected
+    for entry in manifest["skipped"]:
+        assert entry["message"] and entry["split"] == "train"
+    assert summary.usable == 4 and manifest["counts"]["clips"] == 4
+    assert manifest["counts"]["skipped"] == len(expected) == len(summary.skipped)
+    assert manifest["counts"]["skipped_by_reason"]["unreadable"] == 2
+    assert manifest["ignored_files"] == ["README.txt"]
+    assert manifest["captions_without_video"] == ["bad/never_written.mp4"]
+    messages = {entry["path"]: entry["message"] for entry in manifest["skipped"]}
+    assert "av1" in messages["bad/av1.mp4"]
+    assert "5 frames" in messages["bad/short.mp4"]
+    assert "folder" in messages["bad/folder.webm"] and "symbolic link" in messages["bad/broken_link.mp4"]
+    text = "\n".join(summary.lines())
+    assert f"skipped {len(expected)} files" in text and "too_short 1" in text and "corrupt 2" in text
+
+
+def test_too_many_skipped_files_fail_and_leave_no_output(tmp_path):
+    source = generate_dataset(tmp_path / "gen", GeneratorSettings(clips=5, seed=3)).out
+    (source / "clips" / "empty.mp4").write_bytes(b"")
+    with open(source / "captions.csv", "a") as handle:
+        handle.write("clips/empty.mp4,nothing\n")
+    out = tmp_path / "prepared"
+    command = [sys.executable, "-m", "dit.data", "prepare", "--source", str(source), "--out", str(out)]
+    result = subprocess.run(
+        command + ["--workers", "1", "--validation-fraction", "0.5"],
+        capture_output=True,
+        text=True,
+        cwd=PROJECT_ROOT,
+        timeout=120,
+    )
+    assert result.returncode == 1
+    assert "1 of 6 video files skipped (16.67% > limit 5.00%)" in result.stderr
+    assert "empty_file: clips/empty.mp4: file has zero bytes" in result.stderr
+    assert not out.exists()
+    assert [p.name for p in tmp_path.iterdir() if p.name.startswith(".prepared")] == []
+    # an existing complete output survives a failed run untouched
+    out.mkdir()
+    (out / "marker").write_text("old")
+    with pytest.raises(PreparationError, match="skipped"):
+        prepare_dataset(source, out, PreparationSettings(validation_fraction=0.5, workers=0))
+    assert [p.name for p in out.iterdir()] == ["marker"]
+    # a higher limit accepts the same folder
+    summary = prepare_dataset(
+        source, out, PreparationSettings(validation_fraction=0.5, max_skipped_fraction=0.2, workers=0)
+    )
+    assert summary.usable == 5 and (out / "manifest.json").is_file() and not (out / "marker").exists()
+
+
+def test_nothing_usable_fails_with_a_clear_message(tmp_path, capsys):
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    (empty / "notes.txt").write_text("no videos here")
+    assert main(["prepare", "--source", str(empty), "--out", str(tmp_path / "o1"), "--workers", "0"]) == 1
+    assert "no video files (.mp4, .avi, .mkv, .webm, .mov) found" in capsys.readouterr().err
+    broken = tmp_path / "broken"
+    (broken / "Walking").mkdir(parents=True)
+    (broken / "Walking" / "a.mp4").write_bytes(b"")
+    with pytest.raises(PreparationError, match="no usable clip"):
+        prepare_dataset(broken, tmp_path / "o2", PreparationSettings(workers=0, max_skipped_fraction=1.0))
+    with pytest.raises(PreparationError, match="would replace the source"):
+        prepare_dataset(broken / "Walking", broken, PreparationSettings(workers=0))
+    with pytest.raises(PreparationError, match="does not exist"):
+        prepare_dataset(tmp_path / "missing", tmp_path / "o3", PreparationSettings(workers=0))
+    assert not any((tmp_path / name).exists() for name in ("o1", "o2", "o3"))
+
+
+def test_captions_csv_errors_name_the_problem(tmp_path):
+    source = tmp_path / "source"
+    source.mkdir()
+    (source / "captions.csv").write_text("path,text\na.mp4,hello\n")
+    with pytest.raises(PreparationError, match="lacks column.*file, caption.*has: path, text"):
+        prepare_dataset(source, tmp_path / "out", PreparationSettings(workers=0))
+    (source / "captions.csv").write_text("file,caption\na.mp4,hello\n./a.mp4,again\n")
+    with pytest.raises(PreparationError, match="'a.mp4' appears twice"):
+        prepare_dataset(source, tmp_path / "out", PreparationSettings(workers=0))
+
+
+def test_video_extensions_are_found_in_any_case_and_folders_are_followed(tmp_path):
+    (tmp_path / "a" / "b").mkdir(parents=True)
+    for name in ("a/x.MP4", "a/b/y.webm", "a/b/z.txt", "w.Mov"):
+        (tmp_path / name).write_bytes(b"x")
+    os.symlink(tmp_path / "a", tmp_path / "link_to_a")  # followed once, not forever
+    videos, others = find_video_files(tmp_path)
+    assert videos == ["a/b/y.webm", "a/x.MP4", "w.Mov"]
+    assert "a/b/z.txt" in others
+
+
+# Decode functions sent to worker processes by name (they must live at module level).
+def decode_or_crash(path, relative, settings):
+    if "crash" in relative:
+        os.kill(os.getpid(), signal.SIGSEGV)
+    if "hang" in relative:
+        time.sleep(60)
+    return decode_clip(path, relative, settings)
+
+
+def test_a_decoder_that_crashes_or_hangs_costs_one_file(tmp_path):
+    settings = GeneratorSettings(clips=1)
+    good = write_mp4(render_scene(sample_scene(settings, 0), settings), tmp_path / "good.mp4")
+    names = ["good", "crash", "good", "hang", "good", "good"]
+    tasks = [(i, str(good), f"{name}_{i}.mp4") for i, name in enumerate(names)]
+    pool = DecodePool(ClipSettings(), workers=2, timeout_s=2.0, decode=decode_or_crash)
+    results = list(pool.run(tasks))
+    assert [index for index, _, _ in results] == list(range(len(names)))
+    statuses = [status if status == "ok" else payload[0] for _, status, payload in results]
+    assert statuses == ["ok", "decoder_crash", "ok", "decode_timeout", "ok", "ok"]
+    assert "SIGSEGV" in results[1][2][1]
+    np.testing.assert_array_equal(results[0][2].frames, results[5][2].frames)
