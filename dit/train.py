@@ -438,6 +438,7 @@ class Trainer:
         self.try_resume()
         if self.context.is_main:
             atomic_write_text(self.out_dir / "config.yaml", yaml.safe_dump(self.config.to_dict(), sort_keys=False))
+            write_metrics(self.out_dir / "metrics.csv", self.metrics)  # header only until the first milestone
         checkpoint_every = self.config.checkpoint.every_steps
         loss = float("nan")
         while self.step < self.total_steps or self._pending_milestones():

@@ -1,0 +1,179 @@
+"""The experiment grid: which training runs the pipeline config asks for, and each run's config.
+
+The pipeline config (``config/config.yaml``, validated by ``workflow/schemas/config.schema.yaml``)
+names a grid of (model size x batch size in clips x learning rate), a conventional cell, noise-floor
+seeds and a held-out stage. This module turns it into ``RunSpec``s with stable ids, and a ``RunSpec``
+into the training config that ``dit.train`` reads. The Snakefile imports it to list the runs; the
+rules call ``python -m dit.launch`` with the config it builds, so no logic lives in the rules.
+
+Run ids (also the run folders under ``{workdir}/runs/``)::
+
+    grid/{size}/b{batch_clips}_lr{learning_rate}_s{seed}
+    noise/{size}/b{batch_clips}_lr{learning_rate}_s{seed}
+    heldout/{size}/b{batch_clips}_lr{learning_rate}_s{seed}
+    compute_optimal/{size}/b{batch_clips}_lr{learning_rate}_s{seed}
+    conventional/{size}/b..._lr..._s...    (only when the conventional cell lies outside the grid)
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any, Iterable, Mapping
+
+from dit.config import config_from_dict
+
+SERIES = ("grid", "conventional", "noise", "heldout", "compute_optimal")
+
+
+@dataclass(frozen=True)
+class RunSpec:
+    """One training run: a size, a global batch in clips, a learning rate, a seed and its milestones."""
+
+    series: str
+    size: str
+    batch_clips: int
+    learning_rate: float
+    seed: int
+    milestones_tokens: tuple[int, ...]
+
+    @property
+    def run_id(self) -> str:
+        return f"{self.series}/{self.size}/b{self.batch_clips}_lr{format_learning_rate(self.learning_rate)}_s{self.seed}"
+
+    def to_dict(self) -> dict[str, Any]:
+        record = asdict(self)
+        record["milestones_tokens"] = list(self.milestones_tokens)
+        record["run_id"] = self.run_id
+        return record
+
+
+def format_learning_rate(learning_rate: float) -> str:
+    """Short, exact-enough text for a learning rate in a run id: 0.003 -> '0.003', 1.5e-4 -> '0.00015'."""
+    text = f"{learning_rate:.4g}"
+    if "e" in text:
+        mantissa, exponent = text.split("e")
+        text = f"{mantissa}e{int(exponent)}"
+    return text
+
+
+def grid_runs(config: Mapping[str, Any]) -> list[RunSpec]:
+    """Every run trained before the held-out stage: grid, conventional (if off-grid) and noise seeds."""
+    grid = config["grid"]
+    seed = int(config["training"]["seed"])
+    milestones = tuple(int(m) for m in grid["milestones_tokens"])
+    runs = [
+        RunSpec("grid", size, int(batch), float(lr), seed, milestones)
+        for size in grid["sizes"]
+        for batch in grid["batch_clips"]
+        for lr in grid["learning_rates"]
+    ]
+    conventional = config["conventional"]
+    on_grid = int(conventional["batch_clips"]) in [int(b) for b in grid["batch_clips"]] and any(
+        _same_rate(float(conventional["learning_rate"]), float(lr)) for lr in grid["learning_rates"]
+    )
+    if not on_grid:
+        runs += [
+            RunSpec("conventional", size, int(conventional["batch_clips"]), float(conventional["learning_rate"]),
+                    seed, milestones)
+            for size in grid["sizes"]
+        ]
+    noise = config.get("noise") or {}
+    for cell in noise.get("cells", []):
+        for extra_seed in noise.get("seeds", []):
+            runs.append(
+                RunSpec("noise", cell["size"], int(cell["batch_clips"]), float(cell["learning_rate"]),
+                        int(extra_seed), milestones)
+            )
+    ids = [run.run_id for run in runs]
+    duplicates = sorted({i for i in ids if ids.count(i) > 1})
+    if duplicates:
+        raise ValueError(f"the pipeline config lists the same run twice: {duplicates[:3]}")
+    return runs
+
+
+def conventional_runs(config: Mapping[str, Any]) -> list[RunSpec]:
+    """The runs of the conventional series: the fixed cell at every fitting size."""
+    conventional = config["conventional"]
+    batch, lr = int(conventional["batch_clips"]), float(conventional["learning_rate"])
+    return [
+        run for run in grid_runs(config)
+        if run.series in ("grid", "conventional") and run.batch_clips == batch and _same_rate(run.learning_rate, lr)
+    ]
+
+
+def proposed_runs(proposal_path: str | Path, seed: int = 0) -> list[RunSpec]:
+    """Held-out and compute-optimal runs listed by ``python -m analysis.propose`` (``seed`` unless given)."""
+    proposal = json.loads(Path(proposal_path).read_text())
+    runs = []
+    for record in proposal["runs"]:
+        series = record["series"]
+        if series not in ("heldout", "compute_optimal"):
+            raise ValueError(f"{proposal_path}: run series {series!r} is not heldout or compute_optimal")
+        runs.append(
+            RunSpec(series, record["size"], int(record["batch_clips"]), float(record["learning_rate"]),
+                    int(record.get("seed", seed)), tuple(int(m) for m in record["milestones_tokens"]))
+        )
+    return runs
+
+
+def training_config(config: Mapping[str, Any], run: RunSpec, data_root: str) -> dict[str, Any]:
+    """The ``dit.train`` config of one run (validated)."""
+    training = config["training"]
+    model = config["model"]
+    record = {
+        "run": {"id": run.run_id, "series": run.series},
+        "seed": run.seed,
+        "device": training.get("device", "auto"),
+        "precision": training.get("precision", "auto"),
+        "threads": training.get("threads"),
+        "model": {
+            "size": run.size,
+            "patch": list(model["patch"]),
+            "attention": model.get("attention", "auto"),
+            "text_width": model.get("text_width"),
+            "caption_dropout": model.get("caption_dropout", 0.1),
+        },
+        "data": {"root": str(data_root), "frames": model.get("frames")},
+        "diffusion": dict(training.get("diffusion", {})),
+        "validation": dict(training.get("validation", {})),
+        "optimizer": {**training.get("optimizer", {}), "lr": run.learning_rate},
+        "batch": {"global_clips": run.batch_clips, "micro_clips": training.get("micro_clips")},
+        "schedule": {"milestones_tokens": list(run.milestones_tokens)},
+        "checkpoint": {"every_steps": training.get("checkpoint_every_steps", 100)},
+        "divergence": {"max_loss": training.get("divergence_max_loss", 10.0)},
+        "progress": {"interval_seconds": training.get("progress_interval_seconds", 10.0), "quiet": False},
+    }
+    config_from_dict(record)  # raises ConfigError naming the key
+    return record
+
+
+def find_run(runs: Iterable[RunSpec], run_id: str) -> RunSpec:
+    for run in runs:
+        if run.run_id == run_id:
+            return run
+    raise KeyError(f"no run {run_id!r} in the pipeline config")
+
+
+def _same_rate(a: float, b: float) -> bool:
+    return abs(a - b) <= 1e-9 * max(abs(a), abs(b))
+
+
+def predicted_heldout_run(proposal_path: str | Path, seed: int = 0) -> RunSpec:
+    """The held-out run at the cell nearest to what the laws predict for the largest held-out size."""
+    proposal = json.loads(Path(proposal_path).read_text())
+    groups = [g for g in proposal["groups"] if g["kind"] == "hyperparameters"]
+    if not groups:
+        raise ValueError(f"{proposal_path}: no held-out hyperparameter group")
+    group = max(groups, key=lambda g: float(g["N"]))
+    cell = group["nearest_cell"]
+    for run in proposed_runs(proposal_path, seed=seed):
+        if (
+            run.series == "heldout"
+            and run.size == group["size"]
+            and run.batch_clips == int(cell["batch_clips"])
+            and _same_rate(run.learning_rate, float(cell["learning_rate"]))
+        ):
+            return run
+    raise ValueError(f"{proposal_path}: the predicted cell {cell} of {group['size']} is not among the runs")

@@ -1,0 +1,94 @@
+"""Launch one training run with as many processes as its resources give.
+
+``python -m dit.launch --config-json JSON --out RUN_DIR [--processes P] [--nodes N]`` writes the run's
+validated config to ``RUN_DIR/train.yaml`` and then *replaces itself* (``exec``) with
+
+* ``python -m dit.train`` for one process on one node, so SIGTERM reaches the trainer directly;
+* ``torchrun --standalone --nproc_per_node=P -m dit.train`` for P processes on one node (gloo on
+  CPU, nccl on CUDA: ``dit.distributed``);
+* ``srun --ntasks-per-node=1 torchrun --nnodes=N --rdzv-backend=c10d ...`` for N > 1 nodes inside a
+  SLURM allocation (the rendezvous host is the allocation's first node).
+
+Exit codes are those of ``dit.train`` (75: preempted, rerun to resume); torchrun turns a worker's
+non-zero exit into its own non-zero exit, which Snakemake's retries treat the same way.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import yaml
+
+from dit.atomic import atomic_write_text
+from dit.config import ConfigError, config_from_dict
+
+RENDEZVOUS_PORT = 29500
+
+
+def launch_command(config_path: Path, out_dir: Path, processes: int, nodes: int, environ: dict) -> list[str]:
+    """The command that trains ``config_path`` into ``out_dir`` with ``processes`` per node on ``nodes``."""
+    if processes < 1 or nodes < 1:
+        raise ValueError(f"processes and nodes must be at least 1, got processes={processes}, nodes={nodes}")
+    train_args = ["-m", "dit.train", "--config", str(config_path), "--out", str(out_dir)]
+    if processes == 1 and nodes == 1:
+        return [sys.executable, *train_args]
+    torchrun = [sys.executable, "-m", "torch.distributed.run", f"--nproc-per-node={processes}"]
+    if nodes == 1:
+        return [*torchrun, "--standalone", *train_args]
+    if "SLURM_JOB_NODELIST" not in environ:
+        raise RuntimeError("--nodes > 1 needs a SLURM allocation (SLURM_JOB_NODELIST is not set)")
+    head = first_slurm_host(environ["SLURM_JOB_NODELIST"])
+    job = environ.get("SLURM_JOB_ID", "dit")
+    return [
+        "srun", f"--nodes={nodes}", "--ntasks-per-node=1", "--kill-on-bad-exit=1",
+        *torchrun, f"--nnodes={nodes}", "--rdzv-backend=c10d", f"--rdzv-id={job}",
+        f"--rdzv-endpoint={head}:{RENDEZVOUS_PORT}", *train_args,
+    ]
+
+
+def first_slurm_host(nodelist: str) -> str:
+    """First host of a SLURM node list (``scontrol show hostnames`` when available)."""
+    if shutil.which("scontrol"):
+        result = subprocess.run(["scontrol", "show", "hostnames", nodelist], capture_output=True, text=True)
+        if result.returncode == 0 and result.stdout.split():
+            return result.stdout.split()[0]
+    return nodelist.split(",")[0].split("[")[0]
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m dit.launch", description=__doc__.split("\n\n")[0])
+    parser.add_argument("--config-json", required=True, help="the run's training config as JSON (dit.config keys)")
+    parser.add_argument("--out", required=True, type=Path, help="run folder")
+    parser.add_argument("--processes", type=int, default=1, help="training processes per node (GPUs per node on CUDA)")
+    parser.add_argument("--nodes", type=int, default=1, help="nodes (more than 1 only inside a SLURM allocation)")
+    args = parser.parse_args(argv)
+    try:
+        record = json.loads(args.config_json)
+        config_from_dict(record)
+    except json.JSONDecodeError as error:
+        print(f"dit.launch: --config-json is not valid JSON: {error}", file=sys.stderr)
+        return 2
+    except ConfigError as error:
+        print(f"dit.launch: configuration error: {error}", file=sys.stderr)
+        return 2
+    args.out.mkdir(parents=True, exist_ok=True)
+    config_path = args.out / "train.yaml"
+    atomic_write_text(config_path, yaml.safe_dump(record, sort_keys=False))
+    try:
+        command = launch_command(config_path, args.out, args.processes, args.nodes, dict(os.environ))
+    except (ValueError, RuntimeError) as error:
+        print(f"dit.launch: {error}", file=sys.stderr)
+        return 2
+    print("dit.launch: " + " ".join(command), file=sys.stderr, flush=True)
+    os.execvp(command[0], command)
+    return 0  # not reached
+
+
+if __name__ == "__main__":
+    sys.exit(main())

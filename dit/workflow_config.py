@@ -1,0 +1,192 @@
+"""The pipeline config (``config/*.yaml``): schema and cross-checks, before the Snakefile builds any job.
+
+``validate_pipeline_config(config)`` checks the config against ``workflow/schemas/config.schema.yaml``
+and then what a schema cannot say (size names exist, milestones increase, the clip shape tiles into
+patches, every run's training config is valid, the analysis keys are valid). Every error names the
+key, e.g. ``grid.learning_rates[2]: -0.01 is less than or equal to the minimum of 0``.
+
+``python -m dit.workflow_config check --config FILE`` runs the same checks from the command line;
+``python -m dit.workflow_config fit-config (--config FILE | --fit-json JSON) --out FIT.yaml`` writes
+the fit config that ``python -m analysis.fit`` reads: the ``analysis`` section plus the fitting sizes,
+held-out sizes and conventional cell that the grid defines (``fit_config``), validated by
+``analysis.config``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+from typing import Any, Mapping
+
+import yaml
+
+from dit.atomic import atomic_write_text
+from dit.config import ConfigError
+from dit.flops import tokens_per_clip
+from dit.sizes import SIZES
+
+SCHEMA_PATH = Path(__file__).resolve().parent.parent / "workflow" / "schemas" / "config.schema.yaml"
+
+
+class PipelineConfigError(ValueError):
+    """The pipeline config is invalid; the message names the key."""
+
+
+def _key_path(path) -> str:
+    text = ""
+    for part in path:
+        text += f"[{part}]" if isinstance(part, int) else (f".{part}" if text else str(part))
+    return text or "config"
+
+
+def validate_pipeline_config(config: Mapping[str, Any], schema_path: Path = SCHEMA_PATH) -> None:
+    """Raise ``PipelineConfigError`` naming the first bad key of ``config``."""
+    import jsonschema
+
+    schema = yaml.safe_load(schema_path.read_text())
+    validator = jsonschema.Draft202012Validator(schema)
+    errors = sorted(validator.iter_errors(dict(config)), key=lambda e: (len(e.absolute_path), list(map(str, e.absolute_path))))
+    if errors:
+        error = errors[0]
+        raise PipelineConfigError(f"{_key_path(error.absolute_path)}: {error.message}")
+    _cross_check(config)
+
+
+def _fail(key: str, message: str) -> None:
+    raise PipelineConfigError(f"{key}: {message}")
+
+
+def _known_size(key: str, name: str) -> None:
+    if name not in SIZES:
+        _fail(key, f"unknown model size {name!r}; known sizes: {', '.join(SIZES)}")
+
+
+def _cross_check(config: Mapping[str, Any]) -> None:
+    from dit.grid import grid_runs, training_config, RunSpec
+
+    grid = config["grid"]
+    for i, name in enumerate(grid["sizes"]):
+        _known_size(f"grid.sizes[{i}]", name)
+    for i, name in enumerate(config["heldout"]["sizes"]):
+        _known_size(f"heldout.sizes[{i}]", name)
+        if name in grid["sizes"]:
+            _fail(f"heldout.sizes[{i}]", f"{name} is also a fitting size in grid.sizes")
+    if config["heldout"].get("compute_optimal_size"):
+        _known_size("heldout.compute_optimal_size", config["heldout"]["compute_optimal_size"])
+    for i, cell in enumerate(config["noise"]["cells"]):
+        _known_size(f"noise.cells[{i}].size", cell["size"])
+    if config["training"]["seed"] in config["noise"]["seeds"]:
+        _fail("noise.seeds", f"seed {config['training']['seed']} is the grid's own seed (training.seed)")
+    milestones = list(grid["milestones_tokens"])
+    if milestones != sorted(milestones):
+        _fail("grid.milestones_tokens", f"token budgets must increase, got {milestones}")
+    if config["heldout"]["tokens"] > milestones[-1]:
+        _fail("heldout.tokens", f"{config['heldout']['tokens']} lies beyond the grid's last milestone {milestones[-1]}")
+    prepare = config["data"]["prepare"]
+    frames = config["model"].get("frames") or prepare["frames"]
+    if frames > prepare["frames"]:
+        _fail("model.frames", f"the model takes {frames} frames but data.prepare.frames stores {prepare['frames']}")
+    try:
+        tokens_per_clip(frames, prepare["height"], prepare["width"], config["model"]["patch"])
+    except ValueError as error:
+        _fail("model.patch", f"does not tile the prepared clips ({frames}x{prepare['height']}x{prepare['width']}): {error}")
+    if config["data"]["source"] is None and config["data"]["captions"] is not None:
+        _fail("data.captions", "a captions CSV needs data.source (the embedded set writes its own captions)")
+    for run in grid_runs(config):
+        _check_run(config, run)
+    for size in config["heldout"]["sizes"]:
+        _check_run(config, RunSpec("heldout", size, grid["batch_clips"][0], grid["learning_rates"][0],
+                                   config["training"]["seed"], tuple(milestones)))
+    try:
+        from analysis.config import FitConfigError, config_from_dict
+
+        config_from_dict(fit_config(config))
+    except FitConfigError as error:
+        _fail("analysis", str(error))
+
+
+def _check_run(config: Mapping[str, Any], run) -> None:
+    from dit.grid import training_config
+
+    try:
+        record = training_config(config, run, data_root="(prepared data)")
+    except ConfigError as error:
+        raise PipelineConfigError(f"the training config of run {run.run_id} is invalid: {error}") from None
+    processes = int(config["training"].get("processes", 1)) * int(config["training"].get("nodes", 1))
+    from dit.config import config_from_dict
+
+    try:
+        config_from_dict(record).validate_world_size(processes)
+    except ConfigError as error:
+        raise PipelineConfigError(
+            f"run {run.run_id} cannot be split over training.processes={processes}: {error}"
+        ) from None
+
+
+def fit_config(config: Mapping[str, Any]) -> dict[str, Any]:
+    """The ``analysis.fit`` config: the ``analysis`` section plus what the grid defines."""
+    record = dict(config.get("analysis") or {})
+    record.setdefault("fitting_sizes", list(config["grid"]["sizes"]))
+    record.setdefault("heldout_sizes", list(config["heldout"]["sizes"]))
+    record.setdefault(
+        "conventional_cell",
+        {
+            "batch_clips": int(config["conventional"]["batch_clips"]),
+            "learning_rate": float(config["conventional"]["learning_rate"]),
+        },
+    )
+    return record
+
+
+def load_pipeline_config(path: str | Path) -> dict[str, Any]:
+    try:
+        config = yaml.safe_load(Path(path).read_text())
+    except OSError as error:
+        raise PipelineConfigError(f"cannot read {path}: {error.strerror or error}") from None
+    except yaml.YAMLError as error:
+        raise PipelineConfigError(f"{path} is not valid YAML: {error}") from None
+    if not isinstance(config, dict):
+        raise PipelineConfigError(f"{path} must hold a mapping of sections")
+    return config
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m dit.workflow_config", description=__doc__.split("\n\n")[0])
+    commands = parser.add_subparsers(dest="command", required=True)
+    check = commands.add_parser("check", help="validate a pipeline config")
+    check.add_argument("--config", required=True, type=Path)
+    fit = commands.add_parser("fit-config", help="write the analysis.fit config of a pipeline config")
+    source = fit.add_mutually_exclusive_group(required=True)
+    source.add_argument("--config", type=Path, help="pipeline config YAML")
+    source.add_argument("--fit-json", help="the fit config itself as JSON (fit_config of the pipeline config)")
+    fit.add_argument("--out", required=True, type=Path)
+    args = parser.parse_args(argv)
+    try:
+        if args.command == "check":
+            config = load_pipeline_config(args.config)
+            validate_pipeline_config(config)
+            print(f"{args.config}: valid")
+            return 0
+        if args.fit_json:
+            record = json.loads(args.fit_json)
+        else:
+            config = load_pipeline_config(args.config)
+            validate_pipeline_config(config)
+            record = fit_config(config)
+        from analysis.config import FitConfigError, config_from_dict
+
+        try:
+            config_from_dict(record)
+        except FitConfigError as error:
+            raise PipelineConfigError(f"analysis: {error}") from None
+        atomic_write_text(args.out, yaml.safe_dump(record, sort_keys=False))
+        return 0
+    except PipelineConfigError as error:
+        print(f"dit.workflow_config: invalid pipeline config: {error}", file=sys.stderr)
+        return 2
+
+
+if __name__ == "__main__":
+    sys.exit(main())

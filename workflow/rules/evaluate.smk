@@ -1,0 +1,100 @@
+# Evaluation stage: held-out predictions against measurements, the validation protocol's own
+# spread, what the captions contribute, and sample videos from the largest trained model.
+
+EVALUATION = config["evaluation"]
+SAMPLES = config["samples"]
+
+
+rule evaluate_heldout:
+    input:
+        runs=f"{RESULTS}/runs.csv",
+        laws=f"{RESULTS}/laws.json",
+        proposal=f"{WORK}/analysis/proposal.json",
+    output:
+        report(
+            f"{RESULTS}/heldout.json",
+            caption="../report/heldout.rst",
+            category="Held-out validation",
+        ),
+    log:
+        f"{LOGS}/evaluate_heldout.log",
+    localrule: True
+    conda:
+        CONDA_ENV
+    shell:
+        "python -m analysis.heldout --runs {input.runs} --laws {input.laws} --proposal {input.proposal}"
+        " --out {output} > {log} 2>&1"
+
+
+rule validation_protocol_spread:
+    input:
+        lambda wildcards: f"{largest_run_dir()}/summary.json",
+    output:
+        f"{RESULTS}/evaluation/validation_protocol_spread.json",
+    log:
+        f"{LOGS}/validation_protocol_spread.log",
+    benchmark:
+        f"{BENCHMARKS}/validation_protocol_spread.tsv"
+    params:
+        run=largest_run_dir,
+        seeds=EVALUATION["protocol_spread_seeds"],
+    threads: 1
+    resources:
+        mem_mb=2000,
+        runtime=30,
+    conda:
+        CONDA_ENV
+    shell:
+        "python -m dit.evaluate spread --run {params.run} --seeds {params.seeds} --out {output} > {log} 2>&1"
+
+
+rule caption_conditioning:
+    input:
+        lambda wildcards: f"{largest_run_dir()}/summary.json",
+    output:
+        f"{RESULTS}/evaluation/caption_conditioning.json",
+    log:
+        f"{LOGS}/caption_conditioning.log",
+    params:
+        run=largest_run_dir,
+    threads: 1
+    resources:
+        mem_mb=2000,
+        runtime=30,
+    conda:
+        CONDA_ENV
+    shell:
+        "python -m dit.evaluate captions --run {params.run} --out {output} > {log} 2>&1"
+
+
+rule samples:
+    input:
+        lambda wildcards: f"{largest_run_dir()}/summary.json",
+    output:
+        index=f"{RESULTS}/samples/index.json",
+        sheet=report(
+            f"{RESULTS}/samples/contact_sheet.png",
+            caption="../report/samples.rst",
+            category="Samples",
+        ),
+    log:
+        f"{LOGS}/samples.log",
+    benchmark:
+        f"{BENCHMARKS}/samples.tsv"
+    params:
+        run=largest_run_dir,
+        out=lambda wildcards, output: os.path.dirname(output.index),
+        captions=" ".join(f"--caption {c!r}" for c in (SAMPLES["captions"] or [])),
+        steps=SAMPLES["steps"],
+        guidance_scale=SAMPLES["guidance_scale"],
+        seed=SAMPLES["seed"],
+    threads: 1
+    resources:
+        mem_mb=2000,
+        runtime=30,
+    conda:
+        CONDA_ENV
+    shell:
+        "python -m dit.sample --run {params.run} --out {params.out} {params.captions}"
+        " --steps {params.steps} --guidance-scale {params.guidance_scale} --seed {params.seed}"
+        " > {log} 2>&1"

@@ -1,0 +1,121 @@
+# Fit stage: the tidy runs table, the laws fitted on the fitting sizes, the held-out proposal
+# (a checkpoint: which runs to train depends on the fitted laws), and the final laws with the
+# held-out runs in the table.
+
+HELDOUT = config["heldout"]
+
+
+rule fit_config:
+    output:
+        f"{WORK}/analysis/fit.yaml",
+    log:
+        f"{LOGS}/fit_config.log",
+    params:
+        fit=json.dumps(fit_config(config), sort_keys=True),
+    localrule: True
+    conda:
+        CONDA_ENV
+    shell:
+        "python -m dit.workflow_config fit-config --fit-json {params.fit:q} --out {output} > {log} 2>&1"
+
+
+rule collect_grid_runs:
+    input:
+        summaries([run.run_id for run in GRID_RUNS]),
+    output:
+        f"{WORK}/analysis/grid_runs.csv",
+    log:
+        f"{LOGS}/collect_grid_runs.log",
+    params:
+        run_dirs=[run_dir(run.run_id) for run in GRID_RUNS],
+    localrule: True
+    conda:
+        CONDA_ENV
+    shell:
+        "python -m dit.runs collect --out {output} {params.run_dirs} > {log} 2>&1"
+
+
+rule fit_grid:
+    input:
+        runs=f"{WORK}/analysis/grid_runs.csv",
+        config=f"{WORK}/analysis/fit.yaml",
+    output:
+        f"{WORK}/analysis/laws_grid.json",
+    log:
+        f"{LOGS}/fit_grid.log",
+    benchmark:
+        f"{BENCHMARKS}/fit_grid.tsv"
+    threads: 2
+    resources:
+        mem_mb=4000,
+        runtime=30,
+    conda:
+        CONDA_ENV
+    shell:
+        "python -m analysis.fit --runs {input.runs} --config {input.config} --out {output} > {log} 2>&1"
+
+
+checkpoint propose_heldout:
+    input:
+        laws=f"{WORK}/analysis/laws_grid.json",
+    output:
+        proposal=f"{WORK}/analysis/proposal.json",
+    log:
+        f"{LOGS}/propose_heldout.log",
+    params:
+        sizes=" ".join(f"--size {size}" for size in HELDOUT["sizes"]),
+        milestones=[m for m in config["grid"]["milestones_tokens"] if m <= HELDOUT["tokens"]],
+        tokens=HELDOUT["tokens"],
+        batch_clips=config["grid"]["batch_clips"],
+        learning_rates=config["grid"]["learning_rates"],
+        neighbours=HELDOUT["neighbours"],
+        compute=(
+            f"--compute-size {HELDOUT['compute_optimal_size']}"
+            if HELDOUT["compute_optimal_size"]
+            else "--no-compute-optimal"
+        ),
+    localrule: True
+    conda:
+        CONDA_ENV
+    shell:
+        "python -m analysis.propose --laws {input.laws} {params.sizes} --tokens {params.tokens}"
+        " --milestones {params.milestones} --batch-clips {params.batch_clips}"
+        " --learning-rates {params.learning_rates} --neighbours {params.neighbours}"
+        " {params.compute} --out {output.proposal} > {log} 2>&1"
+
+
+rule collect_runs:
+    input:
+        grid=summaries([run.run_id for run in GRID_RUNS]),
+        heldout=lambda wildcards: summaries(heldout_run_ids()),
+    output:
+        f"{RESULTS}/runs.csv",
+    log:
+        f"{LOGS}/collect_runs.log",
+    params:
+        run_dirs=lambda wildcards: [run_dir(r.run_id) for r in GRID_RUNS] + [run_dir(r) for r in heldout_run_ids()],
+    localrule: True
+    conda:
+        CONDA_ENV
+    shell:
+        "python -m dit.runs collect --out {output} {params.run_dirs} > {log} 2>&1"
+
+
+rule fit_laws:
+    input:
+        runs=f"{RESULTS}/runs.csv",
+        config=f"{WORK}/analysis/fit.yaml",
+    output:
+        f"{RESULTS}/laws.json",
+    log:
+        f"{LOGS}/fit_laws.log",
+    benchmark:
+        f"{BENCHMARKS}/fit_laws.tsv"
+    threads: 2
+    resources:
+        mem_mb=4000,
+        runtime=30,
+    conda:
+        CONDA_ENV
+    shell:
+        "python -m analysis.fit --runs {input.runs} --config {input.config} --out {output} > {log} 2>&1"
