@@ -138,6 +138,13 @@ def test_rerun_of_a_completed_run_does_nothing(prepared_data, reference_run):
     assert (reference_run / "summary.json").stat().st_mtime_ns == mtime
 
 
+def _milestone_rows(out: Path) -> int:
+    try:
+        return max(len((out / "metrics.csv").read_text().splitlines()) - 1, 0)
+    except FileNotFoundError:
+        return 0
+
+
 def _wait_for(predicate, timeout: float, process: subprocess.Popen) -> None:
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
@@ -156,7 +163,7 @@ def test_sigkill_then_restart_reproduces_an_uninterrupted_run(prepared_data, ref
     process = subprocess.Popen(train_command(config_path, out), env=env, stderr=subprocess.PIPE, text=True)
     try:
         # Kill after the first milestone row and a checkpoint exist, mid-run.
-        _wait_for(lambda: (out / "metrics.csv").exists() and (out / "checkpoints" / "latest.pt").exists(), 120, process)
+        _wait_for(lambda: _milestone_rows(out) >= 1 and (out / "checkpoints" / "latest.pt").exists(), 120, process)
         process.send_signal(signal.SIGKILL)
         process.wait(timeout=30)
     finally:
@@ -175,7 +182,7 @@ def test_sigterm_writes_a_checkpoint_exits_75_and_resumes_exactly(prepared_data,
     config_path = write_config(tmp_path / "run.yaml", run_config(prepared_data))
     env = {**os.environ, "PYTHONPATH": str(ROOT)}
     process = subprocess.Popen(train_command(config_path, out), env=env, stderr=subprocess.PIPE, text=True)
-    _wait_for(lambda: (out / "metrics.csv").exists(), 120, process)
+    _wait_for(lambda: _milestone_rows(out) >= 1, 120, process)  # mid-run: after the first milestone
     process.send_signal(signal.SIGTERM)
     _, stderr = process.communicate(timeout=60)
     assert process.returncode == 75, stderr
