@@ -1,0 +1,337 @@
+"""Robust fitting of a law form: Huber loss on log residuals, bounded L-BFGS-B, many starts.
+
+The method of the Chinchilla replication (Besiroglu et al. 2024): minimise
+``sum_i w_i * huber_delta(log f(x_i; theta) - log y_i)`` with L-BFGS-B from a grid of starting
+points and keep the best. The objective is divided by ``delta**2`` so that residuals of size
+``delta`` contribute O(1) and the optimiser's tolerances mean the same for every law.
+
+A fit is *usable* when it converged to finite parameters that sit on no bound; the result says
+which parameters ended on a bound (``on_bound``) so that callers can report it.
+
+Bootstrap refits (``refit``) start from the full-data optimum instead of the grid.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Mapping, Sequence
+
+import numpy as np
+from scipy.optimize import minimize
+
+from analysis.laws import LawForm
+
+#: L-BFGS-B options of a full fit (objective is O(1) per point at residuals of size delta).
+FIT_OPTIONS = {"maxiter": 2000, "ftol": 1e-12, "gtol": 1e-8, "maxcor": 30}
+
+#: Relative distance (fraction of the bound range, or absolute when a bound is 0) counted as "on the bound".
+BOUND_TOLERANCE = 1e-6
+
+
+class InsufficientDataError(ValueError):
+    """Too few usable points to fit a law; the message says what is missing."""
+
+
+def huber(residuals: np.ndarray, delta: float) -> tuple[np.ndarray, np.ndarray]:
+    """Huber loss divided by ``delta**2`` and its derivative, element-wise."""
+    absolute = np.abs(residuals)
+    quadratic = absolute <= delta
+    value = np.where(quadratic, 0.5 * (residuals / delta) ** 2, absolute / delta - 0.5)
+    derivative = np.where(quadratic, residuals / delta**2, np.sign(residuals) / delta)
+    return value, derivative
+
+
+@dataclass
+class FitResult:
+    """One fitted law (published-unit parameters) and how the fit went."""
+
+    form: LawForm
+    parameters: dict[str, float]
+    theta: np.ndarray
+    scales: dict[str, float]
+    objective: float
+    converged: bool
+    on_bound: list[str]
+    points: int
+    mse: float  # mean squared error of the prediction in the output's units (as the paper reports)
+    rmse_log: float  # root mean square of the log residuals
+    starts: int = 1
+    message: str = ""
+    extra: dict = field(default_factory=dict)
+
+    @property
+    def finite(self) -> bool:
+        return bool(np.all(np.isfinite(self.theta))) and np.isfinite(self.objective)
+
+    @property
+    def usable(self) -> bool:
+        return self.finite and self.converged and not self.on_bound
+
+    def predict(self, **inputs: np.ndarray) -> np.ndarray:
+        return self.form.predict(self.parameters, **inputs)
+
+    def summary(self) -> dict:
+        return {
+            "objective": self.objective,
+            "converged": self.converged,
+            "finite": self.finite,
+            "on_bound": list(self.on_bound),
+            "points": self.points,
+            "mse": self.mse,
+            "rmse_log": self.rmse_log,
+            "starts": self.starts,
+            "message": self.message,
+        }
+
+
+def _objective(form: LawForm, log_x, log_y, weights, delta):
+    def function(theta):
+        log_prediction, jac = form.log_predict(theta, log_x)
+        residuals = log_prediction - log_y
+        if not np.all(np.isfinite(residuals)):
+            return 1e30, np.zeros_like(theta)
+        value, derivative = huber(residuals, delta)
+        return float(weights @ value), (weights * derivative) @ jac
+
+    return function
+
+
+def _on_bound(theta: np.ndarray, bounds: Sequence[tuple[float, float]], names: Sequence[str]) -> list[str]:
+    hits = []
+    for value, (low, high), name in zip(theta, bounds, names):
+        span = high - low
+        tolerance = BOUND_TOLERANCE * (span if np.isfinite(span) and span > 0 else 1.0)
+        if value <= low + tolerance or value >= high - tolerance:
+            hits.append(name)
+    return hits
+
+
+def _prepare(form: LawForm, inputs: Mapping[str, np.ndarray], observed: np.ndarray, weights):
+    observed = np.asarray(observed, dtype=float)
+    for variable in form.variables:
+        values = np.asarray(inputs[variable], dtype=float)
+        if values.shape != observed.shape:
+            raise ValueError(f"{form.name}: input {variable} has shape {values.shape}, observed {observed.shape}")
+        if not np.all(np.isfinite(values) & (values > 0)):
+            raise ValueError(f"{form.name}: input {variable} must be finite and positive")
+    if not np.all(np.isfinite(observed) & (observed > 0)):
+        raise ValueError(f"{form.name}: observed values must be finite and positive")
+    weights = np.ones_like(observed) if weights is None else np.asarray(weights, dtype=float)
+    return observed, weights
+
+
+def fit_law(
+    form: LawForm,
+    inputs: Mapping[str, np.ndarray],
+    observed: np.ndarray,
+    delta: float,
+    weights: np.ndarray | None = None,
+    scales: Mapping[str, float] | None = None,
+    extra_starts: Sequence[np.ndarray] = (),
+) -> FitResult:
+    """Fit ``form`` to ``observed`` at ``inputs`` (published units) from the form's starting grid.
+
+    Raises ``InsufficientDataError`` when there are fewer points than parameters + 1.
+    """
+    observed, weights = _prepare(form, inputs, observed, weights)
+    needed = len(form.parameter_names) + 1
+    if observed.size < needed:
+        raise InsufficientDataError(
+            f"{form.name}: {observed.size} points, need at least {needed} for {len(form.parameter_names)} parameters"
+        )
+    scales = dict(scales) if scales is not None else form.reference_scales(inputs)
+    log_x = form.log_inputs(inputs, scales)
+    log_y = np.log(observed)
+    bounds = form.bounds(observed)
+    function = _objective(form, log_x, log_y, weights, delta)
+    best = None
+    starts = list(form.starting_points(log_x, observed)) + [np.asarray(s, dtype=float) for s in extra_starts]
+    for start in starts:
+        start = np.clip(np.asarray(start, dtype=float), [b[0] for b in bounds], [b[1] for b in bounds])
+        result = minimize(
+            function,
+            start,
+            jac=True,
+            method="L-BFGS-B",
+            bounds=bounds,
+            options=FIT_OPTIONS,
+        )
+        if best is None or (np.isfinite(result.fun) and result.fun < best.fun):
+            best = result
+    converged = bool(best.success) or _stationary(function, best.x, bounds)
+    return _result(form, best.x, best.fun, converged, str(best.message), scales, log_x, observed, bounds, len(starts))
+
+
+def _stationary(function, theta, bounds, tolerance: float = 1e-3) -> bool:
+    """Projected gradient small: a line-search stop at the precision limit still counts as converged."""
+    value, gradient = function(theta)
+    low = np.array([b[0] for b in bounds])
+    high = np.array([b[1] for b in bounds])
+    projected = np.where((theta <= low) & (gradient > 0), 0.0, gradient)
+    projected = np.where((theta >= high) & (projected < 0), 0.0, projected)
+    return bool(np.isfinite(value) and np.max(np.abs(projected)) <= tolerance * max(1.0, abs(value)))
+
+
+def _result(form, theta, objective, converged, message, scales, log_x, observed, bounds, starts) -> FitResult:
+    theta = np.asarray(theta, dtype=float)
+    log_prediction, _ = form.log_predict(theta, log_x)
+    residual_log = log_prediction - np.log(observed)
+    prediction = np.exp(log_prediction)
+    return FitResult(
+        form=form,
+        parameters=form.to_parameters(theta, scales),
+        theta=theta,
+        scales=dict(scales),
+        objective=float(objective),
+        converged=converged,
+        on_bound=_on_bound(theta, bounds, form.parameter_names),
+        points=int(observed.size),
+        mse=float(np.mean((prediction - observed) ** 2)),
+        rmse_log=float(np.sqrt(np.mean(residual_log**2))),
+        starts=starts,
+        message=message,
+    )
+
+
+def refit(
+    form: LawForm,
+    inputs: Mapping[str, np.ndarray],
+    observed: np.ndarray,
+    delta: float,
+    start: FitResult,
+    weights: np.ndarray | None = None,
+) -> tuple[np.ndarray, bool, bool]:
+    """Refit from ``start``'s optimum (same reference scales): ``(theta, usable, on_bound)``.
+
+    Used for bootstrap resamples; returns internal parameters (``form.to_parameters`` converts).
+    """
+    observed = np.asarray(observed, dtype=float)
+    weights = np.ones_like(observed) if weights is None else np.asarray(weights, dtype=float)
+    log_x = form.log_inputs(inputs, start.scales)
+    bounds = form.bounds(observed)
+    x0 = np.clip(start.theta, [b[0] for b in bounds], [b[1] for b in bounds])
+    result = minimize(
+        _objective(form, log_x, np.log(observed), weights, delta),
+        x0,
+        jac=True,
+        method="L-BFGS-B",
+        bounds=bounds,
+        options={"maxiter": 500, "ftol": 1e-13, "gtol": 1e-9},
+    )
+    theta = np.asarray(result.x, dtype=float)
+    finite = bool(np.all(np.isfinite(theta)) and np.isfinite(result.fun))
+    hit = bool(_on_bound(theta, bounds, form.parameter_names))
+    return theta, finite and bool(result.success), hit
+
+
+def batched_refit(
+    form: LawForm,
+    inputs: Mapping[str, np.ndarray],
+    observed: np.ndarray,
+    delta: float,
+    start: FitResult,
+    weights: np.ndarray | None = None,
+    iterations: int = 200,
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Refit many resamples at once from ``start``'s optimum: ``(theta (R, p), usable (R,), on_bound (R,))``.
+
+    ``inputs`` are shared by all resamples (published units, shape ``(n,)``); ``observed`` is
+    ``(R, n)`` and ``weights`` ``(R, n)`` (multiplicities; 0 drops a point, NaN observations must
+    have weight 0). The same Huber objective as ``fit_law`` is minimised by a vectorised
+    Levenberg-Marquardt on the iteratively reweighted least-squares form, projected onto the bounds.
+    ``usable`` requires a finite optimum with a small projected gradient.
+    """
+    observed = np.atleast_2d(np.asarray(observed, dtype=float))
+    resamples, count = observed.shape
+    weights = np.ones_like(observed) if weights is None else np.asarray(weights, dtype=float).copy()
+    weights[~np.isfinite(observed)] = 0.0
+    log_y = np.log(np.where(np.isfinite(observed) & (observed > 0), observed, 1.0))
+    log_x = form.log_inputs(inputs, start.scales)
+    parameters = len(form.parameter_names)
+    low = np.empty((resamples, parameters))
+    high = np.empty((resamples, parameters))
+    for r in range(resamples):
+        present = weights[r] > 0
+        row_bounds = form.bounds(observed[r, present] if present.any() else observed[r, :1])
+        low[r] = [b[0] for b in row_bounds]
+        high[r] = [b[1] for b in row_bounds]
+    theta = np.clip(np.broadcast_to(start.theta, (resamples, parameters)), low, high).copy()
+
+    def evaluate(values, rows):
+        log_prediction, jac = _batched_log_predict(form, values, log_x)
+        residuals = log_prediction - log_y[rows]
+        loss, _ = huber(residuals, delta)
+        objective = np.sum(weights[rows] * np.where(np.isfinite(loss), loss, 1e30), axis=1)
+        return objective, residuals, jac
+
+    everyone = np.arange(resamples)
+    objective, residuals, jac = evaluate(theta, everyone)
+    damping = np.full(resamples, 1e-3)
+    quiet = np.zeros(resamples, dtype=int)  # consecutive iterations without meaningful progress
+    eye = np.eye(parameters)
+    active = everyone
+    for _ in range(iterations):
+        if active.size == 0:
+            break
+        w = weights[active] * np.minimum(1.0, delta / np.maximum(np.abs(residuals[active]), 1e-300))
+        J = jac[active]
+        hessian = np.einsum("rn,rni,rnj->rij", w, J, J)
+        gradient = np.einsum("rn,rn,rni->ri", w, residuals[active], J)
+        diagonal = np.einsum("rii->ri", hessian) + 1e-12
+        system = hessian + damping[active, None, None] * (diagonal[:, :, None] * eye)
+        try:
+            step = np.linalg.solve(system, -gradient[..., None])[..., 0]
+        except np.linalg.LinAlgError:
+            step = -gradient / diagonal
+        candidate = np.clip(theta[active] + step, low[active], high[active])
+        new_objective, new_residuals, new_jac = evaluate(candidate, active)
+        old = objective[active]
+        better = np.isfinite(new_objective) & (new_objective <= old)
+        rows = active[better]
+        theta[rows] = candidate[better]
+        residuals[rows] = new_residuals[better]
+        jac[rows] = new_jac[better]
+        objective[rows] = new_objective[better]
+        progress = np.where(better, old - new_objective, 0.0) > 1e-12 * np.maximum(old, 1e-12)
+        damping[active] = np.where(better, np.maximum(damping[active] / 3, 1e-9), np.minimum(damping[active] * 4, 1e9))
+        quiet[active] = np.where(progress, 0, quiet[active] + 1)
+        active = active[(quiet[active] < 6) & (damping[active] < 1e8)]
+    # stationarity by the Newton decrement g' H^-1 g (the predicted objective decrease; free of
+    # parameter scaling), over the parameters not held at a bound
+    _, derivative = huber(residuals, delta)
+    gradient = np.einsum("rn,rn,rni->ri", weights, derivative, jac)
+    robust = np.minimum(1.0, delta / np.maximum(np.abs(residuals), 1e-300))
+    hessian = np.einsum("rn,rni,rnj->rij", weights * robust, jac, jac) / delta**2
+    at_low = theta <= low + BOUND_TOLERANCE * (high - low)
+    at_high = theta >= high - BOUND_TOLERANCE * (high - low)
+    held = (at_low & (gradient > 0)) | (at_high & (gradient < 0))
+    free_gradient = np.where(held, 0.0, gradient)
+    free_hessian = np.where(held[:, :, None] | held[:, None, :], 0.0, hessian) + np.eye(parameters) * (
+        1e-12 * np.einsum("rii->r", hessian)[:, None, None] + held[:, :, None] * eye
+    )
+    try:
+        decrement = np.einsum("ri,ri->r", free_gradient, np.linalg.solve(free_hessian, free_gradient[..., None])[..., 0])
+    except np.linalg.LinAlgError:
+        decrement = np.full(resamples, np.inf)
+    finite = np.all(np.isfinite(theta), axis=1) & np.isfinite(objective)
+    stationary = np.abs(decrement) <= 1e-6 * np.maximum(1.0, objective)
+    on_bound = np.any(at_low | at_high, axis=1)
+    return theta, finite & stationary, on_bound
+
+
+def _batched_log_predict(form: LawForm, theta: np.ndarray, log_x: Mapping[str, np.ndarray]):
+    """``form.log_predict`` for a batch of parameter vectors ``(R, p)`` at shared inputs ``(n,)``."""
+    columns = {v: log_x[v][None, :] for v in form.variables}
+    log_prediction, jac = form.log_predict(tuple(theta[:, i : i + 1] for i in range(theta.shape[1])), columns)
+    return log_prediction, jac
+
+
+def percentile_interval(samples: np.ndarray, level: float) -> tuple[float, float]:
+    """Equal-tailed percentile interval of the finite ``samples`` at confidence ``level``."""
+    samples = np.asarray(samples, dtype=float)
+    samples = samples[np.isfinite(samples)]
+    if samples.size == 0:
+        return (float("nan"), float("nan"))
+    tail = 100 * (1 - level) / 2
+    low, high = np.percentile(samples, [tail, 100 - tail])
+    return (float(low), float(high))

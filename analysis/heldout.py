@@ -1,0 +1,300 @@
+"""Held-out validation: predictions of the fitted laws against sizes (and budgets) they never saw.
+
+Two uses:
+
+* inside ``analysis.fit``: the held-out sizes' grid/heldout runs give measured optima per budget;
+  each is compared with the precise law's prediction (with its prediction interval), the baselines'
+  predictions, and the B_opt / LR_opt laws (``evaluate_heldout_grids``, ``baselines_table``);
+* after the pipeline trained the runs that ``analysis.propose`` listed, the command
+  ``python -m analysis.heldout --runs results/runs.csv --laws results/laws.json
+  --proposal results/proposal.json --out results/heldout.json`` compares predicted and measured
+  loss for each proposal group and says whether the predicted (B, LR) cell was the best one.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+
+import numpy as np
+
+from dit.atomic import atomic_write_json
+from dit.provenance import provenance
+
+from analysis.allocation import BILLION
+from analysis.config import FitConfig
+from analysis.lawset import LawSet, LawsFileError, read_laws
+from analysis.optima import METHOD_NAMES, SizeGrid, find_optima
+from analysis.runs import RunsTable, RunsTableError, load_runs
+
+LOSS_BASELINES = ("loss_optimal", "kaplan", "chinchilla_all_runs", "loss_conventional")
+
+
+def _nearest(values, target: float) -> int:
+    values = np.asarray(values, dtype=float)
+    return int(np.argmin(np.abs(np.log(values) - np.log(target))))
+
+
+def _cell_check(grid: SizeGrid, t: int, predicted_batch: float, predicted_rate: float) -> dict:
+    """Nearest grid cell to the prediction (log space, per axis) vs the measured best cell at budget ``t``."""
+    losses = grid.losses[:, t]
+    present = np.isfinite(losses)
+    batches = np.unique(grid.batch_tokens[present])
+    rates = np.unique(grid.learning_rates[present])
+    cell_b = batches[_nearest(batches, predicted_batch)]
+    cell_r = rates[_nearest(rates, predicted_rate)]
+    best = int(np.nanargmin(np.where(present, losses, np.nan)))
+    match = present & np.isclose(grid.batch_tokens, cell_b) & np.isclose(grid.learning_rates, cell_r)
+    predicted_loss = float(np.min(losses[match])) if match.any() else None
+    return {
+        "predicted_cell": {"batch_tokens": float(cell_b), "learning_rate": float(cell_r), "measured_loss": predicted_loss},
+        "best_cell": {"batch_tokens": float(grid.batch_tokens[best]), "learning_rate": float(grid.learning_rates[best]), "measured_loss": float(losses[best])},
+        "predicted_cell_is_best": bool(match[best]),
+        "predicted_cell_was_run": bool(match.any()),
+        "predicted_cell_excess_loss": None if predicted_loss is None else float(predicted_loss / losses[best] - 1),
+    }
+
+
+def evaluate_heldout_grids(document: dict, grids: list[SizeGrid], budgets, config: FitConfig) -> dict:
+    """Measured optima of held-out sizes vs every law's prediction (see module docstring)."""
+    laws = LawSet(document, level=config.confidence_level, seed=config.seed)
+    loss_records, hp_records = [], []
+    cell = document.get("setup", {}).get("conventional_cell") or {}
+    for grid in grids:
+        optimum = find_optima(grid, np.ones((1, len(grid.run_ids))), config.optimum_method)
+        n_billions = grid.parameters / BILLION
+        at_cell = None
+        if cell:
+            at_cell = np.isclose(grid.batch_clips, cell["batch_clips"]) & np.isclose(grid.learning_rates, cell["learning_rate"], rtol=1e-6)
+        for t, tokens in enumerate(budgets):
+            if optimum.method[0, t] < 0:
+                continue
+            t_billions = float(tokens) / BILLION
+            measured = float(optimum.loss[0, t])
+            record = {
+                "size": grid.size, "N": n_billions, "tokens": float(tokens), "T": t_billions, "measured_loss": measured,
+                "measured_method": METHOD_NAMES[int(optimum.method[0, t])],
+                "measured_on_edge": bool(optimum.edge_batch[0, t] or optimum.edge_learning_rate[0, t]),
+                "cells": int(np.isfinite(grid.losses[:, t]).sum()), "predictions": {},
+            }
+            for name in LOSS_BASELINES:
+                if not laws.has(name):
+                    continue
+                if name == "loss_optimal":
+                    prediction = laws.loss_prediction(n_billions, t_billions)
+                    record.update(
+                        predicted_loss=prediction["value"], interval=prediction["interval"],
+                        prediction_interval=prediction["prediction_interval"],
+                        relative_error=(prediction["value"] - measured) / measured,
+                        covered=None if prediction["prediction_interval"] is None
+                        else bool(prediction["prediction_interval"][0] <= measured <= prediction["prediction_interval"][1]),
+                    )
+                value = float(laws.evaluate(name, N=n_billions, T=t_billions))
+                record["predictions"][name] = {"value": value, "relative_error": (value - measured) / measured}
+            if at_cell is not None and at_cell.any() and np.isfinite(grid.losses[at_cell, t]).any() and laws.has("loss_conventional"):
+                fixed = float(np.nanmean(grid.losses[at_cell, t]))
+                prediction = laws.loss_prediction(n_billions, t_billions, which="conventional")
+                record["conventional_cell"] = {
+                    "measured_loss": fixed, "predicted_loss": prediction["value"],
+                    "prediction_interval": prediction["prediction_interval"],
+                    "relative_error": (prediction["value"] - fixed) / fixed,
+                }
+            loss_records.append(record)
+
+            hp = {
+                "size": grid.size, "N": n_billions, "tokens": float(tokens), "T": t_billions,
+                "measured_batch_tokens": float(optimum.batch_tokens[0, t]), "measured_learning_rate": float(optimum.learning_rate[0, t]),
+                "measured_on_edge": {"batch": bool(optimum.edge_batch[0, t]), "learning_rate": bool(optimum.edge_learning_rate[0, t])},
+                "predictions": {},
+            }
+            flops = float(tokens) * grid.flops_per_token
+            for name, variable, measured_value in (
+                ("batch_size", "B", hp["measured_batch_tokens"]), ("learning_rate", "LR", hp["measured_learning_rate"]),
+                ("deepseek_batch_size", "B", hp["measured_batch_tokens"]), ("deepseek_learning_rate", "LR", hp["measured_learning_rate"]),
+            ):
+                if not laws.has(name):
+                    continue
+                value = float(laws.evaluate(name, C=flops) if name.startswith("deepseek") else laws.evaluate(name, N=n_billions, T=t_billions))
+                hp["predictions"][name] = {"value": value, "log_error": float(np.log(value / measured_value))}
+            if cell:
+                hp["predictions"]["fixed_cell_batch_size"] = {
+                    "value": cell["batch_clips"] * document["setup"]["context_tokens"],
+                    "log_error": float(np.log(cell["batch_clips"] * document["setup"]["context_tokens"] / hp["measured_batch_tokens"])),
+                }
+                hp["predictions"]["fixed_cell_learning_rate"] = {
+                    "value": cell["learning_rate"], "log_error": float(np.log(cell["learning_rate"] / hp["measured_learning_rate"])),
+                }
+            if laws.has("batch_size") and laws.has("learning_rate"):
+                hp.update(_cell_check(grid, t, hp["predictions"]["batch_size"]["value"], hp["predictions"]["learning_rate"]["value"]))
+            hp_records.append(hp)
+    covered = [r["covered"] for r in loss_records if r.get("covered") is not None]
+    errors = [abs(r["relative_error"]) for r in loss_records if "relative_error" in r]
+    return {
+        "sizes": [g.size for g in grids],
+        "loss": loss_records,
+        "hyperparameters": hp_records,
+        "summary": {
+            "points": len(loss_records),
+            "mean_absolute_relative_error": float(np.mean(errors)) if errors else None,
+            "max_absolute_relative_error": float(np.max(errors)) if errors else None,
+            "coverage": float(np.mean(covered)) if covered else None,
+            "level": config.confidence_level,
+        },
+    }
+
+
+def baselines_table(document: dict) -> list[dict]:
+    """One row per law: fit error on its own data and held-out prediction error."""
+    rows = []
+    heldout = document.get("heldout", {})
+    laws = document.get("laws", {})
+    kinds = [
+        ("loss_optimal", "loss", "precise: L = a T^-alpha + b N^-beta + L_inf at optimal (B, LR) (= Chinchilla's form)"),
+        ("kaplan", "loss", "Kaplan: L = ((N_c/N)^(alpha_N/alpha_D) + D_c/T)^alpha_D at optimal (B, LR)"),
+        ("chinchilla_all_runs", "loss", "Chinchilla's form on every grid run, ignoring B and LR"),
+        ("loss_conventional", "loss", "conventional: the paper's form at one fixed (B, LR) for all sizes"),
+        ("batch_size", "hyperparameter", "B_opt = a T^b N^c (precise)"),
+        ("deepseek_batch_size", "hyperparameter", "DeepSeek: B_opt = a C^b"),
+        ("learning_rate", "hyperparameter", "LR_opt = a T^b N^c (precise)"),
+        ("deepseek_learning_rate", "hyperparameter", "DeepSeek: LR_opt = a C^b"),
+    ]
+    for name, kind, description in kinds:
+        law = laws.get(name, {})
+        row = {"law": name, "kind": kind, "description": description, "status": law.get("status", "absent")}
+        if law.get("status") == "fitted":
+            fit = law.get("fit", {})
+            row.update(points=fit.get("points"), fit_rmse_log=fit.get("rmse_log"), fit_mse=fit.get("mse"))
+        else:
+            row["reason"] = law.get("reason")
+        if kind == "loss":
+            errors = [r["predictions"][name]["relative_error"] for r in heldout.get("loss", []) if name in r.get("predictions", {})]
+            target = "held-out optimal-hyperparameter losses"
+        else:
+            errors = [r["predictions"][name]["log_error"] for r in heldout.get("hyperparameters", []) if name in r.get("predictions", {})]
+            target = "held-out interpolated optima (log error)"
+        row["heldout_points"] = len(errors)
+        row["heldout_target"] = target
+        row["heldout_mean_absolute_error"] = float(np.mean(np.abs(errors))) if errors else None
+        row["heldout_max_absolute_error"] = float(np.max(np.abs(errors))) if errors else None
+        rows.append(row)
+    for key, description in (("fixed_cell_batch_size", "fixed cell's B for every size (conventional)"), ("fixed_cell_learning_rate", "fixed cell's LR for every size (conventional)")):
+        errors = [r["predictions"][key]["log_error"] for r in heldout.get("hyperparameters", []) if key in r.get("predictions", {})]
+        rows.append({
+            "law": key, "kind": "hyperparameter", "description": description, "status": "fixed",
+            "heldout_points": len(errors), "heldout_target": "held-out interpolated optima (log error)",
+            "heldout_mean_absolute_error": float(np.mean(np.abs(errors))) if errors else None,
+            "heldout_max_absolute_error": float(np.max(np.abs(errors))) if errors else None,
+        })
+    return rows
+
+
+# ---------------------------------------------------------------------------------------------- proposals
+def evaluate_proposal(table: RunsTable, laws: LawSet, proposal: dict, config: FitConfig) -> dict:
+    """Compare each proposal group with the runs the pipeline trained for it."""
+    completed = table.completed()
+    all_runs = table.runs()
+    exclusions = table.exclusions()
+    groups = []
+    for index, group in enumerate(proposal["groups"]):
+        wanted = [r for r in proposal["runs"] if r["group"] == index]
+        present, missing, found = [], [], []
+        for run in wanted:
+            match = all_runs[
+                (all_runs["series"] == run["series"]) & (all_runs["size"] == run["size"])
+                & (all_runs["batch_clips"] == int(run["batch_clips"]))
+                & np.isclose(all_runs["learning_rate"], float(run["learning_rate"]), rtol=1e-6)
+            ]
+            found += list(match.index)
+            done = [r for r in match.index if r in completed.index]
+            if done:
+                present += done
+            else:
+                missing.append(run["run_id"])
+        record = {"group": index, "kind": group["kind"], "size": group["size"], "runs": present, "missing_runs": missing}
+        excluded = [e for e in exclusions if e["run_id"] in found]
+        if excluded:
+            record["excluded_runs"] = excluded
+        if not present:
+            record["status"] = "no completed runs"
+            groups.append(record)
+            continue
+        runs = completed.loc[present]
+        tokens = float(group["tokens"])
+        n_billions = float(runs["non_embedding_parameters"].iloc[0]) / BILLION
+        losses = table.loss_matrix(present, [tokens], config.loss_column, config.token_match_tolerance)
+        prediction = laws.loss_prediction(n_billions, tokens / BILLION)
+        record.update(tokens=tokens, N=n_billions, predicted_loss=prediction)
+        if group["kind"] == "hyperparameters":
+            grid = SizeGrid(
+                size=group["size"], parameters=n_billions * BILLION, run_ids=present,
+                learning_rates=runs["learning_rate"].to_numpy(float), batch_tokens=runs["batch_tokens"].to_numpy(float),
+                batch_clips=runs["batch_clips"].to_numpy(float), losses=losses, flops_per_token=float("nan"),
+            )
+            optimum = find_optima(grid, np.ones((1, len(present))), config.optimum_method)
+            measured = float(optimum.loss[0, 0])
+            record.update(
+                measured_optimum={
+                    "loss": measured, "batch_tokens": float(optimum.batch_tokens[0, 0]),
+                    "learning_rate": float(optimum.learning_rate[0, 0]), "method": METHOD_NAMES[int(optimum.method[0, 0])],
+                },
+                cells=[
+                    {"run_id": r, "batch_clips": int(b), "learning_rate": float(lr), "loss": float(v)}
+                    for r, b, lr, v in zip(present, grid.batch_clips, grid.learning_rates, losses[:, 0])
+                ],
+                **_cell_check(grid, 0, group["predicted"]["batch_tokens"], group["predicted"]["learning_rate"]),
+            )
+        else:
+            measured = float(np.nanmean(losses[:, 0]))
+            record["measured_loss"] = measured
+        pi = prediction["prediction_interval"]
+        record.update(
+            status="evaluated",
+            relative_error=(prediction["value"] - measured) / measured,
+            covered=None if pi is None else bool(pi[0] <= measured <= pi[1]),
+        )
+        groups.append(record)
+    return {"schema": "analysis.heldout/1", "groups": groups}
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(
+        prog="python -m analysis.heldout",
+        description="Compare the laws' predictions with the held-out runs listed by analysis.propose.",
+    )
+    parser.add_argument("--runs", required=True, help="runs table (CSV or Parquet)")
+    parser.add_argument("--laws", required=True, help="laws.json written by analysis.fit")
+    parser.add_argument("--proposal", required=True, help="proposal JSON written by analysis.propose")
+    parser.add_argument("--out", required=True, help="output JSON (written atomically)")
+    args = parser.parse_args(argv)
+    try:
+        table = load_runs(args.runs)
+        document = read_laws(args.laws)
+        proposal = json.loads(Path(args.proposal).read_text())
+        from analysis.config import config_from_dict
+
+        config = config_from_dict(document.get("config") or {})
+        result = evaluate_proposal(table, LawSet(document, level=config.confidence_level, seed=config.seed), proposal, config)
+    except (RunsTableError, LawsFileError, OSError, json.JSONDecodeError, KeyError, ValueError) as error:
+        print(f"analysis.heldout: error: {error}", file=sys.stderr)
+        return 2
+    result["provenance"] = provenance({"runs": args.runs, "laws": args.laws, "proposal": args.proposal})
+    atomic_write_json(args.out, result)
+    for group in result["groups"]:
+        if group.get("status") != "evaluated":
+            print(f"group {group['group']} ({group['kind']}, {group['size']}): {group['status']}; missing {group['missing_runs']}")
+            continue
+        predicted = group["predicted_loss"]["value"]
+        measured = group.get("measured_optimum", {}).get("loss", group.get("measured_loss"))
+        best = group.get("predicted_cell_is_best")
+        print(
+            f"group {group['group']} ({group['kind']}, {group['size']}, T={group['tokens']:.3g} tokens): predicted {predicted:.5f}, "
+            f"measured {measured:.5f}, error {100 * group['relative_error']:+.2f}%, covered {group['covered']}"
+            + ("" if best is None else f", predicted cell best: {best}")
+        )
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,319 @@
+"""The law forms fitted by this package, each a small object separate from the fitter.
+
+Units everywhere in fitted laws (as in the paper): N in **billions** of non-embedding parameters,
+T (= D) in **billions** of video tokens, B in **tokens** per batch, C in **FLOPs**, LR dimensionless.
+
+Each form maps *published* parameters (the numbers a reader sees, e.g. ``a, alpha, b, beta, L_inf``)
+to an *internal* vector ``theta`` that the fitter optimises. Internally the inputs are divided by a
+reference scale (the geometric mean of the data) so that one starting grid works from the tiny CPU
+models (N ~ 1e-5 billion) to the paper's (N ~ 1 billion); coefficients are log-transformed.
+``log_predict(theta, inputs)`` returns the log prediction and its Jacobian, which is all the robust
+fitter in ``analysis.fitting`` needs.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Mapping
+
+import numpy as np
+
+#: Input variables a law can take, with units.
+VARIABLE_UNITS = {
+    "N": "billions of non-embedding parameters",
+    "T": "billions of video tokens",
+    "C": "FLOPs",
+}
+
+
+@dataclass(frozen=True)
+class LawForm:
+    """Base class: a named law ``y = f(inputs; parameters)`` with ``y > 0``."""
+
+    name: str
+    formula: str
+    variables: tuple[str, ...]
+    parameter_names: tuple[str, ...]
+    output: str
+    output_units: str
+
+    # --- scales -------------------------------------------------------------------------------
+    def reference_scales(self, inputs: Mapping[str, np.ndarray]) -> dict[str, float]:
+        """Geometric mean of each input (used to normalise inputs before fitting)."""
+        return {v: float(np.exp(np.mean(np.log(np.asarray(inputs[v], dtype=float))))) for v in self.variables}
+
+    def log_inputs(self, inputs: Mapping[str, np.ndarray], scales: Mapping[str, float]) -> dict[str, np.ndarray]:
+        return {v: np.log(np.asarray(inputs[v], dtype=float) / scales[v]) for v in self.variables}
+
+    # --- to implement -------------------------------------------------------------------------
+    def log_predict(self, theta: np.ndarray, log_x: Mapping[str, np.ndarray]) -> tuple[np.ndarray, np.ndarray]:
+        """``(log y, d log y / d theta)`` with shapes ``(n,)`` and ``(n, p)``."""
+        raise NotImplementedError
+
+    def to_parameters(self, theta: np.ndarray, scales: Mapping[str, float]) -> dict[str, float]:
+        raise NotImplementedError
+
+    def to_theta(self, parameters: Mapping[str, float], scales: Mapping[str, float]) -> np.ndarray:
+        raise NotImplementedError
+
+    def bounds(self, observed: np.ndarray) -> list[tuple[float, float]]:
+        raise NotImplementedError
+
+    def starting_points(self, log_x: Mapping[str, np.ndarray], observed: np.ndarray) -> list[np.ndarray]:
+        raise NotImplementedError
+
+    #: Parameter names that are exponents (reported in the exponent figure/table).
+    exponent_names: tuple[str, ...] = ()
+
+    # --- evaluation in published units ----------------------------------------------------------
+    def predict(self, parameters: Mapping[str, float], **inputs: np.ndarray) -> np.ndarray:
+        """Evaluate the law at ``inputs`` (published units) with published ``parameters``."""
+        raise NotImplementedError
+
+
+# ------------------------------------------------------------------------------------------------
+@dataclass(frozen=True)
+class SumOfPowerLaws(LawForm):
+    """``L = a * T^-alpha + b * N^-beta + L_inf`` (the paper's law; Chinchilla's form with D = T).
+
+    Internal ``theta = (log a', alpha, log b', beta, L_inf)`` with ``a = a' * T_ref^alpha``,
+    ``b = b' * N_ref^beta``.
+    """
+
+    name: str = "sum_of_power_laws"
+    formula: str = "L = a * T^-alpha + b * N^-beta + L_inf"
+    variables: tuple[str, ...] = ("N", "T")
+    parameter_names: tuple[str, ...] = ("a", "alpha", "b", "beta", "L_inf")
+    output: str = "L"
+    output_units: str = "validation loss"
+    exponent_names: tuple[str, ...] = ("alpha", "beta")
+
+    def log_predict(self, theta, log_x):
+        log_a, alpha, log_b, beta, floor = theta
+        term_t = np.exp(log_a - alpha * log_x["T"])
+        term_n = np.exp(log_b - beta * log_x["N"])
+        prediction = term_t + term_n + floor
+        jac = np.stack(
+            [term_t, -log_x["T"] * term_t, term_n, -log_x["N"] * term_n, np.ones_like(term_t)], axis=-1
+        ) / prediction[..., None]
+        return np.log(prediction), jac
+
+    def to_parameters(self, theta, scales):
+        log_a, alpha, log_b, beta, floor = (float(v) for v in theta)
+        return {
+            "a": float(np.exp(log_a) * scales["T"] ** alpha),
+            "alpha": alpha,
+            "b": float(np.exp(log_b) * scales["N"] ** beta),
+            "beta": beta,
+            "L_inf": floor,
+        }
+
+    def to_theta(self, parameters, scales):
+        return np.array(
+            [
+                np.log(parameters["a"]) - parameters["alpha"] * np.log(scales["T"]),
+                parameters["alpha"],
+                np.log(parameters["b"]) - parameters["beta"] * np.log(scales["N"]),
+                parameters["beta"],
+                parameters["L_inf"],
+            ]
+        )
+
+    def bounds(self, observed):
+        top = float(np.min(observed)) * (1 - 1e-9)
+        return [(-40.0, 15.0), (1e-3, 5.0), (-40.0, 15.0), (1e-3, 5.0), (0.0, top)]
+
+    def starting_points(self, log_x, observed):
+        """A grid over (alpha, beta, L_inf); for each, (a', b') by non-negative least squares."""
+        from scipy.optimize import nnls
+
+        starts = []
+        lowest = float(np.min(observed))
+        for alpha in (0.1, 0.3, 0.6, 1.0):
+            for beta in (0.1, 0.3, 0.6, 1.0):
+                for fraction in (0.0, 0.5, 0.8, 0.95):
+                    floor = fraction * lowest
+                    design = np.stack([np.exp(-alpha * log_x["T"]), np.exp(-beta * log_x["N"])], axis=1)
+                    coefficients, _ = nnls(design, observed - floor)
+                    coefficients = np.maximum(coefficients, 1e-6 * lowest)
+                    starts.append(np.array([np.log(coefficients[0]), alpha, np.log(coefficients[1]), beta, floor]))
+        return starts
+
+    def predict(self, parameters, **inputs):
+        n = np.asarray(inputs["N"], dtype=float)
+        t = np.asarray(inputs["T"], dtype=float)
+        p = parameters
+        return p["a"] * t ** (-p["alpha"]) + p["b"] * n ** (-p["beta"]) + p["L_inf"]
+
+
+# ------------------------------------------------------------------------------------------------
+@dataclass(frozen=True)
+class PowerLaw(LawForm):
+    """``y = a * prod_v x_v^(e_v)``: linear in log space (hyperparameter and allocation laws).
+
+    Internal ``theta = (log a', e_1, ..., e_k)`` with inputs normalised by their reference scales.
+    """
+
+    name: str = "power_law"
+    formula: str = "y = a * T^b * N^c"
+    variables: tuple[str, ...] = ("T", "N")
+    parameter_names: tuple[str, ...] = ("a", "b", "c")
+    output: str = "y"
+    output_units: str = ""
+    exponent_names: tuple[str, ...] = ("b", "c")
+
+    def log_predict(self, theta, log_x):
+        value = theta[0] + sum(e * log_x[v] for e, v in zip(theta[1:], self.variables))
+        value = np.broadcast_to(value, np.broadcast_shapes(np.shape(value), np.shape(log_x[self.variables[0]])))
+        columns = [np.ones_like(value)] + [np.broadcast_to(log_x[v], value.shape) for v in self.variables]
+        return value, np.stack(columns, axis=-1)
+
+    def to_parameters(self, theta, scales):
+        log_a = float(theta[0]) - sum(float(e) * np.log(scales[v]) for e, v in zip(theta[1:], self.variables))
+        record = {self.parameter_names[0]: float(np.exp(log_a))}
+        record.update({name: float(e) for name, e in zip(self.parameter_names[1:], theta[1:])})
+        return record
+
+    def to_theta(self, parameters, scales):
+        exponents = [parameters[name] for name in self.parameter_names[1:]]
+        log_a = np.log(parameters[self.parameter_names[0]]) + sum(
+            e * np.log(scales[v]) for e, v in zip(exponents, self.variables)
+        )
+        return np.array([log_a, *exponents], dtype=float)
+
+    def bounds(self, observed):
+        return [(-80.0, 80.0)] + [(-10.0, 10.0)] * len(self.variables)
+
+    def starting_points(self, log_x, observed):
+        """Ordinary least squares in log space, and the same with every exponent zeroed."""
+        _, design = self.log_predict(np.zeros(len(self.variables) + 1), log_x)
+        ols, *_ = np.linalg.lstsq(design, np.log(observed), rcond=None)
+        flat = np.zeros_like(ols)
+        flat[0] = np.mean(np.log(observed))
+        return [ols, flat]
+
+    def predict(self, parameters, **inputs):
+        names = self.parameter_names
+        value = np.asarray(parameters[names[0]], dtype=float)
+        for name, variable in zip(names[1:], self.variables):
+            value = value * np.asarray(inputs[variable], dtype=float) ** parameters[name]
+        return value
+
+
+def hyperparameter_law(output: str, output_units: str) -> PowerLaw:
+    """``y = a * T^b * N^c`` for B_opt (tokens) or LR_opt."""
+    return PowerLaw(
+        name=f"{output}_law", formula=f"{output} = a * T^b * N^c", output=output, output_units=output_units
+    )
+
+
+def compute_law(output: str, output_units: str, exponent: str = "b", coefficient: str = "a") -> PowerLaw:
+    """``y = a * C^b`` of compute alone (DeepSeek's hyperparameter laws; ``N_opt = k * C^a``)."""
+    return PowerLaw(
+        name=f"{output}_of_compute",
+        formula=f"{output} = {coefficient} * C^{exponent}",
+        variables=("C",),
+        parameter_names=(coefficient, exponent),
+        output=output,
+        output_units=output_units,
+        exponent_names=(exponent,),
+    )
+
+
+# ------------------------------------------------------------------------------------------------
+@dataclass(frozen=True)
+class KaplanLaw(LawForm):
+    """Kaplan et al. (2020): ``L = ((N_c / N)^(alpha_N / alpha_D) + D_c / D)^alpha_D`` with D = T.
+
+    Internal ``theta = (log N_c', alpha_N, log D_c', alpha_D)``; ``N_c = N_c' N_ref`` (billions of
+    parameters), ``D_c = D_c' T_ref`` (billions of tokens). No irreducible term: the form the paper
+    does not use, fitted as a baseline.
+    """
+
+    name: str = "kaplan"
+    formula: str = "L = ((N_c / N)^(alpha_N / alpha_D) + D_c / T)^alpha_D"
+    variables: tuple[str, ...] = ("N", "T")
+    parameter_names: tuple[str, ...] = ("N_c", "alpha_N", "D_c", "alpha_D")
+    output: str = "L"
+    output_units: str = "validation loss"
+    exponent_names: tuple[str, ...] = ("alpha_N", "alpha_D")
+
+    def log_predict(self, theta, log_x):
+        log_nc, alpha_n, log_dc, alpha_d = theta
+        u = (alpha_n / alpha_d) * (log_nc - log_x["N"])
+        v = log_dc - log_x["T"]
+        s = np.logaddexp(u, v)
+        share_u = np.exp(u - s)
+        share_v = np.exp(v - s)
+        jac = np.stack(
+            [alpha_n * share_u, share_u * (log_nc - log_x["N"]), alpha_d * share_v, s - share_u * u], axis=-1
+        )
+        return alpha_d * s, jac
+
+    def to_parameters(self, theta, scales):
+        log_nc, alpha_n, log_dc, alpha_d = (float(v) for v in theta)
+        return {
+            "N_c": float(np.exp(log_nc) * scales["N"]),
+            "alpha_N": alpha_n,
+            "D_c": float(np.exp(log_dc) * scales["T"]),
+            "alpha_D": alpha_d,
+        }
+
+    def to_theta(self, parameters, scales):
+        return np.array(
+            [
+                np.log(parameters["N_c"] / scales["N"]),
+                parameters["alpha_N"],
+                np.log(parameters["D_c"] / scales["T"]),
+                parameters["alpha_D"],
+            ]
+        )
+
+    def bounds(self, observed):
+        return [(-400.0, 400.0), (1e-4, 5.0), (-400.0, 400.0), (1e-4, 5.0)]
+
+    def starting_points(self, log_x, observed):
+        """For each (alpha_N, alpha_D) on a grid, both terms start equal at the reference point."""
+        typical = float(np.exp(np.mean(np.log(observed))))
+        starts = []
+        for alpha_n in (0.01, 0.05, 0.2, 0.5):
+            for alpha_d in (0.01, 0.05, 0.2, 0.5):
+                half = np.log(0.5) + np.log(typical) / alpha_d  # log of each term at x = 1
+                starts.append(np.array([half * alpha_d / alpha_n, alpha_n, half, alpha_d]))
+        return starts
+
+    def predict(self, parameters, **inputs):
+        n = np.asarray(inputs["N"], dtype=float)
+        t = np.asarray(inputs["T"], dtype=float)
+        p = parameters
+        return ((p["N_c"] / n) ** (p["alpha_N"] / p["alpha_D"]) + p["D_c"] / t) ** p["alpha_D"]
+
+
+#: The forms by the name stored in ``laws.json``.
+LOSS_LAW = SumOfPowerLaws()
+KAPLAN_LAW = KaplanLaw()
+BATCH_SIZE_LAW = hyperparameter_law("B_opt", "tokens per batch")
+LEARNING_RATE_LAW = hyperparameter_law("LR_opt", "learning rate")
+BATCH_SIZE_OF_COMPUTE_LAW = compute_law("B_opt", "tokens per batch")
+LEARNING_RATE_OF_COMPUTE_LAW = compute_law("LR_opt", "learning rate")
+OPTIMAL_SIZE_OF_COMPUTE_LAW = compute_law("N_opt", "parameters (raw count)", exponent="a", coefficient="k")
+
+FORMS: dict[str, LawForm] = {
+    form.name: form
+    for form in (
+        LOSS_LAW,
+        KAPLAN_LAW,
+        BATCH_SIZE_LAW,
+        LEARNING_RATE_LAW,
+        BATCH_SIZE_OF_COMPUTE_LAW,
+        LEARNING_RATE_OF_COMPUTE_LAW,
+        OPTIMAL_SIZE_OF_COMPUTE_LAW,
+    )
+}
+
+
+def get_form(name: str) -> LawForm:
+    try:
+        return FORMS[name]
+    except KeyError:
+        raise KeyError(f"unknown law form {name!r}; known forms: {', '.join(FORMS)}") from None

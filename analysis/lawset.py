@@ -1,0 +1,164 @@
+"""A set of laws read back from ``results/laws.json`` (or the paper's), with predictions and intervals.
+
+Used by the planner, the proposal and held-out commands, the figures and the tables, so that every
+consumer evaluates a law the same way. Fitted documents carry bootstrap parameter samples; a
+prediction interval for a loss combines the bootstrap spread of the law with the run-to-run noise
+(``setup.noise.relative_std``: from the noise-floor seeds when there were any, else from the fit's
+residuals; for the paper, the published fit MSE).
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Mapping
+
+import numpy as np
+
+from analysis.allocation import BILLION, AllocationSolver, FlopModel, inference_flops, loss_law_callable
+from analysis.config import InferenceSetup
+from analysis.laws import get_form
+
+
+class LawsFileError(ValueError):
+    """``laws.json`` is missing, unreadable or lacks a law that a command needs; the message says which."""
+
+
+def read_laws(path: str | Path) -> dict:
+    path = Path(path)
+    try:
+        document = json.loads(path.read_text())
+    except OSError as error:
+        raise LawsFileError(f"cannot read laws file {path}: {error.strerror or error}") from None
+    except json.JSONDecodeError as error:
+        raise LawsFileError(f"laws file {path} is not valid JSON: {error}") from None
+    if not isinstance(document, dict) or document.get("schema") != "analysis.laws/1":
+        raise LawsFileError(f"laws file {path} is not an analysis.laws/1 document")
+    return document
+
+
+class LawSet:
+    """Evaluate the laws of one document (fitted or published)."""
+
+    def __init__(self, document: Mapping, level: float | None = None, seed: int = 0):
+        self.document = document
+        self.origin = document.get("origin", "fitted")
+        self.laws = document.get("laws", {})
+        setup = document.get("setup", {})
+        self.flop_model = FlopModel.from_dict(setup["flop_model"])
+        self.context_tokens = float(setup.get("context_tokens", self.flop_model.context_tokens))
+        self.inference = InferenceSetup(**setup["inference"]).resolved(int(self.context_tokens))
+        self.noise_relative_std = float((setup.get("noise") or {}).get("relative_std") or 0.0)
+        self.level = float(level if level is not None else document.get("config", {}).get("confidence_level", 0.95))
+        self.seed = seed
+        self._solver: AllocationSolver | None = None
+
+    # ------------------------------------------------------------------ laws
+    def has(self, name: str) -> bool:
+        return self.laws.get(name, {}).get("status") == "fitted"
+
+    def law(self, name: str) -> Mapping:
+        record = self.laws.get(name)
+        if record is None or record.get("status") != "fitted":
+            reason = (record or {}).get("reason", "absent from the laws file")
+            raise LawsFileError(f"law {name!r} is not available: {reason}")
+        return record
+
+    def evaluate(self, name: str, **inputs) -> np.ndarray:
+        record = self.law(name)
+        return get_form(record["form"]).predict(record["parameters"], **inputs)
+
+    def samples(self, name: str) -> np.ndarray | None:
+        """Bootstrap parameter samples ``(R, p)`` in published units, or None."""
+        record = self.laws.get(name, {})
+        boot = record.get("bootstrap") or {}
+        samples = boot.get("samples")
+        if not samples:
+            return None
+        return np.asarray(samples, dtype=float)
+
+    def evaluate_samples(self, name: str, **inputs) -> np.ndarray | None:
+        """The law at ``inputs`` for every bootstrap sample: ``(R,) + shape``, or None."""
+        samples = self.samples(name)
+        if samples is None:
+            return None
+        form = get_form(self.law(name)["form"])
+        return np.stack([form.predict(dict(zip(form.parameter_names, row)), **inputs) for row in samples])
+
+    # ------------------------------------------------------------------ losses
+    def loss(self, n_billions, t_billions, which: str = "optimal") -> np.ndarray:
+        return self.evaluate(f"loss_{which}", N=n_billions, T=t_billions)
+
+    def loss_prediction(self, n_billions: float, t_billions: float, which: str = "optimal") -> dict:
+        """Point prediction, confidence interval of the law and prediction interval of one run's loss."""
+        name = f"loss_{which}"
+        value = float(self.loss(n_billions, t_billions, which))
+        record = {"value": value, "interval": None, "prediction_interval": None, "level": self.level}
+        samples = self.evaluate_samples(name, N=np.array(n_billions), T=np.array(t_billions))
+        tail = 100 * (1 - self.level) / 2
+        rng = np.random.default_rng(self.seed)
+        if samples is not None and samples.size >= 2:
+            samples = samples[np.isfinite(samples)]
+            record["interval"] = [float(v) for v in np.percentile(samples, [tail, 100 - tail])]
+            noisy = samples * (1 + self.noise_relative_std * rng.standard_normal(samples.size))
+            record["prediction_interval"] = [float(v) for v in np.percentile(noisy, [tail, 100 - tail])]
+        elif self.noise_relative_std > 0:
+            from scipy.stats import norm
+
+            half = norm.ppf(0.5 + self.level / 2) * self.noise_relative_std * value
+            record["prediction_interval"] = [value - half, value + half]
+        return record
+
+    # ------------------------------------------------------------------ hyperparameters
+    def batch_tokens(self, n_billions, t_billions) -> np.ndarray:
+        return self.evaluate("batch_size", N=n_billions, T=t_billions)
+
+    def learning_rate(self, n_billions, t_billions) -> np.ndarray:
+        return self.evaluate("learning_rate", N=n_billions, T=t_billions)
+
+    def hyperparameter_interval(self, name: str, n_billions: float, t_billions: float) -> list[float] | None:
+        samples = self.evaluate_samples(name, N=np.array(n_billions), T=np.array(t_billions))
+        if samples is None or samples.size < 2:
+            return None
+        tail = 100 * (1 - self.level) / 2
+        return [float(v) for v in np.percentile(samples[np.isfinite(samples)], [tail, 100 - tail])]
+
+    # ------------------------------------------------------------------ compute
+    def flops_per_token(self, parameters) -> np.ndarray:
+        return self.flop_model.flops_per_token(parameters)
+
+    def tokens_for_budget(self, parameters: float, flops: float) -> float:
+        return float(flops / self.flops_per_token(parameters))
+
+    def inference_flops(self, parameters) -> np.ndarray:
+        return inference_flops(parameters, self.flop_model.width_rule, self.inference)
+
+    def solver(self) -> AllocationSolver:
+        if self._solver is None:
+            self._solver = AllocationSolver(self.flop_model, (1e2, 1e16))
+        return self._solver
+
+    def optimal_parameters(self, flops: float, which: str = "optimal", max_parameters: float | None = None) -> float:
+        """Compute-optimal N (raw) at ``flops``: the loss law minimised, or the published power law for the paper."""
+        compute = self.document.get("compute_optimal", {})
+        if self.origin == "paper" and which == "optimal":
+            p = compute["precise"]["parameters"]
+            value = p["k"] * flops ** p["a"]
+            return float(min(value, max_parameters) if max_parameters else value)
+        if self.origin == "paper":
+            raise LawsFileError("the paper published no conventional loss law; only N_opt = 4.04e9 at 1e22 FLOPs")
+        name = f"loss_{which}"
+        parameters = np.array([[self.law(name)["parameters"][k] for k in ("a", "alpha", "b", "beta", "L_inf")]])
+        n, _, _ = self.solver().optimal(loss_law_callable(parameters), np.array([[flops]]), max_parameters)
+        return float(n[0, 0])
+
+    def optimal_parameters_samples(self, flops: float, which: str = "optimal", max_parameters: float | None = None) -> np.ndarray | None:
+        samples = self.samples(f"loss_{which}")
+        if samples is None or self.origin == "paper":
+            return None
+        n, _, _ = self.solver().optimal(loss_law_callable(samples), np.full((len(samples), 1), flops), max_parameters)
+        return n[:, 0]
+
+
+def tokens_billions(tokens: float) -> float:
+    return tokens / BILLION

@@ -1,0 +1,222 @@
+"""Propose the held-out runs that test the fitted laws: ``python -m analysis.propose ...``.
+
+Two kinds of proposal groups, written as JSON (``--out``) with the list of runs to train:
+
+* ``hyperparameters``: for each held-out ``--size`` at budget ``--tokens``, the laws' predicted
+  (B, LR); the grid cell nearest to it (log space, per axis, among ``--batch-clips`` x
+  ``--learning-rates``; each list is extended by one geometric step beyond its ends first, so a
+  prediction outside the grid gets the cell just beyond it) and that cell's grid neighbours
+  (``--neighbours plus``: the 4 axis neighbours; ``box``: all 8). The pipeline trains these
+  (series ``heldout``) and ``analysis.heldout`` checks that the predicted cell is the best and the
+  predicted loss matches.
+* ``compute_optimal``: the laws' compute-optimal size at a held-out budget, chosen among the
+  registered sizes of the family: with ``--compute-size NAME``, the budget C at which the fitted
+  N_opt(C) equals that size (the paper's choice of 0.72B at 5.85e20 FLOPs); with ``--compute-flops C``,
+  the registered size nearest to N_opt(C). Trained at the predicted (B, LR)'s nearest cell
+  (series ``compute_optimal``). Default: ``--compute-size`` = the first ``--size``.
+
+Output keys: ``schema``, ``laws``, ``groups`` (one record per group: ``kind``, ``size``, ``N``,
+``tokens``, ``predicted`` {``batch_tokens``, ``batch_clips``, ``learning_rate``, ``loss``},
+``nearest_cell``, ``cells``, ``extended``, and for compute_optimal ``flops`` and
+``law_optimal_parameters``), ``runs`` (``run_id`` as ``dit.grid.RunSpec`` names it, ``group``,
+``series``, ``size``, ``batch_clips``, ``learning_rate``, ``seed``, ``milestones_tokens``), ``provenance``.
+``analysis.heldout`` finds the trained runs by (series, size, batch_clips, learning_rate), not by id.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+
+import numpy as np
+
+from dit.atomic import atomic_write_json
+from dit.flops import flops_per_token
+from dit.provenance import provenance
+from dit.sizes import SIZES, get_size, sizes_in_family
+
+from analysis.allocation import BILLION
+from analysis.lawset import LawSet, LawsFileError, read_laws
+
+
+def extended_axis(values, integer: bool = False) -> list[float]:
+    """The sorted grid values with one geometric step added beyond each end."""
+    values = sorted(float(v) for v in values)
+    if len(values) < 2:
+        raise ValueError(f"a grid axis needs at least two values, got {values}")
+    low = values[0] / (values[1] / values[0])
+    high = values[-1] * (values[-1] / values[-2])
+    if integer:
+        low, high = max(1, round(low)), round(high)
+        if low >= values[0]:
+            low = None
+    return [v for v in [low, *values, high] if v is not None]
+
+
+def nearest_with_neighbours(values: list[float], predicted: float) -> tuple[int, list[int]]:
+    index = int(np.argmin(np.abs(np.log(values) - np.log(predicted))))
+    return index, [i for i in (index - 1, index + 1) if 0 <= i < len(values)]
+
+
+def propose_cells(predicted_batch_clips: float, predicted_rate: float, batch_clips, learning_rates, neighbours: str = "plus"):
+    """``(nearest (b, lr), cells [(b, lr)...], extended flag)`` on the extended grid."""
+    b_axis = extended_axis(batch_clips, integer=True)
+    r_axis = extended_axis(learning_rates)
+    bi, b_near = nearest_with_neighbours(b_axis, predicted_batch_clips)
+    ri, r_near = nearest_with_neighbours(r_axis, predicted_rate)
+    cells = [(bi, ri)] + [(b, ri) for b in b_near] + [(bi, r) for r in r_near]
+    if neighbours == "box":
+        cells += [(b, r) for b in b_near for r in r_near]
+    elif neighbours != "plus":
+        raise ValueError(f"--neighbours: {neighbours!r} is not one of plus, box")
+    grid_b = {float(v) for v in batch_clips}
+    grid_r = {float(v) for v in learning_rates}
+    nearest = (int(b_axis[bi]), float(r_axis[ri]))
+    extended = nearest[0] not in grid_b or nearest[1] not in grid_r
+    return nearest, [(int(b_axis[b]), float(r_axis[r])) for b, r in cells], extended
+
+
+def _milestones(laws: LawSet, tokens: float, explicit) -> list[int]:
+    if explicit:
+        return sorted({int(round(t)) for t in explicit if t <= tokens} | {int(round(tokens))})
+    budgets = laws.document.get("setup", {}).get("budgets_tokens") or []
+    chosen = {int(round(b)) for b in budgets if b < tokens * 0.99}
+    if not chosen:
+        chosen = {int(round(tokens / 8)), int(round(tokens / 4)), int(round(tokens / 2))}
+    return sorted(chosen | {int(round(tokens))})
+
+
+def _prediction(laws: LawSet, n: float, tokens: float) -> dict:
+    n_b, t_b = n / BILLION, tokens / BILLION
+    batch = float(laws.batch_tokens(n_b, t_b))
+    return {
+        "batch_tokens": batch,
+        "batch_clips": batch / laws.context_tokens,
+        "learning_rate": float(laws.learning_rate(n_b, t_b)),
+        "loss": laws.loss_prediction(n_b, t_b),
+    }
+
+
+def _run_id(series: str, size: str, batch: int, rate: float, seed: int, milestones) -> str:
+    """The pipeline's run id for this run (``dit.grid.RunSpec``), so proposal and run folders agree."""
+    from dit.grid import RunSpec
+
+    return RunSpec(series, size, int(batch), float(rate), int(seed), tuple(int(m) for m in milestones)).run_id
+
+
+def budget_for_size(laws: LawSet, parameters: float) -> float:
+    """The budget C (FLOPs) at which the laws' compute-optimal N equals ``parameters`` (bisection in log C)."""
+    low, high = np.log(1e6), np.log(1e30)
+    for _ in range(200):
+        middle = 0.5 * (low + high)
+        if laws.optimal_parameters(float(np.exp(middle))) < parameters:
+            low = middle
+        else:
+            high = middle
+    return float(np.exp(0.5 * (low + high)))
+
+
+def make_proposal(laws: LawSet, sizes, tokens, batch_clips, learning_rates, neighbours="plus", milestones=None,
+                  compute_size=None, compute_flops=None, family=None, compute_optimal=True, seed: int = 0) -> dict:
+    groups, runs = [], []
+    for size_name in sizes:
+        size = get_size(size_name)
+        if tokens is None:
+            raise ValueError("--tokens is required with --size")
+        n = size.non_embedding_parameters
+        predicted = _prediction(laws, n, tokens)
+        nearest, cells, extended = propose_cells(predicted["batch_clips"], predicted["learning_rate"], batch_clips, learning_rates, neighbours)
+        group = len(groups)
+        groups.append({
+            "kind": "hyperparameters", "size": size_name, "N": n / BILLION, "tokens": float(tokens), "predicted": predicted,
+            "nearest_cell": {"batch_clips": nearest[0], "learning_rate": nearest[1]},
+            "cells": [{"batch_clips": b, "learning_rate": r} for b, r in cells], "extended": extended,
+        })
+        run_milestones = _milestones(laws, tokens, milestones)
+        for b, r in cells:
+            runs.append({"run_id": _run_id("heldout", size_name, b, r, seed, run_milestones), "group": group, "series": "heldout",
+                         "size": size_name, "batch_clips": b, "learning_rate": r, "seed": seed, "milestones_tokens": run_milestones})
+    if compute_optimal and (compute_size or compute_flops or sizes):
+        if compute_flops is None:
+            target = get_size(compute_size or sizes[0])
+            flops = budget_for_size(laws, target.non_embedding_parameters)
+            law_n = target.non_embedding_parameters
+        else:
+            flops = float(compute_flops)
+            law_n = laws.optimal_parameters(flops)
+            family = family or (get_size(sizes[0]).family if sizes else laws.flop_model.width_rule.family or "tiny")
+            members = sizes_in_family(family)
+            target = members[int(np.argmin([abs(np.log(m.non_embedding_parameters / law_n)) for m in members]))]
+        convention = laws.flop_model.convention
+        per_token = flops_per_token(target.non_embedding_parameters, laws.context_tokens, target.width, convention)
+        target_tokens = flops / per_token
+        predicted = _prediction(laws, target.non_embedding_parameters, target_tokens)
+        nearest, _, extended = propose_cells(predicted["batch_clips"], predicted["learning_rate"], batch_clips, learning_rates, neighbours)
+        group = len(groups)
+        groups.append({
+            "kind": "compute_optimal", "size": target.name, "N": target.non_embedding_parameters / BILLION, "flops": flops,
+            "law_optimal_parameters": float(law_n), "tokens": float(target_tokens), "predicted": predicted,
+            "nearest_cell": {"batch_clips": nearest[0], "learning_rate": nearest[1]},
+            "cells": [{"batch_clips": nearest[0], "learning_rate": nearest[1]}], "extended": extended,
+        })
+        run_milestones = _milestones(laws, target_tokens, None)
+        runs.append({
+            "run_id": _run_id("compute_optimal", target.name, nearest[0], nearest[1], seed, run_milestones), "group": group,
+            "series": "compute_optimal", "size": target.name, "batch_clips": nearest[0], "learning_rate": nearest[1],
+            "seed": seed, "milestones_tokens": run_milestones,
+        })
+    return {"schema": "analysis.proposal/1", "groups": groups, "runs": runs}
+
+
+def _floats(values) -> list[float]:
+    out = []
+    for value in values:
+        out += [float(v) for v in str(value).replace(",", " ").split()]
+    return out
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m analysis.propose", description=__doc__.split("\n\n")[0])
+    parser.add_argument("--laws", required=True, help="laws.json written by analysis.fit")
+    parser.add_argument("--size", action="append", default=[], help="held-out size name (repeatable)")
+    parser.add_argument("--tokens", type=float, help="budget T in tokens for the hyperparameter check")
+    parser.add_argument("--milestones", nargs="+", help="milestones in tokens (default: the fit's budgets below T, and T)")
+    parser.add_argument("--batch-clips", nargs="+", required=True, help="the grid's batch sizes in clips")
+    parser.add_argument("--learning-rates", nargs="+", required=True, help="the grid's learning rates")
+    parser.add_argument("--neighbours", choices=("plus", "box"), default="plus", help="grid neighbours of the nearest cell to train")
+    parser.add_argument("--compute-size", help="registered size whose compute-optimal budget is the held-out budget")
+    parser.add_argument("--compute-flops", type=float, help="held-out budget C in FLOPs (the nearest registered size is trained)")
+    parser.add_argument("--family", help="registry family for --compute-flops (default: the family of --size)")
+    parser.add_argument("--no-compute-optimal", action="store_true", help="propose no compute-optimal run")
+    parser.add_argument("--seed", type=int, default=0, help="training seed of the proposed runs (default 0)")
+    parser.add_argument("--out", required=True, help="proposal JSON to write (atomically)")
+    args = parser.parse_args(argv)
+    try:
+        unknown = [s for s in args.size + ([args.compute_size] if args.compute_size else []) if s not in SIZES]
+        if unknown:
+            raise ValueError(f"unknown size(s) {', '.join(unknown)}; known: {', '.join(SIZES)}")
+        laws = LawSet(read_laws(args.laws))
+        proposal = make_proposal(
+            laws, args.size, args.tokens, [int(v) for v in _floats(args.batch_clips)], _floats(args.learning_rates),
+            args.neighbours, _floats(args.milestones) if args.milestones else None, args.compute_size, args.compute_flops,
+            args.family, not args.no_compute_optimal, args.seed,
+        )
+    except (LawsFileError, ValueError, KeyError) as error:
+        print(f"analysis.propose: error: {error}", file=sys.stderr)
+        return 2
+    proposal["laws"] = args.laws
+    proposal["provenance"] = provenance({key: value for key, value in vars(args).items()})
+    atomic_write_json(args.out, proposal)
+    for group in proposal["groups"]:
+        p = group["predicted"]
+        print(
+            f"{group['kind']}: {group['size']} at {group['tokens']:.4g} tokens: predicted B {p['batch_clips']:.3g} clips, "
+            f"LR {p['learning_rate']:.3g}, loss {p['loss']['value']:.5f}; nearest cell {group['nearest_cell']}"
+            + (" (beyond the grid)" if group["extended"] else "")
+        )
+    print(f"{len(proposal['runs'])} runs to train -> {args.out}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,365 @@
+"""The runs table: loading, validation, exclusions and losses at common token budgets.
+
+One row per (run, token milestone); the columns are fixed by the project's contract (``COLUMNS``).
+Validation names the bad column and row (0-based data row; for CSV also the file line). Runs that
+diverged or failed stay in the table and are excluded from every fit with their reason recorded.
+
+Token budgets: milestones are reached at whole optimizer steps, so runs with different batch sizes
+reach a nominal budget at slightly different token counts. Each run's loss is interpolated to the
+common budget T log-log (linear in ``log loss`` vs ``log tokens``) between its milestones; a budget
+up to ``tolerance`` (relative) outside the run's first/last milestone is extrapolated along the
+nearest segment; further out the loss is missing (NaN). The default budgets are the grid's
+milestones, clustered within ``tolerance`` and represented by the smallest token count in each
+cluster.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Iterable, Sequence
+
+import numpy as np
+import pandas as pd
+
+SERIES = ("grid", "conventional", "noise", "heldout", "compute_optimal")
+STATUSES = ("completed", "diverged", "failed")
+
+#: Column -> kind. ``text``: non-empty string; ``text?``: string, may be empty; ``int``/``float``: numbers.
+COLUMNS: dict[str, str] = {
+    "run_id": "text",
+    "series": "text",
+    "status": "text",
+    "status_reason": "text?",
+    "size": "text",
+    "non_embedding_parameters": "int",
+    "width": "int",
+    "depth": "int",
+    "heads": "int",
+    "tokens_per_clip": "int",
+    "batch_clips": "int",
+    "batch_tokens": "int",
+    "learning_rate": "float",
+    "seed": "int",
+    "step": "int",
+    "tokens": "int",
+    "flops": "float",
+    "flops_6n": "float",
+    "train_loss": "float",
+    "validation_loss": "float",
+}
+
+#: Columns that describe the run (identical on all of its rows).
+RUN_COLUMNS = (
+    "series",
+    "status",
+    "status_reason",
+    "size",
+    "non_embedding_parameters",
+    "width",
+    "depth",
+    "heads",
+    "tokens_per_clip",
+    "batch_clips",
+    "batch_tokens",
+    "learning_rate",
+    "seed",
+)
+
+#: Numeric columns that must be positive on every row.
+POSITIVE = ("non_embedding_parameters", "width", "depth", "heads", "tokens_per_clip", "batch_clips", "batch_tokens", "learning_rate")
+#: Numeric columns of a milestone: may be NaN only on the placeholder row of a run that reached none.
+MILESTONE = ("step", "tokens", "flops", "flops_6n", "train_loss", "validation_loss")
+LOSS_COLUMNS = ("validation_loss", "train_loss")
+
+
+class RunsTableError(ValueError):
+    """The runs table is unreadable or violates the contract; the message names column and row."""
+
+
+def _where(source: str, index: int, frame: pd.DataFrame, csv: bool) -> str:
+    run_id = frame["run_id"].iloc[index] if "run_id" in frame.columns else "?"
+    line = f", CSV line {index + 2}" if csv else ""
+    return f"{source}: row {index}{line} (run_id {run_id!r})"
+
+
+def read_table(path: str | Path) -> pd.DataFrame:
+    """Read a CSV or Parquet file (by suffix) without validating it."""
+    path = Path(path)
+    if not path.exists():
+        raise RunsTableError(f"runs table {path} does not exist")
+    suffix = path.suffix.lower()
+    try:
+        if suffix == ".csv":
+            return pd.read_csv(path, dtype=str, keep_default_na=False)
+        if suffix in (".parquet", ".pq"):
+            return pd.read_parquet(path)
+    except Exception as error:  # noqa: BLE001 - reported with the file name
+        raise RunsTableError(f"runs table {path} cannot be read: {error}") from None
+    raise RunsTableError(f"runs table {path}: unknown format {suffix!r}; use .csv or .parquet")
+
+
+def load_runs(path: str | Path) -> "RunsTable":
+    """Read and validate a runs table (CSV or Parquet)."""
+    path = Path(path)
+    frame = read_table(path)
+    return RunsTable(validate_runs(frame, source=str(path), csv=path.suffix.lower() == ".csv"), source=str(path))
+
+
+def _numbers(frame: pd.DataFrame, column: str, source: str, csv: bool) -> pd.Series:
+    raw = frame[column]
+    text = raw.astype(str).str.strip()
+    missing = raw.isna() | text.str.lower().isin(["", "nan", "none", "null", "<na>"])
+    values = pd.to_numeric(text.where(~missing), errors="coerce")
+    bad = ~missing & values.isna()
+    if bad.any():
+        i = int(np.flatnonzero(bad.to_numpy())[0])
+        raise RunsTableError(f"{_where(source, i, frame, csv)}: column {column!r}: {raw.iloc[i]!r} is not a number")
+    return values.astype(float)
+
+
+def validate_runs(frame: pd.DataFrame, source: str = "runs table", csv: bool = False) -> pd.DataFrame:
+    """Check every contract rule; return a typed copy (text columns str, numeric columns float).
+
+    Raises ``RunsTableError`` naming the first bad column and row.
+    """
+    missing = [c for c in COLUMNS if c not in frame.columns]
+    if missing:
+        raise RunsTableError(
+            f"{source}: missing column(s) {', '.join(repr(c) for c in missing)}; present: {', '.join(map(str, frame.columns))}"
+        )
+    if len(frame) == 0:
+        raise RunsTableError(f"{source}: the table has no rows")
+    frame = frame.reset_index(drop=True)
+    out = pd.DataFrame(index=frame.index)
+    for column, kind in COLUMNS.items():
+        if kind.startswith("text"):
+            values = frame[column].astype(object).where(frame[column].notna(), "")
+            values = values.map(lambda v: str(v).strip())
+            if kind == "text":
+                empty = (values == "") | values.str.lower().isin(["nan", "none"])
+                if empty.any():
+                    i = int(np.flatnonzero(empty.to_numpy())[0])
+                    raise RunsTableError(f"{_where(source, i, frame, csv)}: column {column!r} is empty")
+            else:
+                values = values.where(~values.str.lower().isin(["nan", "none"]), "")
+            out[column] = values
+        else:
+            out[column] = _numbers(frame, column, source, csv)
+
+    for column, allowed in (("series", SERIES), ("status", STATUSES)):
+        bad = ~out[column].isin(allowed)
+        if bad.any():
+            i = int(np.flatnonzero(bad.to_numpy())[0])
+            raise RunsTableError(
+                f"{_where(source, i, frame, csv)}: column {column!r}: {out[column].iloc[i]!r} is not one of {', '.join(allowed)}"
+            )
+    for column in POSITIVE:
+        values = out[column]
+        bad = ~(np.isfinite(values) & (values > 0))
+        if bad.any():
+            i = int(np.flatnonzero(bad.to_numpy())[0])
+            raise RunsTableError(
+                f"{_where(source, i, frame, csv)}: column {column!r}: {frame[column].iloc[i]!r} must be a positive number"
+            )
+    for column, kind in COLUMNS.items():
+        if kind != "int":
+            continue
+        values = out[column]
+        bad = np.isfinite(values) & (values != np.round(values))
+        if bad.any():
+            i = int(np.flatnonzero(bad.to_numpy())[0])
+            raise RunsTableError(f"{_where(source, i, frame, csv)}: column {column!r}: {frame[column].iloc[i]!r} is not a whole number")
+    mismatch = out["batch_tokens"] != out["batch_clips"] * out["tokens_per_clip"]
+    if mismatch.any():
+        i = int(np.flatnonzero(mismatch.to_numpy())[0])
+        raise RunsTableError(
+            f"{_where(source, i, frame, csv)}: column 'batch_tokens': {out['batch_tokens'].iloc[i]:.0f} != batch_clips x tokens_per_clip "
+            f"= {out['batch_clips'].iloc[i]:.0f} x {out['tokens_per_clip'].iloc[i]:.0f}"
+        )
+
+    completed = (out["status"] == "completed").to_numpy()
+    for column in MILESTONE:
+        values = out[column].to_numpy()
+        bad = completed & ~np.isfinite(values)
+        if bad.any():
+            i = int(np.flatnonzero(bad)[0])
+            raise RunsTableError(
+                f"{_where(source, i, frame, csv)}: column {column!r} is missing or not finite, which is allowed only for "
+                f"runs whose status is not 'completed' (this run is completed)"
+            )
+        negative = np.isfinite(values) & (values < 0)
+        if negative.any():
+            i = int(np.flatnonzero(negative)[0])
+            raise RunsTableError(f"{_where(source, i, frame, csv)}: column {column!r}: {values[i]} is negative")
+    for column in ("tokens", "flops", "flops_6n", "validation_loss"):
+        values = out[column].to_numpy()
+        bad = completed & (values <= 0)
+        if bad.any():
+            i = int(np.flatnonzero(bad)[0])
+            raise RunsTableError(f"{_where(source, i, frame, csv)}: column {column!r}: {values[i]} must be positive for a completed run")
+
+    for column in RUN_COLUMNS:
+        per_run = out.groupby("run_id", sort=False)[column].nunique(dropna=False)
+        varying = per_run[per_run > 1]
+        if len(varying):
+            run_id = varying.index[0]
+            rows = np.flatnonzero((out["run_id"] == run_id).to_numpy())
+            values = out[column].iloc[rows]
+            first_other = int(rows[np.flatnonzero((values != values.iloc[0]).to_numpy())[0]])
+            raise RunsTableError(
+                f"{_where(source, first_other, frame, csv)}: column {column!r}: {values.loc[first_other]!r} differs from "
+                f"{values.iloc[0]!r} on row {rows[0]} of the same run (a run's {column} must be the same on all its rows)"
+            )
+    duplicated = out.duplicated(subset=["run_id", "tokens"], keep="first") & np.isfinite(out["tokens"])
+    if duplicated.any():
+        i = int(np.flatnonzero(duplicated.to_numpy())[0])
+        raise RunsTableError(f"{_where(source, i, frame, csv)}: column 'tokens': milestone {out['tokens'].iloc[i]:.0f} appears twice for this run")
+    return out
+
+
+# ----------------------------------------------------------------------------------------------
+def interpolate_loglog(tokens: np.ndarray, losses: np.ndarray, budgets: np.ndarray, tolerance: float) -> np.ndarray:
+    """Loss at each budget by log-log interpolation between milestones (see module docstring)."""
+    order = np.argsort(tokens)
+    tokens = np.asarray(tokens, dtype=float)[order]
+    losses = np.asarray(losses, dtype=float)[order]
+    keep = np.isfinite(tokens) & np.isfinite(losses) & (tokens > 0) & (losses > 0)
+    tokens, losses = tokens[keep], losses[keep]
+    budgets = np.asarray(budgets, dtype=float)
+    result = np.full(budgets.shape, np.nan)
+    if tokens.size == 0:
+        return result
+    x, y, target = np.log(tokens), np.log(losses), np.log(budgets)
+    inside = (budgets >= tokens[0]) & (budgets <= tokens[-1])
+    result[inside] = np.exp(np.interp(target[inside], x, y))
+    slack = np.log1p(tolerance)
+    below = (target < x[0]) & (target >= x[0] - slack)
+    above = (target > x[-1]) & (target <= x[-1] + slack)
+    if tokens.size >= 2:
+        first = (y[1] - y[0]) / (x[1] - x[0])
+        last = (y[-1] - y[-2]) / (x[-1] - x[-2])
+    else:
+        first = last = 0.0
+    result[below] = np.exp(y[0] + first * (target[below] - x[0]))
+    result[above] = np.exp(y[-1] + last * (target[above] - x[-1]))
+    return result
+
+
+def cluster_budgets(tokens: Iterable[float], tolerance: float) -> list[float]:
+    """Group token counts that lie within ``tolerance`` (relative) of a group's smallest; return each group's smallest."""
+    values = sorted(float(t) for t in tokens if np.isfinite(t) and t > 0)
+    budgets: list[float] = []
+    for value in values:
+        if not budgets or value > budgets[-1] * (1 + tolerance):
+            budgets.append(value)
+    return budgets
+
+
+@dataclass
+class RunsTable:
+    """A validated runs table (``rows``) and where it came from."""
+
+    rows: pd.DataFrame
+    source: str = "runs table"
+
+    @classmethod
+    def from_frame(cls, frame: pd.DataFrame, source: str = "runs table") -> "RunsTable":
+        return cls(validate_runs(frame, source=source), source=source)
+
+    def runs(self) -> pd.DataFrame:
+        """One row per run: the run columns plus ``milestones`` and ``max_tokens``; indexed by run_id."""
+        grouped = self.rows.groupby("run_id", sort=False)
+        frame = grouped[list(RUN_COLUMNS)].first()
+        frame["milestones"] = grouped["tokens"].count()
+        frame["max_tokens"] = grouped["tokens"].max()
+        return frame
+
+    def exclusions(self) -> list[dict]:
+        """Runs kept in the table but excluded from fits: diverged and failed, with their reasons."""
+        runs = self.runs()
+        excluded = runs[runs["status"] != "completed"]
+        return [
+            {
+                "run_id": run_id,
+                "series": row["series"],
+                "size": row["size"],
+                "status": row["status"],
+                "reason": f"{row['status']}: {row['status_reason'] or 'no reason recorded'}",
+                "milestones_reached": int(row["milestones"]),
+            }
+            for run_id, row in excluded.iterrows()
+        ]
+
+    def completed(self, series: Sequence[str] | None = None, sizes: Sequence[str] | None = None) -> pd.DataFrame:
+        runs = self.runs()
+        mask = runs["status"] == "completed"
+        if series is not None:
+            mask &= runs["series"].isin(series)
+        if sizes is not None:
+            mask &= runs["size"].isin(sizes)
+        return runs[mask]
+
+    def curve(self, run_id: str, column: str = "validation_loss") -> tuple[np.ndarray, np.ndarray]:
+        rows = self.rows[self.rows["run_id"] == run_id].sort_values("tokens")
+        return rows["tokens"].to_numpy(float), rows[column].to_numpy(float)
+
+    def loss_matrix(self, run_ids: Sequence[str], budgets: Sequence[float], column: str, tolerance: float) -> np.ndarray:
+        """``(runs, budgets)`` losses interpolated to the budgets (NaN where a run does not reach one)."""
+        budgets = np.asarray(budgets, dtype=float)
+        grouped = {k: g for k, g in self.rows.groupby("run_id", sort=False)}
+        matrix = np.full((len(run_ids), budgets.size), np.nan)
+        for i, run_id in enumerate(run_ids):
+            rows = grouped[run_id]
+            matrix[i] = interpolate_loglog(rows["tokens"].to_numpy(float), rows[column].to_numpy(float), budgets, tolerance)
+        return matrix
+
+    def flops_per_token(self, run_ids: Sequence[str], convention: str) -> np.ndarray:
+        """Measured training FLOPs per token of each run (``flops/tokens`` or ``flops_6n/tokens``; median over milestones)."""
+        column = "flops" if convention == "paper" else "flops_6n"
+        rows = self.rows[self.rows["tokens"] > 0]
+        ratio = (rows[column] / rows["tokens"]).groupby(rows["run_id"]).median()
+        return ratio.reindex(list(run_ids)).to_numpy(float)
+
+    def default_budgets(self, tolerance: float, sizes: Sequence[str] | None = None) -> list[float]:
+        """The grid's milestones (completed grid runs, optionally of ``sizes``), clustered (module docstring)."""
+        runs = self.completed(series=["grid"], sizes=sizes)
+        rows = self.rows[self.rows["run_id"].isin(runs.index)]
+        return cluster_budgets(rows["tokens"], tolerance)
+
+
+def run_to_run_noise(table: RunsTable, budgets: Sequence[float], column: str, tolerance: float) -> dict | None:
+    """Relative run-to-run standard deviation of the loss from the noise-floor seeds (series ``noise``).
+
+    Runs are grouped by (size, batch_clips, learning_rate); groups of at least two seeds give a
+    relative standard deviation (ddof=1) per budget; the pooled value is the root mean of the
+    relative variances. ``None`` when no group has two completed seeds.
+    """
+    runs = table.completed(series=["noise"])
+    if runs.empty:
+        return None
+    groups = []
+    variances = []
+    per_budget = {float(b): [] for b in budgets}
+    for (size, batch, rate), group in runs.groupby(["size", "batch_clips", "learning_rate"]):
+        if len(group) < 2:
+            continue
+        matrix = table.loss_matrix(list(group.index), budgets, column, tolerance)
+        relative = np.nanstd(matrix, axis=0, ddof=1) / np.nanmean(matrix, axis=0)
+        counts = np.sum(np.isfinite(matrix), axis=0)
+        relative[counts < 2] = np.nan
+        for budget, value in zip(budgets, relative):
+            if np.isfinite(value):
+                per_budget[float(budget)].append(float(value))
+                variances.append(float(value) ** 2)
+        groups.append({"size": size, "batch_clips": int(batch), "learning_rate": float(rate), "seeds": len(group), "runs": list(group.index)})
+    if not variances:
+        return None
+    return {
+        "relative_std": float(np.sqrt(np.mean(variances))),
+        "relative_std_by_budget": [
+            {"tokens": b, "relative_std": float(np.sqrt(np.mean(np.square(v)))) if v else None} for b, v in per_budget.items()
+        ],
+        "groups": groups,
+        "source": "noise-floor seeds (series=noise)",
+    }

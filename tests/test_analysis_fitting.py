@@ -1,0 +1,122 @@
+"""The robust fitting core: recovery of known parameters for each law form, bootstrap refits, bounds."""
+
+import analysis  # noqa: F401  (sets OpenBLAS to one thread before numpy loads, when first)
+import numpy as np
+import pytest
+
+from analysis.fitting import InsufficientDataError, batched_refit, fit_law, huber, percentile_interval, refit
+from analysis.laws import (
+    BATCH_SIZE_LAW,
+    KAPLAN_LAW,
+    LEARNING_RATE_OF_COMPUTE_LAW,
+    LOSS_LAW,
+    OPTIMAL_SIZE_OF_COMPUTE_LAW,
+)
+
+# A tiny-model design: N and T in billions, as the analysis uses them.
+N = np.repeat([8e-6, 1.8e-5, 3.3e-5, 6.6e-5, 1.5e-4], 6)
+T = np.tile([5e-4, 1e-3, 2e-3, 4e-3, 8e-3, 1.6e-2], 5)
+
+
+def noisy(values, relative, seed=0):
+    return values * (1 + relative * np.random.default_rng(seed).standard_normal(values.shape))
+
+
+def test_huber_is_quadratic_inside_delta_and_linear_outside():
+    value, slope = huber(np.array([0.5e-3, -2e-3]), 1e-3)
+    assert value[0] == pytest.approx(0.125)
+    assert value[1] == pytest.approx(1.5)
+    assert slope[0] == pytest.approx(500.0)
+    assert slope[1] == pytest.approx(-1000.0)
+
+
+def test_sum_of_power_laws_recovers_known_parameters():
+    truth = {"a": 0.02, "alpha": 0.28, "b": 0.0025, "beta": 0.32, "L_inf": 0.3}
+    observed = noisy(LOSS_LAW.predict(truth, N=N, T=T), 1e-4)
+    fit = fit_law(LOSS_LAW, {"N": N, "T": T}, observed, delta=1e-3)
+    assert fit.usable
+    # tolerances: exponents +-0.02, floor +-2%, coefficients +-15% (noise 1e-4 relative, 30 points)
+    assert fit.parameters["alpha"] == pytest.approx(0.28, abs=0.02)
+    assert fit.parameters["beta"] == pytest.approx(0.32, abs=0.02)
+    assert fit.parameters["L_inf"] == pytest.approx(0.3, rel=0.02)
+    assert fit.parameters["a"] == pytest.approx(0.02, rel=0.15)
+    assert fit.parameters["b"] == pytest.approx(0.0025, rel=0.15)
+    assert fit.rmse_log < 3e-4
+
+
+def test_paper_scale_inputs_recover_the_published_law():
+    truth = {"a": 0.0373, "alpha": 0.2917, "b": 0.0082, "beta": 0.3188, "L_inf": 0.4856}
+    n = np.repeat([0.017, 0.057, 0.13, 0.26], 6)
+    t = np.tile([2.0, 3.0, 4.0, 6.0, 8.0, 12.0], 4)
+    fit = fit_law(LOSS_LAW, {"N": n, "T": t}, LOSS_LAW.predict(truth, N=n, T=t), delta=1e-3)
+    for key, value in truth.items():
+        assert fit.parameters[key] == pytest.approx(value, rel=1e-3)
+
+
+def test_hyperparameter_power_law_recovers_exponents_and_resists_an_outlier():
+    truth = {"a": 1.83e5, "b": 0.3, "c": 0.2}
+    observed = noisy(BATCH_SIZE_LAW.predict(truth, N=N, T=T), 0.03, seed=1)
+    observed[7] *= 5.0  # one grossly wrong optimum
+    fit = fit_law(BATCH_SIZE_LAW, {"N": N, "T": T}, observed, delta=0.1)
+    assert fit.usable
+    assert fit.parameters["b"] == pytest.approx(0.3, abs=0.03)
+    assert fit.parameters["c"] == pytest.approx(0.2, abs=0.03)
+    assert fit.parameters["a"] == pytest.approx(1.83e5, rel=0.3)
+
+
+def test_compute_power_laws_recover_exponents():
+    flops = np.geomspace(1e17, 1e21, 20)
+    n_opt = noisy(0.8705 * flops**0.4294, 0.02, seed=2)
+    fit = fit_law(OPTIMAL_SIZE_OF_COMPUTE_LAW, {"C": flops}, n_opt, delta=0.1)
+    assert fit.parameters["a"] == pytest.approx(0.4294, abs=0.01)
+    assert fit.parameters["k"] == pytest.approx(0.8705, rel=0.5)
+    rate = noisy(0.02 * flops**-0.09, 0.02, seed=3)
+    fit = fit_law(LEARNING_RATE_OF_COMPUTE_LAW, {"C": flops}, rate, delta=0.1)
+    assert fit.parameters["b"] == pytest.approx(-0.09, abs=0.01)
+
+
+def test_kaplan_law_recovers_known_parameters():
+    truth = {"N_c": 1e-10, "alpha_N": 0.07, "D_c": 6e-6, "alpha_D": 0.15}
+    observed = noisy(KAPLAN_LAW.predict(truth, N=N, T=T), 1e-4, seed=4)
+    fit = fit_law(KAPLAN_LAW, {"N": N, "T": T}, observed, delta=1e-3)
+    assert fit.usable
+    assert fit.parameters["alpha_N"] == pytest.approx(0.07, abs=0.01)
+    assert fit.parameters["alpha_D"] == pytest.approx(0.15, abs=0.01)
+    assert np.log(fit.parameters["N_c"]) == pytest.approx(np.log(1e-10), abs=1.0)
+    assert np.log(fit.parameters["D_c"]) == pytest.approx(np.log(6e-6), abs=0.3)
+
+
+def test_fit_ending_on_a_bound_is_flagged():
+    # losses that keep falling faster than any floor allows: L_inf is pushed to 0
+    observed = 0.5 * T ** -0.3 * N ** -0.1 / 50
+    fit = fit_law(LOSS_LAW, {"N": N, "T": T}, observed, delta=1e-3)
+    assert "L_inf" in fit.on_bound
+    assert not fit.usable
+
+
+def test_too_few_points_is_an_error_that_says_so():
+    with pytest.raises(InsufficientDataError, match="3 points, need at least 6"):
+        fit_law(LOSS_LAW, {"N": N[:3], "T": T[:3]}, np.full(3, 0.5), delta=1e-3)
+
+
+def test_batched_refit_matches_single_refits():
+    truth = {"a": 0.02, "alpha": 0.28, "b": 0.0025, "beta": 0.32, "L_inf": 0.3}
+    base = LOSS_LAW.predict(truth, N=N, T=T)
+    start = fit_law(LOSS_LAW, {"N": N, "T": T}, noisy(base, 1e-4), delta=1e-3)
+    rng = np.random.default_rng(5)
+    resamples = base[None, :] * (1 + 2e-4 * rng.standard_normal((8, base.size)))
+    weights = rng.integers(0, 3, size=resamples.shape).astype(float)
+    theta, usable, on_bound = batched_refit(LOSS_LAW, {"N": N, "T": T}, resamples, 1e-3, start, weights=weights)
+    assert usable.all() and not on_bound.any()
+    for r in range(3):
+        keep = weights[r] > 0
+        single, ok, _ = refit(LOSS_LAW, {"N": N[keep], "T": T[keep]}, resamples[r, keep], 1e-3, start, weights=weights[r, keep])
+        assert ok
+        assert np.allclose(LOSS_LAW.to_parameters(theta[r], start.scales)["alpha"],
+                           LOSS_LAW.to_parameters(single, start.scales)["alpha"], atol=1e-5)
+
+
+def test_percentile_interval_ignores_non_finite_samples():
+    low, high = percentile_interval(np.array([np.nan, *np.linspace(0, 1, 101)]), 0.9)
+    assert low == pytest.approx(0.05)
+    assert high == pytest.approx(0.95)

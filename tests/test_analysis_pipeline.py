@@ -1,0 +1,244 @@
+"""End to end on a synthetic runs table drawn from known laws: fit CLI, laws.json, figures, tables,
+planner with fitted laws, proposals and the held-out evaluation, and the too-few-runs message."""
+
+import analysis  # noqa: F401
+import json
+
+import numpy as np
+import pandas as pd
+import pytest
+import yaml
+from matplotlib import image as mpimg
+
+from analysis import figures, tables
+from analysis.fit import main as fit_main
+from analysis.heldout import main as heldout_main
+from analysis.plan import main as plan_main
+from analysis.propose import extended_axis, main as propose_main, propose_cells
+from analysis.synthetic import SyntheticDesign, SyntheticTruth, synthetic_proposal_runs, synthetic_runs
+
+TRUTH = SyntheticTruth()
+DESIGN = SyntheticDesign()
+
+
+@pytest.fixture(scope="module")
+def fitted(tmp_path_factory):
+    folder = tmp_path_factory.mktemp("analysis")
+    runs = folder / "runs.csv"
+    synthetic_runs(TRUTH, DESIGN, seed=0).to_csv(runs, index=False)
+    config = folder / "fit.yaml"
+    config.write_text(yaml.safe_dump({
+        "heldout_sizes": DESIGN.heldout_sizes,
+        "conventional_cell": {"batch_clips": 16, "learning_rate": 2e-3},
+        "bootstrap_resamples": 40,
+        "seed": 7,
+    }))
+    laws = folder / "laws.json"
+    assert fit_main(["--runs", str(runs), "--config", str(config), "--out", str(laws), "--quiet"]) == 0
+    return {"folder": folder, "runs": runs, "config": config, "laws": laws, "document": json.loads(laws.read_text())}
+
+
+def test_recovers_the_known_laws(fitted):
+    laws = fitted["document"]["laws"]
+    loss = laws["loss_optimal"]["parameters"]
+    # tolerances for the default design (5 sizes x 12 cells x 6 milestones, noise 3e-4 per run + 1e-4 per milestone)
+    assert loss["alpha"] == pytest.approx(TRUTH.loss["alpha"], abs=0.015)
+    assert loss["beta"] == pytest.approx(TRUTH.loss["beta"], abs=0.03)
+    assert loss["L_inf"] == pytest.approx(TRUTH.loss["L_inf"], abs=0.01)
+    assert loss["a"] == pytest.approx(TRUTH.loss["a"], rel=0.15)
+    batch = laws["batch_size"]["parameters"]
+    assert batch["b"] == pytest.approx(TRUTH.batch_size["b"], abs=0.05)
+    assert batch["c"] == pytest.approx(TRUTH.batch_size["c"], abs=0.05)
+    rate = laws["learning_rate"]["parameters"]
+    assert rate["b"] == pytest.approx(TRUTH.learning_rate["b"], abs=0.02)
+    assert rate["c"] == pytest.approx(TRUTH.learning_rate["c"], abs=0.02)
+    assert rate["a"] == pytest.approx(TRUTH.learning_rate["a"], rel=0.25)
+    # the interval of each fitted exponent is a real interval around the estimate
+    for name, parameter in (("loss_optimal", "alpha"), ("batch_size", "b"), ("learning_rate", "c")):
+        low, high = laws[name]["intervals"][parameter]
+        assert low < laws[name]["parameters"][parameter] < high
+
+
+def test_laws_file_records_everything(fitted):
+    document = fitted["document"]
+    assert document["schema"] == "analysis.laws/1"
+    assert document["provenance"]["config"]["fit_config"]["bootstrap_resamples"] == 40
+    assert len(document["provenance"]["config"]["runs_sha256"]) == 64
+    for name in ("loss_optimal", "loss_conventional", "batch_size", "learning_rate", "kaplan", "chinchilla_all_runs",
+                 "deepseek_batch_size", "deepseek_learning_rate"):
+        law = document["laws"][name]
+        assert law["status"] == "fitted", name
+        assert law["runs"] and law["units"] and law["formula"]
+        assert set(law["intervals"]) == set(law["parameters"])
+        assert law["bootstrap"]["usable"] >= 30
+    excluded = {e["status"] for e in document["runs"]["excluded"]}
+    assert excluded == {"diverged", "failed"}
+    used = set(document["laws"]["loss_optimal"]["runs"])
+    assert not used & {e["run_id"] for e in document["runs"]["excluded"]}
+    assert not any(r.startswith("grid_tiny-262k") for r in used)  # held out
+    assert document["setup"]["noise"]["source"].startswith("noise-floor seeds")
+    assert document["setup"]["conventional_cell"] == {"batch_clips": 16, "learning_rate": 2e-3}
+    optimum = document["optima"][0]
+    assert {"learning_rate", "batch_tokens", "batch_clips", "loss", "edge_batch", "edge_learning_rate", "near_optimal"} <= set(optimum)
+    assert optimum["near_optimal"][0]["loss"] <= optimum["near_optimal"][-1]["loss"]
+
+
+def test_compute_optimal_comparison_and_heldout(fitted):
+    document = fitted["document"]
+    comparison = document["comparison"]
+    assert comparison["status"] == "computed"
+    for key in ("model_size_reduction", "inference_flops_reduction"):
+        low, high = comparison[key]["interval"]
+        assert low <= comparison[key]["value"] <= high
+    # the fixed cell is sub-optimal: its law predicts a higher loss than the precise recipe at the same budget
+    assert comparison["conventional"]["loss"]["value"] > comparison["precise"]["loss"]["value"]
+    compute = document["compute_optimal"]
+    assert compute["precise"]["status"] == "fitted" and compute["empirical_precise"]["status"] == "fitted"
+    # with both laws counting compute alike, the isoFLOP and law-derived exponents agree closely (truth has no gap)
+    assert compute["exponent_gap"]["optimal"]["value"] < 0.05
+    heldout = document["heldout"]
+    assert heldout["summary"]["points"] == 12
+    assert heldout["summary"]["mean_absolute_relative_error"] < 0.005
+    assert heldout["summary"]["coverage"] >= 0.5
+    baselines = {row["law"]: row for row in document["baselines"]}
+    assert baselines["loss_optimal"]["heldout_mean_absolute_error"] < baselines["kaplan"]["heldout_mean_absolute_error"]
+    assert baselines["learning_rate"]["heldout_mean_absolute_error"] < baselines["fixed_cell_learning_rate"]["heldout_mean_absolute_error"]
+
+
+def test_figures_have_content(fitted, tmp_path):
+    document = fitted["document"]
+    from analysis.runs import load_runs
+
+    table = load_runs(fitted["runs"])
+    written = figures.draw_all(tmp_path, "both", document, table)
+    names = {p.relative_to(tmp_path).as_posix() for p in written}
+    for which in ("runs", "paper"):
+        for name in figures.FIGURE_NAMES:
+            assert f"{which}/{name}.png" in names and f"{which}/{name}.pdf" in names
+    width = mpimg.imread(tmp_path / "runs" / "compute_optimal.png").shape[1]
+    assert width == pytest.approx(3.4 * 300, abs=2)  # one paper column at 300 dpi
+    fig = figures.runs_compute_optimal(document)
+    ax = fig.axes[0]
+    assert "(FLOPs)" in ax.get_xlabel() and "(parameters)" in ax.get_ylabel()
+    assert any("% smaller" in t.get_text() for t in ax.texts)
+    assert len(ax.get_lines()) >= 4
+    fig = figures.runs_heatmaps(document, table)
+    assert all(axis.get_xlabel() or axis.get_ylabel() for axis in fig.axes)
+    stars = [line for axis in fig.axes for line in axis.get_lines() if line.get_marker() == "*"]
+    assert len(stars) == 2  # one predicted optimum per budget
+    fig = figures.paper_compute_optimal()
+    assert any("39.9% smaller" in t.get_text() for t in fig.axes[0].texts)
+    for fig in (figures.runs_loss_vs_tokens(document), figures.runs_loss_law(document), figures.paper_heatmaps()):
+        for axis in fig.axes:
+            if axis.get_label() != "<colorbar>":
+                assert "(" in axis.get_xlabel() or "(" in axis.get_ylabel() or "loss" in axis.get_ylabel()
+
+
+def test_tables_have_content(fitted, tmp_path):
+    written = tables.write_tables(fitted["document"], tmp_path, source=str(fitted["laws"]))
+    assert len(written) == 13
+    coefficients = pd.read_csv(tmp_path / "coefficients.csv")
+    alpha = coefficients[(coefficients["law"] == "loss_optimal") & (coefficients["parameter"] == "alpha")].iloc[0]
+    assert alpha["paper"] == pytest.approx(0.2917)
+    assert alpha["ours_low"] < alpha["ours"] < alpha["ours_high"]
+    heldout = pd.read_csv(tmp_path / "heldout.csv")
+    assert len(heldout) == 12 and set(heldout["size"]) == set(DESIGN.heldout_sizes)
+    comparison = pd.read_csv(tmp_path / "comparison.csv")
+    assert set(comparison["quantity"]) >= {"model-size reduction", "inference-cost reduction", "N_opt (parameters)"}
+    assert "| loss_optimal |" in (tmp_path / "coefficients.md").read_text()
+    tex = (tmp_path / "baselines.tex").read_text()
+    assert "\\begin{tabular}" in tex and "deepseek\\_batch\\_size" in tex
+
+
+def test_planner_with_fitted_laws(fitted, capsys):
+    target = fitted["document"]["comparison"]["target_flops"]
+    assert plan_main(["--flops", str(target), "--laws", str(fitted["laws"]), "--json"]) == 0
+    plan = json.loads(capsys.readouterr().out)
+    expected = fitted["document"]["comparison"]["precise"]["parameters"]["value"]
+    assert plan["recommended"]["parameters"] == pytest.approx(expected, rel=1e-3)
+    assert plan["recommended"]["parameters_interval"][0] < expected < plan["recommended"]["parameters_interval"][1]
+    assert plan["conventional"]["status"] == "fitted"
+    assert plan["conventional"]["batch_tokens"] == 16 * DESIGN.tokens_per_clip
+
+
+def test_grid_extension_for_predictions_outside_the_grid():
+    assert extended_axis([8, 16, 32], integer=True) == [4, 8, 16, 32, 64]
+    nearest, cells, extended = propose_cells(70.0, 1e-3, [8, 16, 32], [5e-4, 1e-3, 2e-3])
+    assert nearest == (64, 1e-3) and extended
+    assert (32, 1e-3) in cells and (64, 2e-3) in cells and len(cells) == 4
+    nearest, cells, extended = propose_cells(16.0, 1e-3, [8, 16, 32], [5e-4, 1e-3, 2e-3], neighbours="box")
+    assert nearest == (16, 1e-3) and not extended and len(cells) == 9
+
+
+def test_proposal_and_heldout_evaluation(fitted, tmp_path, capsys):
+    proposal_path = tmp_path / "proposal.json"
+    assert propose_main([
+        "--laws", str(fitted["laws"]), "--size", "tiny-262k", "--tokens", str(2**24),
+        "--batch-clips", "8", "16", "32", "--learning-rates", "5e-4,1e-3,2e-3,4e-3", "--out", str(proposal_path),
+    ]) == 0
+    proposal = json.loads(proposal_path.read_text())
+    kinds = [g["kind"] for g in proposal["groups"]]
+    assert kinds == ["hyperparameters", "compute_optimal"]
+    assert {r["series"] for r in proposal["runs"]} == {"heldout", "compute_optimal"}
+    assert all(r["milestones_tokens"] == sorted(r["milestones_tokens"]) for r in proposal["runs"])
+    compute_group = proposal["groups"][1]
+    assert compute_group["size"] == "tiny-262k"
+    assert compute_group["law_optimal_parameters"] == pytest.approx(262144)
+
+    # stand-in for training the proposed runs: draw them from the same truth
+    table = pd.concat([pd.read_csv(fitted["runs"]), synthetic_proposal_runs(proposal, TRUTH, DESIGN)], ignore_index=True)
+    runs = tmp_path / "runs_with_heldout.csv"
+    table.to_csv(runs, index=False)
+    out = tmp_path / "heldout.json"
+    capsys.readouterr()
+    assert heldout_main(["--runs", str(runs), "--laws", str(fitted["laws"]), "--proposal", str(proposal_path), "--out", str(out)]) == 0
+    result = json.loads(out.read_text())
+    hyper, compute = result["groups"]
+    assert hyper["status"] == "evaluated" and hyper["predicted_cell_is_best"] is True
+    assert abs(hyper["relative_error"]) < 0.01 and abs(compute["relative_error"]) < 0.01
+    assert "provenance" in result
+    assert "predicted cell best: True" in capsys.readouterr().out
+
+
+def test_too_few_runs_is_a_clear_error(tmp_path, capsys):
+    design = SyntheticDesign(fitting_sizes=["tiny-8k"], heldout_sizes=[], noise_seeds=0, include_failures=False)
+    runs = tmp_path / "runs.csv"
+    synthetic_runs(TRUTH, design).to_csv(runs, index=False)
+    out = tmp_path / "laws.json"
+    assert fit_main(["--runs", str(runs), "--out", str(out), "--bootstrap-resamples", "0", "--quiet"]) == 3
+    message = capsys.readouterr().err
+    assert "too few completed runs" in message
+    assert "loss_optimal: not enough data" in message and "1 distinct N (need 2)" in message
+    assert not out.exists()
+    assert fit_main(["--runs", str(runs), "--out", str(out), "--bootstrap-resamples", "0", "--quiet", "--allow-partial"]) == 0
+    document = json.loads(out.read_text())
+    assert document["laws"]["loss_optimal"]["status"] == "not fitted"
+    assert "1 distinct N" in document["laws"]["loss_optimal"]["reason"]
+
+
+def test_config_errors_name_the_key(fitted, tmp_path, capsys):
+    out = tmp_path / "laws.json"
+    assert fit_main(["--runs", str(fitted["runs"]), "--out", str(out), "--flop-convention", "7n"]) == 2
+    assert "flop_convention: '7n' is not one of paper, 6n" in capsys.readouterr().err
+    bad = tmp_path / "bad.yaml"
+    bad.write_text("bootstrap_resample: 10\n")
+    assert fit_main(["--runs", str(fitted["runs"]), "--config", str(bad), "--out", str(out)]) == 2
+    assert "unknown fit-config key(s) bootstrap_resample" in capsys.readouterr().err
+    assert fit_main(["--print-config"]) == 0
+    defaults = yaml.safe_load(capsys.readouterr().out)
+    assert defaults["bootstrap_resamples"] == 1000 and defaults["inference"]["sampling_steps"] == 50
+
+
+def test_summary_puts_the_paper_beside_ours(fitted, tmp_path):
+    from analysis.summary import main as summary_main
+
+    spread = tmp_path / "spread.json"
+    spread.write_text(json.dumps({"mean": 0.5, "std": 1e-4, "relative_std": 2e-4, "seeds": [0, 1, 2, 3]}))
+    out = tmp_path / "summary.md"
+    assert summary_main(["--laws", str(fitted["laws"]), "--runs", str(fitted["runs"]), "--protocol-spread", str(spread),
+                         "--heldout", str(tmp_path / "absent.json"), "--out", str(out)]) == 0
+    text = out.read_text()
+    assert "| L(N, T): T exponent alpha |" in text and "| 0.2917 |" in text
+    assert "model-size reduction" in text and "39.9%" in text
+    assert "Loss is sensitive to batch size and learning rate (claim 2): yes" in text
+    assert "held-out evaluation" in text and "could not be read" in text  # a missing input is named

@@ -1,0 +1,135 @@
+"""Runs table: validation messages name column and row; exclusions; losses at common budgets; optima."""
+
+import analysis  # noqa: F401
+import numpy as np
+import pandas as pd
+import pytest
+
+from analysis.optima import SizeGrid, find_optima, near_optimal_band
+from analysis.runs import RunsTable, RunsTableError, cluster_budgets, interpolate_loglog, load_runs, run_to_run_noise
+from analysis.synthetic import SyntheticDesign, synthetic_runs
+
+
+@pytest.fixture(scope="module")
+def frame():
+    design = SyntheticDesign(fitting_sizes=["tiny-8k", "tiny-18k"], heldout_sizes=[], noise_size="tiny-8k")
+    return synthetic_runs(design=design, seed=3)
+
+
+def write_csv(frame, tmp_path):
+    path = tmp_path / "runs.csv"
+    frame.to_csv(path, index=False)
+    return path
+
+
+def test_valid_table_loads_from_csv_and_parquet(frame, tmp_path):
+    table = load_runs(write_csv(frame, tmp_path))
+    assert len(table.rows) == len(frame)
+    frame.to_parquet(tmp_path / "runs.parquet", index=False)
+    assert len(load_runs(tmp_path / "runs.parquet").rows) == len(frame)
+
+
+def test_missing_column_is_named(frame, tmp_path):
+    with pytest.raises(RunsTableError, match="missing column\\(s\\) 'learning_rate'"):
+        load_runs(write_csv(frame.drop(columns=["learning_rate"]), tmp_path))
+
+
+def test_non_numeric_value_names_column_row_and_line(frame, tmp_path):
+    bad = frame.astype({"tokens": object}).copy()
+    bad.loc[5, "tokens"] = "many"
+    with pytest.raises(RunsTableError) as error:
+        load_runs(write_csv(bad, tmp_path))
+    message = str(error.value)
+    assert "row 5" in message and "CSV line 7" in message and "'tokens'" in message and "'many'" in message
+    assert frame.loc[5, "run_id"] in message
+
+
+def test_missing_loss_of_completed_run_is_rejected(frame):
+    bad = frame.copy()
+    bad.loc[2, "validation_loss"] = np.nan
+    with pytest.raises(RunsTableError, match="row 2 .*column 'validation_loss' is missing.*only for runs whose status is not 'completed'"):
+        RunsTable.from_frame(bad)
+
+
+def test_unknown_series_and_inconsistent_run_are_rejected(frame):
+    bad = frame.copy()
+    bad.loc[0, "series"] = "sweep"
+    with pytest.raises(RunsTableError, match="row 0 .*column 'series': 'sweep' is not one of grid, conventional"):
+        RunsTable.from_frame(bad)
+    bad = frame.copy()
+    bad.loc[1, "learning_rate"] = 0.123
+    with pytest.raises(RunsTableError, match="row 1 .*column 'learning_rate'.*differs from .* on row 0 of the same run"):
+        RunsTable.from_frame(bad)
+
+
+def test_batch_tokens_must_match_clips_times_tokens_per_clip(frame):
+    bad = frame.copy()
+    bad.loc[3, "batch_tokens"] = 7
+    with pytest.raises(RunsTableError, match="row 3 .*'batch_tokens': 7 != batch_clips x tokens_per_clip"):
+        RunsTable.from_frame(bad)
+
+
+def test_diverged_and_failed_runs_are_kept_and_excluded_with_reasons(frame):
+    table = RunsTable.from_frame(frame)
+    excluded = {e["run_id"]: e for e in table.exclusions()}
+    statuses = sorted(e["status"] for e in excluded.values())
+    assert statuses == ["diverged", "failed"]
+    failed = next(e for e in excluded.values() if e["status"] == "failed")
+    assert failed["reason"] == "failed: out of memory" and failed["milestones_reached"] == 0
+    assert not set(excluded) & set(table.completed().index)
+
+
+def test_loglog_interpolation_is_exact_for_power_laws_and_bounded():
+    tokens = np.array([1e6, 2e6, 4e6])
+    losses = 3.0 * tokens**-0.1
+    budgets = np.array([0.97e6, 1.5e6, 4.1e6, 5e6])
+    values = interpolate_loglog(tokens, losses, budgets, tolerance=0.05)
+    assert np.allclose(values[:3], 3.0 * budgets[:3] ** -0.1, rtol=1e-12)
+    assert np.isnan(values[3])  # beyond the last milestone by more than the tolerance
+
+
+def test_budgets_cluster_whole_step_milestones():
+    assert cluster_budgets([1000448, 1003520, 2000896, 2007040, 1e9], 0.05) == [1000448, 2000896, 1e9]
+
+
+def test_noise_floor_from_seeds(frame):
+    table = RunsTable.from_frame(frame)
+    noise = run_to_run_noise(table, table.default_budgets(0.05), "validation_loss", 0.05)
+    assert noise is not None and 0 < noise["relative_std"] < 2e-3
+    assert noise["groups"][0]["seeds"] == 4
+
+
+def quadratic_grid(center_lr=1.3e-3, center_batch=5000.0, lrs=(5e-4, 1e-3, 2e-3, 4e-3), batches=(2048, 4096, 8192)):
+    rates, tokens = np.meshgrid(lrs, batches, indexing="ij")
+    rates, tokens = rates.ravel(), tokens.ravel()
+    losses = 0.5 + 0.006 * np.log(rates / center_lr) ** 2 + 0.004 * np.log(tokens / center_batch) ** 2
+    return SizeGrid("tiny-8k", 8192, [f"r{i}" for i in range(rates.size)], rates, tokens, tokens / 256, losses[:, None], 10.0)
+
+
+def test_quadratic_optimum_recovers_an_interior_optimum_exactly():
+    grid = quadratic_grid()
+    optimum = find_optima(grid, np.ones((1, grid.learning_rates.size)))
+    assert optimum.learning_rate[0, 0] == pytest.approx(1.3e-3, rel=1e-6)
+    assert optimum.batch_tokens[0, 0] == pytest.approx(5000.0, rel=1e-6)
+    assert optimum.loss[0, 0] == pytest.approx(0.5, abs=1e-9)
+    assert not optimum.edge_batch[0, 0] and not optimum.edge_learning_rate[0, 0]
+    band = near_optimal_band(grid, 0, 0.002)
+    assert band and all(cell["loss"] <= band[0]["loss"] * 1.002 for cell in band)
+
+
+def test_optimum_beyond_the_grid_is_clamped_and_flagged():
+    grid = quadratic_grid(center_batch=20000.0)
+    optimum = find_optima(grid, np.ones((1, grid.learning_rates.size)))
+    assert optimum.batch_tokens[0, 0] == pytest.approx(8192.0)
+    assert optimum.edge_batch[0, 0] and not optimum.edge_learning_rate[0, 0]
+
+
+def test_plus_shaped_cells_use_the_separable_fallback_and_best_cell_method():
+    grid = quadratic_grid(lrs=(5e-4, 1e-3, 2e-3), batches=(2048, 4096, 8192))
+    plus = np.isclose(grid.learning_rates, 1e-3) | np.isclose(grid.batch_tokens, 4096)
+    weights = plus.astype(float)[None, :]
+    optimum = find_optima(grid, weights)
+    assert optimum.method[0, 0] == 1  # separable
+    assert optimum.learning_rate[0, 0] == pytest.approx(1.3e-3, rel=1e-6)
+    best = find_optima(grid, np.ones((1, grid.learning_rates.size)), method="best_cell")
+    assert best.learning_rate[0, 0] == pytest.approx(1e-3) and best.batch_tokens[0, 0] == pytest.approx(4096)
