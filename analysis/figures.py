@@ -272,7 +272,12 @@ def exponents_figure(rows, title: str, show_paper: bool = True):
     values = np.array([r[1] for r in rows])
     low = np.array([r[2][0] if r[2] else v for r, v in zip(rows, values)])
     high = np.array([r[2][1] if r[2] else v for r, v in zip(rows, values)])
-    ax.errorbar(values, y, xerr=[values - low, high - values], fmt="o", color="C0", capsize=2, label="this fit (95% interval)" if title != "paper" else "published")
+    # a percentile interval need not contain the full-data estimate: draw the bar over the interval itself
+    ax.errorbar(values, y, xerr=[np.maximum(values - low, 0), np.maximum(high - values, 0)], fmt="o", color="C0", capsize=2,
+                label="this fit (95% interval)" if title != "paper" else "published")
+    outside = (values < low) | (values > high)
+    if outside.any():
+        ax.hlines(y[outside], low[outside], high[outside], color="C0", lw=1.0)
     if show_paper:
         ax.plot([PAPER_EXPONENTS[label] for label in labels], y, "x", color="C3", label="paper (published)")
     ax.axvline(0, color="0.8", lw=0.5)

@@ -2,7 +2,8 @@
 
 The method of the Chinchilla replication (Besiroglu et al. 2024): minimise
 ``sum_i w_i * huber_delta(log f(x_i; theta) - log y_i)`` with L-BFGS-B from a grid of starting
-points and keep the best. The objective is divided by ``delta**2`` so that residuals of size
+points and keep the best (each start first runs ``SCOUT_ITERATIONS`` iterations; the best
+``POLISHED_STARTS`` continue to convergence). The objective is divided by ``delta**2`` so that residuals of size
 ``delta`` contribute O(1) and the optimiser's tolerances mean the same for every law.
 
 A fit is *usable* when it converged to finite parameters that sit on no bound; the result says
@@ -22,7 +23,10 @@ from scipy.optimize import minimize
 from analysis.laws import LawForm
 
 #: L-BFGS-B options of a full fit (objective is O(1) per point at residuals of size delta).
-FIT_OPTIONS = {"maxiter": 2000, "ftol": 1e-12, "gtol": 1e-8, "maxcor": 30}
+FIT_OPTIONS = {"maxiter": 3000, "ftol": 1e-12, "gtol": 1e-8, "maxcor": 30}
+#: Iterations of each start's first run, and how many of the best are then run to convergence.
+SCOUT_ITERATIONS = 150
+POLISHED_STARTS = 4
 
 #: Relative distance (fraction of the bound range, or absolute when a bound is 0) counted as "on the bound".
 BOUND_TOLERANCE = 1e-6
@@ -144,18 +148,20 @@ def fit_law(
     log_y = np.log(observed)
     bounds = form.bounds(observed)
     function = _objective(form, log_x, log_y, weights, delta)
-    best = None
     starts = list(form.starting_points(log_x, observed)) + [np.asarray(s, dtype=float) for s in extra_starts]
+    # every start runs a short L-BFGS-B; the best few are then run to convergence (bounded cost on
+    # ill-posed data, where single runs can crawl for thousands of iterations)
+    scouts = []
     for start in starts:
         start = np.clip(np.asarray(start, dtype=float), [b[0] for b in bounds], [b[1] for b in bounds])
-        result = minimize(
-            function,
-            start,
-            jac=True,
-            method="L-BFGS-B",
-            bounds=bounds,
-            options=FIT_OPTIONS,
-        )
+        result = minimize(function, start, jac=True, method="L-BFGS-B", bounds=bounds, options={**FIT_OPTIONS, "maxiter": SCOUT_ITERATIONS})
+        scouts.append(result)
+    scouts.sort(key=lambda r: r.fun if np.isfinite(r.fun) else np.inf)
+    best = None
+    for scout in scouts[:POLISHED_STARTS]:
+        result = scout
+        if not scout.success:
+            result = minimize(function, scout.x, jac=True, method="L-BFGS-B", bounds=bounds, options=FIT_OPTIONS)
         if best is None or (np.isfinite(result.fun) and result.fun < best.fun):
             best = result
     converged = bool(best.success) or _stationary(function, best.x, bounds)
@@ -210,8 +216,9 @@ def refit(
     log_x = form.log_inputs(inputs, start.scales)
     bounds = form.bounds(observed)
     x0 = np.clip(start.theta, [b[0] for b in bounds], [b[1] for b in bounds])
+    function = _objective(form, log_x, np.log(observed), weights, delta)
     result = minimize(
-        _objective(form, log_x, np.log(observed), weights, delta),
+        function,
         x0,
         jac=True,
         method="L-BFGS-B",
@@ -221,7 +228,8 @@ def refit(
     theta = np.asarray(result.x, dtype=float)
     finite = bool(np.all(np.isfinite(theta)) and np.isfinite(result.fun))
     hit = bool(_on_bound(theta, bounds, form.parameter_names))
-    return theta, finite and bool(result.success), hit
+    converged = bool(result.success) or _stationary(function, theta, bounds)
+    return theta, finite and converged, hit
 
 
 def batched_refit(

@@ -604,6 +604,20 @@ def fit_all(table: RunsTable, config: FitConfig, log: Callable[[str], None] | No
 
     # --- document --------------------------------------------------------------------------------
     laws = {name: law_record(fit, level) for name, fit in fits.items()}
+    for name, edge in (("batch_size", edge_b), ("deepseek_batch_size", edge_b), ("learning_rate", edge_lr),
+                       ("deepseek_learning_rate", edge_lr), ("loss_optimal", edge_b | edge_lr)):
+        if laws.get(name, {}).get("status") != "fitted":
+            continue
+        used = datasets[name].weights[0] > 0
+        on_edge = int(np.sum(edge[0] & used))
+        laws[name]["edge_points"] = {"used_on_edge": on_edge, "used": int(used.sum()), "policy": config.edge_optima}
+        if on_edge and on_edge == int(used.sum()):
+            note = (
+                "every optimum used lies on the grid's edge in B or LR: each loss is an upper bound of the optimal loss"
+                if name == "loss_optimal"
+                else "every optimum used lies on the grid's edge: the law describes the grid's boundary, not the optimum"
+            )
+            laws[name]["warning"] = (laws[name]["warning"] + "; " if "warning" in laws[name] else "") + note
     descriptions = {
         "loss_optimal": "L(N, T) at the interpolated optimal (B, LR) of each (size, budget): the precise law",
         "loss_conventional": f"the same form on the runs at one fixed cell ({cell_text}) for all sizes: the conventional law",

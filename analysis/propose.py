@@ -117,8 +117,9 @@ def budget_for_size(laws: LawSet, parameters: float) -> float:
 
 
 def make_proposal(laws: LawSet, sizes, tokens, batch_clips, learning_rates, neighbours="plus", milestones=None,
-                  compute_size=None, compute_flops=None, family=None, compute_optimal=True, seed: int = 0) -> dict:
-    groups, runs = [], []
+                  compute_size=None, compute_flops=None, family=None, compute_optimal=True, seed: int = 0,
+                  max_compute_tokens: float | None = None) -> dict:
+    groups, runs, warnings = [], [], []
     for size_name in sizes:
         size = get_size(size_name)
         if tokens is None:
@@ -150,6 +151,16 @@ def make_proposal(laws: LawSet, sizes, tokens, batch_clips, learning_rates, neig
         convention = laws.flop_model.convention
         per_token = flops_per_token(target.non_embedding_parameters, laws.context_tokens, target.width, convention)
         target_tokens = flops / per_token
+        fitted_budgets = laws.document.get("setup", {}).get("budgets_tokens") or []
+        if fitted_budgets and target_tokens > 10 * max(fitted_budgets):
+            warnings.append(
+                f"the compute-optimal run of {target.name} needs {target_tokens:.3g} tokens, "
+                f"{target_tokens / max(fitted_budgets):.0f}x the largest fitted budget ({max(fitted_budgets):.3g}); check the laws' fit"
+            )
+        if max_compute_tokens is not None and target_tokens > max_compute_tokens:
+            warnings.append(f"compute-optimal run capped at --max-compute-tokens {max_compute_tokens:.3g} (was {target_tokens:.3g})")
+            target_tokens = float(max_compute_tokens)
+            flops = target_tokens * per_token
         predicted = _prediction(laws, target.non_embedding_parameters, target_tokens)
         nearest, _, extended = propose_cells(predicted["batch_clips"], predicted["learning_rate"], batch_clips, learning_rates, neighbours)
         group = len(groups)
@@ -165,7 +176,7 @@ def make_proposal(laws: LawSet, sizes, tokens, batch_clips, learning_rates, neig
             "series": "compute_optimal", "size": target.name, "batch_clips": nearest[0], "learning_rate": nearest[1],
             "seed": seed, "milestones_tokens": run_milestones,
         })
-    return {"schema": "analysis.proposal/1", "groups": groups, "runs": runs}
+    return {"schema": "analysis.proposal/1", "groups": groups, "runs": runs, "warnings": warnings}
 
 
 def _floats(values) -> list[float]:
@@ -189,6 +200,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--family", help="registry family for --compute-flops (default: the family of --size)")
     parser.add_argument("--no-compute-optimal", action="store_true", help="propose no compute-optimal run")
     parser.add_argument("--seed", type=int, default=0, help="training seed of the proposed runs (default 0)")
+    parser.add_argument("--max-compute-tokens", type=float, help="cap on the compute-optimal run's tokens (its budget shrinks to match)")
     parser.add_argument("--out", required=True, help="proposal JSON to write (atomically)")
     args = parser.parse_args(argv)
     try:
@@ -199,7 +211,7 @@ def main(argv: list[str] | None = None) -> int:
         proposal = make_proposal(
             laws, args.size, args.tokens, [int(v) for v in _floats(args.batch_clips)], _floats(args.learning_rates),
             args.neighbours, _floats(args.milestones) if args.milestones else None, args.compute_size, args.compute_flops,
-            args.family, not args.no_compute_optimal, args.seed,
+            args.family, not args.no_compute_optimal, args.seed, args.max_compute_tokens,
         )
     except (LawsFileError, ValueError, KeyError) as error:
         print(f"analysis.propose: error: {error}", file=sys.stderr)
@@ -214,6 +226,8 @@ def main(argv: list[str] | None = None) -> int:
             f"LR {p['learning_rate']:.3g}, loss {p['loss']['value']:.5f}; nearest cell {group['nearest_cell']}"
             + (" (beyond the grid)" if group["extended"] else "")
         )
+    for warning in proposal["warnings"]:
+        print(f"warning: {warning}", file=sys.stderr)
     print(f"{len(proposal['runs'])} runs to train -> {args.out}")
     return 0
 

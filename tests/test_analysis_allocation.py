@@ -56,3 +56,13 @@ def test_isoflop_reading_of_a_smooth_family_recovers_the_law_exponent():
     assert exponent[0] == pytest.approx(0.28 / 0.60, abs=0.01)
     discrete, _ = empirical_optimal_sizes(curves, flops, "discrete")
     assert set(np.unique(discrete[np.isfinite(discrete)])) <= set(sizes)
+
+
+def test_analysis_does_not_import_torch():
+    import subprocess
+    import sys
+
+    code = ("import sys, analysis.fit, analysis.figures, analysis.tables, analysis.findings, analysis.plan, "
+            "analysis.propose, analysis.heldout, analysis.summary; print('torch' in sys.modules)")
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert result.stdout.strip() == "False"
