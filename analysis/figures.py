@@ -56,11 +56,16 @@ def _colors(count: int):
 
 
 def save_figure(fig, stem: Path) -> list[Path]:
+    """PNG and PDF (atomically), each carrying the code version in its metadata."""
+    from dit.provenance import code_version
+
+    source = f"analysis.figures, commit {code_version()['commit']}"
+    metadata = {"png": {"Software": source}, "pdf": {"Creator": source}}
     paths = []
     for suffix in ("png", "pdf"):
         path = Path(f"{stem}.{suffix}")
         with atomic_path(path, suffix=f".{suffix}") as tmp:
-            fig.savefig(tmp, format=suffix)
+            fig.savefig(tmp, format=suffix, metadata=metadata[suffix])
         paths.append(path)
     plt.close(fig)
     return paths

@@ -124,7 +124,7 @@ def benchmark_rows(folder: str, notes: list[str]) -> list[list[str]]:
     if not path.is_dir():
         notes.append(f"benchmarks folder {folder} does not exist")
         return []
-    rows = []
+    groups: dict[str, dict] = {}
     for tsv in sorted(path.rglob("*.tsv")):
         try:
             with tsv.open() as handle:
@@ -132,11 +132,17 @@ def benchmark_rows(folder: str, notes: list[str]) -> list[list[str]]:
         except OSError as error:
             notes.append(f"benchmark {tsv}: {error}")
             continue
-        seconds = [float(r["s"]) for r in records if r.get("s") not in (None, "", "NA")]
-        rss = [float(r["max_rss"]) for r in records if r.get("max_rss") not in (None, "", "NA", "-")]
-        rows.append([tsv.relative_to(path).as_posix(), _fmt(float(np.median(seconds)) if seconds else None),
-                     _fmt(max(rss) if rss else None)])
-    return rows
+        parts = tsv.relative_to(path).with_suffix("").parts
+        stage = "/".join(parts[:2]) + "/*" if len(parts) > 2 else "/".join(parts)  # e.g. train/grid/* for every run
+        group = groups.setdefault(stage, {"jobs": 0, "seconds": [], "rss": []})
+        group["jobs"] += 1
+        group["seconds"] += [float(r["s"]) for r in records if r.get("s") not in (None, "", "NA")]
+        group["rss"] += [float(r["max_rss"]) for r in records if r.get("max_rss") not in (None, "", "NA", "-")]
+    return [
+        [stage, g["jobs"], _fmt(float(np.median(g["seconds"])) if g["seconds"] else None),
+         _fmt(float(np.sum(g["seconds"])) if g["seconds"] else None), _fmt(max(g["rss"]) if g["rss"] else None)]
+        for stage, g in groups.items()
+    ]
 
 
 def render(document: dict, heldout: dict | None, spread: dict | None, captions: dict | None, runs: str | None,
@@ -220,7 +226,7 @@ def render(document: dict, heldout: dict | None, spread: dict | None, captions: 
     if benchmarks:
         rows = benchmark_rows(benchmarks, notes)
         if rows:
-            out += ["", "## Stage timings (Snakemake benchmark files)", "", *_table(["stage", "seconds (median)", "max RSS (MB)"], rows)]
+            out += ["", "## Stage timings (Snakemake benchmark files)", "", *_table(["stage", "jobs", "seconds per job (median)", "seconds (total)", "max RSS (MB)"], rows)]
     if notes:
         out += ["", "## Notes", "", *[f"- {n}" for n in notes]]
     return "\n".join(out) + "\n"
