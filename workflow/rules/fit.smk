@@ -73,7 +73,8 @@ checkpoint propose_heldout:
             f"--compute-size {HELDOUT['compute_optimal_size']}"
             if HELDOUT["compute_optimal_size"]
             else "--no-compute-optimal"
-        ),
+        )
+        + (f" --max-compute-tokens {HELDOUT['max_compute_tokens']}" if HELDOUT.get("max_compute_tokens") else ""),
     localrule: True
     conda:
         CONDA_ENV
