@@ -14,11 +14,12 @@ The model predicts the noise ``epsilon`` added to a clip in model space ``(B, C,
 4. **Captions**: ids -> learned token embedding ``(vocab_size, text_width)`` + learned positional
    embedding ``(caption_length, text_width)``, or precomputed embeddings ``(B, M, E)`` when
    ``external_text_width = E`` is set; then the caption projection
-   ``Linear(text_width, d) -> GELU(tanh) -> Linear(d, d)``.
+   ``Linear(text_width, d) -> GELU -> Linear(d, d)``.
 5. **Blocks** (``depth`` of them), each:
    ``x += gate_sa * SelfAttention(modulate(LN(x), shift_sa, scale_sa))`` over all video tokens;
    ``x += CrossAttention(LN(x), captions)`` with the caption padding mask (output projection starts at
-   zero); ``x += gate_mlp * MLP(modulate(LN(x), shift_mlp, scale_mlp))`` with ``MLP = d -> 4d -> d``, GELU(tanh).
+   zero); ``x += gate_mlp * MLP(modulate(LN(x), shift_mlp, scale_mlp))`` with ``MLP = d -> 4d -> d``, GELU
+   (exact erf form: the tanh approximation DiT uses is about 8x slower on CPU, the same on CUDA).
 6. **Final layer**: ``LN(x)`` modulated by shift/scale from a learned ``(2, d)`` table plus ``c``, then
    ``Linear(d, patch_dim)`` (zero at init) and unpatchify back to ``(B, C, F, H, W)``.
 
@@ -258,7 +259,7 @@ class CaptionEmbedder(nn.Module):
             nn.init.normal_(self.position_embedding, std=0.02)
         self.projection = nn.Sequential(
             nn.Linear(feature_width, config.width),
-            nn.GELU(approximate="tanh"),
+            nn.GELU(),
             nn.Linear(config.width, config.width),
         )
         for layer in (self.projection[0], self.projection[2]):
@@ -316,12 +317,12 @@ class CrossAttention(nn.Module):
 
 
 class Mlp(nn.Module):
-    """``Linear(d, r d) -> GELU(tanh) -> Linear(r d, d)``."""
+    """``Linear(d, r d) -> GELU -> Linear(r d, d)``."""
 
     def __init__(self, width: int, ratio: int):
         super().__init__()
         self.fc1 = nn.Linear(width, ratio * width)
-        self.act = nn.GELU(approximate="tanh")
+        self.act = nn.GELU()
         self.fc2 = nn.Linear(ratio * width, width)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
