@@ -1,15 +1,23 @@
-"""Robust fitting of a law form: Huber loss on log residuals, bounded L-BFGS-B, many starts.
+"""Robust fitting of a law form: Huber loss on log residuals, bounded L-BFGS-B from a few good starts.
 
-The method of the Chinchilla replication (Besiroglu et al. 2024): minimise
-``sum_i w_i * huber_delta(log f(x_i; theta) - log y_i)`` with L-BFGS-B from a grid of starting
-points and keep the best (each start first runs ``SCOUT_ITERATIONS`` iterations; the best
-``POLISHED_STARTS`` continue to convergence). The objective is divided by ``delta**2`` so that residuals of size
-``delta`` contribute O(1) and the optimiser's tolerances mean the same for every law.
+The objective is the Chinchilla replication's (Besiroglu et al. 2024):
+``sum_i w_i * huber_delta(log f(x_i; theta) - log y_i)``, divided by ``delta**2`` so that residuals of
+size ``delta`` contribute O(1) and the optimiser's tolerances mean the same for every law.
+
+Full fits (``fit_law``): the form proposes starting points (``LawForm.starting_points``; for the loss
+law, variable projection over a grid of exponents finds the basins without iterating), and each is
+run to convergence by L-BFGS-B with the analytic gradient; the best is kept. When a form proposes
+more than ``POLISHED_STARTS`` starts, each first runs ``SCOUT_ITERATIONS`` iterations and only the
+best ``POLISHED_STARTS`` continue (bounded cost on ill-posed data).
 
 A fit is *usable* when it converged to finite parameters that sit on no bound; the result says
 which parameters ended on a bound (``on_bound``) so that callers can report it.
 
-Bootstrap refits (``refit``) start from the full-data optimum instead of the grid.
+Bootstrap refits start from the full-data optimum: ``batched_refit`` refits every resample at once
+(vectorised Levenberg-Marquardt); ``refit`` is the one-at-a-time scipy reference.
+
+Everything here works on tiny matrices; ``analysis`` (the package's ``__init__``) runs OpenBLAS
+with one thread, without which L-BFGS-B is many times slower on a loaded machine.
 """
 
 from __future__ import annotations
@@ -30,6 +38,10 @@ POLISHED_STARTS = 4
 
 #: Relative distance (fraction of the bound range, or absolute when a bound is 0) counted as "on the bound".
 BOUND_TOLERANCE = 1e-6
+#: Newton decrement (predicted objective decrease, relative to max(1, objective)) below which a
+#: bootstrap refit counts as stationary, and below which its iteration stops early.
+STATIONARY_DECREMENT = 1e-6
+CONVERGED_DECREMENT = 1e-10
 
 
 class InsufficientDataError(ValueError):
@@ -133,7 +145,7 @@ def fit_law(
     scales: Mapping[str, float] | None = None,
     extra_starts: Sequence[np.ndarray] = (),
 ) -> FitResult:
-    """Fit ``form`` to ``observed`` at ``inputs`` (published units) from the form's starting grid.
+    """Fit ``form`` to ``observed`` at ``inputs`` (published units) from the form's starting points.
 
     Raises ``InsufficientDataError`` when there are fewer points than parameters + 1.
     """
@@ -148,22 +160,22 @@ def fit_law(
     log_y = np.log(observed)
     bounds = form.bounds(observed)
     function = _objective(form, log_x, log_y, weights, delta)
-    starts = list(form.starting_points(log_x, observed)) + [np.asarray(s, dtype=float) for s in extra_starts]
-    # every start runs a short L-BFGS-B; the best few are then run to convergence (bounded cost on
-    # ill-posed data, where single runs can crawl for thousands of iterations)
-    scouts = []
-    for start in starts:
-        start = np.clip(np.asarray(start, dtype=float), [b[0] for b in bounds], [b[1] for b in bounds])
-        result = minimize(function, start, jac=True, method="L-BFGS-B", bounds=bounds, options={**FIT_OPTIONS, "maxiter": SCOUT_ITERATIONS})
-        scouts.append(result)
-    scouts.sort(key=lambda r: r.fun if np.isfinite(r.fun) else np.inf)
-    best = None
-    for scout in scouts[:POLISHED_STARTS]:
-        result = scout
-        if not scout.success:
-            result = minimize(function, scout.x, jac=True, method="L-BFGS-B", bounds=bounds, options=FIT_OPTIONS)
-        if best is None or (np.isfinite(result.fun) and result.fun < best.fun):
-            best = result
+    starts = list(form.starting_points(log_x, observed, weights, delta)) + [np.asarray(s, dtype=float) for s in extra_starts]
+    low, high = [b[0] for b in bounds], [b[1] for b in bounds]
+    starts = [np.clip(np.asarray(start, dtype=float), low, high) for start in starts]
+
+    def run(start, options):
+        return minimize(function, start, jac=True, method="L-BFGS-B", bounds=bounds, options=options)
+
+    if len(starts) > POLISHED_STARTS:
+        # many starts: each runs a short L-BFGS-B and only the best few go on to convergence
+        # (bounded cost on ill-posed data, where single runs can crawl for thousands of iterations)
+        scouts = [run(start, {**FIT_OPTIONS, "maxiter": SCOUT_ITERATIONS}) for start in starts]
+        scouts = sorted(scouts, key=lambda r: r.fun if np.isfinite(r.fun) else np.inf)[:POLISHED_STARTS]
+        finished = [scout if scout.success else run(scout.x, FIT_OPTIONS) for scout in scouts]
+    else:
+        finished = [run(start, FIT_OPTIONS) for start in starts]
+    best = min(finished, key=lambda r: r.fun if np.isfinite(r.fun) else np.inf)
     converged = bool(best.success) or _stationary(function, best.x, bounds)
     return _result(form, best.x, best.fun, converged, str(best.message), scales, log_x, observed, bounds, len(starts))
 
@@ -239,18 +251,20 @@ def batched_refit(
     delta: float,
     start: FitResult,
     weights: np.ndarray | None = None,
-    iterations: int = 200,
+    iterations: int = 300,
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """Refit many resamples at once from ``start``'s optimum: ``(theta (R, p), usable (R,), on_bound (R,))``.
+    """Refit many resamples at once from ``start``'s optimum: ``(theta (R, p), usable (R,), bound_hits (R, p))``.
 
     ``inputs`` are shared by all resamples (published units, shape ``(n,)``); ``observed`` is
     ``(R, n)`` and ``weights`` ``(R, n)`` (multiplicities; 0 drops a point, NaN observations must
     have weight 0). The same Huber objective as ``fit_law`` is minimised by a vectorised
-    Levenberg-Marquardt on the iteratively reweighted least-squares form, projected onto the bounds.
-    ``usable`` requires a finite optimum with a small projected gradient.
+    Levenberg-Marquardt on its iteratively reweighted least-squares form; a parameter on a bound
+    whose gradient points outwards is held there (active set), the others are stepped and clipped
+    to the bounds. ``usable``: finite, with a small Newton decrement over the free parameters.
+    ``bound_hits[r, i]``: parameter ``i`` of resample ``r`` ended on a bound.
     """
     observed = np.atleast_2d(np.asarray(observed, dtype=float))
-    resamples, count = observed.shape
+    resamples, _ = observed.shape
     weights = np.ones_like(observed) if weights is None else np.asarray(weights, dtype=float).copy()
     weights[~np.isfinite(observed)] = 0.0
     log_y = np.log(np.where(np.isfinite(observed) & (observed > 0), observed, 1.0))
@@ -264,6 +278,18 @@ def batched_refit(
         low[r] = [b[0] for b in row_bounds]
         high[r] = [b[1] for b in row_bounds]
     theta = np.clip(np.broadcast_to(start.theta, (resamples, parameters)), low, high).copy()
+    theta, objective, decrement = _levenberg_marquardt(form, log_x, log_y, weights, delta, theta, low, high, iterations)
+    finite = np.all(np.isfinite(theta), axis=1) & np.isfinite(objective)
+    stationary = np.abs(decrement) <= STATIONARY_DECREMENT * np.maximum(1.0, objective)
+    span = high - low
+    bound_hits = (theta <= low + BOUND_TOLERANCE * span) | (theta >= high - BOUND_TOLERANCE * span)
+    return theta, finite & stationary, bound_hits
+
+
+def _levenberg_marquardt(form, log_x, log_y, weights, delta, theta, low, high, iterations):
+    """Vectorised projected Levenberg-Marquardt over rows: ``(theta, objective, Newton decrement)``."""
+    resamples, parameters = theta.shape
+    eye = np.eye(parameters)
 
     def evaluate(values, rows):
         log_prediction, jac = _batched_log_predict(form, values, log_x)
@@ -272,25 +298,44 @@ def batched_refit(
         objective = np.sum(weights[rows] * np.where(np.isfinite(loss), loss, 1e30), axis=1)
         return objective, residuals, jac
 
+    def local_model(rows, values, residuals, jac):
+        """Gradient and Gauss-Newton Hessian of the reweighted form; parameters held on a bound get a zero
+        gradient and an identity block, so that their step is zero."""
+        robust = weights[rows] * np.minimum(1.0, delta / np.maximum(np.abs(residuals), 1e-300))
+        robust = np.where(np.isfinite(residuals), robust, 0.0)
+        transposed = np.swapaxes(np.where(np.isfinite(jac), jac, 0.0), 1, 2)  # (r, p, n)
+        hessian = (transposed * robust[:, None, :]) @ np.swapaxes(transposed, 1, 2) / delta**2
+        gradient = (transposed @ (robust * np.where(np.isfinite(residuals), residuals, 0.0))[..., None])[..., 0] / delta**2
+        span = high[rows] - low[rows]
+        at_low = values <= low[rows] + BOUND_TOLERANCE * span
+        at_high = values >= high[rows] - BOUND_TOLERANCE * span
+        held = (at_low & (gradient > 0)) | (at_high & (gradient < 0))
+        gradient = np.where(held, 0.0, gradient)
+        hessian = np.where(held[:, :, None] | held[:, None, :], 0.0, hessian) + held[:, :, None] * eye
+        ridge = 1e-12 * np.einsum("rii->r", hessian)[:, None, None] + 1e-300
+        return gradient, hessian + ridge * eye
+
+    def newton_decrement(gradient, hessian):
+        return np.einsum("ri,ri->r", gradient, np.linalg.solve(hessian, gradient[..., None])[..., 0])
+
     everyone = np.arange(resamples)
     objective, residuals, jac = evaluate(theta, everyone)
     damping = np.full(resamples, 1e-3)
-    quiet = np.zeros(resamples, dtype=int)  # consecutive iterations without meaningful progress
-    eye = np.eye(parameters)
+    quiet = np.zeros(resamples, dtype=int)  # consecutive accepted steps without meaningful progress
     active = everyone
     for _ in range(iterations):
         if active.size == 0:
             break
-        w = weights[active] * np.minimum(1.0, delta / np.maximum(np.abs(residuals[active]), 1e-300))
-        J = jac[active]
-        hessian = np.einsum("rn,rni,rnj->rij", w, J, J)
-        gradient = np.einsum("rn,rn,rni->ri", w, residuals[active], J)
-        diagonal = np.einsum("rii->ri", hessian) + 1e-12
+        gradient, hessian = local_model(active, theta[active], residuals[active], jac[active])
+        decrement = newton_decrement(gradient, hessian)
+        done = decrement <= CONVERGED_DECREMENT * np.maximum(1.0, objective[active])
+        keep = ~done
+        active, gradient, hessian = active[keep], gradient[keep], hessian[keep]
+        if active.size == 0:
+            break
+        diagonal = np.einsum("rii->ri", hessian)
         system = hessian + damping[active, None, None] * (diagonal[:, :, None] * eye)
-        try:
-            step = np.linalg.solve(system, -gradient[..., None])[..., 0]
-        except np.linalg.LinAlgError:
-            step = -gradient / diagonal
+        step = np.linalg.solve(system, -gradient[..., None])[..., 0]
         candidate = np.clip(theta[active] + step, low[active], high[active])
         new_objective, new_residuals, new_jac = evaluate(candidate, active)
         old = objective[active]
@@ -300,31 +345,14 @@ def batched_refit(
         residuals[rows] = new_residuals[better]
         jac[rows] = new_jac[better]
         objective[rows] = new_objective[better]
-        progress = np.where(better, old - new_objective, 0.0) > 1e-12 * np.maximum(old, 1e-12)
-        damping[active] = np.where(better, np.maximum(damping[active] / 3, 1e-9), np.minimum(damping[active] * 4, 1e9))
-        quiet[active] = np.where(progress, 0, quiet[active] + 1)
-        active = active[(quiet[active] < 6) & (damping[active] < 1e8)]
-    # stationarity by the Newton decrement g' H^-1 g (the predicted objective decrease; free of
-    # parameter scaling), over the parameters not held at a bound
-    _, derivative = huber(residuals, delta)
-    gradient = np.einsum("rn,rn,rni->ri", weights, derivative, jac)
-    robust = np.minimum(1.0, delta / np.maximum(np.abs(residuals), 1e-300))
-    hessian = np.einsum("rn,rni,rnj->rij", weights * robust, jac, jac) / delta**2
-    at_low = theta <= low + BOUND_TOLERANCE * (high - low)
-    at_high = theta >= high - BOUND_TOLERANCE * (high - low)
-    held = (at_low & (gradient > 0)) | (at_high & (gradient < 0))
-    free_gradient = np.where(held, 0.0, gradient)
-    free_hessian = np.where(held[:, :, None] | held[:, None, :], 0.0, hessian) + np.eye(parameters) * (
-        1e-12 * np.einsum("rii->r", hessian)[:, None, None] + held[:, :, None] * eye
-    )
-    try:
-        decrement = np.einsum("ri,ri->r", free_gradient, np.linalg.solve(free_hessian, free_gradient[..., None])[..., 0])
-    except np.linalg.LinAlgError:
-        decrement = np.full(resamples, np.inf)
-    finite = np.all(np.isfinite(theta), axis=1) & np.isfinite(objective)
-    stationary = np.abs(decrement) <= 1e-6 * np.maximum(1.0, objective)
-    on_bound = np.any(at_low | at_high, axis=1)
-    return theta, finite & stationary, on_bound
+        progress = np.where(better, old - new_objective, 0.0) > 1e-13 * np.maximum(old, 1.0)
+        damping[active] = np.where(better, np.maximum(damping[active] / 3, 1e-9), np.minimum(damping[active] * 4, 1e12))
+        # stop a row after 8 accepted steps in a row without progress, or when even a tiny
+        # (heavily damped) step no longer lowers the objective
+        quiet[active] = np.where(progress, 0, quiet[active] + better)
+        active = active[(quiet[active] < 8) & (damping[active] < 1e12)]
+    gradient, hessian = local_model(everyone, theta, residuals, jac)
+    return theta, objective, newton_decrement(gradient, hessian)
 
 
 def _batched_log_predict(form: LawForm, theta: np.ndarray, log_x: Mapping[str, np.ndarray]):

@@ -26,6 +26,54 @@ VARIABLE_UNITS = {
 }
 
 
+def _bounded_least_squares(gram: np.ndarray, moment: np.ndarray, upper: np.ndarray) -> np.ndarray:
+    """Least squares with ``0 <= c <= upper`` for a batch of small problems given as normal equations.
+
+    ``gram`` ``(..., k, k)``, ``moment`` ``(..., k)``, ``upper`` ``(k,)`` (``inf`` for none). Every
+    support (subset of free coefficients, the others 0) is solved; the best one inside the box is
+    kept (exact for the lower bounds; a coefficient that wants to exceed its upper bound is left out).
+    """
+    k = gram.shape[-1]
+    best = np.full(gram.shape[:-2], np.inf)
+    coefficients = np.zeros(gram.shape[:-1])
+    for mask in range(1, 2**k):
+        index = np.array([i for i in range(k) if mask >> i & 1])
+        sub_gram = gram[..., index[:, None], index[None, :]]
+        sub_moment = moment[..., index]
+        ridge = 1e-12 * np.einsum("...ii->...i", sub_gram)[..., None] * np.eye(index.size)  # near-collinear cells stay solvable
+        with np.errstate(all="ignore"):
+            solved = np.linalg.solve(sub_gram + ridge, sub_moment[..., None])[..., 0]
+            value = np.einsum("...i,...ij,...j->...", solved, sub_gram, solved) - 2 * np.einsum("...i,...i->...", solved, sub_moment)
+        full = np.zeros(gram.shape[:-1])
+        full[..., index] = solved
+        better = np.all(np.isfinite(solved) & (solved >= 0), -1) & np.all(full <= upper, -1) & (value < best)
+        best = np.where(better, value, best)
+        coefficients = np.where(better[..., None], full, coefficients)
+    return coefficients
+
+
+def _grid_minima(objective: np.ndarray, count: int) -> np.ndarray:
+    """Indices ``(m, 2)`` of the ``count`` lowest local minima (8 neighbours) of a 2-D grid, best first."""
+    rows, columns = objective.shape
+    objective = np.where(np.isfinite(objective), objective, np.inf)
+    padded = np.pad(objective, 1, constant_values=np.inf)
+    neighbours = np.min(
+        [padded[1 + i : 1 + i + rows, 1 + j : 1 + j + columns] for i in (-1, 0, 1) for j in (-1, 0, 1) if (i, j) != (0, 0)],
+        axis=0,
+    )
+    minima = np.argwhere((objective <= neighbours) & np.isfinite(objective))
+    order = np.argsort(objective[minima[:, 0], minima[:, 1]], kind="stable")
+    return minima[order][:count]
+
+
+def _huber_objective(residuals: np.ndarray, weights: np.ndarray, delta: float) -> np.ndarray:
+    """The fit's objective (``analysis.fitting``) summed over the last axis; non-finite residuals count as infinite."""
+    from analysis.fitting import huber  # analysis.fitting imports this module
+
+    loss, _ = huber(residuals, delta)
+    return np.where(np.isfinite(loss), loss, np.inf) @ weights
+
+
 @dataclass(frozen=True)
 class LawForm:
     """Base class: a named law ``y = f(inputs; parameters)`` with ``y > 0``."""
@@ -59,7 +107,10 @@ class LawForm:
     def bounds(self, observed: np.ndarray) -> list[tuple[float, float]]:
         raise NotImplementedError
 
-    def starting_points(self, log_x: Mapping[str, np.ndarray], observed: np.ndarray) -> list[np.ndarray]:
+    def starting_points(
+        self, log_x: Mapping[str, np.ndarray], observed: np.ndarray, weights: np.ndarray | None = None, delta: float = 1e-3
+    ) -> list[np.ndarray]:
+        """Internal parameter vectors to start the fit from, best first (``weights``, ``delta``: the fit's)."""
         raise NotImplementedError
 
     #: Parameter names that are exponents (reported in the exponent figure/table).
@@ -123,21 +174,49 @@ class SumOfPowerLaws(LawForm):
         top = float(np.min(observed)) * (1 - 1e-9)
         return [(-40.0, 15.0), (1e-3, 5.0), (-40.0, 15.0), (1e-3, 5.0), (0.0, top)]
 
-    def starting_points(self, log_x, observed):
-        """A grid over (alpha, beta, L_inf); for each, (a', b') by non-negative least squares."""
-        from scipy.optimize import nnls
+    #: Exponent grid of the starting-point search (each of alpha and beta), log-spaced inside the bounds.
+    EXPONENT_GRID = np.geomspace(0.01, 4.0, 25)
+    #: Starts handed to the optimiser: the best local minima of the profiled objective over the grid.
+    STARTS = 4
 
-        starts = []
-        lowest = float(np.min(observed))
-        for alpha in (0.1, 0.3, 0.6, 1.0):
-            for beta in (0.1, 0.3, 0.6, 1.0):
-                for fraction in (0.0, 0.5, 0.8, 0.95):
-                    floor = fraction * lowest
-                    design = np.stack([np.exp(-alpha * log_x["T"]), np.exp(-beta * log_x["N"])], axis=1)
-                    coefficients, _ = nnls(design, observed - floor)
-                    coefficients = np.maximum(coefficients, 1e-6 * lowest)
-                    starts.append(np.array([np.log(coefficients[0]), alpha, np.log(coefficients[1]), beta, floor]))
-        return starts
+    def starting_points(self, log_x, observed, weights=None, delta=1e-3):
+        """Variable projection over an exponent grid: the best local minima of the profiled objective.
+
+        For fixed (alpha, beta) the law is linear in (a', b', L_inf): they are solved by bounded
+        least squares on relative residuals (``a', b' >= 0``, ``0 <= L_inf < min L``), all grid cells
+        at once. Each cell is then scored by the fit's own objective (Huber on log residuals), and
+        the best ``STARTS`` local minima over the grid are returned, best first.
+        """
+        y = np.asarray(observed, dtype=float)
+        w = np.ones_like(y) if weights is None else np.asarray(weights, dtype=float)
+        lowest = float(np.min(y))
+        top = lowest * (1 - 1e-9)
+        exponents = self.EXPONENT_GRID
+        term_t = np.exp(-exponents[:, None] * log_x["T"][None, :])  # (alpha, n)
+        term_n = np.exp(-exponents[:, None] * log_x["N"][None, :])  # (beta, n)
+        size = exponents.size
+        s2 = w / y**2  # weights of relative residuals
+        gram = np.empty((size, size, 3, 3))
+        gram[..., 0, 0] = ((term_t**2) @ s2)[:, None]
+        gram[..., 1, 1] = ((term_n**2) @ s2)[None, :]
+        gram[..., 2, 2] = s2.sum()
+        gram[..., 0, 1] = gram[..., 1, 0] = (term_t * s2) @ term_n.T
+        gram[..., 0, 2] = gram[..., 2, 0] = (term_t @ s2)[:, None]
+        gram[..., 1, 2] = gram[..., 2, 1] = (term_n @ s2)[None, :]
+        moment = np.empty((size, size, 3))
+        moment[..., 0] = (term_t @ (s2 * y))[:, None]
+        moment[..., 1] = (term_n @ (s2 * y))[None, :]
+        moment[..., 2] = (s2 * y).sum()
+        coefficients = _bounded_least_squares(gram, moment, np.array([np.inf, np.inf, top]))
+        a = np.maximum(coefficients[..., 0], 1e-6 * lowest)
+        b = np.maximum(coefficients[..., 1], 1e-6 * lowest)
+        floor = coefficients[..., 2]
+        prediction = a[..., None] * term_t[:, None, :] + b[..., None] * term_n[None, :, :] + floor[..., None]
+        objective = _huber_objective(np.log(prediction) - np.log(y), w, delta)
+        return [
+            np.array([np.log(a[i, j]), exponents[i], np.log(b[i, j]), exponents[j], floor[i, j]])
+            for i, j in _grid_minima(objective, self.STARTS)
+        ]
 
     def predict(self, parameters, **inputs):
         n = np.asarray(inputs["N"], dtype=float)
@@ -184,7 +263,7 @@ class PowerLaw(LawForm):
     def bounds(self, observed):
         return [(-80.0, 80.0)] + [(-10.0, 10.0)] * len(self.variables)
 
-    def starting_points(self, log_x, observed):
+    def starting_points(self, log_x, observed, weights=None, delta=0.1):
         """Ordinary least squares in log space, and the same with every exponent zeroed."""
         _, design = self.log_predict(np.zeros(len(self.variables) + 1), log_x)
         ols, *_ = np.linalg.lstsq(design, np.log(observed), rcond=None)
@@ -272,14 +351,47 @@ class KaplanLaw(LawForm):
     def bounds(self, observed):
         return [(-400.0, 400.0), (1e-4, 5.0), (-400.0, 400.0), (1e-4, 5.0)]
 
-    def starting_points(self, log_x, observed):
-        """For each (alpha_N, alpha_D) on a grid, both terms start equal at the reference point."""
-        typical = float(np.exp(np.mean(np.log(observed))))
+    #: Exponent grid of the starting-point search (each of alpha_N and alpha_D).
+    EXPONENT_GRID = np.geomspace(0.02, 2.0, 21)
+    #: Starts handed to the optimiser: the best local minima of the profiled objective over the grid.
+    STARTS = 4
+
+    def starting_points(self, log_x, observed, weights=None, delta=1e-3):
+        """Variable projection over an exponent grid: the best local minima of the profiled objective.
+
+        For fixed (alpha_N, alpha_D), ``L^(1/alpha_D) = P N'^(-alpha_N/alpha_D) + Q / T'`` is linear in
+        ``P = N_c'^(alpha_N/alpha_D) >= 0`` and ``Q = D_c' >= 0``, solved by bounded least squares on
+        relative residuals for all cells at once; cells are scored by the fit's own objective and
+        the best ``STARTS`` local minima are returned, best first.
+        """
+        y = np.asarray(observed, dtype=float)
+        w = np.ones_like(y) if weights is None else np.asarray(weights, dtype=float)
+        log_y = np.log(y)
+        middle = float(np.mean(log_y))
+        alpha_n = self.EXPONENT_GRID[:, None, None]
+        alpha_d = self.EXPONENT_GRID[None, :, None]
+        with np.errstate(all="ignore"):
+            # L^(1/alpha_D) divided by exp(middle / alpha_D) (exponents clipped against overflow)
+            target = np.exp(np.clip((log_y - middle) / alpha_d, -300, 300))  # (1, D, n)
+            size_term = np.exp(np.clip(-(alpha_n / alpha_d) * log_x["N"], -300, 300))  # (A, D, n)
+            data_term = np.broadcast_to(np.exp(-log_x["T"]), size_term.shape)
+            s2 = w / target**2
+            gram = np.empty(size_term.shape[:2] + (2, 2))
+            gram[..., 0, 0] = np.sum(s2 * size_term**2, -1)
+            gram[..., 1, 1] = np.sum(s2 * data_term**2, -1)
+            gram[..., 0, 1] = gram[..., 1, 0] = np.sum(s2 * size_term * data_term, -1)
+            moment = np.stack([np.sum(s2 * target * size_term, -1), np.sum(s2 * target * data_term, -1)], -1)
+            coefficients = _bounded_least_squares(gram, moment, np.array([np.inf, np.inf]))
+            floor = 1e-9 * np.max(target, -1)
+            p = np.maximum(coefficients[..., 0], floor)
+            q = np.maximum(coefficients[..., 1], floor)
+            log_prediction = alpha_d * np.log(p[..., None] * size_term + q[..., None] * data_term) + middle
+            objective = _huber_objective(log_prediction - log_y, w, delta)
+        shift = middle / self.EXPONENT_GRID  # log of exp(middle / alpha_D)
         starts = []
-        for alpha_n in (0.01, 0.05, 0.2, 0.5):
-            for alpha_d in (0.01, 0.05, 0.2, 0.5):
-                half = np.log(0.5) + np.log(typical) / alpha_d  # log of each term at x = 1
-                starts.append(np.array([half * alpha_d / alpha_n, alpha_n, half, alpha_d]))
+        for i, j in _grid_minima(objective, self.STARTS):
+            a_n, a_d = self.EXPONENT_GRID[i], self.EXPONENT_GRID[j]
+            starts.append(np.array([(shift[j] + np.log(p[i, j])) * a_d / a_n, a_n, shift[j] + np.log(q[i, j]), a_d]))
         return starts
 
     def predict(self, parameters, **inputs):

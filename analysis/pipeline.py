@@ -6,7 +6,8 @@ Order of work:
    the fitting sizes; the conventional cell's runs (grid or ``conventional`` series); noise-floor
    seeds; held-out sizes' grid and ``heldout`` runs. Losses are interpolated to common budgets.
 2. Optimal (B, LR, loss) per (fitting size, budget) (``analysis.optima``).
-3. Laws fitted on full data (multi-start L-BFGS-B, Huber on log residuals): L(N, T) at optimal
+3. Laws fitted on full data (``analysis.fitting``: Huber on log residuals, L-BFGS-B from the starts
+   each form proposes, e.g. variable projection over exponents for L(N, T)): L(N, T) at optimal
    hyperparameters, the same form on the conventional cell, B_opt(N, T), LR_opt(N, T), and
    baselines (Kaplan's form, Chinchilla's form on every grid run regardless of B and LR, DeepSeek's
    B_opt(C) and LR_opt(C)).
@@ -15,7 +16,7 @@ Order of work:
 5. Bootstrap over runs (stratified by size: each size's grid runs drawn with replacement; a size
    with a single conventional-cell run gets that run's curve scaled by ``1 + sigma z``, sigma the
    run-to-run noise): every law refitted from the full-data optimum, every derived quantity
-   recomputed; percentile intervals.
+   recomputed; percentile intervals (``bootstrap_law`` says which resamples count).
 6. Held-out sizes: measured optima vs predictions with prediction intervals; baselines table.
 
 A law that cannot be fitted is recorded as ``{"status": "not fitted", "reason": ...}`` naming what
@@ -248,8 +249,8 @@ class LawFit:
     reason: str = ""
     samples: np.ndarray | None = None  # (R_usable, p) published units
     resample_index: np.ndarray | None = None  # which resamples (1..R) the samples came from
-    failed: int = 0
-    on_bound: int = 0
+    failed: int = 0  # resamples whose refit did not converge
+    on_bound: int = 0  # converged resamples with a parameter on a bound the full-data fit is not on
 
 
 def _check_points(data: LawData) -> str:
@@ -281,17 +282,25 @@ def fit_point(data: LawData) -> LawFit:
 
 
 def bootstrap_law(fit: LawFit) -> None:
-    """Refit resamples 1..R from the full-data optimum (vectorised); keep usable, bound-free samples."""
+    """Refit resamples 1..R from the full-data optimum (vectorised) and keep the usable ones.
+
+    A resample is kept when its refit converged and it put no parameter on a bound that the
+    full-data fit is not on. When the full-data fit itself holds a parameter on a bound (e.g.
+    ``L_inf = 0`` on degenerate data), resamples holding it there too are kept: the intervals are
+    then those of the bounded estimator, conditional on that bound (``law_record`` says so).
+    """
     data = fit.data
     if fit.result is None or data.observed.shape[0] <= 1:
         return
     observed = data.observed[1:]
     weights = data.weights[1:]
-    theta, usable, on_bound = batched_refit(data.form, data.inputs, observed, data.delta, fit.result, weights=weights)
-    ok = usable & ~on_bound
-    fit.failed = int(np.sum(~usable))
-    fit.on_bound = int(np.sum(usable & on_bound))
+    theta, usable, bound_hits = batched_refit(data.form, data.inputs, observed, data.delta, fit.result, weights=weights)
     names = data.form.parameter_names
+    held = np.array([name in fit.result.on_bound for name in names])
+    new_bound = np.any(bound_hits & ~held, axis=1)
+    ok = usable & ~new_bound
+    fit.failed = int(np.sum(~usable))
+    fit.on_bound = int(np.sum(usable & new_bound))
     rows = [data.form.to_parameters(t, fit.result.scales) for t in theta[ok]]
     fit.samples = np.array([[row[n] for n in names] for row in rows]) if rows else np.empty((0, len(names)))
     fit.resample_index = np.flatnonzero(ok) + 1
@@ -339,14 +348,28 @@ def law_record(fit: LawFit, level: float, extra: dict | None = None) -> dict:
         record["warning"] = (record.get("warning", "") + "; " if "warning" in record else "") + "optimiser did not report convergence"
     if fit.samples is not None:
         names = data.form.parameter_names
-        record["intervals"] = {n: list(percentile_interval(fit.samples[:, i], level)) for i, n in enumerate(names)}
+        resamples = int(data.observed.shape[0] - 1)
         record["bootstrap"] = {
-            "resamples": int(data.observed.shape[0] - 1),
+            "resamples": resamples,
             "usable": int(len(fit.samples)),
             "failed": fit.failed,
             "on_bound": fit.on_bound,
+            "held_at_bound": list(result.on_bound),
             "samples": [[float(f"{v:.10g}") for v in row] for row in fit.samples],
         }
+        if len(fit.samples) >= 2:
+            record["intervals"] = {n: list(percentile_interval(fit.samples[:, i], level)) for i, n in enumerate(names)}
+        else:
+            record["intervals"] = {}
+            record["bootstrap"]["no_interval_reason"] = (
+                f"only {len(fit.samples)} of {resamples} resamples usable (2 needed): {fit.failed} refits did not converge, "
+                f"{fit.on_bound} put a parameter on a bound the full-data fit is not on"
+            )
+        if result.on_bound and len(fit.samples) >= 2:
+            record["bootstrap"]["note"] = (
+                f"the full-data fit holds {', '.join(result.on_bound)} on its bound; the intervals are those of the "
+                "bounded fit, conditional on that bound (they do not include the uncertainty of the bound itself)"
+            )
     else:
         record["intervals"] = {}
     if extra:

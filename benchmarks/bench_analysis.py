@@ -1,39 +1,47 @@
 """Benchmark: every fit plus 1000 bootstrap resamples on a grid of the default design's size.
 
-Run as a script: ``.venv/bin/python benchmarks/bench_analysis.py [--resamples 1000] [--repeats 1]``,
-or under pytest-benchmark (the pipeline's bench stage):
+Run as a script: ``.venv/bin/python benchmarks/bench_analysis.py [--resamples 1000] [--repeats 1]
+[--runs results/runs.csv --config FIT.yaml]``, or under pytest-benchmark (the pipeline's bench stage):
 ``python -m pytest benchmarks/bench_analysis.py --benchmark-only --benchmark-json out.json``.
 
 Design (``analysis.synthetic`` defaults): 5 fitting sizes x 3 batch sizes x 4 learning rates x 6
 milestones, 4 noise-floor seeds, 2 held-out sizes on the same grid, a diverged and a failed run.
-Prints the wall time of ``analysis.pipeline.fit_all`` (budget: 60 s on 2 cores) and, as a
-same-process baseline, the time of refitting the loss law resample by resample with warm-started
-scipy L-BFGS-B against the vectorised refit the pipeline uses (the ratio is the speed-up).
-Machine metadata (Python, numpy, scipy, cores, BLAS threads, git commit) is printed with the result.
+Prints the wall time of ``analysis.pipeline.fit_all`` (budget: 60 s on 2 cores), with ``--runs``
+also on a real runs table (e.g. the smoke run's), and two same-process baselines with their
+ratios: the loss law fitted from its few variable-projection starts against the earlier method's
+64-start multi-start grid, on well-posed and on degenerate (``L_inf`` on its bound)
+data; and the vectorised bootstrap refit against warm-started scipy L-BFGS-B refits one by one.
+Machine metadata (Python, numpy, scipy, cores, BLAS threads before and after importing
+``analysis``, git commit) is printed with the result.
 """
 
 from __future__ import annotations
 
-import analysis  # noqa: F401  (one OpenBLAS thread, set before numpy loads)
-
-import argparse
-import json
 import os
-import platform
-import statistics
-import time
 
-import numpy as np
-import scipy
+#: OPENBLAS_NUM_THREADS as the caller set it (importing ``analysis`` sets 1; Snakemake sets a rule's threads).
+CALLER_OPENBLAS_THREADS = os.environ.get("OPENBLAS_NUM_THREADS")
 
-from dit.provenance import code_version
+import analysis  # noqa: E402  (one OpenBLAS thread, set before numpy loads)
 
-from analysis.config import config_from_dict
-from analysis.fitting import batched_refit, fit_law, refit
-from analysis.laws import LOSS_LAW
-from analysis.pipeline import fit_all
-from analysis.runs import RunsTable
-from analysis.synthetic import SyntheticDesign, synthetic_runs
+import argparse  # noqa: E402
+import json  # noqa: E402
+import platform  # noqa: E402
+import statistics  # noqa: E402
+import time  # noqa: E402
+
+import numpy as np  # noqa: E402
+import scipy  # noqa: E402
+from scipy.optimize import nnls  # noqa: E402
+
+from dit.provenance import code_version  # noqa: E402
+
+from analysis.config import config_from_dict, load_config  # noqa: E402
+from analysis.fitting import batched_refit, fit_law, refit  # noqa: E402
+from analysis.laws import LOSS_LAW  # noqa: E402
+from analysis.pipeline import fit_all  # noqa: E402
+from analysis.runs import RunsTable, load_runs  # noqa: E402
+from analysis.synthetic import SyntheticDesign, synthetic_runs  # noqa: E402
 
 BUDGET_SECONDS = 60.0
 
@@ -45,6 +53,7 @@ def metadata() -> dict:
         "scipy": scipy.__version__,
         "cpus": os.cpu_count(),
         "affinity": len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else None,
+        "openblas_threads_caller": CALLER_OPENBLAS_THREADS,
         "openblas_threads": os.environ.get("OPENBLAS_NUM_THREADS"),
         "commit": code_version()["commit"],
         "machine": platform.machine(),
@@ -86,6 +95,55 @@ def time_refits(resamples: int, scipy_samples: int = 50) -> dict:
     }
 
 
+def dense_loss_starts(inputs, observed) -> list[np.ndarray]:
+    """The earlier method's 64 starts: a 4 x 4 x 4 grid over (alpha, beta, L_inf fraction), (a', b') by NNLS."""
+    log_x = LOSS_LAW.log_inputs(inputs, LOSS_LAW.reference_scales(inputs))
+    starts = []
+    for alpha in (0.1, 0.3, 0.6, 1.0):
+        for beta in (0.1, 0.3, 0.6, 1.0):
+            for fraction in (0.0, 0.5, 0.8, 0.95):
+                floor = fraction * observed.min()
+                design = np.stack([np.exp(-alpha * log_x["T"]), np.exp(-beta * log_x["N"])], axis=1)
+                coefficients = np.maximum(nnls(design, observed - floor)[0], 1e-6 * observed.min())
+                starts.append(np.array([np.log(coefficients[0]), alpha, np.log(coefficients[1]), beta, floor]))
+    return starts
+
+
+def loss_law_cases() -> dict:
+    """Well-posed (default design's 5 x 6 optima) and degenerate (3 x 3 points, L_inf ends on its bound) loss-law data."""
+    rng = np.random.default_rng(0)
+    n = np.repeat([8e-6, 1.8e-5, 3.3e-5, 6.6e-5, 1.5e-4], 6)
+    t = np.tile([5e-4, 1e-3, 2e-3, 4e-3, 8e-3, 1.6e-2], 5)
+    well = LOSS_LAW.predict({"a": 0.02, "alpha": 0.28, "b": 0.0025, "beta": 0.32, "L_inf": 0.3}, N=n, T=t)
+    n_small = np.repeat([8.192e-6, 1.8432e-5, 3.2768e-5], 3)
+    t_small = np.tile([8.192e-6, 1.6384e-5, 3.2768e-5], 3)
+    degenerate = LOSS_LAW.predict({"a": 0.01, "alpha": 0.5, "b": 0.02, "beta": 0.3, "L_inf": -0.3}, N=n_small, T=t_small)
+    return {
+        "well_posed": ({"N": n, "T": t}, well * (1 + 3e-4 * rng.standard_normal(well.size))),
+        "degenerate": ({"N": n_small, "T": t_small}, degenerate * (1 + 4e-3 * rng.standard_normal(degenerate.size))),
+    }
+
+
+def time_loss_law_fits(repeats: int = 1) -> dict:
+    """Loss-law fit from the variable-projection starts vs the dense multi-start baseline (same process, median of repeats)."""
+    result = {}
+    for name, (inputs, observed) in loss_law_cases().items():
+        dense = dense_loss_starts(inputs, observed)
+        timings = {"projected": [], "dense": []}
+        for _ in range(repeats):
+            begin = time.perf_counter()
+            fast = fit_law(LOSS_LAW, inputs, observed, delta=1e-3)
+            timings["projected"].append(time.perf_counter() - begin)
+            begin = time.perf_counter()
+            slow = fit_law(LOSS_LAW, inputs, observed, delta=1e-3, extra_starts=dense)
+            timings["dense"].append(time.perf_counter() - begin)
+        projected, baseline = statistics.median(timings["projected"]), statistics.median(timings["dense"])
+        result[name] = {"projected_s": projected, "dense_s": baseline, "speedup": baseline / projected,
+                        "starts": fast.starts, "dense_starts": slow.starts, "objective": fast.objective,
+                        "dense_objective": slow.objective, "on_bound": fast.on_bound}
+    return result
+
+
 # ---------------------------------------------------------------------------------------------- pytest-benchmark
 def test_fit_all_with_1000_bootstrap_resamples(benchmark):
     """All fits + 1000 resamples on the default design (budget 60 s on 2 cores; reported, not asserted)."""
@@ -106,10 +164,21 @@ def test_vectorised_refit_against_scipy_refits(benchmark):
     print(f"vectorised refit speed-up over scipy one by one: x{result['speedup']:.1f}")
 
 
+def test_loss_law_fit_against_dense_multistart(benchmark):
+    """Speed-up of the variable-projection starts over a dense multi-start grid, same optimum (same process)."""
+    result = benchmark.pedantic(time_loss_law_fits, rounds=1, iterations=1, warmup_rounds=0)
+    for name, record in result.items():
+        benchmark.extra_info[name] = {k: (float(v) if isinstance(v, (int, float)) else v) for k, v in record.items()}
+        print(f"loss-law fit, {name}: x{record['speedup']:.1f} faster than the dense multi-start")
+        assert record["objective"] <= record["dense_objective"] * (1 + 1e-6) + 1e-9
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--resamples", type=int, default=1000)
     parser.add_argument("--repeats", type=int, default=1)
+    parser.add_argument("--runs", help="also time fit_all on this runs table (e.g. work/smoke/results/runs.csv)")
+    parser.add_argument("--config", help="fit config for --runs (e.g. work/smoke/analysis/fit.yaml)")
     args = parser.parse_args()
     table = RunsTable.from_frame(synthetic_runs(), source="synthetic default design")
     runs = table.runs()
@@ -121,6 +190,21 @@ def main() -> None:
           f"{'within' if median <= BUDGET_SECONDS else 'OVER'} ({median / BUDGET_SECONDS:.2f} of the budget)")
     usable = {name: law.get("bootstrap", {}).get("usable") for name, law in document["laws"].items()}
     print(f"usable bootstrap refits per law: {usable}")
+    if args.runs:
+        real = load_runs(args.runs)
+        config = load_config(args.config)
+        times = []
+        for _ in range(args.repeats):
+            start = time.perf_counter()
+            fit_all(real, config)
+            times.append(time.perf_counter() - start)
+        print(f"fit_all on {args.runs} ({config.bootstrap_resamples} resamples): median {statistics.median(times):.2f} s "
+              f"over {len(times)} run(s)")
+    for name, record in time_loss_law_fits().items():
+        print(f"loss-law fit, {name} data: {record['starts']} projected starts {record['projected_s'] * 1e3:.0f} ms vs "
+              f"{record['dense_starts']} dense starts {record['dense_s'] * 1e3:.0f} ms: speed-up x{record['speedup']:.1f}; "
+              f"objective {record['objective']:.6g} vs {record['dense_objective']:.6g}"
+              + (f"; on bound: {', '.join(record['on_bound'])}" if record["on_bound"] else ""))
     refits = time_refits(args.resamples)
     print(f"loss-law refits, {args.resamples} resamples: scipy L-BFGS-B one by one {refits['scipy_extrapolated_s']:.2f} s "
           f"(extrapolated from 50), vectorised {refits['vectorised_s']:.3f} s: speed-up x{refits['speedup']:.1f}")

@@ -4,7 +4,7 @@ import analysis  # noqa: F401  (sets OpenBLAS to one thread before numpy loads, 
 import numpy as np
 import pytest
 
-from analysis.fitting import InsufficientDataError, batched_refit, fit_law, huber, percentile_interval, refit
+from analysis.fitting import InsufficientDataError, _objective, batched_refit, fit_law, huber, percentile_interval, refit
 from analysis.laws import (
     BATCH_SIZE_LAW,
     KAPLAN_LAW,
@@ -120,3 +120,127 @@ def test_percentile_interval_ignores_non_finite_samples():
     low, high = percentile_interval(np.array([np.nan, *np.linspace(0, 1, 101)]), 0.9)
     assert low == pytest.approx(0.05)
     assert high == pytest.approx(0.95)
+
+
+# ---------------------------------------------------------------------------------------------- starting points
+def dense_loss_starts(inputs, observed):
+    """A dense reference grid of starts (alpha, beta, L_inf fraction; a', b' by NNLS), as a slow multi-start fit would use."""
+    from scipy.optimize import nnls
+
+    scales = LOSS_LAW.reference_scales(inputs)
+    log_x = LOSS_LAW.log_inputs(inputs, scales)
+    starts = []
+    for alpha in (0.1, 0.3, 0.6, 1.0, 2.0):
+        for beta in (0.1, 0.3, 0.6, 1.0, 2.0):
+            for fraction in (0.0, 0.5, 0.8, 0.95):
+                floor = fraction * observed.min()
+                design = np.stack([np.exp(-alpha * log_x["T"]), np.exp(-beta * log_x["N"])], axis=1)
+                coefficients = np.maximum(nnls(design, observed - floor)[0], 1e-6 * observed.min())
+                starts.append(np.array([np.log(coefficients[0]), alpha, np.log(coefficients[1]), beta, floor]))
+    return starts
+
+
+# smoke-like design: 3 sizes x 3 budgets spanning a factor 4; losses drawn with a negative floor, so
+# the fitted L_inf ends on its bound 0 (as on the smoke run's real data)
+N_SMALL = np.repeat([8.192e-6, 1.8432e-5, 3.2768e-5], 3)
+T_SMALL = np.tile([8.192e-6, 1.6384e-5, 3.2768e-5], 3)
+DEGENERATE = LOSS_LAW.predict({"a": 0.01, "alpha": 0.5, "b": 0.02, "beta": 0.3, "L_inf": -0.3}, N=N_SMALL, T=T_SMALL) * (
+    1 + 0.004 * np.random.default_rng(8).standard_normal(9)
+)
+
+
+@pytest.mark.parametrize("case", ["well_posed", "degenerate"])
+def test_few_projected_starts_reach_the_dense_multistart_optimum(case):
+    if case == "well_posed":
+        inputs = {"N": N, "T": T}
+        observed = noisy(LOSS_LAW.predict({"a": 0.02, "alpha": 0.28, "b": 0.0025, "beta": 0.32, "L_inf": 0.3}, N=N, T=T), 3e-4, seed=6)
+    else:
+        inputs, observed = {"N": N_SMALL, "T": T_SMALL}, DEGENERATE
+    scales = LOSS_LAW.reference_scales(inputs)
+    starts = LOSS_LAW.starting_points(LOSS_LAW.log_inputs(inputs, scales), observed, np.ones_like(observed), 1e-3)
+    assert 1 <= len(starts) <= LOSS_LAW.STARTS
+    fast = fit_law(LOSS_LAW, inputs, observed, delta=1e-3)
+    reference = fit_law(LOSS_LAW, inputs, observed, delta=1e-3, extra_starts=dense_loss_starts(inputs, observed))
+    assert reference.starts > 100 and fast.starts <= LOSS_LAW.STARTS
+    assert fast.converged
+    assert fast.objective <= reference.objective * (1 + 1e-6) + 1e-9
+    if case == "degenerate":
+        assert fast.on_bound == ["L_inf"] and not fast.usable
+    else:
+        assert fast.usable and fast.parameters["alpha"] == pytest.approx(0.28, abs=0.02)
+
+
+def test_projected_starts_score_cells_by_the_fit_objective():
+    # the best start is already in the right basin: exponents within one grid step of the truth
+    truth = {"a": 0.02, "alpha": 0.28, "b": 0.0025, "beta": 0.32, "L_inf": 0.3}
+    observed = LOSS_LAW.predict(truth, N=N, T=T)
+    scales = LOSS_LAW.reference_scales({"N": N, "T": T})
+    log_x = LOSS_LAW.log_inputs({"N": N, "T": T}, scales)
+    best = LOSS_LAW.starting_points(log_x, observed, None, 1e-3)[0]
+    step = LOSS_LAW.EXPONENT_GRID[1] / LOSS_LAW.EXPONENT_GRID[0]
+    assert truth["alpha"] / step <= best[1] <= truth["alpha"] * step
+    assert truth["beta"] / step <= best[3] <= truth["beta"] * step
+    function = _objective(LOSS_LAW, log_x, np.log(observed), np.ones_like(observed), 1e-3)
+    others = LOSS_LAW.starting_points(log_x, observed, None, 1e-3)[1:]
+    assert all(function(best)[0] <= function(other)[0] for other in others)
+
+
+def test_kaplan_projected_starts_reach_the_dense_multistart_optimum():
+    truth = {"N_c": 1e-10, "alpha_N": 0.07, "D_c": 6e-6, "alpha_D": 0.15}
+    observed = noisy(KAPLAN_LAW.predict(truth, N=N, T=T), 3e-4, seed=9)
+    dense = []
+    for alpha_n in (0.01, 0.05, 0.2, 0.5):
+        for alpha_d in (0.01, 0.05, 0.2, 0.5):
+            half = np.log(0.5) + np.log(np.exp(np.mean(np.log(observed)))) / alpha_d
+            dense.append(np.array([half * alpha_d / alpha_n, alpha_n, half, alpha_d]))
+    fast = fit_law(KAPLAN_LAW, {"N": N, "T": T}, observed, delta=1e-3)
+    reference = fit_law(KAPLAN_LAW, {"N": N, "T": T}, observed, delta=1e-3, extra_starts=dense)
+    assert fast.starts <= KAPLAN_LAW.STARTS and fast.usable
+    assert fast.objective <= reference.objective * (1 + 1e-6) + 1e-9
+
+
+def test_batched_refit_converges_on_a_degenerate_fit_and_reports_the_bound():
+    inputs = {"N": N_SMALL, "T": T_SMALL}
+    start = fit_law(LOSS_LAW, inputs, DEGENERATE, delta=1e-3)
+    assert start.on_bound == ["L_inf"]
+    rng = np.random.default_rng(10)
+    weights = rng.multinomial(9, np.full(9, 1 / 9), size=20).astype(float)
+    observed = np.broadcast_to(DEGENERATE, weights.shape) * (1 + 0.002 * rng.standard_normal(weights.shape))
+    theta, usable, bound_hits = batched_refit(LOSS_LAW, inputs, observed, 1e-3, start, weights=weights)
+    assert usable.mean() >= 0.9
+    assert bound_hits.shape == (20, 5) and bound_hits[:, 4].mean() >= 0.5 and not bound_hits[:, :4].any()
+    # each usable refit is as good as scipy's one-at-a-time refit of the same resample
+    log_x = LOSS_LAW.log_inputs(inputs, start.scales)
+    for r in np.flatnonzero(usable)[:5]:
+        keep = weights[r] > 0
+        single, _, _ = refit(LOSS_LAW, {k: v[keep] for k, v in inputs.items()}, observed[r, keep], 1e-3, start, weights=weights[r, keep])
+        function = _objective(LOSS_LAW, {k: v[keep] for k, v in log_x.items()}, np.log(observed[r, keep]), weights[r, keep], 1e-3)
+        assert function(theta[r])[0] <= function(single)[0] * (1 + 1e-3) + 1e-6
+
+
+def test_importing_analysis_runs_openblas_with_one_thread():
+    """Snakemake sets OPENBLAS_NUM_THREADS to a rule's threads (2 for the fits), which made L-BFGS-B ~50x slower."""
+    import subprocess
+    import sys
+
+    code = """
+import ctypes, numpy, scipy.optimize  # OpenBLAS loaded with 2 threads before the package
+import analysis
+paths = {l.split(maxsplit=5)[-1].strip() for l in open('/proc/self/maps') if 'openblas' in l.lower()}
+counts = []
+for path in sorted(p for p in paths if p.startswith('/')):
+    library = ctypes.CDLL(path)
+    for name in ('openblas_get_num_threads', 'openblas_get_num_threads64_', 'scipy_openblas_get_num_threads',
+                 'scipy_openblas_get_num_threads64_'):
+        getter = getattr(library, name, None)
+        if getter is not None:
+            counts.append(getter())
+            break
+print(counts)
+"""
+    env = {**__import__("os").environ, "OPENBLAS_NUM_THREADS": "2"}
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True, env=env)
+    counts = eval(result.stdout.strip())
+    if not counts:
+        pytest.skip("numpy/scipy here are not linked against OpenBLAS")
+    assert counts == [1] * len(counts)
