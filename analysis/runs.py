@@ -331,13 +331,19 @@ class RunsTable:
 def run_to_run_noise(table: RunsTable, budgets: Sequence[float], column: str, tolerance: float) -> dict | None:
     """Relative run-to-run standard deviation of the loss from the noise-floor seeds (series ``noise``).
 
-    Runs are grouped by (size, batch_clips, learning_rate); groups of at least two seeds give a
-    relative standard deviation (ddof=1) per budget; the pooled value is the root mean of the
-    relative variances. ``None`` when no group has two completed seeds.
+    Runs are grouped by (size, batch_clips, learning_rate): the ``noise`` seeds of a cell together
+    with the grid (or conventional) run of the same cell, which is one more seed; groups of at least
+    two distinct seeds give a relative standard deviation (ddof=1) per budget; the pooled value is
+    the root mean of the relative variances. ``None`` when no group has two completed seeds.
     """
-    runs = table.completed(series=["noise"])
-    if runs.empty:
+    noise = table.completed(series=["noise"])
+    if noise.empty:
         return None
+    cells = set(zip(noise["size"], noise["batch_clips"], noise["learning_rate"]))
+    base = table.completed(series=["grid", "conventional"])
+    in_cell = [cell in cells for cell in zip(base["size"], base["batch_clips"], base["learning_rate"])]
+    runs = pd.concat([noise, base[in_cell]])
+    runs = runs[~runs.duplicated(subset=["size", "batch_clips", "learning_rate", "seed"], keep="first")]
     groups = []
     variances = []
     per_budget = {float(b): [] for b in budgets}
@@ -361,5 +367,5 @@ def run_to_run_noise(table: RunsTable, budgets: Sequence[float], column: str, to
             {"tokens": b, "relative_std": float(np.sqrt(np.mean(np.square(v)))) if v else None} for b, v in per_budget.items()
         ],
         "groups": groups,
-        "source": "noise-floor seeds (series=noise)",
+        "source": "noise-floor seeds (series=noise) and the grid run of the same cell",
     }
