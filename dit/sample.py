@@ -1,0 +1,350 @@
+"""Sample videos from a trained run: ``python -m dit.sample --run RUN_DIR --out DIR [--caption TEXT ...]``.
+
+One video per caption, drawn with DDIM (``dit.diffusion.ddim_sample``) and classifier-free guidance
+against the null caption ``tokenizer.encode("")``. Caption ``i`` starts from noise seeded by
+``(--seed, i)`` alone, so a caption's video does not depend on the other captions, and the same
+command gives the same videos. Captions are tokenized with the tokenizer recorded in the run's
+data manifest.
+
+Files written into ``--out`` (each atomically; ``index.json`` last, so it lists complete files):
+
+* ``sample_000.mp4``, ...: one H.264 MP4 per caption, frames enlarged ``--upscale`` times
+  (nearest neighbour), at ``--fps`` frames per second;
+* ``samples.gif``: all samples tiled in a grid (row-major in caption order, 1-pixel grey lines
+  between them before enlarging), one GIF frame per video frame;
+* ``contact_sheet.png``: one row per caption (the caption above it), one column per frame;
+* ``samples.npy``: the generated clips at model resolution, uint8 ``(captions, frames, height, width, 3)``;
+* ``index.json``: captions, files, sampler settings, run identity and provenance.
+"""
+
+from __future__ import annotations
+
+import argparse
+import math
+import sys
+import textwrap
+import time
+from pathlib import Path
+from typing import Sequence
+
+import numpy as np
+import torch
+
+from dit.atomic import atomic_path, atomic_write_json
+from dit.evaluate import (
+    EXIT_INPUT_ERROR,
+    EXIT_OK,
+    EvaluationInputError,
+    TrainedRun,
+    add_device_arguments,
+    open_trained_run,
+)
+from dit.provenance import provenance
+
+#: Captions sampled when none are given: in the grammar and vocabulary of the embedded data set
+#: (``dit.data.synthetic``: two objects, ``{size} {colour} {name} moves {direction} {speed}``
+#: [``and bounces``] joined by ``while``, optional ``, {colour} {name} in front``).
+DEFAULT_CAPTIONS = (
+    "big red 7 moves left slowly while small blue square moves up quickly",
+    "small green circle moves right quickly and bounces while big yellow K moves down slowly",
+    "big white triangle moves up slowly while small magenta 3 moves left slowly",
+    "small cyan diamond moves down quickly and bounces while big orange cross moves right slowly",
+    "big blue E moves right slowly while small red circle moves left quickly, red circle in front",
+    "small yellow square moves left slowly while big green 5 moves up quickly and bounces",
+    "big magenta cross moves down slowly while small white 9 moves right quickly",
+    "small orange triangle moves up quickly and bounces while big cyan M moves left slowly",
+)
+
+#: Grey level of the lines between tiles of the GIF grid.
+GRID_LINE_LEVEL = 96
+MP4_NAME = "sample_{index:03d}.mp4"
+GIF_NAME = "samples.gif"
+CONTACT_SHEET_NAME = "contact_sheet.png"
+SAMPLES_NAME = "samples.npy"
+INDEX_NAME = "index.json"
+
+
+def read_captions_file(path: str | Path) -> list[str]:
+    """Captions from a UTF-8 text file, one per line; blank lines are not captions and are passed over."""
+    path = Path(path)
+    try:
+        text = path.read_text(encoding="utf-8")
+    except OSError as error:
+        raise EvaluationInputError(f"--captions-file {path}: cannot read: {error.strerror or error}") from None
+    except UnicodeDecodeError as error:
+        raise EvaluationInputError(f"--captions-file {path}: not UTF-8 text: {error}") from None
+    captions = [line.strip() for line in text.splitlines() if line.strip()]
+    if not captions:
+        raise EvaluationInputError(f"--captions-file {path}: holds no captions (one caption per line)")
+    return captions
+
+
+def caption_list(captions: Sequence[str] | None, captions_file: str | Path | None) -> list[str]:
+    """``--caption`` values followed by the lines of ``--captions-file``; ``DEFAULT_CAPTIONS`` if neither is given."""
+    chosen = list(captions or [])
+    for position, caption in enumerate(chosen):
+        if not caption.strip():
+            raise EvaluationInputError(f"--caption number {position + 1} is empty (the null caption is not a prompt)")
+    if captions_file is not None:
+        chosen += read_captions_file(captions_file)
+    return chosen or list(DEFAULT_CAPTIONS)
+
+
+def sample_seed(seed: int, position: int) -> int:
+    """Generator seed of the caption at ``position`` under ``--seed``."""
+    from dit.train import stable_seed
+
+    return stable_seed(int(seed), "sample", int(position))
+
+
+def sample_videos(
+    run: TrainedRun,
+    caption_ids: torch.Tensor,
+    steps: int = 50,
+    guidance_scale: float = 3.0,
+    eta: float = 0.0,
+    seed: int = 0,
+) -> np.ndarray:
+    """One clip per caption row of ``caption_ids`` ``(B, caption_length)``: uint8 ``(B, F, H, W, 3)``."""
+    from dit.diffusion import ddim_sample, model_space_to_video
+    from dit.text import PAD_ID
+
+    c = run.model_config
+    videos = []
+    for position, ids in enumerate(caption_ids):
+        generator = torch.Generator(device="cpu").manual_seed(sample_seed(seed, position))
+        ids = ids[None].to(run.device)
+        with run.autocast():
+            x = ddim_sample(
+                run.model,
+                run.schedule,
+                ids,
+                ids != PAD_ID,
+                (1, c.in_channels, c.clip_frames, c.clip_height, c.clip_width),
+                steps=steps,
+                guidance_scale=guidance_scale,
+                eta=eta,
+                generator=generator,
+            )
+        videos.append(model_space_to_video(x.float()).cpu().numpy()[0])
+    return np.stack(videos)
+
+
+def enlarge(frames: np.ndarray, factor: int) -> np.ndarray:
+    """Frames ``(..., H, W, C)`` with each pixel repeated ``factor`` times along H and W (nearest neighbour)."""
+    if factor == 1:
+        return frames
+    return frames.repeat(factor, axis=-3).repeat(factor, axis=-2)
+
+
+def tile_grid(videos: np.ndarray, line_level: int = GRID_LINE_LEVEL) -> np.ndarray:
+    """Videos ``(N, F, H, W, 3)`` tiled row-major into a near-square grid, 1-pixel lines between tiles: ``(F, H', W', 3)``."""
+    count, frames, height, width, channels = videos.shape
+    columns = math.ceil(math.sqrt(count))
+    rows = math.ceil(count / columns)
+    grid = np.full(
+        (frames, rows * (height + 1) - 1, columns * (width + 1) - 1, channels), line_level, dtype=np.uint8
+    )
+    for position in range(count):
+        row, column = divmod(position, columns)
+        top, left = row * (height + 1), column * (width + 1)
+        grid[:, top : top + height, left : left + width] = videos[position]
+    return grid
+
+
+def write_contact_sheet(videos: np.ndarray, captions: Sequence[str], path: str | Path, title: str = "") -> Path:
+    """PNG with one row per video (its caption above the row) and one column per frame."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    from matplotlib import pyplot as plt
+
+    count, frames, height, width = videos.shape[:4]
+    cell_inches = 0.9  # width of one frame
+    image_inches = cell_inches * height / width
+    gap_inches = 0.05
+    figure_width = max(frames * (cell_inches + gap_inches), 4.0)
+    characters_per_line = max(int(figure_width * 72 / (7 * 0.6)), 20)
+    labels = [textwrap.fill(caption, characters_per_line) for caption in captions]
+    label_inches = [0.13 * (label.count("\n") + 1) + 0.06 for label in labels]
+    title_inches = 0.3 if title else 0.0
+    footer_inches = 0.2
+    figure_height = title_inches + sum(label_inches) + count * image_inches + footer_inches
+    figure = plt.figure(figsize=(figure_width, figure_height), dpi=100)
+    top = figure_height - title_inches  # inches from the bottom edge
+    for row in range(count):
+        top -= label_inches[row]
+        figure.text(0.01, (top + 0.03) / figure_height, labels[row], fontsize=7, va="bottom", ha="left")
+        top -= image_inches
+        for frame in range(frames):
+            left = frame * (cell_inches + gap_inches) + gap_inches / 2
+            axes = figure.add_axes(
+                (left / figure_width, top / figure_height, cell_inches / figure_width, image_inches / figure_height)
+            )
+            axes.imshow(videos[row, frame], interpolation="nearest")
+            axes.set_xticks([])
+            axes.set_yticks([])
+            if row == count - 1:
+                axes.set_xlabel(f"frame {frame}", fontsize=6, labelpad=2)
+    if title:
+        figure.text(0.01, 1.0 - 0.06 / figure_height, title, fontsize=8, va="top", ha="left")
+    with atomic_path(path, suffix=".png") as tmp:
+        figure.savefig(tmp, format="png")
+    plt.close(figure)
+    return Path(path)
+
+
+def training_vocabulary(run: TrainedRun) -> set[str]:
+    """The words of the run's training captions (as the tokenizer normalizes them)."""
+    from dit.data.loader import ShardDataset
+    from dit.text import CaptionTokenizer
+
+    words: set[str] = set()
+    for caption in ShardDataset(run.data_root, split="train").captions:
+        words.update(CaptionTokenizer.words(caption))
+    return words
+
+
+def sample_run(
+    run: TrainedRun,
+    out: str | Path,
+    captions: Sequence[str],
+    steps: int = 50,
+    guidance_scale: float = 3.0,
+    eta: float = 0.0,
+    seed: int = 0,
+    upscale: int = 4,
+    fps: float = 8.0,
+) -> dict:
+    """Sample one video per caption and write the files of the module docstring; returns the index record."""
+    from dit.data.video_io import write_gif, write_mp4
+
+    if not captions:
+        raise EvaluationInputError("no captions to sample")
+    if upscale < 1:
+        raise EvaluationInputError(f"--upscale must be a positive integer, got {upscale}")
+    if not fps > 0:
+        raise EvaluationInputError(f"--fps must be positive, got {fps}")
+    if not 1 <= steps <= run.schedule.num_timesteps:
+        raise EvaluationInputError(f"--steps must lie in [1, {run.schedule.num_timesteps}], got {steps}")
+    if eta < 0:
+        raise EvaluationInputError(f"--eta must be >= 0, got {eta}")
+    out = Path(out)
+    tokenizer = run.validation_split().tokenizer
+    caption_ids = torch.as_tensor(tokenizer.encode_batch(captions), dtype=torch.long)
+    known_words = training_vocabulary(run)
+
+    started = time.perf_counter()
+    videos = sample_videos(run, caption_ids, steps=steps, guidance_scale=guidance_scale, eta=eta, seed=seed)
+    sampling_seconds = time.perf_counter() - started
+
+    entries = []
+    for position, caption in enumerate(captions):
+        name = MP4_NAME.format(index=position)
+        write_mp4(enlarge(videos[position], upscale), out / name, fps=fps)
+        words = tokenizer.words(caption)
+        entries.append(
+            {
+                "caption": caption,
+                "mp4": name,
+                "seed": sample_seed(seed, position),
+                "caption_ids": caption_ids[position].tolist(),
+                "truncated": tokenizer.truncated(caption),
+                "words_not_in_training_captions": sorted({w for w in words if w not in known_words}),
+            }
+        )
+    grid = tile_grid(videos)
+    write_gif(grid, out / GIF_NAME, fps=fps, scale=upscale)
+    with atomic_path(out / SAMPLES_NAME, suffix=".npy") as tmp:
+        np.save(tmp, videos)
+    write_contact_sheet(
+        videos, captions, out / CONTACT_SHEET_NAME,
+        title=f"{run.run_id}: DDIM {steps} steps, guidance {guidance_scale:g}, eta {eta:g}, seed {seed}",
+    )
+    frames, height, width = videos.shape[1:4]
+    columns = math.ceil(math.sqrt(len(captions)))
+    settings = {
+        "sampler": "ddim",
+        "steps": steps,
+        "guidance_scale": guidance_scale,
+        "eta": eta,
+        "seed": seed,
+        "null_caption": "",
+        "upscale": upscale,
+        "fps": fps,
+    }
+    record = {
+        "kind": "samples",
+        "captions": entries,
+        "files": {
+            "mp4": [entry["mp4"] for entry in entries],
+            "gif": GIF_NAME,
+            "contact_sheet": CONTACT_SHEET_NAME,
+            "samples": SAMPLES_NAME,
+        },
+        "clip_shape": [frames, height, width],
+        "mp4_shape": [frames, height * upscale, width * upscale],
+        "gif_grid": {"rows": math.ceil(len(captions) / columns), "columns": columns, "order": "row-major by caption"},
+        "sampler": settings,
+        "sampling_seconds": sampling_seconds,
+        "tokenizer": tokenizer.to_dict(),
+        "run": run.describe(),
+        "provenance": provenance({"command": "sample", "run": str(run.run_dir), "captions": list(captions), **settings}),
+    }
+    atomic_write_json(out / INDEX_NAME, record)
+    return record
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="python -m dit.sample",
+        description="Sample one video per caption from a completed dit.train run with DDIM and classifier-free "
+        "guidance; writes MP4s, a GIF grid, a PNG contact sheet, samples.npy and index.json into --out.",
+    )
+    parser.add_argument("--run", required=True, type=Path, help="run folder written by python -m dit.train")
+    parser.add_argument("--out", required=True, type=Path, help="output folder (files are replaced one by one)")
+    parser.add_argument(
+        "--caption", action="append", default=None, metavar="TEXT", help="a caption to sample (repeatable)"
+    )
+    parser.add_argument("--captions-file", type=Path, default=None, help="text file with one caption per line")
+    parser.add_argument("--steps", type=int, default=50, help="DDIM steps (default %(default)s)")
+    parser.add_argument(
+        "--guidance-scale", type=float, default=3.0, help="classifier-free guidance scale; 1 = none (default %(default)s)"
+    )
+    parser.add_argument("--eta", type=float, default=0.0, help="DDIM eta: 0 deterministic, 1 DDPM-like (default %(default)s)")
+    parser.add_argument("--seed", type=int, default=0, help="noise seed (default %(default)s)")
+    parser.add_argument("--upscale", type=int, default=4, help="pixel enlargement of MP4/GIF frames (default %(default)s)")
+    parser.add_argument("--fps", type=float, default=8.0, help="frames per second of MP4/GIF (default %(default)s)")
+    add_device_arguments(parser)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        captions = caption_list(args.caption, args.captions_file)
+        run = open_trained_run(args.run, args.device, args.threads)
+        record = sample_run(
+            run,
+            args.out,
+            captions,
+            steps=args.steps,
+            guidance_scale=args.guidance_scale,
+            eta=args.eta,
+            seed=args.seed,
+            upscale=args.upscale,
+            fps=args.fps,
+        )
+    except EvaluationInputError as error:
+        print(f"dit.sample: {error}", file=sys.stderr)
+        return EXIT_INPUT_ERROR
+    print(
+        f"dit.sample: wrote {len(record['captions'])} samples to {args.out} ({INDEX_NAME}, {GIF_NAME}, "
+        f"{CONTACT_SHEET_NAME})",
+        file=sys.stderr,
+    )
+    return EXIT_OK
+
+
+if __name__ == "__main__":
+    sys.exit(main())
