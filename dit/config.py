@@ -20,6 +20,8 @@ Example (every key, with its default where it has one)::
     data:
       root: work/data/prepared   # output of `python -m dit.data prepare`
       frames: null        # frames the model takes (null: as stored; fewer: seeded temporal crop)
+      latent: null        # a `python -m dit.latent fit` codec: diffuse in its latent space (null: pixels);
+                          # model.patch then tiles the latent grid (e.g. [1, 1, 1])
     diffusion: {num_timesteps: 1000, beta_schedule: linear, beta_start: 1.0e-4, beta_end: 0.02}
     validation: {timesteps: 8, seed: 0, batch_clips: 64, max_clips: null}
     optimizer: {lr: 1.0e-3, betas: [0.9, 0.999], weight_decay: 0.0, eps: 1.0e-8, warmup_steps: 0, grad_clip: null}
@@ -65,6 +67,7 @@ class ModelSection:
 class DataSection:
     root: str = ""
     frames: int | None = None
+    latent: str | None = None
 
 
 @dataclass
@@ -244,6 +247,10 @@ def _coerce(key: str, value: Any, default: Any) -> Any:
         # defaults of None: int or float settings
         if key.endswith(("grad_clip",)):
             return float(_number(value, float))
+        if key.endswith(".latent"):
+            if not isinstance(value, str):
+                raise TypeError
+            return value
         return _number(value, int)
     except (TypeError, ValueError):
         expected = type(default).__name__ if default is not None else "number"

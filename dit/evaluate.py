@@ -35,7 +35,7 @@ import sys
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Callable, Iterable, Iterator, Sequence
+from typing import TYPE_CHECKING, Any, Callable, Iterable, Iterator, Sequence
 
 import numpy as np
 import torch
@@ -76,6 +76,7 @@ class TrainedRun:
     device: torch.device
     precision: str
     attention: str
+    space: Any = None  # dit.latent.LatentCodec or PixelSpace: what the model's input is
 
     @property
     def run_id(self) -> str:
@@ -102,27 +103,43 @@ class TrainedRun:
                 f"max_length={tokenizer.max_length} differs from the model's vocab_size={self.model_config.vocab_size}, "
                 f"caption_length={self.model_config.caption_length} (the data folder changed after training)"
             )
-        if (dataset.height, dataset.width) != (self.model_config.clip_height, self.model_config.clip_width) or (
-            dataset.frames < self.model_config.clip_frames
-        ):
+        c = self.model_config
+        expected = (c.in_channels, c.clip_frames, c.clip_height, c.clip_width)
+        try:
+            fits = dataset.frames >= self.frames and self.space.latent_shape(self.frames, dataset.height, dataset.width) == expected
+        except ValueError:
+            fits = False
+        if not fits:
             raise RunNotReady(
                 f"{self.data_root / 'manifest.json'}: clips of {dataset.frames}x{dataset.height}x{dataset.width} "
-                f"(frames x height x width) do not fit the model's {self.model_config.clip_frames}x"
-                f"{self.model_config.clip_height}x{self.model_config.clip_width}"
+                f"(frames x height x width) do not give the model's input {c.in_channels}x{c.clip_frames}x"
+                f"{c.clip_height}x{c.clip_width} (channels x frames x height x width)"
             )
         return dataset
 
     def validation_batches(self, dataset) -> Callable[[], Iterator[dict]]:
-        """A function returning a fresh pass over the clips the run validated on (its batch size and ``max_clips``)."""
-        from dit.train import _limit_clips
+        """A function returning a fresh pass over the clips the run validated on (its batch size and
+        ``max_clips``), encoded into the model's space (pixels or the run's latent codec)."""
+        from dit.latent import encoded_batches
+        from dit.train import limit_clips
 
         settings = self.config.validation
-        frames = self.model_config.clip_frames
+        frames = self.frames
 
         def batches() -> Iterator[dict]:
-            return _limit_clips(dataset.iter_batches(settings.batch_clips, frames=frames), settings.max_clips)
+            clips = limit_clips(dataset.iter_batches(settings.batch_clips, frames=frames), settings.max_clips)
+            return encoded_batches(clips, self.space)
 
         return batches
+
+    @property
+    def frames(self) -> int:
+        """Pixel frames per clip the model's input covers."""
+        return self.config.data.frames or self.model_config.clip_frames * self._temporal_patch
+
+    @property
+    def _temporal_patch(self) -> int:
+        return getattr(self.space, "patch", (1, 1, 1))[0]
 
     def validation_clips(self, dataset) -> int:
         """Clips in the run's validation set (the split, cut to ``validation.max_clips``)."""
@@ -235,6 +252,12 @@ def open_trained_run(run_dir: str | Path, device: str = "auto", threads: int | N
         torch.set_num_threads(threads or config.threads)
     attention = evaluation_attention(config.model.attention, torch_device)
     model, model_config = load_trained_model(run_dir, torch_device, attention=attention)
+    from dit.latent import CodecError, load_model_space
+
+    try:
+        space = load_model_space(config.data.latent)
+    except CodecError as error:
+        raise RunNotReady(f"{config_path}: data.latent: {error}") from None
     schedule = NoiseSchedule(
         kind=config.diffusion.beta_schedule,
         num_timesteps=config.diffusion.num_timesteps,
@@ -251,6 +274,7 @@ def open_trained_run(run_dir: str | Path, device: str = "auto", threads: int | N
         device=torch_device,
         precision=evaluation_precision(config.precision, torch_device),
         attention=attention,
+        space=space,
     )
 
 

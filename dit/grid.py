@@ -118,8 +118,10 @@ def proposed_runs(proposal_path: str | Path, seed: int = 0) -> list[RunSpec]:
     return runs
 
 
-def training_config(config: Mapping[str, Any], run: RunSpec, data_root: str) -> dict[str, Any]:
-    """The ``dit.train`` config of one run (validated)."""
+def training_config(
+    config: Mapping[str, Any], run: RunSpec, data_root: str, codec_path: str | None = None
+) -> dict[str, Any]:
+    """The ``dit.train`` config of one run (validated); ``codec_path`` when ``data.latent`` is set."""
     training = config["training"]
     model = config["model"]
     record = {
@@ -135,7 +137,11 @@ def training_config(config: Mapping[str, Any], run: RunSpec, data_root: str) -> 
             "text_width": model.get("text_width"),
             "caption_dropout": model.get("caption_dropout", 0.1),
         },
-        "data": {"root": str(data_root), "frames": model.get("frames")},
+        "data": {
+            "root": str(data_root),
+            "frames": model.get("frames"),
+            "latent": str(codec_path) if config["data"].get("latent") else None,
+        },
         "diffusion": dict(training.get("diffusion", {})),
         "validation": dict(training.get("validation", {})),
         "optimizer": {**training.get("optimizer", {}), "lr": run.learning_rate},

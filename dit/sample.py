@@ -106,7 +106,7 @@ def sample_videos(
     seed: int = 0,
 ) -> np.ndarray:
     """One clip per caption row of ``caption_ids`` ``(B, caption_length)``: uint8 ``(B, F, H, W, 3)``."""
-    from dit.diffusion import ddim_sample, model_space_to_video
+    from dit.diffusion import ddim_sample
     from dit.text import PAD_ID
 
     c = run.model_config
@@ -126,7 +126,7 @@ def sample_videos(
                 eta=eta,
                 generator=generator,
             )
-        videos.append(model_space_to_video(x.float()).cpu().numpy()[0])
+        videos.append(run.space.decode(x.float().cpu()).numpy()[0])
     return np.stack(videos)
 
 

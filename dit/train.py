@@ -182,13 +182,23 @@ class Trainer:
         self.tokenizer = self.train_data.tokenizer
         self.null_caption = torch.as_tensor(self.tokenizer.encode(""), dtype=torch.long)
 
+        from dit.latent import CodecError, load_model_space
+
+        try:
+            self.space = load_model_space(config.data.latent)
+            channels, model_frames, model_height, model_width = self.space.latent_shape(
+                frames, self.train_data.height, self.train_data.width
+            )
+        except CodecError as error:
+            raise ConfigError(f"data.latent: {error}") from None
         size = get_size(config.model.size)
         try:
             self.model_config = VideoDiTConfig.from_size(
                 config.model.size,
-                clip_frames=frames,
-                clip_height=self.train_data.height,
-                clip_width=self.train_data.width,
+                in_channels=channels,
+                clip_frames=model_frames,
+                clip_height=model_height,
+                clip_width=model_width,
                 patch=tuple(config.model.patch),
                 vocab_size=self.tokenizer.vocab_size,
                 caption_length=self.tokenizer.max_length,
@@ -324,7 +334,8 @@ class Trainer:
         """Timesteps, noise and caption-dropout mask of this process's slice of global step ``step``."""
         global_clips = self.config.batch.global_clips
         generator = torch.Generator(device=self.device).manual_seed(stable_seed(self.config.seed, "step", step))
-        shape = (global_clips, self.model_config.in_channels, self.frames, self.train_data.height, self.train_data.width)
+        c = self.model_config
+        shape = (global_clips, c.in_channels, c.clip_frames, c.clip_height, c.clip_width)
         timesteps = torch.randint(
             0, self.schedule.num_timesteps, (global_clips,), generator=generator, device=self.device
         )
@@ -336,11 +347,11 @@ class Trainer:
 
     def train_step(self) -> float:
         """One optimizer step on one global batch; returns the global mean training loss."""
-        from dit.diffusion import epsilon_mse, video_to_model_space
+        from dit.diffusion import epsilon_mse
 
         batch = self.loader.next_batch()
         timesteps, noise, dropout = self._step_draws(self.step)
-        video = video_to_model_space(batch["video"].to(self.device, non_blocking=True))
+        video = self.space.encode(batch["video"].to(self.device, non_blocking=True))
         caption_ids = batch["caption_ids"].to(self.device)
         caption_ids = torch.where(dropout[:, None], self.null_caption.to(self.device)[None, :], caption_ids)
         caption_mask = caption_ids != 0
@@ -381,8 +392,10 @@ class Trainer:
         from dit.diffusion import validation_loss, validation_timesteps
 
         cfg = self.config.validation
+        from dit.latent import encoded_batches
+
         batches = self.validation_data.iter_batches(cfg.batch_clips, frames=self.frames)
-        batches = _limit_clips(batches, cfg.max_clips)
+        batches = encoded_batches(limit_clips(batches, cfg.max_clips), self.space)
         mine = (b for i, b in enumerate(batches) if i % self.context.world_size == self.context.rank)
         self.module.eval()
         try:
@@ -502,6 +515,9 @@ class Trainer:
             "heads": self.size.heads,
             "tokens_per_clip": self.tokens_per_clip,
             "clip_shape": [self.frames, self.train_data.height, self.train_data.width],
+            "model_input_shape": [self.model_config.in_channels, self.model_config.clip_frames,
+                                  self.model_config.clip_height, self.model_config.clip_width],
+            "latent_codec": self.config.data.latent,
             "batch_clips": self.config.batch.global_clips,
             "batch_tokens": self.tokens_per_step,
             "micro_clips": self.micro_clips,
@@ -527,7 +543,8 @@ class Trainer:
         atomic_write_json(self.out_dir / "summary.json", summary)
 
 
-def _limit_clips(batches, max_clips: int | None):
+def limit_clips(batches, max_clips: int | None):
+    """The first ``max_clips`` clips of a stream of loader batches (all of them for ``None``)."""
     if max_clips is None:
         yield from batches
         return

@@ -88,10 +88,22 @@ def _cross_check(config: Mapping[str, Any]) -> None:
     frames = config["model"].get("frames") or prepare["frames"]
     if frames > prepare["frames"]:
         _fail("model.frames", f"the model takes {frames} frames but data.prepare.frames stores {prepare['frames']}")
+    shape = (frames, prepare["height"], prepare["width"])
+    latent = config["data"].get("latent")
+    if latent:
+        try:
+            tokens_per_clip(*shape, latent["patch"])
+        except ValueError as error:
+            _fail("data.latent.patch", f"does not tile the prepared clips ({frames}x{prepare['height']}x{prepare['width']}): {error}")
+        shape = tuple(s // p for s, p in zip(shape, latent["patch"]))
+        values = 3 * latent["patch"][0] * latent["patch"][1] * latent["patch"][2]
+        if latent["channels"] > values:
+            _fail("data.latent.channels", f"{latent['channels']} exceeds the {values} values of a {latent['patch']} RGB tubelet")
     try:
-        tokens_per_clip(frames, prepare["height"], prepare["width"], config["model"]["patch"])
+        tokens_per_clip(*shape, config["model"]["patch"])
     except ValueError as error:
-        _fail("model.patch", f"does not tile the prepared clips ({frames}x{prepare['height']}x{prepare['width']}): {error}")
+        where = "the latent grid" if latent else "the prepared clips"
+        _fail("model.patch", f"does not tile {where} ({shape[0]}x{shape[1]}x{shape[2]}): {error}")
     if config["data"]["source"] is None and config["data"]["captions"] is not None:
         _fail("data.captions", "a captions CSV needs data.source (the embedded set writes its own captions)")
     for run in grid_runs(config):
@@ -111,7 +123,7 @@ def _check_run(config: Mapping[str, Any], run) -> None:
     from dit.grid import training_config
 
     try:
-        record = training_config(config, run, data_root="(prepared data)")
+        record = training_config(config, run, data_root="(prepared data)", codec_path="(latent codec)")
     except ConfigError as error:
         raise PipelineConfigError(f"the training config of run {run.run_id} is invalid: {error}") from None
     processes = int(config["training"].get("processes", 1)) * int(config["training"].get("nodes", 1))

@@ -18,6 +18,7 @@ LOGS = f"{WORK}/logs"
 BENCHMARKS = f"{WORK}/benchmarks"
 SOURCE = config["data"]["source"] or f"{WORK}/data/source"
 PREPARED = f"{WORK}/data/prepared"
+CODEC = f"{WORK}/data/latent_codec.npz"  # used when data.latent is set
 GRID_RUNS = grid_runs(config)
 TRAINING = config["training"]
 # Rules name the conda recipe, so `snakemake --sdm conda` builds the environment itself.
@@ -34,7 +35,12 @@ def summaries(run_ids):
 
 def launch_config(run):
     """The run's dit.train config as JSON (a param, so a changed value reruns only that run)."""
-    return json.dumps(training_config(config, run, PREPARED), sort_keys=True)
+    return json.dumps(training_config(config, run, PREPARED, CODEC), sort_keys=True)
+
+
+def training_inputs(wildcards=None):
+    """What every training run reads: the prepared clips, and the latent codec when there is one."""
+    return [PREPARED, CODEC] if config["data"]["latent"] else [PREPARED]
 
 
 def proposal_file():

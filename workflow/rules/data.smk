@@ -51,3 +51,29 @@ rule prepare_data:
         " --max-skipped-fraction {params.settings[max_skipped_fraction]}"
         " --vocab-size {params.settings[vocab_size]} --caption-length {params.settings[caption_length]}"
         " --workers {threads} > {log} 2>&1"
+
+
+if config["data"]["latent"]:
+
+    rule fit_latent_codec:
+        input:
+            PREPARED,
+        output:
+            CODEC,
+        log:
+            f"{LOGS}/fit_latent_codec.log",
+        benchmark:
+            f"{BENCHMARKS}/fit_latent_codec.tsv"
+        params:
+            settings=config["data"]["latent"],
+            patch=" ".join(str(p) for p in config["data"]["latent"]["patch"]),
+        threads: 1
+        resources:
+            mem_mb=4000,
+            runtime=30,
+        conda:
+            CONDA_ENV
+        shell:
+            "python -m dit.latent fit --data {input} --out {output} --patch {params.patch}"
+            " --channels {params.settings[channels]} --max-clips {params.settings[max_clips]}"
+            " --seed {params.settings[seed]} > {log} 2>&1"

@@ -16,6 +16,7 @@ rule figures:
         f"{LOGS}/figures.log",
     benchmark:
         f"{BENCHMARKS}/figures.tsv"
+    localrule: True
     threads: 1
     resources:
         mem_mb=2000,

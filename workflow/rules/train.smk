@@ -13,7 +13,7 @@ TRAIN_RESOURCES = dict(
 
 rule train_grid:
     input:
-        PREPARED,
+        training_inputs,
     output:
         summary=f"{WORK}/runs/{{grid_run}}/summary.json",
         metrics=f"{WORK}/runs/{{grid_run}}/metrics.csv",
@@ -36,7 +36,7 @@ rule train_grid:
 
 rule train_heldout:
     input:
-        data=PREPARED,
+        data=training_inputs,
         proposal=f"{WORK}/analysis/proposal.json",
     output:
         summary=f"{WORK}/runs/{{heldout_run}}/summary.json",

@@ -1,0 +1,144 @@
+"""The fixed linear patch codec (the latent-space stand-in for a video VAE) and training in its latents."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+import yaml
+
+from dit.data.loader import ShardDataset
+from dit.data.video_io import psnr
+from dit.latent import CodecError, LatentCodec, PixelSpace, fit_codec, fit_codec_from_data, load_model_space
+
+ROOT = Path(__file__).resolve().parent.parent
+PYTHON = sys.executable
+
+
+@pytest.fixture(scope="module")
+def prepared(tmp_path_factory) -> Path:
+    """48 generated clips (8 frames, rendered at 32x32) prepared at 16x16, as the default pipeline does."""
+    base = tmp_path_factory.mktemp("latent-data")
+    env = {**os.environ, "PYTHONPATH": str(ROOT)}
+    subprocess.run([PYTHON, "-m", "dit.data", "generate", "--out", str(base / "source"), "--clips", "48",
+                    "--seed", "5"], check=True, env=env, capture_output=True)
+    subprocess.run([PYTHON, "-m", "dit.data", "prepare", "--source", str(base / "source"), "--out",
+                    str(base / "prepared"), "--height", "16", "--width", "16", "--validation-fraction", "0.25"],
+                   check=True, env=env, capture_output=True)
+    return base / "prepared"
+
+
+@pytest.fixture(scope="module")
+def codec(prepared) -> LatentCodec:
+    return fit_codec_from_data(prepared, patch=(2, 4, 4), latent_channels=16, max_clips=64, seed=0)
+
+
+def test_codec_shapes_scale_and_round_trip(prepared, codec):
+    videos = ShardDataset(prepared, "validation").get(np.arange(8))["video"]
+    latents = codec.encode(videos)
+    assert latents.shape == (8, 16, 4, 4, 4) and latents.dtype == torch.float32
+    assert codec.latent_shape(8, 16, 16) == (16, 4, 4, 4)
+    assert 0.5 < float(latents.std()) < 2.0  # unit variance on the fitting clips, close on held-out ones
+    decoded = codec.decode(latents)
+    assert decoded.shape == videos.shape and decoded.dtype == torch.uint8
+    quality = psnr(decoded.numpy(), videos.numpy())
+    assert quality > 20.0, f"round-trip PSNR {quality:.1f} dB"
+    assert 0.8 < codec.metadata["explained_variance"] <= 1.0
+    assert codec.metadata["round_trip_psnr_db"] > 20.0
+
+
+def test_full_rank_codec_is_lossless(prepared):
+    videos = ShardDataset(prepared, "train").get(np.arange(16))["video"]
+    full = fit_codec(videos, (2, 4, 4), latent_channels=96)
+    assert torch.equal(full.decode(full.encode(videos)), videos)
+
+
+def test_basis_is_orthonormal_and_fit_is_deterministic(prepared, codec):
+    np.testing.assert_allclose(codec.basis.T @ codec.basis, np.eye(16), atol=1e-10)
+    again = fit_codec_from_data(prepared, patch=(2, 4, 4), latent_channels=16, max_clips=64, seed=0)
+    np.testing.assert_array_equal(again.basis, codec.basis)
+    assert again.scale == codec.scale
+
+
+def test_save_and_load_round_trip_without_pickles(tmp_path, codec, prepared):
+    path = tmp_path / "codec.npz"
+    codec.save(path)
+    loaded = LatentCodec.load(path)
+    assert loaded.patch == codec.patch and loaded.scale == codec.scale
+    videos = ShardDataset(prepared, "validation").get(np.arange(4))["video"]
+    assert torch.equal(loaded.encode(videos), codec.encode(videos))
+    assert isinstance(load_model_space(path), LatentCodec) and isinstance(load_model_space(None), PixelSpace)
+
+
+def test_bad_inputs_have_clear_errors(tmp_path, codec):
+    with pytest.raises(CodecError, match="no latent codec file"):
+        LatentCodec.load(tmp_path / "missing.npz")
+    (tmp_path / "bad.npz").write_bytes(b"not an npz")
+    with pytest.raises(CodecError, match="not a latent codec file"):
+        LatentCodec.load(tmp_path / "bad.npz")
+    with pytest.raises(CodecError, match="not divisible"):
+        codec.encode(torch.zeros((1, 8, 18, 16, 3), dtype=torch.uint8))
+    with pytest.raises(CodecError, match="uint8"):
+        codec.encode(torch.zeros((1, 8, 16, 16, 3)))
+    with pytest.raises(CodecError, match="latent channels"):
+        fit_codec(torch.zeros((2, 8, 16, 16, 3), dtype=torch.uint8), (2, 4, 4), latent_channels=97)
+
+
+def test_command_line_fit_writes_the_codec(tmp_path, prepared):
+    out = tmp_path / "codec.npz"
+    result = subprocess.run([PYTHON, "-m", "dit.latent", "fit", "--data", str(prepared), "--out", str(out),
+                             "--channels", "12", "--max-clips", "32"], capture_output=True, text=True,
+                            env={**os.environ, "PYTHONPATH": str(ROOT)})
+    assert result.returncode == 0, result.stderr
+    assert "12 latent channels" in result.stdout and "PSNR" in result.stdout
+    assert LatentCodec.load(out).latent_channels == 12
+    missing = subprocess.run([PYTHON, "-m", "dit.latent", "fit", "--data", str(tmp_path / "nowhere"), "--out",
+                              str(out)], capture_output=True, text=True, env={**os.environ, "PYTHONPATH": str(ROOT)})
+    assert missing.returncode == 2 and "dit.latent:" in missing.stderr
+
+
+def test_training_evaluation_and_samples_in_latent_space(tmp_path, prepared, codec):
+    """A run in the codec's latent space trains, evaluates with the same loss, and samples decode to clips."""
+    codec_path = tmp_path / "codec.npz"
+    codec.save(codec_path)
+    config = {
+        "seed": 1, "threads": 1,
+        "model": {"size": "tiny-18k", "patch": [1, 1, 1], "attention": "sdpa"},
+        "data": {"root": str(prepared), "latent": str(codec_path)},
+        "optimizer": {"lr": 5e-3, "warmup_steps": 2},
+        "batch": {"global_clips": 8},
+        "schedule": {"milestones_tokens": [1024, 2048]},
+        "validation": {"timesteps": 2, "batch_clips": 4},
+        "progress": {"quiet": True},
+    }
+    (tmp_path / "run.yaml").write_text(yaml.safe_dump(config))
+    env = {**os.environ, "PYTHONPATH": str(ROOT)}
+    run = tmp_path / "run"
+    result = subprocess.run([PYTHON, "-m", "dit.train", "--config", str(tmp_path / "run.yaml"), "--out", str(run)],
+                            capture_output=True, text=True, env=env, timeout=300)
+    assert result.returncode == 0, result.stderr
+    summary = json.loads((run / "summary.json").read_text())
+    assert summary["status"] == "completed"
+    assert summary["model_input_shape"] == [16, 4, 4, 4] and summary["tokens_per_clip"] == 64
+    assert summary["model_config"]["in_channels"] == 16 and summary["latent_codec"] == str(codec_path)
+
+    spread = tmp_path / "spread.json"
+    result = subprocess.run([PYTHON, "-m", "dit.evaluate", "spread", "--run", str(run), "--seeds", "2",
+                             "--out", str(spread)], capture_output=True, text=True, env=env, timeout=300)
+    assert result.returncode == 0, result.stderr
+    per_seed = json.loads(spread.read_text())["per_seed"]
+    assert per_seed[str(config["validation"].get("seed", 0))] == summary["final_validation_loss"]
+
+    samples = tmp_path / "samples"
+    result = subprocess.run([PYTHON, "-m", "dit.sample", "--run", str(run), "--out", str(samples), "--steps", "3",
+                             "--caption", "big red 7 moves left slowly"], capture_output=True, text=True, env=env,
+                            timeout=300)
+    assert result.returncode == 0, result.stderr
+    videos = np.load(samples / "samples.npy")
+    assert videos.shape == (1, 8, 16, 16, 3) and videos.dtype == np.uint8
