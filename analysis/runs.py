@@ -22,7 +22,10 @@ from typing import Iterable, Sequence
 import numpy as np
 import pandas as pd
 
-SERIES = ("grid", "conventional", "noise", "heldout", "compute_optimal")
+from dit.grid import SERIES
+from dit.runs import COLUMNS as WRITTEN_COLUMNS
+from dit.runs import RUN_COLUMNS as WRITTEN_RUN_COLUMNS
+
 STATUSES = ("completed", "diverged", "failed")
 
 #: Column -> kind. ``text``: non-empty string; ``text?``: string, may be empty; ``int``/``float``: numbers.
@@ -48,23 +51,10 @@ COLUMNS: dict[str, str] = {
     "train_loss": "float",
     "validation_loss": "float",
 }
+assert set(COLUMNS) <= set(WRITTEN_COLUMNS), "analysis reads a column dit.runs does not write"
 
-#: Columns that describe the run (identical on all of its rows).
-RUN_COLUMNS = (
-    "series",
-    "status",
-    "status_reason",
-    "size",
-    "non_embedding_parameters",
-    "width",
-    "depth",
-    "heads",
-    "tokens_per_clip",
-    "batch_clips",
-    "batch_tokens",
-    "learning_rate",
-    "seed",
-)
+#: Columns that describe the run (identical on all of its rows), as ``dit.runs`` writes them.
+RUN_COLUMNS = tuple(column for column in WRITTEN_RUN_COLUMNS if column != "run_id")
 
 #: Numeric columns that must be positive on every row.
 POSITIVE = ("non_embedding_parameters", "width", "depth", "heads", "tokens_per_clip", "batch_clips", "batch_tokens", "learning_rate")
