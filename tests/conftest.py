@@ -3,17 +3,28 @@
 ``slurm_cluster`` (session scope) is a real one-node SLURM cluster started by tests/slurm_cluster.py.
 Without slurm-wlm/munge or root its tests are skipped with the reason; with DIT_REQUIRE_SLURM=1 in
 the environment (CI sets it once it has installed the packages) they fail instead.
+
+``smoke_run`` (session scope) is config/smoke.yaml run once end to end by Snakemake on the local
+profile, in a temporary folder; ``make_pipeline`` writes a pipeline config of a test's own (absolute
+workdir and results, optional overrides). tests/test_workflow.py and tests/test_workflow_slurm.py
+use them, with ``Pipeline``, ``SnakemakeRun`` and ``read_losses`` from here.
 """
 
 from __future__ import annotations
 
+import csv
 import os
+import re
 import shutil
+import subprocess
 import sys
 import tempfile
+import time
+from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
+import yaml
 
 TESTS_DIRECTORY = Path(__file__).resolve().parent
 REPOSITORY_ROOT = TESTS_DIRECTORY.parent
@@ -74,3 +85,198 @@ def slurm_cluster():
         config_before = config_after  # a crashed earlier cluster's config: start put the original back
     assert config_after == config_before, f"{SYSTEM_CONFIG} was not restored; the cluster's files are in {directory}"
     shutil.rmtree(directory, ignore_errors=True)
+
+
+# ------------------------------------------------------------------ the Snakemake pipeline, end to end
+
+SNAKEFILE = REPOSITORY_ROOT / "Snakefile"
+LOCAL_PROFILE = REPOSITORY_ROOT / "workflow" / "profiles" / "local"
+SLURM_PROFILE = REPOSITORY_ROOT / "workflow" / "profiles" / "slurm"
+SMOKE_RUN_TIMEOUT_S = 780  # the whole smoke workflow on 2 cores (about 2 to 5 minutes)
+KILL_AFTER_S = 10
+
+
+def merge_config(base: dict, overrides: dict) -> dict:
+    """``base`` with ``overrides`` merged in: nested mappings merge key by key, other values replace."""
+    merged = dict(base)
+    for key, value in overrides.items():
+        if isinstance(value, dict) and isinstance(merged.get(key), dict):
+            merged[key] = merge_config(merged[key], value)
+        else:
+            merged[key] = value
+    return merged
+
+
+def workflow_environment(base: dict[str, str] | None = None) -> dict[str, str]:
+    """``base`` (default: this process's environment) with this interpreter's folder first on PATH.
+
+    The rules call ``python -m dit...`` and ``python -m analysis...``: that ``python`` must be the one
+    running the tests (the project's venv), also when pytest was started as ``.venv/bin/python -m pytest``.
+    """
+    env = dict(os.environ if base is None else base)
+    env["PATH"] = f"{Path(sys.executable).parent}{os.pathsep}{env.get('PATH', '')}"
+    return env
+
+
+def run_bounded(command: list[str], *, timeout_s: float, env: dict[str, str] | None = None,
+                cwd: Path = REPOSITORY_ROOT) -> SnakemakeRun:
+    """Run ``command`` under ``timeout -k`` (the whole process group dies at the limit: exit 124/137)."""
+    started = time.monotonic()
+    result = subprocess.run(
+        ["timeout", "-k", str(KILL_AFTER_S), str(int(timeout_s)), *map(str, command)],
+        cwd=cwd, env=workflow_environment(env), stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+        timeout=timeout_s + KILL_AFTER_S + 30,
+    )
+    return SnakemakeRun(list(map(str, command)), result.returncode, result.stdout, time.monotonic() - started)
+
+
+@dataclass(frozen=True)
+class PlannedJob:
+    """One job block of Snakemake's output (``rule NAME:`` ... ``jobid:``, ``reason:``, ``wildcards:``)."""
+
+    rule: str
+    jobid: int | None
+    reason: str
+    wildcards: str
+    resources: str
+    local: bool  # printed as ``localrule``: run by this Snakemake process, not submitted to an executor
+
+
+@dataclass
+class SnakemakeRun:
+    """A finished snakemake command: exit status, merged stdout/stderr and wall time in seconds."""
+
+    command: list[str]
+    returncode: int
+    output: str
+    seconds: float
+
+    def tail(self, characters: int = 6000) -> str:
+        return f"$ {' '.join(self.command)}\nexit {self.returncode} after {self.seconds:.0f} s\n" + self.output[-characters:]
+
+    def job_counts(self) -> dict[str, int]:
+        """The first ``Job stats`` table: jobs per rule (``total`` excluded)."""
+        return job_counts(self.output)
+
+    def jobs(self) -> list[PlannedJob]:
+        """Every job block printed (planned in a dry run, started in a real run), in order."""
+        return planned_jobs(self.output)
+
+
+_JOB_HEADER = re.compile(r"^(local)?(?:rule|checkpoint) (\w+):$")
+
+
+def job_counts(output: str) -> dict[str, int]:
+    lines = output.splitlines()
+    try:
+        start = next(i for i, line in enumerate(lines) if line.strip() == "Job stats:")
+    except StopIteration:
+        return {}
+    counts = {}
+    for line in lines[start + 3:]:
+        parts = line.split()
+        if len(parts) != 2 or not parts[1].isdigit():
+            break
+        if parts[0] != "total":
+            counts[parts[0]] = int(parts[1])
+    return counts
+
+
+def planned_jobs(output: str) -> list[PlannedJob]:
+    jobs: list[PlannedJob] = []
+    block: dict[str, str] | None = None
+
+    def close() -> None:
+        if block is not None:
+            jobid = block.get("jobid")
+            jobs.append(PlannedJob(block["rule"], int(jobid) if jobid and jobid.isdigit() else None,
+                                   block.get("reason", ""), block.get("wildcards", ""), block.get("resources", ""),
+                                   block["local"] == "yes"))
+
+    for line in output.splitlines():
+        header = _JOB_HEADER.match(line)
+        if header:
+            close()
+            block = {"rule": header.group(2), "local": "yes" if header.group(1) else "no"}
+        elif block is not None and line.startswith("    ") and ":" in line:
+            key, _, value = line.strip().partition(":")
+            block.setdefault(key, value.strip())
+        elif block is not None and not line.startswith("    "):
+            close()
+            block = None
+    close()
+    return jobs
+
+
+@dataclass
+class Pipeline:
+    """A pipeline config written for one test, with absolute ``workdir`` and ``results`` folders of its own.
+
+    Snakemake runs from the repository root (as a user runs it) with ``--configfile`` naming this file;
+    the Snakefile's own ``configfile: config/config.yaml`` is merged underneath, so keys given here win.
+    """
+
+    config_path: Path
+    workdir: Path
+    results: Path
+    config: dict
+    finished: SnakemakeRun | None = None  # the run that built it, for fixtures that run it
+
+    def command(self, *options: str) -> list[str]:
+        return [sys.executable, "-m", "snakemake", "--snakefile", str(SNAKEFILE), "--configfile", str(self.config_path),
+                *map(str, options)]
+
+    def run(self, *options: str, timeout_s: float = SMOKE_RUN_TIMEOUT_S, env: dict[str, str] | None = None) -> SnakemakeRun:
+        return run_bounded(self.command(*options), timeout_s=timeout_s, env=env)
+
+    def run_dir(self, run_id: str) -> Path:
+        return self.workdir / "runs" / run_id
+
+    def with_overrides(self, overrides: dict, config_path: Path) -> "Pipeline":
+        """The same folders with ``overrides`` merged into the config, written to ``config_path``."""
+        return write_pipeline_config(config_path, merge_config(self.config, overrides))
+
+
+def write_pipeline_config(config_path: Path, config: dict) -> Pipeline:
+    config_path.parent.mkdir(parents=True, exist_ok=True)
+    config_path.write_text(yaml.safe_dump(config, sort_keys=False))
+    return Pipeline(config_path, Path(config["workdir"]), Path(config["results"]), config)
+
+
+def pipeline_in(directory: Path, source: str = "smoke", overrides: dict | None = None) -> Pipeline:
+    """``config/SOURCE.yaml`` with ``workdir`` = DIRECTORY/work, ``results`` = DIRECTORY/work/results and ``overrides``."""
+    config = yaml.safe_load((REPOSITORY_ROOT / "config" / f"{source}.yaml").read_text())
+    directory = Path(directory).resolve()
+    config = merge_config(config, {"workdir": str(directory / "work"), "results": str(directory / "work" / "results")})
+    return write_pipeline_config(directory / f"{source}.yaml", merge_config(config, overrides or {}))
+
+
+def read_losses(path: Path) -> dict[tuple[str, int], tuple[str, str]]:
+    """(run_id, milestone_tokens) -> (train_loss, validation_loss) of a runs table, as written (exact text)."""
+    with open(path, newline="") as handle:
+        return {
+            (row["run_id"], int(row["milestone_tokens"])): (row["train_loss"], row["validation_loss"])
+            for row in csv.DictReader(handle)
+        }
+
+
+@pytest.fixture(scope="session")
+def make_pipeline():
+    """``make_pipeline(directory, source="smoke", overrides=None) -> Pipeline``: a config of one's own."""
+    return pipeline_in
+
+
+@pytest.fixture(scope="session")
+def smoke_run(tmp_path_factory) -> Pipeline:
+    """The smoke workflow (config/smoke.yaml) run once, end to end, on the local profile with 2 cores.
+
+    Its own folders under pytest's temporary directory; work/smoke is never touched. Tests read it and
+    must not change it. ``smoke_run.finished`` is the snakemake command's result (output, wall time).
+    """
+    pipeline = pipeline_in(tmp_path_factory.mktemp("smoke-run"))
+    result = pipeline.run("--cores", "2", "--profile", str(LOCAL_PROFILE), timeout_s=SMOKE_RUN_TIMEOUT_S)
+    if result.returncode != 0:
+        pytest.fail(f"the smoke workflow failed:\n{result.tail()}", pytrace=False)
+    print(f"\nsmoke workflow, local profile, 2 cores: {result.seconds:.0f} s")
+    pipeline.finished = result
+    return pipeline

@@ -1,0 +1,462 @@
+"""The Snakemake pipeline (Snakefile, workflow/rules/*.smk) on one machine.
+
+Fast: ``snakemake --lint``, the DAG of each config (training jobs counted), invalid configs stopped
+before any job with the bad key named. Slow (``smoke_run``, tests/conftest.py): the smoke config run
+end to end and its outputs checked for content, the HTML report, a changed grid value rerunning only
+what it touches, and a SIGKILLed run that resumes on rerun with the numbers of an uninterrupted one.
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+import math
+import os
+import re
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+import yaml
+
+from conftest import LOCAL_PROFILE, REPOSITORY_ROOT, planned_jobs, read_losses, run_bounded, workflow_environment
+
+DRY_RUN_TIMEOUT_S = 120
+KILL_RUN_TIMEOUT_S = 600
+RUNS_TABLE_COLUMNS = (
+    "run_id", "series", "status", "status_reason", "size", "non_embedding_parameters", "width", "depth", "heads",
+    "tokens_per_clip", "batch_clips", "batch_tokens", "learning_rate", "seed", "step", "tokens", "flops",
+    "flops_6n", "train_loss", "validation_loss",
+)
+CORE_LAWS = ("loss_optimal", "batch_size", "learning_rate")
+# Sections summary.md must have: a level-2 heading that starts with each of these (case-insensitive).
+SUMMARY_SECTIONS = ("Laws", "Precise vs conventional", "Held-out", "Verdict", "Stage timings")
+
+
+def expected_grid_jobs(config: dict) -> int:
+    """Training runs before the held-out stage: every (size, batch, lr) cell plus the noise-floor seeds.
+
+    (Every config here has its conventional cell on the grid, so it adds no runs.)
+    """
+    grid = config["grid"]
+    cells = len(grid["sizes"]) * len(grid["batch_clips"]) * len(grid["learning_rates"])
+    return cells + len(config["noise"]["cells"]) * len(config["noise"]["seeds"])
+
+
+SMOKE_CONFIG = yaml.safe_load((REPOSITORY_ROOT / "config" / "smoke.yaml").read_text())
+SMOKE_SIZES = SMOKE_CONFIG["grid"]["sizes"]
+
+
+def grid_run_ids(config: dict) -> set[str]:
+    from dit.grid import grid_runs
+
+    return {run.run_id for run in grid_runs(config)}
+
+
+def read_rows(path: Path) -> list[dict[str, str]]:
+    with open(path, newline="") as handle:
+        return list(csv.DictReader(handle))
+
+
+def is_finite_number(text: str) -> bool:
+    try:
+        return math.isfinite(float(text))
+    except ValueError:
+        return False
+
+
+def train_wildcards(run) -> set[str]:
+    """The grid_run wildcard of every train_grid job block in a snakemake output."""
+    return {job.wildcards.removeprefix("grid_run=") for job in run.jobs() if job.rule == "train_grid"}
+
+
+# ------------------------------------------------------------------ fast: lint, DAGs, config errors
+
+
+def test_lint_is_clean():
+    result = run_bounded([sys.executable, "-m", "snakemake", "--lint"], timeout_s=DRY_RUN_TIMEOUT_S)
+    assert result.returncode == 0, result.tail()
+    assert "Congratulations, your workflow is in a good condition!" in result.output, result.tail()
+
+
+@pytest.mark.parametrize(
+    "source, grid_jobs",
+    [("config", 5 * 3 * 4 + 2 * 2), ("smoke", 3 * 2 * 3 + 1 * 2), ("paper", 4 * 3 * 6 + 2 * 2)],
+)
+def test_dry_run_builds_the_expected_dag(source, grid_jobs, make_pipeline, tmp_path):
+    overrides = {}
+    if source == "paper":
+        (tmp_path / "videos").mkdir()  # the paper config reads a folder of the user's videos
+        overrides = {"data": {"source": str(tmp_path / "videos")}}
+    pipeline = make_pipeline(tmp_path, source, overrides)
+    assert expected_grid_jobs(pipeline.config) == grid_jobs
+
+    result = pipeline.run("--dry-run", "--cores", "2", timeout_s=DRY_RUN_TIMEOUT_S)
+    assert result.returncode == 0, result.tail()
+    counts = result.job_counts()
+    assert counts["train_grid"] == grid_jobs, counts
+    generated = 1 if pipeline.config["data"]["source"] is None else 0
+    assert counts.get("generate_data", 0) == generated, counts
+    for rule in ("prepare_data", "fit_config", "collect_grid_runs", "fit_grid", "propose_heldout", "all"):
+        assert counts[rule] == 1, (rule, counts)
+    # The held-out runs depend on the fitted laws: they appear only once the checkpoint has run.
+    assert "train_heldout" not in counts, counts
+    planned = train_wildcards(result)
+    assert planned == grid_run_ids(pipeline.config)
+    processes = f"processes={pipeline.config['training']['processes']}"  # torchrun processes per run (8 GPUs: paper)
+    assert all(processes in job.resources.split(", ") for job in result.jobs() if job.rule == "train_grid"), processes
+    assert all(
+        "Missing output files" in job.reason for job in result.jobs() if job.rule == "train_grid"
+    ), "every training job of a fresh workdir must be planned because its outputs are missing"
+    assert not pipeline.workdir.exists(), "a dry run must not create the workdir"
+
+
+@pytest.mark.parametrize(
+    "overrides, message",
+    [
+        ({"grid": {"learning_rates": [5.0e-3, -1.0e-2]}},
+         "invalid pipeline config: grid.learning_rates[1]: -0.01 is less than or equal to the minimum of 0"),
+        ({"grid": {"sizes": [SMOKE_SIZES[0], "tiny-9000k"]}},
+         "invalid pipeline config: grid.sizes[1]: unknown model size 'tiny-9000k'"),
+        ({"training": {"learning_rate": 1.0e-3}},
+         "invalid pipeline config: training: Additional properties are not allowed ('learning_rate' was unexpected)"),
+        ({"gird": {"sizes": SMOKE_SIZES}},
+         "invalid pipeline config: config: Additional properties are not allowed ('gird' was unexpected)"),
+        ({"heldout": {"sizes": [SMOKE_SIZES[0]]}},
+         f"invalid pipeline config: heldout.sizes[0]: {SMOKE_SIZES[0]} is also a fitting size in grid.sizes"),
+    ],
+    ids=["negative-learning-rate", "unknown-size", "unknown-nested-key", "unknown-top-level-key", "heldout-in-grid"],
+)
+def test_invalid_config_stops_before_any_job_naming_the_key(overrides, message, make_pipeline, tmp_path):
+    pipeline = make_pipeline(tmp_path, "smoke", overrides)
+    result = pipeline.run("--dry-run", "--cores", "2", timeout_s=DRY_RUN_TIMEOUT_S)
+    assert result.returncode != 0, result.tail()
+    assert message in result.output, result.tail()
+    assert "Building DAG of jobs" not in result.output, "the config must be rejected before the DAG is built"
+    assert not pipeline.workdir.exists()
+
+
+# ------------------------------------------------------------------ slow: the smoke workflow, end to end
+
+
+@pytest.mark.slow
+def test_smoke_runs_table_has_every_run_at_every_milestone(smoke_run):
+    rows = read_rows(smoke_run.results / "runs.csv")
+    assert rows and set(RUNS_TABLE_COLUMNS) <= set(rows[0]), sorted(rows[0])
+    from dit.grid import grid_runs, proposed_runs
+
+    proposal = smoke_run.workdir / "analysis" / "proposal.json"
+    planned = grid_runs(smoke_run.config) + proposed_runs(proposal, seed=smoke_run.config["training"]["seed"])
+    expected = {run.run_id: list(run.milestones_tokens) for run in planned}
+    assert {"heldout", "compute_optimal"} <= {run_id.split("/")[0] for run_id in expected}
+
+    found: dict[str, list[int]] = {}
+    for row in rows:
+        found.setdefault(row["run_id"], []).append(int(row["milestone_tokens"]))
+        assert row["status"] == "completed" and row["status_reason"] == "", row
+        assert is_finite_number(row["train_loss"]) and is_finite_number(row["validation_loss"]), row
+        assert 0 < float(row["validation_loss"]) < 2 and 0 < float(row["train_loss"]) < 2, row
+        assert int(row["tokens"]) >= int(row["milestone_tokens"]), row
+        assert int(row["batch_tokens"]) == int(row["batch_clips"]) * int(row["tokens_per_clip"]), row
+        assert int(row["tokens"]) == int(row["step"]) * int(row["batch_tokens"]), row
+        assert float(row["flops"]) > float(row["flops_6n"]) > 0, row
+    assert found == expected, "runs.csv must hold each planned run once per milestone, in order"
+    assert len(rows) == sum(len(m) for m in expected.values())
+
+    from dit.grid import conventional_runs
+
+    milestones = smoke_run.config["grid"]["milestones_tokens"]
+    losses = {key: float(value[1]) for key, value in read_losses(smoke_run.results / "runs.csv").items()}
+    for run in conventional_runs(smoke_run.config):
+        summary = json.loads((smoke_run.run_dir(run.run_id) / "summary.json").read_text())
+        assert summary["status"] == "completed", run.run_id
+        assert summary["milestones_reached"] == summary["milestones_planned"] == len(milestones), run.run_id
+        assert summary["provenance"]["config"]["run"]["id"] == run.run_id
+        # At the conventional cell the validation loss falls from the first milestone to the last.
+        assert losses[(run.run_id, milestones[-1])] < losses[(run.run_id, milestones[0])], run.run_id
+
+
+@pytest.mark.slow
+def test_smoke_laws_have_parameters_intervals_and_provenance(smoke_run):
+    document = json.loads((smoke_run.results / "laws.json").read_text())
+    laws = document["laws"]
+    for name in CORE_LAWS + ("loss_conventional",):
+        law = laws[name]
+        assert law["status"] == "fitted", (name, law.get("reason"))
+        parameters = law["parameters"]
+        assert parameters and all(math.isfinite(value) for value in parameters.values()), (name, parameters)
+        # Bootstrap intervals for every parameter, or none with the reason (too few usable resamples).
+        assert set(law["intervals"]) == set(parameters) or (
+            law["intervals"] == {} and law["bootstrap"]["no_interval_reason"]
+        ), (name, law["intervals"], law["bootstrap"].get("no_interval_reason"))
+        for parameter, interval in law["intervals"].items():
+            assert len(interval) == 2, (name, parameter, interval)
+            if all(math.isfinite(bound) for bound in interval):
+                assert interval[0] <= interval[1], (name, parameter, interval)
+        assert law["bootstrap"]["resamples"] == smoke_run.config["analysis"]["bootstrap_resamples"], name
+    for name in ("batch_size", "learning_rate"):
+        assert all(math.isfinite(bound) for interval in laws[name]["intervals"].values() for bound in interval), name
+    assert set(document["setup"]["budgets_tokens"]) == set(map(float, smoke_run.config["grid"]["milestones_tokens"]))
+    assert [size["size"] for size in document["setup"]["fitting_sizes"]] == smoke_run.config["grid"]["sizes"]
+    provenance = document["provenance"]
+    assert re.fullmatch(r"[0-9a-f]{40}", provenance["code_version"]["commit"]), provenance["code_version"]
+    assert provenance["config"]["fit_config"]["bootstrap_resamples"] == smoke_run.config["analysis"]["bootstrap_resamples"]
+    assert provenance["config"]["runs"] == str(smoke_run.results / "runs.csv")
+    import torch
+
+    assert provenance["packages"]["torch"] == torch.__version__.split("+")[0]
+
+
+@pytest.mark.slow
+def test_smoke_figures_are_listed_and_are_real_images(smoke_run):
+    folder = smoke_run.results / "figures"
+    index = json.loads((folder / "index.json").read_text())
+    listed = set(index["figures"])
+    on_disk = {str(path.relative_to(folder)) for path in folder.rglob("*") if path.suffix in (".png", ".pdf")}
+    assert listed == on_disk and listed, (listed ^ on_disk)
+    names = {Path(name).stem for name in listed}
+    assert names == set(index["captions"]), "every figure needs a caption"
+    assert {"loss_vs_tokens", "heatmaps", "loss_law", "compute_optimal", "exponents"} <= names
+    for name in listed:
+        data = (folder / name).read_bytes()
+        assert len(data) > 5000, name
+        assert data.startswith(b"\x89PNG\r\n\x1a\n" if name.endswith(".png") else b"%PDF-"), name
+        if name.endswith(".png"):
+            width, height = int.from_bytes(data[16:20], "big"), int.from_bytes(data[20:24], "big")
+            assert width >= 300 and height >= 200, (name, width, height)
+    assert "code_version" in index["provenance"]
+
+
+@pytest.mark.slow
+def test_smoke_tables_have_rows_in_every_format(smoke_run):
+    folder = smoke_run.results / "tables"
+    stems = {path.stem for path in folder.glob("*.csv")}
+    assert {"coefficients", "heldout", "baselines", "comparison"} <= stems, stems
+    for stem in stems:
+        rows = read_rows(folder / f"{stem}.csv")
+        assert rows, stem
+        markdown = [line for line in (folder / f"{stem}.md").read_text().splitlines() if line.startswith("|")]
+        assert len(markdown) == 2 + len(rows), stem  # header, rule, one line per CSV row
+        latex = (folder / f"{stem}.tex").read_text()
+        rows_in_latex = [line for line in latex.splitlines() if line.rstrip().endswith("\\\\")]
+        assert "\\begin{tabular}" in latex and len(rows_in_latex) >= 1 + len(rows), stem
+    coefficients = read_rows(folder / "coefficients.csv")
+    assert {"loss_optimal", "batch_size", "learning_rate"} <= {row["law"] for row in coefficients}
+    assert "code_version" in json.loads((folder / "provenance.json").read_text())["laws_provenance"]
+
+
+@pytest.mark.slow
+def test_smoke_summary_has_every_section(smoke_run):
+    text = (smoke_run.results / "summary.md").read_text()
+    headings = re.findall(r"^## (.+)$", text, re.MULTILINE)
+    missing = [s for s in SUMMARY_SECTIONS if not any(h.lower().startswith(s.lower()) for h in headings)]
+    assert not missing, (missing, headings)
+    timings = text[text.find("## Stage timings"):]
+    for stage in ("train/grid/*", "train/heldout/*", "fit_grid", "fit_laws", "prepare_data"):
+        assert f"| {stage} |" in timings, stage
+    grid_cells = sum(run_id.startswith("grid/") for run_id in grid_run_ids(smoke_run.config))
+    assert f"| train/grid/* | {grid_cells} |" in timings
+    assert all(size in text for size in smoke_run.config["heldout"]["sizes"])
+    assert "%%" not in text, "a doubled percent sign (printf-style escaping left in the text)"
+
+
+@pytest.mark.slow
+def test_smoke_samples_and_evaluations(smoke_run):
+    samples = smoke_run.results / "samples"
+    index = json.loads((samples / "index.json").read_text())
+    assert len(index["captions"]) >= 2
+    for entry in index["captions"]:
+        video = (samples / entry["mp4"]).read_bytes()
+        assert video[4:8] == b"ftyp" and len(video) > 1000, entry["mp4"]
+        assert entry["caption"] and entry["caption_ids"][0] == 1  # BOS
+    assert (samples / "contact_sheet.png").read_bytes().startswith(b"\x89PNG")
+    assert (samples / "samples.gif").read_bytes()[:4] == b"GIF8"
+
+    from dit.grid import predicted_heldout_run
+
+    largest = smoke_run.run_dir(predicted_heldout_run(smoke_run.workdir / "analysis" / "proposal.json").run_id)
+    spread = json.loads((smoke_run.results / "evaluation" / "validation_protocol_spread.json").read_text())
+    assert len(spread["per_seed"]) == smoke_run.config["evaluation"]["protocol_spread_seeds"]
+    assert all(math.isfinite(v) and 0 < v < 2 for v in spread["per_seed"].values())
+    assert spread["min"] <= spread["mean"] <= spread["max"] and len(set(spread["per_seed"].values())) > 1
+    assert Path(spread["provenance"]["config"]["run"]).resolve() == largest.resolve()
+    captions = json.loads((smoke_run.results / "evaluation" / "caption_conditioning.json").read_text())
+    for condition in ("captions", "null"):
+        assert math.isfinite(captions["conditions"][condition]["mean"]), condition
+    assert "code_version" in captions["provenance"]
+
+    heldout = json.loads((smoke_run.results / "heldout.json").read_text())
+    measured = {row["run_id"] for row in read_rows(smoke_run.results / "runs.csv")}
+    for group in heldout["groups"]:
+        for cell in group.get("cells", []):
+            assert cell["run_id"] in measured and math.isfinite(cell["loss"]), cell
+    assert "code_version" in heldout["provenance"]
+    findings = (smoke_run.results / "paper" / "FINDINGS.md").read_text()
+    assert findings.startswith("# Findings on the paper's open questions"), findings[:200]
+    assert str(smoke_run.results / "laws.json") in findings and "## 0. The published laws" in findings
+
+
+@pytest.mark.slow
+def test_smoke_is_complete_and_a_rerun_does_nothing(smoke_run):
+    result = smoke_run.run("--dry-run", "--cores", "2", timeout_s=DRY_RUN_TIMEOUT_S)
+    assert result.returncode == 0, result.tail()
+    assert "Nothing to be done" in result.output, result.tail()
+
+
+@pytest.mark.slow
+def test_html_report_embeds_figures_tables_and_samples(smoke_run, tmp_path):
+    report = tmp_path / "report.html"
+    result = smoke_run.run("--report", str(report), timeout_s=300)
+    assert result.returncode == 0, result.tail()
+    html = report.read_text(errors="replace")
+    figures = sorted((smoke_run.results / "figures").rglob("*.png"))
+    print(f"report: {report.stat().st_size / 1e6:.1f} MB, figure PNGs {sum(p.stat().st_size for p in figures) / 1e6:.1f} MB")
+    # Self-contained: every figure and the samples' contact sheet inline as data URLs, every table and
+    # FINDINGS.md/summary.md inline as markdown.
+    assert html.count("data:image/png") >= len(figures) + 1, html.count("data:image/png")
+    markdown = len(list((smoke_run.results / "tables").glob("*.md"))) + 2
+    assert html.count("data:text/markdown") >= markdown, html.count("data:text/markdown")
+    for figure in figures:
+        assert f'"filename": "{figure.relative_to(smoke_run.results / "figures")}"' in html, figure
+    assert "Figures for our runs and for the paper&#x27;s published laws" in html or \
+        "Figures for our runs and for the paper's published laws" in html  # workflow/report/figures.rst
+    assert "Held-out validation" in html and "contact_sheet.png" in html
+    assert not re.search(r"""(?:src|href)=["'](?:file:|/)""", html), "the report links local files"
+
+
+@pytest.mark.slow
+def test_changing_one_grid_value_reruns_only_what_it_touches(smoke_run, tmp_path):
+    learning_rates = smoke_run.config["grid"]["learning_rates"]
+    changed = smoke_run.with_overrides({"grid": {"learning_rates": [*learning_rates, 4.0e-2]}}, tmp_path / "one-more-lr.yaml")
+    result = changed.run("--dry-run", "--cores", "2", timeout_s=DRY_RUN_TIMEOUT_S)
+    assert result.returncode == 0, result.tail()
+
+    new_runs = grid_run_ids(changed.config) - grid_run_ids(smoke_run.config)
+    grid = smoke_run.config["grid"]
+    assert len(new_runs) == len(grid["sizes"]) * len(grid["batch_clips"]) and all("_lr0.04_" in r for r in new_runs)
+    assert train_wildcards(result) == new_runs, "only the new learning rate's runs may be trained"
+    for job in result.jobs():
+        if job.rule == "train_grid":
+            assert job.reason.startswith("Missing output files"), job
+    rules = {job.rule: job for job in result.jobs()}
+    assert not {"generate_data", "prepare_data", "fit_config"} & set(rules), sorted(rules)
+    assert {"collect_grid_runs", "fit_grid", "propose_heldout", "collect_runs", "fit_laws", "figures", "summary"} <= set(rules)
+    assert "Input files updated by another job" in rules["collect_grid_runs"].reason
+
+
+@pytest.mark.slow
+def test_changing_a_sampling_setting_reruns_only_the_samples(smoke_run, tmp_path):
+    changed = smoke_run.with_overrides({"samples": {"steps": smoke_run.config["samples"]["steps"] // 2}}, tmp_path / "steps.yaml")
+    result = changed.run("--dry-run", "--cores", "2", timeout_s=DRY_RUN_TIMEOUT_S)
+    assert result.returncode == 0, result.tail()
+    rules = {job.rule: job for job in result.jobs()}
+    assert set(rules) == {"samples", "all"}, sorted(rules)
+    assert rules["samples"].reason.startswith("Params have changed since last execution"), rules["samples"]
+
+
+# ------------------------------------------------------------------ slow: killed mid-training, resumed
+
+
+def _killed_run_config(make_pipeline, directory: Path, smoke_config: dict):
+    """The smoke config cut to four of its grid runs (two sizes x two rates at the conventional batch size),
+    without noise-floor seeds: the same runs, so the same numbers, as in the smoke run."""
+    grid, conventional = smoke_config["grid"], smoke_config["conventional"]
+    rates = [conventional["learning_rate"]] + [lr for lr in grid["learning_rates"] if lr != conventional["learning_rate"]][:1]
+    return make_pipeline(directory, "smoke", {
+        "grid": {"sizes": grid["sizes"][:2], "batch_clips": [conventional["batch_clips"]], "learning_rates": rates},
+        "noise": {"cells": [], "seeds": []},
+    })
+
+
+def _finished_training_jobs(output: str) -> set[str]:
+    """Run ids of train_grid jobs that Snakemake reported finished."""
+    by_jobid = {job.jobid: job.wildcards.removeprefix("grid_run=") for job in planned_jobs(output) if job.rule == "train_grid"}
+    return {by_jobid[int(jobid)] for jobid in re.findall(r"Finished jobid: (\d+) \(Rule: train_grid\)", output) if int(jobid) in by_jobid}
+
+
+def _processes_mentioning(text: str) -> list[int]:
+    found = []
+    for entry in Path("/proc").iterdir():
+        if entry.name.isdigit() and int(entry.name) != os.getpid():
+            try:
+                if text.encode() in (entry / "cmdline").read_bytes():
+                    found.append(int(entry.name))
+            except OSError:
+                continue
+    return found
+
+
+@pytest.mark.slow
+def test_killed_run_resumes_on_rerun_with_identical_numbers(smoke_run, make_pipeline, tmp_path):
+    """SIGKILL to snakemake and its training processes once one run has finished and another is mid-training
+    (checkpoint, no summary); the same command again trains only what was unfinished, the interrupted run
+    resumes from its checkpoint, and the grid's runs table equals the uninterrupted smoke run's to the bit."""
+    pipeline = _killed_run_config(make_pipeline, tmp_path, smoke_run.config)
+    target = pipeline.workdir / "analysis" / "grid_runs.csv"
+    run_ids = grid_run_ids(pipeline.config)
+    assert len(run_ids) == 4
+    # --nolock: the SIGKILLed snakemake cannot remove its lock, and `snakemake --unlock` would also
+    # remove the locks of other runs started in this repository.
+    command = pipeline.command("--cores", "2", "--profile", str(LOCAL_PROFILE), "--nolock", str(target))
+    output_path = tmp_path / "killed.out"
+    deadline = time.monotonic() + KILL_RUN_TIMEOUT_S
+    with open(output_path, "w") as output:
+        process = subprocess.Popen(command, cwd=REPOSITORY_ROOT, env=workflow_environment(), stdout=output,
+                                   stderr=subprocess.STDOUT, start_new_session=True)
+
+    def state() -> tuple[set[str], list[str]]:
+        """Runs Snakemake reported finished; runs with a checkpoint but no summary (mid-training)."""
+        finished = _finished_training_jobs(output_path.read_text())
+        interrupted = [
+            run_id for run_id in sorted(run_ids - finished)
+            if (pipeline.run_dir(run_id) / "checkpoints" / "latest.pt").exists()
+            and not (pipeline.run_dir(run_id) / "summary.json").exists()
+        ]
+        return finished, interrupted
+
+    try:
+        while True:
+            assert process.poll() is None, f"the run ended before it could be killed:\n{output_path.read_text()[-4000:]}"
+            assert time.monotonic() < deadline, output_path.read_text()[-4000:]
+            if all(state()):
+                # Freeze snakemake and its training processes, look again (nothing moves now), then kill.
+                os.killpg(process.pid, signal.SIGSTOP)
+                finished, interrupted = state()
+                if finished and interrupted:
+                    break
+                os.killpg(process.pid, signal.SIGCONT)
+            time.sleep(0.1)
+    finally:
+        if process.poll() is None:
+            os.killpg(process.pid, signal.SIGKILL)
+        process.wait(timeout=60)
+    killed_at = time.monotonic()
+    while _processes_mentioning(str(pipeline.workdir)) and time.monotonic() < killed_at + 30:
+        time.sleep(0.2)
+    assert not _processes_mentioning(str(pipeline.workdir)), "snakemake's training children outlived the kill"
+    assert process.returncode == -signal.SIGKILL
+    assert state() == (finished, interrupted)
+    finished_mtimes = {run_id: (pipeline.run_dir(run_id) / "summary.json").stat().st_mtime_ns for run_id in finished}
+
+    rerun = run_bounded(command, timeout_s=KILL_RUN_TIMEOUT_S)
+    assert rerun.returncode == 0, rerun.tail()
+    retrained = train_wildcards(rerun)
+    assert set(interrupted) <= retrained <= run_ids - finished, "only runs unfinished at the kill may be trained again"
+    for run_id, mtime in finished_mtimes.items():
+        assert (pipeline.run_dir(run_id) / "summary.json").stat().st_mtime_ns == mtime, f"{run_id} was redone"
+    for run_id in interrupted:
+        log = (pipeline.workdir / "logs" / "train" / f"{run_id}.log").read_text()
+        resumed = re.search(r"resumed from \S+latest\.pt at step (\d+)", log)
+        assert resumed and int(resumed.group(1)) > 0, log[-3000:]
+        assert json.loads((pipeline.run_dir(run_id) / "summary.json").read_text())["status"] == "completed"
+
+    losses = read_losses(target)
+    reference = read_losses(smoke_run.results / "runs.csv")
+    assert {run_id for run_id, _ in losses} == run_ids
+    assert len(losses) == 4 * len(pipeline.config["grid"]["milestones_tokens"])
+    for key, value in losses.items():
+        assert value == reference[key], f"{key}: resumed {value} != uninterrupted {reference[key]}"
+    print(f"killed after {len(finished)} finished run(s), {interrupted} resumed; rerun {rerun.seconds:.0f} s")
