@@ -1,5 +1,8 @@
 """The local SLURM test cluster (tests/slurm_cluster.py) and the Snakemake profiles on a real cluster.
 
+A failing training job under SLURM (its log named, retries bounded) is tested with the real pipeline
+in tests/test_workflow_slurm.py.
+
 The tests marked ``slurm`` use the session's ``slurm_cluster`` fixture (tests/conftest.py); the others
 check the profiles and the harness without starting daemons.
 """
@@ -67,16 +70,6 @@ TWO_RULE_WORKFLOW = textwrap.dedent(
     """
 )
 
-FAILING_WORKFLOW = textwrap.dedent(
-    """
-    rule all:
-        input: "results/broken.txt"
-
-    rule broken:
-        output: "results/broken.txt"
-        shell: "echo 'deliberate failure for the test' >&2; exit 3"
-    """
-)
 
 
 def _unstarted_cluster(tmp_path: Path) -> SlurmCluster:
@@ -220,21 +213,3 @@ def test_snakemake_runs_a_workflow_through_the_slurm_executor(slurm_cluster, tmp
     assert (tmp_path / "results" / "summary.txt").read_text().split()[-1] == f"job={submitted[1]}"
     assert slurm_cluster.wait_for_rule_job("train_grid", "COMPLETED", timeout_s=10) == submitted[0]
     assert slurm_cluster.wait_for_rule_job("summarize", "COMPLETED", timeout_s=10) == submitted[1]
-
-
-@pytest.mark.slurm
-@pytest.mark.slow
-def test_failing_rule_names_its_slurm_log_and_is_retried_once(slurm_cluster, tmp_path):
-    (tmp_path / "Snakefile").write_text(FAILING_WORKFLOW)
-    started = time.monotonic()
-    result = _snakemake(slurm_cluster, tmp_path, *slurm_cluster.snakemake_args(), "--retries", "1")
-    print(f"snakemake, failing rule with retries=1: {time.monotonic() - started:.1f} s")
-    assert result.returncode not in (0, 124, 137), result.stdout[-6000:]
-    submitted = re.findall(r"submitted with SLURM jobid (\d+)", result.stdout)
-    assert len(submitted) == 2, f"expected the first attempt and one retry: {submitted}"
-    for job in submitted:
-        log = tmp_path / ".snakemake" / "slurm_logs" / "rule_broken" / f"{job}.log"
-        assert f"log: {log}" in result.stdout, f"snakemake's report does not name {log}"
-        assert "deliberate failure for the test" in log.read_text()
-        assert slurm_cluster.job_state(job) == "FAILED"
-    assert not (tmp_path / "results" / "broken.txt").exists()
