@@ -10,6 +10,8 @@ Keys (YAML file and ``--key-name`` command-line options take the same names and 
     conventional_cell: null      # {batch_clips: int, learning_rate: float}: the fixed cell of the conventional fit
                                  #   (null: the grid cell with the lowest mean rank over all fitting sizes and budgets)
     optimum_method: quadratic    # quadratic (interpolated; analysis.optima) | best_cell
+    optimum_band: 0.5            # relative; only cells within this of the best cell's loss shape the quadratic
+    optimum_max_gain: 0.1        # relative; an interpolated optimum this far below the best cell is not trusted
     near_optimal_tolerance: 0.002  # relative; cells within this of the best loss form the near-optimal band
     edge_optima: exclude         # exclude | include optima on the grid's edge from the B_opt / LR_opt fits (per axis)
     huber_delta: 1.0e-3          # Huber delta on log residuals of loss laws
@@ -93,6 +95,8 @@ class FitConfig:
     token_match_tolerance: float = 0.05
     conventional_cell: dict | None = None
     optimum_method: str = "quadratic"
+    optimum_band: float = 0.5
+    optimum_max_gain: float = 0.1
     near_optimal_tolerance: float = 0.002
     edge_optima: str = "exclude"
     huber_delta: float = 1e-3
@@ -215,6 +219,10 @@ def _check(config: FitConfig) -> None:
             "learning_rate": _number("conventional_cell.learning_rate", cell["learning_rate"]),
         }
     config.near_optimal_tolerance = _number("near_optimal_tolerance", config.near_optimal_tolerance, allow_zero=True)
+    config.optimum_band = _number("optimum_band", config.optimum_band)
+    config.optimum_max_gain = _number("optimum_max_gain", config.optimum_max_gain)
+    if not config.optimum_max_gain < 1:
+        raise FitConfigError(f"optimum_max_gain: must be below 1, got {config.optimum_max_gain}")
     config.huber_delta = _number("huber_delta", config.huber_delta)
     config.huber_delta_hyperparameters = _number("huber_delta_hyperparameters", config.huber_delta_hyperparameters)
     config.bootstrap_resamples = _number("bootstrap_resamples", config.bootstrap_resamples, integer=True, allow_zero=True)

@@ -217,7 +217,7 @@ def runs_heatmaps(document: dict, table, budgets_index=None):
             matrix[i, j] = losses[k, row]
         grid = SizeGrid(size["size"], size["parameters"], list(runs.index), runs["learning_rate"].to_numpy(float),
                         runs["batch_tokens"].to_numpy(float), runs["batch_clips"].to_numpy(float), losses[:, row : row + 1], float("nan"))
-        optimum = find_optima(grid, np.ones((1, len(runs))), config.optimum_method)
+        optimum = find_optima(grid, np.ones((1, len(runs))), config.optimum_method, config.optimum_band, config.optimum_max_gain)
         predicted = None
         if laws.has("batch_size") and laws.has("learning_rate"):
             n_b, t_b = size["N"], tokens / BILLION

@@ -63,7 +63,7 @@ def evaluate_heldout_grids(document: dict, grids: list[SizeGrid], budgets, confi
     loss_records, hp_records = [], []
     cell = document.get("setup", {}).get("conventional_cell") or {}
     for grid in grids:
-        optimum = find_optima(grid, np.ones((1, len(grid.run_ids))), config.optimum_method)
+        optimum = find_optima(grid, np.ones((1, len(grid.run_ids))), config.optimum_method, config.optimum_band, config.optimum_max_gain)
         n_billions = grid.parameters / BILLION
         at_cell = None
         if cell:
@@ -232,7 +232,7 @@ def evaluate_proposal(table: RunsTable, laws: LawSet, proposal: dict, config: Fi
                 learning_rates=runs["learning_rate"].to_numpy(float), batch_tokens=runs["batch_tokens"].to_numpy(float),
                 batch_clips=runs["batch_clips"].to_numpy(float), losses=losses, flops_per_token=float("nan"),
             )
-            optimum = find_optima(grid, np.ones((1, len(present))), config.optimum_method)
+            optimum = find_optima(grid, np.ones((1, len(present))), config.optimum_method, config.optimum_band, config.optimum_max_gain)
             measured = float(optimum.loss[0, 0])
             record.update(
                 measured_optimum={

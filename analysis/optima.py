@@ -1,9 +1,13 @@
 """Optimal (B, LR) of one model size at each token budget, from its grid of runs.
 
 Method ``quadratic`` (default): a weighted least-squares quadratic
-``q(u, v) = c0 + c1 u + c2 v + c3 u^2 + c4 v^2 + c5 u v`` in ``u ~ log LR`` and ``v ~ log B`` over the
-size's grid cells, minimised over the box spanned by the cells present (so the optimum never leaves
-the grid); the interpolated loss is ``q`` at that point. The optimum is flagged *on the edge* of an
+``q(u, v) = c0 + c1 u + c2 v + c3 u^2 + c4 v^2 + c5 u v`` in ``u ~ log LR`` and ``v ~ log B`` fitted to
+the log loss of the size's grid cells within ``band`` (relative) of the best cell's loss, minimised
+over the box spanned by the cells present (so the optimum never leaves the grid); the interpolated
+loss is ``exp(q)`` at that point. Cells far above the best one (a learning rate at which a model
+stopped learning, say) say nothing about the shape of the valley and would drag a global quadratic
+below every measured loss, so they are left out; and an interpolated loss more than ``max_gain``
+below the best cell's is not trusted: that (size, budget) falls back as below. The optimum is flagged *on the edge* of an
 axis when it sits on the box's boundary there (the true optimum may lie outside the grid).
 When the cells do not determine a full quadratic (fewer than three distinct values on an axis, or a
 rank-deficient design, e.g. the plus-shaped neighbourhoods of held-out proposals) the cross term is
@@ -61,8 +65,23 @@ def _levels(values: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     return levels, index
 
 
-def find_optima(grid: SizeGrid, weights: np.ndarray, method: str = "quadratic") -> Optima:
-    """Optimum per (weighting, budget). ``weights``: ``(R, k)`` run multiplicities."""
+DEFAULT_BAND = 0.5
+DEFAULT_MAX_GAIN = 0.1
+
+
+def find_optima(
+    grid: SizeGrid,
+    weights: np.ndarray,
+    method: str = "quadratic",
+    band: float = DEFAULT_BAND,
+    max_gain: float = DEFAULT_MAX_GAIN,
+) -> Optima:
+    """Optimum per (weighting, budget). ``weights``: ``(R, k)`` run multiplicities.
+
+    ``band``: cells whose loss exceeds the best cell's by more than this fraction are left out of
+    the quadratic; ``max_gain``: an interpolated loss more than this fraction below the best cell's
+    is rejected (the module docstring says what happens then).
+    """
     weights = np.atleast_2d(np.asarray(weights, dtype=float))
     x = np.log(grid.learning_rates)
     y = np.log(grid.batch_tokens)
@@ -97,22 +116,34 @@ def find_optima(grid: SizeGrid, weights: np.ndarray, method: str = "quadratic") 
     codes[~present.any(-1)] = -1
 
     if method == "quadratic":
+        if not band > 0 or not 0 < max_gain < 1:
+            raise ValueError(f"band must be positive and max_gain in (0, 1), got band={band}, max_gain={max_gain}")
+        near = values.T[None] <= best_loss[..., None] * (1 + band)  # (R, T, k)
+        w_fit = w * near
+        fitted = w_fit > 0
+        log_values = np.log(np.where(finite & (values > 0), values, 1.0))
+        fit_u = np.einsum("rtk,kl->rtl", fitted.astype(float), np.eye(len(u_levels))[x_index]) > 0
+        fit_v = np.einsum("rtk,kl->rtl", fitted.astype(float), np.eye(len(v_levels))[y_index]) > 0
         features = np.stack([np.ones_like(u), u, v, u * u, v * v, u * v], axis=1)  # (k, 6)
-        full = (u_present.sum(-1) >= 3) & (v_present.sum(-1) >= 3) & (present.sum(-1) >= 6)
-        matrix = np.einsum("rtk,ki,kj->rtij", w, features, features)
-        vector = np.einsum("rtk,ki,kt->rti", w, features, values)
+        full = (fit_u.sum(-1) >= 3) & (fit_v.sum(-1) >= 3) & (fitted.sum(-1) >= 6)
+        matrix = np.einsum("rtk,ki,kj->rtij", w_fit, features, features)
+        vector = np.einsum("rtk,ki,kt->rti", w_fit, features, log_values)
         trace = np.einsum("rtii->rt", matrix)[..., None, None]
         eigen = np.linalg.eigvalsh(matrix / np.maximum(trace, 1e-300))
         full &= eigen[..., 0] > 1e-10
         if full.any():
             coefficients = np.linalg.solve(matrix[full], vector[full][..., None])[..., 0]
             qu, qv, ql = _minimise_on_box(coefficients, u_min[full], u_max[full], v_min[full], v_max[full])
-            result_u[full], result_v[full], result_loss[full] = qu, qv, ql
-            codes[full] = METHOD_QUADRATIC
+            ql = np.exp(ql)
+            trusted = ql >= best_loss[full] * (1 - max_gain)
+            rows = tuple(index[trusted] for index in np.nonzero(full))
+            result_u[rows], result_v[rows], result_loss[rows] = qu[trusted], qv[trusted], ql[trusted]
+            codes[rows] = METHOD_QUADRATIC
+            full[tuple(index[~trusted] for index in np.nonzero(full))] = False
         for r, t in zip(*np.nonzero(~full & present.any(-1))):
-            fallback = _separable_optimum(u, v, values[:, t], w[r, t], x_index, y_index)
-            if fallback is not None:
-                result_u[r, t], result_v[r, t], result_loss[r, t] = fallback
+            fallback = _separable_optimum(u, v, log_values[:, t], w_fit[r, t], x_index, y_index)
+            if fallback is not None and np.exp(fallback[2]) >= best_loss[r, t] * (1 - max_gain):
+                result_u[r, t], result_v[r, t], result_loss[r, t] = fallback[0], fallback[1], np.exp(fallback[2])
                 codes[r, t] = METHOD_SEPARABLE
     elif method != "best_cell":
         raise ValueError(f"unknown optimum method {method!r}; use 'quadratic' or 'best_cell'")

@@ -400,7 +400,7 @@ def fit_all(table: RunsTable, config: FitConfig, log: Callable[[str], None] | No
 
     # --- step 2: optima ---------------------------------------------------------------------
     grid_weights = [_weights(rng, len(g.run_ids), R) for g in prep.fitting]
-    optima = [find_optima(g, w, config.optimum_method) for g, w in zip(prep.fitting, grid_weights)]
+    optima = [find_optima(g, w, config.optimum_method, config.optimum_band, config.optimum_max_gain) for g, w in zip(prep.fitting, grid_weights)]
     log(f"optima: {S} fitting sizes x {nT} budgets, {R} resamples ({time.perf_counter() - started:.1f} s)")
 
     def stack(attribute):

@@ -102,7 +102,8 @@ def test_noise_floor_from_seeds(frame):
 def quadratic_grid(center_lr=1.3e-3, center_batch=5000.0, lrs=(5e-4, 1e-3, 2e-3, 4e-3), batches=(2048, 4096, 8192)):
     rates, tokens = np.meshgrid(lrs, batches, indexing="ij")
     rates, tokens = rates.ravel(), tokens.ravel()
-    losses = 0.5 + 0.006 * np.log(rates / center_lr) ** 2 + 0.004 * np.log(tokens / center_batch) ** 2
+    # A valley that is exactly quadratic in log loss, the form analysis.optima fits.
+    losses = 0.5 * np.exp(0.012 * np.log(rates / center_lr) ** 2 + 0.008 * np.log(tokens / center_batch) ** 2)
     return SizeGrid("tiny-8k", 8192, [f"r{i}" for i in range(rates.size)], rates, tokens, tokens / 256, losses[:, None], 10.0)
 
 
@@ -115,6 +116,24 @@ def test_quadratic_optimum_recovers_an_interior_optimum_exactly():
     assert not optimum.edge_batch[0, 0] and not optimum.edge_learning_rate[0, 0]
     band = near_optimal_band(grid, 0, 0.002)
     assert band and all(cell["loss"] <= band[0]["loss"] * 1.002 for cell in band)
+
+
+def test_a_cell_that_stopped_learning_does_not_drag_the_optimum_below_the_data():
+    grid = quadratic_grid()
+    stuck = np.argmax(grid.learning_rates * grid.batch_tokens)  # largest LR and batch: loss stays near 1
+    grid.losses[stuck, 0] = 1.0
+    optimum = find_optima(grid, np.ones((1, grid.learning_rates.size)))
+    assert optimum.learning_rate[0, 0] == pytest.approx(1.3e-3, rel=1e-6)
+    assert optimum.loss[0, 0] == pytest.approx(0.5, abs=1e-9)
+
+
+def test_an_interpolated_loss_far_below_every_cell_falls_back():
+    grid = quadratic_grid()
+    best = np.argmin(grid.losses[:, 0])
+    grid.losses[:, 0] = grid.losses[:, 0] * 3.0  # a steep valley ...
+    grid.losses[best, 0] = 0.5 * 1.2  # ... whose measured floor sits far above the quadratic's minimum
+    optimum = find_optima(grid, np.ones((1, grid.learning_rates.size)), max_gain=0.01)
+    assert optimum.loss[0, 0] >= 0.6 * (1 - 0.01)
 
 
 def test_optimum_beyond_the_grid_is_clamped_and_flagged():

@@ -5,10 +5,7 @@ prepared data set and a real short dit.train run."""
 from __future__ import annotations
 
 import json
-import os
 import shutil
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
@@ -17,35 +14,10 @@ import yaml
 
 from dit import evaluate
 from dit.data.loader import ShardDataset
+from prepared_clips import prepare_clips as prepare_data
+from prepared_clips import run_module
 
 ROOT = Path(__file__).resolve().parent.parent
-PYTHON = sys.executable
-ENV = {**os.environ, "PYTHONPATH": str(ROOT)}
-
-
-def run_module(*args: str, timeout: float = 300) -> subprocess.CompletedProcess:
-    """``python -m ARGS`` from the repository, with its output captured."""
-    return subprocess.run([PYTHON, "-m", *args], capture_output=True, text=True, timeout=timeout, env=ENV, cwd=ROOT)
-
-
-def prepare_data(
-    base: Path, clips: int = 40, frames: int = 8, seed: int = 3, validation_fraction: float = 0.25, **generate
-) -> Path:
-    """Generate ``clips`` clips of ``frames`` frames at 16x16 pixels and prepare them; returns the prepared folder.
-
-    ``generate``: further ``dit.data generate`` options (``max_objects=1`` -> ``--max-objects 1``).
-    """
-    source, prepared = base / "source", base / "prepared"
-    extra = [item for key, value in generate.items() for item in (f"--{key.replace('_', '-')}", str(value))]
-    for args in (
-        ["dit.data", "generate", "--out", str(source), "--clips", str(clips), "--seed", str(seed),
-         "--frames", str(frames), "--size", "16", *extra],
-        ["dit.data", "prepare", "--source", str(source), "--out", str(prepared), "--frames", str(frames),
-         "--height", "16", "--width", "16", "--validation-fraction", str(validation_fraction)],
-    ):
-        result = run_module(*args)
-        assert result.returncode == 0, result.stderr
-    return prepared
 
 
 def small_run_config(data: Path, **sections) -> dict:

@@ -15,6 +15,7 @@ import yaml
 
 from dit.data.loader import ShardDataset
 from dit.data.video_io import psnr
+from prepared_clips import prepare_clips
 from dit.latent import CodecError, LatentCodec, PixelSpace, fit_codec, fit_codec_from_data, load_model_space
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -24,14 +25,7 @@ PYTHON = sys.executable
 @pytest.fixture(scope="module")
 def prepared(tmp_path_factory) -> Path:
     """48 generated clips (8 frames, rendered at 32x32) prepared at 16x16, as the default pipeline does."""
-    base = tmp_path_factory.mktemp("latent-data")
-    env = {**os.environ, "PYTHONPATH": str(ROOT)}
-    subprocess.run([PYTHON, "-m", "dit.data", "generate", "--out", str(base / "source"), "--clips", "48",
-                    "--seed", "5"], check=True, env=env, capture_output=True)
-    subprocess.run([PYTHON, "-m", "dit.data", "prepare", "--source", str(base / "source"), "--out",
-                    str(base / "prepared"), "--height", "16", "--width", "16", "--validation-fraction", "0.25"],
-                   check=True, env=env, capture_output=True)
-    return base / "prepared"
+    return prepare_clips(tmp_path_factory.mktemp("latent-data"), clips=48, seed=5, render_size=32)
 
 
 @pytest.fixture(scope="module")

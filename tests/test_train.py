@@ -19,6 +19,7 @@ import yaml
 from dit.config import ConfigError, config_from_dict
 from dit.flops import paper_flops_per_token
 from dit.sizes import get_size
+from prepared_clips import prepare_clips
 
 ROOT = Path(__file__).resolve().parent.parent
 PYTHON = sys.executable
@@ -28,20 +29,7 @@ LOSS_COLUMNS = ("milestone_tokens", "step", "tokens", "train_loss", "validation_
 @pytest.fixture(scope="module")
 def prepared_data(tmp_path_factory) -> Path:
     """A real prepared data folder: 40 generated MP4 clips, 8 frames of 16x16 pixels."""
-    base = tmp_path_factory.mktemp("data")
-    source, prepared = base / "source", base / "prepared"
-    env = {**os.environ, "PYTHONPATH": str(ROOT)}
-    subprocess.run(
-        [PYTHON, "-m", "dit.data", "generate", "--out", str(source), "--clips", "40", "--seed", "3",
-         "--frames", "8", "--size", "16"],
-        check=True, env=env, capture_output=True,
-    )
-    subprocess.run(
-        [PYTHON, "-m", "dit.data", "prepare", "--source", str(source), "--out", str(prepared),
-         "--frames", "8", "--height", "16", "--width", "16", "--validation-fraction", "0.25"],
-        check=True, env=env, capture_output=True,
-    )
-    return prepared
+    return prepare_clips(tmp_path_factory.mktemp("data"), clips=40, seed=3)
 
 
 def run_config(data: Path, **changes) -> dict:
