@@ -84,7 +84,7 @@ def test_lint_is_clean():
 
 @pytest.mark.parametrize(
     "source, grid_jobs",
-    [("config", 5 * 3 * 4 + 2 * 2), ("smoke", 3 * 2 * 3 + 1 * 2), ("paper", 4 * 3 * 6 + 2 * 2)],
+    [("config", 4 * 3 * 4 + 2 * 2), ("smoke", 3 * 2 * 3 + 1 * 2), ("paper", 4 * 3 * 6 + 2 * 2)],
 )
 def test_dry_run_builds_the_expected_dag(source, grid_jobs, make_pipeline, tmp_path):
     overrides = {}
