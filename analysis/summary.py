@@ -2,14 +2,15 @@
 
 ``python -m analysis.summary --laws results/laws.json --out results/summary.md [--runs results/runs.csv]
 [--heldout results/heldout.json] [--protocol-spread FILE.json] [--caption-conditioning FILE.json]
-[--benchmarks DIR]``
+[--benchmarks DIR] [--manifest FILE]``
 
 Written for a reader who has not read the paper: an introduction to the claims and the terms, the
 files every number comes from, a verdict per claim (reproduced / partly / not reproduced / not
 tested, each with its numbers), then the laws beside the paper's, the precise-vs-conventional
 comparison with bootstrap intervals, held-out checks, the sensitivity of the loss to batch size
 and learning rate measured on the grid against the run-to-run noise, the validation protocol's
-own spread, the caption-conditioning check and stage timings. Inputs that are given but missing
+own spread, how often the runs repeat the training data, the caption-conditioning check and stage
+timings. Inputs that are given but missing
 are named in the file, not skipped silently.
 
 Statistical rule for "sensitive": along one axis of the grid (the batch sizes at the best cell's
@@ -215,6 +216,88 @@ def sensitivity(runs_path: str, document: dict, notes: list[str]) -> dict | None
             result[f"{key}_compared"] = int((finite & np.isfinite(thresholds)).sum())
             result[f"{key}_median_threshold"] = float(np.median(thresholds[np.isfinite(thresholds)])) if np.isfinite(thresholds).any() else None
     return result
+
+
+def data_reuse(runs_path: str, manifest_path: str, document: dict, notes: list[str]) -> dict | None:
+    """How often the grid's runs repeat the training clips, and whether their validation loss turns up.
+
+    Epochs = tokens / (tokens per clip x training clips in the prepared set's manifest). A run's
+    validation loss "turns up" when its value at the last milestone exceeds its lowest earlier value
+    by more than the run-to-run noise (relative); it looks like overfitting when the training loss at
+    the last milestone is still below all its earlier values. Also returns the training and validation curves of
+    the best completed grid run of the largest fitting size at the largest milestone.
+    """
+    from analysis.runs import RunsTableError, load_runs
+
+    manifest = _read_json(manifest_path, notes, "prepared data manifest")
+    if manifest is None:
+        return None
+    train_clips = (manifest.get("counts") or {}).get("train_clips")
+    if not train_clips:
+        notes.append(f"prepared data manifest `{manifest_path}`: no counts.train_clips")
+        return None
+    try:
+        table = load_runs(runs_path)
+    except RunsTableError as error:
+        notes.append(f"runs table: {error}")
+        return None
+    runs = table.completed(series=["grid"])
+    if runs.empty:
+        return None
+    sigma = noise_estimate(document)["sigma"] or 0.0
+    turned_up, overfitting, worst = [], [], 0.0
+    for run_id in runs.index:
+        _, losses = table.curve(run_id)
+        _, train = table.curve(run_id, "train_loss")
+        keep = np.isfinite(losses) & np.isfinite(train)
+        losses, train = losses[keep], train[keep]
+        if losses.size < 2:
+            continue
+        rise = float(losses[-1] / np.min(losses[:-1]) - 1)
+        worst = max(worst, rise)
+        if rise > sigma:
+            turned_up.append(run_id)
+            if train[-1] < np.min(train[:-1]):  # training loss still falling: the pattern of memorizing the data
+                overfitting.append(run_id)
+    sizes = [s["size"] for s in document["setup"]["fitting_sizes"]]
+    largest = max(sizes, key=lambda name: float(runs[runs["size"] == name]["non_embedding_parameters"].max())
+                  if (runs["size"] == name).any() else -1.0)
+    candidates = runs[runs["size"] == largest]
+    curve = None
+    if not candidates.empty:
+        final = {run_id: table.curve(run_id)[1][-1] for run_id in candidates.index}
+        best = min(final, key=lambda run_id: final[run_id] if np.isfinite(final[run_id]) else np.inf)
+        rows = table.rows[table.rows["run_id"] == best].sort_values("tokens")
+        per_clip = float(candidates.loc[best, "tokens_per_clip"])
+        curve = {"run_id": best, "points": [
+            {"tokens": float(r.tokens), "epochs": float(r.tokens) / (per_clip * train_clips),
+             "train_loss": float(r.train_loss), "validation_loss": float(r.validation_loss)}
+            for r in rows.itertuples()]}
+    max_epochs = float((runs["max_tokens"] / (runs["tokens_per_clip"] * train_clips)).max())
+    return {"train_clips": int(train_clips), "validation_clips": (manifest.get("counts") or {}).get("validation_clips"),
+            "max_epochs": max_epochs, "runs": int(len(runs)), "turned_up": turned_up, "overfitting": overfitting, "largest_rise": worst,
+            "noise": sigma, "curve": curve}
+
+
+def data_reuse_lines(reuse: dict, manifest_path: str) -> list[str]:
+    out = [f"Source: `{manifest_path}` (training clips) and the runs table. The prepared set holds {reuse['train_clips']:,} "
+           f"training clips ({reuse['validation_clips']} validation clips); the longest grid run sees them "
+           f"{reuse['max_epochs']:.2f} times. Validation loss at the last milestone above its lowest earlier value by more "
+           f"than the run-to-run noise ({_pct(reuse['noise'], 2)}): {len(reuse['turned_up'])} of {reuse['runs']} completed "
+           f"grid runs (largest rise {_pct(reuse['largest_rise'], 2)})"
+           + (": " + ", ".join(f"`{r}`" for r in reuse["turned_up"]) if reuse["turned_up"] else "") + "."
+           + (f" In {len(reuse['overfitting'])} of them the training loss was still falling, the pattern that "
+              "memorizing repeated data would produce (noise can too): " + ", ".join(f"`{r}`" for r in reuse["overfitting"]) + "." if reuse["overfitting"] else
+              " In none of them was the training loss still falling: the rises come with rising training loss "
+              "(unstable training), not from repeating the data." if reuse["turned_up"] else "")]
+    curve = reuse.get("curve")
+    if curve:
+        out += ["", f"Training and validation loss of `{curve['run_id']}`, the best grid run of the largest fitting size "
+                "(training loss: mean over the steps since the previous milestone):", ""]
+        out += _table(["tokens", "epochs", "training loss", "validation loss"],
+                      [[_count(p["tokens"]), f"{p['epochs']:.2f}", f"{p['train_loss']:.5f}", f"{p['validation_loss']:.5f}"]
+                       for p in curve["points"]])
+    return out
 
 
 def _by_budget(sens: dict, key: str = "spread") -> list[dict]:
@@ -678,7 +761,7 @@ def _introduction(document: dict) -> list[str]:
 
 
 def render(document: dict, heldout: dict | None, spread: dict | None, captions: dict | None, runs: str | None,
-           benchmarks: str | None, notes: list[str], sources: dict) -> str:
+           benchmarks: str | None, notes: list[str], sources: dict, manifest: str | None = None) -> str:
     record = provenance(sources)
     sens = sensitivity(runs, document, notes) if runs else None
     out = [
@@ -757,6 +840,10 @@ def render(document: dict, heldout: dict | None, spread: dict | None, captions: 
         out += sensitivity_lines(sens)
     else:
         out.append("Not computed: " + ("the runs table could not be read or has too few grid runs." if runs else "no runs table given (--runs)."))
+    if manifest:
+        out += ["", "## Data reuse", ""]
+        reuse = data_reuse(runs, manifest, document, notes) if runs else None
+        out += data_reuse_lines(reuse, manifest) if reuse else ["Not computed: the manifest or the runs table could not be read (see Notes)."]
     out += ["", "## Noise and validation protocol", ""]
     noise = document.get("setup", {}).get("noise", {})
     out.append(f"Run-to-run noise used in the prediction intervals: relative std {_pct(noise.get('relative_std'), 3)} "
@@ -794,6 +881,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--protocol-spread", help="JSON from python -m dit.evaluate spread")
     parser.add_argument("--caption-conditioning", help="JSON from python -m dit.evaluate captions")
     parser.add_argument("--benchmarks", help="folder of Snakemake benchmark TSV files")
+    parser.add_argument("--manifest", help="manifest.json of the prepared data (for how often runs repeat it)")
     args = parser.parse_args(argv)
     notes: list[str] = []
     try:
@@ -804,7 +892,7 @@ def main(argv: list[str] | None = None) -> int:
     heldout = _read_json(args.heldout, notes, "held-out evaluation")
     spread = _read_json(args.protocol_spread, notes, "protocol spread")
     captions = _read_json(args.caption_conditioning, notes, "caption conditioning")
-    text = render(document, heldout, spread, captions, args.runs, args.benchmarks, notes, vars(args))
+    text = render(document, heldout, spread, captions, args.runs, args.benchmarks, notes, vars(args), args.manifest)
     atomic_write_text(args.out, text)
     print(f"wrote {args.out}")
     return 0

@@ -221,3 +221,39 @@ def test_main_writes_the_file_and_reads_missing_inputs_as_notes(document, tmp_pa
     text = out.read_text()
     assert "caption conditioning" in text and "could not be read" in text
     assert f"`{laws}`" in text
+
+
+def test_data_reuse_counts_epochs_and_tells_overfitting_from_instability(tmp_path):
+    design = SyntheticDesign(fitting_sizes=["tiny-8k", "tiny-18k"], heldout_sizes=[], noise_size="tiny-8k", include_failures=False,
+                             milestones_tokens=[2**18, 2**19, 2**20])
+    frame = synthetic_runs(SyntheticTruth(), design, seed=1)
+    grid = frame[frame["series"] == "grid"]
+    overfit, unstable = grid["run_id"].unique()[:2]
+    last = frame["tokens"] == 2**20
+    # overfitting: validation loss up 20% at the last milestone while the training loss keeps falling
+    frame.loc[(frame["run_id"] == overfit) & last, "validation_loss"] *= 1.2
+    frame.loc[frame["run_id"] == overfit, "train_loss"] = frame.loc[frame["run_id"] == overfit, "tokens"].map(
+        {2**18: 0.5, 2**19: 0.4, 2**20: 0.3})
+    # instability: both losses jump
+    frame.loc[(frame["run_id"] == unstable) & last, ["validation_loss", "train_loss"]] *= 3.0
+    runs = tmp_path / "runs.csv"
+    frame.to_csv(runs, index=False)
+    manifest = tmp_path / "manifest.json"
+    manifest.write_text(json.dumps({"counts": {"train_clips": 1000, "validation_clips": 50}}))
+    document = {"config": {}, "setup": {"fitting_sizes": [{"size": s} for s in design.fitting_sizes],
+                                        "noise": {"relative_std": 0.01, "source": "seeds"}}}
+    notes = []
+    reuse = summary.data_reuse(str(runs), str(manifest), document, notes)
+    assert notes == []
+    assert reuse["max_epochs"] == pytest.approx(2**20 / (design.tokens_per_clip * 1000))
+    assert set(reuse["turned_up"]) == {overfit, unstable}
+    assert reuse["overfitting"] == [overfit]
+    assert reuse["largest_rise"] == pytest.approx(2.0, rel=0.2)
+    assert reuse["runs"] == grid["run_id"].nunique()
+    curve = reuse["curve"]
+    assert "tiny-18k" in curve["run_id"] and [p["tokens"] for p in curve["points"]] == [2**18, 2**19, 2**20]
+    text = "\n".join(summary.data_reuse_lines(reuse, str(manifest)))
+    assert "2 of" in text and f"`{overfit}`" in text and "| tokens | epochs |" in text
+    # a missing manifest is named in the notes, not skipped silently
+    assert summary.data_reuse(str(runs), str(tmp_path / "absent.json"), document, notes) is None
+    assert any("absent.json" in note for note in notes)

@@ -33,7 +33,7 @@ RUNS_TABLE_COLUMNS = (
 )
 CORE_LAWS = ("loss_optimal", "batch_size", "learning_rate")
 # Sections summary.md must have: a level-2 heading that starts with each of these (case-insensitive).
-SUMMARY_SECTIONS = ("Laws", "Precise vs conventional", "Held-out", "Verdict", "Stage timings")
+SUMMARY_SECTIONS = ("Laws", "Precise vs conventional", "Held-out", "Verdict", "Data reuse", "Stage timings")
 
 
 def expected_grid_jobs(config: dict) -> int:
