@@ -42,6 +42,11 @@ from dit.flops import paper_flops_per_token, six_n_flops_per_token
 from dit.provenance import config_hash, provenance
 from dit.sizes import get_size
 
+
+class CheckpointError(RuntimeError):
+    """The run folder's checkpoint exists but cannot be loaded; the message names the file."""
+
+
 EXIT_COMPLETED = 0
 EXIT_FAILED = 1
 EXIT_CONFIG_ERROR = 2
@@ -310,7 +315,15 @@ class Trainer:
         path = self.checkpoint_dir / CHECKPOINT_NAME
         if not path.exists():
             return False
-        state = torch.load(path, map_location="cpu", weights_only=True)
+        try:
+            state = torch.load(path, map_location="cpu", weights_only=True)
+        except Exception as error:  # truncated or foreign file: say which, keep it for inspection
+            raise CheckpointError(
+                f"checkpoint {path} cannot be read ({type(error).__name__}: {str(error).splitlines()[0] if str(error) else ''}); "
+                "it is left in place: move it away to restart this run from its start"
+            ) from None
+        if not isinstance(state, dict) or "step" not in state:
+            raise CheckpointError(f"{path} is not a checkpoint of dit.train (no 'step'); it is left in place")
         if state.get("config_hash") != self.config_hash:
             raise ConfigError(
                 f"{self.out_dir} holds a checkpoint of a different configuration "
@@ -666,6 +679,10 @@ def main(argv: list[str] | None = None) -> int:
     except ConfigError as error:
         print(f"dit.train: configuration error: {error}", file=sys.stderr)
         return EXIT_CONFIG_ERROR
+    except CheckpointError as error:
+        print(f"dit.train: {error}", file=sys.stderr)
+        print(f"dit.train: run failed; see {args.out / 'summary.json'}", file=sys.stderr)
+        return EXIT_FAILED
     except Exception:
         traceback.print_exc()
         print(f"dit.train: run failed; see {args.out / 'summary.json'}", file=sys.stderr)

@@ -249,3 +249,17 @@ def test_missing_data_folder_is_a_clear_error(tmp_path):
     result = run_training(run_config(tmp_path / "nowhere"), tmp_path / "run")
     assert result.returncode == 2
     assert "data.root" in result.stderr and "dit.data prepare" in result.stderr
+
+
+@pytest.mark.parametrize("content", [b"", b"not a checkpoint at all", b"PK\x03\x04 truncated zip"])
+def test_unreadable_checkpoint_is_a_clear_failure_and_is_kept(prepared_data, tmp_path, content):
+    out = tmp_path / "run"
+    checkpoint = out / "checkpoints" / "latest.pt"
+    checkpoint.parent.mkdir(parents=True)
+    checkpoint.write_bytes(content)
+    result = run_training(run_config(prepared_data), out)
+    assert result.returncode == 1, result.stderr[-2000:]
+    assert f"checkpoint {checkpoint} cannot be read" in result.stderr and "Traceback" not in result.stderr
+    summary = json.loads((out / "summary.json").read_text())
+    assert summary["status"] == "failed" and "cannot be read" in summary["status_reason"]
+    assert checkpoint.read_bytes() == content, "the unreadable checkpoint must be left for inspection"

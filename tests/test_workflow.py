@@ -460,3 +460,29 @@ def test_killed_run_resumes_on_rerun_with_identical_numbers(smoke_run, make_pipe
     for key, value in losses.items():
         assert value == reference[key], f"{key}: resumed {value} != uninterrupted {reference[key]}"
     print(f"killed after {len(finished)} finished run(s), {interrupted} resumed; rerun {rerun.seconds:.0f} s")
+
+
+def test_failed_training_job_stops_its_branch_names_its_log_and_the_rest_goes_on(smoke_run, make_pipeline, tmp_path):
+    """One grid run's folder holds an unreadable checkpoint: its job fails with a clear reason in its log,
+    Snakemake names that log, the other runs still finish (keep-going), nothing that depends on the failed
+    run is built, and the bad file is left in place."""
+    import shutil
+
+    pipeline = _killed_run_config(make_pipeline, tmp_path, smoke_run.config)
+    shutil.copytree(smoke_run.workdir / "data", pipeline.workdir / "data", symlinks=True)
+    run_ids = sorted(grid_run_ids(pipeline.config))
+    broken, *others = run_ids
+    checkpoint = pipeline.run_dir(broken) / "checkpoints" / "latest.pt"
+    checkpoint.parent.mkdir(parents=True)
+    checkpoint.write_bytes(b"not a checkpoint")
+    target = pipeline.workdir / "analysis" / "grid_runs.csv"
+    result = pipeline.run("--cores", "2", "--profile", str(LOCAL_PROFILE), str(target), timeout_s=KILL_RUN_TIMEOUT_S)
+    assert result.returncode not in (0, 124, 137), result.tail()
+    log = pipeline.workdir / "logs" / "train" / f"{broken}.log"
+    assert f"checkpoint {checkpoint} cannot be read" in log.read_text(), log.read_text()[-3000:]
+    assert str(log) in result.output and "cannot be read" in result.output, result.tail()
+    for run_id in others:
+        summary = json.loads((pipeline.run_dir(run_id) / "summary.json").read_text())
+        assert summary["status"] == "completed", run_id
+    assert not target.exists() and not (pipeline.run_dir(broken) / "summary.json").exists()
+    assert checkpoint.read_bytes() == b"not a checkpoint"
