@@ -614,12 +614,23 @@ def _verdict_hyperparameters(document: dict, heldout: dict | None) -> list[str]:
                 margin = f", {_pct(g.get('predicted_cell_excess_loss'), 2)} above the best cell"
             details.append(f"{g['size']} at {_count(g.get('tokens'))} tokens: predicted B = {_fmt(cell.get('batch_tokens'))} tokens, "
                            f"LR = {_fmt(cell.get('learning_rate'))}{margin}")
-        status = "yes" if best == len(groups) else ("partly" if best else "no")
+        sigma = noise_estimate(document)["sigma"]
+        near = sum(1 for g in groups if not g["predicted_cell_is_best"] and sigma is not None
+                   and _finite(g.get("predicted_cell_excess_loss")) and g["predicted_cell_excess_loss"] <= sigma)
+        status = "yes" if best == len(groups) else ("partly" if best or near else "no")
         batch_edge = (_fitted(document, "batch_size") or {}).get("edge_points") or {}
-        caveat = (" The batch-size half of this is weak: B_opt is the grid's edge value (claim 3a), so only the learning "
-                  "rate was really predicted." if batch_edge.get("used") and batch_edge.get("used_on_edge") == batch_edge.get("used") else "")
+        if batch_edge.get("used") and batch_edge.get("used_on_edge") == batch_edge.get("used"):
+            caveat = (" The batch-size half of this is weak: B_opt is the grid's edge value (claim 3a), so only the learning "
+                      "rate was really predicted.")
+        elif batch_edge.get("used") and 2 * batch_edge.get("used_on_edge", 0) > batch_edge["used"]:
+            caveat = (f" The batch-size half of this is weak: {batch_edge['used_on_edge']} of {batch_edge['used']} batch-size "
+                      "optima the law was fitted to lie on the grid's edge.")
+        else:
+            caveat = ""
+        noise_note = (f" In {near} of them the predicted cell's loss is within the run-to-run noise ({_pct(sigma, 2)}) of the "
+                      "best cell's: one seed per cell cannot rank them." if near else "")
         lines.append(f"{head} {status}.** The predicted cell was the best in {best} of {len(groups)} held-out group(s) ("
-                     + "; ".join(details) + ")." + caveat)
+                     + "; ".join(details) + ")." + noise_note + caveat)
     return lines
 
 

@@ -257,3 +257,15 @@ def test_data_reuse_counts_epochs_and_tells_overfitting_from_instability(tmp_pat
     # a missing manifest is named in the notes, not skipped silently
     assert summary.data_reuse(str(runs), str(tmp_path / "absent.json"), document, notes) is None
     assert any("absent.json" in note for note in notes)
+
+
+@pytest.mark.parametrize("best, excess, status", [(True, None, "yes"), (False, 0.002, "partly"), (False, 0.05, "no")])
+def test_heldout_cell_verdict_counts_a_miss_within_noise_as_partly(document, best, excess, status):
+    group = {"kind": "hyperparameters", "size": "tiny-147k", "tokens": 32768.0, "predicted_cell_is_best": best,
+             "predicted_cell_excess_loss": excess,
+             "predicted_cell": {"batch_tokens": 512.0, "learning_rate": 0.01, "measured_loss": 0.8},
+             "cells": [{"loss": 0.8}, {"loss": 0.81}, {"loss": 0.83}]}
+    text = "\n".join(summary.verdict(document, {"groups": [group]}, None))
+    line = next(line for line in text.splitlines() if "Claim 3b" in line)
+    assert f"not fitted on: {status}.**" in line, line
+    assert ("within the run-to-run noise (0.40%)" in line) == (status == "partly"), line
