@@ -57,3 +57,13 @@ def test_python_version_in_recipe_is_supported_by_pyproject():
     low = tuple(int(x) for x in re.search(r">=\s*([\d.]+)", requires).group(1).split("."))
     high = tuple(int(x) for x in re.search(r"<\s*([\d.]+)", requires).group(1).split("."))
     assert low <= major_minor < high
+
+
+def test_the_main_job_needs_no_test_extra():
+    """`bash scripts/reproduce.sh` installs only the runtime dependencies; its last step, `snakemake --report`,
+    imports pygments, which snakemake does not depend on (pytest does, which hid its absence)."""
+    project = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]
+    runtime = _requirement_pins(project["dependencies"])
+    assert "pygments" in runtime
+    setup = (ROOT / "scripts" / "reproduce.sh").read_text()
+    assert "scripts/setup-venv.sh" in setup and "--report" in setup
