@@ -251,8 +251,8 @@ def test_missing_data_folder_is_a_clear_error(tmp_path):
     assert "data.root" in result.stderr and "dit.data prepare" in result.stderr
 
 
-@pytest.mark.parametrize("content", [b"", b"not a checkpoint at all", b"PK\x03\x04 truncated zip"])
-def test_unreadable_checkpoint_is_a_clear_failure_and_is_kept(prepared_data, tmp_path, content):
+def test_unreadable_checkpoint_is_a_clear_failure_and_is_kept(prepared_data, tmp_path):
+    content = b"PK\x03\x04 a truncated checkpoint"
     out = tmp_path / "run"
     checkpoint = out / "checkpoints" / "latest.pt"
     checkpoint.parent.mkdir(parents=True)

@@ -468,9 +468,15 @@ def test_failed_training_job_stops_its_branch_names_its_log_and_the_rest_goes_on
     run is built, and the bad file is left in place."""
     import shutil
 
-    pipeline = _killed_run_config(make_pipeline, tmp_path, smoke_run.config)
+    grid, conventional = smoke_run.config["grid"], smoke_run.config["conventional"]
+    rates = [conventional["learning_rate"]] + [lr for lr in grid["learning_rates"] if lr != conventional["learning_rate"]][:1]
+    pipeline = make_pipeline(tmp_path, "smoke", {  # two runs of the smallest size: one broken, one that must still finish
+        "grid": {"sizes": grid["sizes"][:1], "batch_clips": [conventional["batch_clips"]], "learning_rates": rates},
+        "noise": {"cells": [], "seeds": []},
+    })
     shutil.copytree(smoke_run.workdir / "data", pipeline.workdir / "data", symlinks=True)
     run_ids = sorted(grid_run_ids(pipeline.config))
+    assert len(run_ids) == 2
     broken, *others = run_ids
     checkpoint = pipeline.run_dir(broken) / "checkpoints" / "latest.pt"
     checkpoint.parent.mkdir(parents=True)
