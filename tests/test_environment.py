@@ -67,3 +67,15 @@ def test_the_main_job_needs_no_test_extra():
     assert "pygments" in runtime
     setup = (ROOT / "scripts" / "reproduce.sh").read_text()
     assert "scripts/setup-venv.sh" in setup and "--report" in setup
+
+
+def test_the_readme_benchmark_command_collects_every_benchmark_file():
+    """`python -m pytest benchmarks/ --benchmark-only` (README) must find benchmarks/bench_*.py."""
+    import subprocess
+    import sys
+
+    result = subprocess.run([sys.executable, "-m", "pytest", "benchmarks", "--collect-only", "-q", "-p", "no:cacheprovider"],
+                            cwd=ROOT, capture_output=True, text=True, timeout=300)
+    assert result.returncode == 0, result.stdout[-2000:] + result.stderr[-2000:]
+    collected = {line.split("::")[0] for line in result.stdout.splitlines() if "::" in line}
+    assert collected == {f"benchmarks/{path.name}" for path in (ROOT / "benchmarks").glob("bench_*.py")}
