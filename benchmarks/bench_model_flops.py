@@ -29,6 +29,7 @@ import yaml
 
 from dit.diffusion import NoiseSchedule, epsilon_mse
 from dit.flops import TIMESTEP_FREQUENCY_DIM, paper_flops_per_token
+from dit.latent import latent_shape
 from dit.model import VideoDiT, VideoDiTConfig
 
 DEVICE = torch.device("cuda" if torch.cuda.is_available() else "cpu")
@@ -41,11 +42,9 @@ _LATENT = _DEFAULT["data"].get("latent")
 def _model_clip() -> dict:
     """The model-space clip the default trains on: the latent video when ``data.latent`` is set
     (``channels`` x frames/pt x height/ph x width/pw), else the prepared RGB pixels."""
-    frames, height, width = _PREPARE["frames"], _PREPARE["height"], _PREPARE["width"]
-    channels = 3
+    channels, frames, height, width = 3, _PREPARE["frames"], _PREPARE["height"], _PREPARE["width"]
     if _LATENT:
-        pt, ph, pw = _LATENT["patch"]
-        frames, height, width, channels = frames // pt, height // ph, width // pw, _LATENT["channels"]
+        channels, frames, height, width = latent_shape(_LATENT["patch"], _LATENT["channels"], frames, height, width)
     return dict(in_channels=channels, clip_frames=frames, clip_height=height, clip_width=width,
                 patch=tuple(_DEFAULT["model"]["patch"]))
 

@@ -71,11 +71,7 @@ class LatentCodec:
 
     def latent_shape(self, frames: int, height: int, width: int) -> tuple[int, int, int, int]:
         """``(latent_channels, frames/pt, height/ph, width/pw)`` for a clip of that pixel shape."""
-        pt, ph, pw = self.patch
-        for name, size, p in (("frames", frames, pt), ("height", height, ph), ("width", width, pw)):
-            if size % p:
-                raise CodecError(f"clip {name} {size} is not divisible by the codec's patch {self.patch}")
-        return self.latent_channels, frames // pt, height // ph, width // pw
+        return latent_shape(self.patch, self.latent_channels, frames, height, width)
 
     def _tubelets(self, video: torch.Tensor) -> tuple[torch.Tensor, tuple[int, int, int]]:
         if video.dtype != torch.uint8 or video.ndim != 5 or video.shape[-1] != self.channels:
@@ -237,8 +233,15 @@ def main(argv: list[str] | None = None) -> int:
     return 0
 
 
-if __name__ == "__main__":
-    sys.exit(main())
+
+def latent_shape(patch: Sequence[int], latent_channels: int, frames: int, height: int, width: int) -> tuple[int, int, int, int]:
+    """``(latent_channels, frames/pt, height/ph, width/pw)``: the latent video a codec with this tubelet
+    ``patch`` and channel count makes of a clip of that pixel shape (no fitted codec needed)."""
+    pt, ph, pw = patch
+    for name, size, p in (("frames", frames, pt), ("height", height, ph), ("width", width, pw)):
+        if size % p:
+            raise CodecError(f"clip {name} {size} is not divisible by the codec's patch {tuple(patch)}")
+    return latent_channels, frames // pt, height // ph, width // pw
 
 
 @dataclass(frozen=True)
@@ -270,3 +273,7 @@ def encoded_batches(batches, space):
     """Loader batches with their uint8 "video" replaced by its model-space encoding."""
     for batch in batches:
         yield {**batch, "video": space.encode(batch["video"])}
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -360,13 +360,13 @@ def test_changing_a_sampling_setting_reruns_only_the_samples(smoke_run, tmp_path
 # ------------------------------------------------------------------ slow: killed mid-training, resumed
 
 
-def _killed_run_config(make_pipeline, directory: Path, smoke_config: dict):
-    """The smoke config cut to four of its grid runs (two sizes x two rates at the conventional batch size),
-    without noise-floor seeds: the same runs, so the same numbers, as in the smoke run."""
+def _killed_run_config(make_pipeline, directory: Path, smoke_config: dict, sizes: int = 2):
+    """The smoke config cut to ``2 * sizes`` of its grid runs (the first ``sizes`` sizes x two rates at the
+    conventional batch size), without noise-floor seeds: the same runs, so the same numbers, as in the smoke run."""
     grid, conventional = smoke_config["grid"], smoke_config["conventional"]
     rates = [conventional["learning_rate"]] + [lr for lr in grid["learning_rates"] if lr != conventional["learning_rate"]][:1]
     return make_pipeline(directory, "smoke", {
-        "grid": {"sizes": grid["sizes"][:2], "batch_clips": [conventional["batch_clips"]], "learning_rates": rates},
+        "grid": {"sizes": grid["sizes"][:sizes], "batch_clips": [conventional["batch_clips"]], "learning_rates": rates},
         "noise": {"cells": [], "seeds": []},
     })
 
@@ -468,12 +468,8 @@ def test_failed_training_job_stops_its_branch_names_its_log_and_the_rest_goes_on
     run is built, and the bad file is left in place."""
     import shutil
 
-    grid, conventional = smoke_run.config["grid"], smoke_run.config["conventional"]
-    rates = [conventional["learning_rate"]] + [lr for lr in grid["learning_rates"] if lr != conventional["learning_rate"]][:1]
-    pipeline = make_pipeline(tmp_path, "smoke", {  # two runs of the smallest size: one broken, one that must still finish
-        "grid": {"sizes": grid["sizes"][:1], "batch_clips": [conventional["batch_clips"]], "learning_rates": rates},
-        "noise": {"cells": [], "seeds": []},
-    })
+    # two runs of the smallest size: one broken, one that must still finish
+    pipeline = _killed_run_config(make_pipeline, tmp_path, smoke_run.config, sizes=1)
     shutil.copytree(smoke_run.workdir / "data", pipeline.workdir / "data", symlinks=True)
     run_ids = sorted(grid_run_ids(pipeline.config))
     assert len(run_ids) == 2
