@@ -31,6 +31,19 @@ TRACKED_PACKAGES = (
 
 PROJECT_ROOT = Path(__file__).resolve().parent.parent
 
+#: Keys of result records whose values are clock readings (timestamps, durations, rates), not results:
+#: the only values allowed to differ when the same command regenerates a file on the same machine.
+VOLATILE_KEYS = frozenset({"created_utc", "seconds", "wall_time_s", "tokens_per_s", "timing_seconds"})
+
+
+def without_volatile(record: Any) -> Any:
+    """``record`` (nested dicts and lists) with every ``VOLATILE_KEYS`` entry removed, for comparisons."""
+    if isinstance(record, dict):
+        return {key: without_volatile(value) for key, value in record.items() if key not in VOLATILE_KEYS}
+    if isinstance(record, list):
+        return [without_volatile(value) for value in record]
+    return record
+
 
 def config_hash(config: Any) -> str:
     """SHA-256 of the config's canonical JSON (sorted keys), as hex."""

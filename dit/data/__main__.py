@@ -7,6 +7,7 @@ import sys
 from collections.abc import Sequence
 
 from dit.data.decode import REASONS
+from dit.data.video_io import PIXEL_FORMATS
 
 
 def _generate_parser(commands) -> None:
@@ -39,7 +40,8 @@ def _generate_parser(commands) -> None:
         "--crf", type=int, default=defaults.crf, help="x264 constant rate factor, 0 = lossless (default %(default)s)"
     )
     parser.add_argument(
-        "--pixel-format", default=defaults.pixel_format, help="encoder pixel format (default %(default)s)"
+        "--pixel-format", default=defaults.pixel_format, choices=sorted(PIXEL_FORMATS),
+        help="encoder pixel format (default %(default)s)",
     )
 
 
