@@ -89,8 +89,63 @@ def code_version() -> dict[str, Any]:
         return {"commit": "unknown", "dirty": None, "source": "no git checkout"}
 
 
+#: CPU flag prefixes that decide which SIMD kernels numpy, OpenBLAS, MKL, oneDNN and ATen run.
+SIMD_FLAG_PREFIXES = ("sse", "ssse", "avx", "fma", "f16c", "amx", "bmi")
+
+
+@lru_cache(maxsize=1)
+def cpu_description() -> dict[str, Any]:
+    """The CPU model, core count and SIMD flags (from ``/proc/cpuinfo`` where it exists).
+
+    Other instruction sets make the math libraries pick other kernels, and so other rounding:
+    ``cpu_flags_sha256`` (of the whole flag list) tells two machines apart at a glance.
+    """
+    record: dict[str, Any] = {"machine": platform.machine(), "logical_cores": os.cpu_count()}
+    try:
+        text = Path("/proc/cpuinfo").read_text()
+    except OSError:
+        record["model"] = platform.processor() or None
+        return record
+    fields: dict[str, str] = {}
+    for line in text.splitlines():
+        key, _, value = line.partition(":")
+        fields.setdefault(key.strip(), value.strip())
+    flags = sorted(fields.get("flags", "").split())
+    record["model"] = fields.get("model name")
+    record["simd_flags"] = [flag for flag in flags if flag.startswith(SIMD_FLAG_PREFIXES)]
+    record["cpu_flags_sha256"] = hashlib.sha256(" ".join(flags).encode()).hexdigest()
+    return record
+
+
+def math_libraries() -> dict[str, Any]:
+    """The numerical builds in use: numpy's BLAS, and torch's BLAS, oneDNN and CPU capability if torch is loaded.
+
+    torch is read only when this process has already imported it (``analysis`` never does).
+    """
+    import numpy
+
+    record: dict[str, Any] = {}
+    try:
+        blas = numpy.show_config(mode="dicts")["Build Dependencies"]["blas"]
+        record["numpy_blas"] = f"{blas.get('name')} {blas.get('version')}"
+    except (KeyError, TypeError, AttributeError):
+        record["numpy_blas"] = None
+    torch = sys.modules.get("torch")
+    if torch is not None:
+        lines = [line.strip(" -") for line in torch.__config__.show().splitlines()]
+        wanted = ("Math Kernel Library", "MKL-DNN", "oneDNN", "LAPACK", "CPU capability", "OpenMP")
+        record["torch_build"] = [line for line in lines if line.startswith(wanted) or any(w in line for w in wanted[:3])]
+        settings = next((line for line in lines if line.startswith("Build settings:")), "")
+        settings = settings.removeprefix("Build settings:").strip()
+        record["torch_blas"] = next(
+            (item.split("=", 1)[1] for item in settings.split(", ") if item.startswith("BLAS_INFO=")), None
+        )
+        record["torch_threads"] = torch.get_num_threads()
+    return record
+
+
 def provenance(config: Any | None = None) -> dict[str, Any]:
-    """A provenance record: time, code version, package versions, Python, platform, config and hash."""
+    """A provenance record: time, code version, packages, Python, platform, CPU, math libraries, config and hash."""
     from dit import __version__
 
     record: dict[str, Any] = {
@@ -100,6 +155,8 @@ def provenance(config: Any | None = None) -> dict[str, Any]:
         "packages": package_versions(),
         "python": sys.version.split()[0],
         "platform": platform.platform(),
+        "cpu": cpu_description(),
+        "math_libraries": math_libraries(),
     }
     if config is not None:
         record["config"] = config

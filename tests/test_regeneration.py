@@ -104,3 +104,26 @@ def test_colour_conversion_matches_bt601_and_the_encoder_input_layout():
     with pytest.raises(ValueError, match="pixel_format must be one of"):
         rgb_to_yuv_planes(frame, "rgb24")
     assert set(PIXEL_FORMATS) == {"yuv444p", "yuv420p"}
+
+
+def test_provenance_names_the_cpu_and_the_math_libraries():
+    import platform
+
+    import torch
+
+    from dit.provenance import provenance
+
+    record = provenance({"a": 1})
+    cpu, libraries = record["cpu"], record["math_libraries"]
+    cpuinfo = Path("/proc/cpuinfo")
+    if cpuinfo.exists():
+        lines = cpuinfo.read_text().splitlines()
+        flags = next(line for line in lines if line.startswith("flags")).split(":", 1)[1].split()
+        assert cpu["model"] == next(line for line in lines if line.startswith("model name")).split(":", 1)[1].strip()
+        assert cpu["cpu_flags_sha256"] == hashlib.sha256(" ".join(sorted(flags)).encode()).hexdigest()
+        assert set(cpu["simd_flags"]) <= set(flags) and ("avx2" in flags) == ("avx2" in cpu["simd_flags"])
+    assert cpu["machine"] == platform.machine()
+    assert libraries["numpy_blas"]
+    assert libraries["torch_threads"] == torch.get_num_threads()
+    capability = [line for line in libraries["torch_build"] if line.startswith("CPU capability")]
+    assert capability and capability[0] in torch.__config__.show()

@@ -1,0 +1,277 @@
+"""How two result folders differ: ``python -m analysis.compare RESULTS_A RESULTS_B``.
+
+A reviewer who regenerates the reproduction compares their folder with the committed one (or two
+reruns with each other). Three things are compared, each against what noise allows:
+
+* **Runs** (``runs.csv``): every (run, token milestone) row present in both, run by run. A run is
+  ``identical`` when its training and validation losses are equal as written (bit for bit),
+  ``within noise`` when every validation loss differs by less than ``z * sqrt(2) * sigma``
+  relative, and ``beyond noise`` otherwise. ``sigma`` is the larger of the two folders' recorded
+  run-to-run relative standard deviation (``laws.json`` ``setup.noise.relative_std``); ``sqrt(2)``
+  because both losses carry that noise; ``z`` the normal quantile of the confidence level (the
+  fit's ``config.confidence_level``, 0.95 if absent). Runs found in one folder only are listed.
+* **Laws** (``laws.json``): every fitted parameter of every law, its value in each folder and
+  whether each value lies inside the other folder's interval.
+* **Verdicts** (``scorecard.json`` ``verdicts``, where present): one per claim, equal or changed.
+
+Clock readings (``dit.provenance.VOLATILE_KEYS``) are never compared. Exit status 0 when nothing
+differs beyond noise and no verdict changed, 1 otherwise, 2 for unreadable input.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import sys
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+import pandas as pd
+from scipy import stats
+
+from dit.atomic import atomic_write_json
+
+DEFAULT_CONFIDENCE = 0.95
+LOSS_COLUMNS = ("train_loss", "validation_loss")
+
+
+class CompareError(ValueError):
+    """A results folder lacks a file the comparison needs, or holds an unreadable one; the message names it."""
+
+
+@dataclass
+class RunDifference:
+    """How one run differs between the folders (relative differences are ``|a - b| / b``, fractions)."""
+
+    run_id: str
+    status: str  # identical | within noise | beyond noise | status differs | only in A | only in B
+    milestones: int = 0
+    max_relative_validation_difference: float = 0.0
+    max_relative_train_difference: float = 0.0
+
+
+@dataclass
+class ParameterDifference:
+    law: str
+    parameter: str
+    value_a: float | None
+    value_b: float | None
+    identical: bool
+    a_inside_b_interval: bool | None
+    b_inside_a_interval: bool | None
+
+
+@dataclass
+class Comparison:
+    folder_a: str
+    folder_b: str
+    noise_relative_std: float | None
+    confidence_level: float
+    tolerance_relative: float | None
+    runs: list[RunDifference] = field(default_factory=list)
+    parameters: list[ParameterDifference] = field(default_factory=list)
+    verdicts: dict[str, list[str | None]] = field(default_factory=dict)
+
+    def counts(self) -> dict[str, int]:
+        counts: dict[str, int] = {}
+        for run in self.runs:
+            counts[run.status] = counts.get(run.status, 0) + 1
+        return counts
+
+    @property
+    def changed_verdicts(self) -> list[str]:
+        return [claim for claim, (a, b) in self.verdicts.items() if a != b]
+
+    @property
+    def agrees(self) -> bool:
+        """True when every run is identical or within noise and no verdict changed."""
+        return all(run.status in ("identical", "within noise") for run in self.runs) and not self.changed_verdicts
+
+    def to_dict(self) -> dict:
+        record = asdict(self)
+        record["counts"] = self.counts()
+        record["changed_verdicts"] = self.changed_verdicts
+        record["agrees"] = self.agrees
+        return record
+
+
+def _read_json(path: Path) -> dict:
+    try:
+        return json.loads(path.read_text())
+    except FileNotFoundError:
+        raise CompareError(f"{path}: missing (is {path.parent} a results folder?)") from None
+    except (OSError, ValueError) as error:
+        raise CompareError(f"{path}: cannot be read as JSON ({error})") from None
+
+
+def _read_runs(folder: Path) -> pd.DataFrame:
+    path = folder / "runs.csv"
+    try:
+        # losses as the text written: "identical" means the same digits, so the same float64 bits
+        frame = pd.read_csv(path, dtype={column: str for column in LOSS_COLUMNS}, keep_default_na=False)
+    except FileNotFoundError:
+        raise CompareError(f"{path}: missing (is {folder} a results folder?)") from None
+    except (OSError, ValueError) as error:
+        raise CompareError(f"{path}: cannot be read as a runs table ({error})") from None
+    missing = [c for c in ("run_id", "status", "milestone_tokens", *LOSS_COLUMNS) if c not in frame.columns]
+    if missing:
+        raise CompareError(f"{path}: missing columns {', '.join(missing)}")
+    for column in LOSS_COLUMNS:
+        numbers = pd.to_numeric(frame[column], errors="coerce")
+        bad = numbers.isna() & (frame[column] != "")
+        if bad.any():
+            row = int(bad.to_numpy().nonzero()[0][0])
+            raise CompareError(f"{path}: row {row + 2}, column {column}: {frame[column].iloc[row]!r} is not a number")
+    return frame
+
+
+def _noise(laws: dict) -> float | None:
+    value = laws.get("setup", {}).get("noise", {}).get("relative_std")
+    return float(value) if isinstance(value, (int, float)) and math.isfinite(value) else None
+
+
+def _relative(a: pd.Series, b: pd.Series) -> float:
+    """Largest ``|a - b| / |b|`` over the milestones where both are numbers (empty cells are skipped)."""
+    first = pd.to_numeric(a.replace("", None)).to_numpy(float)
+    second = pd.to_numeric(b.replace("", None)).to_numpy(float)
+    differences = abs(first - second) / abs(second)
+    differences = differences[~pd.isna(differences)]
+    return float(differences.max()) if differences.size else 0.0
+
+
+def compare_runs(runs_a: pd.DataFrame, runs_b: pd.DataFrame, tolerance: float | None) -> list[RunDifference]:
+    """Run-by-run differences; ``tolerance`` is the relative validation-loss difference noise allows."""
+    result = []
+    ids_a, ids_b = set(runs_a["run_id"]), set(runs_b["run_id"])
+    for run_id in sorted(ids_a | ids_b):
+        if run_id not in ids_b or run_id not in ids_a:
+            result.append(RunDifference(run_id, "only in A" if run_id in ids_a else "only in B"))
+            continue
+        a = runs_a[runs_a["run_id"] == run_id].set_index("milestone_tokens").sort_index()
+        b = runs_b[runs_b["run_id"] == run_id].set_index("milestone_tokens").sort_index()
+        if set(a["status"]) != set(b["status"]) or list(a.index) != list(b.index):
+            result.append(RunDifference(run_id, "status differs", len(a)))
+            continue
+        validation = _relative(a["validation_loss"], b["validation_loss"])
+        train = _relative(a["train_loss"], b["train_loss"])
+        same = all(a[c].equals(b[c]) for c in LOSS_COLUMNS)
+        if same:
+            status = "identical"
+        elif tolerance is not None and validation <= tolerance:
+            status = "within noise"
+        else:
+            status = "beyond noise"
+        result.append(RunDifference(run_id, status, len(a), validation, train))
+    return result
+
+
+def _inside(value: float | None, interval) -> bool | None:
+    if value is None or not isinstance(interval, (list, tuple)) or len(interval) != 2 or None in interval:
+        return None
+    return bool(interval[0] <= value <= interval[1])
+
+
+def compare_laws(laws_a: dict, laws_b: dict) -> list[ParameterDifference]:
+    """Every fitted parameter of every law present in either folder."""
+    result = []
+    fitted_a, fitted_b = laws_a.get("laws", {}), laws_b.get("laws", {})
+    for law in sorted(set(fitted_a) | set(fitted_b)):
+        law_a, law_b = fitted_a.get(law, {}), fitted_b.get(law, {})
+        parameters_a, parameters_b = law_a.get("parameters") or {}, law_b.get("parameters") or {}
+        for name in sorted(set(parameters_a) | set(parameters_b)):
+            value_a, value_b = parameters_a.get(name), parameters_b.get(name)
+            result.append(ParameterDifference(
+                law, name, value_a, value_b, value_a == value_b,
+                _inside(value_a, (law_b.get("intervals") or {}).get(name)),
+                _inside(value_b, (law_a.get("intervals") or {}).get(name)),
+            ))
+    return result
+
+
+def compare_verdicts(folder_a: Path, folder_b: Path) -> dict[str, list[str | None]]:
+    """Claim -> [verdict in A, verdict in B], from each folder's ``scorecard.json`` (empty if neither has one)."""
+    verdicts = []
+    for folder in (folder_a, folder_b):
+        path = folder / "scorecard.json"
+        verdicts.append(_read_json(path).get("verdicts", {}) if path.exists() else {})
+    return {claim: [verdicts[0].get(claim), verdicts[1].get(claim)] for claim in sorted(set(verdicts[0]) | set(verdicts[1]))}
+
+
+def compare_folders(folder_a: str | Path, folder_b: str | Path) -> Comparison:
+    """Compare two results folders (each with ``runs.csv`` and ``laws.json``)."""
+    folder_a, folder_b = Path(folder_a), Path(folder_b)
+    laws_a, laws_b = _read_json(folder_a / "laws.json"), _read_json(folder_b / "laws.json")
+    noises = [n for n in (_noise(laws_a), _noise(laws_b)) if n is not None]
+    noise = max(noises) if noises else None
+    confidence = float(laws_a.get("config", {}).get("confidence_level", DEFAULT_CONFIDENCE))
+    z = float(stats.norm.ppf(0.5 + confidence / 2))
+    tolerance = z * math.sqrt(2.0) * noise if noise is not None else None
+    comparison = Comparison(str(folder_a), str(folder_b), noise, confidence, tolerance)
+    comparison.runs = compare_runs(_read_runs(folder_a), _read_runs(folder_b), tolerance)
+    comparison.parameters = compare_laws(laws_a, laws_b)
+    comparison.verdicts = compare_verdicts(folder_a, folder_b)
+    return comparison
+
+
+def render(comparison: Comparison, limit: int = 20) -> str:
+    """A plain-text report: counts, the runs that differ most, the laws' parameters, the verdicts."""
+    c = comparison
+    lines = [f"A: {c.folder_a}", f"B: {c.folder_b}"]
+    if c.tolerance_relative is None:
+        lines.append("run-to-run noise: not recorded in either laws.json, so no difference counts as within noise")
+    else:
+        lines.append(
+            f"run-to-run noise: relative std {c.noise_relative_std:.4g}; a validation loss differs within noise "
+            f"when |A - B| / B <= {c.tolerance_relative:.4g} (z = {c.tolerance_relative / math.sqrt(2) / c.noise_relative_std:.3g} "
+            f"at confidence {c.confidence_level:g}, times sqrt 2)"
+        )
+    counts = c.counts()
+    lines.append("runs: " + ", ".join(f"{count} {status}" for status, count in sorted(counts.items())))
+    differing = sorted((r for r in c.runs if r.status != "identical"), key=lambda r: -r.max_relative_validation_difference)
+    for run in differing[:limit]:
+        lines.append(f"  {run.run_id}: {run.status}, validation loss differs by up to "
+                     f"{run.max_relative_validation_difference:.3g} relative over {run.milestones} milestones")
+    if len(differing) > limit:
+        lines.append(f"  ... and {len(differing) - limit} more (--json has them all)")
+    unequal = [p for p in c.parameters if not p.identical]
+    lines.append(f"law parameters: {len(c.parameters) - len(unequal)} of {len(c.parameters)} identical")
+    for p in unequal:
+        lines.append(f"  {p.law}.{p.parameter}: A {p.value_a!r}, B {p.value_b!r}; A inside B's interval: "
+                     f"{_yes_no(p.a_inside_b_interval)}, B inside A's: {_yes_no(p.b_inside_a_interval)}")
+    if not c.verdicts:
+        lines.append("verdicts: neither folder has scorecard.json")
+    for claim, (a, b) in c.verdicts.items():
+        lines.append(f"verdict {claim}: {a} -> {b}" if a != b else f"verdict {claim}: {a} (same)")
+    lines.append("agree within noise: " + ("yes" if c.agrees else "no"))
+    return "\n".join(lines)
+
+
+def _yes_no(value: bool | None) -> str:
+    return "n/a" if value is None else ("yes" if value else "no")
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(
+        prog="python -m analysis.compare",
+        description="Report run by run, law by law and verdict by verdict how two results folders differ, "
+        "and whether the differences are within the recorded run-to-run noise.",
+    )
+    parser.add_argument("results_a", type=Path, help="a results folder (runs.csv, laws.json)")
+    parser.add_argument("results_b", type=Path, help="another results folder")
+    parser.add_argument("--json", type=Path, default=None, help="also write the whole comparison here")
+    parser.add_argument("--limit", type=int, default=20, help="differing runs listed in the text report")
+    args = parser.parse_args(argv)
+    try:
+        comparison = compare_folders(args.results_a, args.results_b)
+    except CompareError as error:
+        print(f"analysis.compare: {error}", file=sys.stderr)
+        return 2
+    print(render(comparison, limit=args.limit))
+    if args.json is not None:
+        atomic_write_json(args.json, comparison.to_dict())
+    return 0 if comparison.agrees else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,90 @@
+"""analysis.compare: two results folders, run by run, law by law and verdict by verdict."""
+
+from __future__ import annotations
+
+import json
+import math
+import shutil
+from pathlib import Path
+
+import pandas as pd
+import pytest
+from scipy import stats
+
+from analysis.compare import compare_folders, main
+
+REPOSITORY = Path(__file__).resolve().parent.parent
+NOISE = 0.02  # recorded relative std written into both folders' laws.json below
+
+
+def _folder(path: Path, runs: pd.DataFrame, laws: dict, verdicts: dict | None = None) -> Path:
+    path.mkdir()
+    runs.to_csv(path / "runs.csv", index=False)
+    (path / "laws.json").write_text(json.dumps(laws))
+    if verdicts is not None:
+        (path / "scorecard.json").write_text(json.dumps({"verdicts": verdicts}))
+    return path
+
+
+@pytest.fixture
+def pair(tmp_path):
+    """The committed runs table and laws twice: A as committed, B with known changes."""
+    runs = pd.read_csv(REPOSITORY / "results" / "runs.csv", dtype={"train_loss": str, "validation_loss": str},
+                       keep_default_na=False)
+    laws = json.loads((REPOSITORY / "results" / "laws.json").read_text())
+    laws["setup"]["noise"]["relative_std"] = NOISE
+    laws["config"]["confidence_level"] = 0.9
+    run_ids = sorted(set(runs["run_id"]))
+    small, large, dropped = run_ids[0], run_ids[1], run_ids[2]
+    changed = runs[runs["run_id"] != dropped].copy()
+    tolerance = float(stats.norm.ppf(0.95)) * math.sqrt(2) * NOISE  # two-sided 90%: z = 1.645
+    for run_id, factor in ((small, 1 + 0.5 * tolerance), (large, 1 + 2 * tolerance)):
+        rows = changed["run_id"] == run_id
+        changed.loc[rows, "validation_loss"] = [repr(float(v) * factor) for v in changed.loc[rows, "validation_loss"]]
+    changed_laws = json.loads(json.dumps(laws))
+    law = changed_laws["laws"]["learning_rate"]
+    law["parameters"]["b"] = law["intervals"]["b"][1] + 1.0  # outside A's interval
+    a = _folder(tmp_path / "a", runs, laws, {"claim_1": "supported", "claim_2": "inconclusive"})
+    b = _folder(tmp_path / "b", changed, changed_laws, {"claim_1": "supported", "claim_2": "supported"})
+    return a, b, {"small": small, "large": large, "dropped": dropped, "tolerance": tolerance, "runs": run_ids}
+
+
+def test_runs_are_classified_against_the_recorded_noise(pair):
+    a, b, known = pair
+    comparison = compare_folders(a, b)
+    assert comparison.tolerance_relative == pytest.approx(known["tolerance"])
+    by_run = {run.run_id: run for run in comparison.runs}
+    assert by_run[known["small"]].status == "within noise"
+    assert by_run[known["large"]].status == "beyond noise"
+    assert by_run[known["large"]].max_relative_validation_difference == pytest.approx(
+        2 * known["tolerance"] / (1 + 2 * known["tolerance"]))  # |A - B| / B with B = A (1 + 2 tolerance)
+    assert by_run[known["dropped"]].status == "only in A"
+    others = set(known["runs"]) - {known["small"], known["large"], known["dropped"]}
+    assert {by_run[run_id].status for run_id in others} == {"identical"}
+    assert comparison.counts()["identical"] == len(others)
+
+
+def test_law_parameters_and_verdicts_are_compared(pair):
+    a, b, _ = pair
+    comparison = compare_folders(a, b)
+    moved = [p for p in comparison.parameters if not p.identical]
+    assert [(p.law, p.parameter) for p in moved] == [("learning_rate", "b")]
+    assert moved[0].b_inside_a_interval is False and moved[0].a_inside_b_interval is True
+    assert comparison.changed_verdicts == ["claim_2"]
+    assert not comparison.agrees
+
+
+def test_command_line_exit_status_and_json(pair, tmp_path, capsys):
+    a, b, known = pair
+    assert main([str(a), str(a)]) == 0
+    assert "agree within noise: yes" in capsys.readouterr().out
+    assert main([str(a), str(b), "--json", str(tmp_path / "comparison.json")]) == 1
+    record = json.loads((tmp_path / "comparison.json").read_text())
+    assert record["agrees"] is False and record["counts"]["beyond noise"] == 1
+    runs = (b / "runs.csv").read_text().splitlines()
+    (b / "runs.csv").write_text("\n".join([runs[0], runs[1].replace(runs[1].split(",")[20], "nan?"), *runs[2:]]))
+    assert main([str(a), str(b)]) == 2
+    assert "row 2, column validation_loss: 'nan?' is not a number" in capsys.readouterr().err
+    shutil.rmtree(b)
+    assert main([str(a), str(b)]) == 2
+    assert "laws.json: missing" in capsys.readouterr().err
