@@ -30,6 +30,7 @@ from dit.data.synthetic import GeneratorSettings, generate_dataset, render_scene
 from dit.data.video_io import psnr, write_mp4
 from dit.data.workers import DecodePool
 from dit.provenance import PROJECT_ROOT
+from video_files import write_unknown_codec
 
 FAST = dict(workers=1, decode_timeout_s=60)
 
@@ -206,8 +207,8 @@ def _bad_input_folder(root: Path) -> dict[str, str]:
     expected["bad/notes.mkv"] = "not_video"
     write_mp4(render_scene(sample_scene(settings, 0), settings)[:5], bad / "short.mp4")
     expected["bad/short.mp4"] = "too_short"
-    _write_stream(bad / "av1.mp4", "libsvtav1", noise[:10])
-    expected["bad/av1.mp4"] = "unsupported_codec"
+    write_unknown_codec(bad / "unknown_codec.mp4", noise[:10])
+    expected["bad/unknown_codec.mp4"] = "unsupported_codec"
     _audio_only(bad / "audio.mp4")
     expected["bad/audio.mp4"] = "no_video_stream"
     write_mp4(render_scene(sample_scene(settings, 1), settings), bad / "uncaptioned.mp4")
@@ -241,7 +242,7 @@ def test_every_kind_of_bad_input_is_listed_with_its_reason(tmp_path):
     assert manifest["ignored_files"] == ["README.txt"]
     assert manifest["captions_without_video"] == ["bad/never_written.mp4"]
     messages = {entry["path"]: entry["message"] for entry in manifest["skipped"]}
-    assert "av1" in messages["bad/av1.mp4"]
+    assert "neither decord nor PyAV" in messages["bad/unknown_codec.mp4"]
     assert "5 frames" in messages["bad/short.mp4"]
     assert "folder" in messages["bad/folder.webm"] and "symbolic link" in messages["bad/broken_link.mp4"]
     text = "\n".join(summary.lines())

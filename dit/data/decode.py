@@ -1,12 +1,24 @@
 """Decoding one video file into one clip, and naming why a file cannot be used.
 
-``decode_clip`` reads ``frames`` frames ``stride`` apart with decord, resizes (shorter side first,
-antialiased) and centre-crops them to ``height x width`` with torchvision, and returns uint8
-``(frames, height, width, 3)`` RGB. When decord fails, the file is examined with PyAV to tell a
-damaged file from a codec that decord cannot decode. Widths that decord 0.6.0 cannot copy
-(``dit.data.video_io.DECORD_ROW_SIZE_BUG``: 8, 12, 16, 24, 48, 72 pixels, ...) are decoded with
-PyAV instead, and the manifest says so per file. Preparation runs this in worker processes
-(``dit.data.prepare``), so a decoder that crashes or hangs costs one file, not the run.
+``decode_clip`` reads ``frames`` frames ``stride`` apart, turns them upright as the file's display
+matrix says (``dit.data.video_io.Orientation``: the rotation of phone videos, and mirroring),
+resizes them (shorter side first, antialiased) and centre-crops them to ``height x width`` with
+torchvision, and returns uint8 ``(frames, height, width, 3)`` RGB. The manifest records per file
+the decoder, the codec and the rotation applied.
+
+Which decoder reads a file:
+
+* **decord** (its own FFmpeg 4.1) where it decodes the file and shows it upright: files without a
+  display matrix, and pure rotations in MP4/MOV, which decord 0.6.0 applies itself.
+* **PyAV** (FFmpeg 8) for everything else it decodes: codecs decord lacks (AV1), files decord
+  fails on, widths that decord 0.6.0 cannot copy (``dit.data.video_io.DECORD_ROW_SIZE_BUG``: 8,
+  12, 16, 24, 48, 72 pixels, ...), rotations in Matroska/WebM (decord's FFmpeg does not read
+  them) and mirrored display matrices (decord ignores the mirror). The rotation is then applied
+  here.
+
+Where both decode a file they give the same 8-bit clip (``tests/test_video_formats.py``). Preparation
+runs this in worker processes (``dit.data.prepare``), so a decoder that crashes or hangs costs one
+file, not the run.
 
 Reason codes (``SkipReason``) and what they mean:
 
@@ -16,7 +28,8 @@ Reason codes (``SkipReason``) and what they mean:
 ``not_video``      the content is no video container (text, an image, random bytes)
 ``corrupt``        a video container that is truncated or damaged
 ``no_video_stream`` a container without any video stream (audio only)
-``unsupported_codec`` a video stream whose codec decord cannot decode
+``unsupported_codec`` a video stream whose codec neither decord nor PyAV decodes
+``unsupported_rotation`` a display matrix that is no quarter turn (with or without a mirror)
 ``too_short``      fewer frames than ``(frames - 1) * stride + 1``
 ``missing_caption`` no caption for the file (not in the CSV, or no folder to name it)
 ``decode_error``   the decoder raised an error not covered above
@@ -31,11 +44,11 @@ import hashlib
 import os
 import re
 import stat
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import numpy as np
 
-from dit.data.video_io import DECORD_ROW_SIZE_BUG, read_frames_pyav
+from dit.data.video_io import Orientation, index_frames, read_frames_pyav
 
 REASONS = {
     "unreadable": "path cannot be read as a file",
@@ -43,7 +56,8 @@ REASONS = {
     "not_video": "content is not a video container",
     "corrupt": "video container is truncated or damaged",
     "no_video_stream": "container has no video stream",
-    "unsupported_codec": "decord cannot decode this codec",
+    "unsupported_codec": "neither decord nor PyAV decodes this codec",
+    "unsupported_rotation": "display matrix is no quarter turn",
     "too_short": "video has fewer frames than one clip needs",
     "missing_caption": "no caption for this file",
     "decode_error": "decoder raised an unexpected error",
@@ -113,7 +127,10 @@ class ClipSettings:
 
 @dataclass
 class DecodedClip:
-    """A decoded clip and where in its source it came from."""
+    """A decoded clip and where in its source it came from.
+
+    ``source_height`` and ``source_width`` are the size as displayed, after the rotation.
+    """
 
     frames: np.ndarray  # uint8 (F, H, W, 3)
     source_frames: int
@@ -121,7 +138,34 @@ class DecodedClip:
     source_fps: float
     source_height: int
     source_width: int
-    decoder: str = "decord"  # "pyav" where decord 0.6.0 cannot copy frames of this width
+    decoder: str = "decord"  # or "pyav" (see the module docstring)
+    codec: str = ""  # as PyAV names it ("h264", "av1"); "" when PyAV cannot read the stream
+    rotation_degrees: int = 0  # clockwise rotation applied for display: 0, 90, 180 or 270
+    mirrored: bool = False  # mirrored left to right after the rotation
+
+
+@dataclass(frozen=True)
+class VideoFacts:
+    """What PyAV reads about a file's first video stream before its clip is decoded.
+
+    Attributes:
+        container: PyAV's name of the container format (``"mov,mp4,m4a,3gp,3g2,mj2"``, ``"matroska,webm"``).
+        codec: the codec (``"h264"``, ``"av1"``); ``""`` when PyAV has no decoder for it.
+        declared_frames: frame count in the container's header, 0 when unknown.
+        fps: average frame rate in frames per second, 0.0 when unknown.
+        height, width: stored frame size in pixels (before rotation).
+        orientation: how frames are turned upright; None when the display matrix is no quarter turn.
+        orientation_problem: why ``orientation`` is None.
+    """
+
+    container: str
+    codec: str
+    declared_frames: int
+    fps: float
+    height: int
+    width: int
+    orientation: Orientation | None = Orientation()
+    orientation_problem: str = ""
 
 
 def check_readable(path: str) -> int:
@@ -159,17 +203,126 @@ def clip_start(source_frames: int, settings: ClipSettings, relative_path: str) -
     return int.from_bytes(digest[:8], "little") % (room + 1)
 
 
-def decode_clip(path: str, relative_path: str, settings: ClipSettings) -> DecodedClip:
-    """Decode one clip of ``path``; raise ``SkipReason`` if the file cannot give one."""
+#: Values of ``decode_clip``'s ``decoder``: decord where it shows the file upright, else PyAV; or PyAV alone.
+DECODER_CHOICES = ("auto", "pyav")
+
+
+def decode_clip(path: str, relative_path: str, settings: ClipSettings, decoder: str = "auto") -> DecodedClip:
+    """Decode one clip of ``path``, upright; raise ``SkipReason`` if the file cannot give one.
+
+    ``decoder`` is one of ``DECODER_CHOICES``: ``"auto"`` chooses as the module docstring says,
+    ``"pyav"`` reads every file with PyAV (to compare the two decoders).
+    """
+    if decoder not in DECODER_CHOICES:
+        raise ValueError(f"decoder must be one of {', '.join(DECODER_CHOICES)}; got {decoder!r}")
     check_readable(path)
-    import decord
+    facts = probe_video(path)
+    if facts is not None and facts.orientation is None:
+        raise SkipReason("unsupported_rotation", facts.orientation_problem)
+    if decoder == "pyav" or not _decord_shows_upright(facts):
+        return _decode_with_pyav(path, relative_path, settings, facts, "")
+    import decord  # deferred: heavy, and preloaded by the worker processes
 
     try:
         reader = decord.VideoReader(path, num_threads=1)
         source_frames = len(reader)
     except Exception as error:  # decord raises DECORDError or RuntimeError
-        raise _classify_failure(path, error) from None
-    declared = declared_frames(path)
+        return _decode_with_pyav(path, relative_path, settings, facts, _first_line(error))
+    _check_length(source_frames, facts.declared_frames if facts else 0, settings)
+    start = clip_start(source_frames, settings, relative_path)
+    indices = list(range(start, start + settings.span_frames, settings.stride))
+    try:
+        fps = float(reader.get_avg_fps())
+        frames = reader.get_batch(indices).asnumpy()
+    except Exception as error:  # for example the widths decord cannot copy (DECORD_ROW_SIZE_BUG)
+        return _decode_with_pyav(path, relative_path, settings, facts, _first_line(error))
+    if facts is not None and facts.orientation.swaps_sides and frames.shape[1:3] != (facts.width, facts.height):
+        return _decode_with_pyav(path, relative_path, settings, facts, "decord did not rotate the frames")
+    return _decoded(frames, settings, source_frames, start, fps, facts, "decord")
+
+
+def probe_video(path: str) -> VideoFacts | None:
+    """PyAV's ``VideoFacts`` of the first video stream of ``path``; None when PyAV cannot open it or finds none.
+
+    The orientation is read from the first decoded frame (decoders copy the container's display
+    matrix onto the frames), so one frame is decoded.
+    """
+    import av  # deferred: heavy, and preloaded by the worker processes
+
+    try:
+        container = av.open(path, mode="r")
+    except Exception:
+        return None
+    with container:
+        if not container.streams.video:
+            return None
+        stream = container.streams.video[0]
+        context = stream.codec_context
+        first_frame = None
+        if context is not None:
+            context.thread_count = 1  # one frame is decoded: threads would cost more than they save
+            try:
+                first_frame = next(iter(container.decode(stream)), None)
+            except Exception:  # a damaged file: classified when its clip is decoded
+                pass
+        rate = stream.average_rate
+        facts = VideoFacts(
+            container=container.format.name,
+            codec=_codec_name(stream) if context is not None else "",
+            declared_frames=int(stream.frames or 0),
+            fps=float(rate) if rate else 0.0,
+            height=int(context.height) if context is not None else 0,
+            width=int(context.width) if context is not None else 0,
+        )
+    if first_frame is None:
+        return facts
+    try:
+        return replace(facts, orientation=Orientation.of_frame(first_frame))
+    except ValueError as error:
+        return replace(facts, orientation=None, orientation_problem=str(error))
+
+
+def _decord_shows_upright(facts: VideoFacts | None) -> bool:
+    """Whether decord 0.6.0 shows the file as its display matrix says (measured in tests/test_video_formats.py).
+
+    decord applies a display rotation itself, but its FFmpeg 4.1 reads one only from MP4/MOV (not
+    from Matroska/WebM), and it ignores a mirror.
+    """
+    if facts is None or facts.orientation.upright:
+        return True
+    return not facts.orientation.mirrored and facts.container.startswith("mov,mp4")
+
+
+def _decode_with_pyav(
+    path: str, relative_path: str, settings: ClipSettings, facts: VideoFacts | None, decord_says: str
+) -> DecodedClip:
+    """Decode the clip with PyAV and turn it upright.
+
+    ``decord_says`` is why decord did not read the file ("" when it was not tried), for the messages.
+    """
+    if facts is None or not _has_container_signature(path):
+        raise _classify_failure(path, decord_says or "not tried")
+    if not facts.codec:
+        decord_part = f" (decord: {decord_says})" if decord_says else ""
+        message = f"neither decord nor PyAV has a decoder for this stream's codec{decord_part}"
+        raise SkipReason("unsupported_codec", message)
+    try:
+        source_frames, timestamps = index_frames(path)
+    except Exception as error:
+        message = f"container unreadable, likely truncated or damaged ({_first_line(error)})"
+        raise SkipReason("corrupt", message) from None
+    _check_length(source_frames, facts.declared_frames, settings)
+    start = clip_start(source_frames, settings, relative_path)
+    indices = list(range(start, start + settings.span_frames, settings.stride))
+    try:
+        frames = read_frames_pyav(path, indices, timestamps)
+    except Exception as error:
+        raise SkipReason("corrupt", f"{facts.codec} stream fails to decode ({_first_line(error)})") from None
+    return _decoded(facts.orientation.apply(frames), settings, source_frames, start, facts.fps, facts, "pyav")
+
+
+def _check_length(source_frames: int, declared: int, settings: ClipSettings) -> None:
+    """Raise ``SkipReason`` when frames the header declares are missing, or the video is shorter than a clip."""
     if declared and source_frames < declared - max(2, declared // 100):
         raise SkipReason("corrupt", f"truncated: {source_frames} of {declared} declared frames are present")
     if source_frames < settings.span_frames:
@@ -178,22 +331,16 @@ def decode_clip(path: str, relative_path: str, settings: ClipSettings) -> Decode
             f"{source_frames} frames, a clip needs {settings.span_frames} "
             f"({settings.frames} frames at stride {settings.stride})",
         )
-    start = clip_start(source_frames, settings, relative_path)
-    indices = list(range(start, start + settings.span_frames, settings.stride))
-    decoder = "decord"
-    try:
-        fps = float(reader.get_avg_fps())
-        frames = reader.get_batch(indices).asnumpy()
-    except Exception as error:
-        if DECORD_ROW_SIZE_BUG not in str(error):
-            raise _classify_failure(path, error) from None
-        decoder = "pyav"  # decord cannot copy frames of this width
-        try:
-            frames = read_frames_pyav(path, indices)
-        except Exception as pyav_error:
-            raise _classify_failure(path, pyav_error) from None
+
+
+def _decoded(
+    frames: np.ndarray, settings: ClipSettings, source_frames: int, start: int, fps: float,
+    facts: VideoFacts | None, decoder: str,
+) -> DecodedClip:
+    """The ``DecodedClip`` of upright ``frames`` (uint8 ``(F, h, w, 3)``), resized and cropped."""
     if frames.shape[0] != settings.frames or frames.ndim != 4 or frames.shape[-1] != 3:
         raise SkipReason("corrupt", f"decoder returned frames of shape {tuple(frames.shape)}")
+    orientation = facts.orientation if facts is not None else Orientation()
     source_height, source_width = frames.shape[1:3]
     return DecodedClip(
         frames=resize_and_crop(frames, settings.height, settings.width),
@@ -203,19 +350,10 @@ def decode_clip(path: str, relative_path: str, settings: ClipSettings) -> Decode
         source_height=int(source_height),
         source_width=int(source_width),
         decoder=decoder,
+        codec=facts.codec if facts is not None else "",
+        rotation_degrees=orientation.rotation_degrees,
+        mirrored=orientation.mirrored,
     )
-
-
-def declared_frames(path: str) -> int:
-    """Frame count the container's header declares for its first video stream (0 when unknown)."""
-    import av
-
-    try:
-        with av.open(path, mode="r") as container:
-            streams = container.streams.video
-            return int(streams[0].frames or 0) if streams else 0
-    except Exception:
-        return 0
 
 
 def resize_and_crop(frames: np.ndarray, height: int, width: int) -> np.ndarray:
@@ -261,39 +399,19 @@ def _first_line(error: BaseException, limit: int = 160) -> str:
     return line if len(line) <= limit else line[: limit - 3] + "..."
 
 
-def _classify_failure(path: str, decord_error: BaseException, max_frames: int = 100_000) -> SkipReason:
-    """Tell why decord failed, by examining the file with PyAV."""
-    import av
+def _classify_failure(path: str, decord_says: str) -> SkipReason:
+    """Why PyAV cannot read a video stream of ``path``: no container, a damaged one, or no video stream."""
+    import av  # deferred: heavy, and preloaded by the worker processes
 
-    decord_says = _first_line(decord_error)
     if not _has_container_signature(path):
-        return SkipReason("not_video", f"content is not an MP4/MOV, AVI or Matroska/WebM container ({decord_says})")
+        message = f"content is not an MP4/MOV, AVI or Matroska/WebM container (decord: {decord_says})"
+        return SkipReason("not_video", message)
     try:
         container = av.open(path, mode="r")
     except Exception as error:
         return SkipReason("corrupt", f"container unreadable, likely truncated or damaged ({_first_line(error)})")
-    try:
-        streams = list(container.streams.video)
-        if not streams:
+    with container:
+        if not container.streams.video:
             kinds = sorted({stream.type for stream in container.streams}) or ["none"]
             return SkipReason("no_video_stream", f"no video stream (streams: {', '.join(kinds)})")
-        stream = streams[0]
-        codec = _codec_name(stream)
-        declared = int(stream.frames or 0)
-        decoded = 0
-        try:
-            for _ in container.decode(stream):
-                decoded += 1
-                if decoded >= max_frames:
-                    break
-        except Exception as error:
-            if isinstance(error, getattr(av, "DecoderNotFoundError", ())):
-                return SkipReason("unsupported_codec", f"codec {codec!r} cannot be decoded (decord: {decord_says})")
-            return SkipReason("corrupt", f"{codec} stream fails to decode after {decoded} frames ({_first_line(error)})")
-        if decoded == 0:
-            return SkipReason("corrupt", f"{codec} stream holds no decodable frame")
-        if decoded < min(declared, max_frames):
-            return SkipReason("corrupt", f"truncated: {decoded} of {declared} declared frames decode")
-        return SkipReason("unsupported_codec", f"decord cannot decode codec {codec!r} ({decord_says})")
-    finally:
-        container.close()
+    return SkipReason("decode_error", f"the file changed while it was read (decord: {decord_says})")

@@ -16,6 +16,8 @@ into place at the end, so it is complete or absent.
 Output folder::
 
     manifest.json                      counts, shapes, sha256 per shard file, every file, provenance
+                                       (per used file: decoder, codec, rotation_degrees applied,
+                                       source_size [height, width] after rotation)
     train-00000.frames.npy             uint8 (n, frames, height, width, 3), RGB
     train-00000.caption_ids.npy        int32 (n, caption_length), dit.text ids
     train-00000.clips.json             {"captions": [...], "sources": [...], "start_frames": [...]}
@@ -478,6 +480,9 @@ def prepare_dataset(
                     "source_fps": clip.source_fps,
                     "source_size": [clip.source_height, clip.source_width],
                     "decoder": clip.decoder,
+                    "codec": clip.codec,
+                    "rotation_degrees": clip.rotation_degrees,
+                    "mirrored": clip.mirrored,
                 }
             )
         for writer in writers.values():

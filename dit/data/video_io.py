@@ -20,7 +20,9 @@ Two things are needed for that, both measured (``tests/test_data_synthetic.py``)
 
 from __future__ import annotations
 
+import math
 import os
+from dataclasses import dataclass
 from fractions import Fraction
 from pathlib import Path
 
@@ -148,6 +150,75 @@ def write_gif(frames: np.ndarray, path: str | os.PathLike, fps: float = 8, scale
     return final
 
 
+#: Largest departure from a quarter turn (degrees) of a display matrix that is taken for that quarter turn.
+ROTATION_TOLERANCE_DEGREES = 2.0
+
+
+@dataclass(frozen=True)
+class Orientation:
+    """How stored frames are turned upright for display, from the stream's display matrix.
+
+    The display matrix is FFmpeg's (``libavutil/display.h``): with ``(a, b, c, d)`` its entries 0,
+    1, 3 and 4 (16.16 fixed point), a stored pixel at column ``x``, row ``y`` (``y`` downward) is
+    shown at ``x' = a x + c y``, ``y' = b x + d y``. FFmpeg's ``av_display_rotation_get`` reads
+    that as a counter-clockwise angle, so ``rotation_degrees`` here is minus that angle: a phone's
+    portrait video (a landscape sensor image tagged ``rotate=90``, ``av_display_rotation_get`` =
+    -90) is turned 90 degrees clockwise. A matrix with negative determinant is a rotation followed
+    by a left-right mirror (how ``av_display_matrix_flip`` writes one). This is what the ``ffmpeg``
+    tool's autorotate shows, and what decord 0.6.0 applies to the MP4/MOV rotations it reads.
+
+    Attributes:
+        rotation_degrees: clockwise rotation for display: 0, 90, 180 or 270 degrees.
+        mirrored: after the rotation, the image is mirrored left to right.
+    """
+
+    rotation_degrees: int = 0
+    mirrored: bool = False
+
+    def __post_init__(self) -> None:
+        if self.rotation_degrees not in (0, 90, 180, 270):
+            raise ValueError(f"rotation_degrees must be 0, 90, 180 or 270, got {self.rotation_degrees}")
+
+    @property
+    def upright(self) -> bool:
+        """True when the stored frames are shown as they are."""
+        return self.rotation_degrees == 0 and not self.mirrored
+
+    @property
+    def swaps_sides(self) -> bool:
+        """True when the displayed height is the stored width (a quarter turn)."""
+        return self.rotation_degrees in (90, 270)
+
+    def apply(self, frames: np.ndarray) -> np.ndarray:
+        """Frames ``(F, H, W, C)`` as displayed: rotated clockwise, then mirrored when ``mirrored``."""
+        turned = np.rot90(frames, k=-self.rotation_degrees // 90, axes=(1, 2))
+        if self.mirrored:
+            turned = turned[:, :, ::-1]
+        return np.ascontiguousarray(turned)
+
+    @classmethod
+    def from_display_matrix(cls, matrix) -> "Orientation":
+        """The orientation of a 9-entry display matrix; ``ValueError`` unless it is a quarter turn (and mirror)."""
+        a, b, c, d = (float(matrix[i]) / 65536 for i in (0, 1, 3, 4))
+        determinant = a * d - b * c
+        if determinant == 0:
+            raise ValueError("display matrix is singular")
+        mirrored = determinant < 0
+        angle = math.degrees(math.atan2(b, -a if mirrored else a))
+        quarter = round(angle / 90)
+        if abs(angle - 90 * quarter) > ROTATION_TOLERANCE_DEGREES:
+            raise ValueError(f"display matrix turns the picture {angle:.1f} degrees clockwise, not a quarter turn")
+        return cls(rotation_degrees=(90 * quarter) % 360, mirrored=mirrored)
+
+    @classmethod
+    def of_frame(cls, frame) -> "Orientation":
+        """The orientation of a decoded ``av.VideoFrame`` (its ``DISPLAYMATRIX`` side data; upright without one)."""
+        for side_data in frame.side_data:
+            if side_data.type.name == "DISPLAYMATRIX":
+                return cls.from_display_matrix(np.frombuffer(bytes(side_data), dtype=np.int32))
+        return cls()
+
+
 #: decord 0.6.0 fails to copy frames of some widths (8, 12, 16, 24, 48, 72 pixels, ...) with this message.
 DECORD_ROW_SIZE_BUG = "The size must exactly match"
 
@@ -169,15 +240,29 @@ def read_frames(path: str | os.PathLike, indices: list[int] | None = None) -> np
     return read_frames_pyav(path, indices)
 
 
-def read_frames_pyav(path: str | os.PathLike, indices: list[int]) -> np.ndarray:
-    """Frames ``indices`` (presentation order, 0-based) of a video file, decoded by PyAV, uint8 ``(F, H, W, 3)``."""
-    import av
+def read_frames_pyav(
+    path: str | os.PathLike, indices: list[int], timestamps: list[int] | None = None
+) -> np.ndarray:
+    """Frames ``indices`` (presentation order, 0-based) of a video file, decoded by PyAV, uint8 ``(F, H, W, 3)``.
+
+    Frames come as stored (no display rotation applied). With ``timestamps`` (from ``index_frames``
+    of the file) the reader seeks to the key frame before the first wanted frame and tells frames
+    apart by their timestamps, so a clip late in a long video costs about what one near the start
+    does; without them, or when a timestamp does not match, it decodes from the first frame.
+    """
+    if timestamps is not None and min(indices) > 0:
+        frames = _read_frames_by_timestamp(path, indices, timestamps)
+        if frames is not None:
+            return frames
+    import av  # deferred: PyAV is imported where a file is decoded
 
     wanted = set(indices)
     last = max(indices)
     found: dict[int, np.ndarray] = {}
     with av.open(os.fspath(path), mode="r") as container:
-        for position, frame in enumerate(container.decode(video=0)):
+        stream = container.streams.video[0]
+        stream.codec_context.thread_count = 1  # one thread per file, as decord is run; files go in parallel
+        for position, frame in enumerate(container.decode(stream)):
             if position in wanted:
                 found[position] = frame.to_ndarray(format="rgb24")
             if position >= last:
@@ -185,6 +270,56 @@ def read_frames_pyav(path: str | os.PathLike, indices: list[int]) -> np.ndarray:
     missing = sorted(wanted - set(found))
     if missing:
         raise ValueError(f"{path}: frames {missing[:5]} not found (the video has fewer frames)")
+    return np.stack([found[index] for index in indices])
+
+
+def index_frames(path: str | os.PathLike) -> tuple[int, list[int] | None]:
+    """Frames of the first video stream, counted without decoding, and their timestamps.
+
+    Returns the number of frames (one per packet, as decord counts them) and their presentation
+    timestamps in the stream's time base, sorted, so that frame ``i`` is the one with the ``i``-th
+    smallest; the timestamps are None when a packet has none.
+    """
+    import av  # deferred: PyAV is imported where a file is decoded
+
+    count = 0
+    timestamps: list[int] | None = []
+    with av.open(os.fspath(path), mode="r") as container:
+        for packet in container.demux(container.streams.video[0]):
+            if packet.pts is None and packet.size == 0:
+                continue  # the empty packet PyAV adds at the end to flush the decoder
+            count += 1
+            if packet.pts is None:
+                timestamps = None
+            elif timestamps is not None:
+                timestamps.append(int(packet.pts))
+    return count, sorted(timestamps) if timestamps is not None else None
+
+
+def _read_frames_by_timestamp(path: str | os.PathLike, indices: list[int], timestamps: list[int]) -> np.ndarray | None:
+    """``read_frames_pyav`` after a seek; None when a wanted frame's timestamp was not met."""
+    import av  # deferred: PyAV is imported where a file is decoded
+
+    if max(indices) >= len(timestamps):
+        raise ValueError(f"{path}: frame {max(indices)} wanted, the video has {len(timestamps)}")
+    position = {timestamp: index for index, timestamp in enumerate(timestamps)}
+    wanted = set(indices)
+    last = max(indices)
+    found: dict[int, np.ndarray] = {}
+    with av.open(os.fspath(path), mode="r") as container:
+        stream = container.streams.video[0]
+        stream.codec_context.thread_count = 1
+        container.seek(timestamps[min(indices)], stream=stream, backward=True, any_frame=False)
+        for frame in container.decode(stream):
+            index = position.get(frame.pts)
+            if index is None:
+                return None
+            if index in wanted:
+                found[index] = frame.to_ndarray(format="rgb24")
+            if index >= last:
+                break
+    if len(found) != len(wanted):
+        return None
     return np.stack([found[index] for index in indices])
 
 
