@@ -15,7 +15,8 @@ Example (every key, with its default where it has one)::
       size: tiny-262k     # a name from dit.sizes.SIZES
       patch: [2, 4, 4]    # tubelet (frames, height, width)
       attention: auto     # auto | xformers | sdpa | math
-      text_width: null    # width of the learned caption-token embedding (null: model width)
+      text_width: null    # width of the caption token table (null: model width)
+      caption_table: frozen  # frozen (fixed random vectors, a frozen text encoder's stand-in) | learned
       caption_dropout: 0.1  # probability of training on the null caption (classifier-free guidance)
     data:
       root: work/data/prepared   # output of `python -m dit.data prepare`
@@ -41,6 +42,7 @@ from typing import Any, Mapping
 
 import yaml
 
+from dit.provenance import config_hash
 from dit.sizes import SIZES
 
 
@@ -60,6 +62,7 @@ class ModelSection:
     patch: tuple[int, int, int] = (2, 4, 4)
     attention: str = "auto"
     text_width: int | None = None
+    caption_table: str = "frozen"
     caption_dropout: float = 0.1
 
 
@@ -167,6 +170,81 @@ class TrainConfig:
                 f"which is not divisible by micro_clips={micro} (batch must be divisible by micro-batch x processes)"
             )
         return micro
+
+
+#: Keys in which the members of one ensemble may differ; everything else they share (``ensemble_key``).
+MEMBER_KEYS = ("run", "seed", "optimizer.lr", "progress")
+
+
+def resumable_config_hash(config: TrainConfig) -> str:
+    """Hash of everything that determines the run's numbers (progress display excluded)."""
+    record = config.to_dict()
+    record.pop("progress", None)
+    return config_hash(record)
+
+
+def ensemble_key(config: TrainConfig) -> dict[str, Any]:
+    """The settings members of one ensemble must share: the config without ``MEMBER_KEYS``."""
+    record = config.to_dict()
+    for dotted in MEMBER_KEYS:
+        section, _, key = dotted.partition(".")
+        if key:
+            record[section].pop(key, None)
+        else:
+            record.pop(section, None)
+    return record
+
+
+def check_ensemble(configs: list[TrainConfig]) -> None:
+    """Raise ``ConfigError`` naming the first key in which two would-be members differ beyond ``MEMBER_KEYS``."""
+    if not configs:
+        raise ConfigError("members: an ensemble needs at least one member")
+    reference = _flatten(ensemble_key(configs[0]))
+    for position, config in enumerate(configs[1:], start=1):
+        other = _flatten(ensemble_key(config))
+        for key in sorted(set(reference) | set(other)):
+            if reference.get(key) != other.get(key):
+                raise ConfigError(
+                    f"members[{position}].config.{key}: {other.get(key)!r} differs from members[0]'s "
+                    f"{reference.get(key)!r}; members of one ensemble differ only in {', '.join(MEMBER_KEYS)}"
+                )
+
+
+def _flatten(record: Mapping[str, Any], prefix: str = "") -> dict[str, Any]:
+    flat: dict[str, Any] = {}
+    for key, value in record.items():
+        if isinstance(value, Mapping):
+            flat.update(_flatten(value, f"{prefix}{key}."))
+        else:
+            flat[f"{prefix}{key}"] = value
+    return flat
+
+
+def load_ensemble(path: str | Path) -> list[tuple[TrainConfig, Path]]:
+    """Read an ensemble file: ``members: [{out: RUN_FOLDER, config: {...}}, ...]``, checked to be compatible."""
+    path = Path(path)
+    try:
+        raw = yaml.safe_load(path.read_text())
+    except OSError as error:
+        raise ConfigError(f"cannot read ensemble file {path}: {error.strerror or error}") from None
+    except yaml.YAMLError as error:
+        raise ConfigError(f"ensemble file {path} is not valid YAML: {error}") from None
+    members = raw.get("members") if isinstance(raw, Mapping) else None
+    if not isinstance(members, list) or not members:
+        raise ConfigError(f"{path}: members: expected a non-empty list of {{out: FOLDER, config: {{...}}}}")
+    result = []
+    for position, entry in enumerate(members):
+        if not isinstance(entry, Mapping) or set(entry) != {"out", "config"}:
+            raise ConfigError(f"{path}: members[{position}]: expected exactly the keys out and config")
+        try:
+            result.append((config_from_dict(entry["config"]), Path(entry["out"])))
+        except ConfigError as error:
+            raise ConfigError(f"{path}: members[{position}].config.{error}") from None
+    outs = [str(out) for _, out in result]
+    if len(set(outs)) != len(outs):
+        raise ConfigError(f"{path}: two members share a run folder: {sorted(o for o in outs if outs.count(o) > 1)[0]}")
+    check_ensemble([config for config, _ in result])
+    return result
 
 
 REQUIRED_KEYS = ("model.size", "data.root", "optimizer.lr", "batch.global_clips", "schedule.milestones_tokens")
@@ -292,6 +370,8 @@ def _check_values(config: TrainConfig) -> None:
         fail("model.attention", f"must be one of auto, xformers, sdpa, math; got {config.model.attention!r}")
     if config.model.text_width is not None and config.model.text_width <= 0:
         fail("model.text_width", f"must be positive, got {config.model.text_width}")
+    if config.model.caption_table not in ("frozen", "learned"):
+        fail("model.caption_table", f"must be frozen or learned; got {config.model.caption_table!r}")
     if not 0.0 <= config.model.caption_dropout < 1.0:
         fail("model.caption_dropout", f"must be in [0, 1), got {config.model.caption_dropout}")
     if not config.data.root:

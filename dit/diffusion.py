@@ -275,11 +275,50 @@ def validation_loss(
         timestep value, ``clips`` counted. Sums are exactly rounded (``math.fsum``) in float64.
         No clips at all gives ``clips = 0`` and NaN losses (a data-parallel rank without a batch).
     """
+
+    def losses(x_t, timesteps, noise, captions):
+        prediction = model(x_t, timesteps, **captions)
+        return (prediction.float() - noise.float()).pow(2).flatten(1).mean(dim=1)[None]
+
+    device = torch.device(device) if device is not None else _model_device(model)
+    return _validation_results(model, losses, 1, schedule, batches, num_timesteps, seed, device, max_forward_clips)[0]
+
+
+@torch.no_grad()
+def ensemble_validation_loss(
+    ensemble,
+    schedule: NoiseSchedule,
+    batches: Iterable[dict],
+    num_timesteps: int = 8,
+    seed: int = 0,
+    max_forward_clips: int = 256,
+) -> list[ValidationResult]:
+    """``validation_loss`` of every member of a ``dit.ensemble.EnsembleDiT``, one result per member.
+
+    Every member sees the same clips, timesteps and noise: the noised clips are made once and given to
+    all members, which then differ only in their parameters. ``max_forward_clips`` counts clips of one
+    member (a forward pass holds ``members`` times as many).
+    """
+    members = ensemble.members
+
+    def losses(x_t, timesteps, noise, captions):
+        shared = lambda tensor: tensor.expand(members, *tensor.shape).contiguous()  # noqa: E731
+        prediction = ensemble(shared(x_t), shared(timesteps), shared(captions["caption_ids"]),
+                              shared(captions["caption_mask"]) if "caption_mask" in captions else None)
+        return (prediction.float() - noise.float()[None]).pow(2).flatten(2).mean(dim=2)
+
+    device = _model_device(ensemble)
+    return _validation_results(ensemble, losses, members, schedule, batches, num_timesteps, seed, device,
+                               max_forward_clips)
+
+
+def _validation_results(model, losses_of, members, schedule, batches, num_timesteps, seed, device,
+                        max_forward_clips) -> list[ValidationResult]:
+    """The shared protocol: ``losses_of(x_t, t, noise, captions)`` gives ``(members, clips)`` per-clip losses."""
     if not isinstance(max_forward_clips, int) or max_forward_clips < 1:
         raise ValueError(f"max_forward_clips must be a positive integer, got {max_forward_clips!r}")
-    device = torch.device(device) if device is not None else _model_device(model)
     timesteps = validation_timesteps(schedule, num_timesteps)
-    losses: dict[int, list[float]] = {k: [] for k in range(len(timesteps))}
+    losses: list[dict[int, list[float]]] = [{k: [] for k in range(len(timesteps))} for _ in range(members)]
     seen: set[int] = set()
     was_training = model.training
     model.eval()
@@ -294,18 +333,22 @@ def validation_loss(
             captions = {key: chunk[key].to(device) for key in _CAPTION_KEYS if key in chunk}
             if "caption_ids" in captions:
                 captions["caption_ids"] = captions["caption_ids"].long()
-            clip_shape = x0.shape[1:]
             for k, timestep in enumerate(timesteps):
-                noise = torch.stack([validation_noise(seed, index, k, clip_shape) for index in indices]).to(device)
+                noise = torch.stack([validation_noise(seed, index, k, x0.shape[1:]) for index in indices]).to(device)
                 t = torch.full((len(indices),), timestep, dtype=torch.long, device=device)
-                losses[k].extend(epsilon_mse(model, schedule, x0, t, noise, **captions).double().tolist())
+                per_clip = losses_of(q_sample(schedule, x0, t, noise), t, noise, captions).double().tolist()
+                for member in range(members):
+                    losses[member][k].extend(per_clip[member])
     finally:
         model.train(was_training)
     if not seen:  # e.g. a data-parallel rank that was handed no validation batch
-        return ValidationResult(mean=math.nan, per_timestep={t: math.nan for t in timesteps}, clips=0)
-    per_timestep = {timesteps[k]: math.fsum(values) / len(values) for k, values in losses.items()}
-    mean = math.fsum(value for values in losses.values() for value in values) / (len(seen) * len(timesteps))
-    return ValidationResult(mean=mean, per_timestep=per_timestep, clips=len(seen))
+        return [ValidationResult(mean=math.nan, per_timestep={t: math.nan for t in timesteps}, clips=0)] * members
+    results = []
+    for member_losses in losses:
+        per_timestep = {timesteps[k]: math.fsum(values) / len(values) for k, values in member_losses.items()}
+        mean = math.fsum(v for values in member_losses.values() for v in values) / (len(seen) * len(timesteps))
+        results.append(ValidationResult(mean=mean, per_timestep=per_timestep, clips=len(seen)))
+    return results
 
 
 def _to_model_space(video: torch.Tensor) -> torch.Tensor:

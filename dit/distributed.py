@@ -38,6 +38,13 @@ class ProcessContext:
             dist.all_reduce(values, op=dist.ReduceOp.SUM)
         return values
 
+    def average_(self, values: torch.Tensor) -> torch.Tensor:
+        """Replace ``values`` in place by its mean over all processes (identity for one process)."""
+        if self.distributed:
+            dist.all_reduce(values, op=dist.ReduceOp.SUM)
+            values.div_(self.world_size)
+        return values
+
     def any(self, flag: bool) -> bool:
         """True when ``flag`` is true on any process."""
         if not self.distributed:

@@ -121,7 +121,7 @@ class TrainedRun:
         """A function returning a fresh pass over the clips the run validated on (its batch size and
         ``max_clips``), encoded into the model's space (pixels or the run's latent codec)."""
         from dit.latent import encoded_batches
-        from dit.train import limit_clips
+        from dit.data.loader import limit_clips
 
         settings = self.config.validation
         frames = self.frames
@@ -231,7 +231,7 @@ def open_trained_run(run_dir: str | Path, device: str = "auto", threads: int | N
     """
     from dit.config import ConfigError, load_config
     from dit.diffusion import NoiseSchedule
-    from dit.train import CHECKPOINT_NAME, load_trained_model
+    from dit.run_folder import MODEL_FILE, load_trained_model
 
     run_dir = Path(run_dir)
     summary = read_run_summary(run_dir)
@@ -242,7 +242,7 @@ def open_trained_run(run_dir: str | Path, device: str = "auto", threads: int | N
         config = load_config(config_path)
     except ConfigError as error:
         raise RunNotReady(f"{config_path}: {error}") from None
-    checkpoint = run_dir / "checkpoints" / CHECKPOINT_NAME
+    checkpoint = run_dir / "checkpoints" / MODEL_FILE
     if not checkpoint.is_file():
         raise RunNotReady(f"{checkpoint}: missing; the run folder is incomplete")
     torch_device = resolve_device(device)

@@ -171,6 +171,21 @@ def forward_flops_per_clip(
     )
 
 
+def training_flops_per_clip(forward: ForwardFlops, text_width: int, text_tokens: int, width: int,
+                            text_input_gradient: bool, frequency_dim: int = TIMESTEP_FREQUENCY_DIM) -> float:
+    """FLOPs of one training step's matrix products per clip: forward, then backward (twice the forward).
+
+    The backward computes no gradient of the inputs of the first layers: the patch embedding's and
+    the timestep MLP's first linear, and the caption projection's first linear unless the caption
+    features themselves learn (``text_input_gradient``: a learned token table does, a frozen one or
+    external embeddings do not). ``FlopCounterMode`` measures exactly this with "math" attention.
+    """
+    skipped = forward.patch_embedding + 2.0 * frequency_dim * width
+    if not text_input_gradient:
+        skipped += 2.0 * text_tokens * text_width * width
+    return 3.0 * forward.total - skipped
+
+
 def inference_flops_per_video(
     width: int,
     depth: int,

@@ -11,10 +11,14 @@ The model predicts the noise ``epsilon`` added to a clip in model space ``(B, C,
    adaLN-single (PixArt-alpha): one shared ``SiLU -> Linear(d, 6 d)`` of ``c`` per clip, plus a learned
    ``(6, d)`` table per block, give each block's shift/scale/gate for self-attention and MLP. Both the
    shared linear and the tables start at zero, so every block starts as the identity.
-4. **Captions**: ids -> learned token embedding ``(vocab_size, text_width)`` + learned positional
-   embedding ``(caption_length, text_width)``, or precomputed embeddings ``(B, M, E)`` when
+4. **Captions**: ids -> token table ``(vocab_size, text_width)`` + learned positional embedding
+   ``(caption_length, text_width)``, or precomputed embeddings ``(B, M, E)`` when
    ``external_text_width = E`` is set; then the caption projection
-   ``Linear(text_width, d) -> GELU -> Linear(d, d)``.
+   ``Linear(text_width, d) -> GELU -> Linear(d, d)``. The token table is either learned
+   (``caption_table="learned"``) or **frozen** (``"frozen"``): fixed unit-variance random vectors
+   drawn from a seed of their own, the same for every run, standing in for the paper's frozen text
+   encoder. A frozen table costs no gradient and no optimizer update (at the tiny widths a learned
+   4,096-row table holds as many parameters as the model and its AdamW update dominates a step).
 5. **Blocks** (``depth`` of them), each:
    ``x += gate_sa * SelfAttention(modulate(LN(x), shift_sa, scale_sa))`` over all video tokens;
    ``x += CrossAttention(LN(x), captions)`` with the caption padding mask (output projection starts at
@@ -42,6 +46,11 @@ from dit.flops import TIMESTEP_FREQUENCY_DIM, ForwardFlops, forward_flops_per_cl
 from dit.sizes import get_size
 from dit.text import BOS_ID, PAD_ID
 
+#: Kinds of caption token table: trained with the model, or fixed (a frozen text encoder's stand-in).
+CAPTION_TABLES = ("learned", "frozen")
+#: Seed of the frozen caption table: one table per (vocab_size, text_width), shared by every run.
+FROZEN_CAPTION_TABLE_SEED = 20241126
+
 
 # --------------------------------------------------------------------------------------------------
 # Configuration
@@ -59,7 +68,8 @@ class VideoDiTConfig:
         in_channels: channels of the model-space clip.
         mlp_ratio: MLP hidden width over ``width``.
         vocab_size, caption_length: must match the caption tokenizer (``dit.text``).
-        text_width: width of the learned token embedding (None -> ``width``).
+        text_width: width of the caption token table (None -> ``width``).
+        caption_table: ``"learned"`` or ``"frozen"`` token table (module docstring).
         external_text_width: if set, there is no token embedding and ``forward`` takes precomputed
             ``caption_embeddings`` of this width.
         attention: attention backend, ``"auto" | "xformers" | "sdpa" | "math"`` (``dit.attention``).
@@ -79,6 +89,7 @@ class VideoDiTConfig:
     text_width: Optional[int] = None
     external_text_width: Optional[int] = None
     attention: str = "auto"
+    caption_table: str = "frozen"
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "patch", tuple(int(p) for p in self.patch))
@@ -98,6 +109,8 @@ class VideoDiTConfig:
             raise ValueError(
                 f"VideoDiTConfig.width must be even and at least 6 for the 3D sine-cosine embedding, got {self.width}"
             )
+        if self.caption_table not in CAPTION_TABLES:
+            raise ValueError(f"VideoDiTConfig.caption_table {self.caption_table!r} is not one of {', '.join(CAPTION_TABLES)}")
         if self.attention not in BACKENDS:
             raise ValueError(f"VideoDiTConfig.attention {self.attention!r} is not one of {', '.join(BACKENDS)}")
         tokens_per_clip(self.clip_frames, self.clip_height, self.clip_width, self.patch)  # validates tiling
@@ -252,10 +265,14 @@ class CaptionEmbedder(nn.Module):
         super().__init__()
         self.external = config.external_text_width is not None
         feature_width = config.caption_feature_width
-        if not self.external:
+        self.frozen = not self.external and config.caption_table == "frozen"
+        if self.frozen:
+            self.register_buffer("token_table", frozen_caption_table(config.vocab_size, feature_width))
+        elif not self.external:
             self.token_embedding = nn.Embedding(config.vocab_size, feature_width)
-            self.position_embedding = nn.Parameter(torch.zeros(config.caption_length, feature_width))
             nn.init.normal_(self.token_embedding.weight, std=0.02)
+        if not self.external:
+            self.position_embedding = nn.Parameter(torch.zeros(config.caption_length, feature_width))
             nn.init.normal_(self.position_embedding, std=0.02)
         self.projection = nn.Sequential(
             nn.Linear(feature_width, config.width),
@@ -269,9 +286,21 @@ class CaptionEmbedder(nn.Module):
     def forward(self, caption_ids: Optional[torch.Tensor] = None, caption_embeddings: Optional[torch.Tensor] = None):
         if self.external:
             features = caption_embeddings
+        elif self.frozen:
+            features = self.token_table[caption_ids] + self.position_embedding[None]
         else:
             features = self.token_embedding(caption_ids) + self.position_embedding[None]
         return self.projection(features)
+
+
+def frozen_caption_table(vocab_size: int, text_width: int) -> torch.Tensor:
+    """The frozen caption table ``(vocab_size, text_width)``: standard normal values from a fixed seed.
+
+    Drawn on the CPU from a generator of its own, so it is the same for every run and consumes no
+    draw of the global random stream (model initialisation is unchanged by its presence).
+    """
+    generator = torch.Generator(device="cpu").manual_seed(FROZEN_CAPTION_TABLE_SEED)
+    return torch.randn(vocab_size, text_width, generator=generator)
 
 
 # --------------------------------------------------------------------------------------------------

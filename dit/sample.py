@@ -92,7 +92,7 @@ def caption_list(captions: Sequence[str] | None, captions_file: str | Path | Non
 
 def sample_seed(seed: int, position: int) -> int:
     """Generator seed of the caption at ``position`` under ``--seed``."""
-    from dit.train import stable_seed
+    from dit.seeds import stable_seed
 
     return stable_seed(int(seed), "sample", int(position))
 

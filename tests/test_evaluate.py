@@ -229,9 +229,9 @@ def test_an_unfinished_or_unsuccessful_run_is_refused(trained_run, tmp_path, cap
         assert not out.exists()
 
 
-def test_a_completed_run_without_its_checkpoint_or_config_is_refused(trained_run, tmp_path, capsys):
+def test_a_completed_run_without_its_model_or_config_is_refused(trained_run, tmp_path, capsys):
     run = copy_run(trained_run, tmp_path / "run")
-    checkpoint = run / "checkpoints" / "latest.pt"
+    checkpoint = run / "checkpoints" / "model.pt"
     checkpoint.unlink()
     assert evaluate.main(["spread", "--run", str(run), "--out", str(tmp_path / "a.json")]) == 2
     assert f"{checkpoint}: missing" in capsys.readouterr().err

@@ -20,7 +20,7 @@ from __future__ import annotations
 import hashlib
 import json
 import os
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterable, Iterator, Sequence
 from pathlib import Path
 
 import numpy as np
@@ -280,3 +280,18 @@ class ClipLoader:
         if consumed < 0:
             raise ValueError(f"clips_consumed must be >= 0, got {consumed}")
         self.clips_consumed = consumed
+
+
+def limit_clips(batches: Iterable[dict], max_clips: int | None) -> Iterator[dict]:
+    """The first ``max_clips`` clips of a stream of loader batches (all of them for ``None``)."""
+    if max_clips is None:
+        yield from batches
+        return
+    remaining = max_clips
+    for batch in batches:
+        if remaining <= 0:
+            return
+        if len(batch["index"]) > remaining:
+            batch = {key: value[:remaining] for key, value in batch.items()}
+        remaining -= len(batch["index"])
+        yield batch

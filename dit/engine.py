@@ -1,0 +1,496 @@
+"""The training engine: one or many runs of one model shape, trained together in one process.
+
+Runs that share everything but their learning rate, their seed and their names (model size, batch,
+token schedule, precision, data, optimizer settings) train as one **ensemble**: their parameters
+sit on a leading member axis (``dit.ensemble.EnsembleDiT``) and each step runs one sequence of
+operations for all of them. A run trained alone is an ensemble of one. Per member:
+
+* its own initialisation (``VideoDiT``'s, seeded by its seed), data order, and per-step timestep,
+  noise and caption-dropout draws, seeded by ``(seed, step)`` for the whole global batch; members
+  with one seed share them, as two runs with that seed would;
+* its own learning-rate schedule, AdamW state and gradient clipping by its own gradient norm
+  (``dit.member_optim``);
+* its own validation on the same fixed validation clips, timesteps and noise;
+* its own run folder (``dit.run_folder``), exactly as if trained alone.
+
+A member whose loss is non-finite or above ``divergence.max_loss`` is recorded as ``diverged`` and
+frozen; the others go on. The job folder keeps the whole ensemble's resumable state in
+``checkpoints/latest.pt`` (written atomically every ``checkpoint.every_steps`` steps and at the end),
+so a rerun after SIGKILL ends with the metrics of an uninterrupted run. SIGTERM or SIGUSR1 writes a
+checkpoint and stops (exit 75 from ``dit.train``); a checkpoint of another set of members is refused.
+With ``torchrun`` each process takes its slice of every member's batch and the gradients of all
+members are averaged in one all-reduce.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import math
+import time
+import warnings
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import torch
+import yaml
+
+from dit.atomic import atomic_path, atomic_write_json, atomic_write_text
+from dit.config import ConfigError, TrainConfig
+from dit.data.loader import ClipLoader, ShardDataset, limit_clips
+from dit.diffusion import NoiseSchedule, ensemble_validation_loss, q_sample, validation_timesteps
+from dit.distributed import init_process_context
+from dit.ensemble import EnsembleDiT
+from dit.flops import paper_flops_per_token, six_n_flops_per_token
+from dit.latent import CodecError, encoded_batches, load_model_space
+from dit.member_optim import MemberAdamW, MemberParameters
+from dit.model import VideoDiT, VideoDiTConfig
+from dit.progress import PreemptionFlag, Progress
+from dit.provenance import provenance
+from dit.seeds import stable_seed
+from dit.run_folder import save_model, write_metrics
+from dit.sizes import get_size
+from dit.text import PAD_ID
+
+CHECKPOINT_NAME = "latest.pt"
+CHECKPOINT_FORMAT = 2
+JOB_FILE = "job.json"
+
+# Parameters are strided views of one (members, P) buffer (dit.member_optim); autograd warns once
+# that such gradients skip its preferred layout, which costs nothing measurable here.
+warnings.filterwarnings("ignore", message="grad and param do not obey the gradient layout contract")
+
+
+class CheckpointError(RuntimeError):
+    """The job folder's checkpoint exists but cannot be used; the message names the file."""
+
+
+@dataclass
+class Member:
+    """One run of the ensemble: its config, run folder and what it has recorded so far."""
+
+    config: TrainConfig
+    out_dir: Path
+    resumable_hash: str
+    metrics: list[dict] = field(default_factory=list)
+    status: str = "active"  # active | diverged
+    reason: str = ""
+    interval_loss_sum: float = 0.0
+    interval_steps: int = 0
+
+    @property
+    def run_id(self) -> str:
+        return self.config.run.id or self.out_dir.name
+
+    @property
+    def active(self) -> bool:
+        return self.status == "active"
+
+    def state(self) -> dict:
+        return {"metrics": self.metrics, "status": self.status, "reason": self.reason,
+                "interval": [self.interval_loss_sum, self.interval_steps]}
+
+    def load_state(self, state: dict) -> None:
+        self.metrics = [dict(row) for row in state["metrics"]]
+        self.status, self.reason = state["status"], state["reason"]
+        self.interval_loss_sum, self.interval_steps = float(state["interval"][0]), int(state["interval"][1])
+
+
+class EnsembleTrainer:
+    """Owns the stacked model, optimizer, data streams and folders of one training job."""
+
+    def __init__(self, members: list[Member], job_dir: Path) -> None:
+        self.members = members
+        self.job_dir = Path(job_dir)
+        self.shared = config = members[0].config
+        self.context = init_process_context(config.device)
+        self.device = self.context.device
+        if config.threads:
+            torch.set_num_threads(config.threads)
+        self.micro_clips = config.validate_world_size(self.context.world_size)
+        self.process_clips = config.batch.global_clips // self.context.world_size
+        self._open_data(config)
+        self._build_model(config)
+        d = config.diffusion
+        self.schedule = NoiseSchedule(kind=d.beta_schedule, num_timesteps=d.num_timesteps, beta_start=d.beta_start,
+                                      beta_end=d.beta_end)
+        self.seeds = sorted({member.config.seed for member in members})
+        self.loaders = {
+            seed: ClipLoader(self.train_data, global_batch_clips=config.batch.global_clips,
+                             seed=stable_seed(seed, "data-order"), rank=self.context.rank,
+                             world_size=self.context.world_size, frames=self.frames)
+            for seed in self.seeds
+        }
+        precision = config.precision
+        self.precision = ("bf16" if self.device.type == "cuda" else "fp32") if precision == "auto" else precision
+        self.step = 0
+        self.wall_time_s = 0.0
+        self.interval_train_time_s = 0.0
+        self.interval_tokens = 0
+        self.preemption = PreemptionFlag()
+        self.progress = Progress(self.total_tokens, config.progress.interval_seconds, config.progress.quiet,
+                                 self.context.is_main)
+
+    # ---------------------------------------------------------------- set-up
+    def _open_data(self, config: TrainConfig) -> None:
+        if not (Path(config.data.root) / "manifest.json").is_file():
+            raise ConfigError(f"data.root: {config.data.root} is not a prepared data folder (no manifest.json); "
+                              "run `python -m dit.data prepare` first")
+        self.train_data = ShardDataset(config.data.root, split="train")
+        self.validation_data = ShardDataset(config.data.root, split="validation")
+        self.frames = config.data.frames or self.train_data.frames
+        if self.frames > self.train_data.frames:
+            raise ConfigError(f"data.frames: the model takes {self.frames} frames but {config.data.root} stores "
+                              f"{self.train_data.frames} frames per clip")
+        self.tokenizer = self.train_data.tokenizer
+        self.null_caption = torch.as_tensor(self.tokenizer.encode(""), dtype=torch.long)
+        try:
+            self.space = load_model_space(config.data.latent)
+            self.model_shape = self.space.latent_shape(self.frames, self.train_data.height, self.train_data.width)
+        except CodecError as error:
+            raise ConfigError(f"data.latent: {error}") from None
+
+    def _build_model(self, config: TrainConfig) -> None:
+        channels, frames, height, width = self.model_shape
+        try:
+            self.model_config = VideoDiTConfig.from_size(
+                config.model.size, in_channels=channels, clip_frames=frames, clip_height=height, clip_width=width,
+                patch=tuple(config.model.patch), vocab_size=self.tokenizer.vocab_size,
+                caption_length=self.tokenizer.max_length, text_width=config.model.text_width,
+                attention=config.model.attention, caption_table=config.model.caption_table,
+            )
+        except ValueError as error:
+            raise ConfigError(f"model: {error}") from None
+        self.size = get_size(config.model.size)
+        solo_models = []
+        for member in self.members:  # each member starts exactly where the same run trained alone starts
+            torch.manual_seed(stable_seed(member.config.seed, "model-init"))
+            solo_models.append(VideoDiT(self.model_config))
+        self.model = EnsembleDiT.from_members(self.model_config, solo_models).to(self.device)
+        self.parameters = MemberParameters(self.model, len(self.members))
+        opt = config.optimizer
+        self.optimizer = MemberAdamW(self.parameters, betas=opt.betas, eps=opt.eps, weight_decay=opt.weight_decay)
+        self.tokens_per_clip = self.model_config.tokens_per_clip
+        self.tokens_per_step = self.tokens_per_clip * config.batch.global_clips
+        self.non_embedding_parameters = self.size.non_embedding_parameters
+        self.flops_per_token = paper_flops_per_token(self.non_embedding_parameters, self.tokens_per_clip, self.size.width)
+        self.flops_6n_per_token = six_n_flops_per_token(self.non_embedding_parameters)
+        self.total_tokens = config.total_tokens
+        self.total_steps = math.ceil(self.total_tokens / self.tokens_per_step)
+
+    # ---------------------------------------------------------------- helpers
+    @property
+    def tokens_seen(self) -> int:
+        return self.step * self.tokens_per_step
+
+    def learning_rates(self, step: int) -> list[float]:
+        """Each member's learning rate at ``step`` (from 0): linear warmup over ``warmup_steps``, then constant."""
+        warmup = self.shared.optimizer.warmup_steps
+        scale = (step + 1) / warmup if warmup and step < warmup else 1.0
+        return [member.config.optimizer.lr * scale for member in self.members]
+
+    def autocast(self) -> contextlib.AbstractContextManager:
+        if self.precision == "bf16":
+            return torch.autocast(device_type=self.device.type, dtype=torch.bfloat16)
+        return contextlib.nullcontext()
+
+    def pending_milestones(self) -> list[int]:
+        """Milestones the active members have not recorded yet (they all record the same ones)."""
+        active = [member for member in self.members if member.active]
+        done = {int(row["milestone_tokens"]) for row in active[0].metrics} if active else set()
+        return [m for m in self.shared.schedule.milestones_tokens if m not in done] if active else []
+
+    @property
+    def layout(self) -> list[list[str]]:
+        """The members this job trains, as ``[run folder, resumable config hash]`` pairs, in order."""
+        return [[str(member.out_dir), member.resumable_hash] for member in self.members]
+
+    # ------------------------------------------------------------- checkpoint
+    def save_checkpoint(self) -> None:
+        if self.context.is_main:
+            state = {
+                "format": CHECKPOINT_FORMAT,
+                "layout": self.layout,
+                "model_config": self.model_config.to_dict(),
+                "step": self.step,
+                "values": self.parameters.values,
+                "optimizer": self.optimizer.state_dict(),
+                "loaders": {str(seed): loader.state_dict() for seed, loader in self.loaders.items()},
+                "members": [member.state() for member in self.members],
+                "timing": [self.wall_time_s, self.interval_train_time_s, self.interval_tokens],
+            }
+            with atomic_path(self.job_dir / "checkpoints" / CHECKPOINT_NAME) as tmp:
+                torch.save(state, tmp)
+        self.context.barrier()
+
+    def try_resume(self) -> bool:
+        path = self.job_dir / "checkpoints" / CHECKPOINT_NAME
+        if not path.exists():
+            return False
+        state = read_checkpoint(path)
+        if state.get("layout") != self.layout:
+            raise ConfigError(
+                f"{path} belongs to another ensemble layout (members and configs "
+                f"{[Path(out).name for out, _ in state.get('layout', [])]} vs {[m.out_dir.name for m in self.members]}); "
+                "use a new job folder or delete the checkpoint to start over"
+            )
+        self.parameters.values.copy_(state["values"])
+        self.optimizer.load_state_dict(state["optimizer"])
+        for seed, loader in self.loaders.items():
+            loader.load_state_dict(state["loaders"][str(seed)])
+        for member, member_state in zip(self.members, state["members"], strict=True):
+            member.load_state(member_state)
+        self.step = int(state["step"])
+        self.wall_time_s, self.interval_train_time_s = float(state["timing"][0]), float(state["timing"][1])
+        self.interval_tokens = int(state["timing"][2])
+        self.progress.message(f"resumed from {path} at step {self.step} ({self.tokens_seen:,} tokens)")
+        return True
+
+    # ------------------------------------------------------------ training
+    def step_inputs(self, step: int) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
+        """This process's slice of global step ``step`` for every member: clips in model space, timesteps,
+        noise, caption ids (caption dropout applied), each with a leading member axis."""
+        c, global_clips = self.model_config, self.shared.batch.global_clips
+        part = slice(self.context.rank * self.process_clips, (self.context.rank + 1) * self.process_clips)
+        by_seed = {}
+        for seed in self.seeds:
+            batch = self.loaders[seed].next_batch()
+            generator = torch.Generator(device=self.device).manual_seed(stable_seed(seed, "step", step))
+            timesteps = torch.randint(0, self.schedule.num_timesteps, (global_clips,), generator=generator,
+                                      device=self.device)
+            noise = torch.randn((global_clips, c.in_channels, c.clip_frames, c.clip_height, c.clip_width),
+                                generator=generator, device=self.device)
+            dropout = torch.rand((global_clips,), generator=generator, device=self.device) < self.shared.model.caption_dropout
+            captions = batch["caption_ids"].to(self.device)
+            captions = torch.where(dropout[part, None], self.null_caption.to(self.device)[None, :], captions)
+            video = self.space.encode(batch["video"].to(self.device, non_blocking=True))
+            by_seed[seed] = (video, timesteps[part], noise[part], captions)
+        stacked = [torch.stack([by_seed[m.config.seed][i] for m in self.members]) for i in range(4)]
+        return tuple(stacked)
+
+    def train_step(self) -> list[float]:
+        """One optimizer step of every member on its own global batch; returns each member's mean training loss."""
+        video, timesteps, noise, captions = self.step_inputs(self.step)
+        self.parameters.zero_grad()
+        loss_sums = torch.zeros(len(self.members), dtype=torch.float64, device=self.device)
+        for start in range(0, self.process_clips, self.micro_clips):
+            part = slice(start, start + self.micro_clips)
+            clips, steps, draws = video[:, part], timesteps[:, part], noise[:, part]
+            x_t = q_sample(self.schedule, clips.flatten(0, 1), steps.flatten(), draws.flatten(0, 1)).view_as(clips)
+            with self.autocast():
+                prediction = self.model(x_t, steps, captions[:, part], captions[:, part] != PAD_ID)
+            losses = (prediction.float() - noise[:, part].float()).pow(2).flatten(2).mean(dim=2)
+            (losses.sum(dim=1) / self.process_clips).sum().backward()
+            loss_sums += losses.detach().double().sum(dim=1)
+        if self.context.distributed:
+            self.context.average_(self.parameters.grads)
+        losses = (self.context.sum(loss_sums) / self.shared.batch.global_clips).tolist()
+        limit = self.shared.divergence.max_loss
+        moving = [m.active and math.isfinite(loss) and loss <= limit for m, loss in zip(self.members, losses)]
+        self.optimizer.step(self.learning_rates(self.step), moving, self.shared.optimizer.grad_clip)
+        return losses
+
+    def validate(self) -> list[tuple[float, dict[int, float]]]:
+        """Each member's validation loss and per-timestep losses on the fixed protocol (all processes)."""
+        settings = self.shared.validation
+        batches = self.validation_data.iter_batches(settings.batch_clips, frames=self.frames)
+        batches = encoded_batches(limit_clips(batches, settings.max_clips), self.space)
+        mine = (b for i, b in enumerate(batches) if i % self.context.world_size == self.context.rank)
+        with self.autocast():
+            results = ensemble_validation_loss(self.model, self.schedule, mine, num_timesteps=settings.timesteps,
+                                               seed=settings.seed, max_forward_clips=max(1, 256 // len(self.members)))
+        steps = validation_timesteps(self.schedule, settings.timesteps)
+        local = torch.tensor(
+            [[0.0] * (2 + len(steps)) if r.clips == 0 else
+             [r.mean * r.clips, float(r.clips), *(r.per_timestep[t] * r.clips for t in steps)] for r in results],
+            dtype=torch.float64,
+        )
+        totals = self.context.sum(local).cpu()
+        if float(totals[0, 1]) == 0:
+            raise RuntimeError(f"the validation split of {self.shared.data.root} has no clips")
+        return [(float(row[0] / row[1]), {t: float(row[2 + i] / row[1]) for i, t in enumerate(steps)}) for row in totals]
+
+    # ------------------------------------------------------------ the loop
+    def run(self) -> list[str]:
+        """Train every member to the end of the budget; returns each member's final status."""
+        self.preemption.install()
+        try:
+            self.try_resume()
+            self._write_start_files()
+            return self._train()
+        finally:
+            self.preemption.restore()
+
+    def _train(self) -> list[str]:
+        every = self.shared.checkpoint.every_steps
+        losses = [math.nan] * len(self.members)
+        while any(m.active for m in self.members) and (self.step < self.total_steps or self.pending_milestones()):
+            if self.context.any(self.preemption.raised):
+                self.save_checkpoint()
+                reason = (f"stopped by {self.preemption.signal_name or 'a peer process'} at step {self.step}; "
+                          "rerun the same command to resume")
+                for member in self.members:
+                    if member.active:
+                        self.write_summary(member, "preempted", reason)
+                return ["preempted" if m.active else m.status for m in self.members]
+            started = time.perf_counter()
+            losses = self.train_step()
+            elapsed = time.perf_counter() - started
+            self._check_training_losses(losses)
+            self.step += 1
+            self.wall_time_s += elapsed
+            self.interval_train_time_s += elapsed
+            self.interval_tokens += self.tokens_per_step
+            for member, loss in zip(self.members, losses, strict=True):
+                if member.active:
+                    member.interval_loss_sum += loss
+                    member.interval_steps += 1
+            self.progress.update(self.step, self.tokens_seen, _mean_active(self.members, losses))
+            due = [m for m in self.pending_milestones() if m <= self.tokens_seen]
+            if due:
+                self._record_milestones(due)
+            if self.step % every == 0:
+                self.save_checkpoint()
+        self.save_checkpoint()
+        self.progress.update(self.step, self.tokens_seen, _mean_active(self.members, losses), force=True)
+        for member in self.members:
+            if member.active:
+                self._finish(member, "completed", "")
+        self._write_job_file()
+        return [member.status for member in self.members]
+
+    def _check_training_losses(self, losses: list[float]) -> None:
+        limit = self.shared.divergence.max_loss
+        for member, loss in zip(self.members, losses, strict=True):
+            if member.active and (not math.isfinite(loss) or loss > limit):
+                why = "non-finite" if not math.isfinite(loss) else f"above divergence.max_loss={limit}"
+                self._finish(member, "diverged", f"training loss {loss} at step {self.step} ({why})")
+
+    def _record_milestones(self, due: list[int]) -> None:
+        results = self.validate()
+        lrs = self.learning_rates(self.step - 1)
+        for member, (validation, per_timestep), lr in zip(self.members, results, lrs, strict=True):
+            if not member.active:
+                continue
+            for milestone in due:
+                self.record_milestone(member, milestone, validation, per_timestep, lr)
+            if not math.isfinite(validation):
+                self._finish(member, "diverged", f"validation loss {validation} at step {self.step}")
+        self.interval_train_time_s, self.interval_tokens = 0.0, 0
+        shown = [r[0] for m, r in zip(self.members, results) if m.active]
+        if shown:
+            self.progress.message(f"milestone {due[-1]:,} tokens: step {self.step}, validation loss "
+                                  + ", ".join(f"{value:.6f}" for value in shown))
+
+    def record_milestone(self, member: Member, milestone: int, validation: float, per_timestep: dict[int, float],
+                         lr: float) -> None:
+        row = {
+            "milestone_tokens": milestone,
+            "step": self.step,
+            "tokens": self.tokens_seen,
+            "clips": self.step * self.shared.batch.global_clips,
+            "flops": self.tokens_seen * self.flops_per_token,
+            "flops_6n": self.tokens_seen * self.flops_6n_per_token,
+            "train_loss": member.interval_loss_sum / max(member.interval_steps, 1),
+            "validation_loss": validation,
+            "lr": lr,
+            "wall_time_s": self.wall_time_s,
+            "tokens_per_s": self.interval_tokens / self.interval_train_time_s if self.interval_train_time_s else 0.0,
+        }
+        for t, value in per_timestep.items():
+            row[f"validation_loss_t{t:04d}"] = value
+        member.metrics.append(row)
+        member.interval_loss_sum, member.interval_steps = 0.0, 0
+        if self.context.is_main:
+            write_metrics(member.out_dir / "metrics.csv", member.metrics)
+
+    # ------------------------------------------------------------ outputs
+    def _write_start_files(self) -> None:
+        if not self.context.is_main:
+            return
+        for member in self.members:
+            atomic_write_text(member.out_dir / "config.yaml", yaml.safe_dump(member.config.to_dict(), sort_keys=False))
+            write_metrics(member.out_dir / "metrics.csv", member.metrics)  # header only until the first milestone
+
+    def _finish(self, member: Member, status: str, reason: str) -> None:
+        """End a member's run: its model and summary are written, and a diverged member is frozen."""
+        member.status, member.reason = status, reason
+        if self.context.is_main:
+            index = self.members.index(member)
+            save_model(member.out_dir, self.model_config.to_dict(), self.model.member_state_dict(index), self.step)
+        self.write_summary(member, status, reason)
+
+    def _write_job_file(self) -> None:
+        if self.context.is_main:
+            atomic_write_json(self.job_dir / JOB_FILE, {
+                "members": [{"run_id": m.run_id, "run_dir": str(m.out_dir), "status": m.status} for m in self.members],
+                "steps": self.step,
+                "wall_time_s": self.wall_time_s,
+                "model_config": self.model_config.to_dict(),
+            })
+
+    def write_summary(self, member: Member, status: str, reason: str) -> None:
+        if not self.context.is_main:
+            return
+        last = member.metrics[-1] if member.metrics else {}
+        size, config = self.size, member.config
+        summary = {
+            "status": status,
+            "status_reason": reason,
+            "run_id": member.run_id,
+            "series": config.run.series,
+            "size": size.name,
+            "non_embedding_parameters": self.non_embedding_parameters,
+            "total_parameters": self.parameters.values.shape[1],
+            "width": size.width,
+            "depth": size.depth,
+            "heads": self.model_config.heads,
+            "tokens_per_clip": self.tokens_per_clip,
+            "clip_shape": [self.frames, self.train_data.height, self.train_data.width],
+            "model_input_shape": list(self.model_shape),
+            "latent_codec": config.data.latent,
+            "batch_clips": config.batch.global_clips,
+            "batch_tokens": self.tokens_per_step,
+            "micro_clips": self.micro_clips,
+            "processes": self.context.world_size,
+            "learning_rate": config.optimizer.lr,
+            "seed": config.seed,
+            "steps": self.step,
+            "tokens": self.tokens_seen,
+            "flops": self.tokens_seen * self.flops_per_token,
+            "flops_6n": self.tokens_seen * self.flops_6n_per_token,
+            "flops_per_token": self.flops_per_token,
+            "milestones_reached": len(member.metrics),
+            "milestones_planned": len(config.schedule.milestones_tokens),
+            "final_validation_loss": last.get("validation_loss"),
+            "wall_time_s": self.wall_time_s,
+            "device": str(self.device),
+            "precision": self.precision,
+            "attention": config.model.attention,
+            "model_config": self.model_config.to_dict(),
+            "threads": torch.get_num_threads(),
+            "ensemble": {"job_dir": str(self.job_dir), "members": len(self.members),
+                         "member": self.members.index(member)},
+            "provenance": {**provenance(config.to_dict()), "resumable_config_hash": member.resumable_hash},
+        }
+        atomic_write_json(member.out_dir / "summary.json", summary)
+
+
+def _mean_active(members: list[Member], losses: list[float]) -> float:
+    values = [loss for member, loss in zip(members, losses) if member.active and math.isfinite(loss)]
+    return sum(values) / len(values) if values else math.nan
+
+
+def read_checkpoint(path: Path) -> dict:
+    """A job checkpoint, checked to be one of this engine's; ``CheckpointError`` naming the file otherwise."""
+    try:
+        state = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as error:  # truncated or foreign file: say which, keep it for inspection
+        first_line = str(error).splitlines()[0] if str(error) else ""
+        raise CheckpointError(f"checkpoint {path} cannot be read ({type(error).__name__}: {first_line}); "
+                              "it is left in place: move it away to restart this run from its start") from None
+    if not isinstance(state, dict) or "step" not in state:
+        raise CheckpointError(f"{path} is not a checkpoint of dit.train (no 'step'); it is left in place")
+    if state.get("format") != CHECKPOINT_FORMAT:
+        raise CheckpointError(f"{path} is a checkpoint of format {state.get('format', 1)}, this dit.train writes "
+                              f"format {CHECKPOINT_FORMAT}; it is left in place: move it away to restart the run")
+    return state

@@ -1,0 +1,116 @@
+"""What one training run leaves in its folder, and how to read it back.
+
+A run folder holds::
+
+    config.yaml          the run's training config (dit.config keys)
+    metrics.csv          one row per token milestone reached (``METRIC_COLUMNS`` plus per-timestep losses)
+    summary.json         status (completed | diverged | preempted | failed), reason, sizes, FLOPs, provenance
+    checkpoints/model.pt the run's model as a ``VideoDiT`` state dict (written when the run ends)
+
+Every file is written atomically. A run trained alone also keeps its resumable training state in
+``checkpoints/latest.pt``; a run trained as a member of an ensemble keeps it in the ensemble's job
+folder (``dit.engine``), which its summary names.
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from dit.atomic import atomic_path, atomic_write_text
+
+FINISHED_STATUSES = ("completed", "diverged")
+MODEL_FILE = "model.pt"
+MODEL_FORMAT = "dit-run-model"
+
+METRIC_COLUMNS = (
+    "milestone_tokens",
+    "step",
+    "tokens",
+    "clips",
+    "flops",
+    "flops_6n",
+    "train_loss",
+    "validation_loss",
+    "lr",
+    "wall_time_s",
+    "tokens_per_s",
+)
+
+
+def write_metrics(path: Path, rows: list[dict[str, float]]) -> None:
+    """Write all metric rows to ``path`` as CSV, atomically (floats as ``repr``, so they read back exactly)."""
+    columns = list(METRIC_COLUMNS)
+    for row in rows:
+        columns += [key for key in row if key not in columns]
+    buffer = io.StringIO()
+    writer = csv.DictWriter(buffer, fieldnames=columns, lineterminator="\n")
+    writer.writeheader()
+    for row in rows:
+        writer.writerow({key: repr(value) if isinstance(value, float) else value for key, value in ((k, row.get(k)) for k in columns)})
+    atomic_write_text(path, buffer.getvalue())
+
+
+def read_summary(run_dir: str | Path) -> dict | None:
+    """The run's ``summary.json`` as a dict, or None when it is missing or unreadable."""
+    path = Path(run_dir) / "summary.json"
+    if not path.exists():
+        return None
+    try:
+        return json.loads(path.read_text())
+    except (OSError, ValueError):
+        return None
+
+
+def is_finished(run_dir: str | Path, resumable_hash: str) -> str | None:
+    """The status of a run folder that finished (completed or diverged) with this config hash, else None."""
+    summary = read_summary(run_dir)
+    if (
+        summary
+        and summary.get("status") in FINISHED_STATUSES
+        and summary.get("provenance", {}).get("resumable_config_hash") == resumable_hash
+    ):
+        return summary["status"]
+    return None
+
+
+def save_model(run_dir: str | Path, model_config: dict, state: dict[str, torch.Tensor], step: int) -> Path:
+    """Write the run's model (a ``VideoDiT`` state dict) to ``checkpoints/model.pt`` atomically."""
+    path = Path(run_dir) / "checkpoints" / MODEL_FILE
+    record = {"format": MODEL_FORMAT, "model_config": model_config, "model": state, "step": step}
+    with atomic_path(path) as tmp:
+        torch.save(record, tmp)
+    return path
+
+
+def load_trained_model(run_dir: str | Path, device: str | torch.device = "cpu", attention: str | None = None):
+    """The model in a run folder's ``checkpoints/model.pt``, in eval mode, and its ``VideoDiTConfig``.
+
+    ``attention`` overrides the backend recorded in the run (e.g. ``"sdpa"`` to sample on CPU a
+    model trained with xformers). Loads with ``weights_only=True``.
+    """
+    from dit.model import VideoDiT, VideoDiTConfig
+
+    path = Path(run_dir) / "checkpoints" / MODEL_FILE
+    if not path.exists():
+        raise FileNotFoundError(f"{path}: no trained model (has the run in {run_dir} finished?)")
+    state = torch.load(path, map_location="cpu", weights_only=True)
+    if not isinstance(state, dict) or state.get("format") != MODEL_FORMAT:
+        raise ValueError(f"{path}: not a run model written by dit.train (format {state.get('format') if isinstance(state, dict) else None!r})")
+    record = dict(state["model_config"])
+    if attention is not None:
+        record["attention"] = attention
+    model_config = VideoDiTConfig(**{**record, "patch": tuple(record["patch"])})
+    model = VideoDiT(model_config)
+    model.load_state_dict(state["model"])
+    return model.to(device).eval(), model_config
+
+
+def run_description(summary: dict[str, Any]) -> str:
+    """``run_id (status)`` for messages."""
+    return f"{summary.get('run_id', '?')} ({summary.get('status', '?')})"

@@ -1,0 +1,235 @@
+"""Ensemble training: several runs of one shape in one process, each exactly the run it would be alone.
+
+The members here differ in learning rate and seed. Checked: every member's losses equal those of
+the same run trained alone and of an independent reference loop (``VideoDiT`` with
+``torch.optim.AdamW`` and ``clip_grad_norm_``, the textbook step); a diverging member is frozen
+while the others go on; SIGKILL and SIGTERM mid-run followed by a rerun end with the metrics of an
+uninterrupted ensemble; two processes give the one-process losses; a checkpoint of another layout
+is refused.
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+import math
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+import torch
+import yaml
+
+from dit.config import config_from_dict
+from dit.data.loader import ClipLoader, ShardDataset
+from dit.diffusion import NoiseSchedule, epsilon_mse, validation_loss
+from dit.ensemble import EnsembleDiT
+from dit.model import VideoDiT, VideoDiTConfig
+from dit.seeds import stable_seed
+from dit.train import main as train_main
+from prepared_clips import prepare_clips
+
+ROOT = Path(__file__).resolve().parent.parent
+ENV = {**os.environ, "PYTHONPATH": str(ROOT)}
+RELATIVE_TOLERANCE = 1e-5
+#: (learning rate, seed) of the three members
+MEMBERS = ((3e-3, 7), (1e-2, 8), (1e-3, 7))
+
+
+@pytest.fixture(scope="module")
+def prepared_data(tmp_path_factory) -> Path:
+    """A real prepared data folder: 40 generated MP4 clips, 8 frames of 16x16 pixels (64 tokens in 2x4x4 patches)."""
+    return prepare_clips(tmp_path_factory.mktemp("ensemble-data"), clips=40, seed=3)
+
+
+def member_config(data: Path, lr: float, seed: int, run_id: str, **changes) -> dict:
+    config = {
+        "run": {"id": run_id},
+        "seed": seed,
+        "threads": 1,
+        "model": {"size": "tiny-8k", "patch": [2, 4, 4], "attention": "sdpa", "text_width": 16},
+        "data": {"root": str(data)},
+        "optimizer": {"lr": lr, "warmup_steps": 4, "grad_clip": 1.0, "weight_decay": 0.01},
+        "batch": {"global_clips": 4},
+        "schedule": {"milestones_tokens": [2560, 4608, 6400]},  # 256 tokens a step: 10, 18, 25 steps
+        "validation": {"timesteps": 4, "batch_clips": 4},
+        "checkpoint": {"every_steps": 4},
+        "progress": {"interval_seconds": 0.2},
+    }
+    for key, value in changes.items():
+        section, _, name = key.partition("__")
+        config[section] = {**config.get(section, {}), name: value} if name else value
+    return config
+
+
+def write_ensemble(path: Path, members: list[tuple[dict, Path]]) -> Path:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(yaml.safe_dump({"members": [{"out": str(out), "config": config} for config, out in members]}))
+    return path
+
+
+def ensemble_members(data: Path, folder: Path, members=MEMBERS, **changes) -> list[tuple[dict, Path]]:
+    return [(member_config(data, lr, seed, f"m{i}", **changes), folder / f"m{i}") for i, (lr, seed) in enumerate(members)]
+
+
+def train(*arguments: str, timeout: float = 300) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, "-m", "dit.train", *arguments], capture_output=True, text=True,
+                          timeout=timeout, env=ENV, cwd=ROOT)
+
+
+def losses(run_dir: Path) -> list[tuple[float, float]]:
+    with open(run_dir / "metrics.csv") as handle:
+        return [(float(row["train_loss"]), float(row["validation_loss"])) for row in csv.DictReader(handle)]
+
+
+def assert_close(actual: list[tuple[float, float]], expected: list[tuple[float, float]], what: str) -> None:
+    assert len(actual) == len(expected) > 0, what
+    for (train_a, valid_a), (train_e, valid_e) in zip(actual, expected, strict=True):
+        assert math.isclose(train_a, train_e, rel_tol=RELATIVE_TOLERANCE), (what, train_a, train_e)
+        assert math.isclose(valid_a, valid_e, rel_tol=RELATIVE_TOLERANCE), (what, valid_a, valid_e)
+
+
+@pytest.fixture(scope="module")
+def uninterrupted(prepared_data, tmp_path_factory) -> list[Path]:
+    """The three members trained as one ensemble, without interruption."""
+    folder = tmp_path_factory.mktemp("uninterrupted")
+    members = ensemble_members(prepared_data, folder)
+    result = train("--ensemble", str(write_ensemble(folder / "ensemble.yaml", members)), "--out", str(folder / "job"))
+    assert result.returncode == 0, result.stderr[-3000:]
+    return [out for _, out in members]
+
+
+def reference_losses(config: dict) -> list[tuple[float, float]]:
+    """The run trained by a textbook loop: ``VideoDiT``, ``torch.optim.AdamW``, ``clip_grad_norm_``, with the
+    engine's seeded draws (initialisation, data order, per-step timesteps, noise, caption dropout)."""
+    settings = config_from_dict(config)
+    torch.set_num_threads(1)
+    train_data = ShardDataset(settings.data.root, "train")
+    validation_data = ShardDataset(settings.data.root, "validation")
+    model_config = VideoDiTConfig.from_size(
+        "tiny-8k", in_channels=3, clip_frames=8, clip_height=16, clip_width=16, patch=(2, 4, 4),
+        vocab_size=train_data.tokenizer.vocab_size, caption_length=train_data.tokenizer.max_length,
+        text_width=16, attention="sdpa")
+    torch.manual_seed(stable_seed(settings.seed, "model-init"))
+    model = VideoDiT(model_config)
+    optimizer = torch.optim.AdamW(model.parameters(), lr=settings.optimizer.lr, weight_decay=0.01)
+    loader = ClipLoader(train_data, global_batch_clips=4, seed=stable_seed(settings.seed, "data-order"))
+    schedule, null = NoiseSchedule(), torch.as_tensor(train_data.tokenizer.encode(""))
+    rows, interval = [], []
+    for step in range(25):
+        batch = loader.next_batch()
+        generator = torch.Generator().manual_seed(stable_seed(settings.seed, "step", step))
+        timesteps = torch.randint(0, 1000, (4,), generator=generator)
+        noise = torch.randn((4, 3, 8, 16, 16), generator=generator)
+        dropout = torch.rand((4,), generator=generator) < 0.1
+        captions = torch.where(dropout[:, None], null[None], batch["caption_ids"].long())
+        video = batch["video"].permute(0, 4, 1, 2, 3).float() / 127.5 - 1.0
+        for group in optimizer.param_groups:
+            group["lr"] = settings.optimizer.lr * min(1.0, (step + 1) / 4)
+        loss = epsilon_mse(model, schedule, video, timesteps, noise, caption_ids=captions).mean()
+        loss.backward()
+        torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
+        optimizer.step()
+        optimizer.zero_grad()
+        interval.append(loss.item())
+        if step + 1 in (10, 18, 25):
+            result = validation_loss(model, schedule, validation_data.iter_batches(4), num_timesteps=4)
+            rows.append((sum(interval) / len(interval), result.mean))
+            interval = []
+            model.train()
+    return rows
+
+
+def test_ensemble_members_equal_the_same_runs_trained_alone(prepared_data, uninterrupted, tmp_path):
+    for (lr, seed), member in zip(MEMBERS, uninterrupted, strict=True):
+        config = member_config(prepared_data, lr, seed, member.name)
+        config_path = tmp_path / f"{member.name}.yaml"
+        config_path.write_text(yaml.safe_dump(config))
+        result = train("--config", str(config_path), "--out", str(tmp_path / member.name))
+        assert result.returncode == 0, result.stderr[-3000:]
+        alone = losses(tmp_path / member.name)
+        assert_close(losses(member), alone, f"{member.name} in the ensemble vs alone")
+        assert_close(alone, reference_losses(config), f"{member.name} alone vs the reference loop")
+        summary = json.loads((member / "summary.json").read_text())
+        assert summary["status"] == "completed" and summary["steps"] == 25 and summary["ensemble"]["members"] == 3
+        assert summary["learning_rate"] == lr and summary["seed"] == seed
+    first, _, third = (losses(member) for member in uninterrupted)
+    assert first != third  # same seed, other learning rate: other numbers
+
+
+def test_ensemble_member_that_diverges_is_frozen_and_the_others_go_on(prepared_data, uninterrupted, tmp_path):
+    members = ensemble_members(prepared_data, tmp_path, members=(*MEMBERS, (1e3, 9)), divergence__max_loss=2.0,
+                               optimizer__grad_clip=None)
+    reference = ensemble_members(prepared_data, tmp_path / "without", divergence__max_loss=2.0, optimizer__grad_clip=None)
+    for job, chosen in (("job", members), ("without", reference)):
+        result = train("--ensemble", str(write_ensemble(tmp_path / f"{job}.yaml", chosen)), "--out", str(tmp_path / job / "job"))
+        assert result.returncode == 0, result.stderr[-3000:]
+    diverged = json.loads((members[3][1] / "summary.json").read_text())
+    assert diverged["status"] == "diverged" and "divergence.max_loss=2.0" in diverged["status_reason"], diverged
+    assert diverged["steps"] < 25 and (members[3][1] / "checkpoints" / "model.pt").is_file()
+    for (_, out), (_, alone) in zip(members[:3], reference, strict=True):
+        assert json.loads((out / "summary.json").read_text())["status"] == "completed"
+        assert losses(out) == losses(alone)  # the diverged member changed nothing of the others, to the bit
+
+
+def _wait_for(path: Path, process: subprocess.Popen, timeout_s: float = 120) -> None:
+    deadline = time.monotonic() + timeout_s
+    while not path.exists():
+        assert process.poll() is None, process.communicate()[1][-3000:]
+        assert time.monotonic() < deadline, f"{path} did not appear"
+        time.sleep(0.02)
+
+
+@pytest.mark.parametrize("signal_number", [signal.SIGKILL, signal.SIGTERM])
+def test_ensemble_killed_or_preempted_resumes_with_identical_metrics(prepared_data, uninterrupted, tmp_path,
+                                                                    signal_number):
+    members = ensemble_members(prepared_data, tmp_path)
+    arguments = ["--ensemble", str(write_ensemble(tmp_path / "ensemble.yaml", members)), "--out", str(tmp_path / "job")]
+    process = subprocess.Popen([sys.executable, "-m", "dit.train", *arguments], env=ENV, cwd=ROOT,
+                               stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    _wait_for(tmp_path / "job" / "checkpoints" / "latest.pt", process)
+    process.send_signal(signal_number)
+    _, stderr = process.communicate(timeout=120)
+    if signal_number == signal.SIGTERM:
+        assert process.returncode == 75, stderr[-3000:]
+        assert {json.loads((out / "summary.json").read_text())["status"] for _, out in members} == {"preempted"}
+    else:
+        assert process.returncode == -signal.SIGKILL
+    result = train(*arguments)
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert "resumed from" in result.stderr
+    for (_, out), reference in zip(members, uninterrupted, strict=True):
+        assert losses(out) == losses(reference), out.name
+
+
+def test_ensemble_checkpoint_of_another_layout_is_refused(prepared_data, uninterrupted, tmp_path, capsys):
+    members = ensemble_members(prepared_data, tmp_path)
+    job = tmp_path / "job"
+    (job / "checkpoints").mkdir(parents=True)
+    original = uninterrupted[0].parent / "job" / "checkpoints" / "latest.pt"
+    (job / "checkpoints" / "latest.pt").write_bytes(original.read_bytes())  # layout: the other folders
+    code = train_main(["--ensemble", str(write_ensemble(tmp_path / "e.yaml", members)), "--out", str(job)])
+    assert code == 2
+    assert "belongs to another ensemble layout" in capsys.readouterr().err
+    mismatched = ensemble_members(prepared_data, tmp_path, members=MEMBERS[:2])
+    mismatched[1][0]["batch"]["global_clips"] = 8
+    assert train_main(["--ensemble", str(write_ensemble(tmp_path / "m.yaml", mismatched)), "--out", str(job)]) == 2
+    assert "members[1].config.batch.global_clips: 8 differs from members[0]'s 4" in capsys.readouterr().err
+
+
+@pytest.mark.slow
+def test_ensemble_in_two_processes_gives_the_one_process_losses(prepared_data, uninterrupted, tmp_path):
+    members = ensemble_members(prepared_data, tmp_path)
+    path = write_ensemble(tmp_path / "ensemble.yaml", members)
+    result = subprocess.run(
+        [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc-per-node=2", "-m", "dit.train",
+         "--ensemble", str(path), "--out", str(tmp_path / "job")],
+        capture_output=True, text=True, timeout=600, env=ENV, cwd=ROOT)
+    assert result.returncode == 0, result.stderr[-3000:]
+    for (_, out), reference in zip(members, uninterrupted, strict=True):
+        assert json.loads((out / "summary.json").read_text())["processes"] == 2
+        assert_close(losses(out), losses(reference), f"{out.name}: 2 processes vs 1")
