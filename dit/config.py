@@ -229,20 +229,28 @@ def load_ensemble(path: str | Path) -> list[tuple[TrainConfig, Path]]:
         raise ConfigError(f"cannot read ensemble file {path}: {error.strerror or error}") from None
     except yaml.YAMLError as error:
         raise ConfigError(f"ensemble file {path} is not valid YAML: {error}") from None
+    try:
+        return ensemble_from_dict(raw)
+    except ConfigError as error:
+        raise ConfigError(f"{path}: {error}") from None
+
+
+def ensemble_from_dict(raw: Any) -> list[tuple[TrainConfig, Path]]:
+    """Members of an ensemble from ``{"members": [{"out": RUN_FOLDER, "config": {...}}, ...]}``, checked."""
     members = raw.get("members") if isinstance(raw, Mapping) else None
     if not isinstance(members, list) or not members:
-        raise ConfigError(f"{path}: members: expected a non-empty list of {{out: FOLDER, config: {{...}}}}")
+        raise ConfigError("members: expected a non-empty list of {out: RUN_FOLDER, config: {...}}")
     result = []
     for position, entry in enumerate(members):
         if not isinstance(entry, Mapping) or set(entry) != {"out", "config"}:
-            raise ConfigError(f"{path}: members[{position}]: expected exactly the keys out and config")
+            raise ConfigError(f"members[{position}]: expected exactly the keys out and config")
         try:
             result.append((config_from_dict(entry["config"]), Path(entry["out"])))
         except ConfigError as error:
-            raise ConfigError(f"{path}: members[{position}].config.{error}") from None
+            raise ConfigError(f"members[{position}].config.{error}") from None
     outs = [str(out) for _, out in result]
     if len(set(outs)) != len(outs):
-        raise ConfigError(f"{path}: two members share a run folder: {sorted(o for o in outs if outs.count(o) > 1)[0]}")
+        raise ConfigError(f"members: two members share the run folder {sorted(o for o in outs if outs.count(o) > 1)[0]}")
     check_ensemble([config for config, _ in result])
     return result
 

@@ -271,16 +271,8 @@ class EnsembleTrainer:
         """One optimizer step of every member on its own global batch; returns each member's mean training loss."""
         video, timesteps, noise, captions = self.step_inputs(self.step)
         self.parameters.zero_grad()
-        loss_sums = torch.zeros(len(self.members), dtype=torch.float64, device=self.device)
-        for start in range(0, self.process_clips, self.micro_clips):
-            part = slice(start, start + self.micro_clips)
-            clips, steps, draws = video[:, part], timesteps[:, part], noise[:, part]
-            x_t = q_sample(self.schedule, clips.flatten(0, 1), steps.flatten(), draws.flatten(0, 1)).view_as(clips)
-            with self.autocast():
-                prediction = self.model(x_t, steps, captions[:, part], captions[:, part] != PAD_ID)
-            losses = (prediction.float() - noise[:, part].float()).pow(2).flatten(2).mean(dim=2)
-            (losses.sum(dim=1) / self.process_clips).sum().backward()
-            loss_sums += losses.detach().double().sum(dim=1)
+        loss_sums = accumulate_gradients(self.model, self.schedule, video, timesteps, noise, captions,
+                                         self.process_clips, self.micro_clips, self.autocast)
         if self.context.distributed:
             self.context.average_(self.parameters.grads)
         losses = (self.context.sum(loss_sums) / self.shared.batch.global_clips).tolist()
@@ -473,6 +465,28 @@ class EnsembleTrainer:
             "provenance": {**provenance(config.to_dict()), "resumable_config_hash": member.resumable_hash},
         }
         atomic_write_json(member.out_dir / "summary.json", summary)
+
+
+def accumulate_gradients(model: EnsembleDiT, schedule: NoiseSchedule, video: torch.Tensor, timesteps: torch.Tensor,
+                         noise: torch.Tensor, captions: torch.Tensor, process_clips: int, micro_clips: int,
+                         autocast=contextlib.nullcontext) -> torch.Tensor:
+    """Forward and backward of every member's epsilon-prediction loss on its clips, micro-batch by micro-batch.
+
+    Inputs carry a leading member axis: clips in model space ``(M, B, C, F, H, W)``, timesteps ``(M, B)``,
+    noise like the clips, caption ids ``(M, B, L)``. Each member's gradient is that of its mean loss
+    over ``process_clips`` clips. Returns each member's loss summed over its clips, float64 ``(M,)``.
+    """
+    loss_sums = torch.zeros(video.shape[0], dtype=torch.float64, device=video.device)
+    for start in range(0, process_clips, micro_clips):
+        part = slice(start, start + micro_clips)
+        clips, steps, draws, ids = video[:, part], timesteps[:, part], noise[:, part], captions[:, part]
+        x_t = q_sample(schedule, clips.flatten(0, 1), steps.flatten(), draws.flatten(0, 1)).view_as(clips)
+        with autocast():
+            prediction = model(x_t, steps, ids, ids != PAD_ID)
+        losses = (prediction.float() - draws.float()).pow(2).flatten(2).mean(dim=2)
+        (losses.sum(dim=1) / process_clips).sum().backward()
+        loss_sums += losses.detach().double().sum(dim=1)
+    return loss_sums
 
 
 def _mean_active(members: list[Member], losses: list[float]) -> float:

@@ -6,6 +6,14 @@ seeds and a held-out stage. This module turns it into ``RunSpec``s with stable i
 into the training config that ``dit.train`` reads. The Snakefile imports it to list the runs; the
 rules call ``python -m dit.launch`` with the config it builds, so no logic lives in the rules.
 
+Runs that differ only in learning rate and seed train together as one job, an ensemble
+(``training.ensemble: auto``; ``off`` gives every run a job of its own). Job ids (the job folders
+under ``{workdir}/jobs/``, holding the ensemble's checkpoint)::
+
+    grid/{size}/b{batch_clips}             every grid, conventional and noise run of that size and batch
+    heldout/{size}/b{batch_clips}          the held-out runs of that size and batch
+    compute_optimal/{size}/b{batch_clips}
+
 Run ids (also the run folders under ``{workdir}/runs/``)::
 
     grid/{size}/b{batch_clips}_lr{learning_rate}_s{seed}
@@ -47,6 +55,44 @@ class RunSpec:
         record["milestones_tokens"] = list(self.milestones_tokens)
         record["run_id"] = self.run_id
         return record
+
+
+#: Series -> the job family its runs train in (runs of one family and shape share a job).
+JOB_FAMILY = {"grid": "grid", "conventional": "grid", "noise": "grid", "heldout": "heldout",
+              "compute_optimal": "compute_optimal"}
+
+
+@dataclass(frozen=True)
+class JobSpec:
+    """One training job: the runs it trains together (one run when ensembles are off)."""
+
+    job_id: str
+    runs: tuple[RunSpec, ...]
+
+
+def training_jobs(runs: Iterable[RunSpec], ensemble: str = "auto") -> list[JobSpec]:
+    """Group runs into jobs: with ``ensemble="auto"`` one job per (family, size, batch, milestones), in order."""
+    runs = list(runs)
+    if ensemble == "off":
+        return [JobSpec(run.run_id, (run,)) for run in runs]
+    groups: dict[tuple, list[RunSpec]] = {}
+    for run in runs:
+        groups.setdefault((JOB_FAMILY[run.series], run.size, run.batch_clips, run.milestones_tokens), []).append(run)
+    names = [f"{family}/{size}/b{batch}" for family, size, batch, _ in groups]
+    jobs = []
+    for name, members in zip(names, groups.values()):
+        if names.count(name) > 1:  # the same shape with other milestones: a job of its own
+            name = f"{name}_t{members[0].milestones_tokens[-1]}"
+        jobs.append(JobSpec(name, tuple(members)))
+    return jobs
+
+
+def job_of(jobs: Iterable[JobSpec], run_id: str) -> JobSpec:
+    """The job that trains ``run_id``."""
+    for job in jobs:
+        if any(run.run_id == run_id for run in job.runs):
+            return job
+    raise KeyError(f"no job trains run {run_id!r}")
 
 
 def format_learning_rate(learning_rate: float) -> str:
@@ -135,6 +181,7 @@ def training_config(
             "patch": list(model["patch"]),
             "attention": model.get("attention", "auto"),
             "text_width": model.get("text_width"),
+            "caption_table": model.get("caption_table", "frozen"),
             "caption_dropout": model.get("caption_dropout", 0.1),
         },
         "data": {
@@ -153,6 +200,20 @@ def training_config(
     }
     config_from_dict(record)  # raises ConfigError naming the key
     return record
+
+
+def ensemble_config(config: Mapping[str, Any], job: JobSpec, runs_folder: str, data_root: str,
+                    codec_path: str | None = None) -> dict[str, Any]:
+    """The ``dit.train --ensemble`` file of one job: each run's folder (``runs_folder/run_id``) and config."""
+    return {"members": [{"out": f"{runs_folder}/{run.run_id}", "config": training_config(config, run, data_root, codec_path)}
+                        for run in job.runs]}
+
+
+def find_job(jobs: Iterable[JobSpec], job_id: str) -> JobSpec:
+    for job in jobs:
+        if job.job_id == job_id:
+            return job
+    raise KeyError(f"no training job {job_id!r} in the pipeline config")
 
 
 def find_run(runs: Iterable[RunSpec], run_id: str) -> RunSpec:

@@ -1,7 +1,9 @@
 """Launch one training run with as many processes as its resources give.
 
 ``python -m dit.launch --config-json JSON --out RUN_DIR [--processes P] [--nodes N]`` writes the run's
-validated config to ``RUN_DIR/train.yaml`` and then *replaces itself* (``exec``) with
+validated config to ``RUN_DIR/train.yaml`` (``--ensemble-json JSON --out JOB_DIR``: the ensemble's
+members, ``{"members": [{"out": RUN_DIR, "config": {...}}, ...]}``, to ``JOB_DIR/ensemble.yaml``)
+and then *replaces itself* (``exec``) with
 
 * ``python -m dit.train`` for one process on one node, so SIGTERM reaches the trainer directly;
 * ``torchrun --standalone --nproc_per_node=P -m dit.train`` for P processes on one node (gloo on
@@ -26,16 +28,18 @@ from pathlib import Path
 import yaml
 
 from dit.atomic import atomic_write_text
-from dit.config import ConfigError, config_from_dict
+from dit.config import ConfigError, config_from_dict, ensemble_from_dict
 
 RENDEZVOUS_PORT = 29500
 
 
-def launch_command(config_path: Path, out_dir: Path, processes: int, nodes: int, environ: dict) -> list[str]:
-    """The command that trains ``config_path`` into ``out_dir`` with ``processes`` per node on ``nodes``."""
+def launch_command(config_path: Path, out_dir: Path, processes: int, nodes: int, environ: dict,
+                   ensemble: bool = False) -> list[str]:
+    """The command that trains ``config_path`` (an ensemble file if ``ensemble``) into ``out_dir`` with
+    ``processes`` per node on ``nodes``."""
     if processes < 1 or nodes < 1:
         raise ValueError(f"processes and nodes must be at least 1, got processes={processes}, nodes={nodes}")
-    train_args = ["-m", "dit.train", "--config", str(config_path), "--out", str(out_dir)]
+    train_args = ["-m", "dit.train", "--ensemble" if ensemble else "--config", str(config_path), "--out", str(out_dir)]
     if processes == 1 and nodes == 1:
         return [sys.executable, *train_args]
     torchrun = [sys.executable, "-m", "torch.distributed.run", f"--nproc-per-node={processes}"]
@@ -63,25 +67,28 @@ def first_slurm_host(nodelist: str) -> str:
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m dit.launch", description=__doc__.split("\n\n")[0])
-    parser.add_argument("--config-json", required=True, help="the run's training config as JSON (dit.config keys)")
+    source = parser.add_mutually_exclusive_group(required=True)
+    source.add_argument("--config-json", help="the run's training config as JSON (dit.config keys)")
+    source.add_argument("--ensemble-json", help='the members of one job as JSON: {"members": [{"out": DIR, "config": {...}}]}')
     parser.add_argument("--out", required=True, type=Path, help="run folder")
     parser.add_argument("--processes", type=int, default=1, help="training processes per node (GPUs per node on CUDA)")
     parser.add_argument("--nodes", type=int, default=1, help="nodes (more than 1 only inside a SLURM allocation)")
     args = parser.parse_args(argv)
+    ensemble = args.ensemble_json is not None
     try:
-        record = json.loads(args.config_json)
-        config_from_dict(record)
+        record = json.loads(args.ensemble_json if ensemble else args.config_json)
+        ensemble_from_dict(record) if ensemble else config_from_dict(record)
     except json.JSONDecodeError as error:
-        print(f"dit.launch: --config-json is not valid JSON: {error}", file=sys.stderr)
+        print(f"dit.launch: --{'ensemble' if ensemble else 'config'}-json is not valid JSON: {error}", file=sys.stderr)
         return 2
     except ConfigError as error:
         print(f"dit.launch: configuration error: {error}", file=sys.stderr)
         return 2
     args.out.mkdir(parents=True, exist_ok=True)
-    config_path = args.out / "train.yaml"
+    config_path = args.out / ("ensemble.yaml" if ensemble else "train.yaml")
     atomic_write_text(config_path, yaml.safe_dump(record, sort_keys=False))
     try:
-        command = launch_command(config_path, args.out, args.processes, args.nodes, dict(os.environ))
+        command = launch_command(config_path, args.out, args.processes, args.nodes, dict(os.environ), ensemble)
     except (ValueError, RuntimeError) as error:
         print(f"dit.launch: {error}", file=sys.stderr)
         return 2

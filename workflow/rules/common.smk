@@ -4,7 +4,15 @@ import json
 import os
 import sys
 
-from dit.grid import find_run, grid_runs, predicted_heldout_run, proposed_runs, training_config
+from dit.grid import (
+    ensemble_config,
+    find_job,
+    grid_runs,
+    job_of,
+    predicted_heldout_run,
+    proposed_runs,
+    training_jobs,
+)
 from dit.workflow_config import PipelineConfigError, fit_config, validate_pipeline_config
 
 try:
@@ -21,6 +29,8 @@ PREPARED = f"{WORK}/data/prepared"
 CODEC = f"{WORK}/data/latent_codec.npz"  # used when data.latent is set
 GRID_RUNS = grid_runs(config)
 TRAINING = config["training"]
+ENSEMBLE = TRAINING.get("ensemble", "auto")
+GRID_JOBS = training_jobs(GRID_RUNS, ENSEMBLE)
 # Rules name the conda recipe, so `snakemake --sdm conda` builds the environment itself.
 CONDA_ENV = "../../environment.yml"
 
@@ -29,13 +39,18 @@ def run_dir(run_id):
     return f"{WORK}/runs/{run_id}"
 
 
-def summaries(run_ids):
-    return [f"{run_dir(run_id)}/summary.json" for run_id in run_ids]
+def job_dir(job_id):
+    return f"{WORK}/jobs/{job_id}"
 
 
-def launch_config(run):
-    """The run's dit.train config as JSON (a param, so a changed value reruns only that run)."""
-    return json.dumps(training_config(config, run, PREPARED, CODEC), sort_keys=True)
+def job_records(jobs):
+    """The record each training job writes when all its runs have finished (a job's output)."""
+    return [f"{job_dir(job.job_id)}/job.json" for job in jobs]
+
+
+def launch_ensemble(job):
+    """The job's dit.train ensemble as JSON (a param, so a changed value reruns only that job)."""
+    return json.dumps(ensemble_config(config, job, f"{WORK}/runs", PREPARED, CODEC), sort_keys=True)
 
 
 def training_inputs(wildcards=None):
@@ -48,8 +63,8 @@ def proposal_file():
     return checkpoints.propose_heldout.get().output.proposal
 
 
-def heldout_run(wildcards):
-    return find_run(proposed_runs(proposal_file(), seed=TRAINING["seed"]), wildcards.heldout_run)
+def heldout_jobs(wildcards=None):
+    return training_jobs(proposed_runs(proposal_file(), seed=TRAINING["seed"]), ENSEMBLE)
 
 
 def heldout_run_ids(wildcards=None):
@@ -60,6 +75,12 @@ def largest_run_dir(wildcards=None):
     return run_dir(predicted_heldout_run(proposal_file(), seed=TRAINING["seed"]).run_id)
 
 
+def largest_run_job(wildcards=None):
+    """The record of the job that trains the largest held-out run (evaluation and samples wait for it)."""
+    run_id = predicted_heldout_run(proposal_file(), seed=TRAINING["seed"]).run_id
+    return job_records([job_of(heldout_jobs(), run_id)])[0]
+
+
 wildcard_constraints:
-    grid_run=r"(grid|conventional|noise)/[^/]+/[^/]+",
-    heldout_run=r"(heldout|compute_optimal)/[^/]+/[^/]+",
+    grid_job=r"(grid|conventional|noise)/[^/]+/[^/]+",
+    heldout_job=r"(heldout|compute_optimal)/[^/]+/[^/]+",

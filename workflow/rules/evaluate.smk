@@ -28,7 +28,7 @@ rule evaluate_heldout:
 
 rule validation_protocol_spread:
     input:
-        lambda wildcards: f"{largest_run_dir()}/summary.json",
+        largest_run_job,
     output:
         f"{RESULTS}/evaluation/validation_protocol_spread.json",
     log:
@@ -50,7 +50,7 @@ rule validation_protocol_spread:
 
 rule caption_conditioning:
     input:
-        lambda wildcards: f"{largest_run_dir()}/summary.json",
+        largest_run_job,
     output:
         f"{RESULTS}/evaluation/caption_conditioning.json",
     log:
@@ -69,7 +69,7 @@ rule caption_conditioning:
 
 rule samples:
     input:
-        lambda wildcards: f"{largest_run_dir()}/summary.json",
+        largest_run_job,
     output:
         index=f"{RESULTS}/samples/index.json",
         sheet=report(

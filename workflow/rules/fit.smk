@@ -21,7 +21,7 @@ rule fit_config:
 
 rule collect_grid_runs:
     input:
-        summaries([run.run_id for run in GRID_RUNS]),
+        job_records(GRID_JOBS),
     output:
         f"{WORK}/analysis/grid_runs.csv",
     log:
@@ -87,8 +87,8 @@ checkpoint propose_heldout:
 
 rule collect_runs:
     input:
-        grid=summaries([run.run_id for run in GRID_RUNS]),
-        heldout=lambda wildcards: summaries(heldout_run_ids()),
+        grid=job_records(GRID_JOBS),
+        heldout=lambda wildcards: job_records(heldout_jobs()),
     output:
         f"{RESULTS}/runs.csv",
     log:

@@ -1,7 +1,9 @@
-# Training stage: one constant-LR run per grid cell (plus conventional-cell and noise-floor seeds),
-# and, after the fit, the held-out runs the fitted laws propose (fit.smk's checkpoint).
-# Each run folder keeps checkpoints/latest.pt: a killed or preempted run resumes when rerun.
-# Outputs are the run's summary.json and metrics.csv, written atomically at the end.
+# Training stage: one job per group of runs that differ only in learning rate and seed (an ensemble,
+# dit.engine; training.ensemble: off gives every run a job of its own): the grid cells with the
+# conventional-cell and noise-floor seeds, and, after the fit, the held-out runs the fitted laws
+# propose (fit.smk's checkpoint). Each job folder keeps checkpoints/latest.pt, so a killed or
+# preempted job resumes when rerun; each run still gets its own folder under runs/. A job's output
+# is its job.json, written when all its runs have finished.
 
 TRAIN_RESOURCES = dict(
     mem_mb=3000,
@@ -15,22 +17,21 @@ rule train_grid:
     input:
         training_inputs,
     output:
-        summary=f"{WORK}/runs/{{grid_run}}/summary.json",
-        metrics=f"{WORK}/runs/{{grid_run}}/metrics.csv",
+        f"{WORK}/jobs/{{grid_job}}/job.json",
     log:
-        f"{LOGS}/train/{{grid_run}}.log",
+        f"{LOGS}/train/{{grid_job}}.log",
     benchmark:
-        f"{BENCHMARKS}/train/{{grid_run}}.tsv"
+        f"{BENCHMARKS}/train/{{grid_job}}.tsv"
     params:
-        config=lambda wildcards: launch_config(find_run(GRID_RUNS, wildcards.grid_run)),
-        run_dir=lambda wildcards: run_dir(wildcards.grid_run),
+        ensemble=lambda wildcards: launch_ensemble(find_job(GRID_JOBS, wildcards.grid_job)),
+        job_dir=lambda wildcards: job_dir(wildcards.grid_job),
     threads: TRAINING["threads"] or 1
     resources:
         **TRAIN_RESOURCES,
     conda:
         CONDA_ENV
     shell:
-        "python -m dit.launch --config-json {params.config:q} --out {params.run_dir}"
+        "python -m dit.launch --ensemble-json {params.ensemble:q} --out {params.job_dir}"
         " --processes {resources.processes} --nodes {resources.nodes} > {log} 2>&1"
 
 
@@ -39,20 +40,19 @@ rule train_heldout:
         data=training_inputs,
         proposal=f"{WORK}/analysis/proposal.json",
     output:
-        summary=f"{WORK}/runs/{{heldout_run}}/summary.json",
-        metrics=f"{WORK}/runs/{{heldout_run}}/metrics.csv",
+        f"{WORK}/jobs/{{heldout_job}}/job.json",
     log:
-        f"{LOGS}/train/{{heldout_run}}.log",
+        f"{LOGS}/train/{{heldout_job}}.log",
     benchmark:
-        f"{BENCHMARKS}/train/{{heldout_run}}.tsv"
+        f"{BENCHMARKS}/train/{{heldout_job}}.tsv"
     params:
-        config=lambda wildcards: launch_config(heldout_run(wildcards)),
-        run_dir=lambda wildcards: run_dir(wildcards.heldout_run),
+        ensemble=lambda wildcards: launch_ensemble(find_job(heldout_jobs(), wildcards.heldout_job)),
+        job_dir=lambda wildcards: job_dir(wildcards.heldout_job),
     threads: TRAINING["threads"] or 1
     resources:
         **TRAIN_RESOURCES,
     conda:
         CONDA_ENV
     shell:
-        "python -m dit.launch --config-json {params.config:q} --out {params.run_dir}"
+        "python -m dit.launch --ensemble-json {params.ensemble:q} --out {params.job_dir}"
         " --processes {resources.processes} --nodes {resources.nodes} > {log} 2>&1"
