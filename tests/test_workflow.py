@@ -37,13 +37,24 @@ SUMMARY_SECTIONS = ("Laws", "Precise vs conventional", "Held-out", "Verdict", "D
 
 
 def expected_grid_jobs(config: dict) -> int:
-    """Training runs before the held-out stage: every (size, batch, lr) cell plus the noise-floor seeds.
+    """Training jobs before the held-out stage. With ensembles (the default) one per (size, batch) of the grid:
+    its learning rates, and the noise-floor seeds at a cell of that size and batch, train together. With
+    ``training.ensemble: off`` one per run: every (size, batch, lr) cell plus the noise-floor seeds.
 
-    (Every config here has its conventional cell on the grid, so it adds no runs.)
+    (Every config here has its conventional cell and its noise cells on the grid, so they add no jobs.)
     """
     grid = config["grid"]
-    cells = len(grid["sizes"]) * len(grid["batch_clips"]) * len(grid["learning_rates"])
-    return cells + len(config["noise"]["cells"]) * len(config["noise"]["seeds"])
+    if config["training"].get("ensemble", "auto") == "off":
+        cells = len(grid["sizes"]) * len(grid["batch_clips"]) * len(grid["learning_rates"])
+        return cells + len(config["noise"]["cells"]) * len(config["noise"]["seeds"])
+    return len(grid["sizes"]) * len(grid["batch_clips"])
+
+
+def grid_job_ids(config: dict) -> set[str]:
+    """The job ids of the grid stage, derived here from the config (not from dit.grid)."""
+    if config["training"].get("ensemble", "auto") == "off":
+        return grid_run_ids(config)
+    return {f"grid/{size}/b{batch}" for size in config["grid"]["sizes"] for batch in config["grid"]["batch_clips"]}
 
 
 SMOKE_CONFIG = yaml.safe_load((REPOSITORY_ROOT / "config" / "smoke.yaml").read_text())
@@ -69,8 +80,8 @@ def is_finite_number(text: str) -> bool:
 
 
 def train_wildcards(run) -> set[str]:
-    """The grid_run wildcard of every train_grid job block in a snakemake output."""
-    return {job.wildcards.removeprefix("grid_run=") for job in run.jobs() if job.rule == "train_grid"}
+    """The grid_job wildcard of every train_grid job block in a snakemake output."""
+    return {job.wildcards.removeprefix("grid_job=") for job in run.jobs() if job.rule == "train_grid"}
 
 
 # ------------------------------------------------------------------ fast: lint, DAGs, config errors
@@ -83,14 +94,15 @@ def test_lint_is_clean():
 
 
 @pytest.mark.parametrize(
-    "source, grid_jobs",
-    [("config", 4 * 3 * 4 + 2 * 2), ("smoke", 3 * 2 * 3 + 1 * 2), ("paper", 4 * 3 * 6 + 2 * 2)],
+    "source, ensemble, grid_jobs",
+    [("config", "auto", 4 * 3), ("smoke", "auto", 3 * 2), ("smoke", "off", 3 * 2 * 3 + 1 * 2),
+     ("paper", "auto", 4 * 3)],
 )
-def test_dry_run_builds_the_expected_dag(source, grid_jobs, make_pipeline, tmp_path):
-    overrides = {}
+def test_dry_run_builds_the_expected_dag(source, ensemble, grid_jobs, make_pipeline, tmp_path):
+    overrides = {"training": {"ensemble": ensemble}}
     if source == "paper":
         (tmp_path / "videos").mkdir()  # the paper config reads a folder of the user's videos
-        overrides = {"data": {"source": str(tmp_path / "videos")}}
+        overrides["data"] = {"source": str(tmp_path / "videos")}
     pipeline = make_pipeline(tmp_path, source, overrides)
     assert expected_grid_jobs(pipeline.config) == grid_jobs
 
@@ -105,7 +117,7 @@ def test_dry_run_builds_the_expected_dag(source, grid_jobs, make_pipeline, tmp_p
     # The held-out runs depend on the fitted laws: they appear only once the checkpoint has run.
     assert "train_heldout" not in counts, counts
     planned = train_wildcards(result)
-    assert planned == grid_run_ids(pipeline.config)
+    assert planned == grid_job_ids(pipeline.config)
     processes = f"processes={pipeline.config['training']['processes']}"  # torchrun processes per run (8 GPUs: paper)
     assert all(processes in job.resources.split(", ") for job in result.jobs() if job.rule == "train_grid"), processes
     assert all(
@@ -257,8 +269,7 @@ def test_smoke_summary_has_every_section(smoke_run):
     timings = text[text.find("## Stage timings"):]
     for stage in ("train/grid/*", "train/heldout/*", "fit_grid", "fit_laws", "prepare_data"):
         assert f"| {stage} |" in timings, stage
-    grid_cells = sum(run_id.startswith("grid/") for run_id in grid_run_ids(smoke_run.config))
-    assert f"| train/grid/* | {grid_cells} |" in timings
+    assert f"| train/grid/* | {len(grid_job_ids(smoke_run.config))} |" in timings
     assert all(size in text for size in smoke_run.config["heldout"]["sizes"])
     assert "%%" not in text, "a doubled percent sign (printf-style escaping left in the text)"
 
@@ -337,10 +348,12 @@ def test_changing_one_grid_value_reruns_only_what_it_touches(smoke_run, tmp_path
     new_runs = grid_run_ids(changed.config) - grid_run_ids(smoke_run.config)
     grid = smoke_run.config["grid"]
     assert len(new_runs) == len(grid["sizes"]) * len(grid["batch_clips"]) and all("_lr0.04_" in r for r in new_runs)
-    assert train_wildcards(result) == new_runs, "only the new learning rate's runs may be trained"
+    # every (size, batch) ensemble gains a member, so every grid job runs again; its finished members are
+    # not retrained (dit.train skips runs whose summary has the same config), which the kill test checks
+    assert train_wildcards(result) == grid_job_ids(smoke_run.config)
     for job in result.jobs():
         if job.rule == "train_grid":
-            assert job.reason.startswith("Missing output files"), job
+            assert job.reason.startswith("Params have changed"), job
     rules = {job.rule: job for job in result.jobs()}
     assert not {"generate_data", "prepare_data", "fit_config"} & set(rules), sorted(rules)
     assert {"collect_grid_runs", "fit_grid", "propose_heldout", "collect_runs", "fit_laws", "figures", "summary"} <= set(rules)
@@ -372,8 +385,8 @@ def _killed_run_config(make_pipeline, directory: Path, smoke_config: dict, sizes
 
 
 def _finished_training_jobs(output: str) -> set[str]:
-    """Run ids of train_grid jobs that Snakemake reported finished."""
-    by_jobid = {job.jobid: job.wildcards.removeprefix("grid_run=") for job in planned_jobs(output) if job.rule == "train_grid"}
+    """Job ids of train_grid jobs that Snakemake reported finished."""
+    by_jobid = {job.jobid: job.wildcards.removeprefix("grid_job=") for job in planned_jobs(output) if job.rule == "train_grid"}
     return {by_jobid[int(jobid)] for jobid in re.findall(r"Finished jobid: (\d+) \(Rule: train_grid\)", output) if int(jobid) in by_jobid}
 
 
@@ -391,13 +404,15 @@ def _processes_mentioning(text: str) -> list[int]:
 
 @pytest.mark.slow
 def test_killed_run_resumes_on_rerun_with_identical_numbers(smoke_run, make_pipeline, tmp_path):
-    """SIGKILL to snakemake and its training processes once one run has finished and another is mid-training
-    (checkpoint, no summary); the same command again trains only what was unfinished, the interrupted run
-    resumes from its checkpoint, and the grid's runs table equals the uninterrupted smoke run's to the bit."""
+    """SIGKILL to snakemake and its training processes once one training job (an ensemble of two runs) has
+    finished and another is mid-training (checkpoint, no job record); the same command again trains only what
+    was unfinished, the interrupted job resumes from its checkpoint, and the grid's runs table equals the
+    uninterrupted smoke run's to the bit (where each run trained in a larger ensemble)."""
     pipeline = _killed_run_config(make_pipeline, tmp_path, smoke_run.config)
     target = pipeline.workdir / "analysis" / "grid_runs.csv"
     run_ids = grid_run_ids(pipeline.config)
-    assert len(run_ids) == 4
+    job_ids = grid_job_ids(pipeline.config)
+    assert len(run_ids) == 4 and len(job_ids) == 2
     # --nolock: the SIGKILLed snakemake cannot remove its lock, and `snakemake --unlock` would also
     # remove the locks of other runs started in this repository.
     command = pipeline.command("--cores", "2", "--profile", str(LOCAL_PROFILE), "--nolock", str(target))
@@ -407,13 +422,15 @@ def test_killed_run_resumes_on_rerun_with_identical_numbers(smoke_run, make_pipe
         process = subprocess.Popen(command, cwd=REPOSITORY_ROOT, env=workflow_environment(), stdout=output,
                                    stderr=subprocess.STDOUT, start_new_session=True)
 
+    def job_dir(job_id: str) -> Path:
+        return pipeline.workdir / "jobs" / job_id
+
     def state() -> tuple[set[str], list[str]]:
-        """Runs Snakemake reported finished; runs with a checkpoint but no summary (mid-training)."""
+        """Jobs Snakemake reported finished; jobs with a checkpoint but no job record (mid-training)."""
         finished = _finished_training_jobs(output_path.read_text())
         interrupted = [
-            run_id for run_id in sorted(run_ids - finished)
-            if (pipeline.run_dir(run_id) / "checkpoints" / "latest.pt").exists()
-            and not (pipeline.run_dir(run_id) / "summary.json").exists()
+            job_id for job_id in sorted(job_ids - finished)
+            if (job_dir(job_id) / "checkpoints" / "latest.pt").exists() and not (job_dir(job_id) / "job.json").exists()
         ]
         return finished, interrupted
 
@@ -439,19 +456,20 @@ def test_killed_run_resumes_on_rerun_with_identical_numbers(smoke_run, make_pipe
     assert not _processes_mentioning(str(pipeline.workdir)), "snakemake's training children outlived the kill"
     assert process.returncode == -signal.SIGKILL
     assert state() == (finished, interrupted)
-    finished_mtimes = {run_id: (pipeline.run_dir(run_id) / "summary.json").stat().st_mtime_ns for run_id in finished}
+    finished_mtimes = {job_id: (job_dir(job_id) / "job.json").stat().st_mtime_ns for job_id in finished}
 
     rerun = run_bounded(command, timeout_s=KILL_RUN_TIMEOUT_S)
     assert rerun.returncode == 0, rerun.tail()
     retrained = train_wildcards(rerun)
-    assert set(interrupted) <= retrained <= run_ids - finished, "only runs unfinished at the kill may be trained again"
-    for run_id, mtime in finished_mtimes.items():
-        assert (pipeline.run_dir(run_id) / "summary.json").stat().st_mtime_ns == mtime, f"{run_id} was redone"
-    for run_id in interrupted:
-        log = (pipeline.workdir / "logs" / "train" / f"{run_id}.log").read_text()
+    assert set(interrupted) <= retrained <= job_ids - finished, "only jobs unfinished at the kill may be trained again"
+    for job_id, mtime in finished_mtimes.items():
+        assert (job_dir(job_id) / "job.json").stat().st_mtime_ns == mtime, f"{job_id} was redone"
+    for job_id in interrupted:
+        log = (pipeline.workdir / "logs" / "train" / f"{job_id}.log").read_text()
         resumed = re.search(r"resumed from \S+latest\.pt at step (\d+)", log)
         assert resumed and int(resumed.group(1)) > 0, log[-3000:]
-        assert json.loads((pipeline.run_dir(run_id) / "summary.json").read_text())["status"] == "completed"
+        for member in json.loads((job_dir(job_id) / "job.json").read_text())["members"]:
+            assert json.loads((Path(member["run_dir"]) / "summary.json").read_text())["status"] == "completed"
 
     losses = read_losses(target)
     reference = read_losses(smoke_run.results / "runs.csv")
@@ -463,18 +481,18 @@ def test_killed_run_resumes_on_rerun_with_identical_numbers(smoke_run, make_pipe
 
 
 def test_failed_training_job_stops_its_branch_names_its_log_and_the_rest_goes_on(smoke_run, make_pipeline, tmp_path):
-    """One grid run's folder holds an unreadable checkpoint: its job fails with a clear reason in its log,
-    Snakemake names that log, the other runs still finish (keep-going), nothing that depends on the failed
-    run is built, and the bad file is left in place."""
+    """One training job's folder holds an unreadable checkpoint: the job fails with a clear reason in its log
+    and in its runs' summaries, Snakemake names that log, the other job still finishes (keep-going), nothing
+    that depends on the failed job is built, and the bad file is left in place."""
     import shutil
 
-    # two runs of the smallest size: one broken, one that must still finish
-    pipeline = _killed_run_config(make_pipeline, tmp_path, smoke_run.config, sizes=1)
+    # two jobs (one per size), two runs each: one job broken, one that must still finish
+    pipeline = _killed_run_config(make_pipeline, tmp_path, smoke_run.config, sizes=2)
     shutil.copytree(smoke_run.workdir / "data", pipeline.workdir / "data", symlinks=True)
-    run_ids = sorted(grid_run_ids(pipeline.config))
-    assert len(run_ids) == 2
-    broken, *others = run_ids
-    checkpoint = pipeline.run_dir(broken) / "checkpoints" / "latest.pt"
+    job_ids = sorted(grid_job_ids(pipeline.config))
+    assert len(job_ids) == 2
+    broken, other = job_ids
+    checkpoint = pipeline.workdir / "jobs" / broken / "checkpoints" / "latest.pt"
     checkpoint.parent.mkdir(parents=True)
     checkpoint.write_bytes(b"not a checkpoint")
     target = pipeline.workdir / "analysis" / "grid_runs.csv"
@@ -483,8 +501,13 @@ def test_failed_training_job_stops_its_branch_names_its_log_and_the_rest_goes_on
     log = pipeline.workdir / "logs" / "train" / f"{broken}.log"
     assert f"checkpoint {checkpoint} cannot be read" in log.read_text(), log.read_text()[-3000:]
     assert str(log) in result.output and "cannot be read" in result.output, result.tail()
-    for run_id in others:
+    size = {job_id: job_id.split("/")[1] for job_id in job_ids}
+    for run_id in grid_run_ids(pipeline.config):
         summary = json.loads((pipeline.run_dir(run_id) / "summary.json").read_text())
-        assert summary["status"] == "completed", run_id
-    assert not target.exists() and not (pipeline.run_dir(broken) / "summary.json").exists()
+        if run_id.split("/")[1] == size[broken]:
+            assert summary["status"] == "failed" and str(checkpoint) in summary["status_reason"], run_id
+        else:
+            assert summary["status"] == "completed", run_id
+    assert not target.exists() and not (pipeline.workdir / "jobs" / broken / "job.json").exists()
+    assert (pipeline.workdir / "jobs" / other / "job.json").exists()
     assert checkpoint.read_bytes() == b"not a checkpoint"
