@@ -772,7 +772,8 @@ def _introduction(document: dict) -> list[str]:
 
 
 def render(document: dict, heldout: dict | None, spread: dict | None, captions: dict | None, runs: str | None,
-           benchmarks: str | None, notes: list[str], sources: dict, manifest: str | None = None) -> str:
+           benchmarks: str | None, notes: list[str], sources: dict, manifest: str | None = None,
+           performance: dict | None = None) -> str:
     record = provenance(sources)
     sens = sensitivity(runs, document, notes) if runs else None
     out = [
@@ -878,6 +879,17 @@ def render(document: dict, heldout: dict | None, spread: dict | None, captions: 
         if rows:
             out += ["", "## Stage timings (Snakemake benchmark files)", "", f"Source: `{benchmarks}`.", "",
                     *_table(["stage", "jobs", "seconds per job (median)", "seconds (total)", "max RSS (MB)"], rows)]
+    if performance:
+        out += ["", "Grid training jobs, all together (`performance.json`): model FLOPs are the term-by-term count of every "
+                "matrix product of their training steps and validation passes; job seconds are Snakemake's wall time of each "
+                "job, start-up included; the matmul rate is this machine's float32 `torch.mm` rate at the threads of one job, "
+                "measured in the same run.", "",
+                *_table(["model FLOPs", "job seconds", "model FLOP/s", "matmul FLOP/s", "fraction of matmul", "jobs",
+                         "runs per job (median)"],
+                        [[_fmt(performance["grid_model_flops"]), _fmt(performance["grid_job_seconds"]),
+                          _fmt(performance["grid_model_flops"] / performance["grid_job_seconds"]),
+                          _fmt(performance["matmul_flops_per_s"]), _fmt(performance["grid_fraction_of_matmul"], 3),
+                          performance["jobs"], _fmt(performance["members_per_job"])]])]
     if notes:
         out += ["", "## Notes", "", *[f"- {n}" for n in notes]]
     return "\n".join(out) + "\n"
@@ -893,6 +905,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--caption-conditioning", help="JSON from python -m dit.evaluate captions")
     parser.add_argument("--benchmarks", help="folder of Snakemake benchmark TSV files")
     parser.add_argument("--manifest", help="manifest.json of the prepared data (for how often runs repeat it)")
+    parser.add_argument("--performance", help="performance.json from python -m dit.performance grid")
     args = parser.parse_args(argv)
     notes: list[str] = []
     try:
@@ -903,7 +916,9 @@ def main(argv: list[str] | None = None) -> int:
     heldout = _read_json(args.heldout, notes, "held-out evaluation")
     spread = _read_json(args.protocol_spread, notes, "protocol spread")
     captions = _read_json(args.caption_conditioning, notes, "caption conditioning")
-    text = render(document, heldout, spread, captions, args.runs, args.benchmarks, notes, vars(args), args.manifest)
+    performance = _read_json(args.performance, notes, "grid performance")
+    text = render(document, heldout, spread, captions, args.runs, args.benchmarks, notes, vars(args), args.manifest,
+                  performance)
     atomic_write_text(args.out, text)
     print(f"wrote {args.out}")
     return 0

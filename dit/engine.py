@@ -40,7 +40,7 @@ from dit.data.loader import ClipLoader, ShardDataset, limit_clips
 from dit.diffusion import NoiseSchedule, ensemble_validation_loss, q_sample, validation_timesteps
 from dit.distributed import init_process_context
 from dit.ensemble import EnsembleDiT
-from dit.flops import paper_flops_per_token, six_n_flops_per_token
+from dit.flops import paper_flops_per_token, six_n_flops_per_token, training_flops_per_clip
 from dit.latent import CodecError, encoded_batches, load_model_space
 from dit.member_optim import MemberAdamW, MemberParameters
 from dit.model import VideoDiT, VideoDiTConfig
@@ -126,6 +126,7 @@ class EnsembleTrainer:
         self.wall_time_s = 0.0
         self.interval_train_time_s = 0.0
         self.interval_tokens = 0
+        self.validation_passes = 0
         self.preemption = PreemptionFlag()
         self.progress = Progress(self.total_tokens, config.progress.interval_seconds, config.progress.quiet,
                                  self.context.is_main)
@@ -173,6 +174,11 @@ class EnsembleTrainer:
         self.tokens_per_step = self.tokens_per_clip * config.batch.global_clips
         self.non_embedding_parameters = self.size.non_embedding_parameters
         self.flops_per_token = paper_flops_per_token(self.non_embedding_parameters, self.tokens_per_clip, self.size.width)
+        forward = self.model_config.forward_flops()
+        self.forward_flops_per_clip = forward.total
+        self.training_flops_per_clip = training_flops_per_clip(
+            forward, self.model_config.caption_feature_width, self.model_config.caption_length, self.size.width,
+            text_input_gradient=self.model_config.caption_table == "learned")
         self.flops_6n_per_token = six_n_flops_per_token(self.non_embedding_parameters)
         self.total_tokens = config.total_tokens
         self.total_steps = math.ceil(self.total_tokens / self.tokens_per_step)
@@ -217,6 +223,7 @@ class EnsembleTrainer:
                 "loaders": {str(seed): loader.state_dict() for seed, loader in self.loaders.items()},
                 "members": [member.state() for member in self.members],
                 "timing": [self.wall_time_s, self.interval_train_time_s, self.interval_tokens],
+                "validation_passes": self.validation_passes,
             }
             with atomic_path(self.job_dir / "checkpoints" / CHECKPOINT_NAME) as tmp:
                 torch.save(state, tmp)
@@ -242,6 +249,7 @@ class EnsembleTrainer:
         self.step = int(state["step"])
         self.wall_time_s, self.interval_train_time_s = float(state["timing"][0]), float(state["timing"][1])
         self.interval_tokens = int(state["timing"][2])
+        self.validation_passes = int(state["validation_passes"])
         self.progress.message(f"resumed from {path} at step {self.step} ({self.tokens_seen:,} tokens)")
         return True
 
@@ -284,6 +292,7 @@ class EnsembleTrainer:
     def validate(self) -> list[tuple[float, dict[int, float]]]:
         """Each member's validation loss and per-timestep losses on the fixed protocol (all processes)."""
         settings = self.shared.validation
+        self.validation_passes += 1
         batches = self.validation_data.iter_batches(settings.batch_clips, frames=self.frames)
         batches = encoded_batches(limit_clips(batches, settings.max_clips), self.space)
         mine = (b for i, b in enumerate(batches) if i % self.context.world_size == self.context.rank)
@@ -418,7 +427,22 @@ class EnsembleTrainer:
                 "steps": self.step,
                 "wall_time_s": self.wall_time_s,
                 "model_config": self.model_config.to_dict(),
+                "model_flops": self.model_flops(),
             })
+
+    def model_flops(self) -> dict[str, float]:
+        """Matrix-product FLOPs this job computed (``dit.flops``' term-by-term count), all members included.
+
+        Training: every step's forward and backward for every member (a frozen member is still computed);
+        validation: every validation pass's forward passes, each clip at each protocol timestep.
+        """
+        members = len(self.members)
+        training = self.step * self.shared.batch.global_clips * self.training_flops_per_clip * members
+        limit = self.shared.validation.max_clips
+        clips = len(self.validation_data) if limit is None else min(limit, len(self.validation_data))
+        validation = (self.validation_passes * clips * self.shared.validation.timesteps
+                      * self.forward_flops_per_clip * members)
+        return {"training": training, "validation": validation, "total": training + validation}
 
     def write_summary(self, member: Member, status: str, reason: str) -> None:
         if not self.context.is_main:

@@ -415,7 +415,8 @@ def test_killed_run_resumes_on_rerun_with_identical_numbers(smoke_run, make_pipe
     assert len(run_ids) == 4 and len(job_ids) == 2
     # --nolock: the SIGKILLed snakemake cannot remove its lock, and `snakemake --unlock` would also
     # remove the locks of other runs started in this repository.
-    command = pipeline.command("--cores", "2", "--profile", str(LOCAL_PROFILE), "--nolock", str(target))
+    # one core: the two jobs run one after the other, so one can finish while the other is mid-training
+    command = pipeline.command("--cores", "1", "--profile", str(LOCAL_PROFILE), "--nolock", str(target))
     output_path = tmp_path / "killed.out"
     deadline = time.monotonic() + KILL_RUN_TIMEOUT_S
     with open(output_path, "w") as output:

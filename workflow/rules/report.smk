@@ -42,6 +42,7 @@ rule summary:
         spread=f"{RESULTS}/evaluation/validation_protocol_spread.json",
         captions=f"{RESULTS}/evaluation/caption_conditioning.json",
         runs=f"{RESULTS}/runs.csv",
+        performance=f"{RESULTS}/performance.json",
         prepared=PREPARED,
     output:
         report(f"{RESULTS}/summary.md", caption="../report/summary.rst", category="Summary"),
@@ -55,4 +56,5 @@ rule summary:
     shell:
         "python -m analysis.summary --runs {input.runs} --laws {input.laws} --heldout {input.heldout}"
         " --protocol-spread {input.spread} --caption-conditioning {input.captions}"
-        " --benchmarks {params.benchmarks} --manifest {input.prepared}/manifest.json --out {output} > {log} 2>&1"
+        " --benchmarks {params.benchmarks} --performance {input.performance}"
+        " --manifest {input.prepared}/manifest.json --out {output} > {log} 2>&1"

@@ -56,3 +56,41 @@ rule train_heldout:
     shell:
         "python -m dit.launch --ensemble-json {params.ensemble:q} --out {params.job_dir}"
         " --processes {resources.processes} --nodes {resources.nodes} > {log} 2>&1"
+
+
+rule measure_matmul:
+    input:
+        job_records(GRID_JOBS),  # after the grid, so that the measurement has the cores to itself
+    output:
+        f"{WORK}/analysis/matmul.json",
+    log:
+        f"{LOGS}/measure_matmul.log",
+    params:
+        threads=TRAINING["threads"] or 1,
+    threads: 2
+    resources:
+        mem_mb=1000,
+        runtime=10,
+    conda:
+        CONDA_ENV
+    shell:
+        "python -m dit.performance matmul --threads {params.threads} --out {output} > {log} 2>&1"
+
+
+rule grid_performance:
+    input:
+        jobs=job_records(GRID_JOBS),
+        matmul=f"{WORK}/analysis/matmul.json",
+    output:
+        f"{RESULTS}/performance.json",
+    log:
+        f"{LOGS}/grid_performance.log",
+    params:
+        # written by Snakemake when each job finished (benchmark files are not rule outputs)
+        benchmarks=[f"{BENCHMARKS}/train/{job.job_id}.tsv" for job in GRID_JOBS],
+    localrule: True
+    conda:
+        CONDA_ENV
+    shell:
+        "python -m dit.performance grid --jobs {input.jobs} --benchmarks {params.benchmarks}"
+        " --matmul {input.matmul} --out {output} > {log} 2>&1"
