@@ -305,11 +305,16 @@ def ensemble_validation_loss(
         shared = lambda tensor: tensor.expand(members, *tensor.shape).contiguous()  # noqa: E731
         prediction = ensemble(shared(x_t), shared(timesteps), shared(captions["caption_ids"]),
                               shared(captions["caption_mask"]) if "caption_mask" in captions else None)
-        return (prediction.float() - noise.float()[None]).pow(2).flatten(2).mean(dim=2)
+        return member_clip_losses(prediction, shared(noise))
 
     device = _model_device(ensemble)
     return _validation_results(ensemble, losses, members, schedule, batches, num_timesteps, seed, device,
                                max_forward_clips)
+
+
+def member_clip_losses(prediction: torch.Tensor, noise: torch.Tensor) -> torch.Tensor:
+    """Each member's per-clip mean squared error ``(M, B)`` (float32) from ``(M, B, ...)`` predictions and noise."""
+    return (prediction.float() - noise.float()).pow(2).flatten(2).mean(dim=2)
 
 
 def _validation_results(model, losses_of, members, schedule, batches, num_timesteps, seed, device,

@@ -37,7 +37,7 @@ import yaml
 from dit.atomic import atomic_path, atomic_write_json, atomic_write_text
 from dit.config import ConfigError, TrainConfig
 from dit.data.loader import ClipLoader, ShardDataset, limit_clips
-from dit.diffusion import NoiseSchedule, ensemble_validation_loss, q_sample, validation_timesteps
+from dit.diffusion import NoiseSchedule, ensemble_validation_loss, member_clip_losses, q_sample, validation_timesteps
 from dit.distributed import init_process_context
 from dit.ensemble import EnsembleDiT
 from dit.flops import paper_flops_per_token, six_n_flops_per_token, training_flops_per_clip
@@ -507,7 +507,7 @@ def accumulate_gradients(model: EnsembleDiT, schedule: NoiseSchedule, video: tor
         x_t = q_sample(schedule, clips.flatten(0, 1), steps.flatten(), draws.flatten(0, 1)).view_as(clips)
         with autocast():
             prediction = model(x_t, steps, ids, ids != PAD_ID)
-        losses = (prediction.float() - draws.float()).pow(2).flatten(2).mean(dim=2)
+        losses = member_clip_losses(prediction, draws)
         (losses.sum(dim=1) / process_clips).sum().backward()
         loss_sums += losses.detach().double().sum(dim=1)
     return loss_sums
