@@ -119,7 +119,7 @@ class EnsembleLayerNorm(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         normalized = F.layer_norm(x, x.shape[-1:], eps=LAYER_NORM_EPS)
-        return normalized * _per_member(self.weight, x) + _per_member(self.bias, x)
+        return torch.addcmul(_per_member(self.bias, x), normalized, _per_member(self.weight, x))
 
 
 def _norm(x: torch.Tensor) -> torch.Tensor:
@@ -141,9 +141,9 @@ class EnsembleBlock(nn.Module):
         """``x`` (M, B, n, d); ``modulation`` (M, B, 6, d)."""
         table = self.modulation_table[:, None]  # (M, 1, 6, d)
         shift_sa, scale_sa, gate_sa, shift_mlp, scale_mlp, gate_mlp = (table + modulation).chunk(6, dim=2)
-        x = x + gate_sa * self.attn(_norm(x) * (1 + scale_sa) + shift_sa)
+        x = torch.addcmul(x, gate_sa, self.attn(torch.addcmul(shift_sa, _norm(x), 1 + scale_sa)))
         x = x + self.cross_attn(self.norm2(x), context, context_mask)
-        return x + gate_mlp * self.mlp(_norm(x) * (1 + scale_mlp) + shift_mlp)
+        return torch.addcmul(x, gate_mlp, self.mlp(torch.addcmul(shift_mlp, _norm(x), 1 + scale_mlp)))
 
 
 class EnsembleDiT(nn.Module):
@@ -280,7 +280,7 @@ class EnsembleDiT(nn.Module):
         for block in self.blocks:
             x = block(x, modulation, context, context_mask)
         shift, scale = (self.final_layer.modulation_table[:, None] + timestep_features[:, :, None]).chunk(2, dim=2)
-        x = self.final_layer.linear(_norm(x) * (1 + scale) + shift)
+        x = self.final_layer.linear(torch.addcmul(shift, _norm(x), 1 + scale))
         return unpatchify(x.reshape(m * b, *x.shape[2:]), c.patch, c.in_channels, c.grid).reshape(video.shape)
 
     def forward(self, video, timesteps, caption_ids, caption_mask=None) -> torch.Tensor:

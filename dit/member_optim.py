@@ -6,14 +6,12 @@ each parameter becomes a view of its columns. A member's values are then one row
 AdamW for all members is a handful of operations on two ``(members, P)`` tensors, whatever the
 number of layers.
 
-``MemberAdamW`` is ``torch.optim.AdamW`` (decoupled weight decay, bias-corrected moments), row by
-row: member ``m`` moves with its own learning rate ``lr[m]``, its gradient clipped by its own norm,
-and a member whose ``active[m]`` is False does not move at all (its moments stay as they were).
+``MemberAdamW`` is ``torch.optim.AdamW`` (fused), row by row: member ``m`` moves with its own learning
+rate ``lr[m]``, its gradient clipped by its own norm, and a member whose ``active[m]`` is False does
+not move at all (its moments stay as they were).
 """
 
 from __future__ import annotations
-
-import math
 
 import torch
 from torch import nn
@@ -59,20 +57,25 @@ class MemberParameters:
 
 
 class MemberAdamW:
-    """AdamW over ``MemberParameters``, one learning rate, gradient norm and activity flag per member."""
+    """AdamW over ``MemberParameters``, one learning rate, gradient norm and activity flag per member.
+
+    Each member's row of the buffer is one parameter of ``torch.optim.AdamW(fused=True)`` in a param
+    group of its own, so every member is updated by the same fused kernel, with the same rounding,
+    as the same run trained alone, in one ``step`` call for all of them.
+    """
 
     def __init__(self, parameters: MemberParameters, betas: tuple[float, float] = (0.9, 0.999), eps: float = 1e-8,
                  weight_decay: float = 0.0):
         self.parameters = parameters
-        self.betas, self.eps, self.weight_decay = tuple(betas), float(eps), float(weight_decay)
-        self.exp_avg = torch.zeros_like(parameters.values)
-        self.exp_avg_sq = torch.zeros_like(parameters.values)
-        self.steps = torch.zeros(parameters.members, dtype=torch.long)  # optimizer steps taken, per member
+        self.rows = [nn.Parameter(parameters.values[m]) for m in range(parameters.members)]
+        for member, row in enumerate(self.rows):
+            row.grad = parameters.grads[member]
+        fused = parameters.values.device.type in ("cpu", "cuda")
+        self.optimizer = torch.optim.AdamW([{"params": [row]} for row in self.rows], lr=0.0, betas=tuple(betas),
+                                           eps=eps, weight_decay=weight_decay, fused=fused)
 
     def clip_coefficients(self, max_norm: float | None) -> torch.Tensor:
-        """Per-member gradient scale ``min(1, max_norm / (norm + 1e-6))`` (ones without clipping), ``(members, 1)``."""
-        if max_norm is None:
-            return torch.ones(self.parameters.members, 1, device=self.exp_avg.device, dtype=self.exp_avg.dtype)
+        """Per-member gradient scale ``min(1, max_norm / (norm + 1e-6))``, ``(members, 1)``, as ``clip_grad_norm_``."""
         norms = self.parameters.grad_norms()
         return (max_norm / (norms + CLIP_EPS)).clamp(max=1.0)[:, None]
 
@@ -80,38 +83,26 @@ class MemberAdamW:
     def step(self, learning_rates: list[float], active: list[bool], max_grad_norm: float | None = None) -> None:
         """One step of each active member with ``learning_rates[m]``, its gradient clipped to ``max_grad_norm``.
 
-        An inactive member gets a zero gradient and a zero learning rate: its parameters stay exactly
-        as they are (and a non-finite gradient of a diverged member never reaches any number).
+        An inactive member is left out of the step (its gradient is withheld): its parameters and
+        moments stay exactly as they are.
         """
         members = self.parameters.members
         if len(learning_rates) != members or len(active) != members:
             raise ValueError(f"need {members} learning rates and activity flags, got {len(learning_rates)}, {len(active)}")
-        column = dict(device=self.exp_avg.device, dtype=self.exp_avg.dtype)
-        grads = self.parameters.grads
-        grads.masked_fill_(~torch.tensor(active, device=grads.device)[:, None], 0.0)
-        grads.mul_(self.clip_coefficients(max_grad_norm))
-        self.steps += torch.tensor(active, dtype=torch.long)
-        beta1, beta2 = self.betas
-        rates = [lr if moving else 0.0 for lr, moving in zip(learning_rates, active, strict=True)]
-        steps = self.steps.clamp(min=1).tolist()
-        step_size = torch.tensor([lr / (1 - beta1**s) for lr, s in zip(rates, steps)], **column)[:, None]
-        correction = torch.tensor([math.sqrt(1 - beta2**s) for s in steps], **column)[:, None]
-        values = self.parameters.values
-        if self.weight_decay:
-            values.mul_(1 - torch.tensor(rates, **column)[:, None] * self.weight_decay)
-        self.exp_avg.lerp_(grads, 1 - beta1)
-        self.exp_avg_sq.mul_(beta2).addcmul_(grads, grads, value=1 - beta2)
-        update = self.exp_avg / self.exp_avg_sq.sqrt().div_(correction).add_(self.eps)
-        values.sub_(update.mul_(step_size))
+        if max_grad_norm is not None:
+            self.parameters.grads.mul_(self.clip_coefficients(max_grad_norm))
+        for member, (group, row) in enumerate(zip(self.optimizer.param_groups, self.rows, strict=True)):
+            group["lr"] = learning_rates[member]
+            row.grad = self.parameters.grads[member] if active[member] else None
+        self.optimizer.step()
+        for member, row in enumerate(self.rows):
+            row.grad = self.parameters.grads[member]
 
     def state_dict(self) -> dict:
-        return {"exp_avg": self.exp_avg, "exp_avg_sq": self.exp_avg_sq, "steps": self.steps,
-                "betas": list(self.betas), "eps": self.eps, "weight_decay": self.weight_decay}
+        return self.optimizer.state_dict()
 
     def load_state_dict(self, state: dict) -> None:
-        if tuple(state["exp_avg"].shape) != tuple(self.exp_avg.shape):
-            raise ValueError(f"optimizer state of shape {tuple(state['exp_avg'].shape)} does not fit "
-                             f"{tuple(self.exp_avg.shape)} (members, parameters)")
-        self.exp_avg.copy_(state["exp_avg"])
-        self.exp_avg_sq.copy_(state["exp_avg_sq"])
-        self.steps.copy_(state["steps"])
+        if len(state.get("param_groups", [])) != self.parameters.members:
+            raise ValueError(f"optimizer state of {len(state.get('param_groups', []))} members does not fit "
+                             f"{self.parameters.members}")
+        self.optimizer.load_state_dict(state)
