@@ -24,7 +24,8 @@ Example (every key, with its default where it has one)::
       latent: null        # a `python -m dit.latent fit` codec: diffuse in its latent space (null: pixels);
                           # model.patch then tiles the latent grid (e.g. [1, 1, 1])
     diffusion: {num_timesteps: 1000, beta_schedule: linear, beta_start: 1.0e-4, beta_end: 0.02}
-    validation: {timesteps: 8, seed: 0, batch_clips: 64, max_clips: null}
+    validation: {timesteps: 8, seed: 0, batch_clips: 64, max_clips: null, weights: ema}
+    ema: {gamma: 6.94}    # power-function EMA of the weights (validation.weights: ema validates it)
     optimizer: {lr: 1.0e-3, betas: [0.9, 0.999], weight_decay: 0.0, eps: 1.0e-8, warmup_steps: 0, grad_clip: null}
     batch: {global_clips: 32, micro_clips: null}   # micro_clips null: global_clips / processes
     schedule: {milestones_tokens: [65536, 131072, 262144], total_tokens: null}  # total null: last milestone
@@ -87,6 +88,12 @@ class ValidationSection:
     seed: int = 0
     batch_clips: int = 64
     max_clips: int | None = None
+    weights: str = "ema"
+
+
+@dataclass
+class EmaSection:
+    gamma: float = 6.94
 
 
 @dataclass
@@ -143,6 +150,7 @@ class TrainConfig:
     threads: int | None = None
     diffusion: DiffusionSection = field(default_factory=DiffusionSection)
     validation: ValidationSection = field(default_factory=ValidationSection)
+    ema: EmaSection = field(default_factory=EmaSection)
     checkpoint: CheckpointSection = field(default_factory=CheckpointSection)
     divergence: DivergenceSection = field(default_factory=DivergenceSection)
     progress: ProgressSection = field(default_factory=ProgressSection)
@@ -429,6 +437,10 @@ def _check_values(config: TrainConfig) -> None:
         fail("validation.batch_clips", f"must be positive, got {config.validation.batch_clips}")
     if config.validation.max_clips is not None and config.validation.max_clips <= 0:
         fail("validation.max_clips", f"must be positive or null, got {config.validation.max_clips}")
+    if config.validation.weights not in ("ema", "raw"):
+        fail("validation.weights", f"must be ema or raw; got {config.validation.weights!r}")
+    if not config.ema.gamma > 0:
+        fail("ema.gamma", f"must be positive, got {config.ema.gamma}")
     if config.diffusion.num_timesteps <= 1:
         fail("diffusion.num_timesteps", f"must exceed 1, got {config.diffusion.num_timesteps}")
     if config.diffusion.beta_schedule not in ("linear", "cosine"):

@@ -170,6 +170,7 @@ class EnsembleTrainer:
         self.parameters = MemberParameters(self.model, len(self.members))
         opt = config.optimizer
         self.optimizer = MemberAdamW(self.parameters, betas=opt.betas, eps=opt.eps, weight_decay=opt.weight_decay)
+        self.ema_values = self.parameters.values.clone()
         self.tokens_per_clip = self.model_config.tokens_per_clip
         self.tokens_per_step = self.tokens_per_clip * config.batch.global_clips
         self.non_embedding_parameters = self.size.non_embedding_parameters
@@ -199,6 +200,19 @@ class EnsembleTrainer:
             return torch.autocast(device_type=self.device.type, dtype=torch.bfloat16)
         return contextlib.nullcontext()
 
+    @contextlib.contextmanager
+    def evaluated_weights(self):
+        """Within it the model holds the weights a run is judged by: the EMA (``validation.weights: ema``) or raw."""
+        if self.shared.validation.weights != "ema":
+            yield
+            return
+        raw = self.parameters.values.clone()
+        self.parameters.values.copy_(self.ema_values)
+        try:
+            yield
+        finally:
+            self.parameters.values.copy_(raw)
+
     def pending_milestones(self) -> list[int]:
         """Milestones the active members have not recorded yet (they all record the same ones)."""
         active = [member for member in self.members if member.active]
@@ -219,6 +233,7 @@ class EnsembleTrainer:
                 "model_config": self.model_config.to_dict(),
                 "step": self.step,
                 "values": self.parameters.values,
+                "ema_values": self.ema_values,
                 "optimizer": self.optimizer.state_dict(),
                 "loaders": {str(seed): loader.state_dict() for seed, loader in self.loaders.items()},
                 "members": [member.state() for member in self.members],
@@ -241,6 +256,7 @@ class EnsembleTrainer:
                 "use a new job folder or delete the checkpoint to start over"
             )
         self.parameters.values.copy_(state["values"])
+        self.ema_values.copy_(state["ema_values"])
         self.optimizer.load_state_dict(state["optimizer"])
         for seed, loader in self.loaders.items():
             loader.load_state_dict(state["loaders"][str(seed)])
@@ -287,6 +303,7 @@ class EnsembleTrainer:
         limit = self.shared.divergence.max_loss
         moving = [m.active and math.isfinite(loss) and loss <= limit for m, loss in zip(self.members, losses)]
         self.optimizer.step(self.learning_rates(self.step), moving, self.shared.optimizer.grad_clip)
+        self.ema_values.lerp_(self.parameters.values, 1.0 - power_ema_decay(self.step + 1, self.shared.ema.gamma))
         return losses
 
     def validate(self) -> list[tuple[float, dict[int, float]]]:
@@ -296,7 +313,7 @@ class EnsembleTrainer:
         batches = self.validation_data.iter_batches(settings.batch_clips, frames=self.frames)
         batches = encoded_batches(limit_clips(batches, settings.max_clips), self.space)
         mine = (b for i, b in enumerate(batches) if i % self.context.world_size == self.context.rank)
-        with self.autocast():
+        with self.autocast(), self.evaluated_weights():
             results = ensemble_validation_loss(self.model, self.schedule, mine, num_timesteps=settings.timesteps,
                                                seed=settings.seed, max_forward_clips=max(1, 256 // len(self.members)))
         steps = validation_timesteps(self.schedule, settings.timesteps)
@@ -417,7 +434,8 @@ class EnsembleTrainer:
         member.status, member.reason = status, reason
         if self.context.is_main:
             index = self.members.index(member)
-            save_model(member.out_dir, self.model_config.to_dict(), self.model.member_state_dict(index), self.step)
+            with self.evaluated_weights():
+                save_model(member.out_dir, self.model_config.to_dict(), self.model.member_state_dict(index), self.step)
         self.write_summary(member, status, reason)
 
     def _write_job_file(self) -> None:
@@ -481,6 +499,8 @@ class EnsembleTrainer:
             "wall_time_s": self.wall_time_s,
             "device": str(self.device),
             "precision": self.precision,
+            "validation_weights": config.validation.weights,
+            "ema_gamma": config.ema.gamma,
             "attention": config.model.attention,
             "model_config": self.model_config.to_dict(),
             "threads": torch.get_num_threads(),
@@ -489,6 +509,16 @@ class EnsembleTrainer:
             "provenance": {**provenance(config.to_dict()), "resumable_config_hash": member.resumable_hash},
         }
         atomic_write_json(member.out_dir / "summary.json", summary)
+
+
+def power_ema_decay(step: int, gamma: float) -> float:
+    """Decay of the power-function EMA after optimizer step ``step`` (from 1): ``(1 - 1/step) ** (gamma + 1)``.
+
+    Its averaging window grows with the run (Karras et al. 2024, EDM2): at every step the EMA weighs
+    the iterates so far by ``t ** gamma``, so it covers the same fraction of any run, short or long
+    (``gamma = 6.94``: a relative width of 0.10). The first step's decay is 0 (the EMA starts at the weights).
+    """
+    return (1.0 - 1.0 / step) ** (gamma + 1.0)
 
 
 def accumulate_gradients(model: EnsembleDiT, schedule: NoiseSchedule, video: torch.Tensor, timesteps: torch.Tensor,

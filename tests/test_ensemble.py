@@ -105,7 +105,8 @@ def uninterrupted(prepared_data, tmp_path_factory) -> list[Path]:
 
 def reference_losses(config: dict) -> list[tuple[float, float]]:
     """The run trained by a textbook loop: ``VideoDiT``, ``torch.optim.AdamW``, ``clip_grad_norm_``, with the
-    engine's seeded draws (initialisation, data order, per-step timesteps, noise, caption dropout)."""
+    engine's seeded draws (initialisation, data order, per-step timesteps, noise, caption dropout), validated
+    with the power-function EMA of its weights (``(1 - 1/t) ** (gamma + 1)``, written out here)."""
     settings = config_from_dict(config)
     torch.set_num_threads(1)
     train_data = ShardDataset(settings.data.root, "train")
@@ -119,6 +120,7 @@ def reference_losses(config: dict) -> list[tuple[float, float]]:
     optimizer = torch.optim.AdamW(model.parameters(), lr=settings.optimizer.lr, weight_decay=0.01)
     loader = ClipLoader(train_data, global_batch_clips=4, seed=stable_seed(settings.seed, "data-order"))
     schedule, null = NoiseSchedule(), torch.as_tensor(train_data.tokenizer.encode(""))
+    ema = VideoDiT(model_config)
     rows, interval = [], []
     for step in range(100):
         batch = loader.next_batch()
@@ -135,12 +137,15 @@ def reference_losses(config: dict) -> list[tuple[float, float]]:
         torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
         optimizer.step()
         optimizer.zero_grad()
+        decay = (1 - 1 / (step + 1)) ** (settings.ema.gamma + 1)
+        with torch.no_grad():
+            for average, weight in zip(ema.parameters(), model.parameters(), strict=True):
+                average.copy_(decay * average + (1 - decay) * weight)
         interval.append(loss.item())
         if step + 1 in (25, 50, 100):
-            result = validation_loss(model, schedule, validation_data.iter_batches(4), num_timesteps=4)
+            result = validation_loss(ema, schedule, validation_data.iter_batches(4), num_timesteps=4)
             rows.append((sum(interval) / len(interval), result.mean))
             interval = []
-            model.train()
     return rows
 
 
