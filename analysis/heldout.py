@@ -211,7 +211,7 @@ def evaluate_proposal(table: RunsTable, laws: LawSet, proposal: dict, config: Fi
             if done:
                 present += done
             else:
-                missing.append(run["run_id"])
+                missing.append(f"{run['series']} {run['size']} at {run['batch_clips']} clips, LR {run['learning_rate']:g}")
         record = {"group": index, "kind": group["kind"], "size": group["size"], "runs": present, "missing_runs": missing}
         excluded = [e for e in exclusions if e["run_id"] in found]
         if excluded:

@@ -18,9 +18,10 @@ Two kinds of proposal groups, written as JSON (``--out``) with the list of runs 
 Output keys: ``schema``, ``laws``, ``groups`` (one record per group: ``kind``, ``size``, ``N``,
 ``tokens``, ``predicted`` {``batch_tokens``, ``batch_clips``, ``learning_rate``, ``loss``},
 ``nearest_cell``, ``cells``, ``extended``, and for compute_optimal ``flops`` and
-``law_optimal_parameters``), ``runs`` (``run_id`` as ``dit.grid.RunSpec`` names it, ``group``,
-``series``, ``size``, ``batch_clips``, ``learning_rate``, ``seed``, ``milestones_tokens``), ``provenance``.
-``analysis.heldout`` finds the trained runs by (series, size, batch_clips, learning_rate), not by id.
+``law_optimal_parameters``), ``runs`` (``pipeline.formats.PROPOSED_RUN_KEYS``: ``group``, ``series``,
+``size``, ``batch_clips``, ``learning_rate``, ``seed``, ``milestones_tokens``), ``provenance``. The
+pipeline names the runs; ``analysis.heldout`` finds the trained runs by (series, size, batch_clips,
+learning_rate).
 """
 
 from __future__ import annotations
@@ -34,6 +35,7 @@ from dit.atomic import atomic_write_json
 from dit.flops import flops_per_token
 from dit.provenance import provenance
 from dit.sizes import SIZES, get_size, sizes_in_family
+from pipeline.formats import PROPOSAL_SCHEMA, check_proposed_run
 
 from analysis.allocation import BILLION
 from analysis.lawset import LawSet, LawsFileError, read_laws
@@ -97,13 +99,6 @@ def _prediction(laws: LawSet, n: float, tokens: float) -> dict:
     }
 
 
-def _run_id(series: str, size: str, batch: int, rate: float, seed: int, milestones) -> str:
-    """The pipeline's run id for this run (``dit.grid.RunSpec``), so proposal and run folders agree."""
-    from dit.grid import RunSpec
-
-    return RunSpec(series, size, int(batch), float(rate), int(seed), tuple(int(m) for m in milestones)).run_id
-
-
 def budget_for_size(laws: LawSet, parameters: float) -> float:
     """The budget C (FLOPs) at which the laws' compute-optimal N equals ``parameters`` (bisection in log C)."""
     low, high = np.log(1e6), np.log(1e30)
@@ -135,8 +130,8 @@ def make_proposal(laws: LawSet, sizes, tokens, batch_clips, learning_rates, neig
         })
         run_milestones = _milestones(laws, tokens, milestones)
         for b, r in cells:
-            runs.append({"run_id": _run_id("heldout", size_name, b, r, seed, run_milestones), "group": group, "series": "heldout",
-                         "size": size_name, "batch_clips": b, "learning_rate": r, "seed": seed, "milestones_tokens": run_milestones})
+            runs.append({"group": group, "series": "heldout", "size": size_name, "batch_clips": b, "learning_rate": r,
+                         "seed": seed, "milestones_tokens": run_milestones})
     if compute_optimal and (compute_size or compute_flops or sizes):
         if compute_flops is None:
             target = get_size(compute_size or sizes[0])
@@ -172,11 +167,12 @@ def make_proposal(laws: LawSet, sizes, tokens, batch_clips, learning_rates, neig
         })
         run_milestones = _milestones(laws, target_tokens, None)
         runs.append({
-            "run_id": _run_id("compute_optimal", target.name, nearest[0], nearest[1], seed, run_milestones), "group": group,
-            "series": "compute_optimal", "size": target.name, "batch_clips": nearest[0], "learning_rate": nearest[1],
-            "seed": seed, "milestones_tokens": run_milestones,
+            "group": group, "series": "compute_optimal", "size": target.name, "batch_clips": nearest[0],
+            "learning_rate": nearest[1], "seed": seed, "milestones_tokens": run_milestones,
         })
-    return {"schema": "analysis.proposal/1", "groups": groups, "runs": runs, "warnings": warnings}
+    for position, run in enumerate(runs):
+        check_proposed_run(run, f"runs[{position}]")
+    return {"schema": PROPOSAL_SCHEMA, "groups": groups, "runs": runs, "warnings": warnings}
 
 
 def _floats(values) -> list[float]:

@@ -22,9 +22,9 @@ from typing import Iterable, Sequence
 import numpy as np
 import pandas as pd
 
-from dit.grid import SERIES
-from dit.runs import COLUMNS as WRITTEN_COLUMNS
-from dit.runs import RUN_COLUMNS as WRITTEN_RUN_COLUMNS
+from pipeline.formats import RUN_COLUMNS as WRITTEN_RUN_COLUMNS
+from pipeline.formats import RUNS_TABLE_COLUMNS as WRITTEN_COLUMNS
+from pipeline.formats import SERIES
 
 STATUSES = ("completed", "diverged", "failed")
 
@@ -51,9 +51,9 @@ COLUMNS: dict[str, str] = {
     "train_loss": "float",
     "validation_loss": "float",
 }
-assert set(COLUMNS) <= set(WRITTEN_COLUMNS), "analysis reads a column dit.runs does not write"
+assert set(COLUMNS) <= set(WRITTEN_COLUMNS), "analysis reads a column the runs table (pipeline.formats) does not have"
 
-#: Columns that describe the run (identical on all of its rows), as ``dit.runs`` writes them.
+#: Columns that describe the run (identical on all of its rows), as ``pipeline.collect`` writes them.
 RUN_COLUMNS = tuple(column for column in WRITTEN_RUN_COLUMNS if column != "run_id")
 
 #: Numeric columns that must be positive on every row.

@@ -153,6 +153,7 @@ def synthetic_proposal_runs(proposal: dict, truth: SyntheticTruth | None = None,
     rng = np.random.default_rng(seed)
     rows = []
     for run in proposal["runs"]:
-        rows += _run_rows(truth, design, rng, run["run_id"], run["series"], run["size"], int(run["batch_clips"]),
-                          float(run["learning_rate"]), 0, run["milestones_tokens"])
+        run_id = f"{run['series']}/{run['size']}/b{run['batch_clips']}_lr{run['learning_rate']:g}_s{run['seed']}"
+        rows += _run_rows(truth, design, rng, run_id, run["series"], run["size"], int(run["batch_clips"]),
+                          float(run["learning_rate"]), run["seed"], run["milestones_tokens"])
     return pd.DataFrame(rows, columns=list(COLUMNS))

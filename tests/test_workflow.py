@@ -51,7 +51,7 @@ def expected_grid_jobs(config: dict) -> int:
 
 
 def grid_job_ids(config: dict) -> set[str]:
-    """The job ids of the grid stage, derived here from the config (not from dit.grid)."""
+    """The job ids of the grid stage, derived here from the config (not from pipeline.runs)."""
     if config["training"].get("ensemble", "auto") == "off":
         return grid_run_ids(config)
     return {f"grid/{size}/b{batch}" for size in config["grid"]["sizes"] for batch in config["grid"]["batch_clips"]}
@@ -62,7 +62,7 @@ SMOKE_SIZES = SMOKE_CONFIG["grid"]["sizes"]
 
 
 def grid_run_ids(config: dict) -> set[str]:
-    from dit.grid import grid_runs
+    from pipeline.runs import grid_runs
 
     return {run.run_id for run in grid_runs(config)}
 
@@ -158,10 +158,10 @@ def test_invalid_config_stops_before_any_job_naming_the_key(overrides, message, 
 def test_smoke_runs_table_has_every_run_at_every_milestone(smoke_run):
     rows = read_rows(smoke_run.results / "runs.csv")
     assert rows and set(RUNS_TABLE_COLUMNS) <= set(rows[0]), sorted(rows[0])
-    from dit.grid import grid_runs, proposed_runs
+    from pipeline.runs import grid_runs, proposed_runs
 
     proposal = smoke_run.workdir / "analysis" / "proposal.json"
-    planned = grid_runs(smoke_run.config) + proposed_runs(proposal, seed=smoke_run.config["training"]["seed"])
+    planned = grid_runs(smoke_run.config) + proposed_runs(proposal)
     expected = {run.run_id: list(run.milestones_tokens) for run in planned}
     assert {"heldout", "compute_optimal"} <= {run_id.split("/")[0] for run_id in expected}
 
@@ -178,11 +178,13 @@ def test_smoke_runs_table_has_every_run_at_every_milestone(smoke_run):
     assert found == expected, "runs.csv must hold each planned run once per milestone, in order"
     assert len(rows) == sum(len(m) for m in expected.values())
 
-    from dit.grid import conventional_runs
-
     milestones = smoke_run.config["grid"]["milestones_tokens"]
     losses = {key: float(value[1]) for key, value in read_losses(smoke_run.results / "runs.csv").items()}
-    for run in conventional_runs(smoke_run.config):
+    cell = smoke_run.config["conventional"]
+    conventional = [run for run in grid_runs(smoke_run.config) if run.series == "grid"
+                    and run.batch_clips == cell["batch_clips"] and run.learning_rate == cell["learning_rate"]]
+    assert len(conventional) == len(smoke_run.config["grid"]["sizes"])
+    for run in conventional:
         summary = json.loads((smoke_run.run_dir(run.run_id) / "summary.json").read_text())
         assert summary["status"] == "completed", run.run_id
         assert summary["milestones_reached"] == summary["milestones_planned"] == len(milestones), run.run_id
@@ -286,7 +288,7 @@ def test_smoke_samples_and_evaluations(smoke_run):
     assert (samples / "contact_sheet.png").read_bytes().startswith(b"\x89PNG")
     assert (samples / "samples.gif").read_bytes()[:4] == b"GIF8"
 
-    from dit.grid import predicted_heldout_run
+    from pipeline.runs import predicted_heldout_run
 
     largest = smoke_run.run_dir(predicted_heldout_run(smoke_run.workdir / "analysis" / "proposal.json").run_id)
     spread = json.loads((smoke_run.results / "evaluation" / "validation_protocol_spread.json").read_text())

@@ -4,7 +4,7 @@ import json
 import os
 import sys
 
-from dit.grid import (
+from pipeline.runs import (
     ensemble_config,
     find_job,
     grid_runs,
@@ -13,7 +13,7 @@ from dit.grid import (
     proposed_runs,
     training_jobs,
 )
-from dit.workflow_config import PipelineConfigError, fit_config, validate_pipeline_config
+from pipeline.config import PipelineConfigError, fit_config, validate_pipeline_config
 
 try:
     validate_pipeline_config(config)
@@ -29,7 +29,7 @@ PREPARED = f"{WORK}/data/prepared"
 CODEC = f"{WORK}/data/latent_codec.npz"  # used when data.latent is set
 GRID_RUNS = grid_runs(config)
 TRAINING = config["training"]
-ENSEMBLE = TRAINING.get("ensemble", "auto")
+ENSEMBLE = TRAINING["ensemble"]
 GRID_JOBS = training_jobs(GRID_RUNS, ENSEMBLE)
 # Rules name the conda recipe, so `snakemake --sdm conda` builds the environment itself.
 CONDA_ENV = "../../environment.yml"
@@ -64,20 +64,20 @@ def proposal_file():
 
 
 def heldout_jobs(wildcards=None):
-    return training_jobs(proposed_runs(proposal_file(), seed=TRAINING["seed"]), ENSEMBLE)
+    return training_jobs(proposed_runs(proposal_file()), ENSEMBLE)
 
 
 def heldout_run_ids(wildcards=None):
-    return [run.run_id for run in proposed_runs(proposal_file(), seed=TRAINING["seed"])]
+    return [run.run_id for run in proposed_runs(proposal_file())]
 
 
 def largest_run_dir(wildcards=None):
-    return run_dir(predicted_heldout_run(proposal_file(), seed=TRAINING["seed"]).run_id)
+    return run_dir(predicted_heldout_run(proposal_file()).run_id)
 
 
 def largest_run_job(wildcards=None):
     """The record of the job that trains the largest held-out run (evaluation and samples wait for it)."""
-    run_id = predicted_heldout_run(proposal_file(), seed=TRAINING["seed"]).run_id
+    run_id = predicted_heldout_run(proposal_file()).run_id
     return job_records([job_of(heldout_jobs(), run_id)])[0]
 
 

@@ -16,7 +16,7 @@ rule fit_config:
     conda:
         CONDA_ENV
     shell:
-        "python -m dit.workflow_config fit-config --fit-json {params.fit:q} --out {output} > {log} 2>&1"
+        "python -m pipeline.config fit-config --fit-json {params.fit:q} --out {output} > {log} 2>&1"
 
 
 rule collect_grid_runs:
@@ -32,7 +32,7 @@ rule collect_grid_runs:
     conda:
         CONDA_ENV
     shell:
-        "python -m dit.runs collect --out {output} {params.run_dirs} > {log} 2>&1"
+        "python -m pipeline.collect --out {output} {params.run_dirs} > {log} 2>&1"
 
 
 rule fit_grid:
@@ -99,7 +99,7 @@ rule collect_runs:
     conda:
         CONDA_ENV
     shell:
-        "python -m dit.runs collect --out {output} {params.run_dirs} > {log} 2>&1"
+        "python -m pipeline.collect --out {output} {params.run_dirs} > {log} 2>&1"
 
 
 rule fit_laws:

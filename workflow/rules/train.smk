@@ -9,7 +9,7 @@ TRAIN_RESOURCES = dict(
     mem_mb=3000,
     runtime=120,
     processes=TRAINING["processes"],
-    nodes=TRAINING.get("nodes", 1),
+    nodes=TRAINING["nodes"],
 )
 
 
@@ -74,7 +74,7 @@ rule measure_matmul:
     conda:
         CONDA_ENV
     shell:
-        "python -m dit.performance matmul --threads {params.threads} --out {output} > {log} 2>&1"
+        "python -m pipeline.performance matmul --threads {params.threads} --out {output} > {log} 2>&1"
 
 
 rule grid_performance:
@@ -92,5 +92,5 @@ rule grid_performance:
     conda:
         CONDA_ENV
     shell:
-        "python -m dit.performance grid --jobs {input.jobs} --benchmarks {params.benchmarks}"
+        "python -m pipeline.performance grid --jobs {input.jobs} --benchmarks {params.benchmarks}"
         " --matmul {input.matmul} --out {output} > {log} 2>&1"

@@ -1,12 +1,13 @@
-"""The pipeline config (``config/*.yaml``): schema and cross-checks, before the Snakefile builds any job.
+"""The pipeline config (``config/*.yaml``): loaded once, defaults filled in, validated once.
 
-``validate_pipeline_config(config)`` checks the config against ``workflow/schemas/config.schema.yaml``
-and then what a schema cannot say (size names exist, milestones increase, the clip shape tiles into
+``validate_pipeline_config(config)`` fills in the defaults of ``workflow/schemas/config.schema.yaml``
+(the one owner of every default of the pipeline config), checks the config against the schema and
+then what a schema cannot say (size names exist, milestones increase, the clip shape tiles into
 patches, every run's training config is valid, the analysis keys are valid). Every error names the
 key, e.g. ``grid.learning_rates[2]: -0.01 is less than or equal to the minimum of 0``.
 
-``python -m dit.workflow_config check --config FILE`` runs the same checks from the command line;
-``python -m dit.workflow_config fit-config (--config FILE | --fit-json JSON) --out FIT.yaml`` writes
+``python -m pipeline.config check --config FILE`` runs the same checks from the command line;
+``python -m pipeline.config fit-config (--config FILE | --fit-json JSON) --out FIT.yaml`` writes
 the fit config that ``python -m analysis.fit`` reads: the ``analysis`` section plus the fitting sizes,
 held-out sizes and conventional cell that the grid defines (``fit_config``), validated by
 ``analysis.config``.
@@ -15,17 +16,22 @@ held-out sizes and conventional cell that the grid defines (``fit_config``), val
 from __future__ import annotations
 
 import argparse
+import copy
 import json
 import sys
 from pathlib import Path
 from typing import Any, Mapping
 
+import jsonschema
 import yaml
 
+from analysis.config import FitConfigError
+from analysis.config import config_from_dict as fit_config_from_dict
 from dit.atomic import atomic_write_text
-from dit.config import ConfigError
+from dit.config import ConfigError, config_from_dict
 from dit.flops import tokens_per_clip
 from dit.sizes import SIZES
+from pipeline.runs import RunSpec, grid_runs, training_config
 
 SCHEMA_PATH = Path(__file__).resolve().parent.parent / "workflow" / "schemas" / "config.schema.yaml"
 
@@ -41,12 +47,24 @@ def _key_path(path) -> str:
     return text or "config"
 
 
-def validate_pipeline_config(config: Mapping[str, Any], schema_path: Path = SCHEMA_PATH) -> None:
-    """Raise ``PipelineConfigError`` naming the first bad key of ``config``."""
-    import jsonschema
+def _filling_defaults(validator_class):
+    """A validator class that also writes each property's schema ``default`` where the instance lacks it."""
+    validate_properties = validator_class.VALIDATORS["properties"]
 
+    def properties(validator, properties, instance, schema):
+        if isinstance(instance, dict):
+            for name, subschema in properties.items():
+                if "default" in subschema and name not in instance:
+                    instance[name] = copy.deepcopy(subschema["default"])
+        yield from validate_properties(validator, properties, instance, schema)
+
+    return jsonschema.validators.extend(validator_class, {"properties": properties})
+
+
+def validate_pipeline_config(config: dict[str, Any], schema_path: Path = SCHEMA_PATH) -> None:
+    """Fill in the schema's defaults (in place), then raise ``PipelineConfigError`` naming the first bad key."""
     schema = yaml.safe_load(schema_path.read_text())
-    validator = jsonschema.Draft202012Validator(schema)
+    validator = _filling_defaults(jsonschema.Draft202012Validator)(schema)
     errors = sorted(validator.iter_errors(dict(config)), key=lambda e: (len(e.absolute_path), list(map(str, e.absolute_path))))
     if errors:
         error = errors[0]
@@ -64,8 +82,6 @@ def _known_size(key: str, name: str) -> None:
 
 
 def _cross_check(config: Mapping[str, Any]) -> None:
-    from dit.grid import grid_runs, training_config, RunSpec
-
     grid = config["grid"]
     for i, name in enumerate(grid["sizes"]):
         _known_size(f"grid.sizes[{i}]", name)
@@ -73,7 +89,7 @@ def _cross_check(config: Mapping[str, Any]) -> None:
         _known_size(f"heldout.sizes[{i}]", name)
         if name in grid["sizes"]:
             _fail(f"heldout.sizes[{i}]", f"{name} is also a fitting size in grid.sizes")
-    if config["heldout"].get("compute_optimal_size"):
+    if config["heldout"]["compute_optimal_size"]:
         _known_size("heldout.compute_optimal_size", config["heldout"]["compute_optimal_size"])
     for i, cell in enumerate(config["noise"]["cells"]):
         _known_size(f"noise.cells[{i}].size", cell["size"])
@@ -85,11 +101,11 @@ def _cross_check(config: Mapping[str, Any]) -> None:
     if config["heldout"]["tokens"] > milestones[-1]:
         _fail("heldout.tokens", f"{config['heldout']['tokens']} lies beyond the grid's last milestone {milestones[-1]}")
     prepare = config["data"]["prepare"]
-    frames = config["model"].get("frames") or prepare["frames"]
+    frames = config["model"]["frames"] or prepare["frames"]
     if frames > prepare["frames"]:
         _fail("model.frames", f"the model takes {frames} frames but data.prepare.frames stores {prepare['frames']}")
     shape = (frames, prepare["height"], prepare["width"])
-    latent = config["data"].get("latent")
+    latent = config["data"]["latent"]
     if latent:
         try:
             tokens_per_clip(*shape, latent["patch"])
@@ -112,25 +128,20 @@ def _cross_check(config: Mapping[str, Any]) -> None:
         _check_run(config, RunSpec("heldout", size, grid["batch_clips"][0], grid["learning_rates"][0],
                                    config["training"]["seed"], tuple(milestones)))
     try:
-        from analysis.config import FitConfigError, config_from_dict
-
-        config_from_dict(fit_config(config))
+        fit_config_from_dict(fit_config(config))
     except FitConfigError as error:
         _fail("analysis", str(error))
 
 
 def _check_run(config: Mapping[str, Any], run) -> None:
-    from dit.grid import training_config
-
+    record = training_config(config, run, data_root="(prepared data)", codec_path="(latent codec)")
     try:
-        record = training_config(config, run, data_root="(prepared data)", codec_path="(latent codec)")
+        checked = config_from_dict(record)
     except ConfigError as error:
         raise PipelineConfigError(f"the training config of run {run.run_id} is invalid: {error}") from None
-    processes = int(config["training"].get("processes", 1)) * int(config["training"].get("nodes", 1))
-    from dit.config import config_from_dict
-
+    processes = int(config["training"]["processes"]) * int(config["training"]["nodes"])
     try:
-        config_from_dict(record).validate_world_size(processes)
+        checked.validate_world_size(processes)
     except ConfigError as error:
         raise PipelineConfigError(
             f"run {run.run_id} cannot be split over training.processes={processes}: {error}"
@@ -139,7 +150,7 @@ def _check_run(config: Mapping[str, Any], run) -> None:
 
 def fit_config(config: Mapping[str, Any]) -> dict[str, Any]:
     """The ``analysis.fit`` config: the ``analysis`` section plus what the grid defines."""
-    record = dict(config.get("analysis") or {})
+    record = dict(config["analysis"] or {})
     record.setdefault("fitting_sizes", list(config["grid"]["sizes"]))
     record.setdefault("heldout_sizes", list(config["heldout"]["sizes"]))
     record.setdefault(
@@ -153,6 +164,7 @@ def fit_config(config: Mapping[str, Any]) -> dict[str, Any]:
 
 
 def load_pipeline_config(path: str | Path) -> dict[str, Any]:
+    """Read a pipeline config file (``yaml.safe_load``); it still has to be validated."""
     try:
         config = yaml.safe_load(Path(path).read_text())
     except OSError as error:
@@ -165,7 +177,7 @@ def load_pipeline_config(path: str | Path) -> dict[str, Any]:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m dit.workflow_config", description=__doc__.split("\n\n")[0])
+    parser = argparse.ArgumentParser(prog="python -m pipeline.config", description=__doc__.split("\n\n")[0])
     commands = parser.add_subparsers(dest="command", required=True)
     check = commands.add_parser("check", help="validate a pipeline config")
     check.add_argument("--config", required=True, type=Path)
@@ -187,16 +199,14 @@ def main(argv: list[str] | None = None) -> int:
             config = load_pipeline_config(args.config)
             validate_pipeline_config(config)
             record = fit_config(config)
-        from analysis.config import FitConfigError, config_from_dict
-
         try:
-            config_from_dict(record)
+            fit_config_from_dict(record)
         except FitConfigError as error:
             raise PipelineConfigError(f"analysis: {error}") from None
         atomic_write_text(args.out, yaml.safe_dump(record, sort_keys=False))
         return 0
     except PipelineConfigError as error:
-        print(f"dit.workflow_config: invalid pipeline config: {error}", file=sys.stderr)
+        print(f"pipeline.config: invalid pipeline config: {error}", file=sys.stderr)
         return 2
 
 

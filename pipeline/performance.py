@@ -1,10 +1,10 @@
 """How much of the machine the training grid used: model FLOPs over job seconds, against the matmul rate.
 
-``python -m dit.performance matmul --threads T --out MATMUL.json`` measures this machine's float32
+``python -m pipeline.performance matmul --threads T --out MATMUL.json`` measures this machine's float32
 matrix-multiply rate at ``T`` threads (the threads one training job gets): the median over repeats of
 ``torch.mm`` on two ``size x size`` matrices, ``2 size^3`` FLOPs a call.
 
-``python -m dit.performance grid --jobs JOB.json ... --benchmarks DIR --matmul MATMUL.json --out OUT.json``
+``python -m pipeline.performance grid --jobs JOB.json ... --benchmarks DIR --matmul MATMUL.json --out OUT.json``
 adds up the grid's training jobs: the model FLOPs each job's ``job.json`` records (``dit.engine``: the
 term-by-term count of every matrix product of its training steps and validation passes), the seconds
 Snakemake's benchmark file records for the job (the whole job, start-up included), and their ratio as
@@ -81,7 +81,7 @@ def grid_performance(job_files: list[Path], benchmark_files: list[Path], matmul:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m dit.performance", description=__doc__.split("\n\n")[0])
+    parser = argparse.ArgumentParser(prog="python -m pipeline.performance", description=__doc__.split("\n\n")[0])
     commands = parser.add_subparsers(dest="command", required=True)
     matmul = commands.add_parser("matmul", help="measure the float32 matmul rate")
     matmul.add_argument("--threads", type=int, default=1)
@@ -102,11 +102,11 @@ def main(argv: list[str] | None = None) -> int:
             record = grid_performance(args.jobs, args.benchmarks, json.loads(args.matmul.read_text()))
             settings = {"jobs": [str(p) for p in args.jobs], "matmul": str(args.matmul)}
     except (OSError, ValueError, KeyError) as error:
-        print(f"dit.performance: {error}", file=sys.stderr)
+        print(f"pipeline.performance: {error}", file=sys.stderr)
         return 2
     record["provenance"] = provenance(settings)
     atomic_write_json(args.out, record)
-    print(f"dit.performance {args.command}: wrote {args.out}", file=sys.stderr)
+    print(f"pipeline.performance {args.command}: wrote {args.out}", file=sys.stderr)
     return 0
 
 

@@ -1,10 +1,11 @@
 """The experiment grid: which training runs the pipeline config asks for, and each run's config.
 
-The pipeline config (``config/config.yaml``, validated by ``workflow/schemas/config.schema.yaml``)
-names a grid of (model size x batch size in clips x learning rate), a conventional cell, noise-floor
-seeds and a held-out stage. This module turns it into ``RunSpec``s with stable ids, and a ``RunSpec``
-into the training config that ``dit.train`` reads. The Snakefile imports it to list the runs; the
-rules call ``python -m dit.launch`` with the config it builds, so no logic lives in the rules.
+The pipeline config (``config/config.yaml``, loaded by ``pipeline.config``) names a grid of (model
+size x batch size in clips x learning rate), a conventional cell, noise-floor seeds and a held-out
+stage. This module turns it into ``RunSpec``s with stable ids, groups them into training jobs, and
+turns a ``RunSpec`` into the training config that ``dit.train`` reads. The Snakefile imports it to
+list the jobs; the rules call ``python -m dit.launch`` with the configs it builds, so no logic lives
+in the rules.
 
 Runs that differ only in learning rate and seed train together as one job, an ensemble
 (``training.ensemble: auto``; ``off`` gives every run a job of its own). Job ids (the job folders
@@ -30,9 +31,7 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any, Iterable, Mapping
 
-from dit.config import config_from_dict
-
-SERIES = ("grid", "conventional", "noise", "heldout", "compute_optimal")
+from pipeline.formats import PROPOSAL_SCHEMA, check_proposed_run
 
 
 @dataclass(frozen=True)
@@ -125,9 +124,8 @@ def grid_runs(config: Mapping[str, Any]) -> list[RunSpec]:
                     seed, milestones)
             for size in grid["sizes"]
         ]
-    noise = config.get("noise") or {}
-    for cell in noise.get("cells", []):
-        for extra_seed in noise.get("seeds", []):
+    for cell in config["noise"]["cells"]:
+        for extra_seed in config["noise"]["seeds"]:
             runs.append(
                 RunSpec("noise", cell["size"], int(cell["batch_clips"]), float(cell["learning_rate"]),
                         int(extra_seed), milestones)
@@ -139,66 +137,66 @@ def grid_runs(config: Mapping[str, Any]) -> list[RunSpec]:
     return runs
 
 
-def conventional_runs(config: Mapping[str, Any]) -> list[RunSpec]:
-    """The runs of the conventional series: the fixed cell at every fitting size."""
-    conventional = config["conventional"]
-    batch, lr = int(conventional["batch_clips"]), float(conventional["learning_rate"])
+def proposed_runs(proposal_path: str | Path) -> list[RunSpec]:
+    """Held-out and compute-optimal runs of a proposal (``pipeline.formats``) written by ``python -m analysis.propose``."""
+    proposal = read_proposal(proposal_path)
     return [
-        run for run in grid_runs(config)
-        if run.series in ("grid", "conventional") and run.batch_clips == batch and _same_rate(run.learning_rate, lr)
+        RunSpec(record["series"], record["size"], int(record["batch_clips"]), float(record["learning_rate"]),
+                int(record["seed"]), tuple(int(m) for m in record["milestones_tokens"]))
+        for record in proposal["runs"]
     ]
 
 
-def proposed_runs(proposal_path: str | Path, seed: int = 0) -> list[RunSpec]:
-    """Held-out and compute-optimal runs listed by ``python -m analysis.propose`` (``seed`` unless given)."""
+def read_proposal(proposal_path: str | Path) -> dict:
+    """A proposal file, checked against ``pipeline.formats``; ``ValueError`` naming the file otherwise."""
     proposal = json.loads(Path(proposal_path).read_text())
-    runs = []
-    for record in proposal["runs"]:
-        series = record["series"]
-        if series not in ("heldout", "compute_optimal"):
-            raise ValueError(f"{proposal_path}: run series {series!r} is not heldout or compute_optimal")
-        runs.append(
-            RunSpec(series, record["size"], int(record["batch_clips"]), float(record["learning_rate"]),
-                    int(record.get("seed", seed)), tuple(int(m) for m in record["milestones_tokens"]))
-        )
-    return runs
+    if proposal.get("schema") != PROPOSAL_SCHEMA:
+        raise ValueError(f"{proposal_path}: schema {proposal.get('schema')!r} is not {PROPOSAL_SCHEMA!r}")
+    for position, record in enumerate(proposal.get("runs", [])):
+        check_proposed_run(record, f"{proposal_path}: runs[{position}]")
+    return proposal
 
 
 def training_config(
     config: Mapping[str, Any], run: RunSpec, data_root: str, codec_path: str | None = None
 ) -> dict[str, Any]:
-    """The ``dit.train`` config of one run (validated); ``codec_path`` when ``data.latent`` is set."""
+    """The ``dit.train`` config of one run; ``codec_path`` when ``data.latent`` is set.
+
+    ``pipeline.config`` validates the config of every run once, when it loads the pipeline config.
+    """
     training = config["training"]
     model = config["model"]
     record = {
         "run": {"id": run.run_id, "series": run.series},
         "seed": run.seed,
-        "device": training.get("device", "auto"),
-        "precision": training.get("precision", "auto"),
-        "threads": training.get("threads"),
+        "device": training["device"],
+        "precision": training["precision"],
+        "threads": training["threads"],
         "model": {
             "size": run.size,
             "patch": list(model["patch"]),
-            "attention": model.get("attention", "auto"),
-            "text_width": model.get("text_width"),
-            "caption_table": model.get("caption_table", "frozen"),
-            "caption_dropout": model.get("caption_dropout", 0.1),
+            "attention": model["attention"],
+            "text_width": model["text_width"],
+            "caption_table": model["caption_table"],
+            "caption_dropout": model["caption_dropout"],
         },
         "data": {
             "root": str(data_root),
-            "frames": model.get("frames"),
-            "latent": str(codec_path) if config["data"].get("latent") else None,
+            "frames": model["frames"],
+            "latent": str(codec_path) if config["data"]["latent"] else None,
         },
-        "diffusion": dict(training.get("diffusion", {})),
-        "validation": dict(training.get("validation", {})),
-        "optimizer": {**training.get("optimizer", {}), "lr": run.learning_rate},
-        "batch": {"global_clips": run.batch_clips, "micro_clips": training.get("micro_clips")},
+        "diffusion": dict(training["diffusion"]),
+        "validation": dict(training["validation"]),
+        "optimizer": {**training["optimizer"], "lr": run.learning_rate},
+        "batch": {"global_clips": run.batch_clips, "micro_clips": training["micro_clips"]},
         "schedule": {"milestones_tokens": list(run.milestones_tokens)},
-        "checkpoint": {"every_steps": training.get("checkpoint_every_steps", 100)},
-        "divergence": {"max_loss": training.get("divergence_max_loss", 10.0)},
-        "progress": {"interval_seconds": training.get("progress_interval_seconds", 10.0), "quiet": False},
+        "checkpoint": {"every_steps": training["checkpoint_every_steps"]},
+        "divergence": {"max_loss": training["divergence_max_loss"]},
     }
-    config_from_dict(record)  # raises ConfigError naming the key
+    if "ema" in training:
+        record["ema"] = dict(training["ema"])
+    if "progress_interval_seconds" in training:  # else dit.config's default
+        record["progress"] = {"interval_seconds": training["progress_interval_seconds"]}
     return record
 
 
@@ -227,15 +225,15 @@ def _same_rate(a: float, b: float) -> bool:
     return abs(a - b) <= 1e-9 * max(abs(a), abs(b))
 
 
-def predicted_heldout_run(proposal_path: str | Path, seed: int = 0) -> RunSpec:
+def predicted_heldout_run(proposal_path: str | Path) -> RunSpec:
     """The held-out run at the cell nearest to what the laws predict for the largest held-out size."""
-    proposal = json.loads(Path(proposal_path).read_text())
+    proposal = read_proposal(proposal_path)
     groups = [g for g in proposal["groups"] if g["kind"] == "hyperparameters"]
     if not groups:
         raise ValueError(f"{proposal_path}: no held-out hyperparameter group")
     group = max(groups, key=lambda g: float(g["N"]))
     cell = group["nearest_cell"]
-    for run in proposed_runs(proposal_path, seed=seed):
+    for run in proposed_runs(proposal_path):
         if (
             run.series == "heldout"
             and run.size == group["size"]

@@ -1,14 +1,10 @@
 """Collect finished run folders into the tidy runs table that ``analysis`` reads.
 
-``python -m dit.runs collect --out results/runs.csv RUN_DIR [RUN_DIR ...]`` reads each run's
-``summary.json`` and ``metrics.csv`` (written by ``dit.train``) and writes one row per
-(run, token milestone). A diverged or failed run keeps the milestones it reached; a run that reached
-none appears once with empty losses, so no run is silently dropped.
-
-Columns (units): run_id, series, status, status_reason, size, non_embedding_parameters (raw count),
-width, depth, heads, tokens_per_clip, batch_clips, batch_tokens, learning_rate, seed, step,
-milestone_tokens, tokens (video tokens seen), flops (paper C_token x tokens, FLOPs), flops_6n (FLOPs),
-train_loss, validation_loss, wall_time_s.
+``python -m pipeline.collect --out results/runs.csv RUN_DIR [RUN_DIR ...]`` reads each run's
+``summary.json`` and ``metrics.csv`` (written by ``dit.train``; ``dit.run_folder`` says what a run
+folder holds) and writes one row per (run, token milestone), with the columns of
+``pipeline.formats.RUNS_TABLE_COLUMNS``. A diverged or failed run keeps the milestones it reached; a
+run that reached none appears once with empty losses, so no run is silently dropped.
 """
 
 from __future__ import annotations
@@ -23,34 +19,8 @@ from pathlib import Path
 from typing import Iterable
 
 from dit.atomic import atomic_write_text
-
-RUN_COLUMNS = (
-    "run_id",
-    "series",
-    "status",
-    "status_reason",
-    "size",
-    "non_embedding_parameters",
-    "width",
-    "depth",
-    "heads",
-    "tokens_per_clip",
-    "batch_clips",
-    "batch_tokens",
-    "learning_rate",
-    "seed",
-)
-MILESTONE_COLUMNS = (
-    "step",
-    "milestone_tokens",
-    "tokens",
-    "flops",
-    "flops_6n",
-    "train_loss",
-    "validation_loss",
-    "wall_time_s",
-)
-COLUMNS = RUN_COLUMNS + MILESTONE_COLUMNS
+from dit.run_folder import read_summary
+from pipeline.formats import MILESTONE_COLUMNS, RUN_COLUMNS, RUNS_TABLE_COLUMNS
 
 
 class RunFolderError(ValueError):
@@ -103,29 +73,27 @@ def collect(run_dirs: Iterable[Path]) -> list[dict]:
 def write_runs_table(path: Path, rows: list[dict]) -> None:
     """Write ``rows`` as CSV with the table's columns, atomically."""
     buffer = io.StringIO()
-    writer = csv.DictWriter(buffer, fieldnames=COLUMNS, lineterminator="\n", extrasaction="ignore")
+    writer = csv.DictWriter(buffer, fieldnames=RUNS_TABLE_COLUMNS, lineterminator="\n", extrasaction="ignore")
     writer.writeheader()
     for row in rows:
-        writer.writerow({key: ("" if isinstance(v := row.get(key), float) and math.isnan(v) else v) for key in COLUMNS})
+        writer.writerow({key: ("" if isinstance(v := row.get(key), float) and math.isnan(v) else v) for key in RUNS_TABLE_COLUMNS})
     atomic_write_text(path, buffer.getvalue())
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m dit.runs", description=__doc__.split("\n\n")[0])
-    commands = parser.add_subparsers(dest="command", required=True)
-    collect_parser = commands.add_parser("collect", help="write the tidy runs table from run folders")
-    collect_parser.add_argument("--out", required=True, type=Path, help="CSV to write (e.g. results/runs.csv)")
-    collect_parser.add_argument("run_dirs", nargs="+", type=Path, help="run folders holding summary.json")
+    parser = argparse.ArgumentParser(prog="python -m pipeline.collect", description=__doc__.split("\n\n")[0])
+    parser.add_argument("--out", required=True, type=Path, help="CSV to write (e.g. results/runs.csv)")
+    parser.add_argument("run_dirs", nargs="+", type=Path, help="run folders holding summary.json")
     args = parser.parse_args(argv)
     try:
         rows = collect(args.run_dirs)
     except RunFolderError as error:
-        print(f"dit.runs: {error}", file=sys.stderr)
+        print(f"pipeline.collect: {error}", file=sys.stderr)
         return 1
     write_runs_table(args.out, rows)
     statuses: dict[str, int] = {}
     for run_dir in args.run_dirs:
-        status = json.loads((Path(run_dir) / "summary.json").read_text())["status"]
+        status = read_summary(run_dir)["status"]
         statuses[status] = statuses.get(status, 0) + 1
     print(f"{args.out}: {len(rows)} rows from {len(args.run_dirs)} runs ({statuses})")
     return 0
