@@ -374,89 +374,99 @@ def _number(value: Any, kind: type) -> Any:
     return float(value)
 
 
-def _check_values(config: TrainConfig) -> None:
-    def fail(key: str, message: str) -> None:
-        raise ConfigError(f"{key}: {message}")
+def _fail(key: str, message: str) -> None:
+    """Raise ``ConfigError`` for ``key``."""
+    raise ConfigError(f"{key}: {message}")
 
+
+def _check_values(config: TrainConfig) -> None:
+    _check_model_and_data(config)
+    _check_training(config)
+
+
+def _check_model_and_data(config: TrainConfig) -> None:
     if config.model.size not in SIZES:
-        fail("model.size", f"unknown size {config.model.size!r}; known sizes: {', '.join(SIZES)}")
+        _fail("model.size", f"unknown size {config.model.size!r}; known sizes: {', '.join(SIZES)}")
     if any(p <= 0 for p in config.model.patch):
-        fail("model.patch", f"patch sizes must be positive, got {list(config.model.patch)}")
+        _fail("model.patch", f"patch sizes must be positive, got {list(config.model.patch)}")
     if config.model.attention not in ("auto", "xformers", "sdpa", "math"):
-        fail("model.attention", f"must be one of auto, xformers, sdpa, math; got {config.model.attention!r}")
+        _fail("model.attention", f"must be one of auto, xformers, sdpa, math; got {config.model.attention!r}")
     if config.model.text_width is not None and config.model.text_width <= 0:
-        fail("model.text_width", f"must be positive, got {config.model.text_width}")
+        _fail("model.text_width", f"must be positive, got {config.model.text_width}")
     if config.model.caption_table not in ("frozen", "learned"):
-        fail("model.caption_table", f"must be frozen or learned; got {config.model.caption_table!r}")
+        _fail("model.caption_table", f"must be frozen or learned; got {config.model.caption_table!r}")
     if not 0.0 <= config.model.caption_dropout < 1.0:
-        fail("model.caption_dropout", f"must be in [0, 1), got {config.model.caption_dropout}")
+        _fail("model.caption_dropout", f"must be in [0, 1), got {config.model.caption_dropout}")
     if not config.data.root:
-        fail("data.root", "must name a prepared data folder")
+        _fail("data.root", "must name a prepared data folder")
     if config.data.frames is not None and config.data.frames <= 0:
-        fail("data.frames", f"must be positive, got {config.data.frames}")
+        _fail("data.frames", f"must be positive, got {config.data.frames}")
+    if config.device not in ("auto", "cpu", "cuda"):
+        _fail("device", f"must be auto, cpu or cuda; got {config.device!r}")
+    if config.precision not in ("auto", "fp32", "bf16"):
+        _fail("precision", f"must be auto, fp32 or bf16; got {config.precision!r}")
+    if config.threads is not None and config.threads <= 0:
+        _fail("threads", f"must be positive or null, got {config.threads}")
+
+
+def _check_training(config: TrainConfig) -> None:
     if config.optimizer.lr <= 0 or config.optimizer.lr != config.optimizer.lr:
-        fail("optimizer.lr", f"learning rate must be positive, got {config.optimizer.lr}")
+        _fail("optimizer.lr", f"learning rate must be positive, got {config.optimizer.lr}")
     if not all(0.0 <= b < 1.0 for b in config.optimizer.betas):
-        fail("optimizer.betas", f"each beta must be in [0, 1), got {list(config.optimizer.betas)}")
+        _fail("optimizer.betas", f"each beta must be in [0, 1), got {list(config.optimizer.betas)}")
     if config.optimizer.weight_decay < 0:
-        fail("optimizer.weight_decay", f"must be non-negative, got {config.optimizer.weight_decay}")
+        _fail("optimizer.weight_decay", f"must be non-negative, got {config.optimizer.weight_decay}")
     if config.optimizer.eps <= 0:
-        fail("optimizer.eps", f"must be positive, got {config.optimizer.eps}")
+        _fail("optimizer.eps", f"must be positive, got {config.optimizer.eps}")
     if config.optimizer.warmup_steps < 0:
-        fail("optimizer.warmup_steps", f"must be non-negative, got {config.optimizer.warmup_steps}")
+        _fail("optimizer.warmup_steps", f"must be non-negative, got {config.optimizer.warmup_steps}")
     if config.optimizer.grad_clip is not None and config.optimizer.grad_clip <= 0:
-        fail("optimizer.grad_clip", f"must be positive or null, got {config.optimizer.grad_clip}")
+        _fail("optimizer.grad_clip", f"must be positive or null, got {config.optimizer.grad_clip}")
     if config.batch.global_clips <= 0:
-        fail("batch.global_clips", f"must be positive, got {config.batch.global_clips}")
+        _fail("batch.global_clips", f"must be positive, got {config.batch.global_clips}")
     if config.batch.micro_clips is not None:
         if config.batch.micro_clips <= 0:
-            fail("batch.micro_clips", f"must be positive, got {config.batch.micro_clips}")
+            _fail("batch.micro_clips", f"must be positive, got {config.batch.micro_clips}")
         if config.batch.global_clips % config.batch.micro_clips:
-            fail(
+            _fail(
                 "batch.micro_clips",
                 f"global batch {config.batch.global_clips} clips is not divisible by micro-batch "
                 f"{config.batch.micro_clips} clips",
             )
     milestones = config.schedule.milestones_tokens
     if not milestones:
-        fail("schedule.milestones_tokens", "must list at least one token budget")
+        _fail("schedule.milestones_tokens", "must list at least one token budget")
     if any(m <= 0 for m in milestones):
-        fail("schedule.milestones_tokens", f"token budgets must be positive, got {milestones}")
+        _fail("schedule.milestones_tokens", f"token budgets must be positive, got {milestones}")
     if sorted(set(milestones)) != list(milestones):
-        fail("schedule.milestones_tokens", f"token budgets must be strictly increasing, got {milestones}")
+        _fail("schedule.milestones_tokens", f"token budgets must be strictly increasing, got {milestones}")
     total = config.schedule.total_tokens
     if total is not None:
         if total <= 0:
-            fail("schedule.total_tokens", f"must be positive, got {total}")
+            _fail("schedule.total_tokens", f"must be positive, got {total}")
         beyond = [m for m in milestones if m > total]
         if beyond:
-            fail("schedule.milestones_tokens", f"milestones {beyond} lie beyond the budget total_tokens={total}")
+            _fail("schedule.milestones_tokens", f"milestones {beyond} lie beyond the budget total_tokens={total}")
     if config.validation.timesteps <= 0:
-        fail("validation.timesteps", f"must be positive, got {config.validation.timesteps}")
+        _fail("validation.timesteps", f"must be positive, got {config.validation.timesteps}")
     if config.validation.batch_clips <= 0:
-        fail("validation.batch_clips", f"must be positive, got {config.validation.batch_clips}")
+        _fail("validation.batch_clips", f"must be positive, got {config.validation.batch_clips}")
     if config.validation.max_clips is not None and config.validation.max_clips <= 0:
-        fail("validation.max_clips", f"must be positive or null, got {config.validation.max_clips}")
+        _fail("validation.max_clips", f"must be positive or null, got {config.validation.max_clips}")
     if config.validation.weights not in ("ema", "raw"):
-        fail("validation.weights", f"must be ema or raw; got {config.validation.weights!r}")
+        _fail("validation.weights", f"must be ema or raw; got {config.validation.weights!r}")
     if not config.ema.gamma > 0:
-        fail("ema.gamma", f"must be positive, got {config.ema.gamma}")
+        _fail("ema.gamma", f"must be positive, got {config.ema.gamma}")
     if config.diffusion.num_timesteps <= 1:
-        fail("diffusion.num_timesteps", f"must exceed 1, got {config.diffusion.num_timesteps}")
+        _fail("diffusion.num_timesteps", f"must exceed 1, got {config.diffusion.num_timesteps}")
     if config.diffusion.beta_schedule not in ("linear", "cosine"):
-        fail("diffusion.beta_schedule", f"must be linear or cosine, got {config.diffusion.beta_schedule!r}")
+        _fail("diffusion.beta_schedule", f"must be linear or cosine, got {config.diffusion.beta_schedule!r}")
     if config.checkpoint.every_steps <= 0:
-        fail("checkpoint.every_steps", f"must be positive, got {config.checkpoint.every_steps}")
+        _fail("checkpoint.every_steps", f"must be positive, got {config.checkpoint.every_steps}")
     if not config.divergence.max_loss > 0:
-        fail("divergence.max_loss", f"must be positive, got {config.divergence.max_loss}")
-    if config.device not in ("auto", "cpu", "cuda"):
-        fail("device", f"must be auto, cpu or cuda; got {config.device!r}")
-    if config.precision not in ("auto", "fp32", "bf16"):
-        fail("precision", f"must be auto, fp32 or bf16; got {config.precision!r}")
-    if config.threads is not None and config.threads <= 0:
-        fail("threads", f"must be positive or null, got {config.threads}")
+        _fail("divergence.max_loss", f"must be positive, got {config.divergence.max_loss}")
     if config.progress.interval_seconds <= 0:
-        fail("progress.interval_seconds", f"must be positive, got {config.progress.interval_seconds}")
+        _fail("progress.interval_seconds", f"must be positive, got {config.progress.interval_seconds}")
 
 
 def _plain(obj: Any) -> Any:

@@ -9,7 +9,7 @@ operations for all of them. A run trained alone is an ensemble of one. Per membe
   noise and caption-dropout draws, seeded by ``(seed, step)`` for the whole global batch; members
   with one seed share them, as two runs with that seed would;
 * its own learning-rate schedule, AdamW state and gradient clipping by its own gradient norm
-  (``dit.member_optim``);
+  (``dit.member_training``);
 * its own validation on the same fixed validation clips, timesteps and noise;
 * its own run folder (``dit.run_folder``), exactly as if trained alone.
 
@@ -37,31 +37,23 @@ import yaml
 from dit.atomic import atomic_path, atomic_write_json, atomic_write_text
 from dit.config import ConfigError, TrainConfig
 from dit.data.loader import ClipLoader, ShardDataset, limit_clips
-from dit.diffusion import NoiseSchedule, ensemble_validation_loss, member_clip_losses, q_sample, validation_timesteps
+from dit.diffusion import NoiseSchedule, ensemble_validation_loss, validation_timesteps
 from dit.distributed import init_process_context
 from dit.ensemble import EnsembleDiT
 from dit.flops import paper_flops_per_token, six_n_flops_per_token, training_flops_per_clip
 from dit.latent import CodecError, encoded_batches, load_model_space
-from dit.member_optim import MemberAdamW, MemberParameters
+from dit.member_training import MemberAdamW, MemberParameters, accumulate_gradients, power_ema_decay
 from dit.model import VideoDiT, VideoDiTConfig
 from dit.progress import PreemptionFlag, Progress
-from dit.provenance import provenance
 from dit.seeds import stable_seed
-from dit.run_folder import save_model, write_metrics
+from dit.job_folder import CHECKPOINT_FORMAT, CHECKPOINT_NAME, JOB_FILE, CheckpointError, read_checkpoint
+from dit.run_folder import save_model, write_metrics, write_run_summary
 from dit.sizes import get_size
-from dit.text import PAD_ID
 
-CHECKPOINT_NAME = "latest.pt"
-CHECKPOINT_FORMAT = 2
-JOB_FILE = "job.json"
 
-# Parameters are strided views of one (members, P) buffer (dit.member_optim); autograd warns once
+# Parameters are strided views of one (members, P) buffer (dit.member_training); autograd warns once
 # that such gradients skip its preferred layout, which costs nothing measurable here.
 warnings.filterwarnings("ignore", message="grad and param do not obey the gradient layout contract")
-
-
-class CheckpointError(RuntimeError):
-    """The job folder's checkpoint exists but cannot be used; the message names the file."""
 
 
 @dataclass
@@ -183,6 +175,20 @@ class EnsembleTrainer:
         self.flops_6n_per_token = six_n_flops_per_token(self.non_embedding_parameters)
         self.total_tokens = config.total_tokens
         self.total_steps = math.ceil(self.total_tokens / self.tokens_per_step)
+
+    def _job_facts(self) -> dict:
+        """What every member's summary says about the job's shared set-up."""
+        size = self.size
+        return {
+            "size": size.name, "non_embedding_parameters": self.non_embedding_parameters,
+            "total_parameters": self.parameters.values.shape[1], "width": size.width, "depth": size.depth,
+            "heads": self.model_config.heads, "tokens_per_clip": self.tokens_per_clip,
+            "clip_shape": [self.frames, self.train_data.height, self.train_data.width],
+            "model_input_shape": list(self.model_shape), "batch_tokens": self.tokens_per_step,
+            "micro_clips": self.micro_clips, "processes": self.context.world_size,
+            "flops_per_token": self.flops_per_token, "device": str(self.device), "precision": self.precision,
+            "model_config": self.model_config.to_dict(), "threads": torch.get_num_threads(),
+        }
 
     # ---------------------------------------------------------------- helpers
     @property
@@ -465,100 +471,16 @@ class EnsembleTrainer:
     def write_summary(self, member: Member, status: str, reason: str) -> None:
         if not self.context.is_main:
             return
-        last = member.metrics[-1] if member.metrics else {}
-        size, config = self.size, member.config
-        summary = {
-            "status": status,
-            "status_reason": reason,
-            "run_id": member.run_id,
-            "series": config.run.series,
-            "size": size.name,
-            "non_embedding_parameters": self.non_embedding_parameters,
-            "total_parameters": self.parameters.values.shape[1],
-            "width": size.width,
-            "depth": size.depth,
-            "heads": self.model_config.heads,
-            "tokens_per_clip": self.tokens_per_clip,
-            "clip_shape": [self.frames, self.train_data.height, self.train_data.width],
-            "model_input_shape": list(self.model_shape),
-            "latent_codec": config.data.latent,
-            "batch_clips": config.batch.global_clips,
-            "batch_tokens": self.tokens_per_step,
-            "micro_clips": self.micro_clips,
-            "processes": self.context.world_size,
-            "learning_rate": config.optimizer.lr,
-            "seed": config.seed,
-            "steps": self.step,
-            "tokens": self.tokens_seen,
-            "flops": self.tokens_seen * self.flops_per_token,
-            "flops_6n": self.tokens_seen * self.flops_6n_per_token,
-            "flops_per_token": self.flops_per_token,
-            "milestones_reached": len(member.metrics),
-            "milestones_planned": len(config.schedule.milestones_tokens),
-            "final_validation_loss": last.get("validation_loss"),
-            "wall_time_s": self.wall_time_s,
-            "device": str(self.device),
-            "precision": self.precision,
-            "validation_weights": config.validation.weights,
-            "ema_gamma": config.ema.gamma,
-            "attention": config.model.attention,
-            "model_config": self.model_config.to_dict(),
-            "threads": torch.get_num_threads(),
-            "ensemble": {"job_dir": str(self.job_dir), "members": len(self.members),
-                         "member": self.members.index(member)},
-            "provenance": {**provenance(config.to_dict()), "resumable_config_hash": member.resumable_hash},
+        config = member.config
+        progress = {
+            "steps": self.step, "tokens": self.tokens_seen, "flops": self.tokens_seen * self.flops_per_token,
+            "flops_6n": self.tokens_seen * self.flops_6n_per_token, "wall_time_s": self.wall_time_s,
+            "ensemble": {"job_dir": str(self.job_dir), "members": len(self.members), "member": self.members.index(member)},
         }
-        atomic_write_json(member.out_dir / "summary.json", summary)
-
-
-def power_ema_decay(step: int, gamma: float) -> float:
-    """Decay of the power-function EMA after optimizer step ``step`` (from 1): ``(1 - 1/step) ** (gamma + 1)``.
-
-    Its averaging window grows with the run (Karras et al. 2024, EDM2): at every step the EMA weighs
-    the iterates so far by ``t ** gamma``, so it covers the same fraction of any run, short or long
-    (``gamma = 6.94``: a relative width of 0.10). The first step's decay is 0 (the EMA starts at the weights).
-    """
-    return (1.0 - 1.0 / step) ** (gamma + 1.0)
-
-
-def accumulate_gradients(model: EnsembleDiT, schedule: NoiseSchedule, video: torch.Tensor, timesteps: torch.Tensor,
-                         noise: torch.Tensor, captions: torch.Tensor, process_clips: int, micro_clips: int,
-                         autocast=contextlib.nullcontext) -> torch.Tensor:
-    """Forward and backward of every member's epsilon-prediction loss on its clips, micro-batch by micro-batch.
-
-    Inputs carry a leading member axis: clips in model space ``(M, B, C, F, H, W)``, timesteps ``(M, B)``,
-    noise like the clips, caption ids ``(M, B, L)``. Each member's gradient is that of its mean loss
-    over ``process_clips`` clips. Returns each member's loss summed over its clips, float64 ``(M,)``.
-    """
-    loss_sums = torch.zeros(video.shape[0], dtype=torch.float64, device=video.device)
-    for start in range(0, process_clips, micro_clips):
-        part = slice(start, start + micro_clips)
-        clips, steps, draws, ids = video[:, part], timesteps[:, part], noise[:, part], captions[:, part]
-        x_t = q_sample(schedule, clips.flatten(0, 1), steps.flatten(), draws.flatten(0, 1)).view_as(clips)
-        with autocast():
-            prediction = model(x_t, steps, ids, ids != PAD_ID)
-        losses = member_clip_losses(prediction, draws)
-        (losses.sum(dim=1) / process_clips).sum().backward()
-        loss_sums += losses.detach().double().sum(dim=1)
-    return loss_sums
+        write_run_summary(member.out_dir, status, reason, config, member.metrics, {**self._job_facts(), **progress},
+                          member.resumable_hash)
 
 
 def _mean_active(members: list[Member], losses: list[float]) -> float:
     values = [loss for member, loss in zip(members, losses) if member.active and math.isfinite(loss)]
     return sum(values) / len(values) if values else math.nan
-
-
-def read_checkpoint(path: Path) -> dict:
-    """A job checkpoint, checked to be one of this engine's; ``CheckpointError`` naming the file otherwise."""
-    try:
-        state = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as error:  # truncated or foreign file: say which, keep it for inspection
-        first_line = str(error).splitlines()[0] if str(error) else ""
-        raise CheckpointError(f"checkpoint {path} cannot be read ({type(error).__name__}: {first_line}); "
-                              "it is left in place: move it away to restart this run from its start") from None
-    if not isinstance(state, dict) or "step" not in state:
-        raise CheckpointError(f"{path} is not a checkpoint of dit.train (no 'step'); it is left in place")
-    if state.get("format") != CHECKPOINT_FORMAT:
-        raise CheckpointError(f"{path} is a checkpoint of format {state.get('format', 1)}, this dit.train writes "
-                              f"format {CHECKPOINT_FORMAT}; it is left in place: move it away to restart the run")
-    return state

@@ -22,7 +22,8 @@ from typing import Any
 
 import torch
 
-from dit.atomic import atomic_path, atomic_write_text
+from dit.atomic import atomic_path, atomic_write_json, atomic_write_text
+from dit.provenance import provenance
 
 FINISHED_STATUSES = ("completed", "diverged")
 MODEL_FILE = "model.pt"
@@ -111,6 +112,27 @@ def load_trained_model(run_dir: str | Path, device: str | torch.device = "cpu", 
     return model.to(device).eval(), model_config
 
 
-def run_description(summary: dict[str, Any]) -> str:
-    """``run_id (status)`` for messages."""
-    return f"{summary.get('run_id', '?')} ({summary.get('status', '?')})"
+def write_run_summary(run_dir: Path, status: str, reason: str, config, metrics: list[dict], job: dict[str, Any],
+                      resumable_hash: str) -> None:
+    """Write ``summary.json``: the run's status, its settings (``config``, a ``dit.config.TrainConfig``),
+    what it reached (``metrics``), the job's shared facts (``job``: size, shapes, FLOPs, device, ...) and provenance."""
+    last = metrics[-1] if metrics else {}
+    summary = {
+        "status": status,
+        "status_reason": reason,
+        "run_id": config.run.id or Path(run_dir).name,
+        "series": config.run.series,
+        "latent_codec": config.data.latent,
+        "batch_clips": config.batch.global_clips,
+        "learning_rate": config.optimizer.lr,
+        "seed": config.seed,
+        "milestones_reached": len(metrics),
+        "milestones_planned": len(config.schedule.milestones_tokens),
+        "final_validation_loss": last.get("validation_loss"),
+        "validation_weights": config.validation.weights,
+        "ema_gamma": config.ema.gamma,
+        "attention": config.model.attention,
+        **job,
+        "provenance": {**provenance(config.to_dict()), "resumable_config_hash": resumable_hash},
+    }
+    atomic_write_json(Path(run_dir) / "summary.json", summary)

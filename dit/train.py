@@ -30,7 +30,8 @@ from pathlib import Path
 
 from dit.atomic import atomic_write_json
 from dit.config import ConfigError, TrainConfig, check_ensemble, load_config, load_ensemble, resumable_config_hash
-from dit.engine import CHECKPOINT_NAME, CheckpointError, EnsembleTrainer, Member, read_checkpoint
+from dit.engine import EnsembleTrainer, Member
+from dit.job_folder import CHECKPOINT_NAME, CheckpointError, read_checkpoint
 from dit.provenance import provenance
 from dit.run_folder import is_finished
 

@@ -1,4 +1,4 @@
-"""AdamW and gradient clipping for many runs at once, each run with its own learning rate and norm.
+"""Training many runs at once: forward and backward, AdamW, gradient clipping and the EMA of the weights.
 
 ``MemberParameters`` moves every parameter of a module whose parameters carry a leading member axis
 (``dit.ensemble.EnsembleDiT``) into one ``(members, P)`` buffer, and their gradients into another:
@@ -6,15 +6,22 @@ each parameter becomes a view of its columns. A member's values are then one row
 AdamW for all members is a handful of operations on two ``(members, P)`` tensors, whatever the
 number of layers.
 
-``MemberAdamW`` is ``torch.optim.AdamW`` (fused), row by row: member ``m`` moves with its own learning
+``accumulate_gradients`` runs every member's forward and backward on its own clips; ``power_ema_decay``
+is the decay of the EMA of the weights after a step. ``MemberAdamW`` is ``torch.optim.AdamW`` (fused), row by row: member ``m`` moves with its own learning
 rate ``lr[m]``, its gradient clipped by its own norm, and a member whose ``active[m]`` is False does
 not move at all (its moments stay as they were).
 """
 
 from __future__ import annotations
 
+import contextlib
+
 import torch
 from torch import nn
+
+from dit.diffusion import NoiseSchedule, member_clip_losses, q_sample
+from dit.ensemble import EnsembleDiT
+from dit.text import PAD_ID
 
 CLIP_EPS = 1e-6  # torch.nn.utils.clip_grad_norm_'s: coefficient = max_norm / (norm + 1e-6)
 
@@ -106,3 +113,35 @@ class MemberAdamW:
             raise ValueError(f"optimizer state of {len(state.get('param_groups', []))} members does not fit "
                              f"{self.parameters.members}")
         self.optimizer.load_state_dict(state)
+
+
+def power_ema_decay(step: int, gamma: float) -> float:
+    """Decay of the power-function EMA after optimizer step ``step`` (from 1): ``(1 - 1/step) ** (gamma + 1)``.
+
+    Its averaging window grows with the run (Karras et al. 2024, EDM2): at every step the EMA weighs
+    the iterates so far by ``t ** gamma``, so it covers the same fraction of any run, short or long
+    (``gamma = 6.94``: a relative width of 0.10). The first step's decay is 0 (the EMA starts at the weights).
+    """
+    return (1.0 - 1.0 / step) ** (gamma + 1.0)
+
+
+def accumulate_gradients(model: EnsembleDiT, schedule: NoiseSchedule, video: torch.Tensor, timesteps: torch.Tensor,
+                         noise: torch.Tensor, captions: torch.Tensor, process_clips: int, micro_clips: int,
+                         autocast=contextlib.nullcontext) -> torch.Tensor:
+    """Forward and backward of every member's epsilon-prediction loss on its clips, micro-batch by micro-batch.
+
+    Inputs carry a leading member axis: clips in model space ``(M, B, C, F, H, W)``, timesteps ``(M, B)``,
+    noise like the clips, caption ids ``(M, B, L)``. Each member's gradient is that of its mean loss
+    over ``process_clips`` clips. Returns each member's loss summed over its clips, float64 ``(M,)``.
+    """
+    loss_sums = torch.zeros(video.shape[0], dtype=torch.float64, device=video.device)
+    for start in range(0, process_clips, micro_clips):
+        part = slice(start, start + micro_clips)
+        clips, steps, draws, ids = video[:, part], timesteps[:, part], noise[:, part], captions[:, part]
+        x_t = q_sample(schedule, clips.flatten(0, 1), steps.flatten(), draws.flatten(0, 1)).view_as(clips)
+        with autocast():
+            prediction = model(x_t, steps, ids, ids != PAD_ID)
+        losses = member_clip_losses(prediction, draws)
+        (losses.sum(dim=1) / process_clips).sum().backward()
+        loss_sums += losses.detach().double().sum(dim=1)
+    return loss_sums

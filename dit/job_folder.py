@@ -1,0 +1,42 @@
+"""What a training job leaves in its folder: the resumable state of its runs, and its record when done.
+
+A job trains one run, or several as an ensemble (``dit.engine``). Its folder holds::
+
+    checkpoints/latest.pt   the whole job's resumable state (written atomically; format ``CHECKPOINT_FORMAT``)
+    job.json                written when every run of the job has finished: its runs and their statuses,
+                            steps, wall time and the model FLOPs it computed
+    ensemble.yaml           the members, when ``python -m dit.launch --ensemble-json`` started it
+
+A run trained alone with ``python -m dit.train --config FILE --out RUN_DIR`` uses its run folder as its
+job folder.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import torch
+
+CHECKPOINT_NAME = "latest.pt"
+CHECKPOINT_FORMAT = 2
+JOB_FILE = "job.json"
+
+
+class CheckpointError(RuntimeError):
+    """The job folder's checkpoint exists but cannot be used; the message names the file."""
+
+
+def read_checkpoint(path: Path) -> dict:
+    """A job checkpoint, checked to be one of this engine's; ``CheckpointError`` naming the file otherwise."""
+    try:
+        state = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as error:  # truncated or foreign file: say which, keep it for inspection
+        first_line = str(error).splitlines()[0] if str(error) else ""
+        raise CheckpointError(f"checkpoint {path} cannot be read ({type(error).__name__}: {first_line}); "
+                              "it is left in place: move it away to restart this run from its start") from None
+    if not isinstance(state, dict) or "step" not in state:
+        raise CheckpointError(f"{path} is not a checkpoint of dit.train (no 'step'); it is left in place")
+    if state.get("format") != CHECKPOINT_FORMAT:
+        raise CheckpointError(f"{path} is a checkpoint of format {state.get('format', 1)}, this dit.train writes "
+                              f"format {CHECKPOINT_FORMAT}; it is left in place: move it away to restart the run")
+    return state
