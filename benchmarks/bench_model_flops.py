@@ -1,7 +1,7 @@
 """Model FLOP/s of the training step as ``dit.train`` takes it, against this machine's matmul FLOP/s.
 
 Run: ``.venv/bin/python -m pytest benchmarks/bench_model_flops.py --benchmark-only -q``
-(about a minute on a 2-core CPU). On CUDA, ``-k paper`` keeps the paper-size step
+(about a minute on a 2-core CPU). On CUDA, ``-k paper-0.13b`` keeps one paper-size step
 (what ``scripts/gpu-check.sh`` runs).
 
 The step is the engine's (``harness.engine_training_step``): ``dit.engine.accumulate_gradients``
@@ -16,9 +16,10 @@ Cases:
 * the embedded default (``config/config.yaml``): its two largest fitting sizes and its held-out size
   on the model-space clip it trains (16 latent channels x 4 x 4 x 4, 64 tokens), at the grid's middle
   batch, with the CPU threads of one training job (``training.threads``);
-* CUDA only: the paper's middle fitting size, paper-0.13b, at 1,280 tokens per clip
-  (``config/paper.yaml``: 16 x 5 x 32 x 32 latents, patch 1 x 2 x 2, 120 caption tokens), on the
-  clips one GPU holds in the paper's smallest batch (64 clips over 8 GPUs: 8).
+* CUDA only: the paper's sizes (``config/paper.yaml``: fitting and held-out, 0.017B to 1.07B) at
+  1,280 tokens per clip (16 x 5 x 32 x 32 latents, patch 1 x 2 x 2, 120 caption tokens), on the
+  clips one GPU holds in the paper's smallest batch (64 clips over 8 GPUs: 8); ``scripts/gpu-check.sh``
+  times paper-0.13b, the middle fitting size.
 
 Baseline: a square ``torch.mm`` in the training dtype (fp32 1024 x 1024 on a CPU, bf16 8192 x 8192 on
 CUDA), timed in turns with the step in the same process, so the fraction of the matmul rate (on CUDA,
@@ -46,7 +47,7 @@ from harness import (
 DEFAULT = Experiment.load("config")
 PAPER = Experiment.load("paper")
 DEFAULT_SIZES = [*DEFAULT.sizes[-2:], *DEFAULT.heldout_sizes]
-PAPER_SIZE = PAPER.sizes[len(PAPER.sizes) // 2]
+PAPER_SIZES = [*PAPER.sizes, *PAPER.heldout_sizes]
 TARGET_FRACTION_OF_MATMUL = 0.40
 ROUNDS, WARMUP_ROUNDS = 15, 2
 
@@ -59,7 +60,7 @@ def summary_lines() -> list[str]:
     first = next(iter(_results.values()))
     lines = ["", f"training-step model FLOP/s on {DEVICE} ({first['dtype']}, {first['threads']} threads, torch "
                  f"{torch.__version__}); baseline: {first['matmul_dtype']} torch.mm {first['matmul_size']}^2, "
-                 "timed in turns with each step",
+                 "timed in turns with each step; fraction: model FLOP/s over the matmul's (on CUDA: the MFU)",
              f"{'size':<13}{'clips':>6}{'tokens/s':>11}{'step ms':>9}{'IQR':>7}{'GFLOP/s':>10}{'matmul GFLOP/s':>16}"
              f"{'fraction':>10}{'paper GFLOP/s':>15}"]
     for size, r in _results.items():
@@ -111,8 +112,9 @@ def test_default_training_step(benchmark, training_threads, size):
 
 @pytest.mark.cuda
 @pytest.mark.skipif(DEVICE.type != "cuda", reason="a paper-size step at 1,280 tokens per clip needs a CUDA device")
-def test_paper_training_step_on_cuda(benchmark):
+@pytest.mark.parametrize("size", PAPER_SIZES)
+def test_paper_training_step_on_cuda(benchmark, size):
     clips_per_gpu = min(int(b) for b in PAPER.config["grid"]["batch_clips"]) // PAPER.processes
     torch.cuda.reset_peak_memory_stats()
-    _measure(benchmark, PAPER, PAPER_SIZE, clips_per_gpu)
+    _measure(benchmark, PAPER, size, clips_per_gpu)
     benchmark.extra_info["peak_memory_gib"] = torch.cuda.max_memory_allocated() / 2**30
