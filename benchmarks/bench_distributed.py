@@ -36,7 +36,7 @@ DEFAULT = Experiment.load("config")
 SIZE = DEFAULT.sizes[-1]
 BATCH_CLIPS = DEFAULT.middle_batch_clips
 GENERATED_CLIPS = 160
-STEPS = 48
+STEPS = 30
 PROCESSES = 2
 
 
