@@ -11,19 +11,21 @@ and 1 to L-1 words, as ``dit.text`` pads), both as the model calls them:
 * ``default``: the embedded default's model-space clip (``config/config.yaml``: 64 tokens), its 24
   caption tokens, the heads of each size it trains (one head of 24 to 64 channels, two of 64 for
   its held-out size), at the batch attention sees in a training job: the grid's middle batch times
-  the members the job folds into attention's batch;
+  the members the job folds into attention's batch (for the held-out size, as many as the grid has
+  learning rates);
 * ``default-former-heads``: the same sizes with the heads they had before commit f1962f2 (head dim
   8 or 16), the shapes the change of heads left behind;
 * ``paper``: 1,280 tokens per clip and 120 caption tokens (``config/paper.yaml``), the width of the
   paper's middle fitting size (paper-0.13b, 512) as heads of 64 and of 128 channels, at the clips one
   GPU holds in the paper's smallest batch (64 clips over 8 GPUs: 8) on CUDA, and 1 clip on a CPU.
 
-Backends: ``math`` (the reference), ``sdpa``, ``auto`` and, on CUDA, ``xformers``: there an xformers
-that cannot run is a failure with its reason, not a skip. Modes: forward, and forward + backward
-(gradients of q, k and v). Inputs are built outside the timed call; every call ends with a device
-sync; fp32 on a CPU, bf16 on CUDA, with the CPU threads of one training job (``training.threads``).
-The table at the end gives each shape's median per backend, the spread of the fastest, and the
-ratio of ``auto`` to the fastest backend (1.00: auto picked the best).
+Backends: ``math`` (the reference), ``sdpa`` and, on CUDA, ``xformers`` (there an xformers that
+cannot run is a failure with its reason, not a skip), timed in turns in one test per shape, kind and
+mode. Modes: forward, and forward + backward (gradients of q, k and v). Inputs are built outside the
+timed calls; every call ends with a device sync; fp32 on a CPU, bf16 on CUDA, with the CPU threads
+of one training job (``training.threads``). The table at the end gives each shape's median per
+backend, the spread of the fastest, and the ratio of the backend ``auto`` resolves to (sdpa on a
+CPU, xformers on CUDA) to the fastest (1.00: auto picks the best).
 """
 
 from __future__ import annotations
@@ -36,10 +38,10 @@ import torch
 from dit.attention import attention, resolve_backend, xformers_unavailable_reason
 from dit.sizes import get_size
 from dit.text import PAD_ID
-from harness import DEVICE, FORMER_TINY_HEADS, Experiment, caption_ids, run_context, spread, synchronize
+from harness import DEVICE, FORMER_TINY_HEADS, Experiment, InterleavedTimer, caption_ids, run_context
 
 DTYPE = torch.bfloat16 if DEVICE.type == "cuda" else torch.float32
-BACKENDS = ["math", "sdpa", "auto"] + (["xformers"] if DEVICE.type == "cuda" else [])
+BACKENDS = ["math", "sdpa"] + (["xformers"] if DEVICE.type == "cuda" else [])
 MODES = ["forward", "forward_backward"]
 KINDS = ["self", "cross"]
 PAPER_HEAD_DIMS = (64, 128)
@@ -69,13 +71,19 @@ def default_shapes() -> list[AttentionShape]:
     """The embedded default's shapes, with today's heads and with the heads before f1962f2."""
     default = Experiment.load("config")
     batch = default.middle_batch_clips
-    members = len(default.job_learning_rates(default.sizes[0], batch))
+
+    def members(size: str) -> int:  # a held-out size has no grid job: as many members as the grid has learning rates
+        try:
+            return len(default.job_learning_rates(size, batch))
+        except KeyError:
+            return len(default.config["grid"]["learning_rates"])
+
     shapes = []
     for label, heads_of in (("default", lambda size: get_size(size).heads), ("default-former-heads", FORMER_TINY_HEADS.get)):
         for size in [*default.sizes, *default.heldout_sizes]:
             config = default.model_config(size, heads=heads_of(size))
             shape = AttentionShape(label, config.tokens_per_clip, config.caption_length, config.heads,
-                                   config.width // config.heads, members * batch, config.vocab_size)
+                                   config.width // config.heads, members(size) * batch, config.vocab_size)
             if shape not in shapes:
                 shapes.append(shape)
     return shapes
@@ -94,6 +102,14 @@ SHAPES = default_shapes() + paper_shapes()
 _timings: dict[tuple, dict] = {}
 
 
+def _resolved_auto() -> str:
+    """What ``auto`` runs here; on CUDA xformers even when it cannot run (the test then fails with the reason)."""
+    return "xformers" if DEVICE.type == "cuda" else resolve_backend("auto", DEVICE)
+
+
+AUTO = _resolved_auto()
+
+
 def _inputs(shape: AttentionShape, kind: str, requires_grad: bool):
     generator = torch.Generator().manual_seed(0)
     keys = shape.key_tokens(kind)
@@ -110,52 +126,48 @@ def _inputs(shape: AttentionShape, kind: str, requires_grad: bool):
 def summary_lines() -> list[str]:
     if not _timings:
         return []
-    threads = sorted({timing["threads"] for timing in _timings.values()})
-    lines = ["", f"attention medians in ms on {DEVICE} ({DTYPE}, {threads} threads, torch {torch.__version__}); "
-                 f"auto resolves to {resolve_backend('auto', DEVICE)}; IQR: of the fastest backend",
+    first = next(iter(_timings.values()))
+    lines = ["", f"attention medians in ms on {DEVICE} ({DTYPE}, {first['threads']} threads, torch {torch.__version__}), "
+                 f"backends timed in turns; auto resolves to {AUTO}; IQR: of the fastest backend",
              f"{'shape':<42}{'kind':>6}{'mode':>17}" + "".join(f"{b:>10}" for b in BACKENDS) + f"{'IQR':>8}{'auto/best':>11}"]
-    for shape in SHAPES:
-        for kind in KINDS:
-            for mode in MODES:
-                row = {b: _timings.get((shape.id, kind, mode, b)) for b in BACKENDS}
-                timed = {b: r for b, r in row.items() if r is not None}
-                if not timed:
-                    continue
-                cells = "".join(f"{row[b]['median_s'] * 1e3:>10.3f}" if row[b] else f"{'-':>10}" for b in BACKENDS)
-                best = min(timed.values(), key=lambda r: r["median_s"])
-                ratio = f"{timed['auto']['median_s'] / best['median_s']:>11.2f}" if "auto" in timed else f"{'-':>11}"
-                lines.append(f"{shape.id:<42}{kind:>6}{mode:>17}{cells}{best['iqr_s'] * 1e3:>8.3f}{ratio}")
+    for (shape_id, kind, mode), record in _timings.items():
+        spreads = record["backends"]
+        best = min(spreads.values(), key=lambda timing: timing["median_s"])
+        cells = "".join(f"{spreads[b]['median_s'] * 1e3:>10.3f}" for b in BACKENDS)
+        lines.append(f"{shape_id:<42}{kind:>6}{mode:>17}{cells}{best['iqr_s'] * 1e3:>8.3f}{record['auto_over_best']:>11.2f}")
     return lines
 
 
-@pytest.mark.parametrize("mode", MODES)
-@pytest.mark.parametrize("kind", KINDS)
-@pytest.mark.parametrize("backend", BACKENDS)
-@pytest.mark.parametrize("shape", SHAPES, ids=lambda shape: shape.id)
-def test_attention_backend(benchmark, training_threads, shape, backend, kind, mode):
-    if backend == "xformers":
-        reason = xformers_unavailable_reason(DEVICE)
-        if reason is not None:
-            pytest.fail(f"xformers cannot run on {DEVICE}: {reason}")
-    q, k, v, mask = _inputs(shape, kind, requires_grad=mode != "forward")
-
+def _call(backend: str, q, k, v, mask, mode: str):
+    """One attention call of ``backend`` (forward, or forward and the gradients of q, k and v)."""
     def forward():
         with torch.no_grad():
             attention(q, k, v, backend=backend, key_padding_mask=mask)
-        synchronize(DEVICE)
 
     def forward_backward():
         out = attention(q, k, v, backend=backend, key_padding_mask=mask)
         torch.autograd.grad(out.sum(), (q, k, v))
-        synchronize(DEVICE)
 
-    large = shape.tokens * shape.key_tokens(kind) * shape.batch * shape.heads > 2**24
-    rounds = 5 if large and DEVICE.type == "cpu" else 20
-    benchmark.extra_info.update(run_context(DEVICE, DTYPE, shape.batch, {"tokens": shape.tokens}, backend))
+    return forward if mode == "forward" else forward_backward
+
+
+@pytest.mark.parametrize("mode", MODES)
+@pytest.mark.parametrize("kind", KINDS)
+@pytest.mark.parametrize("shape", SHAPES, ids=lambda shape: shape.id)
+def test_attention_backends(benchmark, training_threads, shape, kind, mode):
+    if "xformers" in BACKENDS and (reason := xformers_unavailable_reason(DEVICE)) is not None:
+        pytest.fail(f"xformers cannot run on {DEVICE}: {reason}")
+    q, k, v, mask = _inputs(shape, kind, requires_grad=mode != "forward")
+    timer = InterleavedTimer({backend: _call(backend, q, k, v, mask, mode) for backend in BACKENDS}, DEVICE)
+    large = shape.tokens * shape.key_tokens(kind) * shape.batch * shape.heads > 2**23
+    timer.warm_up(2)
+    benchmark.extra_info.update(run_context(DEVICE, DTYPE, shape.batch, {"tokens": shape.tokens}, "auto"))
     benchmark.extra_info.update(shape=shape.label, kind=kind, mode=mode, query_tokens=shape.tokens,
                                 key_tokens=shape.key_tokens(kind), heads=shape.heads, head_dim=shape.head_dim,
                                 caption_padding_mask=mask is not None)
-    benchmark.pedantic(forward if mode == "forward" else forward_backward, rounds=rounds, iterations=1, warmup_rounds=2)
-    timing = spread(list(benchmark.stats.stats.data))
-    benchmark.extra_info.update(timing)
-    _timings[(shape.id, kind, mode, backend)] = {**timing, "threads": torch.get_num_threads()}
+    benchmark.pedantic(timer.round, rounds=7 if large and DEVICE.type == "cpu" else 20, iterations=1)
+    spreads = timer.spreads()
+    best = min(timing["median_s"] for timing in spreads.values())
+    record = {"backends": spreads, "auto_over_best": spreads[AUTO]["median_s"] / best, "threads": torch.get_num_threads()}
+    benchmark.extra_info.update(record)
+    _timings[(shape.id, kind, mode)] = record

@@ -79,16 +79,14 @@ def benchmarks(path: Path) -> list[dict]:
 
 
 def attention_digest(records: list[dict]) -> list[dict]:
-    """Per paper shape, kind and mode: median ms of each backend and SDPA's time over xformers'."""
-    rows: dict[tuple, dict] = {}
+    """Per shape, kind and mode: median ms of each backend (timed in turns) and SDPA's time over xformers'."""
+    digest = []
     for record in records:
         info = record["extra_info"]
-        key = (f"n{info['query_tokens']}-h{info['heads']}x{info['head_dim']}-b{info['batch_clips']}", info["kind"], info["mode"])
-        rows.setdefault(key, {})[info["attention"]] = info["median_s"] * 1e3
-    digest = []
-    for (shape, kind, mode), medians in rows.items():
+        medians = {backend: timing["median_s"] * 1e3 for backend, timing in info["backends"].items()}
         ratio = medians["sdpa"] / medians["xformers"] if "sdpa" in medians and "xformers" in medians else None
-        digest.append({"shape": shape, "kind": kind, "mode": mode, "median_ms": medians, "sdpa_over_xformers": ratio})
+        digest.append({"shape": f"n{info['query_tokens']}-h{info['heads']}x{info['head_dim']}-b{info['batch_clips']}",
+                       "kind": info["kind"], "mode": info["mode"], "median_ms": medians, "sdpa_over_xformers": ratio})
     return digest
 
 
@@ -122,8 +120,9 @@ def summary_lines(report: dict) -> list[str]:
                          f"sdpa {row['median_ms']['sdpa']:.3f} ms (sdpa/xformers {row['sdpa_over_xformers']:.2f})")
     for row in report["training_step"]:
         lines.append(f"  training step {row['size']} ({row['batch_clips']} clips, {row['dtype']}, attention "
-                     f"{row['attention_resolved']}): {row['flops_per_s'] / 1e12:.1f} model TFLOP/s, "
-                     f"{row['fraction_of_matmul']:.1%} of the measured matmul {row['matmul_flops_per_s'] / 1e12:.0f} TFLOP/s")
+                     f"{row['attention_resolved']}): {row['flops_per_s'] / 1e12:.3g} model TFLOP/s, "
+                     f"{row['fraction_of_matmul']:.1%} of the measured matmul {row['matmul_flops_per_s'] / 1e12:.3g} TFLOP/s"
+                     + (f", peak {row['peak_memory_gib']:.1f} GiB" if row.get("peak_memory_gib") is not None else ""))
     for row in report["ensemble"]:
         lines.append(f"  ensemble {row['size']} x{row['members']}: {row['ensemble_member_steps_per_s']:.0f} member-steps/s, "
                      f"{row['ensemble_over_solo']:.2f}x solo, {row['ensemble_over_before']:.2f}x before")
