@@ -1,111 +1,173 @@
-"""Attention backends at video-like shapes: forward and forward+backward.
+"""Attention backends at the shapes training uses: the embedded default's and the paper's.
 
 Run: ``.venv/bin/python -m pytest benchmarks/bench_attention.py --benchmark-only -q``
-(add ``--benchmark-json FILE`` to keep the numbers with pytest-benchmark's machine metadata).
+(add ``--benchmark-json FILE`` to keep the numbers; about 1 to 2 minutes on a 2-core CPU).
+On CUDA, ``-k paper`` keeps the paper's shapes (what ``scripts/gpu-check.sh`` runs).
 
-Shapes keep the batch at 4096 video tokens in all (``batch = 4096 // tokens``) for sequences of 256,
-1024 and 4096 tokens, head_dim 64 and 2 or 8 heads. Backends: ``math`` (the reference), ``sdpa``,
-``auto``, and ``xformers`` where CUDA and xformers run. After the run a table gives each shape's median
-time per backend and the ratio of ``auto`` to the fastest backend (1.00 = auto picked the best).
-About 1 minute on a 2-core CPU.
+Shapes, queries ``(batch, tokens, heads, head_dim)``; self-attention over the video tokens and
+cross-attention to the caption tokens under a caption padding mask (each row keeps its begin token
+and 1 to L-1 words, as ``dit.text`` pads), both as the model calls them:
+
+* ``default``: the embedded default's model-space clip (``config/config.yaml``: 64 tokens), its 24
+  caption tokens, the heads of each size it trains (one head of 24 to 64 channels, two of 64 for
+  its held-out size), at the batch attention sees in a training job: the grid's middle batch times
+  the members the job folds into attention's batch (for the held-out size, as many as the grid has
+  learning rates);
+* ``default-former-heads``: the same sizes with the heads they had before commit f1962f2 (head dim
+  8 or 16), the shapes the change of heads left behind;
+* ``paper``: 1,280 tokens per clip and 120 caption tokens (``config/paper.yaml``), the width of the
+  paper's middle fitting size (paper-0.13b, 512) as heads of 64 and of 128 channels, at the clips one
+  GPU holds in the paper's smallest batch (64 clips over 8 GPUs: 8) on CUDA, and 1 clip on a CPU.
+
+Backends: ``math`` (the reference), ``sdpa`` and, on CUDA, ``xformers`` (there an xformers that
+cannot run is a failure with its reason, not a skip), timed in turns in one test per shape, kind and
+mode. Modes: forward, and forward + backward (gradients of q, k and v). Inputs are built outside the
+timed calls; every call ends with a device sync; fp32 on a CPU, bf16 on CUDA, with the CPU threads
+of one training job (``training.threads``). The table at the end gives each shape's median per
+backend, the spread of the fastest, and the ratio of the backend ``auto`` resolves to (sdpa on a
+CPU, xformers on CUDA) to the fastest (1.00: auto picks the best).
 """
 
 from __future__ import annotations
 
-import platform
-import statistics
+from dataclasses import dataclass
 
 import pytest
 import torch
 
 from dit.attention import attention, resolve_backend, xformers_unavailable_reason
+from dit.sizes import get_size
+from dit.text import PAD_ID
+from harness import DEVICE, FORMER_TINY_HEADS, Experiment, InterleavedTimer, caption_ids, run_context
 
-DEVICE = torch.device("cuda" if torch.cuda.is_available() else "cpu")
 DTYPE = torch.bfloat16 if DEVICE.type == "cuda" else torch.float32
-TOTAL_TOKENS = 4096
-HEAD_DIM = 64
-SEQUENCES = [256, 1024, 4096]
-HEADS = [2, 8]
-BACKENDS = ["math", "sdpa", "auto"] + (
-    ["xformers"] if DEVICE.type == "cuda" and xformers_unavailable_reason(DEVICE) is None else []
-)
+BACKENDS = ["math", "sdpa"] + (["xformers"] if DEVICE.type == "cuda" else [])
 MODES = ["forward", "forward_backward"]
-
-_medians: dict[tuple, float] = {}
-
-
-def _synchronize() -> None:
-    if DEVICE.type == "cuda":
-        torch.cuda.synchronize()
+KINDS = ["self", "cross"]
+PAPER_HEAD_DIMS = (64, 128)
 
 
-def _summary_lines() -> list[str]:
-    lines = [
-        "",
-        f"attention medians in ms on {DEVICE} ({DTYPE}, {torch.get_num_threads()} threads, torch {torch.__version__}, "
-        f"{platform.processor() or platform.machine()}); auto resolves to {resolve_backend('auto', DEVICE)}",
-        f"{'mode':<17}{'tokens':>7}{'heads':>6}{'batch':>6}"
-        + "".join(f"{backend:>10}" for backend in BACKENDS)
-        + f"{'auto/best':>11}",
-    ]
-    for mode in MODES:
-        for tokens in SEQUENCES:
-            for heads in HEADS:
-                row = {b: _medians.get((mode, tokens, heads, b)) for b in BACKENDS}
-                if all(value is None for value in row.values()):
-                    continue
-                cells = "".join(f"{row[b] * 1e3:>10.2f}" if row[b] is not None else f"{'-':>10}" for b in BACKENDS)
-                timed = [value for value in row.values() if value is not None]
-                ratio = f"{row['auto'] / min(timed):>11.2f}" if row.get("auto") is not None else f"{'-':>11}"
-                lines.append(f"{mode:<17}{tokens:>7}{heads:>6}{TOTAL_TOKENS // tokens:>6}{cells}{ratio}")
+@dataclass(frozen=True)
+class AttentionShape:
+    """Queries ``(batch, tokens, heads, head_dim)``; cross-attention keys are ``caption_tokens`` long."""
+
+    label: str
+    tokens: int
+    caption_tokens: int
+    heads: int
+    head_dim: int
+    batch: int
+    vocab_size: int
+
+    def key_tokens(self, kind: str) -> int:
+        return self.tokens if kind == "self" else self.caption_tokens
+
+    @property
+    def id(self) -> str:
+        return f"{self.label}-n{self.tokens}-h{self.heads}x{self.head_dim}-b{self.batch}"
+
+
+def default_shapes() -> list[AttentionShape]:
+    """The embedded default's shapes, with today's heads and with the heads before f1962f2."""
+    default = Experiment.load("config")
+    batch = default.middle_batch_clips
+
+    def members(size: str) -> int:  # a held-out size has no grid job: as many members as the grid has learning rates
+        try:
+            return len(default.job_learning_rates(size, batch))
+        except KeyError:
+            return len(default.config["grid"]["learning_rates"])
+
+    shapes = []
+    for label, heads_of in (("default", lambda size: get_size(size).heads), ("default-former-heads", FORMER_TINY_HEADS.get)):
+        for size in [*default.sizes, *default.heldout_sizes]:
+            config = default.model_config(size, heads=heads_of(size))
+            shape = AttentionShape(label, config.tokens_per_clip, config.caption_length, config.heads,
+                                   config.width // config.heads, members(size) * batch, config.vocab_size)
+            if shape not in shapes:
+                shapes.append(shape)
+    return shapes
+
+
+def paper_shapes() -> list[AttentionShape]:
+    """1,280 tokens, the paper's middle fitting size's width as heads of 64 and 128 channels."""
+    paper = Experiment.load("paper")
+    config = paper.model_config(paper.sizes[len(paper.sizes) // 2])
+    batch = min(paper.config["grid"]["batch_clips"]) // paper.processes if DEVICE.type == "cuda" else 1
+    return [AttentionShape("paper", config.tokens_per_clip, config.caption_length, config.width // head_dim, head_dim,
+                           batch, config.vocab_size) for head_dim in PAPER_HEAD_DIMS]
+
+
+SHAPES = default_shapes() + paper_shapes()
+_timings: dict[tuple, dict] = {}
+
+
+def _resolved_auto() -> str:
+    """What ``auto`` runs here; on CUDA xformers even when it cannot run (the test then fails with the reason)."""
+    return "xformers" if DEVICE.type == "cuda" else resolve_backend("auto", DEVICE)
+
+
+AUTO = _resolved_auto()
+
+
+def _inputs(shape: AttentionShape, kind: str, requires_grad: bool):
+    generator = torch.Generator().manual_seed(0)
+    keys = shape.key_tokens(kind)
+    q = torch.randn(shape.batch, shape.tokens, shape.heads, shape.head_dim, generator=generator)
+    k, v = (torch.randn(shape.batch, keys, shape.heads, shape.head_dim, generator=generator) for _ in range(2))
+    q, k, v = (t.to(DEVICE, DTYPE).requires_grad_(requires_grad) for t in (q, k, v))
+    mask = None
+    if kind == "cross":
+        ids = caption_ids((shape.batch,), shape.vocab_size, shape.caption_tokens, generator)
+        mask = (ids != PAD_ID).to(DEVICE)
+    return q, k, v, mask
+
+
+def summary_lines() -> list[str]:
+    if not _timings:
+        return []
+    first = next(iter(_timings.values()))
+    lines = ["", f"attention medians in ms on {DEVICE} ({DTYPE}, {first['threads']} threads, torch {torch.__version__}), "
+                 f"backends timed in turns; auto resolves to {AUTO}; IQR: of the fastest backend",
+             f"{'shape':<42}{'kind':>6}{'mode':>17}" + "".join(f"{b:>10}" for b in BACKENDS) + f"{'IQR':>8}{'auto/best':>11}"]
+    for (shape_id, kind, mode), record in _timings.items():
+        spreads = record["backends"]
+        best = min(spreads.values(), key=lambda timing: timing["median_s"])
+        cells = "".join(f"{spreads[b]['median_s'] * 1e3:>10.3f}" for b in BACKENDS)
+        lines.append(f"{shape_id:<42}{kind:>6}{mode:>17}{cells}{best['iqr_s'] * 1e3:>8.3f}{record['auto_over_best']:>11.2f}")
     return lines
 
 
-class _SummaryPlugin:
-    """Prints the table at the end of the session, after pytest-benchmark's own."""
+def _call(backend: str, q, k, v, mask, mode: str):
+    """One attention call of ``backend`` (forward, or forward and the gradients of q, k and v)."""
+    def forward():
+        with torch.no_grad():
+            attention(q, k, v, backend=backend, key_padding_mask=mask)
 
-    def pytest_terminal_summary(self, terminalreporter):
-        if _medians:
-            for line in _summary_lines():
-                terminalreporter.write_line(line)
+    def forward_backward():
+        out = attention(q, k, v, backend=backend, key_padding_mask=mask)
+        torch.autograd.grad(out.sum(), (q, k, v))
 
-
-@pytest.fixture(scope="module", autouse=True)
-def summary_table(request):
-    name = "bench-attention-summary"
-    if not request.config.pluginmanager.has_plugin(name):
-        request.config.pluginmanager.register(_SummaryPlugin(), name)
-    yield
+    return forward if mode == "forward" else forward_backward
 
 
 @pytest.mark.parametrize("mode", MODES)
-@pytest.mark.parametrize("heads", HEADS)
-@pytest.mark.parametrize("tokens", SEQUENCES)
-@pytest.mark.parametrize("backend", BACKENDS)
-def test_attention_backend(benchmark, backend, tokens, heads, mode):
-    batch = TOTAL_TOKENS // tokens
-    generator = torch.Generator().manual_seed(0)
-    q, k, v = (
-        torch.randn(batch, tokens, heads, HEAD_DIM, generator=generator).to(DEVICE, DTYPE).requires_grad_(mode != "forward")
-        for _ in range(3)
-    )
-
-    def forward():
-        with torch.no_grad():
-            attention(q, k, v, backend=backend)
-        _synchronize()
-
-    def forward_backward():
-        out = attention(q, k, v, backend=backend)
-        torch.autograd.grad(out.sum(), (q, k, v))
-        _synchronize()
-
-    function = forward if mode == "forward" else forward_backward
-    # Bound the rounds so the slowest shapes (math attention at 4096 tokens on CPU) stay within seconds.
-    rounds = 3 if tokens >= 4096 and DEVICE.type == "cpu" else 7
-    benchmark.extra_info.update(
-        backend=backend, resolved=resolve_backend(backend, DEVICE), tokens=tokens, heads=heads, batch=batch,
-        head_dim=HEAD_DIM, mode=mode, device=str(DEVICE), dtype=str(DTYPE), threads=torch.get_num_threads(),
-    )
-    benchmark.pedantic(function, rounds=rounds, iterations=1, warmup_rounds=1)
-    _medians[(mode, tokens, heads, backend)] = statistics.median(benchmark.stats.stats.data)
+@pytest.mark.parametrize("kind", KINDS)
+@pytest.mark.parametrize("shape", SHAPES, ids=lambda shape: shape.id)
+def test_attention_backends(benchmark, training_threads, shape, kind, mode):
+    if "xformers" in BACKENDS and (reason := xformers_unavailable_reason(DEVICE)) is not None:
+        pytest.fail(f"xformers cannot run on {DEVICE}: {reason}")
+    q, k, v, mask = _inputs(shape, kind, requires_grad=mode != "forward")
+    timer = InterleavedTimer({backend: _call(backend, q, k, v, mask, mode) for backend in BACKENDS}, DEVICE)
+    large = shape.tokens * shape.key_tokens(kind) * shape.batch * shape.heads > 2**23
+    timer.warm_up(2)
+    benchmark.extra_info.update(run_context(DEVICE, DTYPE, shape.batch, {"tokens": shape.tokens}, "auto"))
+    benchmark.extra_info.update(shape=shape.label, kind=kind, mode=mode, query_tokens=shape.tokens,
+                                key_tokens=shape.key_tokens(kind), heads=shape.heads, head_dim=shape.head_dim,
+                                caption_padding_mask=mask is not None)
+    benchmark.pedantic(timer.round, rounds=7 if large and DEVICE.type == "cpu" else 20, iterations=1)
+    spreads = timer.spreads()
+    best = min(timing["median_s"] for timing in spreads.values())
+    record = {"backends": spreads, "auto_over_best": spreads[AUTO]["median_s"] / best, "threads": torch.get_num_threads()}
+    benchmark.extra_info.update(record)
+    _timings[(shape.id, kind, mode)] = record

@@ -15,10 +15,10 @@ Measured, each in clips per second:
   worker);
 * loader: ``ClipLoader.next_batch`` at a global batch of 32 clips (memory-mapped shards in the page
   cache), alone and followed by the latent encoding the training step applies to each batch;
-* training consumption (the baseline): one real training step of ``TRAINING_SIZE`` (the largest size
-  the default trains, its held-out size) on the latent clips, at the grid's largest batch and the
-  threads of one training job, forward + backward (``dit.diffusion.epsilon_mse``) + fused AdamW,
-  median of several steps.
+* training consumption (the baseline): one training step of ``TRAINING_SIZE`` (the largest size
+  the default trains, its held-out size) on latent clips, at the grid's largest batch and the
+  threads of one training job, as ``dit.train`` takes it (``harness.engine_training_step``: forward,
+  backward, gradient clipping and AdamW of the engine, one run), median of several steps.
 
 The loader, with the latent encoding, must deliver at least ``REQUIRED_RATIO`` times the training
 consumption; the script prints the ratio and exits with status 1 when it is lower.
@@ -27,7 +27,6 @@ consumption; the script prints the ratio and exits with status 1 when it is lowe
 from __future__ import annotations
 
 import argparse
-import statistics
 import sys
 import tempfile
 import time
@@ -45,6 +44,7 @@ from dit.data.synthetic import GeneratorSettings, generate_dataset
 from dit.latent import fit_codec_from_data
 from dit.provenance import code_version
 from dit.sizes import get_size
+from harness import Experiment, InterleavedTimer, engine_training_step, run_context, torch_threads
 
 _DEFAULT = yaml.safe_load((Path(__file__).resolve().parent.parent / "config" / "config.yaml").read_text())
 _PREPARE, _LATENT = _DEFAULT["data"]["prepare"], _DEFAULT["data"]["latent"]
@@ -85,44 +85,27 @@ def measure_loader(prepared: Path, batches: int, codec=None) -> float:
     return batches * LOADER_BATCH_CLIPS / (time.perf_counter() - started)
 
 
-def measure_training(codec, steps: int) -> float:
-    """Clips per second one real training step of ``TRAINING_SIZE`` consumes (latent clips, fp32)."""
-    from dit.diffusion import NoiseSchedule, epsilon_mse
-    from dit.model import VideoDiT, VideoDiTConfig
-
-    threads = torch.get_num_threads()
-    torch.set_num_threads(TRAINING_THREADS)
-    try:
-        torch.manual_seed(0)
-        channels, frames, height, width = codec.latent_shape(CLIP["frames"], CLIP["height"], CLIP["width"])
-        config = VideoDiTConfig.from_size(TRAINING_SIZE, in_channels=channels, clip_frames=frames, clip_height=height,
-                                          clip_width=width, patch=tuple(_DEFAULT["model"]["patch"]))
-        model = VideoDiT(config)
-        optimizer = torch.optim.AdamW(model.parameters(), lr=1e-4, fused=True)
-        schedule = NoiseSchedule()
-        generator = torch.Generator().manual_seed(0)
-        shape = (TRAINING_BATCH_CLIPS, CLIP["frames"], CLIP["height"], CLIP["width"], 3)
-        latents = codec.encode(torch.randint(0, 256, shape, dtype=torch.uint8, generator=generator))
-        caption_ids = torch.randint(2, config.vocab_size, (TRAINING_BATCH_CLIPS, config.caption_length), generator=generator)
-        caption_mask = torch.ones_like(caption_ids, dtype=torch.bool)
-        seconds = []
-        for step in range(steps + 2):
-            timesteps = torch.randint(0, schedule.num_timesteps, (TRAINING_BATCH_CLIPS,), generator=generator)
-            noise = torch.randn(latents.shape, generator=generator)
-            started = time.perf_counter()
-            loss = epsilon_mse(model, schedule, latents, timesteps, noise, caption_ids, caption_mask).mean()
-            optimizer.zero_grad(set_to_none=True)
-            loss.backward()
-            optimizer.step()
-            if step >= 2:  # the first two steps warm up allocators and kernels
-                seconds.append(time.perf_counter() - started)
-    finally:
-        torch.set_num_threads(threads)
-    return TRAINING_BATCH_CLIPS / statistics.median(seconds)
+def measure_training(steps: int) -> dict:
+    """Clips per second one training step of ``TRAINING_SIZE`` consumes, as ``dit.train`` takes it (the engine's
+    step for one run: ``harness.engine_training_step``, latent clips, fp32), with the median and spread of ``steps``."""
+    experiment = Experiment.load("config")
+    config = experiment.model_config(TRAINING_SIZE)
+    with torch_threads(TRAINING_THREADS):
+        step = engine_training_step(experiment, config, [float(_DEFAULT["grid"]["learning_rates"][0])],
+                                    TRAINING_BATCH_CLIPS, torch.device("cpu"))
+        timer = InterleavedTimer({"training": step.run}, torch.device("cpu"))
+        timer.warm_up(2)  # allocators and kernels
+        for _ in range(steps):
+            timer.round()
+    timing = timer.spreads()["training"]
+    return {"clips_per_s": TRAINING_BATCH_CLIPS / timing["median_s"], "step": timing,
+            "context": run_context(torch.device("cpu"), torch.float32, TRAINING_BATCH_CLIPS, experiment.clip,
+                                   config.attention, members=1, threads=TRAINING_THREADS)}
 
 
-def run(clips: int = 512, loader_batches: int = 2000, training_steps: int = 20) -> dict:
-    """Measure everything; return the rates (clips/s), start-up costs (s) and the loader/training ratio."""
+def run(clips: int = 512, loader_batches: int = 2000, training_steps: int = 20) -> tuple[dict, dict]:
+    """Measure everything; return the rates (clips/s), start-up costs (s) and the loader/training ratio, and
+    the training step's timing and run context."""
     results: dict[str, float] = {}
     with tempfile.TemporaryDirectory(prefix="bench-data-") as folder:
         root = Path(folder)
@@ -134,9 +117,10 @@ def run(clips: int = 512, loader_batches: int = 2000, training_steps: int = 20) 
         codec = fit_codec_from_data(root / "prepared", _LATENT["patch"], _LATENT["channels"], max_clips=_LATENT["max_clips"])
         results["loader"] = measure_loader(root / "prepared", loader_batches)
         results["loader_encoded"] = measure_loader(root / "prepared", loader_batches, codec)
-    results["training"] = measure_training(codec, training_steps)
+    training = measure_training(training_steps)
+    results["training"] = training["clips_per_s"]
     results["loader_over_training"] = results["loader_encoded"] / results["training"]
-    return results
+    return results, training
 
 
 def report(results: dict) -> list[str]:
@@ -152,7 +136,7 @@ def report(results: dict) -> list[str]:
         f"loader (batch {LOADER_BATCH_CLIPS}, {shape} uint8):                 {results['loader']:10.0f} clips/s",
         f"loader + latent encoding ({_LATENT['channels']} channels per {_LATENT['patch']} tubelet):"
         f" {results['loader_encoded']:10.0f} clips/s",
-        f"training {TRAINING_SIZE} (batch {TRAINING_BATCH_CLIPS}, {TRAINING_THREADS} thread(s), fwd+bwd+AdamW): "
+        f"training {TRAINING_SIZE} (batch {TRAINING_BATCH_CLIPS}, {TRAINING_THREADS} thread(s), engine step): "
         f"{results['training']:10.1f} clips/s",
         f"loader with encoding / training = {results['loader_over_training']:.0f}x (required: at least {REQUIRED_RATIO:g}x)",
     ]
@@ -160,8 +144,10 @@ def report(results: dict) -> list[str]:
 
 def test_loader_outpaces_training_tenfold(benchmark):
     """One round (the whole measurement); the rates go into the benchmark JSON's extra_info."""
-    results = benchmark.pedantic(run, kwargs=dict(clips=256, loader_batches=500, training_steps=10), rounds=1, iterations=1)
+    results, training = benchmark.pedantic(run, kwargs=dict(clips=256, loader_batches=500, training_steps=10), rounds=1,
+                                           iterations=1)
     benchmark.extra_info.update({key: float(value) for key, value in results.items()})
+    benchmark.extra_info.update(training["context"], training_step=training["step"], loader_batch_clips=LOADER_BATCH_CLIPS)
     print("\n" + "\n".join(report(results)))
     assert results["loader_over_training"] >= REQUIRED_RATIO
 
@@ -172,7 +158,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--loader-batches", type=int, default=2000, help="loader batches timed (default %(default)s)")
     parser.add_argument("--training-steps", type=int, default=20, help="training steps timed (default %(default)s)")
     args = parser.parse_args(argv)
-    results = run(args.clips, args.loader_batches, args.training_steps)
+    results, _ = run(args.clips, args.loader_batches, args.training_steps)
     for line in report(results):
         print(line)
     return 0 if results["loader_over_training"] >= REQUIRED_RATIO else 1

@@ -1,14 +1,19 @@
-"""Multi-process training throughput: 2 processes against 1, and paper-family sizes on one GPU.
+"""Multi-process training throughput on a CPU: the embedded default's training job with 2 processes against 1.
 
 Run: ``.venv/bin/python -m pytest benchmarks/bench_distributed.py --benchmark-only -q -s``
-(about a minute on an idle 2-core CPU).
+(about 1 to 2 minutes on an idle 2-core CPU); ``snakemake --cores all bench`` runs it too.
 
-* CPU: the same run (size, global batch, tokens) trained by ``python -m dit.train`` with 1 process
-  and by ``torchrun --nproc-per-node=2`` (gloo, one thread each), and with 1 process using 2 threads.
-  Throughput is the training tokens/s the engine records (validation excluded); the scaling
-  efficiency of 2 processes is ``tokens/s(2 processes) / (2 * tokens/s(1 process, 1 thread))``.
-* CUDA (only where a GPU exists): one training step of each paper-family size with bf16 autocast and
-  xformers attention at 1280 tokens per clip: tokens/s, achieved FLOP/s (paper C_token) and peak memory.
+The setup is the embedded default's (``config/config.yaml``), as the pipeline builds it: clips
+generated at its size and frame count (fewer of them), prepared with its ``data.prepare`` settings,
+the latent codec fitted with its ``data.latent`` settings, and the training job of its largest
+fitting size at the grid's middle batch (all the members the default trains in that job, each
+member's config from ``dit.grid.ensemble_config``), for ``STEPS`` steps with a short validation.
+The same job is trained by ``python -m dit.train --ensemble`` with 1 process of 1 thread, by
+``torchrun --nproc-per-node=2`` (gloo, 1 thread each) and by 1 process of 2 threads. Throughput is
+the training tokens/s the engine records for the job (its members' tokens together, validation
+excluded), the median over milestones; the scaling efficiency of 2 processes is
+``tokens/s(2 processes) / (2 * tokens/s(1 process, 1 thread))``. On a CUDA machine the test is skipped:
+``bench_model_flops`` times the paper's sizes there.
 """
 
 from __future__ import annotations
@@ -18,117 +23,93 @@ import os
 import statistics
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import pytest
 import torch
 import yaml
 
-ROOT = Path(__file__).resolve().parent.parent
-SIZE = "tiny-262k"
-GLOBAL_BATCH_CLIPS = 32
-TOKENS = 2048 * 48  # 64 tokens per clip: 48 steps of 2,048 tokens
+from dit.grid import ensemble_config, grid_runs, training_jobs
+from harness import ROOT, Experiment, run_context
+
+DEFAULT = Experiment.load("config")
+SIZE = DEFAULT.sizes[-1]
+BATCH_CLIPS = DEFAULT.middle_batch_clips
+GENERATED_CLIPS = 160
+STEPS = 30
+PROCESSES = 2
 
 
-def _prepared_data(base: Path) -> Path:
-    env = {**os.environ, "PYTHONPATH": str(ROOT)}
-    source, prepared = base / "source", base / "prepared"
-    subprocess.run([sys.executable, "-m", "dit.data", "generate", "--out", str(source), "--clips", "256",
-                    "--seed", "0"], check=True, env=env, capture_output=True)
-    subprocess.run([sys.executable, "-m", "dit.data", "prepare", "--source", str(source), "--out", str(prepared),
-                    "--height", "16", "--width", "16", "--validation-fraction", "0.1"],
-                   check=True, env=env, capture_output=True)
-    return prepared
-
-
-def _train(base: Path, name: str, data: Path, processes: int, threads: int) -> float:
-    """Train the benchmark run; return the engine's training tokens/s (median over milestones)."""
-    config = {
-        "seed": 0, "threads": threads,
-        "model": {"size": SIZE, "patch": [2, 4, 4], "attention": "sdpa"},
-        "data": {"root": str(data)},
-        "optimizer": {"lr": 5e-3, "warmup_steps": 10},
-        "batch": {"global_clips": GLOBAL_BATCH_CLIPS},
-        "schedule": {"milestones_tokens": [TOKENS // 3, 2 * TOKENS // 3, TOKENS]},
-        "validation": {"timesteps": 2, "max_clips": 16},
-        "checkpoint": {"every_steps": 10_000},
-        "progress": {"quiet": True},
-    }
-    config_path = base / f"{name}.yaml"
-    config_path.write_text(yaml.safe_dump(config))
-    out = base / name
-    train = ["-m", "dit.train", "--config", str(config_path), "--out", str(out)]
-    if processes == 1:
-        command = [sys.executable, *train]
-    else:
-        command = [sys.executable, "-m", "torch.distributed.run", "--standalone", f"--nproc-per-node={processes}", *train]
+def _run(*args: str, threads: int = 1, timeout: float = 600) -> None:
     env = {**os.environ, "PYTHONPATH": str(ROOT), "OMP_NUM_THREADS": str(threads)}
-    subprocess.run(command, check=True, env=env, capture_output=True, timeout=900)
-    with open(out / "metrics.csv") as handle:
-        return statistics.median(float(row["tokens_per_s"]) for row in csv.DictReader(handle))
+    subprocess.run([sys.executable, *args], check=True, env=env, capture_output=True, timeout=timeout, cwd=ROOT)
 
 
-@pytest.mark.skipif(torch.cuda.is_available(), reason="the CPU scaling benchmark runs on CPU machines")
+def _prepared_data(base: Path) -> tuple[Path, Path]:
+    """The default's data stage on ``GENERATED_CLIPS`` clips: the prepared folder and the latent codec."""
+    data = DEFAULT.config["data"]
+    generate, prepare, latent = data["generate"], data["prepare"], data["latent"]
+    source, prepared, codec = base / "source", base / "prepared", base / "latent_codec.npz"
+    _run("-m", "dit.data", "generate", "--out", str(source), "--clips", str(GENERATED_CLIPS), "--seed",
+         str(generate["seed"]), "--frames", str(generate["frames"]), "--size", str(generate["size"]),
+         "--fps", str(generate["fps"]))
+    _run("-m", "dit.data", "prepare", "--source", str(source), "--out", str(prepared), "--frames",
+         str(prepare["frames"]), "--height", str(prepare["height"]), "--width", str(prepare["width"]),
+         "--validation-fraction", "0.1", "--vocab-size", str(prepare["vocab_size"]),
+         "--caption-length", str(prepare["caption_length"]), "--workers", "2")
+    _run("-m", "dit.latent", "fit", "--data", str(prepared), "--out", str(codec), "--patch",
+         *(str(p) for p in latent["patch"]), "--channels", str(latent["channels"]),
+         "--max-clips", str(min(latent["max_clips"], GENERATED_CLIPS)), "--seed", str(latent["seed"]))
+    return prepared, codec
+
+
+def _job_file(base: Path, name: str, prepared: Path, codec: Path, threads: int) -> tuple[Path, int]:
+    """The default's job at (``SIZE``, ``BATCH_CLIPS``) as a ``dit.train --ensemble`` file, shortened to
+    ``STEPS`` steps; returns the file and the member count."""
+    job = next(job for job in training_jobs(grid_runs(DEFAULT.config))
+               if job.runs[0].series == "grid" and job.runs[0].size == SIZE and job.runs[0].batch_clips == BATCH_CLIPS)
+    ensemble = ensemble_config(DEFAULT.config, job, str(base / name / "runs"), str(prepared), str(codec))
+    tokens = STEPS * BATCH_CLIPS * DEFAULT.model_config(SIZE).tokens_per_clip
+    for member in ensemble["members"]:
+        member["config"].update(threads=threads, checkpoint={"every_steps": 10 * STEPS},
+                                progress={"quiet": True}, schedule={"milestones_tokens": [tokens // 3, 2 * tokens // 3, tokens]},
+                                validation={**member["config"]["validation"], "timesteps": 2, "max_clips": 16})
+    path = base / f"{name}.yaml"
+    path.write_text(yaml.safe_dump(ensemble))
+    return path, len(ensemble["members"])
+
+
+def _train(base: Path, name: str, prepared: Path, codec: Path, processes: int, threads: int) -> float:
+    """Train the job; return its training tokens/s (all members, median over milestones)."""
+    path, members = _job_file(base, name, prepared, codec, threads)
+    train = ["-m", "dit.train", "--ensemble", str(path), "--out", str(base / name / "job")]
+    if processes > 1:
+        train = ["-m", "torch.distributed.run", "--standalone", f"--nproc-per-node={processes}", *train]
+    _run(*train, threads=threads, timeout=900)
+    first_run = sorted((base / name / "runs").rglob("metrics.csv"))[0]
+    with open(first_run) as handle:
+        return members * statistics.median(float(row["tokens_per_s"]) for row in csv.DictReader(handle))
+
+
+@pytest.mark.skipif(torch.cuda.is_available(), reason="the multi-process CPU benchmark runs on CPU machines")
 def test_two_processes_against_one_on_cpu(tmp_path, benchmark):
-    data = _prepared_data(tmp_path)
+    prepared, codec = _prepared_data(tmp_path)
+    settings = {"1 process, 1 thread": (1, 1), f"{PROCESSES} processes, 1 thread each": (PROCESSES, 1),
+                f"1 process, {PROCESSES} threads": (1, PROCESSES)}
     results = {}
 
     def measure():
-        results["1 process, 1 thread"] = _train(tmp_path, "p1t1", data, processes=1, threads=1)
-        results["2 processes, 1 thread each"] = _train(tmp_path, "p2t1", data, processes=2, threads=1)
-        results["1 process, 2 threads"] = _train(tmp_path, "p1t2", data, processes=1, threads=2)
+        for index, (name, (processes, threads)) in enumerate(settings.items()):
+            results[name] = _train(tmp_path, f"setting{index}", prepared, codec, processes, threads)
 
     benchmark.pedantic(measure, rounds=1, iterations=1)
-    efficiency = results["2 processes, 1 thread each"] / (2 * results["1 process, 1 thread"])
-    benchmark.extra_info.update(size=SIZE, global_batch_clips=GLOBAL_BATCH_CLIPS, tokens=TOKENS, **results,
-                                scaling_efficiency_2_processes=efficiency)
-    print(f"\n{SIZE}, global batch {GLOBAL_BATCH_CLIPS} clips, {os.cpu_count()} CPU cores:")
+    members = len(DEFAULT.job_learning_rates(SIZE, BATCH_CLIPS))
+    efficiency = results[f"{PROCESSES} processes, 1 thread each"] / (PROCESSES * results["1 process, 1 thread"])
+    benchmark.extra_info.update(run_context(torch.device("cpu"), torch.float32, BATCH_CLIPS, DEFAULT.clip,
+                                            DEFAULT.config["model"]["attention"], members=members, threads=1))
+    benchmark.extra_info.update(size=SIZE, steps=STEPS, tokens_per_s=results, scaling_efficiency_2_processes=efficiency,
+                                settings={name: {"processes": p, "threads": t} for name, (p, t) in settings.items()})
+    print(f"\n{SIZE} job of {members} members, batch {BATCH_CLIPS} clips each, {STEPS} steps, {os.cpu_count()} CPU cores:")
     for name, tokens_per_s in results.items():
-        print(f"  {name:<28} {tokens_per_s:>10,.0f} training tokens/s")
-    print(f"  scaling efficiency of 2 processes vs 1: {efficiency:.2f} (1.00 = perfect)")
-
-
-PAPER_SIZES = ["paper-0.017b", "paper-0.057b", "paper-0.13b", "paper-0.26b", "paper-0.72b", "paper-1.07b"]
-
-
-@pytest.mark.cuda
-@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
-@pytest.mark.parametrize("size", PAPER_SIZES)
-def test_paper_sizes_on_one_gpu(benchmark, size):
-    from dit.diffusion import NoiseSchedule, epsilon_mse
-    from dit.flops import paper_flops_per_token
-    from dit.model import VideoDiT, VideoDiTConfig
-
-    device = torch.device("cuda")
-    config = VideoDiTConfig.from_size(size, clip_frames=20, clip_height=256, clip_width=256, patch=(4, 16, 16),
-                                      attention="xformers")
-    torch.manual_seed(0)
-    model = VideoDiT(config).to(device)
-    optimizer = torch.optim.AdamW(model.parameters(), lr=1e-4, fused=True)
-    schedule = NoiseSchedule()
-    batch = 8
-    x0 = torch.rand(batch, 3, 20, 256, 256, device=device) * 2 - 1
-    noise = torch.randn_like(x0)
-    timesteps = torch.randint(0, 1000, (batch,), device=device)
-    ids = torch.randint(2, config.vocab_size, (batch, config.caption_length), device=device)
-
-    def step():
-        with torch.autocast("cuda", dtype=torch.bfloat16):
-            loss = epsilon_mse(model, schedule, x0, timesteps, noise, ids).float().mean()
-        loss.backward()
-        optimizer.step()
-        optimizer.zero_grad(set_to_none=True)
-        torch.cuda.synchronize()
-
-    torch.cuda.reset_peak_memory_stats()
-    benchmark.pedantic(step, rounds=5, iterations=1, warmup_rounds=2)
-    seconds = statistics.median(benchmark.stats.stats.data)
-    tokens = batch * config.tokens_per_clip
-    flops = paper_flops_per_token(model.non_embedding_parameters(), config.tokens_per_clip, config.width) * tokens
-    benchmark.extra_info.update(
-        size=size, device=torch.cuda.get_device_name(), batch_clips=batch, tokens_per_s=tokens / seconds,
-        paper_tflops_per_s=flops / seconds / 1e12, peak_memory_gib=torch.cuda.max_memory_allocated() / 2**30,
-    )
-    print(f"\n{size} on {torch.cuda.get_device_name()}: {tokens / seconds:,.0f} tokens/s, "
-          f"{flops / seconds / 1e12:.1f} TFLOP/s (paper C_token), peak {torch.cuda.max_memory_allocated() / 2**30:.1f} GiB")
+        print(f"  {name:<28} {tokens_per_s:>10,.0f} training tokens/s (all members)")
+    print(f"  scaling efficiency of {PROCESSES} processes vs 1: {efficiency:.2f} (1.00 = perfect)")

@@ -1,5 +1,8 @@
 """Fixtures shared by the whole test suite.
 
+``cuda_xformers``: the CUDA device for tests of xformers' kernels (skipped without CUDA, failed when
+xformers cannot run on it).
+
 ``slurm_cluster`` (session scope) is a real one-node SLURM cluster started by tests/slurm_cluster.py.
 Without slurm-wlm/munge or root its tests are skipped with the reason; with DIT_REQUIRE_SLURM=1 in
 the environment (CI sets it once it has installed the packages) they fail instead.
@@ -24,7 +27,10 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
+import torch
 import yaml
+
+from dit.attention import xformers_unavailable_reason
 
 TESTS_DIRECTORY = Path(__file__).resolve().parent
 REPOSITORY_ROOT = TESTS_DIRECTORY.parent
@@ -47,6 +53,20 @@ def _slurm_unavailable(reason: str):
     if slurm_required():
         pytest.fail(f"{reason} ({SLURM_REQUIRED_VARIABLE}=1)", pytrace=False)
     pytest.skip(reason)
+
+
+@pytest.fixture
+def cuda_xformers():
+    """The CUDA device, for tests of xformers' kernels: skipped without CUDA; with CUDA, an xformers that
+    cannot run there fails the test with its reason (the project pins xformers; ``scripts/gpu-check.sh``
+    must not pass without it)."""
+    if not torch.cuda.is_available():
+        pytest.skip("needs a CUDA device (xformers memory_efficient_attention has no CPU kernel)")
+    device = torch.device("cuda")
+    reason = xformers_unavailable_reason(device)
+    if reason is not None:
+        pytest.fail(f"xformers cannot run on CUDA: {reason}", pytrace=False)
+    return device
 
 
 @pytest.fixture(scope="session")

@@ -8,7 +8,8 @@ import sys
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
-ENV = {**os.environ, "PYTHONPATH": str(ROOT)}
+#: The repository first, then whatever the caller put on PYTHONPATH (scripts/gpu-check.sh's carried wheels).
+ENV = {**os.environ, "PYTHONPATH": os.pathsep.join(filter(None, [str(ROOT), os.environ.get("PYTHONPATH")]))}
 
 
 def run_module(*args: str, timeout: float = 300) -> subprocess.CompletedProcess:

@@ -10,7 +10,6 @@ from dit.attention import (
     math_attention,
     resolve_backend,
     xformers_attention_bias,
-    xformers_unavailable_reason,
 )
 
 # (batch, query tokens, key tokens, heads, head_dim): self-attention (Lq == Lk) and cross-attention shapes,
@@ -131,13 +130,8 @@ def test_xformers_bias_layout_is_padded_and_broadcast():
 @pytest.mark.cuda
 @pytest.mark.parametrize("use_mask", [False, True], ids=["no-mask", "padding-mask"])
 @pytest.mark.parametrize("shape", SHAPES, ids=lambda s: "x".join(map(str, s)))
-def test_xformers_matches_math_on_cuda(shape, use_mask):
-    if not torch.cuda.is_available():
-        pytest.skip("needs a CUDA device (xformers memory_efficient_attention has no CPU kernel)")
-    reason = xformers_unavailable_reason(torch.device("cuda"))
-    if reason is not None:
-        pytest.skip(f"xformers cannot run here: {reason}")
-    assert resolve_backend("auto", torch.device("cuda")) == "xformers"
+def test_xformers_matches_math_on_cuda(shape, use_mask, cuda_xformers):
+    assert resolve_backend("auto", cuda_xformers) == "xformers"
     q, k, v = _inputs(*shape, device="cuda")
     mask = _padding_mask(shape[0], shape[2], device="cuda") if use_mask else None
     ref_out, ref_grads = _outputs_and_gradients("math", q, k, v, mask)

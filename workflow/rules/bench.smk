@@ -1,8 +1,9 @@
 # Benchmark stage (not part of `all`): `snakemake --cores all bench` times the kernels underneath
-# (attention backends, training-step FLOP/s against this machine's matmul FLOP/s, data loading,
-# fitting) with pytest-benchmark and keeps the JSON results with machine metadata.
+# (attention backends, training-step FLOP/s against this machine's matmul FLOP/s, solo against
+# ensemble member-steps/s, 2 training processes against 1, data loading, fitting) with
+# pytest-benchmark and keeps the JSON results with machine metadata.
 
-BENCH_SUITES = ["attention", "model_flops", "data", "analysis"]
+BENCH_SUITES = ["attention", "model_flops", "ensemble", "distributed", "data", "analysis"]
 
 
 rule bench:

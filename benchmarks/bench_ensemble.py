@@ -1,0 +1,129 @@
+"""Member-steps per second: runs trained alone against runs trained as one ensemble, at each default size.
+
+Run: ``.venv/bin/python -m pytest benchmarks/bench_ensemble.py --benchmark-only -q``
+(under a minute on a 2-core CPU). ``scripts/gpu-check.sh`` runs ``-k tiny-18k`` on CUDA.
+
+For each fitting size of the embedded default (``config/config.yaml``), at the grid's middle batch
+and with the members the default puts in one training job (its learning rates times the seeds of
+that (size, batch) group, ``dit.grid.training_jobs``), three training steps are timed in turns in
+one process (inputs built outside the timed calls, a device sync at the end of each call):
+
+* ``before``: one run's step as ``dit.train`` took it at commit f1962f2: the tiny sizes' former heads
+  (head dim 8 or 16), a learned caption table as wide as the model, ``VideoDiT`` with
+  ``torch.optim.AdamW(fused=True)`` and ``torch.nn.utils.clip_grad_norm_`` at the config's clip;
+* ``solo``: the engine's step (``harness.engine_training_step``) for one run, an ensemble of one;
+* ``ensemble``: the engine's step for all M members of the job.
+
+Member-steps per second: 1 / median seconds for ``before`` and ``solo``, M / median seconds for
+``ensemble``. The table at the end gives them and the ratios ensemble/before and ensemble/solo, and
+says whether tiny-18k reaches the target of 6x ``before`` (reported, never asserted: timings on a
+shared machine are noisy). CPU threads: those of one training job (``training.threads``); bf16
+autocast on CUDA, fp32 on a CPU.
+"""
+
+from __future__ import annotations
+
+import contextlib
+
+import pytest
+import torch
+
+from dit.diffusion import epsilon_mse
+from dit.model import VideoDiT, VideoDiTConfig
+from dit.text import PAD_ID
+from harness import (
+    DEVICE,
+    FORMER_TINY_HEADS,
+    Experiment,
+    InterleavedTimer,
+    caption_ids,
+    engine_training_step,
+    run_context,
+    training_dtype,
+)
+
+DEFAULT = Experiment.load("config")
+BATCH_CLIPS = DEFAULT.middle_batch_clips
+TARGET_SIZE, TARGET_RATIO = "tiny-18k", 6.0
+ROUNDS, WARMUP_ROUNDS = 20, 3
+
+_results: dict[str, dict] = {}
+
+
+def former_solo_step(config: VideoDiTConfig, learning_rate: float, batch_clips: int, seed: int = 0):
+    """One run's training step as at f1962f2 (``VideoDiT``, fused AdamW, ``clip_grad_norm_``); a callable."""
+    torch.manual_seed(seed)
+    model = VideoDiT(config).to(DEVICE)
+    opt = DEFAULT.optimizer
+    optimizer = torch.optim.AdamW(model.parameters(), lr=learning_rate, betas=tuple(opt["betas"]), eps=opt["eps"],
+                                  weight_decay=opt["weight_decay"], fused=True)
+    schedule = DEFAULT.schedule
+    generator = torch.Generator().manual_seed(seed)
+    shape = (batch_clips, config.in_channels, config.clip_frames, config.clip_height, config.clip_width)
+    video = (torch.rand(shape, generator=generator) * 2 - 1).to(DEVICE)
+    noise = torch.randn(shape, generator=generator).to(DEVICE)
+    timesteps = torch.randint(0, schedule.num_timesteps, (batch_clips,), generator=generator).to(DEVICE)
+    ids = caption_ids((batch_clips,), config.vocab_size, config.caption_length, generator).to(DEVICE)
+    bf16 = training_dtype(DEVICE) == torch.bfloat16
+    autocast = torch.autocast(DEVICE.type, dtype=torch.bfloat16) if bf16 else contextlib.nullcontext()
+
+    def run() -> None:
+        with autocast:
+            losses = epsilon_mse(model, schedule, video, timesteps, noise, caption_ids=ids, caption_mask=ids != PAD_ID)
+        (losses.float().sum() / batch_clips).backward()
+        torch.nn.utils.clip_grad_norm_(model.parameters(), opt["grad_clip"])
+        optimizer.step()
+        optimizer.zero_grad(set_to_none=True)
+
+    return run
+
+
+def summary_lines() -> list[str]:
+    if not _results:
+        return []
+    first = next(iter(_results.values()))
+    lines = ["", f"member-steps/s on {DEVICE} ({first['dtype']}, {first['threads']} threads, torch {torch.__version__}), "
+                 f"batch {BATCH_CLIPS} clips per member; medians of {ROUNDS} interleaved rounds",
+             f"{'size':<10}{'M':>3}{'before ms':>11}{'solo ms':>9}{'ensemble ms':>13}{'before/s':>10}{'solo/s':>9}"
+             f"{'ensemble/s':>12}{'ens/before':>12}{'ens/solo':>10}"]
+    for size, r in _results.items():
+        lines.append(f"{size:<10}{r['members']:>3}{r['before']['median_s'] * 1e3:>11.2f}{r['solo']['median_s'] * 1e3:>9.2f}"
+                     f"{r['ensemble']['median_s'] * 1e3:>13.2f}{r['before_member_steps_per_s']:>10.1f}"
+                     f"{r['solo_member_steps_per_s']:>9.1f}{r['ensemble_member_steps_per_s']:>12.1f}"
+                     f"{r['ensemble_over_before']:>12.2f}{r['ensemble_over_solo']:>10.2f}")
+    target = _results.get(TARGET_SIZE)
+    if target is not None:
+        verdict = "meets" if target["meets_target"] else "MISSES"
+        lines.append(f"{TARGET_SIZE}: ensemble {target['ensemble_over_before']:.2f}x the member-steps/s of before "
+                     f"({verdict} the {TARGET_RATIO:g}x target)")
+    return lines
+
+
+@pytest.mark.parametrize("size", DEFAULT.sizes)
+def test_solo_against_ensemble_member_steps(benchmark, training_threads, size):
+    learning_rates = DEFAULT.job_learning_rates(size, BATCH_CLIPS)
+    members = len(learning_rates)
+    former = DEFAULT.model_config(size, heads=FORMER_TINY_HEADS[size], caption_table="learned", text_width=None)
+    config = DEFAULT.model_config(size)
+    timer = InterleavedTimer({
+        "before": former_solo_step(former, learning_rates[0], BATCH_CLIPS),
+        "solo": engine_training_step(DEFAULT, config, learning_rates[:1], BATCH_CLIPS).run,
+        "ensemble": engine_training_step(DEFAULT, config, learning_rates, BATCH_CLIPS).run,
+    }, DEVICE)
+    timer.warm_up(WARMUP_ROUNDS)
+    dtype = training_dtype(DEVICE)
+    benchmark.extra_info.update(run_context(DEVICE, dtype, BATCH_CLIPS, DEFAULT.clip, config.attention, members=members))
+    benchmark.pedantic(timer.round, rounds=ROUNDS, iterations=1)
+    spreads = timer.spreads()
+    rates = {"before": 1 / spreads["before"]["median_s"], "solo": 1 / spreads["solo"]["median_s"],
+             "ensemble": members / spreads["ensemble"]["median_s"]}
+    result = {
+        "size": size, "members": members, "learning_rates": learning_rates, "former_heads": former.heads,
+        "heads": config.heads, **spreads, **{f"{name}_member_steps_per_s": rate for name, rate in rates.items()},
+        "ensemble_over_before": rates["ensemble"] / rates["before"], "ensemble_over_solo": rates["ensemble"] / rates["solo"],
+        "dtype": str(dtype).removeprefix("torch."), "threads": torch.get_num_threads(),
+    }
+    if size == TARGET_SIZE:
+        result.update(target_ratio=TARGET_RATIO, meets_target=result["ensemble_over_before"] >= TARGET_RATIO)
+    benchmark.extra_info.update(result)
+    _results[size] = result
