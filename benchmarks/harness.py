@@ -33,14 +33,13 @@ import yaml
 
 from dit.attention import resolve_backend
 from dit.diffusion import NoiseSchedule
-from dit.engine import accumulate_gradients
 from dit.ensemble import EnsembleDiT
 from dit.flops import training_flops_per_clip
-from dit.grid import grid_runs, training_jobs
 from dit.latent import latent_shape
-from dit.member_optim import MemberAdamW, MemberParameters
+from dit.member_training import MemberAdamW, MemberParameters, accumulate_gradients
 from dit.model import VideoDiT, VideoDiTConfig
 from dit.text import BOS_ID, PAD_ID
+from pipeline.runs import grid_runs, training_jobs
 
 ROOT = Path(__file__).resolve().parent.parent
 DEVICE = torch.device("cuda" if torch.cuda.is_available() else "cpu")
