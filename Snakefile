@@ -35,6 +35,7 @@ rule all:
         f"{RESULTS}/heldout.json",
         f"{RESULTS}/evaluation/validation_protocol_spread.json",
         f"{RESULTS}/evaluation/caption_conditioning.json",
+        f"{RESULTS}/evaluation/caption_match.json",
         f"{RESULTS}/samples/index.json",
         f"{RESULTS}/summary.md",
     default_target: True

@@ -102,6 +102,7 @@ def _paper(name: str, width: int, depth: int, target_billions: float) -> ModelSi
 SIZES: dict[str, ModelSize] = {
     size.name: size
     for size in (
+        _tiny("tiny-4k", 16, 1),  # N = 4,096
         _tiny("tiny-8k", 16, 2),  # N = 8,192
         _tiny("tiny-18k", 24, 2),  # N = 18,432
         _tiny("tiny-33k", 32, 2),  # N = 32,768

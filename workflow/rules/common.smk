@@ -13,6 +13,7 @@ from pipeline.runs import (
     proposed_runs,
     training_jobs,
 )
+from analysis.config import config_from_dict as fit_settings
 from pipeline.config import PipelineConfigError, fit_config, validate_pipeline_config
 
 try:
@@ -27,6 +28,7 @@ BENCHMARKS = f"{WORK}/benchmarks"
 SOURCE = config["data"]["source"] or f"{WORK}/data/source"
 PREPARED = f"{WORK}/data/prepared"
 CODEC = f"{WORK}/data/latent_codec.npz"  # used when data.latent is set
+FIT = fit_settings(fit_config(config))  # the analysis settings, with analysis.config's defaults
 GRID_RUNS = grid_runs(config)
 TRAINING = config["training"]
 ENSEMBLE = TRAINING["ensemble"]

@@ -98,3 +98,31 @@ rule samples:
         "python -m dit.sample --run {params.run} --out {params.out} {params.captions}"
         " --steps {params.steps} --guidance-scale {params.guidance_scale} --seed {params.seed}"
         " > {log} 2>&1"
+
+
+rule caption_match:
+    input:
+        largest_run_job,
+    output:
+        f"{RESULTS}/evaluation/caption_match.json",
+    log:
+        f"{LOGS}/caption_match.log",
+    benchmark:
+        f"{BENCHMARKS}/caption_match.tsv"
+    params:
+        run=largest_run_dir,
+        clips=EVALUATION["caption_match_clips"],
+        steps=SAMPLES["steps"],
+        guidance_scale=SAMPLES["guidance_scale"],
+        seed=SAMPLES["seed"],
+        confidence=FIT.confidence_level,
+    threads: 1
+    resources:
+        mem_mb=2000,
+        runtime=30,
+    conda:
+        CONDA_ENV
+    shell:
+        "python -m dit.caption_match --run {params.run} --out {output} --clips {params.clips} --steps {params.steps}"
+        " --guidance-scale {params.guidance_scale} --seed {params.seed} --confidence {params.confidence} > {log} 2>&1"
+
