@@ -52,7 +52,7 @@ def _import_xformers():
     global _xformers_ops, _xformers_import_error
     if _xformers_ops is None and _xformers_import_error is None:
         try:
-            import xformers.ops as xformers_ops
+            import xformers.ops as xformers_ops  # deferred: optional at run time (CUDA only), slow, may be broken
         except Exception as error:  # ImportError, or a broken build raising anything else
             _xformers_import_error = f"import xformers.ops failed: {type(error).__name__}: {error}"
         else:

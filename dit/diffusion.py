@@ -1,4 +1,4 @@
-"""DDPM noise schedule, the epsilon-prediction loss, the fixed validation protocol and a DDIM sampler.
+"""DDPM noise schedule, the epsilon-prediction loss and the fixed validation protocol (DDIM: ``dit.ddim``).
 
 Units: clips are counted in clips; timesteps are integers in ``[0, num_timesteps)``; model space is
 float ``(B, C, F, H, W)`` in ``[-1, 1]``.
@@ -61,6 +61,17 @@ class NoiseSchedule:
                 )
         elif not self.cosine_offset >= 0.0:
             raise ValueError(f"NoiseSchedule.cosine_offset must be >= 0, got {self.cosine_offset}")
+
+    @classmethod
+    def from_config(cls, diffusion) -> "NoiseSchedule":
+        """The schedule a training config's ``diffusion`` section (``dit.config.DiffusionSection``) names:
+        ``beta_schedule``, ``num_timesteps``, ``beta_start``, ``beta_end``; the cosine offset keeps its default."""
+        return cls(
+            kind=diffusion.beta_schedule,
+            num_timesteps=diffusion.num_timesteps,
+            beta_start=diffusion.beta_start,
+            beta_end=diffusion.beta_end,
+        )
 
     def betas(self) -> torch.Tensor:
         """``(T,)`` float64 betas."""
@@ -241,7 +252,8 @@ def _rechunked(batches: Iterable[dict], chunk_clips: int):
         yield _concatenate(pending)
 
 
-def _model_device(model) -> torch.device:
+def model_device(model) -> torch.device:
+    """The device of the model's parameters (the CPU for a model without any)."""
     try:
         return next(model.parameters()).device
     except StopIteration:
@@ -280,7 +292,7 @@ def validation_loss(
         prediction = model(x_t, timesteps, **captions)
         return (prediction.float() - noise.float()).pow(2).flatten(1).mean(dim=1)[None]
 
-    device = torch.device(device) if device is not None else _model_device(model)
+    device = torch.device(device) if device is not None else model_device(model)
     return _validation_results(model, losses, 1, schedule, batches, num_timesteps, seed, device, max_forward_clips)[0]
 
 
@@ -307,7 +319,7 @@ def ensemble_validation_loss(
                               shared(captions["caption_mask"]) if "caption_mask" in captions else None)
         return member_clip_losses(prediction, shared(noise))
 
-    device = _model_device(ensemble)
+    device = model_device(ensemble)
     return _validation_results(ensemble, losses, members, schedule, batches, num_timesteps, seed, device,
                                max_forward_clips)
 
@@ -398,105 +410,3 @@ def validation_loss_spread(
         per_seed[seed] = validation_loss(model, schedule, source, seed=seed, **options).mean
     values = list(per_seed.values())
     return ValidationSpread(mean=statistics.fmean(values), std=statistics.stdev(values), per_seed=per_seed)
-
-
-# --------------------------------------------------------------------------------------------------
-# DDIM sampling
-# --------------------------------------------------------------------------------------------------
-
-
-def ddim_timesteps(schedule: NoiseSchedule, steps: int) -> list[int]:
-    """``steps`` distinct timesteps evenly spread from ``T - 1`` down to 0."""
-    if not isinstance(steps, int) or not 1 <= steps <= schedule.num_timesteps:
-        raise ValueError(f"steps must be an integer in [1, {schedule.num_timesteps}], got {steps!r}")
-    if steps == 1:
-        return [schedule.num_timesteps - 1]
-    return [round(i * (schedule.num_timesteps - 1) / (steps - 1)) for i in range(steps - 1, -1, -1)]
-
-
-@torch.no_grad()
-def ddim_sample(
-    model,
-    schedule: NoiseSchedule,
-    caption_ids: Optional[torch.Tensor],
-    caption_mask: Optional[torch.Tensor],
-    shape: Sequence[int],
-    steps: int = 50,
-    guidance_scale: float = 1.0,
-    eta: float = 0.0,
-    generator: Optional[torch.Generator] = None,
-    caption_embeddings: Optional[torch.Tensor] = None,
-    null_caption_embeddings: Optional[torch.Tensor] = None,
-    clip_denoised: bool = True,
-) -> torch.Tensor:
-    """Generate clips with DDIM (Song et al. 2021); returns float ``shape = (B, C, F, H, W)`` in model space.
-
-    Args:
-        model: a ``dit.model.VideoDiT``; run in eval mode, then restored.
-        caption_ids, caption_mask: ``(B, caption_length)`` captions (mask None -> ids != PAD).
-        shape: output shape ``(B, C, F, H, W)``.
-        steps: sampling steps (forward passes, or twice as many with guidance).
-        guidance_scale: classifier-free guidance ``eps_null + s (eps_cond - eps_null)``; 1.0 = no guidance
-            (one forward pass per step). The null caption is the empty caption [BOS, PAD, ...]
-            (``VideoDiT.null_caption``), or ``null_caption_embeddings`` for external text embeddings.
-        eta: 0 = deterministic DDIM, 1 = DDPM-like noise.
-        generator: random source for the initial noise and, if ``eta > 0``, the step noise; noise is drawn
-            on the generator's device and moved to the model's.
-        caption_embeddings: external caption embeddings (models with ``external_text_width``).
-        clip_denoised: clamp each predicted clean clip to ``[-1, 1]``.
-
-    The caption projection runs once per video and caption (``dit.flops.inference_flops_per_video``).
-    """
-    if eta < 0:
-        raise ValueError(f"eta must be >= 0, got {eta}")
-    shape = tuple(int(s) for s in shape)
-    if len(shape) != 5:
-        raise ValueError(f"shape must be (batch, channels, frames, height, width), got {shape}")
-    batch = shape[0]
-    device = _model_device(model)
-    guided = guidance_scale != 1.0
-    was_training = model.training
-    model.eval()
-    try:
-        context, context_mask = model.encode_captions(batch, caption_ids, caption_mask, caption_embeddings)
-        if guided:
-            if caption_embeddings is None:
-                null_ids, null_mask = model.null_caption(batch, device=device)
-                null_context, null_mask = model.encode_captions(batch, null_ids, null_mask)
-            else:
-                if null_caption_embeddings is None:
-                    raise ValueError("guidance with external caption embeddings needs null_caption_embeddings")
-                null_context, null_mask = model.encode_captions(batch, caption_embeddings=null_caption_embeddings)
-            if null_context.shape[1] != context.shape[1]:
-                raise ValueError(
-                    f"null caption has {null_context.shape[1]} tokens, captions have {context.shape[1]}"
-                )
-            context = torch.cat([context, null_context])
-            context_mask = torch.cat([context_mask, null_mask])
-        noise_device = generator.device if generator is not None else device
-        x = torch.randn(shape, generator=generator, device=noise_device).to(device)
-        alpha_bar = schedule.alphas_cumprod()
-        sequence = ddim_timesteps(schedule, steps)
-        for position, timestep in enumerate(sequence):
-            previous = sequence[position + 1] if position + 1 < len(sequence) else None
-            t = torch.full((batch,), timestep, dtype=torch.long, device=device)
-            if guided:
-                conditional, unconditional = model.denoise(
-                    torch.cat([x, x]), torch.cat([t, t]), context, context_mask
-                ).float().chunk(2)
-                epsilon = unconditional + guidance_scale * (conditional - unconditional)
-            else:
-                epsilon = model.denoise(x, t, context, context_mask).float()
-            a_t = float(alpha_bar[timestep])
-            a_prev = float(alpha_bar[previous]) if previous is not None else 1.0
-            x0 = (x - math.sqrt(1 - a_t) * epsilon) / math.sqrt(a_t)
-            if clip_denoised:
-                x0 = x0.clamp(-1.0, 1.0)
-                epsilon = (x - math.sqrt(a_t) * x0) / math.sqrt(1 - a_t)
-            sigma = eta * math.sqrt((1 - a_prev) / (1 - a_t)) * math.sqrt(1 - a_t / a_prev)
-            x = math.sqrt(a_prev) * x0 + math.sqrt(max(1 - a_prev - sigma**2, 0.0)) * epsilon
-            if sigma > 0:
-                x = x + sigma * torch.randn(shape, generator=generator, device=noise_device).to(device)
-    finally:
-        model.train(was_training)
-    return x

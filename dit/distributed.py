@@ -1,7 +1,13 @@
-"""Process-group set-up for single-process and ``torchrun`` runs (gloo on CPU, nccl on CUDA)."""
+"""Where a process computes: its device, its numeric precision, and the process group of ``torchrun`` runs.
+
+``resolve_device`` and ``resolve_precision`` read the ``device`` and ``precision`` settings the same
+way for training, evaluation and sampling; ``autocast`` is the context a forward pass runs in.
+Process groups use gloo on CPU and nccl on CUDA.
+"""
 
 from __future__ import annotations
 
+import contextlib
 import datetime as _dt
 import os
 from dataclasses import dataclass
@@ -58,13 +64,53 @@ class ProcessContext:
             dist.destroy_process_group()
 
 
-def resolve_device(requested: str, local_rank: int = 0) -> torch.device:
-    """``auto`` picks CUDA when available; an explicit ``cuda`` without a GPU is an error."""
-    if requested == "cuda" or (requested == "auto" and torch.cuda.is_available()):
-        if not torch.cuda.is_available():
-            raise RuntimeError("device: 'cuda' was requested but no CUDA device is available")
-        return torch.device("cuda", local_rank % torch.cuda.device_count())
-    return torch.device("cpu")
+#: Values of the ``precision`` setting: ``auto`` (bf16 autocast on CUDA, fp32 elsewhere), ``fp32``, ``bf16``.
+PRECISIONS = ("auto", "fp32", "bf16")
+
+
+class DeviceUnavailable(ValueError):
+    """A requested device is no torch device name, or not present on this machine; the message names the setting."""
+
+
+def resolve_device(requested: str, local_rank: int = 0, setting: str = "device") -> torch.device:
+    """The torch device a ``device`` setting names.
+
+    ``"auto"`` is CUDA when available, else the CPU; ``"cuda"`` (also through ``"auto"``) is the GPU of
+    this process's ``local_rank`` (modulo the GPUs present); any other name (``"cpu"``, ``"cuda:1"``)
+    is read by torch. A name torch does not read, or a CUDA device this machine lacks, raises
+    ``DeviceUnavailable`` whose message starts with ``setting`` (``"device"``, ``"--device"``).
+    """
+    name = ("cuda" if torch.cuda.is_available() else "cpu") if requested == "auto" else requested
+    try:
+        device = torch.device(name)
+    except (RuntimeError, TypeError) as error:
+        raise DeviceUnavailable(f"{setting} {requested!r} is not a torch device: {error}") from None
+    if device.type != "cuda":
+        return device
+    if not torch.cuda.is_available():
+        raise DeviceUnavailable(f"{setting} {requested!r}: no CUDA device is available on this machine")
+    count = torch.cuda.device_count()
+    if device.index is None:
+        return torch.device("cuda", local_rank % count)
+    if device.index >= count:
+        raise DeviceUnavailable(f"{setting} {requested!r}: this machine has {count} CUDA device(s)")
+    return device
+
+
+def resolve_precision(requested: str, device: torch.device) -> str:
+    """The ``precision`` setting resolved for ``device``: ``"bf16"`` or ``"fp32"`` (``auto``: bf16 on CUDA)."""
+    if requested not in PRECISIONS:
+        raise ValueError(f"precision must be one of {', '.join(PRECISIONS)}; got {requested!r}")
+    if requested == "auto":
+        return "bf16" if torch.device(device).type == "cuda" else "fp32"
+    return requested
+
+
+def autocast(precision: str, device: torch.device) -> contextlib.AbstractContextManager:
+    """The context forward passes run in: bf16 autocast on ``device`` for ``"bf16"``, none for ``"fp32"``."""
+    if precision == "bf16":
+        return torch.autocast(device_type=torch.device(device).type, dtype=torch.bfloat16)
+    return contextlib.nullcontext()
 
 
 def init_process_context(requested_device: str, timeout_minutes: float = 30.0) -> ProcessContext:

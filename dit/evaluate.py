@@ -27,26 +27,27 @@ Losses are mean squared errors of the epsilon prediction (dimensionless); clips 
 from __future__ import annotations
 
 import argparse
-import contextlib
-import json
 import math
 import statistics
 import sys
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Callable, Iterable, Iterator, Sequence
+from typing import Callable, Iterable, Iterator, Sequence
 
 import numpy as np
 import torch
 
 from dit.atomic import atomic_write_json
+from dit.config import ConfigError, TrainConfig, load_config
+from dit.data.loader import ShardDataset, limit_clips
+from dit.diffusion import NoiseSchedule, validation_loss, validation_loss_spread
+from dit.distributed import DeviceUnavailable, autocast, resolve_device, resolve_precision
+from dit.latent import CodecError, LatentCodec, PixelSpace, encoded_batches, load_model_space
+from dit.model import VideoDiTConfig
 from dit.provenance import provenance
-
-if TYPE_CHECKING:
-    from dit.config import TrainConfig
-    from dit.diffusion import NoiseSchedule
-    from dit.model import VideoDiTConfig
+from dit.run_folder import MODEL_FILE, load_trained_model, read_summary
+from dit.text import PAD_ID
 
 EXIT_OK = 0
 EXIT_INPUT_ERROR = 2
@@ -76,7 +77,7 @@ class TrainedRun:
     device: torch.device
     precision: str
     attention: str
-    space: Any = None  # dit.latent.LatentCodec or PixelSpace: what the model's input is
+    space: LatentCodec | PixelSpace  # what the model's input is: the run's latent codec, or pixels
 
     @property
     def run_id(self) -> str:
@@ -86,10 +87,8 @@ class TrainedRun:
     def data_root(self) -> Path:
         return Path(self.config.data.root)
 
-    def validation_split(self):
-        """The run's validation split (``dit.data.loader.ShardDataset``), checked against the model."""
-        from dit.data.loader import ShardDataset
-
+    def validation_split(self) -> ShardDataset:
+        """The run's validation split, checked against the model."""
         if not (self.data_root / "manifest.json").is_file():
             raise RunNotReady(
                 f"{self.run_dir / 'config.yaml'}: data.root {self.data_root} is not a prepared data folder "
@@ -117,12 +116,9 @@ class TrainedRun:
             )
         return dataset
 
-    def validation_batches(self, dataset) -> Callable[[], Iterator[dict]]:
+    def validation_batches(self, dataset: ShardDataset) -> Callable[[], Iterator[dict]]:
         """A function returning a fresh pass over the clips the run validated on (its batch size and
         ``max_clips``), encoded into the model's space (pixels or the run's latent codec)."""
-        from dit.latent import encoded_batches
-        from dit.data.loader import limit_clips
-
         settings = self.config.validation
         frames = self.frames
 
@@ -141,15 +137,10 @@ class TrainedRun:
     def _temporal_patch(self) -> int:
         return getattr(self.space, "patch", (1, 1, 1))[0]
 
-    def validation_clips(self, dataset) -> int:
+    def validation_clips(self, dataset: ShardDataset) -> int:
         """Clips in the run's validation set (the split, cut to ``validation.max_clips``)."""
         limit = self.config.validation.max_clips
         return len(dataset) if limit is None else min(len(dataset), limit)
-
-    def autocast(self) -> contextlib.AbstractContextManager:
-        if self.precision == "bf16":
-            return torch.autocast(device_type=self.device.type, dtype=torch.bfloat16)
-        return contextlib.nullcontext()
 
     def describe(self) -> dict:
         """Run identity and evaluation settings recorded in every result file."""
@@ -173,19 +164,6 @@ class TrainedRun:
         }
 
 
-def resolve_device(name: str) -> torch.device:
-    """``"auto"`` -> CUDA when available, else CPU; otherwise the named device (checked)."""
-    if name == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    try:
-        device = torch.device(name)
-    except RuntimeError as error:
-        raise EvaluationInputError(f"--device {name!r} is not a torch device: {error}") from None
-    if device.type == "cuda" and not torch.cuda.is_available():
-        raise EvaluationInputError(f"--device {name}: CUDA is not available on this machine")
-    return device
-
-
 def evaluation_attention(recorded: str, device: torch.device) -> str:
     """The attention backend to evaluate with: the recorded one, except xformers on a CPU becomes sdpa."""
     if device.type != "cuda" and recorded == "xformers":
@@ -193,14 +171,7 @@ def evaluation_attention(recorded: str, device: torch.device) -> str:
     return recorded
 
 
-def evaluation_precision(recorded: str, device: torch.device) -> str:
-    """The run's precision setting resolved for ``device`` (``auto``: bf16 on CUDA, fp32 elsewhere)."""
-    if recorded == "auto":
-        return "bf16" if device.type == "cuda" else "fp32"
-    return recorded
-
-
-def read_run_summary(run_dir: str | Path) -> dict:
+def read_completed_summary(run_dir: str | Path) -> dict:
     """The ``summary.json`` of a completed run; ``RunNotReady`` for a missing, unfinished or failed run."""
     run_dir = Path(run_dir)
     if not run_dir.is_dir():
@@ -210,10 +181,9 @@ def read_run_summary(run_dir: str | Path) -> dict:
         started = (run_dir / "checkpoints").is_dir() or (run_dir / "metrics.csv").is_file()
         state = "has not finished (no summary.json yet)" if started else "has not started (no summary.json)"
         raise RunNotReady(f"{path}: the run {state}; train it with `python -m dit.train --config ... --out {run_dir}`")
-    try:
-        summary = json.loads(path.read_text())
-    except (OSError, ValueError) as error:
-        raise RunNotReady(f"{path}: unreadable run summary: {error}") from None
+    summary = read_summary(run_dir)
+    if summary is None:
+        raise RunNotReady(f"{path}: unreadable run summary (not a JSON file)")
     if not isinstance(summary, dict) or "status" not in summary:
         raise RunNotReady(f"{path}: no 'status' key; not a dit.train run summary")
     status = summary["status"]
@@ -229,12 +199,8 @@ def open_trained_run(run_dir: str | Path, device: str = "auto", threads: int | N
 
     ``threads`` sets torch's CPU threads (default: the run's ``threads`` setting, if any).
     """
-    from dit.config import ConfigError, load_config
-    from dit.diffusion import NoiseSchedule
-    from dit.run_folder import MODEL_FILE, load_trained_model
-
     run_dir = Path(run_dir)
-    summary = read_run_summary(run_dir)
+    summary = read_completed_summary(run_dir)
     config_path = run_dir / "config.yaml"
     if not config_path.is_file():
         raise RunNotReady(f"{config_path}: missing; the run folder is incomplete")
@@ -245,34 +211,29 @@ def open_trained_run(run_dir: str | Path, device: str = "auto", threads: int | N
     checkpoint = run_dir / "checkpoints" / MODEL_FILE
     if not checkpoint.is_file():
         raise RunNotReady(f"{checkpoint}: missing; the run folder is incomplete")
-    torch_device = resolve_device(device)
+    try:
+        torch_device = resolve_device(device, setting="--device")
+    except DeviceUnavailable as error:
+        raise EvaluationInputError(str(error)) from None
     if threads is not None and threads < 1:
         raise EvaluationInputError(f"--threads must be at least 1, got {threads}")
     if threads or config.threads:
         torch.set_num_threads(threads or config.threads)
     attention = evaluation_attention(config.model.attention, torch_device)
     model, model_config = load_trained_model(run_dir, torch_device, attention=attention)
-    from dit.latent import CodecError, load_model_space
-
     try:
         space = load_model_space(config.data.latent)
     except CodecError as error:
         raise RunNotReady(f"{config_path}: data.latent: {error}") from None
-    schedule = NoiseSchedule(
-        kind=config.diffusion.beta_schedule,
-        num_timesteps=config.diffusion.num_timesteps,
-        beta_start=config.diffusion.beta_start,
-        beta_end=config.diffusion.beta_end,
-    )
     return TrainedRun(
         run_dir=run_dir,
         config=config,
         summary=summary,
         model=model,
         model_config=model_config,
-        schedule=schedule,
+        schedule=NoiseSchedule.from_config(config.diffusion),
         device=torch_device,
-        precision=evaluation_precision(config.precision, torch_device),
+        precision=resolve_precision(config.precision, torch_device),
         attention=attention,
         space=space,
     )
@@ -307,10 +268,8 @@ def spread_summary(per_seed: dict[int, float]) -> dict:
 
 def validation_spread(run: TrainedRun, seeds: Sequence[int]) -> dict:
     """The run's validation loss under each noise seed of ``seeds`` (at least two), with its spread."""
-    from dit.diffusion import validation_loss_spread
-
     dataset = run.validation_split()
-    with run.autocast():
+    with autocast(run.precision, run.device):
         spread = validation_loss_spread(
             run.model,
             run.schedule,
@@ -325,7 +284,7 @@ def validation_spread(run: TrainedRun, seeds: Sequence[int]) -> dict:
     return record
 
 
-def validation_settings(run: TrainedRun, dataset) -> dict:
+def validation_settings(run: TrainedRun, dataset: ShardDataset) -> dict:
     settings = run.config.validation
     return {
         "split": "validation",
@@ -359,14 +318,12 @@ def shuffled_caption_order(clip_indices: Sequence[int], seed: int) -> dict[int, 
 
 def with_captions(batches: Iterable[dict], caption_ids_of: Callable[[torch.Tensor, torch.Tensor], torch.Tensor]):
     """The batches with ``caption_ids`` replaced by ``caption_ids_of(index, caption_ids)`` and the mask renewed."""
-    from dit.text import PAD_ID
-
     for batch in batches:
         ids = caption_ids_of(batch["index"], batch["caption_ids"])
         yield {**batch, "caption_ids": ids, "caption_mask": ids != PAD_ID}
 
 
-def caption_condition_batches(run: TrainedRun, dataset, condition: str, shuffle_seed: int = 0):
+def caption_condition_batches(run: TrainedRun, dataset: ShardDataset, condition: str, shuffle_seed: int = 0):
     """A function returning fresh validation batches under a caption ``condition`` of ``CAPTION_CONDITIONS``."""
     batches = run.validation_batches(dataset)
     if condition == "captions":
@@ -388,8 +345,6 @@ def caption_condition_batches(run: TrainedRun, dataset, condition: str, shuffle_
 
 def caption_gain(run: TrainedRun, seeds: Sequence[int], shuffled: bool = False) -> dict:
     """Validation loss with captions, with the null caption (and shuffled captions) on the same noise."""
-    from dit.diffusion import validation_loss
-
     dataset = run.validation_split()
     conditions = ["captions", "null"] + (["shuffled"] if shuffled else [])
     results: dict[str, dict] = {}
@@ -397,7 +352,7 @@ def caption_gain(run: TrainedRun, seeds: Sequence[int], shuffled: bool = False) 
         source = caption_condition_batches(run, dataset, condition, shuffle_seed=run.config.validation.seed)
         per_seed, per_timestep = {}, {}
         for seed in seeds:
-            with run.autocast():
+            with autocast(run.precision, run.device):
                 result = validation_loss(
                     run.model,
                     run.schedule,

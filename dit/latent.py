@@ -31,6 +31,8 @@ import numpy as np
 import torch
 
 from dit.atomic import atomic_write_bytes
+from dit.data.loader import ShardDataset
+from dit.diffusion import model_space_to_video, video_to_model_space
 from dit.provenance import provenance
 
 FORMAT = "dit-latent-codec"
@@ -196,8 +198,6 @@ def fit_codec(
 def fit_codec_from_data(data_root: str | Path, patch: Sequence[int], latent_channels: int, max_clips: int = 2048,
                         seed: int = 0) -> LatentCodec:
     """Fit on up to ``max_clips`` training clips of a prepared data folder (a seeded choice)."""
-    from dit.data.loader import ShardDataset
-
     dataset = ShardDataset(data_root, split="train")
     count = min(max_clips, len(dataset))
     indices = np.sort(np.random.default_rng(seed).choice(len(dataset), size=count, replace=False))
@@ -254,13 +254,11 @@ class PixelSpace:
         return self.channels, frames, height, width
 
     def encode(self, video: torch.Tensor) -> torch.Tensor:
-        from dit.diffusion import video_to_model_space
-
+        """uint8 clips ``(B, F, H, W, C)`` -> float32 ``(B, C, F, H, W)`` in ``[-1, 1]``."""
         return video_to_model_space(video)
 
     def decode(self, x: torch.Tensor) -> torch.Tensor:
-        from dit.diffusion import model_space_to_video
-
+        """float ``(B, C, F, H, W)`` -> uint8 clips ``(B, F, H, W, C)``."""
         return model_space_to_video(x)
 
 

@@ -43,6 +43,8 @@ from torch import nn
 
 from dit.attention import BACKENDS, attention
 from dit.flops import TIMESTEP_FREQUENCY_DIM, ForwardFlops, forward_flops_per_clip, tokens_per_clip
+from dit.model_inputs import check_caption_embeddings, check_caption_ids, check_video
+from dit.patches import patchify, sincos_position_embedding_3d, unpatchify
 from dit.sizes import get_size
 from dit.text import BOS_ID, PAD_ID
 
@@ -131,10 +133,15 @@ class VideoDiTConfig:
         return cls(**values)
 
     @property
-    def grid(self) -> tuple[int, int, int]:
-        """Token grid ``(frames, rows, columns)`` in patches."""
+    def token_grid(self) -> tuple[int, int, int]:
+        """Video tokens along frames, rows and columns: ``(frames, rows, columns)`` in patches."""
         pt, ph, pw = self.patch
         return self.clip_frames // pt, self.clip_height // ph, self.clip_width // pw
+
+    @property
+    def grid(self) -> tuple[int, int, int]:
+        """Former name of ``token_grid``, still read by ``dit.ensemble``; remove once that reads ``token_grid``."""
+        return self.token_grid
 
     @property
     def tokens_per_clip(self) -> int:
@@ -174,7 +181,7 @@ class VideoDiTConfig:
 
 
 # --------------------------------------------------------------------------------------------------
-# Embedding helpers
+# Embedding helpers (tubelets and their positions: dit.patches)
 # --------------------------------------------------------------------------------------------------
 
 
@@ -194,53 +201,6 @@ def timestep_embedding(timesteps: torch.Tensor, dim: int = TIMESTEP_FREQUENCY_DI
     if dim % 2:
         embedding = torch.cat([embedding, torch.zeros_like(embedding[:, :1])], dim=-1)
     return embedding
-
-
-def sincos_embedding_1d(positions: torch.Tensor, dim: int) -> torch.Tensor:
-    """``(len(positions), dim)`` sine-cosine features (``dim`` even), float64."""
-    frequencies = 1.0 / 10000.0 ** (torch.arange(dim // 2, dtype=torch.float64) / (dim / 2.0))
-    angles = positions.to(torch.float64)[:, None] * frequencies[None]
-    return torch.cat([torch.sin(angles), torch.cos(angles)], dim=1)
-
-
-def sincos_position_embedding_3d(width: int, grid: tuple[int, int, int]) -> torch.Tensor:
-    """Fixed 3D sine-cosine positional embedding ``(Gt * Gh * Gw, width)``, frame-major token order.
-
-    Rows and columns get ``2 * (width // 6)`` channels each, frames the rest (all even counts).
-    """
-    spatial = 2 * (width // 6)
-    temporal = width - 2 * spatial
-    frames, rows, columns = grid
-    t, h, w = torch.meshgrid(
-        torch.arange(frames), torch.arange(rows), torch.arange(columns), indexing="ij"
-    )
-    return torch.cat(
-        [
-            sincos_embedding_1d(t.reshape(-1), temporal),
-            sincos_embedding_1d(h.reshape(-1), spatial),
-            sincos_embedding_1d(w.reshape(-1), spatial),
-        ],
-        dim=1,
-    ).to(torch.float32)
-
-
-def patchify(video: torch.Tensor, patch: tuple[int, int, int]) -> torch.Tensor:
-    """``(B, C, F, H, W)`` -> ``(B, tokens, C * pt * ph * pw)``, tokens frame-major."""
-    b, c, f, h, w = video.shape
-    pt, ph, pw = patch
-    x = video.reshape(b, c, f // pt, pt, h // ph, ph, w // pw, pw)
-    x = x.permute(0, 2, 4, 6, 1, 3, 5, 7)
-    return x.reshape(b, (f // pt) * (h // ph) * (w // pw), c * pt * ph * pw)
-
-
-def unpatchify(tokens: torch.Tensor, patch: tuple[int, int, int], channels: int, grid: tuple[int, int, int]):
-    """Inverse of :func:`patchify`: ``(B, tokens, patch_dim)`` -> ``(B, C, F, H, W)``."""
-    b = tokens.shape[0]
-    gt, gh, gw = grid
-    pt, ph, pw = patch
-    x = tokens.reshape(b, gt, gh, gw, channels, pt, ph, pw)
-    x = x.permute(0, 4, 1, 5, 2, 6, 3, 7)
-    return x.reshape(b, channels, gt * pt, gh * ph, gw * pw)
 
 
 class TimestepEmbedder(nn.Module):
@@ -425,7 +385,7 @@ class VideoDiT(nn.Module):
         d = config.width
         self.patch_embedding = nn.Linear(config.patch_dim, d)
         self.register_buffer(
-            "position_embedding", sincos_position_embedding_3d(d, config.grid)[None], persistent=False
+            "position_embedding", sincos_position_embedding_3d(d, config.token_grid)[None], persistent=False
         )
         self.timestep_embedder = TimestepEmbedder(d)
         # adaLN-single: one modulation linear shared by all blocks.
@@ -454,21 +414,6 @@ class VideoDiT(nn.Module):
 
     # ---- inputs -----------------------------------------------------------------------------------
 
-    def _check_video(self, video: torch.Tensor, timesteps: torch.Tensor) -> None:
-        c = self.config
-        expected = (c.in_channels, c.clip_frames, c.clip_height, c.clip_width)
-        if video.ndim != 5 or tuple(video.shape[1:]) != expected:
-            raise ValueError(
-                f"video must have shape (batch, channels, frames, height, width) = (B, {', '.join(map(str, expected))}) "
-                f"for this model, got {tuple(video.shape)}"
-            )
-        if not video.is_floating_point():
-            raise ValueError(f"video must be a float tensor in model space, got dtype {video.dtype}")
-        if timesteps.ndim != 1 or timesteps.shape[0] != video.shape[0]:
-            raise ValueError(
-                f"timesteps must have shape (batch,) = ({video.shape[0]},), got {tuple(timesteps.shape)}"
-            )
-
     def null_caption(self, batch_clips: int, device=None) -> tuple[torch.Tensor, torch.Tensor]:
         """Ids and mask of the empty caption ``tokenizer.encode("")`` = [BOS, PAD, ...] for ``batch_clips`` clips."""
         if self.config.external_text_width is not None:
@@ -491,66 +436,12 @@ class VideoDiT(nn.Module):
         ``caption_embeddings`` ``(B, M, E)`` is required and a missing mask keeps every token.
         """
         if self.config.external_text_width is None:
-            caption_mask = self._check_caption_ids(batch_clips, caption_ids, caption_mask, caption_embeddings)
+            caption_mask = check_caption_ids(self.config, batch_clips, caption_ids, caption_mask, caption_embeddings)
             context = self.caption_embedder(caption_ids=caption_ids.long())
         else:
-            caption_mask = self._check_caption_embeddings(batch_clips, caption_ids, caption_mask, caption_embeddings)
+            caption_mask = check_caption_embeddings(self.config, batch_clips, caption_ids, caption_mask, caption_embeddings)
             context = self.caption_embedder(caption_embeddings=caption_embeddings)
         return context, caption_mask
-
-    def _check_caption_ids(self, batch_clips, caption_ids, caption_mask, caption_embeddings) -> torch.Tensor:
-        c = self.config
-        if caption_embeddings is not None:
-            raise ValueError("caption_embeddings given, but this model has a token embedding; pass caption_ids")
-        if caption_ids is None:
-            raise ValueError("caption_ids are required (this model embeds caption tokens itself)")
-        if tuple(caption_ids.shape) != (batch_clips, c.caption_length):
-            raise ValueError(
-                f"caption_ids must have shape (batch, caption_length) = ({batch_clips}, {c.caption_length}), "
-                f"got {tuple(caption_ids.shape)}"
-            )
-        if caption_ids.dtype not in (torch.int32, torch.int64):
-            raise ValueError(f"caption_ids must be an integer tensor, got {caption_ids.dtype}")
-        if caption_mask is None:
-            caption_mask = caption_ids != PAD_ID
-        self._check_caption_mask(caption_mask, (batch_clips, c.caption_length))
-        # One device-to-host transfer for both value checks.
-        out_of_range, empty_caption = torch.stack(
-            [((caption_ids < 0) | (caption_ids >= c.vocab_size)).any(), (~caption_mask.any(dim=1)).any()]
-        ).tolist()
-        if out_of_range:
-            raise ValueError(f"caption_ids must lie in [0, vocab_size={c.vocab_size})")
-        if empty_caption:
-            raise ValueError("caption_mask masks every token of some caption; keep at least one (the BOS token)")
-        return caption_mask
-
-    def _check_caption_embeddings(self, batch_clips, caption_ids, caption_mask, caption_embeddings) -> torch.Tensor:
-        width = self.config.external_text_width
-        if caption_ids is not None:
-            raise ValueError("caption_ids given, but this model takes external caption_embeddings")
-        if caption_embeddings is None:
-            raise ValueError(
-                f"caption_embeddings (batch, tokens, {width}) are required (this model has external_text_width set)"
-            )
-        if caption_embeddings.ndim != 3 or caption_embeddings.shape[0] != batch_clips or caption_embeddings.shape[2] != width:
-            raise ValueError(
-                f"caption_embeddings must have shape (batch, tokens, external_text_width) = ({batch_clips}, M, {width}), "
-                f"got {tuple(caption_embeddings.shape)}"
-            )
-        tokens = caption_embeddings.shape[1]
-        if caption_mask is None:
-            return torch.ones(batch_clips, tokens, dtype=torch.bool, device=caption_embeddings.device)
-        self._check_caption_mask(caption_mask, (batch_clips, tokens))
-        if not bool(caption_mask.any(dim=1).all()):
-            raise ValueError("caption_mask masks every token of some caption; keep at least one")
-        return caption_mask
-
-    @staticmethod
-    def _check_caption_mask(caption_mask: torch.Tensor, shape: tuple[int, int]) -> None:
-        if caption_mask.dtype != torch.bool or tuple(caption_mask.shape) != shape:
-            raise ValueError(
-                f"caption_mask must be bool with shape {shape}, got {caption_mask.dtype} {tuple(caption_mask.shape)}"
-            )
 
     # ---- forward ----------------------------------------------------------------------------------
 
@@ -558,14 +449,14 @@ class VideoDiT(nn.Module):
         self, video: torch.Tensor, timesteps: torch.Tensor, context: torch.Tensor, context_mask: torch.Tensor
     ) -> torch.Tensor:
         """Epsilon prediction from already encoded captions (``encode_captions``)."""
-        self._check_video(video, timesteps)
+        check_video(self.config, video, timesteps)
         x = self.patch_embedding(patchify(video, self.config.patch)) + self.position_embedding
         timestep_features = self.timestep_embedder(timesteps)
         modulation = self.modulation(timestep_features).reshape(-1, 6, self.config.width)
         for block in self.blocks:
             x = block(x, modulation, context, context_mask)
         x = self.final_layer(x, timestep_features)
-        return unpatchify(x, self.config.patch, self.config.in_channels, self.config.grid)
+        return unpatchify(x, self.config.patch, self.config.in_channels, self.config.token_grid)
 
     def forward(
         self,
@@ -585,7 +476,7 @@ class VideoDiT(nn.Module):
         Returns:
             ``(B, C, F, H, W)``, same shape as ``video``.
         """
-        self._check_video(video, timesteps)
+        check_video(self.config, video, timesteps)
         context, context_mask = self.encode_captions(video.shape[0], caption_ids, caption_mask, caption_embeddings)
         return self.denoise(video, timesteps, context, context_mask)
 

@@ -14,6 +14,10 @@ from importlib import metadata
 from pathlib import Path
 from typing import Any
 
+import numpy
+
+from dit import __version__
+
 #: Distributions whose versions are recorded with every result.
 TRACKED_PACKAGES = (
     "torch",
@@ -122,8 +126,6 @@ def math_libraries() -> dict[str, Any]:
 
     torch is read only when this process has already imported it (``analysis`` never does).
     """
-    import numpy
-
     record: dict[str, Any] = {}
     try:
         blas = numpy.show_config(mode="dicts")["Build Dependencies"]["blas"]
@@ -146,8 +148,6 @@ def math_libraries() -> dict[str, Any]:
 
 def provenance(config: Any | None = None) -> dict[str, Any]:
     """A provenance record: time, code version, packages, Python, platform, CPU, math libraries, config and hash."""
-    from dit import __version__
-
     record: dict[str, Any] = {
         "created_utc": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
         "project_version": __version__,

@@ -1,6 +1,6 @@
 """Sample videos from a trained run: ``python -m dit.sample --run RUN_DIR --out DIR [--caption TEXT ...]``.
 
-One video per caption, drawn with DDIM (``dit.diffusion.ddim_sample``) and classifier-free guidance
+One video per caption, drawn with DDIM (``dit.ddim.ddim_sample``) and classifier-free guidance
 against the null caption ``tokenizer.encode("")``. Caption ``i`` starts from noise seeded by
 ``(--seed, i)`` alone, so a caption's video does not depend on the other captions, and the same
 command gives the same videos. Captions are tokenized with the tokenizer recorded in the run's
@@ -10,8 +10,9 @@ Files written into ``--out`` (each atomically; ``index.json`` last, so it lists 
 
 * ``sample_000.mp4``, ...: one H.264 MP4 per caption, frames enlarged ``--upscale`` times
   (nearest neighbour), at ``--fps`` frames per second;
-* ``samples.gif``: all samples tiled in a grid (row-major in caption order, 1-pixel grey lines
-  between them before enlarging), one GIF frame per video frame;
+* ``samples.gif``: all samples tiled side by side in rows and columns (row-major in caption order,
+  1-pixel grey lines between them before enlarging), one GIF frame per video frame; ``index.json``
+  gives the rows and columns under ``gif_grid``;
 * ``contact_sheet.png``: one row per caption (the caption above it), one column per frame;
 * ``samples.npy``: the generated clips at model resolution, uint8 ``(captions, frames, height, width, 3)``;
 * ``index.json``: captions, files, sampler settings, run identity and provenance.
@@ -31,6 +32,10 @@ import numpy as np
 import torch
 
 from dit.atomic import atomic_path, atomic_write_json
+from dit.data.loader import ShardDataset
+from dit.data.video_io import enlarge, write_gif, write_mp4
+from dit.ddim import ddim_sample
+from dit.distributed import autocast
 from dit.evaluate import (
     EXIT_INPUT_ERROR,
     EXIT_OK,
@@ -40,6 +45,8 @@ from dit.evaluate import (
     open_trained_run,
 )
 from dit.provenance import provenance
+from dit.seeds import stable_seed
+from dit.text import PAD_ID, CaptionTokenizer
 
 #: Captions sampled when none are given: in the grammar and vocabulary of the embedded data set
 #: (``dit.data.synthetic``: two objects, ``{size} {colour} {name} moves {direction} {speed}``
@@ -55,8 +62,8 @@ DEFAULT_CAPTIONS = (
     "small orange triangle moves up quickly and bounces while big cyan M moves left slowly",
 )
 
-#: Grey level of the lines between tiles of the GIF grid.
-GRID_LINE_LEVEL = 96
+#: Grey level of the lines between the tiled videos of the GIF.
+TILE_LINE_LEVEL = 96
 MP4_NAME = "sample_{index:03d}.mp4"
 GIF_NAME = "samples.gif"
 CONTACT_SHEET_NAME = "contact_sheet.png"
@@ -92,8 +99,6 @@ def caption_list(captions: Sequence[str] | None, captions_file: str | Path | Non
 
 def sample_seed(seed: int, position: int) -> int:
     """Generator seed of the caption at ``position`` under ``--seed``."""
-    from dit.seeds import stable_seed
-
     return stable_seed(int(seed), "sample", int(position))
 
 
@@ -106,15 +111,12 @@ def sample_videos(
     seed: int = 0,
 ) -> np.ndarray:
     """One clip per caption row of ``caption_ids`` ``(B, caption_length)``: uint8 ``(B, F, H, W, 3)``."""
-    from dit.diffusion import ddim_sample
-    from dit.text import PAD_ID
-
     c = run.model_config
     videos = []
     for position, ids in enumerate(caption_ids):
         generator = torch.Generator(device="cpu").manual_seed(sample_seed(seed, position))
         ids = ids[None].to(run.device)
-        with run.autocast():
+        with autocast(run.precision, run.device):
             x = ddim_sample(
                 run.model,
                 run.schedule,
@@ -130,31 +132,29 @@ def sample_videos(
     return np.stack(videos)
 
 
-def enlarge(frames: np.ndarray, factor: int) -> np.ndarray:
-    """Frames ``(..., H, W, C)`` with each pixel repeated ``factor`` times along H and W (nearest neighbour)."""
-    if factor == 1:
-        return frames
-    return frames.repeat(factor, axis=-3).repeat(factor, axis=-2)
-
-
-def tile_grid(videos: np.ndarray, line_level: int = GRID_LINE_LEVEL) -> np.ndarray:
-    """Videos ``(N, F, H, W, 3)`` tiled row-major into a near-square grid, 1-pixel lines between tiles: ``(F, H', W', 3)``."""
-    count, frames, height, width, channels = videos.shape
+def tile_shape(count: int) -> tuple[int, int]:
+    """Rows and columns of the near-square tiling of ``count`` videos (columns first: ``ceil(sqrt(count))``)."""
     columns = math.ceil(math.sqrt(count))
-    rows = math.ceil(count / columns)
-    grid = np.full(
+    return math.ceil(count / columns), columns
+
+
+def tile_videos(videos: np.ndarray, line_level: int = TILE_LINE_LEVEL) -> np.ndarray:
+    """Videos ``(N, F, H, W, 3)`` tiled row-major into ``tile_shape(N)``, 1-pixel lines between tiles: ``(F, H', W', 3)``."""
+    count, frames, height, width, channels = videos.shape
+    rows, columns = tile_shape(count)
+    tiled = np.full(
         (frames, rows * (height + 1) - 1, columns * (width + 1) - 1, channels), line_level, dtype=np.uint8
     )
     for position in range(count):
         row, column = divmod(position, columns)
         top, left = row * (height + 1), column * (width + 1)
-        grid[:, top : top + height, left : left + width] = videos[position]
-    return grid
+        tiled[:, top : top + height, left : left + width] = videos[position]
+    return tiled
 
 
 def write_contact_sheet(videos: np.ndarray, captions: Sequence[str], path: str | Path, title: str = "") -> Path:
     """PNG with one row per video (its caption above the row) and one column per frame."""
-    import matplotlib
+    import matplotlib  # deferred: matplotlib takes seconds to import and only the contact sheet uses it
 
     matplotlib.use("Agg")
     from matplotlib import pyplot as plt
@@ -196,13 +196,25 @@ def write_contact_sheet(videos: np.ndarray, captions: Sequence[str], path: str |
 
 def training_vocabulary(run: TrainedRun) -> set[str]:
     """The words of the run's training captions (as the tokenizer normalizes them)."""
-    from dit.data.loader import ShardDataset
-    from dit.text import CaptionTokenizer
-
     words: set[str] = set()
     for caption in ShardDataset(run.data_root, split="train").captions:
         words.update(CaptionTokenizer.words(caption))
     return words
+
+
+def check_sampler_settings(run: TrainedRun, captions: Sequence[str], steps: int, eta: float, upscale: int,
+                           fps: float) -> None:
+    """``EvaluationInputError`` naming the flag for settings ``sample_run`` cannot use."""
+    if not captions:
+        raise EvaluationInputError("no captions to sample")
+    if upscale < 1:
+        raise EvaluationInputError(f"--upscale must be a positive integer, got {upscale}")
+    if not fps > 0:
+        raise EvaluationInputError(f"--fps must be positive, got {fps}")
+    if not 1 <= steps <= run.schedule.num_timesteps:
+        raise EvaluationInputError(f"--steps must lie in [1, {run.schedule.num_timesteps}], got {steps}")
+    if eta < 0:
+        raise EvaluationInputError(f"--eta must be >= 0, got {eta}")
 
 
 def sample_run(
@@ -217,18 +229,7 @@ def sample_run(
     fps: float = 8.0,
 ) -> dict:
     """Sample one video per caption and write the files of the module docstring; returns the index record."""
-    from dit.data.video_io import write_gif, write_mp4
-
-    if not captions:
-        raise EvaluationInputError("no captions to sample")
-    if upscale < 1:
-        raise EvaluationInputError(f"--upscale must be a positive integer, got {upscale}")
-    if not fps > 0:
-        raise EvaluationInputError(f"--fps must be positive, got {fps}")
-    if not 1 <= steps <= run.schedule.num_timesteps:
-        raise EvaluationInputError(f"--steps must lie in [1, {run.schedule.num_timesteps}], got {steps}")
-    if eta < 0:
-        raise EvaluationInputError(f"--eta must be >= 0, got {eta}")
+    check_sampler_settings(run, captions, steps, eta, upscale, fps)
     out = Path(out)
     tokenizer = run.validation_split().tokenizer
     caption_ids = torch.as_tensor(tokenizer.encode_batch(captions), dtype=torch.long)
@@ -253,16 +254,13 @@ def sample_run(
                 "words_not_in_training_captions": sorted({w for w in words if w not in known_words}),
             }
         )
-    grid = tile_grid(videos)
-    write_gif(grid, out / GIF_NAME, fps=fps, scale=upscale)
+    write_gif(tile_videos(videos), out / GIF_NAME, fps=fps, scale=upscale)
     with atomic_path(out / SAMPLES_NAME, suffix=".npy") as tmp:
         np.save(tmp, videos)
     write_contact_sheet(
         videos, captions, out / CONTACT_SHEET_NAME,
         title=f"{run.run_id}: DDIM {steps} steps, guidance {guidance_scale:g}, eta {eta:g}, seed {seed}",
     )
-    frames, height, width = videos.shape[1:4]
-    columns = math.ceil(math.sqrt(len(captions)))
     settings = {
         "sampler": "ddim",
         "steps": steps,
@@ -273,7 +271,18 @@ def sample_run(
         "upscale": upscale,
         "fps": fps,
     }
-    record = {
+    record = index_record(run, captions, entries, videos.shape[1:4], settings, sampling_seconds, tokenizer)
+    atomic_write_json(out / INDEX_NAME, record)
+    return record
+
+
+def index_record(run: TrainedRun, captions: Sequence[str], entries: list[dict], clip_shape: Sequence[int],
+                 settings: dict, sampling_seconds: float, tokenizer: CaptionTokenizer) -> dict:
+    """The ``index.json`` record: per-caption ``entries``, files, shapes (frames, height, width in pixels), settings."""
+    frames, height, width = clip_shape
+    upscale = settings["upscale"]
+    rows, columns = tile_shape(len(captions))
+    return {
         "kind": "samples",
         "captions": entries,
         "files": {
@@ -284,15 +293,13 @@ def sample_run(
         },
         "clip_shape": [frames, height, width],
         "mp4_shape": [frames, height * upscale, width * upscale],
-        "gif_grid": {"rows": math.ceil(len(captions) / columns), "columns": columns, "order": "row-major by caption"},
+        "gif_grid": {"rows": rows, "columns": columns, "order": "row-major by caption"},
         "sampler": settings,
         "sampling_seconds": sampling_seconds,
         "tokenizer": tokenizer.to_dict(),
         "run": run.describe(),
         "provenance": provenance({"command": "sample", "run": str(run.run_dir), "captions": list(captions), **settings}),
     }
-    atomic_write_json(out / INDEX_NAME, record)
-    return record
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -17,6 +17,7 @@ This module does not import torch.
 
 from __future__ import annotations
 
+import math
 from dataclasses import asdict, dataclass
 
 PARAMETERS_PER_BLOCK_PER_WIDTH_SQUARED = 16
@@ -148,8 +149,6 @@ def width_for_parameters(parameters: float, family: str = "paper") -> float:
     sizes; outside it, the aspect-ratio rule ``d = k * N**p`` fitted by least squares to all sizes of
     the family is used. The paper's C_token formula needs the width of a model of arbitrary size.
     """
-    import math
-
     if parameters <= 0:
         raise ValueError(f"parameters must be positive, got {parameters}")
     members = sizes_in_family(family)
@@ -168,8 +167,6 @@ def width_for_parameters(parameters: float, family: str = "paper") -> float:
 
 def aspect_ratio_rule(family: str = "paper") -> tuple[float, float]:
     """Least-squares fit ``log d = log_k + p * log N`` over a family; returns ``(p, log_k)``."""
-    import math
-
     members = sizes_in_family(family)
     xs = [math.log(size.non_embedding_parameters) for size in members]
     ys = [math.log(size.width) for size in members]

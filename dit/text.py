@@ -87,8 +87,3 @@ class CaptionTokenizer:
         if kind != "hashed-words-blake2b":
             raise ValueError(f"unknown tokenizer kind {kind!r}")
         return cls(vocab_size=int(record["vocab_size"]), max_length=int(record["max_length"]))
-
-
-def padding_mask(ids: np.ndarray) -> np.ndarray:
-    """Boolean mask, True where a token is real (not padding)."""
-    return ids != PAD_ID

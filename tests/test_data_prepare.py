@@ -17,15 +17,9 @@ import pytest
 
 from dit.data.__main__ import main
 from dit.data.decode import ClipSettings, decode_clip
-from dit.data.prepare import (
-    PreparationError,
-    PreparationSettings,
-    caption_from_folder_name,
-    find_video_files,
-    prepare_dataset,
-    read_manifest,
-    split_of,
-)
+from dit.data.prepare import PreparationError, PreparationSettings, prepare_dataset
+from dit.data.shards import read_manifest
+from dit.data.sources import caption_from_folder_name, find_video_files, split_of
 from dit.data.synthetic import GeneratorSettings, generate_dataset, render_scene, sample_scene
 from dit.data.video_io import psnr, write_mp4
 from dit.data.workers import DecodePool

@@ -5,11 +5,10 @@ import math
 import pytest
 import torch
 
+from dit.ddim import ddim_sample, ddim_timesteps
 from dit.diffusion import (
     NoiseSchedule,
     ValidationResult,
-    ddim_sample,
-    ddim_timesteps,
     epsilon_mse,
     model_space_to_video,
     q_sample,

@@ -14,6 +14,7 @@ import yaml
 
 from dit import evaluate
 from dit.data.loader import ShardDataset
+from dit.distributed import resolve_precision
 from prepared_clips import prepare_clips as prepare_data
 from prepared_clips import run_module
 
@@ -254,8 +255,8 @@ def test_xformers_runs_are_evaluated_with_sdpa_on_a_cpu():
     assert evaluate.evaluation_attention("xformers", cpu) == "sdpa"
     assert evaluate.evaluation_attention("math", cpu) == "math"
     assert evaluate.evaluation_attention("xformers", torch.device("cuda")) == "xformers"
-    assert evaluate.evaluation_precision("auto", cpu) == "fp32"
-    assert evaluate.evaluation_precision("auto", torch.device("cuda")) == "bf16"
+    assert resolve_precision("auto", cpu) == "fp32"
+    assert resolve_precision("auto", torch.device("cuda")) == "bf16"
 
 
 @pytest.mark.cuda

@@ -13,7 +13,8 @@ import pytest
 import torch
 from torch.utils.flop_counter import FlopCounterMode
 
-from dit.diffusion import NoiseSchedule, ddim_sample, epsilon_mse
+from dit.ddim import ddim_sample
+from dit.diffusion import NoiseSchedule, epsilon_mse
 from dit.flops import (
     TIMESTEP_FREQUENCY_DIM,
     forward_flops_per_clip,

@@ -3,7 +3,8 @@
 import pytest
 import torch
 
-from dit.model import VideoDiT, VideoDiTConfig, patchify, sincos_position_embedding_3d, unpatchify
+from dit.model import VideoDiT, VideoDiTConfig
+from dit.patches import patchify, sincos_position_embedding_3d, unpatchify
 from dit.sizes import SIZES, non_embedding_parameters
 from dit.text import CaptionTokenizer
 

@@ -69,7 +69,7 @@ def test_gif_grid_and_contact_sheet(sampled):
         first = np.asarray(gif.convert("RGB"))
     tile = first[: 16 * 4, : 16 * 4]
     assert np.abs(tile.astype(int) - videos[0, 0].repeat(4, 0).repeat(4, 1)).mean() < 12  # GIF palette error
-    assert (first[16 * 4 : 17 * 4, :] == sample.GRID_LINE_LEVEL).all()  # the line between tile rows
+    assert (first[16 * 4 : 17 * 4, :] == sample.TILE_LINE_LEVEL).all()  # the line between tile rows
     with Image.open(sampled / sample.CONTACT_SHEET_NAME) as sheet:
         assert sheet.format == "PNG" and sheet.size[0] > 300 and sheet.size[1] > 200
 

@@ -4,7 +4,8 @@ import numpy as np
 import pytest
 
 from dit.data.decode import ClipSettings, SkipReason, decode_clip
-from dit.data.prepare import PreparationSettings, prepare_dataset, read_manifest
+from dit.data.prepare import PreparationSettings, prepare_dataset
+from dit.data.shards import read_manifest
 from dit.data.video_io import Orientation
 from video_files import asymmetric_clip, textured_clip, write_unknown_codec, write_video
 

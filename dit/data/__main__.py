@@ -7,12 +7,13 @@ import sys
 from collections.abc import Sequence
 
 from dit.data.decode import REASONS
+from dit.data.prepare import PreparationError, PreparationSettings, prepare_dataset
+from dit.data.sources import VIDEO_EXTENSIONS
+from dit.data.synthetic import GeneratorSettings, generate_dataset
 from dit.data.video_io import PIXEL_FORMATS
 
 
 def _generate_parser(commands) -> None:
-    from dit.data.synthetic import GeneratorSettings
-
     defaults = GeneratorSettings()
     parser = commands.add_parser(
         "generate",
@@ -46,8 +47,6 @@ def _generate_parser(commands) -> None:
 
 
 def _prepare_parser(commands) -> None:
-    from dit.data.prepare import VIDEO_EXTENSIONS, PreparationSettings
-
     defaults = PreparationSettings()
     parser = commands.add_parser(
         "prepare",
@@ -124,8 +123,6 @@ def _prepare_parser(commands) -> None:
 
 
 def generate_main(args: argparse.Namespace) -> int:
-    from dit.data.synthetic import GeneratorSettings, generate_dataset
-
     base = GeneratorSettings()
     size = args.size
     try:
@@ -154,8 +151,6 @@ def generate_main(args: argparse.Namespace) -> int:
 
 
 def prepare_main(args: argparse.Namespace) -> int:
-    from dit.data.prepare import PreparationError, PreparationSettings, prepare_dataset
-
     try:
         settings = PreparationSettings(
             frames=args.frames,

@@ -46,6 +46,7 @@ import re
 import stat
 from dataclasses import dataclass, replace
 
+import av
 import numpy as np
 
 from dit.data.video_io import Orientation, index_frames, read_frames_pyav
@@ -221,7 +222,7 @@ def decode_clip(path: str, relative_path: str, settings: ClipSettings, decoder: 
         raise SkipReason("unsupported_rotation", facts.orientation_problem)
     if decoder == "pyav" or not _decord_shows_upright(facts):
         return _decode_with_pyav(path, relative_path, settings, facts, "")
-    import decord  # deferred: heavy, and preloaded by the worker processes
+    import decord  # deferred: slow to import, and loaded before torch it can break CUDA (dmlc/decord#293)
 
     try:
         reader = decord.VideoReader(path, num_threads=1)
@@ -247,8 +248,6 @@ def probe_video(path: str) -> VideoFacts | None:
     The orientation is read from the first decoded frame (decoders copy the container's display
     matrix onto the frames), so one frame is decoded.
     """
-    import av  # deferred: heavy, and preloaded by the worker processes
-
     try:
         container = av.open(path, mode="r")
     except Exception:
@@ -361,6 +360,7 @@ def resize_and_crop(frames: np.ndarray, height: int, width: int) -> np.ndarray:
     source_height, source_width = frames.shape[1:3]
     if (source_height, source_width) == (height, width):
         return np.ascontiguousarray(frames)
+    # deferred: torch and torchvision take seconds to import; the data command line starts without them
     import torch
     from torchvision.transforms.v2 import functional as F
 
@@ -401,8 +401,6 @@ def _first_line(error: BaseException, limit: int = 160) -> str:
 
 def _classify_failure(path: str, decord_says: str) -> SkipReason:
     """Why PyAV cannot read a video stream of ``path``: no container, a damaged one, or no video stream."""
-    import av  # deferred: heavy, and preloaded by the worker processes
-
     if not _has_container_signature(path):
         message = f"content is not an MP4/MOV, AVI or Matroska/WebM container (decord: {decord_says})"
         return SkipReason("not_video", message)

@@ -17,7 +17,6 @@ drawn from ``(seed, epoch, clip index)``; ``iter_batches`` (validation) crops th
 
 from __future__ import annotations
 
-import hashlib
 import json
 import os
 from collections.abc import Iterable, Iterator, Sequence
@@ -26,7 +25,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from dit.data.prepare import SPLITS, read_manifest
+from dit.data.shards import SPLITS, file_sha256, read_manifest
 from dit.text import PAD_ID, CaptionTokenizer
 
 _MASK64 = (1 << 64) - 1
@@ -84,11 +83,7 @@ class ShardDataset:
         """Check every shard file of this split against the manifest's sha256; raise ``ValueError`` on a mismatch."""
         for shard in self._shards:
             for role, name in shard["files"].items():
-                digest = hashlib.sha256()
-                with open(self.root / name, "rb") as handle:
-                    for block in iter(lambda: handle.read(1 << 20), b""):
-                        digest.update(block)
-                if digest.hexdigest() != shard["sha256"][role]:
+                if file_sha256(self.root / name) != shard["sha256"][role]:
                     raise ValueError(f"{self.root / name}: sha256 differs from the manifest (file changed or damaged)")
 
     def _clip_records(self) -> tuple[list[str], list[str]]:

@@ -26,33 +26,30 @@ Output folder::
 
 from __future__ import annotations
 
-import csv
-import hashlib
-import json
 import os
-import re
 import time
 from collections import Counter
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
-import numpy as np
-
 from dit.atomic import atomic_directory, atomic_write_json
 from dit.data.decode import REASONS, ClipSettings, DecodedClip, SkipReason, check_readable
+from dit.data.shards import MANIFEST_FORMAT, MANIFEST_NAME, MANIFEST_VERSION, SPLITS, ShardWriter, file_sha256
+from dit.data.sources import (
+    DEFAULT_CAPTIONS_NAME,
+    VIDEO_EXTENSIONS,
+    CaptionsCsvError,
+    caption_for,
+    find_video_files,
+    read_captions_csv,
+    split_of,
+)
 from dit.data.workers import DecodePool
 from dit.provenance import provenance
 from dit.text import CaptionTokenizer
 
-VIDEO_EXTENSIONS = (".mp4", ".avi", ".mkv", ".webm", ".mov")
-SPLITS = ("train", "validation")
-MANIFEST_NAME = "manifest.json"
-MANIFEST_FORMAT = "dit-video-shards"
-MANIFEST_VERSION = 1
 #: Reasons found before decoding (no decoder involved).
 _PRECHECK_REASONS = ("unreadable", "empty_file", "missing_caption")
-#: Default name of the captions CSV looked for in the source folder.
-DEFAULT_CAPTIONS_NAME = "captions.csv"
 
 
 class PreparationError(RuntimeError):
@@ -213,157 +210,6 @@ class PreparationSummary:
         return lines
 
 
-def split_of(relative_path: str, validation_fraction: float) -> str:
-    """``"validation"`` or ``"train"``, from a hash of the relative path alone (stable as files are added)."""
-    digest = hashlib.sha256(("split\0" + relative_path).encode("utf-8")).digest()
-    position = int.from_bytes(digest[:8], "little") / 2.0**64
-    return "validation" if position < validation_fraction else "train"
-
-
-def caption_from_folder_name(name: str) -> str:
-    """``"ApplyEyeMakeup"`` -> ``"apply eye makeup"``; underscores and hyphens become spaces."""
-    spaced = re.sub(r"[_\-]+", " ", name)
-    spaced = re.sub(r"(?<=[a-z0-9])(?=[A-Z])|(?<=[A-Z])(?=[A-Z][a-z])", " ", spaced)
-    return " ".join(spaced.lower().split())
-
-
-def find_video_files(source: Path) -> tuple[list[str], list[str]]:
-    """Relative paths (POSIX, sorted) of entries with a video extension, and of the other files.
-
-    Folders whose name has a video extension are listed as video entries too (they are skipped as
-    unreadable later, and searched like any folder). Symbolic links to folders are followed once.
-    """
-    videos, others = [], []
-    seen_folders = set()
-    for folder, folder_names, file_names in os.walk(source, followlinks=True):
-        folder_names.sort()  # a fixed walk order, so a folder reached twice is always named the same way
-        real = os.path.realpath(folder)
-        if real in seen_folders:
-            folder_names[:] = []
-            continue
-        seen_folders.add(real)
-        relative_folder = os.path.relpath(folder, source)
-        for name in folder_names + file_names:
-            relative = name if relative_folder == "." else f"{relative_folder}/{name}"
-            relative = relative.replace(os.sep, "/")
-            if name.lower().endswith(VIDEO_EXTENSIONS):
-                videos.append(relative)
-            elif name in file_names:
-                others.append(relative)
-    return sorted(videos), sorted(others)
-
-
-def _normalize_relative(path: str) -> str:
-    path = path.strip().replace("\\", "/")
-    while path.startswith("./"):
-        path = path[2:]
-    return path
-
-
-def read_captions_csv(path: Path, source: Path) -> dict[str, str]:
-    """``{relative path: caption}`` from a CSV with columns ``file`` and ``caption``.
-
-    ``file`` is relative to ``source`` (an absolute path inside ``source`` is accepted). A missing
-    column, a path outside the source folder or a file listed twice raises ``PreparationError``.
-    """
-    try:
-        handle = open(path, newline="", encoding="utf-8-sig")
-    except OSError as error:
-        raise PreparationError(f"cannot read captions CSV {path}: {error.strerror or error}") from None
-    captions: dict[str, str] = {}
-    rows: dict[str, int] = {}
-    with handle:
-        reader = csv.DictReader(handle)
-        columns = reader.fieldnames or []
-        missing = [column for column in ("file", "caption") if column not in columns]
-        if missing:
-            raise PreparationError(
-                f"captions CSV {path} lacks column(s) {', '.join(missing)}; it has: {', '.join(columns) or 'none'}"
-            )
-        source_resolved = source.resolve()
-        for row_number, row in enumerate(reader, start=2):
-            name = row["file"] or ""
-            if os.path.isabs(name):
-                try:
-                    name = Path(name).resolve().relative_to(source_resolved).as_posix()
-                except ValueError:
-                    raise PreparationError(
-                        f"captions CSV {path} row {row_number}: file {row['file']!r} lies outside the source folder {source}"
-                    ) from None
-            name = _normalize_relative(name)
-            if not name:
-                raise PreparationError(f"captions CSV {path} row {row_number}: empty file name")
-            if name in captions:
-                raise PreparationError(
-                    f"captions CSV {path}: file {name!r} appears twice (rows {rows[name]} and {row_number})"
-                )
-            captions[name] = (row["caption"] or "").strip()
-            rows[name] = row_number
-    return captions
-
-
-class _ShardWriter:
-    """Buffers clips of one split and writes a shard every ``shard_clips`` clips."""
-
-    def __init__(self, folder: Path, split: str, shard_clips: int, caption_length: int):
-        self.folder, self.split, self.shard_clips = folder, split, shard_clips
-        self.caption_length = caption_length
-        self.shards: list[dict] = []
-        self.count = 0
-        self._reset()
-
-    def _reset(self) -> None:
-        self.frames: list[np.ndarray] = []
-        self.ids: list[np.ndarray] = []
-        self.captions: list[str] = []
-        self.sources: list[str] = []
-        self.starts: list[int] = []
-
-    def add(self, clip: DecodedClip, ids: np.ndarray, caption: str, source: str) -> tuple[str, int]:
-        """Append one clip; return (shard name, row in shard)."""
-        name, row = self._name(len(self.shards)), len(self.frames)
-        self.frames.append(clip.frames)
-        self.ids.append(ids)
-        self.captions.append(caption)
-        self.sources.append(source)
-        self.starts.append(clip.start_frame)
-        self.count += 1
-        if len(self.frames) == self.shard_clips:
-            self.flush()
-        return name, row
-
-    def _name(self, number: int) -> str:
-        return f"{self.split}-{number:05d}"
-
-    def flush(self) -> None:
-        if not self.frames:
-            return
-        name = self._name(len(self.shards))
-        files = {
-            "frames": f"{name}.frames.npy",
-            "caption_ids": f"{name}.caption_ids.npy",
-            "clips": f"{name}.clips.json",
-        }
-        frames = np.stack(self.frames)
-        np.save(self.folder / files["frames"], frames)
-        np.save(self.folder / files["caption_ids"], np.stack(self.ids).astype(np.int32))
-        atomic_write_json(
-            self.folder / files["clips"],
-            {"captions": self.captions, "sources": self.sources, "start_frames": self.starts},
-        )
-        self.shards.append(
-            {
-                "name": name,
-                "clips": len(self.frames),
-                "files": files,
-                "frames_shape": list(frames.shape),
-                "caption_ids_shape": [len(self.ids), self.caption_length],
-                "sha256": {role: _sha256(self.folder / file) for role, file in files.items()},
-            }
-        )
-        self._reset()
-
-
 def publish_permissions(folder: Path) -> None:
     """Give a folder built with private temporary permissions the usual ones (``0o777``/``0o666`` less the umask)."""
     umask = os.umask(0)
@@ -372,14 +218,6 @@ def publish_permissions(folder: Path) -> None:
     for path in folder.rglob("*"):
         if not path.is_symlink():
             os.chmod(path, (0o777 if path.is_dir() else 0o666) & ~umask)
-
-
-def _sha256(path: Path) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as handle:
-        for block in iter(lambda: handle.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
 
 
 def prepare_dataset(
@@ -416,7 +254,10 @@ def prepare_dataset(
         csv_path = Path(captions_csv)
     elif not folder_captions and (source_path / DEFAULT_CAPTIONS_NAME).is_file():
         csv_path = source_path / DEFAULT_CAPTIONS_NAME
-    captions = read_captions_csv(csv_path, source_path) if csv_path is not None else None
+    try:
+        captions = read_captions_csv(csv_path, source_path) if csv_path is not None else None
+    except CaptionsCsvError as error:
+        raise PreparationError(str(error)) from None
 
     videos, others = find_video_files(source_path)
     if csv_path is not None and csv_path.resolve().parent == source_path.resolve():
@@ -432,132 +273,168 @@ def prepare_dataset(
         raise PreparationError(
             f"no video files ({', '.join(VIDEO_EXTENSIONS)}) found under {source_path}", summary
         )
-
-    tasks, task_info = [], {}
-    for relative in videos:
-        split = split_of(relative, settings.validation_fraction)
-        absolute = str(source_path / relative)
-        try:
-            check_readable(absolute)
-            caption = _caption_for(relative, captions, csv_path)
-        except SkipReason as reason:
-            summary.skipped.append(SkippedFile(relative, split, reason.code, reason.message))
-            continue
-        task_info[len(tasks)] = (relative, split, caption)
-        tasks.append((len(tasks), absolute, relative))
+    tasks = _decode_tasks(source_path, videos, captions, csv_path, settings, summary)
     unmatched = sorted(set(captions) - set(videos)) if captions is not None else []
     summary.captions_without_video = len(unmatched)
 
-    sources: list[dict] = []
-    truncated: list[str] = []
     with atomic_directory(out_path) as folder:
         writers = {
-            split: _ShardWriter(folder, split, settings.shard_clips, settings.caption_length) for split in SPLITS
+            split: ShardWriter(folder, split, settings.shard_clips, settings.caption_length) for split in SPLITS
         }
-        pool = DecodePool(settings.clip_settings(), settings.workers, settings.decode_timeout_s)
-        for index, status, payload in pool.run(tasks):
-            summary.last_result_s = time.perf_counter() - started
-            if not summary.first_result_s:
-                summary.first_result_s = summary.last_result_s
-            relative, split, caption = task_info[index]
-            if status != "ok":
-                code, message = payload
-                summary.skipped.append(SkippedFile(relative, split, code, message))
-                continue
-            clip: DecodedClip = payload
-            if tokenizer.truncated(caption):
-                truncated.append(relative)
-            shard, row = writers[split].add(clip, tokenizer.encode(caption), caption, relative)
-            sources.append(
-                {
-                    "path": relative,
-                    "split": split,
-                    "shard": shard,
-                    "row": row,
-                    "caption": caption,
-                    "source_frames": clip.source_frames,
-                    "start_frame": clip.start_frame,
-                    "source_fps": clip.source_fps,
-                    "source_size": [clip.source_height, clip.source_width],
-                    "decoder": clip.decoder,
-                    "codec": clip.codec,
-                    "rotation_degrees": clip.rotation_degrees,
-                    "mirrored": clip.mirrored,
-                }
-            )
-        for writer in writers.values():
-            writer.flush()
-            summary.clips[writer.split] = writer.count
+        sources, truncated = _decode_into_shards(tasks, writers, settings, tokenizer, summary, started)
         summary.truncated_captions = len(truncated)
         summary.skipped.sort(key=lambda item: item.path)
         summary.seconds = time.perf_counter() - started
         _check_outcome(summary, settings)
-
-        config = {
-            "source": str(source_path.resolve()),
-            "captions_csv": str(csv_path.resolve()) if csv_path is not None else None,
-            "captions_from": "csv" if csv_path is not None else "folder names",
-            "settings": settings.content_config(),
-        }
-        manifest = {
-            "format": MANIFEST_FORMAT,
-            "format_version": MANIFEST_VERSION,
-            "clip": {
-                "frames": settings.frames,
-                "height": settings.height,
-                "width": settings.width,
-                "channels": 3,
-                "dtype": "uint8",
-                "layout": "FHWC",
-                "color": "RGB",
-                "stride": settings.stride,
-                "start": settings.start,
-            },
-            "tokenizer": tokenizer.to_dict(),
-            "caption_ids_dtype": "int32",
-            "splits": {
-                split: {"clips": writers[split].count, "shards": writers[split].shards} for split in SPLITS
-            },
-            "counts": {
-                "video_files": summary.video_files,
-                "clips": summary.usable,
-                **{f"{split}_clips": summary.clips[split] for split in SPLITS},
-                "skipped": len(summary.skipped),
-                "skipped_fraction": summary.skipped_fraction,
-                "skipped_by_reason": summary.skipped_by_reason(),
-                "ignored_files": summary.ignored_files,
-                "truncated_captions": summary.truncated_captions,
-                "captions_without_video": summary.captions_without_video,
-            },
-            "reasons": REASONS,
+        lists = {
             "sources": sources,
-            "skipped": [item.to_dict() for item in summary.skipped],
             "ignored_files": others,
             "truncated_captions": truncated,
             "captions_without_video": unmatched,
-            "captions_csv_sha256": _sha256(csv_path) if csv_path is not None else None,
-            "seconds": summary.seconds,
-            "provenance": provenance(config),
         }
+        manifest = _manifest(settings, tokenizer, writers, summary, lists, source_path, csv_path)
         atomic_write_json(folder / MANIFEST_NAME, manifest)
         publish_permissions(folder)
     return summary
 
 
-def _caption_for(relative: str, captions: dict[str, str] | None, csv_path: Path | None) -> str:
-    if captions is not None:
-        caption = captions.get(relative)
-        if caption is None:
-            raise SkipReason("missing_caption", f"no row for this file in {csv_path}")
-        if not caption:
-            raise SkipReason("missing_caption", f"empty caption in {csv_path}")
-        return caption
-    parent = Path(relative).parent
-    if parent == Path("."):
-        raise SkipReason(
-            "missing_caption", "file lies directly in the source folder: no folder name to caption it and no captions CSV"
-        )
-    return caption_from_folder_name(parent.name)
+#: One file to decode: (task index, absolute path, relative path, split, caption).
+_Task = tuple[int, str, str, str, str]
+
+
+def _decode_tasks(
+    source_path: Path,
+    videos: list[str],
+    captions: dict[str, str] | None,
+    csv_path: Path | None,
+    settings: PreparationSettings,
+    summary: PreparationSummary,
+) -> list[_Task]:
+    """The video files to decode; files unreadable or without a caption go to ``summary.skipped``."""
+    tasks: list[_Task] = []
+    for relative in videos:
+        split = split_of(relative, settings.validation_fraction)
+        absolute = str(source_path / relative)
+        try:
+            check_readable(absolute)
+            caption = caption_for(relative, captions, csv_path)
+        except SkipReason as reason:
+            summary.skipped.append(SkippedFile(relative, split, reason.code, reason.message))
+            continue
+        tasks.append((len(tasks), absolute, relative, split, caption))
+    return tasks
+
+
+def _decode_into_shards(
+    tasks: list[_Task],
+    writers: dict[str, ShardWriter],
+    settings: PreparationSettings,
+    tokenizer: CaptionTokenizer,
+    summary: PreparationSummary,
+    started: float,
+) -> tuple[list[dict], list[str]]:
+    """Decode ``tasks`` in worker processes into the split's shards; returns the manifest's source entries and
+    the relative paths of truncated captions. Skipped files go to ``summary.skipped``, clip counts to ``summary.clips``."""
+    sources: list[dict] = []
+    truncated: list[str] = []
+    pool = DecodePool(settings.clip_settings(), settings.workers, settings.decode_timeout_s)
+    for index, status, payload in pool.run([(index, absolute, relative) for index, absolute, relative, _, _ in tasks]):
+        summary.last_result_s = time.perf_counter() - started
+        if not summary.first_result_s:
+            summary.first_result_s = summary.last_result_s
+        _, _, relative, split, caption = tasks[index]
+        if status != "ok":
+            code, message = payload
+            summary.skipped.append(SkippedFile(relative, split, code, message))
+            continue
+        clip: DecodedClip = payload
+        if tokenizer.truncated(caption):
+            truncated.append(relative)
+        shard, row = writers[split].add(clip.frames, clip.start_frame, tokenizer.encode(caption), caption, relative)
+        sources.append(_source_entry(clip, relative, split, shard, row, caption))
+    for writer in writers.values():
+        writer.flush()
+        summary.clips[writer.split] = writer.count
+    return sources, truncated
+
+
+def _source_entry(clip: DecodedClip, relative: str, split: str, shard: str, row: int, caption: str) -> dict:
+    """The manifest's record of one used file: where its clip is stored and how it was decoded."""
+    return {
+        "path": relative,
+        "split": split,
+        "shard": shard,
+        "row": row,
+        "caption": caption,
+        "source_frames": clip.source_frames,
+        "start_frame": clip.start_frame,
+        "source_fps": clip.source_fps,
+        "source_size": [clip.source_height, clip.source_width],
+        "decoder": clip.decoder,
+        "codec": clip.codec,
+        "rotation_degrees": clip.rotation_degrees,
+        "mirrored": clip.mirrored,
+    }
+
+
+def _manifest(
+    settings: PreparationSettings,
+    tokenizer: CaptionTokenizer,
+    writers: dict[str, ShardWriter],
+    summary: PreparationSummary,
+    lists: dict[str, list],
+    source_path: Path,
+    csv_path: Path | None,
+) -> dict:
+    """``manifest.json``: clip format, tokenizer, shards per split, counts, every file, provenance.
+
+    ``lists`` holds the manifest's file lists: ``sources``, ``ignored_files``, ``truncated_captions``,
+    ``captions_without_video``.
+    """
+    config = {
+        "source": str(source_path.resolve()),
+        "captions_csv": str(csv_path.resolve()) if csv_path is not None else None,
+        "captions_from": "csv" if csv_path is not None else "folder names",
+        "settings": settings.content_config(),
+    }
+    return {
+        "format": MANIFEST_FORMAT,
+        "format_version": MANIFEST_VERSION,
+        "clip": {
+            "frames": settings.frames,
+            "height": settings.height,
+            "width": settings.width,
+            "channels": 3,
+            "dtype": "uint8",
+            "layout": "FHWC",
+            "color": "RGB",
+            "stride": settings.stride,
+            "start": settings.start,
+        },
+        "tokenizer": tokenizer.to_dict(),
+        "caption_ids_dtype": "int32",
+        "splits": {split: {"clips": writers[split].count, "shards": writers[split].shards} for split in SPLITS},
+        "counts": {
+            "video_files": summary.video_files,
+            "clips": summary.usable,
+            **{f"{split}_clips": summary.clips[split] for split in SPLITS},
+            "skipped": len(summary.skipped),
+            "skipped_fraction": summary.skipped_fraction,
+            "skipped_by_reason": summary.skipped_by_reason(),
+            "ignored_files": summary.ignored_files,
+            "truncated_captions": summary.truncated_captions,
+            "captions_without_video": summary.captions_without_video,
+        },
+        "reasons": REASONS,
+        "sources": lists["sources"],
+        "skipped": [item.to_dict() for item in summary.skipped],
+        "ignored_files": lists["ignored_files"],
+        "truncated_captions": lists["truncated_captions"],
+        "captions_without_video": lists["captions_without_video"],
+        "captions_csv_sha256": file_sha256(csv_path) if csv_path is not None else None,
+        "seconds": summary.seconds,
+        "provenance": provenance(config),
+    }
 
 
 def _check_outcome(summary: PreparationSummary, settings: PreparationSettings) -> None:
@@ -577,17 +454,3 @@ def _check_outcome(summary: PreparationSummary, settings: PreparationSettings) -
             "raise --validation-fraction or add files",
             summary,
         )
-
-
-def read_manifest(root: str | os.PathLike) -> dict:
-    """The manifest of a prepared folder; a missing or foreign manifest raises ``FileNotFoundError``/``ValueError``."""
-    path = Path(root) / MANIFEST_NAME
-    if not path.is_file():
-        raise FileNotFoundError(f"{path} not found: {root} is not a prepared data folder (run python -m dit.data prepare)")
-    with open(path, encoding="utf-8") as handle:
-        manifest = json.load(handle)
-    if manifest.get("format") != MANIFEST_FORMAT:
-        raise ValueError(f"{path} is not a {MANIFEST_FORMAT} manifest (format {manifest.get('format')!r})")
-    if manifest.get("format_version") != MANIFEST_VERSION:
-        raise ValueError(f"{path} has format_version {manifest.get('format_version')}, this code reads {MANIFEST_VERSION}")
-    return manifest

@@ -32,6 +32,7 @@ from functools import lru_cache
 from pathlib import Path
 
 import numpy as np
+from PIL import Image
 
 from dit.atomic import atomic_directory, atomic_write_json, atomic_write_text
 from dit.data.prepare import publish_permissions
@@ -124,10 +125,6 @@ class SceneObject:
     cols: tuple[int, ...]
     bounces: bool
 
-    @property
-    def is_glyph(self) -> bool:
-        return self.name not in SHAPES
-
     def label(self) -> str:
         """``"{colour} {name}"``, unique within a clip because colours are."""
         return f"{self.colour} {self.name}"
@@ -150,7 +147,7 @@ def caption_vocabulary() -> list[str]:
 
 @lru_cache(maxsize=None)
 def _font_path() -> str:
-    from matplotlib import font_manager
+    from matplotlib import font_manager  # deferred: its import loads, or first builds, matplotlib's font cache
 
     return font_manager.findfont(
         font_manager.FontProperties(family=FONT_FAMILY, weight=FONT_WEIGHT), fallback_to_default=True
@@ -166,8 +163,7 @@ def object_mask(name: str, height: int) -> np.ndarray:
 
 
 def _glyph_mask(glyph: str, height: int) -> np.ndarray:
-    from matplotlib import ft2font
-    from PIL import Image
+    from matplotlib import ft2font  # deferred with font_manager (above): only glyph rendering needs matplotlib
 
     font = ft2font.FT2Font(_font_path())
     font.set_size(128, 72)

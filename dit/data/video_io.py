@@ -26,7 +26,9 @@ from dataclasses import dataclass
 from fractions import Fraction
 from pathlib import Path
 
+import av
 import numpy as np
+from PIL import Image
 
 from dit.atomic import atomic_path
 
@@ -95,8 +97,6 @@ def write_mp4(
     the same bytes in every process (see the module docstring). The file is written atomically.
     Returns the path.
     """
-    import av
-
     frames = check_clip(frames)
     height, width = frames.shape[1:3]
     if height % 2 or width % 2:
@@ -133,15 +133,19 @@ def write_mp4(
     return final
 
 
+def enlarge(frames: np.ndarray, factor: int) -> np.ndarray:
+    """Frames ``(..., H, W, C)`` with each pixel repeated ``factor`` times along H and W (nearest neighbour)."""
+    if factor == 1:
+        return frames
+    return frames.repeat(factor, axis=-3).repeat(factor, axis=-2)
+
+
 def write_gif(frames: np.ndarray, path: str | os.PathLike, fps: float = 8, scale: int = 1) -> Path:
     """Write ``frames`` (uint8 ``(F, H, W, 3)``) as a looping animated GIF, each pixel enlarged ``scale`` times."""
-    from PIL import Image
-
     frames = check_clip(frames)
     if scale < 1:
         raise ValueError(f"scale must be a positive integer, got {scale}")
-    if scale > 1:
-        frames = frames.repeat(scale, axis=1).repeat(scale, axis=2)
+    frames = enlarge(frames, scale)
     images = [Image.fromarray(frame) for frame in frames]
     duration_ms = max(20, round(1000 / fps))
     final = Path(path)
@@ -228,7 +232,7 @@ def read_frames(path: str | os.PathLike, indices: list[int] | None = None) -> np
 
     Widths that trip decord's frame-copy bug (``DECORD_ROW_SIZE_BUG``) are decoded with PyAV instead.
     """
-    import decord
+    import decord  # deferred: slow to import, and loaded before torch it can break CUDA (dmlc/decord#293)
 
     reader = decord.VideoReader(os.fspath(path), num_threads=1)
     indices = list(range(len(reader))) if indices is None else list(indices)
@@ -254,8 +258,6 @@ def read_frames_pyav(
         frames = _read_frames_by_timestamp(path, indices, timestamps)
         if frames is not None:
             return frames
-    import av  # deferred: PyAV is imported where a file is decoded
-
     wanted = set(indices)
     last = max(indices)
     found: dict[int, np.ndarray] = {}
@@ -280,8 +282,6 @@ def index_frames(path: str | os.PathLike) -> tuple[int, list[int] | None]:
     timestamps in the stream's time base, sorted, so that frame ``i`` is the one with the ``i``-th
     smallest; the timestamps are None when a packet has none.
     """
-    import av  # deferred: PyAV is imported where a file is decoded
-
     count = 0
     timestamps: list[int] | None = []
     with av.open(os.fspath(path), mode="r") as container:
@@ -298,8 +298,6 @@ def index_frames(path: str | os.PathLike) -> tuple[int, list[int] | None]:
 
 def _read_frames_by_timestamp(path: str | os.PathLike, indices: list[int], timestamps: list[int]) -> np.ndarray | None:
     """``read_frames_pyav`` after a seek; None when a wanted frame's timestamp was not met."""
-    import av  # deferred: PyAV is imported where a file is decoded
-
     if max(indices) >= len(timestamps):
         raise ValueError(f"{path}: frame {max(indices)} wanted, the video has {len(timestamps)}")
     position = {timestamp: index for index, timestamp in enumerate(timestamps)}
