@@ -11,20 +11,15 @@ Exit status: 0 written; 2 bad input (runs table, config); 3 too few completed ru
 from __future__ import annotations
 
 import argparse
-import hashlib
 import sys
 from pathlib import Path
 
 from dit.atomic import atomic_write_json
-from dit.provenance import provenance
+from dit.provenance import file_sha256, provenance
 
 from analysis.config import FitConfigError, add_config_options, default_config_yaml, load_config, overrides_from_args
 from analysis.pipeline import CORE_LAWS, AnalysisError, fit_all
 from analysis.runs import RunsTableError, load_runs
-
-
-def file_sha256(path: str | Path) -> str:
-    return hashlib.sha256(Path(path).read_bytes()).hexdigest()
 
 
 def missing_core_laws(document: dict) -> list[str]:

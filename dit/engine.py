@@ -38,7 +38,7 @@ from dit.atomic import atomic_path, atomic_write_json, atomic_write_text
 from dit.config import ConfigError, TrainConfig
 from dit.data.loader import ClipLoader, ShardDataset, limit_clips
 from dit.diffusion import NoiseSchedule, ensemble_validation_loss, validation_timesteps
-from dit.distributed import init_process_context
+from dit.distributed import autocast, init_process_context, resolve_precision
 from dit.ensemble import EnsembleDiT
 from dit.flops import paper_flops_per_token, six_n_flops_per_token, training_flops_per_clip
 from dit.latent import CodecError, encoded_batches, load_model_space
@@ -102,9 +102,7 @@ class EnsembleTrainer:
         self.process_clips = config.batch.global_clips // self.context.world_size
         self._open_data(config)
         self._build_model(config)
-        d = config.diffusion
-        self.schedule = NoiseSchedule(kind=d.beta_schedule, num_timesteps=d.num_timesteps, beta_start=d.beta_start,
-                                      beta_end=d.beta_end)
+        self.schedule = NoiseSchedule.from_config(config.diffusion)
         self.seeds = sorted({member.config.seed for member in members})
         self.loaders = {
             seed: ClipLoader(self.train_data, global_batch_clips=config.batch.global_clips,
@@ -112,8 +110,7 @@ class EnsembleTrainer:
                              world_size=self.context.world_size, frames=self.frames)
             for seed in self.seeds
         }
-        precision = config.precision
-        self.precision = ("bf16" if self.device.type == "cuda" else "fp32") if precision == "auto" else precision
+        self.precision = resolve_precision(config.precision, self.device)
         self.step = 0
         self.wall_time_s = 0.0
         self.interval_train_time_s = 0.0
@@ -202,9 +199,7 @@ class EnsembleTrainer:
         return [member.config.optimizer.lr * scale for member in self.members]
 
     def autocast(self) -> contextlib.AbstractContextManager:
-        if self.precision == "bf16":
-            return torch.autocast(device_type=self.device.type, dtype=torch.bfloat16)
-        return contextlib.nullcontext()
+        return autocast(self.precision, self.device)
 
     @contextlib.contextmanager
     def evaluated_weights(self):

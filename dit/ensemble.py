@@ -30,14 +30,8 @@ import torch.nn.functional as F
 from torch import nn
 
 from dit.attention import attention
-from dit.model import (
-    VideoDiT,
-    VideoDiTConfig,
-    patchify,
-    sincos_position_embedding_3d,
-    timestep_embedding,
-    unpatchify,
-)
+from dit.model import VideoDiT, VideoDiTConfig, timestep_embedding
+from dit.patches import patchify, sincos_position_embedding_3d, unpatchify
 from dit.text import PAD_ID
 
 LAYER_NORM_EPS = 1e-6
@@ -158,7 +152,7 @@ class EnsembleDiT(nn.Module):
         self.config, self.members = config, members
         d, m = config.width, members
         self.patch_embedding = StackedLinear(m, config.patch_dim, d)
-        self.register_buffer("position_embedding", sincos_position_embedding_3d(d, config.grid), persistent=False)
+        self.register_buffer("position_embedding", sincos_position_embedding_3d(d, config.token_grid), persistent=False)
         self.timestep_embedder = nn.Module()
         self.timestep_embedder.mlp = nn.ModuleList(
             [StackedLinear(m, 256, d), nn.SiLU(), StackedLinear(m, d, d)]
@@ -281,7 +275,7 @@ class EnsembleDiT(nn.Module):
             x = block(x, modulation, context, context_mask)
         shift, scale = (self.final_layer.modulation_table[:, None] + timestep_features[:, :, None]).chunk(2, dim=2)
         x = self.final_layer.linear(torch.addcmul(shift, _norm(x), 1 + scale))
-        return unpatchify(x.reshape(m * b, *x.shape[2:]), c.patch, c.in_channels, c.grid).reshape(video.shape)
+        return unpatchify(x.reshape(m * b, *x.shape[2:]), c.patch, c.in_channels, c.token_grid).reshape(video.shape)
 
     def forward(self, video, timesteps, caption_ids, caption_mask=None) -> torch.Tensor:
         """Epsilon predictions ``(M, B, C, F, H, W)`` of every member for its own clips."""

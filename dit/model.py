@@ -138,10 +138,6 @@ class VideoDiTConfig:
         pt, ph, pw = self.patch
         return self.clip_frames // pt, self.clip_height // ph, self.clip_width // pw
 
-    @property
-    def grid(self) -> tuple[int, int, int]:
-        """Former name of ``token_grid``, still read by ``dit.ensemble``; remove once that reads ``token_grid``."""
-        return self.token_grid
 
     @property
     def tokens_per_clip(self) -> int:

@@ -146,6 +146,15 @@ def math_libraries() -> dict[str, Any]:
     return record
 
 
+def file_sha256(path: str | os.PathLike) -> str:
+    """Hex SHA-256 of a file's bytes, read in 1 MiB blocks."""
+    digest = hashlib.sha256()
+    with open(path, "rb") as handle:
+        for block in iter(lambda: handle.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
 def provenance(config: Any | None = None) -> dict[str, Any]:
     """A provenance record: time, code version, packages, Python, platform, CPU, math libraries, config and hash."""
     record: dict[str, Any] = {

@@ -25,7 +25,8 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from dit.data.shards import SPLITS, file_sha256, read_manifest
+from dit.data.shards import SPLITS, read_manifest
+from dit.provenance import file_sha256
 from dit.text import PAD_ID, CaptionTokenizer
 
 _MASK64 = (1 << 64) - 1

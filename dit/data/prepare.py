@@ -34,7 +34,7 @@ from pathlib import Path
 
 from dit.atomic import atomic_directory, atomic_write_json
 from dit.data.decode import REASONS, ClipSettings, DecodedClip, SkipReason, check_readable
-from dit.data.shards import MANIFEST_FORMAT, MANIFEST_NAME, MANIFEST_VERSION, SPLITS, ShardWriter, file_sha256
+from dit.data.shards import MANIFEST_FORMAT, MANIFEST_NAME, MANIFEST_VERSION, SPLITS, ShardWriter
 from dit.data.sources import (
     DEFAULT_CAPTIONS_NAME,
     VIDEO_EXTENSIONS,
@@ -45,7 +45,7 @@ from dit.data.sources import (
     split_of,
 )
 from dit.data.workers import DecodePool
-from dit.provenance import provenance
+from dit.provenance import file_sha256, provenance
 from dit.text import CaptionTokenizer
 
 #: Reasons found before decoding (no decoder involved).

@@ -7,12 +7,11 @@
     {split}-NNNNN.caption_ids.npy   int32 (clips, caption_length), dit.text ids
     {split}-NNNNN.clips.json        {"captions": [...], "sources": [...], "start_frames": [...]}
 
-and the manifest records each file's SHA-256 (``file_sha256``).
+and the manifest records each file's SHA-256 (``dit.provenance.file_sha256``).
 """
 
 from __future__ import annotations
 
-import hashlib
 import json
 import os
 from pathlib import Path
@@ -20,20 +19,12 @@ from pathlib import Path
 import numpy as np
 
 from dit.atomic import atomic_write_json
+from dit.provenance import file_sha256
 
 SPLITS = ("train", "validation")
 MANIFEST_NAME = "manifest.json"
 MANIFEST_FORMAT = "dit-video-shards"
 MANIFEST_VERSION = 1
-
-
-def file_sha256(path: str | os.PathLike) -> str:
-    """Hex SHA-256 of a file's bytes, read in 1 MiB blocks."""
-    digest = hashlib.sha256()
-    with open(path, "rb") as handle:
-        for block in iter(lambda: handle.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
 
 
 class ShardWriter:
