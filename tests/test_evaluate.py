@@ -5,6 +5,7 @@ prepared data set and a real short dit.train run."""
 from __future__ import annotations
 
 import json
+import math
 import shutil
 from pathlib import Path
 
@@ -97,8 +98,9 @@ def test_spread_reports_per_seed_losses_and_reproduces_the_recorded_validation_l
     assert record["mean"] == pytest.approx(sum(values) / 4)
     assert record["min"] == min(values) and record["max"] == max(values)
     assert record["relative_std"] == pytest.approx(record["std"] / record["mean"])
-    # Seed 0 is the run's own validation seed: the loss it recorded at its last milestone, bit for bit.
-    assert record["per_seed"]["0"] == summary["final_validation_loss"]
+    # Seed 0 is the run's own validation seed: the loss it recorded at its last milestone. The run validated
+    # with the member-axis model (dit.ensemble) and evaluation uses VideoDiT: equal up to float32 rounding.
+    assert math.isclose(record["per_seed"]["0"], summary["final_validation_loss"], rel_tol=1e-6)
     assert record["validation"] == {
         "split": "validation", "clips": validation_clips(trained_run), "timesteps": 4, "max_clips": None, "batch_clips": 4, "run_seed": 0,
     }
@@ -135,7 +137,7 @@ def test_captions_compares_captions_null_and_shuffled_on_the_same_noise(trained_
     assert record["kind"] == "caption_conditioning" and record["seeds"] == [0, 1]
     conditions = record["conditions"]
     assert sorted(conditions) == ["captions", "null", "shuffled"]
-    assert conditions["captions"]["per_seed"]["0"] == summary["final_validation_loss"]
+    assert math.isclose(conditions["captions"]["per_seed"]["0"], summary["final_validation_loss"], rel_tol=1e-6)
     for name in ("null", "shuffled"):
         difference = record["differences"][f"{name}_minus_captions"]
         for seed in ("0", "1"):

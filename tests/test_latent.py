@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import math
 import os
 import subprocess
 import sys
@@ -127,7 +128,8 @@ def test_training_evaluation_and_samples_in_latent_space(tmp_path, prepared, cod
                              "--out", str(spread)], capture_output=True, text=True, env=env, timeout=300)
     assert result.returncode == 0, result.stderr
     per_seed = json.loads(spread.read_text())["per_seed"]
-    assert per_seed[str(config["validation"].get("seed", 0))] == summary["final_validation_loss"]
+    # trained and validated with the member-axis model, evaluated with VideoDiT: equal up to float32 rounding
+    assert math.isclose(per_seed[str(config["validation"].get("seed", 0))], summary["final_validation_loss"], rel_tol=1e-6)
 
     samples = tmp_path / "samples"
     result = subprocess.run([PYTHON, "-m", "dit.sample", "--run", str(run), "--out", str(samples), "--steps", "3",
