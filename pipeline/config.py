@@ -95,11 +95,9 @@ def _cross_check(config: Mapping[str, Any]) -> None:
         _known_size(f"noise.cells[{i}].size", cell["size"])
     if config["training"]["seed"] in config["noise"]["seeds"]:
         _fail("noise.seeds", f"seed {config['training']['seed']} is the grid's own seed (training.seed)")
-    milestones = list(grid["milestones_tokens"])
-    if milestones != sorted(milestones):
-        _fail("grid.milestones_tokens", f"token budgets must increase, got {milestones}")
-    if config["heldout"]["tokens"] > milestones[-1]:
-        _fail("heldout.tokens", f"{config['heldout']['tokens']} lies beyond the grid's last milestone {milestones[-1]}")
+    last = _check_milestones(grid)
+    if config["heldout"]["tokens"] > last:
+        _fail("heldout.tokens", f"{config['heldout']['tokens']} lies beyond the grid's last milestone {last}")
     prepare = config["data"]["prepare"]
     frames = config["model"]["frames"] or prepare["frames"]
     if frames > prepare["frames"]:
@@ -126,11 +124,28 @@ def _cross_check(config: Mapping[str, Any]) -> None:
         _check_run(config, run)
     for size in config["heldout"]["sizes"]:
         _check_run(config, RunSpec("heldout", size, grid["batch_clips"][0], grid["learning_rates"][0],
-                                   config["training"]["seed"], tuple(milestones)))
+                                   config["training"]["seed"], (config["heldout"]["tokens"],)))
     try:
         fit_config_from_dict(fit_config(config))
     except FitConfigError as error:
         _fail("analysis", str(error))
+
+
+def _check_milestones(grid: Mapping[str, Any]) -> int:
+    """Check that every list of milestones increases and that a per-size mapping covers the grid's sizes;
+    returns the largest milestone [tokens]."""
+    milestones = grid["milestones_tokens"]
+    lists = milestones if isinstance(milestones, Mapping) else {"": milestones}
+    for size, budgets in lists.items():
+        key = f"grid.milestones_tokens.{size}" if size else "grid.milestones_tokens"
+        if list(budgets) != sorted(budgets):
+            _fail(key, f"token budgets must increase, got {list(budgets)}")
+        if size and size not in grid["sizes"]:
+            _fail(key, f"{size} is not one of grid.sizes")
+    missing = [size for size in grid["sizes"] if isinstance(milestones, Mapping) and size not in milestones]
+    if missing:
+        _fail("grid.milestones_tokens", f"no budgets for {', '.join(missing)} (give a list per size of grid.sizes)")
+    return max(max(budgets) for budgets in lists.values())
 
 
 def _check_run(config: Mapping[str, Any], run) -> None:

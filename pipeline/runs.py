@@ -103,13 +103,22 @@ def format_learning_rate(learning_rate: float) -> str:
     return text
 
 
+def milestones_of(config: Mapping[str, Any], size: str) -> tuple[int, ...]:
+    """The token budgets [tokens] of ``size``'s grid runs: ``grid.milestones_tokens``, or its entry for ``size``."""
+    milestones = config["grid"]["milestones_tokens"]
+    if isinstance(milestones, Mapping):
+        if size not in milestones:
+            raise KeyError(f"grid.milestones_tokens has no budgets for size {size!r}")
+        milestones = milestones[size]
+    return tuple(int(m) for m in milestones)
+
+
 def grid_runs(config: Mapping[str, Any]) -> list[RunSpec]:
     """Every run trained before the held-out stage: grid, conventional (if off-grid) and noise seeds."""
     grid = config["grid"]
     seed = int(config["training"]["seed"])
-    milestones = tuple(int(m) for m in grid["milestones_tokens"])
     runs = [
-        RunSpec("grid", size, int(batch), float(lr), seed, milestones)
+        RunSpec("grid", size, int(batch), float(lr), seed, milestones_of(config, size))
         for size in grid["sizes"]
         for batch in grid["batch_clips"]
         for lr in grid["learning_rates"]
@@ -121,14 +130,14 @@ def grid_runs(config: Mapping[str, Any]) -> list[RunSpec]:
     if not on_grid:
         runs += [
             RunSpec("conventional", size, int(conventional["batch_clips"]), float(conventional["learning_rate"]),
-                    seed, milestones)
+                    seed, milestones_of(config, size))
             for size in grid["sizes"]
         ]
     for cell in config["noise"]["cells"]:
         for extra_seed in config["noise"]["seeds"]:
             runs.append(
                 RunSpec("noise", cell["size"], int(cell["batch_clips"]), float(cell["learning_rate"]),
-                        int(extra_seed), milestones)
+                        int(extra_seed), milestones_of(config, cell["size"]))
             )
     ids = [run.run_id for run in runs]
     duplicates = sorted({i for i in ids if ids.count(i) > 1})

@@ -64,7 +64,6 @@ checkpoint propose_heldout:
         f"{LOGS}/propose_heldout.log",
     params:
         sizes=" ".join(f"--size {size}" for size in HELDOUT["sizes"]),
-        milestones=[m for m in config["grid"]["milestones_tokens"] if m <= HELDOUT["tokens"]],
         tokens=HELDOUT["tokens"],
         batch_clips=config["grid"]["batch_clips"],
         learning_rates=config["grid"]["learning_rates"],
@@ -80,7 +79,7 @@ checkpoint propose_heldout:
         CONDA_ENV
     shell:
         "python -m analysis.propose --laws {input.laws} {params.sizes} --tokens {params.tokens}"
-        " --milestones {params.milestones} --batch-clips {params.batch_clips}"
+        " --batch-clips {params.batch_clips}"
         " --learning-rates {params.learning_rates} --neighbours {params.neighbours}"
         " {params.compute} --out {output.proposal} > {log} 2>&1"
 
