@@ -8,6 +8,10 @@ the environment (CI sets it once it has installed the packages) they fail instea
 profile, in a temporary folder; ``make_pipeline`` writes a pipeline config of a test's own (absolute
 workdir and results, optional overrides). tests/test_workflow.py and tests/test_workflow_slurm.py
 use them, with ``Pipeline``, ``SnakemakeRun`` and ``read_losses`` from here.
+
+``prepared_data`` and ``tiny_run`` (session scope) are the one prepared data set and the one trained
+tiny run that the engine, evaluation, sampling and latent-space tests share; tests read them and copy
+them before changing anything.
 """
 
 from __future__ import annotations
@@ -31,7 +35,9 @@ REPOSITORY_ROOT = TESTS_DIRECTORY.parent
 if str(TESTS_DIRECTORY) not in sys.path:
     sys.path.insert(0, str(TESTS_DIRECTORY))
 
+from prepared_clips import prepare_clips  # noqa: E402
 from slurm_cluster import MARKER, SYSTEM_CONFIG, SlurmCluster, SlurmClusterError, missing_requirements  # noqa: E402
+from training_runs import tiny_run_config, train_in_process  # noqa: E402
 
 SLURM_REQUIRED_VARIABLE = "DIT_REQUIRE_SLURM"
 SLURM_START_TIMEOUT_S = 60.0
@@ -53,6 +59,21 @@ def _slurm_unavailable(reason: str):
 def repository_root() -> Path:
     """The repository's top folder (holds workflow/, config/, dit/)."""
     return REPOSITORY_ROOT
+
+
+@pytest.fixture(scope="session")
+def prepared_data(tmp_path_factory) -> Path:
+    """48 generated MP4 clips of 8 frames rendered at 32x32, prepared by ``python -m dit.data prepare`` at
+    16x16 with a quarter for validation (as the default pipeline prepares its clips)."""
+    return prepare_clips(tmp_path_factory.mktemp("prepared-data"), clips=48, seed=5, render_size=32)
+
+
+@pytest.fixture(scope="session")
+def tiny_run(prepared_data, tmp_path_factory) -> Path:
+    """The completed tiny run (tests/training_runs.py) on ``prepared_data``, trained by ``dit.train.main``."""
+    out = tmp_path_factory.mktemp("tiny-run") / "run"
+    assert train_in_process(tiny_run_config(prepared_data), out) == 0
+    return out
 
 
 @pytest.fixture(scope="session")

@@ -1,5 +1,5 @@
 """Sampling from a trained run (dit.sample): the files it writes, what they hold, determinism, and
-refused input. Uses a real prepared data set and a real short dit.train run (tests/test_evaluate.py's helpers)."""
+refused input. Uses the suite's real prepared data set and its real tiny dit.train run (tests/conftest.py)."""
 
 from __future__ import annotations
 
@@ -15,29 +15,27 @@ from dit import sample
 from dit.data.synthetic import caption_vocabulary
 from dit.data.video_io import psnr
 from dit.text import CaptionTokenizer
-from test_evaluate import run_module, shared_trained_run
 
 CAPTIONS = ("big red 7 moves left slowly", "small blue square moves up quickly and bounces")
 FILE_CAPTION = "big green circle moves right slowly while small white K moves down quickly"
 
 
 @pytest.fixture(scope="module")
-def trained_run(tmp_path_factory):
-    return shared_trained_run(tmp_path_factory)
+def trained_run(tiny_run):
+    return tiny_run
 
 
 @pytest.fixture(scope="module")
 def sampled(trained_run, tmp_path_factory):
-    """``python -m dit.sample`` with two --caption values and a captions file, 10 DDIM steps."""
+    """``dit.sample.main`` with two --caption values and a captions file, 10 DDIM steps."""
     base = tmp_path_factory.mktemp("samples")
     captions_file = base / "captions.txt"
     captions_file.write_text(f"\n{FILE_CAPTION}\n\n")
     out = base / "out"
-    result = run_module(
-        "dit.sample", "--run", str(trained_run), "--out", str(out), "--caption", CAPTIONS[0], "--caption", CAPTIONS[1],
+    assert sample.main([
+        "--run", str(trained_run), "--out", str(out), "--caption", CAPTIONS[0], "--caption", CAPTIONS[1],
         "--captions-file", str(captions_file), "--steps", "10", "--seed", "5", "--upscale", "4", "--device", "cpu",
-    )
-    assert result.returncode == 0, result.stderr
+    ]) == 0
     return out
 
 
