@@ -61,6 +61,31 @@ def repository_root() -> Path:
     return REPOSITORY_ROOT
 
 
+def cuda_xformers_outcome(cuda_available: bool, xformers_reason: str | None) -> tuple[str, str]:
+    """What an xformers-on-CUDA test does: ("skip", why) without a CUDA device, ("fail", why) on a CUDA
+    machine where xformers cannot run (a broken install must not pass as a skip), else ("run", "")."""
+    if not cuda_available:
+        return "skip", "needs a CUDA device (xformers memory_efficient_attention has no CPU kernel)"
+    if xformers_reason is not None:
+        return "fail", f"a CUDA device is here but xformers cannot run on it: {xformers_reason}"
+    return "run", ""
+
+
+@pytest.fixture
+def cuda_with_xformers():
+    """For tests marked ``cuda`` that run xformers: skip without a CUDA device, fail where xformers cannot run."""
+    import torch
+
+    from dit.attention import xformers_unavailable_reason
+
+    available = torch.cuda.is_available()
+    outcome, why = cuda_xformers_outcome(available, xformers_unavailable_reason(torch.device("cuda")) if available else None)
+    if outcome == "skip":
+        pytest.skip(why)
+    if outcome == "fail":
+        pytest.fail(why, pytrace=False)
+
+
 @pytest.fixture(scope="session")
 def prepared_data(tmp_path_factory) -> Path:
     """48 generated MP4 clips of 8 frames rendered at 32x32, prepared by ``python -m dit.data prepare`` at

@@ -10,7 +10,6 @@ from dit.attention import (
     math_attention,
     resolve_backend,
     xformers_attention_bias,
-    xformers_unavailable_reason,
 )
 
 # (batch, query tokens, key tokens, heads, head_dim): self-attention (Lq == Lk) and cross-attention shapes,
@@ -131,12 +130,7 @@ def test_xformers_bias_layout_is_padded_and_broadcast():
 @pytest.mark.cuda
 @pytest.mark.parametrize("use_mask", [False, True], ids=["no-mask", "padding-mask"])
 @pytest.mark.parametrize("shape", SHAPES, ids=lambda s: "x".join(map(str, s)))
-def test_xformers_matches_math_on_cuda(shape, use_mask):
-    if not torch.cuda.is_available():
-        pytest.skip("needs a CUDA device (xformers memory_efficient_attention has no CPU kernel)")
-    reason = xformers_unavailable_reason(torch.device("cuda"))
-    if reason is not None:
-        pytest.skip(f"xformers cannot run here: {reason}")
+def test_xformers_matches_math_on_cuda(shape, use_mask, cuda_with_xformers):
     assert resolve_backend("auto", torch.device("cuda")) == "xformers"
     q, k, v = _inputs(*shape, device="cuda")
     mask = _padding_mask(shape[0], shape[2], device="cuda") if use_mask else None
@@ -146,3 +140,13 @@ def test_xformers_matches_math_on_cuda(shape, use_mask):
     torch.testing.assert_close(out, ref_out, rtol=2e-4, atol=2e-4)
     for name, grad, ref in zip("qkv", grads, ref_grads):
         torch.testing.assert_close(grad, ref, rtol=1e-3, atol=1e-3, msg=lambda m: f"grad {name}: {m}")
+
+
+def test_cuda_tests_skip_only_without_a_cuda_device():
+    """tests/conftest.py's rule for the xformers-on-CUDA tests: a CUDA machine where xformers cannot run fails."""
+    from conftest import cuda_xformers_outcome
+
+    broken = "import xformers.ops failed: ImportError: gone"
+    assert cuda_xformers_outcome(False, None)[0] == "skip"
+    assert cuda_xformers_outcome(True, broken) == ("fail", f"a CUDA device is here but xformers cannot run on it: {broken}")
+    assert cuda_xformers_outcome(True, None) == ("run", "")

@@ -200,14 +200,7 @@ def test_non_embedding_parameters_for_every_registered_size_on_meta_device():
 
 
 @pytest.mark.cuda
-def test_xformers_model_matches_math_model_on_cuda():
-    from dit.attention import xformers_unavailable_reason
-
-    if not torch.cuda.is_available():
-        pytest.skip("needs a CUDA device (xformers memory_efficient_attention has no CPU kernel)")
-    reason = xformers_unavailable_reason(torch.device("cuda"))
-    if reason is not None:
-        pytest.skip(f"xformers cannot run here: {reason}")
+def test_xformers_model_matches_math_model_on_cuda(cuda_with_xformers):
     torch.manual_seed(0)
     math_model = VideoDiT(_config(attention="math"))
     _perturb_all_parameters(math_model)
