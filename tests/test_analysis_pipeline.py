@@ -107,17 +107,28 @@ def test_compute_optimal_comparison_and_heldout(fitted):
     assert baselines["learning_rate"]["heldout_mean_absolute_error"] < baselines["fixed_cell_learning_rate"]["heldout_mean_absolute_error"]
 
 
-def test_figures_have_content(fitted, tmp_path):
+def test_figures_have_content(fitted, tmp_path, capsys):
     document = fitted["document"]
     from analysis.runs import load_runs
 
     table = load_runs(fitted["runs"])
-    written = figures.draw_all(tmp_path, "both", document, table)
-    names = {p.relative_to(tmp_path).as_posix() for p in written}
-    for which in ("runs", "paper"):
-        for name in figures.FIGURE_NAMES:
-            assert f"{which}/{name}.png" in names and f"{which}/{name}.pdf" in names
-    width = mpimg.imread(tmp_path / "runs" / "compute_optimal.png").shape[1]
+    # the command's --which: our runs' figures and the paper's, each into a folder of its own
+    assert figures.main(["--runs", str(fitted["runs"]), "--laws", str(fitted["laws"]), "--which", "runs",
+                         "--out", str(tmp_path / "ours")]) == 0
+    assert figures.main(["--which", "paper", "--out", str(tmp_path / "published")]) == 0
+    for folder, which in (("ours", "runs"), ("published", "paper")):
+        index = json.loads((tmp_path / folder / "index.json").read_text())
+        expected = {f"{which}/{name}.{suffix}" for name in figures.FIGURE_NAMES for suffix in ("png", "pdf")}
+        assert set(index["figures"]) == expected
+        assert {p.relative_to(tmp_path / folder).as_posix() for p in (tmp_path / folder).rglob("*.p*")} == expected
+        assert index["provenance"]["config"]["which"] == which
+    with pytest.raises(SystemExit) as stopped:  # runs figures need the runs table and the laws
+        figures.main(["--which", "runs", "--laws", str(fitted["laws"]), "--out", str(tmp_path / "x")])
+    assert stopped.value.code == 2 and "--runs and --laws are required unless --which paper" in capsys.readouterr().err
+    assert figures.main(["--which", "both", "--runs", str(fitted["runs"]), "--laws", str(tmp_path / "none.json"),
+                         "--out", str(tmp_path / "y")]) == 2
+    assert not (tmp_path / "x").exists() and not (tmp_path / "y").exists()
+    width = mpimg.imread(tmp_path / "ours" / "runs" / "compute_optimal.png").shape[1]
     assert width == pytest.approx(3.4 * 300, abs=2)  # one paper column at 300 dpi
     fig = figures.runs_compute_optimal(document)
     ax = fig.axes[0]
@@ -200,6 +211,53 @@ def test_proposal_and_heldout_evaluation(fitted, tmp_path, capsys):
     assert abs(hyper["relative_error"]) < 0.01 and abs(compute["relative_error"]) < 0.01
     assert "provenance" in result
     assert "predicted cell best: True" in capsys.readouterr().out
+
+
+def _proposal(fitted, tmp_path, *options) -> dict:
+    out = tmp_path / f"proposal-{len(list(tmp_path.glob('proposal-*')))}.json"
+    assert propose_main(["--laws", str(fitted["laws"]), "--batch-clips", "8", "16", "32",
+                         "--learning-rates", "5e-4,1e-3,2e-3,4e-3", "--out", str(out), *options]) == 0
+    return json.loads(out.read_text())
+
+
+def _nearest_index(values, predicted) -> int:
+    return int(np.argmin(np.abs(np.log(np.asarray(values, float)) - np.log(predicted))))
+
+
+def test_proposal_flags(fitted, tmp_path, capsys):
+    """--neighbours box, --milestones, --seed, --no-compute-optimal, --compute-flops with --family and
+    --max-compute-tokens, each against what it asks for; an unknown size is refused."""
+    batches, rates = [4, 8, 16, 32, 64], [2.5e-4, 5e-4, 1e-3, 2e-3, 4e-3, 8e-3]  # the grid, one step added each end
+    box = _proposal(fitted, tmp_path, "--size", "tiny-262k", "--tokens", str(2**23), "--neighbours", "box",
+                    "--milestones", "1048576", "4194304", "8388608", "--seed", "3", "--no-compute-optimal")
+    group, = box["groups"]
+    i = _nearest_index(batches, group["predicted"]["batch_clips"])
+    j = _nearest_index(rates, group["predicted"]["learning_rate"])
+    expected = {(batches[a], rates[b]) for a in (i - 1, i, i + 1) for b in (j - 1, j, j + 1)
+                if 0 <= a < len(batches) and 0 <= b < len(rates)}
+    assert {(c["batch_clips"], c["learning_rate"]) for c in group["cells"]} == expected
+    assert len(box["runs"]) == len(expected) and {r["series"] for r in box["runs"]} == {"heldout"}
+    for run in box["runs"]:
+        assert run["seed"] == 3 and run["run_id"].endswith("_s3")
+        assert run["milestones_tokens"] == [1048576, 4194304, 8388608]
+
+    flops = 3e16
+    capped = _proposal(fitted, tmp_path, "--compute-flops", str(flops), "--family", "tiny", "--max-compute-tokens", "1e6")
+    compute, = capped["groups"]
+    assert compute["kind"] == "compute_optimal" and compute["tokens"] == 1e6
+    from dit.sizes import get_size, sizes_in_family
+
+    law_n = compute["law_optimal_parameters"]
+    nearest = min(sizes_in_family("tiny"), key=lambda s: abs(np.log(s.non_embedding_parameters / law_n)))
+    assert compute["size"] == nearest.name
+    size = get_size(nearest.name)
+    per_token = 0.75 * size.non_embedding_parameters * (7 + DESIGN.tokens_per_clip / size.width)  # the paper's C_token
+    assert compute["flops"] == pytest.approx(1e6 * per_token, rel=1e-9)  # the budget shrinks with the capped tokens
+    assert any("capped at --max-compute-tokens" in w for w in capped["warnings"])
+    capsys.readouterr()
+    assert propose_main(["--laws", str(fitted["laws"]), "--size", "tiny-huge", "--batch-clips", "8", "16",
+                         "--learning-rates", "1e-3", "2e-3", "--out", str(tmp_path / "bad.json")]) == 2
+    assert "unknown size(s) tiny-huge" in capsys.readouterr().err and not (tmp_path / "bad.json").exists()
 
 
 def test_too_few_runs_is_a_clear_error(tmp_path, capsys):

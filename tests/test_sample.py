@@ -169,3 +169,26 @@ def test_bad_input_is_refused_with_a_message(trained_run, tmp_path, capsys):
     assert sample.main(["--run", str(tmp_path / "nothing"), "--out", str(out)]) == 2
     assert "no such run folder" in capsys.readouterr().err
     assert not out.exists()
+
+
+def test_guidance_eta_and_fps_flags_do_what_they_say(trained_run, tmp_path):
+    """--guidance-scale 1 (no guidance) and --eta 1 (step noise) change the samples, --fps only the files' frame
+    rate (read back from the MP4); the index records each value."""
+    from decord import VideoReader
+
+    base = ["--run", str(trained_run), "--steps", "4", "--seed", "5", "--device", "cpu", "--caption", CAPTIONS[0],
+            "--upscale", "1"]
+    variants = {"default": [], "unguided": ["--guidance-scale", "1"], "stochastic": ["--eta", "1"], "slow": ["--fps", "4"]}
+    videos, indices = {}, {}
+    for name, options in variants.items():
+        assert sample.main([*base, "--out", str(tmp_path / name), *options]) == 0
+        videos[name] = np.load(tmp_path / name / sample.SAMPLES_NAME)
+        indices[name] = read_index(tmp_path / name)
+    assert [indices[name]["sampler"]["guidance_scale"] for name in variants] == [3.0, 1.0, 3.0, 3.0]
+    assert [indices[name]["sampler"]["eta"] for name in variants] == [0.0, 0.0, 1.0, 0.0]
+    assert [indices[name]["sampler"]["fps"] for name in variants] == [8.0, 8.0, 8.0, 4.0]
+    assert not np.array_equal(videos["unguided"], videos["default"])
+    assert not np.array_equal(videos["stochastic"], videos["default"])
+    assert np.array_equal(videos["slow"], videos["default"])
+    for name, fps in (("default", 8.0), ("slow", 4.0)):
+        assert VideoReader(str(tmp_path / name / "sample_000.mp4"), num_threads=1).get_avg_fps() == pytest.approx(fps)
