@@ -4,10 +4,13 @@
 Without slurm-wlm/munge or root its tests are skipped with the reason; with DIT_REQUIRE_SLURM=1 in
 the environment (CI sets it once it has installed the packages) they fail instead.
 
-``smoke_run`` (session scope) is config/smoke.yaml run once end to end by Snakemake on the local
-profile, in a temporary folder; ``make_pipeline`` writes a pipeline config of a test's own (absolute
-workdir and results, optional overrides). tests/test_workflow.py and tests/test_workflow_slurm.py
-use them, with ``Pipeline``, ``SnakemakeRun`` and ``read_losses`` from here.
+``smoke_run`` (session scope) is the tests' cut-down smoke config (config/test.yaml: the smoke
+config with half its token budgets and one diverging noise-floor cell) run once end to end by
+Snakemake on the local profile, in a temporary folder; ``make_pipeline`` writes a pipeline config of
+a test's own (absolute workdir and results, optional overrides; by default from config/test.yaml, so
+its runs are the smoke run's: same seeds, same numbers). tests/test_workflow.py and
+tests/test_workflow_slurm.py use them, with ``Pipeline``, ``SnakemakeRun``, ``read_losses`` and
+``copy_data`` from here.
 
 ``prepared_data`` and ``tiny_run`` (session scope) are the one prepared data set and the one trained
 tiny run that the engine, evaluation, sampling and latent-space tests share; tests read them and copy
@@ -138,7 +141,8 @@ def slurm_cluster():
 SNAKEFILE = REPOSITORY_ROOT / "Snakefile"
 LOCAL_PROFILE = REPOSITORY_ROOT / "workflow" / "profiles" / "local"
 SLURM_PROFILE = REPOSITORY_ROOT / "workflow" / "profiles" / "slurm"
-SMOKE_RUN_TIMEOUT_S = 780  # the whole smoke workflow on 2 cores (about 2 to 5 minutes)
+TEST_CONFIG = "test"  # config/test.yaml
+SMOKE_RUN_TIMEOUT_S = 780  # the whole workflow of config/test.yaml on 2 cores (about 1.5 to 3 minutes)
 KILL_AFTER_S = 10
 
 
@@ -289,7 +293,7 @@ def write_pipeline_config(config_path: Path, config: dict) -> Pipeline:
     return Pipeline(config_path, Path(config["workdir"]), Path(config["results"]), config)
 
 
-def pipeline_in(directory: Path, source: str = "smoke", overrides: dict | None = None) -> Pipeline:
+def pipeline_in(directory: Path, source: str = TEST_CONFIG, overrides: dict | None = None) -> Pipeline:
     """``config/SOURCE.yaml`` with ``workdir`` = DIRECTORY/work, ``results`` = DIRECTORY/work/results and ``overrides``."""
     config = yaml.safe_load((REPOSITORY_ROOT / "config" / f"{source}.yaml").read_text())
     directory = Path(directory).resolve()
@@ -298,26 +302,28 @@ def pipeline_in(directory: Path, source: str = "smoke", overrides: dict | None =
 
 
 def read_losses(path: Path) -> dict[tuple[str, int], tuple[str, str]]:
-    """(run_id, milestone_tokens) -> (train_loss, validation_loss) of a runs table, as written (exact text)."""
+    """(run_id, milestone_tokens) -> (train_loss, validation_loss) of a runs table, as written (exact text), for
+    every milestone reached (a run that reached none has one row with an empty milestone)."""
     with open(path, newline="") as handle:
         return {
             (row["run_id"], int(row["milestone_tokens"])): (row["train_loss"], row["validation_loss"])
-            for row in csv.DictReader(handle)
+            for row in csv.DictReader(handle) if row["milestone_tokens"]
         }
 
 
 @pytest.fixture(scope="session")
 def make_pipeline():
-    """``make_pipeline(directory, source="smoke", overrides=None) -> Pipeline``: a config of one's own."""
+    """``make_pipeline(directory, source="test", overrides=None) -> Pipeline``: a config of one's own."""
     return pipeline_in
 
 
 @pytest.fixture(scope="session")
 def smoke_run(tmp_path_factory) -> Pipeline:
-    """The smoke workflow (config/smoke.yaml) run once, end to end, on the local profile with 2 cores.
+    """The tests' smoke workflow (config/test.yaml) run once, end to end, on the local profile with 2 cores.
 
-    Its own folders under pytest's temporary directory; work/smoke is never touched. Tests read it and
-    must not change it. ``smoke_run.finished`` is the snakemake command's result (output, wall time).
+    Its own folders under pytest's temporary directory; work/ is never touched. Tests read it and must
+    not change it (``copy_data`` copies its data). ``smoke_run.finished`` is the snakemake command's
+    result (output, wall time).
     """
     pipeline = pipeline_in(tmp_path_factory.mktemp("smoke-run"))
     result = pipeline.run("--cores", "2", "--profile", str(LOCAL_PROFILE), timeout_s=SMOKE_RUN_TIMEOUT_S)
@@ -326,3 +332,9 @@ def smoke_run(tmp_path_factory) -> Pipeline:
     print(f"\nsmoke workflow, local profile, 2 cores: {result.seconds:.0f} s")
     pipeline.finished = result
     return pipeline
+
+
+def copy_data(source: Pipeline, destination: Pipeline) -> None:
+    """``source``'s generated clips, prepared shards and latent codec into ``destination``'s workdir, with their
+    times, so Snakemake there finds the data stage done (its configs share the data settings)."""
+    shutil.copytree(source.workdir / "data", destination.workdir / "data", symlinks=True)
