@@ -107,6 +107,7 @@ def test_compute_optimal_comparison_and_heldout(fitted):
     assert baselines["learning_rate"]["heldout_mean_absolute_error"] < baselines["fixed_cell_learning_rate"]["heldout_mean_absolute_error"]
 
 
+@pytest.mark.slow  # 20 figures drawn and saved as PNG and PDF: about 10 s
 def test_figures_have_content(fitted, tmp_path, capsys):
     document = fitted["document"]
     from analysis.runs import load_runs
@@ -419,6 +420,7 @@ def test_figures_of_degenerate_or_missing_laws_say_so(fitted):
     figures.plt.close("all")
 
 
+@pytest.mark.slow  # 10 figures laid out: about 5 s
 def test_figures_are_readable_at_column_width(fitted):
     from analysis.runs import load_runs
 

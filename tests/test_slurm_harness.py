@@ -118,6 +118,7 @@ def test_profile_is_accepted_by_snakemake(profile, tmp_path):
     assert "train_grid" in result.stdout
 
 
+@pytest.mark.slow  # two pytest sessions of their own
 def test_missing_packages_skip_or_fail_with_the_reason(tmp_path):
     """With SLURM's client programs off PATH the fixture skips, or fails under DIT_REQUIRE_SLURM=1."""
     (tmp_path / "empty").mkdir()

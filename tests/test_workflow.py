@@ -91,7 +91,8 @@ def test_lint_is_clean():
 
 @pytest.mark.parametrize(
     "source, grid_jobs",
-    [("config", 4 * 3 * 4 + 2 * 2), ("smoke", 3 * 2 * 3 + 1 * 2), ("test", 3 * 2 * 3 + 2 * 2), ("paper", 4 * 3 * 6 + 2 * 2)],
+    [pytest.param("config", 4 * 3 * 4 + 2 * 2, marks=pytest.mark.slow), ("smoke", 3 * 2 * 3 + 1 * 2),
+     ("test", 3 * 2 * 3 + 2 * 2), pytest.param("paper", 4 * 3 * 6 + 2 * 2, marks=pytest.mark.slow)],
 )
 def test_dry_run_builds_the_expected_dag(source, grid_jobs, make_pipeline, tmp_path):
     overrides = {}
