@@ -8,7 +8,6 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-import yaml
 
 from dit.data.loader import ShardDataset
 from dit.data.video_io import psnr

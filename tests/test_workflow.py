@@ -22,7 +22,6 @@ import time
 from pathlib import Path
 
 import pytest
-import yaml
 
 from conftest import LOCAL_PROFILE, REPOSITORY_ROOT, copy_data, planned_jobs, read_losses, run_bounded, workflow_environment
 

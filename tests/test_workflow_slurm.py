@@ -1,9 +1,10 @@
 """The Snakemake pipeline through ``--executor slurm`` on the local one-node SLURM cluster.
 
 Each test runs Snakemake with workflow/profiles/slurm as ``slurm_cluster.write_profile`` adapts it
-(partition, no accounting, requests capped at the node), plus two test settings: training jobs ask
-for one CPU (they train on one thread, so two run at once on the two-CPU node) and SLURM logs go to
-the test's temporary folder. Numbers are compared with the local smoke run (``smoke_run``): the same
+(partition, no accounting, requests capped at the node), plus three test settings: every job asks
+for one CPU (training and evaluation run on one thread, so two jobs run at once on the two-CPU node),
+four jobs may be submitted at once (SLURM queues the others), and SLURM logs go to the test's
+temporary folder. Numbers are compared with the local smoke run (``smoke_run``): the same
 seeds give the same losses whichever executor ran the job, and whether or not it was preempted.
 
 Each SLURM job costs 12-33 s here (job start, Snakemake's start inside the job, and the executor's
@@ -50,11 +51,15 @@ def conventional_run(config: dict, largest: bool) -> str:
 
 
 def slurm_profile(cluster, directory: Path, *, retries: int | None = None) -> Path:
-    """workflow/profiles/slurm adapted to the local cluster, one CPU per training job, logs in ``directory``."""
+    """workflow/profiles/slurm adapted to the local cluster, one CPU per job, logs in ``directory``."""
     profile = cluster.write_profile(SLURM_PROFILE, directory / "profile")
     settings = yaml.safe_load((profile / "config.yaml").read_text())
+    settings["default-resources"]["cpus_per_task"] = 1
     for rule in ("train_grid", "train_heldout"):
         settings["set-resources"][rule]["cpus_per_task"] = 1
+    # More jobs submitted than the node runs at once: SLURM queues them, so a job starts as soon as a CPU
+    # is free instead of after Snakemake's next status check, and local rules do not take a job's slot.
+    settings["jobs"] = 4
     settings["slurm-logdir"] = str(directory / "slurm-logs")
     settings["slurm-keep-successful-logs"] = True
     if retries is not None:
