@@ -10,7 +10,8 @@ seeds give the same losses whichever executor ran the job, and whether or not it
 Each SLURM job costs 12-33 s here (job start, Snakemake's start inside the job, and the executor's
 status checks, 10 s further apart each round in which no job finished), so the tests start as few
 jobs as show each behaviour: the smoke workflow resumes from the local run's grid and held-out stage
-with one held-out run to train, and one Snakemake run both preempts a training job and fails another.
+with one held-out run to train, and one Snakemake run both preempts a training job and fails another,
+started in the background so that its waits overlap the smoke workflow's.
 """
 
 from __future__ import annotations
@@ -21,7 +22,9 @@ import re
 import shutil
 import subprocess
 import sys
+import threading
 import time
+from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
@@ -98,11 +101,12 @@ def finish(process: subprocess.Popen, command: list[str], output: Path, started:
 
 
 @pytest.mark.timeout(SLURM_SMOKE_TIMEOUT_S + 900)
-def test_smoke_workflow_through_slurm_matches_the_local_run(slurm_cluster, smoke_run, make_pipeline, tmp_path):
+def test_smoke_workflow_through_slurm_matches_the_local_run(slurm_cluster, smoke_run, make_pipeline, tmp_path,
+                                                            preempted_and_failing):
     """The tests' smoke workflow through SLURM from the local run's grid and held-out stage: the held-out
     run the laws predict best is trained again as a SLURM job, then the final fit, the evaluations and the
     samples run as SLURM jobs and the tables, figures and summary locally. Every number and every result
-    file must be the local run's."""
+    file must be the local run's. (The preempt-and-fail run goes on meanwhile, on the same node.)"""
     from dit.grid import predicted_heldout_run
 
     pipeline = make_pipeline(tmp_path, "test")
@@ -143,7 +147,79 @@ def test_smoke_workflow_through_slurm_matches_the_local_run(slurm_cluster, smoke
     assert samples["captions"] == json.loads((smoke_run.results / "samples" / "index.json").read_text())["captions"]
 
 
-def test_a_preempted_job_resumes_and_a_failing_job_stops_after_its_retries(slurm_cluster, smoke_run, make_pipeline, tmp_path):
+@dataclass
+class PreemptionScenario:
+    """What tests/test_workflow_slurm.py's preempt-and-fail Snakemake run left behind (see ``preempted_and_failing``)."""
+
+    pipeline: object
+    preempted: str
+    failing: str
+    checkpoint: Path
+    milestones: list[int]
+    result: SnakemakeRun | None = None
+    signalled_job: str | None = None
+    signalled_at: float | None = None
+    reference: subprocess.Popen | None = None
+    reference_dir: Path | None = None
+    error: BaseException | None = None
+
+
+def run_preemption_scenario(scenario: PreemptionScenario, cluster, tmp_path: Path) -> None:
+    """Snakemake with retries=1 and two training jobs side by side: ``scancel --signal=TERM`` to one after its
+    first checkpoint (and the same config trained locally meanwhile, uninterrupted); the other's folder holds
+    an unreadable checkpoint."""
+    pipeline, run_dir = scenario.pipeline, scenario.pipeline.run_dir(scenario.preempted)
+    profile = slurm_profile(cluster, tmp_path, retries=1)
+    command = pipeline.command("--profile", str(profile), str(run_dir / "summary.json"),
+                               str(pipeline.run_dir(scenario.failing) / "summary.json"))
+    output = tmp_path / "snakemake.out"
+    started = time.monotonic()
+    process = start_bounded(command, cluster.env(), output, SLURM_ONE_RUN_TIMEOUT_S)
+    try:
+        job = cluster.wait_for_rule_job("train_grid", "RUNNING", wildcards=scenario.preempted, timeout_s=240)
+        wait_for_path(run_dir / "checkpoints" / "latest.pt", timeout_s=180, poll_s=0.05)
+        cluster.send_signal(job, "TERM")
+        scenario.signalled_job, scenario.signalled_at = job, time.monotonic() - started
+        # The uninterrupted reference: the training config the rule launched (dit.launch wrote it), run
+        # locally into a folder of its own while SLURM requeues the preempted job.
+        reference_config = tmp_path / "uninterrupted.yaml"
+        reference_config.write_text((run_dir / "train.yaml").read_text())
+        scenario.reference_dir = tmp_path / "uninterrupted"
+        with open(tmp_path / "uninterrupted.log", "w") as reference_log:
+            scenario.reference = subprocess.Popen(
+                [sys.executable, "-m", "dit.train", "--config", str(reference_config), "--out", str(scenario.reference_dir)],
+                cwd=REPOSITORY_ROOT, env=workflow_environment(), stdout=reference_log, stderr=subprocess.STDOUT,
+            )
+    except BaseException as error:  # reported by the test that reads the scenario
+        scenario.error = error
+    finally:
+        scenario.result = finish(process, command, output, started, SLURM_ONE_RUN_TIMEOUT_S)
+
+
+@pytest.fixture(scope="module")
+def preempted_and_failing(slurm_cluster, smoke_run, make_pipeline, tmp_path_factory):
+    """The preempt-and-fail Snakemake run, started in a thread of its own when the first test of this module
+    asks for it: its jobs and SLURM's status checks (mostly waiting) overlap the smoke workflow's."""
+    tmp_path = tmp_path_factory.mktemp("preempted-and-failing")
+    # Four times the budget leaves time to signal the job after its first checkpoint.
+    milestones = list(smoke_run.config["grid"]["milestones_tokens"])
+    pipeline = make_pipeline(tmp_path, "test", {"grid": {"milestones_tokens": [*milestones, 2 * milestones[-1], 4 * milestones[-1]]}})
+    scenario = PreemptionScenario(pipeline, conventional_run(pipeline.config, largest=True),
+                                  conventional_run(pipeline.config, largest=False),
+                                  pipeline.run_dir(conventional_run(pipeline.config, largest=False)) / "checkpoints" / "latest.pt",
+                                  milestones)
+    copy_data(smoke_run, pipeline)
+    scenario.checkpoint.parent.mkdir(parents=True)
+    scenario.checkpoint.write_bytes(b"not a checkpoint")
+    thread = threading.Thread(target=run_preemption_scenario, args=(scenario, slurm_cluster, tmp_path), daemon=True)
+    thread.start()
+    yield scenario, thread, tmp_path
+    thread.join(timeout=SLURM_ONE_RUN_TIMEOUT_S + 120)
+    if scenario.reference is not None and scenario.reference.poll() is None:
+        scenario.reference.kill()
+
+
+def test_a_preempted_job_resumes_and_a_failing_job_stops_after_its_retries(slurm_cluster, preempted_and_failing):
     """One Snakemake run with retries=1 and two training jobs side by side on the node.
 
     Preempted: ``scancel --signal=TERM`` mid-run; the trainer checkpoints and exits 75, the retry resubmits
@@ -151,40 +227,15 @@ def test_a_preempted_job_resumes_and_a_failing_job_stops_after_its_retries(slurm
     config, trained locally meanwhile. Failing: its run folder holds an unreadable checkpoint, a real error
     at start (not a preemption): it is submitted twice, then Snakemake names its SLURM logs and its
     training log and exits non-zero (keep-going lets the preempted job finish)."""
-    # Four times the budget leaves time to signal the job after its first checkpoint.
-    milestones = list(smoke_run.config["grid"]["milestones_tokens"])
-    pipeline = make_pipeline(tmp_path, "test", {"grid": {"milestones_tokens": [*milestones, 2 * milestones[-1], 4 * milestones[-1]]}})
-    preempted, failing = conventional_run(pipeline.config, largest=True), conventional_run(pipeline.config, largest=False)
-    copy_data(smoke_run, pipeline)
+    scenario, thread, tmp_path = preempted_and_failing
+    thread.join(timeout=SLURM_ONE_RUN_TIMEOUT_S + 120)
+    assert not thread.is_alive(), "the preempt-and-fail Snakemake run did not end"
+    if scenario.error is not None:
+        raise scenario.error
+    result, job, pipeline = scenario.result, scenario.signalled_job, scenario.pipeline
+    preempted, failing, checkpoint, milestones = scenario.preempted, scenario.failing, scenario.checkpoint, scenario.milestones
     run_dir = pipeline.run_dir(preempted)
-    checkpoint = pipeline.run_dir(failing) / "checkpoints" / "latest.pt"
-    checkpoint.parent.mkdir(parents=True)
-    checkpoint.write_bytes(b"not a checkpoint")
-
-    profile = slurm_profile(slurm_cluster, tmp_path, retries=1)
-    command = pipeline.command("--profile", str(profile), str(run_dir / "summary.json"),
-                               str(pipeline.run_dir(failing) / "summary.json"))
-    output = tmp_path / "snakemake.out"
-    started = time.monotonic()
-    process = start_bounded(command, slurm_cluster.env(), output, SLURM_ONE_RUN_TIMEOUT_S)
-    try:
-        job = slurm_cluster.wait_for_rule_job("train_grid", "RUNNING", wildcards=preempted, timeout_s=180)
-        wait_for_path(run_dir / "checkpoints" / "latest.pt", timeout_s=180, poll_s=0.05)
-        slurm_cluster.send_signal(job, "TERM")
-        signalled_at = time.monotonic() - started
-        # The uninterrupted reference: the training config the rule launched (dit.launch wrote it), run
-        # locally into a folder of its own while SLURM requeues the preempted job.
-        reference_config = tmp_path / "uninterrupted.yaml"
-        reference_config.write_text((run_dir / "train.yaml").read_text())
-        reference_dir = tmp_path / "uninterrupted"
-        with open(tmp_path / "uninterrupted.log", "w") as reference_log:
-            reference = subprocess.Popen(
-                [sys.executable, "-m", "dit.train", "--config", str(reference_config), "--out", str(reference_dir)],
-                cwd=REPOSITORY_ROOT, env=workflow_environment(), stdout=reference_log, stderr=subprocess.STDOUT,
-            )
-    finally:
-        result = finish(process, command, output, started, SLURM_ONE_RUN_TIMEOUT_S)
-    print(f"\npreempted at {signalled_at:.0f} s, finished after {result.seconds:.0f} s")
+    print(f"\npreempted at {scenario.signalled_at:.0f} s, finished after {result.seconds:.0f} s")
     assert result.returncode not in (0, 124, 137), result.tail()
 
     by_run: dict[str, list[tuple[str, Path]]] = {}
@@ -206,8 +257,8 @@ def test_a_preempted_job_resumes_and_a_failing_job_stops_after_its_retries(slurm
     assert resumed and int(resumed.group(1)) >= 10, log[-3000:]
     summary = json.loads((run_dir / "summary.json").read_text())
     assert summary["status"] == "completed" and summary["tokens"] >= 4 * milestones[-1] > summary["tokens"] - summary["batch_tokens"]
-    assert reference.wait(timeout=600) == 0, (tmp_path / "uninterrupted.log").read_text()[-3000:]
-    assert read_metrics(run_dir / "metrics.csv") == read_metrics(reference_dir / "metrics.csv")
+    assert scenario.reference.wait(timeout=600) == 0, (tmp_path / "uninterrupted.log").read_text()[-3000:]
+    assert read_metrics(run_dir / "metrics.csv") == read_metrics(scenario.reference_dir / "metrics.csv")
 
     # failing: two attempts, both FAILED, each SLURM log and the training log named
     train_log = pipeline.workdir / "logs" / "train" / f"{failing}.log"
