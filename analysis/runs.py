@@ -261,7 +261,8 @@ class RunsTable:
         """One row per run: the run columns plus ``milestones`` and ``max_tokens``; indexed by run_id."""
         grouped = self.rows.groupby("run_id", sort=False)
         frame = grouped[list(RUN_COLUMNS)].first()
-        frame["milestones"] = grouped["tokens"].count()
+        # a run that reached no milestone has one placeholder row (tokens 0 from dit.runs, or empty)
+        frame["milestones"] = (self.rows["tokens"] > 0).groupby(self.rows["run_id"], sort=False).sum()
         frame["max_tokens"] = grouped["tokens"].max()
         return frame
 

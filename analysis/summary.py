@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import argparse
 import csv
+import functools
 import json
 import sys
 from pathlib import Path
@@ -141,8 +142,13 @@ def noise_estimate(document: dict) -> dict:
     return {"sigma": float(sigma) if _finite(sigma) and sigma > 0 else None, "dof": dof, "text": text}
 
 
+@functools.lru_cache(maxsize=None)
 def noise_range_factor(cells: int, dof: float, level: float = NOISE_LEVEL) -> float:
-    """95% point of the studentized range of ``cells`` runs with the noise estimated on ``dof`` degrees of freedom."""
+    """95% point of the studentized range of ``cells`` runs with the noise estimated on ``dof`` degrees of freedom.
+
+    Cached: a summary asks for the same few (cells, dof) pairs once per size and budget, and each
+    ``studentized_range.ppf`` integrates numerically (about 0.1 s).
+    """
     from scipy.stats import studentized_range
 
     if cells < 2:

@@ -56,12 +56,26 @@ def launch_command(config_path: Path, out_dir: Path, processes: int, nodes: int,
 
 
 def first_slurm_host(nodelist: str) -> str:
-    """First host of a SLURM node list (``scontrol show hostnames`` when available)."""
+    """First host of a SLURM node list (``scontrol show hostnames`` when it answers, else read from the list)."""
     if shutil.which("scontrol"):
         result = subprocess.run(["scontrol", "show", "hostnames", nodelist], capture_output=True, text=True)
         if result.returncode == 0 and result.stdout.split():
             return result.stdout.split()[0]
-    return nodelist.split(",")[0].split("[")[0]
+    return first_host_of_list(nodelist)
+
+
+def first_host_of_list(nodelist: str) -> str:
+    """First host of a SLURM host list, each bracket replaced by its first value: ``gpu[07-12,20],cpu1`` -> ``gpu07``."""
+    host, position = "", 0
+    while position < len(nodelist) and nodelist[position] != ",":
+        if nodelist[position] == "[":
+            end = nodelist.index("]", position)
+            host += nodelist[position + 1:end].split(",")[0].split("-")[0]
+            position = end + 1
+        else:
+            host += nodelist[position]
+            position += 1
+    return host
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -7,10 +7,17 @@ xformers cannot run on it).
 Without slurm-wlm/munge or root its tests are skipped with the reason; with DIT_REQUIRE_SLURM=1 in
 the environment (CI sets it once it has installed the packages) they fail instead.
 
-``smoke_run`` (session scope) is config/smoke.yaml run once end to end by Snakemake on the local
-profile, in a temporary folder; ``make_pipeline`` writes a pipeline config of a test's own (absolute
-workdir and results, optional overrides). tests/test_workflow.py and tests/test_workflow_slurm.py
-use them, with ``Pipeline``, ``SnakemakeRun`` and ``read_losses`` from here.
+``smoke_run`` (session scope) is the tests' cut-down smoke config (config/test.yaml: the smoke
+config with half its token budgets and one diverging noise-floor cell) run once end to end by
+Snakemake on the local profile, in a temporary folder; ``make_pipeline`` writes a pipeline config of
+a test's own (absolute workdir and results, optional overrides; by default from config/test.yaml, so
+its runs are the smoke run's: same seeds, same numbers). tests/test_workflow.py and
+tests/test_workflow_slurm.py use them, with ``Pipeline``, ``SnakemakeRun``, ``read_losses`` and
+``copy_data`` from here.
+
+``prepared_data`` and ``tiny_run`` (session scope) are the one prepared data set and the one trained
+tiny run that the engine, evaluation, sampling and latent-space tests share; tests read them and copy
+them before changing anything.
 """
 
 from __future__ import annotations
@@ -37,7 +44,9 @@ REPOSITORY_ROOT = TESTS_DIRECTORY.parent
 if str(TESTS_DIRECTORY) not in sys.path:
     sys.path.insert(0, str(TESTS_DIRECTORY))
 
+from prepared_clips import prepare_clips  # noqa: E402
 from slurm_cluster import MARKER, SYSTEM_CONFIG, SlurmCluster, SlurmClusterError, missing_requirements  # noqa: E402
+from training_runs import tiny_run_config, train_in_process  # noqa: E402
 
 SLURM_REQUIRED_VARIABLE = "DIT_REQUIRE_SLURM"
 SLURM_START_TIMEOUT_S = 60.0
@@ -55,24 +64,48 @@ def _slurm_unavailable(reason: str):
     pytest.skip(reason)
 
 
-@pytest.fixture
-def cuda_xformers():
-    """The CUDA device, for tests of xformers' kernels: skipped without CUDA; with CUDA, an xformers that
-    cannot run there fails the test with its reason (the project pins xformers; ``scripts/gpu-check.sh``
-    must not pass without it)."""
-    if not torch.cuda.is_available():
-        pytest.skip("needs a CUDA device (xformers memory_efficient_attention has no CPU kernel)")
-    device = torch.device("cuda")
-    reason = xformers_unavailable_reason(device)
-    if reason is not None:
-        pytest.fail(f"xformers cannot run on CUDA: {reason}", pytrace=False)
-    return device
-
-
 @pytest.fixture(scope="session")
 def repository_root() -> Path:
     """The repository's top folder (holds workflow/, config/, dit/)."""
     return REPOSITORY_ROOT
+
+
+def cuda_xformers_outcome(cuda_available: bool, xformers_reason: str | None) -> tuple[str, str]:
+    """What an xformers-on-CUDA test does: ("skip", why) without a CUDA device, ("fail", why) on a CUDA
+    machine where xformers cannot run (a broken install must not pass as a skip), else ("run", "")."""
+    if not cuda_available:
+        return "skip", "needs a CUDA device (xformers memory_efficient_attention has no CPU kernel)"
+    if xformers_reason is not None:
+        return "fail", f"a CUDA device is here but xformers cannot run on it: {xformers_reason}"
+    return "run", ""
+
+
+@pytest.fixture
+def cuda_xformers():
+    """The CUDA device, for tests marked ``cuda`` that run xformers: skipped without a CUDA device; failed
+    (with the reason) where a CUDA device exists but xformers cannot run on it."""
+    available = torch.cuda.is_available()
+    outcome, why = cuda_xformers_outcome(available, xformers_unavailable_reason(torch.device("cuda")) if available else None)
+    if outcome == "skip":
+        pytest.skip(why)
+    if outcome == "fail":
+        pytest.fail(why, pytrace=False)
+    return torch.device("cuda")
+
+
+@pytest.fixture(scope="session")
+def prepared_data(tmp_path_factory) -> Path:
+    """48 generated MP4 clips of 8 frames rendered at 32x32, prepared by ``python -m dit.data prepare`` at
+    16x16 with a quarter for validation (as the default pipeline prepares its clips)."""
+    return prepare_clips(tmp_path_factory.mktemp("prepared-data"), clips=48, seed=5, render_size=32)
+
+
+@pytest.fixture(scope="session")
+def tiny_run(prepared_data, tmp_path_factory) -> Path:
+    """The completed tiny run (tests/training_runs.py) on ``prepared_data``, trained by ``dit.train.main``."""
+    out = tmp_path_factory.mktemp("tiny-run") / "run"
+    assert train_in_process(tiny_run_config(prepared_data), out) == 0
+    return out
 
 
 @pytest.fixture(scope="session")
@@ -112,7 +145,8 @@ def slurm_cluster():
 SNAKEFILE = REPOSITORY_ROOT / "Snakefile"
 LOCAL_PROFILE = REPOSITORY_ROOT / "workflow" / "profiles" / "local"
 SLURM_PROFILE = REPOSITORY_ROOT / "workflow" / "profiles" / "slurm"
-SMOKE_RUN_TIMEOUT_S = 780  # the whole smoke workflow on 2 cores (about 2 to 5 minutes)
+TEST_CONFIG = "test"  # config/test.yaml
+SMOKE_RUN_TIMEOUT_S = 780  # the whole workflow of config/test.yaml on 2 cores (about 1.5 to 3 minutes)
 KILL_AFTER_S = 10
 
 
@@ -263,7 +297,7 @@ def write_pipeline_config(config_path: Path, config: dict) -> Pipeline:
     return Pipeline(config_path, Path(config["workdir"]), Path(config["results"]), config)
 
 
-def pipeline_in(directory: Path, source: str = "smoke", overrides: dict | None = None) -> Pipeline:
+def pipeline_in(directory: Path, source: str = TEST_CONFIG, overrides: dict | None = None) -> Pipeline:
     """``config/SOURCE.yaml`` with ``workdir`` = DIRECTORY/work, ``results`` = DIRECTORY/work/results and ``overrides``."""
     config = yaml.safe_load((REPOSITORY_ROOT / "config" / f"{source}.yaml").read_text())
     directory = Path(directory).resolve()
@@ -272,26 +306,28 @@ def pipeline_in(directory: Path, source: str = "smoke", overrides: dict | None =
 
 
 def read_losses(path: Path) -> dict[tuple[str, int], tuple[str, str]]:
-    """(run_id, milestone_tokens) -> (train_loss, validation_loss) of a runs table, as written (exact text)."""
+    """(run_id, milestone_tokens) -> (train_loss, validation_loss) of a runs table, as written (exact text), for
+    every milestone reached (a run that reached none has one row with an empty milestone)."""
     with open(path, newline="") as handle:
         return {
             (row["run_id"], int(row["milestone_tokens"])): (row["train_loss"], row["validation_loss"])
-            for row in csv.DictReader(handle)
+            for row in csv.DictReader(handle) if row["milestone_tokens"]
         }
 
 
 @pytest.fixture(scope="session")
 def make_pipeline():
-    """``make_pipeline(directory, source="smoke", overrides=None) -> Pipeline``: a config of one's own."""
+    """``make_pipeline(directory, source="test", overrides=None) -> Pipeline``: a config of one's own."""
     return pipeline_in
 
 
 @pytest.fixture(scope="session")
 def smoke_run(tmp_path_factory) -> Pipeline:
-    """The smoke workflow (config/smoke.yaml) run once, end to end, on the local profile with 2 cores.
+    """The tests' smoke workflow (config/test.yaml) run once, end to end, on the local profile with 2 cores.
 
-    Its own folders under pytest's temporary directory; work/smoke is never touched. Tests read it and
-    must not change it. ``smoke_run.finished`` is the snakemake command's result (output, wall time).
+    Its own folders under pytest's temporary directory; work/ is never touched. Tests read it and must
+    not change it (``copy_data`` copies its data). ``smoke_run.finished`` is the snakemake command's
+    result (output, wall time).
     """
     pipeline = pipeline_in(tmp_path_factory.mktemp("smoke-run"))
     result = pipeline.run("--cores", "2", "--profile", str(LOCAL_PROFILE), timeout_s=SMOKE_RUN_TIMEOUT_S)
@@ -300,3 +336,9 @@ def smoke_run(tmp_path_factory) -> Pipeline:
     print(f"\nsmoke workflow, local profile, 2 cores: {result.seconds:.0f} s")
     pipeline.finished = result
     return pipeline
+
+
+def copy_data(source: Pipeline, destination: Pipeline) -> None:
+    """``source``'s generated clips, prepared shards and latent codec into ``destination``'s workdir, with their
+    times, so Snakemake there finds the data stage done (its configs share the data settings)."""
+    shutil.copytree(source.workdir / "data", destination.workdir / "data", symlinks=True)

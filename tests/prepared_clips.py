@@ -1,4 +1,4 @@
-"""Real prepared data for tests: generated MP4 clips run through ``python -m dit.data prepare``."""
+"""Real prepared data for tests: generated MP4 clips run through the data stage's ``generate`` and ``prepare``."""
 
 from __future__ import annotations
 
@@ -31,16 +31,20 @@ def prepare_clips(
     """Generate ``clips`` clips of ``frames`` frames rendered at ``render_size`` pixels, prepare them at
     ``size`` x ``size``; returns the prepared folder (``base/prepared``).
 
-    ``generate``: further ``dit.data generate`` options (``max_objects=1`` -> ``--max-objects 1``).
+    Both steps are ``python -m dit.data`` called in this process (``dit.data.__main__.main``), the
+    decoding without worker processes. ``generate``: further ``dit.data generate`` options
+    (``max_objects=1`` -> ``--max-objects 1``).
     """
+    from dit.data.__main__ import main
+
     source, prepared = base / "source", base / "prepared"
     extra = [item for key, value in generate.items() for item in (f"--{key.replace('_', '-')}", str(value))]
     for args in (
-        ["dit.data", "generate", "--out", str(source), "--clips", str(clips), "--seed", str(seed),
+        ["generate", "--out", str(source), "--clips", str(clips), "--seed", str(seed),
          "--frames", str(frames), "--size", str(render_size), *extra],
-        ["dit.data", "prepare", "--source", str(source), "--out", str(prepared), "--frames", str(frames),
-         "--height", str(size), "--width", str(size), "--validation-fraction", str(validation_fraction)],
+        ["prepare", "--source", str(source), "--out", str(prepared), "--frames", str(frames),
+         "--height", str(size), "--width", str(size), "--validation-fraction", str(validation_fraction),
+         "--workers", "0"],
     ):
-        result = run_module(*args)
-        assert result.returncode == 0, result.stderr
+        assert main(args) == 0, args
     return prepared

@@ -236,8 +236,11 @@ class SlurmCluster:
             # No accounts here. (Plugin 2.8.0 still tries to guess one with sacct and warns
             # "sacct: invalid option"; the guess fails and jobs are submitted without -A.)
             "--slurm-no-account",
-            # The first status check after a submission comes after 1 s instead of 40 s.
+            # The first status check after a submission comes after 1 s instead of 40 s, and the first
+            # round of checks after 1 s instead of 10 s. (The executor then adds 10 s per round in
+            # which no job finished; that step is fixed in the plugin.)
             "--slurm-init-seconds-before-status-checks", "1",
+            "--seconds-between-status-checks", "1",
             "--latency-wait", "5",
             "--default-resources", f"slurm_partition={self.partition}", "runtime=10", "mem_mb=500", "cpus_per_task=1",
         ]
@@ -274,6 +277,7 @@ class SlurmCluster:
                 "slurm-no-account": True,
                 "slurm-status-command": "squeue",
                 "slurm-init-seconds-before-status-checks": 1,
+                "seconds-between-status-checks": 1,
             }
         )
         profile.pop("slurm-efficiency-report", None)  # needs accounting (sacct), which this cluster lacks
@@ -364,17 +368,21 @@ class SlurmCluster:
         keys = ("job_id", "name", "state", "comment")
         return [dict(zip(keys, line.split("|", 3))) for line in output.splitlines() if line.strip()]
 
-    def wait_for_rule_job(self, rule: str, states: str | set[str] | tuple[str, ...] = "RUNNING", *, timeout_s: float = 120.0) -> str:
-        """Wait until a job Snakemake submitted for ``rule`` is in one of ``states``; returns its job id
-        (the newest such job, so a resubmitted attempt is found once the first has finished)."""
+    def wait_for_rule_job(self, rule: str, states: str | set[str] | tuple[str, ...] = "RUNNING", *, wildcards: str | None = None,
+                          timeout_s: float = 120.0) -> str:
+        """Wait until a job Snakemake submitted for ``rule`` (with these ``wildcards`` values, joined by ``_``,
+        when given) is in one of ``states``; returns its job id (the newest such job, so a resubmitted
+        attempt is found once the first has finished)."""
         wanted = {states} if isinstance(states, str) else set(states)
         found: list[str] = []
 
+        def matches(comment: str) -> bool:
+            if wildcards is not None:  # the executor writes the wildcard values with / turned into _
+                return comment == f"rule_{rule}_wildcards_{wildcards.replace('/', '_')}"
+            return comment == f"rule_{rule}" or comment.startswith(f"rule_{rule}_wildcards_")
+
         def present() -> bool:
-            found[:] = [
-                job["job_id"] for job in self.jobs()
-                if job["state"] in wanted and (job["comment"] == f"rule_{rule}" or job["comment"].startswith(f"rule_{rule}_wildcards_"))
-            ]
+            found[:] = [job["job_id"] for job in self.jobs() if job["state"] in wanted and matches(job["comment"])]
             return bool(found)
 
         _wait_until(present, timeout_s, lambda: f"no job of rule {rule} in {sorted(wanted)} after {timeout_s} s: {self.jobs()}", poll_s=0.2)

@@ -65,11 +65,17 @@ def test_hyperparameter_power_law_recovers_exponents_and_resists_an_outlier():
 
 
 def test_compute_power_laws_recover_exponents():
+    """20 points over 4 decades with 2% noise: the exponent's standard error is about 0.0016 and the law's value
+    at the centre of the data about 0.45%; k = N(C) / C^a lies 44 e-folds from the data, so its error is the
+    exponent's error times ln C_centre (k itself is known only within about 50%)."""
     flops = np.geomspace(1e17, 1e21, 20)
     n_opt = noisy(0.8705 * flops**0.4294, 0.02, seed=2)
     fit = fit_law(OPTIMAL_SIZE_OF_COMPUTE_LAW, {"C": flops}, n_opt, delta=0.1)
-    assert fit.parameters["a"] == pytest.approx(0.4294, abs=0.01)
-    assert fit.parameters["k"] == pytest.approx(0.8705, rel=0.5)
+    k, a = fit.parameters["k"], fit.parameters["a"]
+    assert a == pytest.approx(0.4294, abs=4 * 0.0016)
+    centre = 1e19
+    assert k * centre**a == pytest.approx(0.8705 * centre**0.4294, rel=4 * 0.0045)
+    assert abs(np.log(k / 0.8705)) <= abs(a - 0.4294) * np.log(centre) + 4 * 0.0045
     rate = noisy(0.02 * flops**-0.09, 0.02, seed=3)
     fit = fit_law(LEARNING_RATE_OF_COMPUTE_LAW, {"C": flops}, rate, delta=0.1)
     assert fit.parameters["b"] == pytest.approx(-0.09, abs=0.01)
@@ -149,6 +155,24 @@ DEGENERATE = LOSS_LAW.predict({"a": 0.01, "alpha": 0.5, "b": 0.02, "beta": 0.3, 
 )
 
 
+def independent_multistart(form, inputs, observed, starts, delta=1e-3) -> float:
+    """The lowest objective L-BFGS-B reaches from each of ``starts`` alone, run to convergence: a search that
+    shares the fitter's objective and bounds (what is being minimised, and where) but none of its starting
+    points or its short-run screening."""
+    from scipy.optimize import minimize
+
+    log_x = form.log_inputs(inputs, form.reference_scales(inputs))
+    function = _objective(form, log_x, np.log(observed), np.ones_like(observed), delta)
+    bounds = form.bounds(observed)
+    low, high = [b[0] for b in bounds], [b[1] for b in bounds]
+    best = np.inf
+    for start in starts:
+        result = minimize(function, np.clip(start, low, high), jac=True, method="L-BFGS-B", bounds=bounds,
+                          options={"maxiter": 5_000})
+        best = min(best, float(result.fun))
+    return best
+
+
 @pytest.mark.parametrize("case", ["well_posed", "degenerate"])
 def test_few_projected_starts_reach_the_dense_multistart_optimum(case):
     if case == "well_posed":
@@ -160,10 +184,10 @@ def test_few_projected_starts_reach_the_dense_multistart_optimum(case):
     starts = LOSS_LAW.starting_points(LOSS_LAW.log_inputs(inputs, scales), observed, np.ones_like(observed), 1e-3)
     assert 1 <= len(starts) <= LOSS_LAW.STARTS
     fast = fit_law(LOSS_LAW, inputs, observed, delta=1e-3)
-    reference = fit_law(LOSS_LAW, inputs, observed, delta=1e-3, extra_starts=dense_loss_starts(inputs, observed))
-    assert reference.starts > 100 and fast.starts <= LOSS_LAW.STARTS
+    dense = dense_loss_starts(inputs, observed)
+    assert len(dense) == 100 and fast.starts <= LOSS_LAW.STARTS
     assert fast.converged
-    assert fast.objective <= reference.objective * (1 + 1e-6) + 1e-9
+    assert fast.objective <= independent_multistart(LOSS_LAW, inputs, observed, dense) * (1 + 1e-6) + 1e-9
     if case == "degenerate":
         assert fast.on_bound == ["L_inf"] and not fast.usable
     else:
@@ -194,9 +218,8 @@ def test_kaplan_projected_starts_reach_the_dense_multistart_optimum():
             half = np.log(0.5) + np.log(np.exp(np.mean(np.log(observed)))) / alpha_d
             dense.append(np.array([half * alpha_d / alpha_n, alpha_n, half, alpha_d]))
     fast = fit_law(KAPLAN_LAW, {"N": N, "T": T}, observed, delta=1e-3)
-    reference = fit_law(KAPLAN_LAW, {"N": N, "T": T}, observed, delta=1e-3, extra_starts=dense)
     assert fast.starts <= KAPLAN_LAW.STARTS and fast.usable
-    assert fast.objective <= reference.objective * (1 + 1e-6) + 1e-9
+    assert fast.objective <= independent_multistart(KAPLAN_LAW, {"N": N, "T": T}, observed, dense) * (1 + 1e-6) + 1e-9
 
 
 def test_batched_refit_converges_on_a_degenerate_fit_and_reports_the_bound():

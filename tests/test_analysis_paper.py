@@ -13,34 +13,38 @@ from analysis.plan import main as plan_main
 
 # Units as REFERENCE.md: N and T in billions, B in tokens, C in FLOPs.
 
-
-@pytest.mark.parametrize("n, t, published", [(1.07, 10, 0.51266), (1.07, 4, 0.5185), (0.72, 140, 0.50352)])
-def test_loss_law_reproduces_published_values(n, t, published):
-    assert float(paper.loss(n, t)) == pytest.approx(published, abs=1e-4)
-
-
-@pytest.mark.parametrize("flops, published", [(1e22, 2.43e9), (5.85e20, 0.72e9)])
-def test_precise_compute_optimal_law(flops, published):
-    assert float(paper.precise_optimal_parameters(flops)) == pytest.approx(published, rel=0.01)
+# The paper's printed laws, typed here from the paper (analysis/paper.py transcribes the same numbers):
+# L = 0.0373 T^-0.2917 + 0.0082 N^-0.3188 + 0.4856; B_opt = 2.1797e4 T^0.8080 N^0.1906 (tokens);
+# LR_opt = 2e-4 T^-0.0453 N^-0.1619; N_opt = 0.8705 C^0.4294; fit MSE of L 2.35e-7.
+PRINTED_LOSS = (0.0373, 0.2917, 0.0082, 0.3188, 0.4856)
+PRINTED_BATCH = (2.1797e4, 0.8080, 0.1906)
+PRINTED_RATE = (2e-4, -0.0453, -0.1619)
+PRINTED_FIT_MSE = 2.35e-7
 
 
-@pytest.mark.parametrize("t", [4.0, 10.0])
-def test_hyperparameter_laws_land_in_the_published_heatmap_cells(t):
-    batch, rate, (cell_batch, cell_rate) = paper.HEATMAP_PREDICTIONS[t]
-    predicted_batch = float(paper.optimal_batch_tokens(1.07, t))
-    predicted_rate = float(paper.optimal_learning_rate(1.07, t))
-    assert predicted_batch == pytest.approx(batch, rel=0.01)
-    assert predicted_rate == pytest.approx(rate, rel=0.01)
-    assert paper.nearest_cell(predicted_batch, paper.HEATMAP_BATCH_TOKENS) == cell_batch
-    assert paper.nearest_cell(predicted_rate, paper.HEATMAP_LEARNING_RATES) == cell_rate
-    # and the published measured best cell of that heatmap is the predicted one
-    values = np.array(paper.HEATMAPS[t])
-    i, j = np.unravel_index(np.argmin(values), values.shape)
-    assert (paper.HEATMAP_BATCH_TOKENS[i], paper.HEATMAP_LEARNING_RATES[j]) == (cell_batch, cell_rate)
+def printed_loss(n, t):
+    a, alpha, b, beta, floor = PRINTED_LOSS
+    return a * t**-alpha + b * n**-beta + floor
 
 
-def test_model_size_reduction():
-    assert 1 - paper.OPTIMAL_SIZE_AT_TARGET / paper.CONVENTIONAL_SIZE_AT_TARGET == pytest.approx(0.399, abs=5e-4)
+def test_transcribed_laws_reproduce_the_papers_printed_numbers():
+    """The one copying-error check: the laws as analysis.paper transcribes them give the values the paper
+    prints beside them (loss checks, heatmap predictions and their cells, N_opt and the 40% figure)."""
+    for n, t, published in [(1.07, 10, 0.51266), (1.07, 4, 0.5185), (0.72, 140, 0.50352)]:
+        assert float(paper.loss(n, t)) == pytest.approx(published, abs=1e-4)
+    assert float(paper.precise_optimal_parameters(1e22)) == pytest.approx(2.43e9, rel=0.01)
+    assert float(paper.precise_optimal_parameters(5.85e20)) == pytest.approx(0.72e9, rel=0.01)
+    for t, (batch, rate) in {4.0: (6.8e4, 1.86e-4), 10.0: (1.42e5, 1.78e-4)}.items():
+        assert float(paper.optimal_batch_tokens(1.07, t)) == pytest.approx(batch, rel=0.01)
+        assert float(paper.optimal_learning_rate(1.07, t)) == pytest.approx(rate, rel=0.01)
+        # the cell the paper marks predicted is the heatmap's measured best
+        values = np.array(paper.HEATMAPS[t])
+        i, j = np.unravel_index(np.argmin(values), values.shape)
+        assert (paper.HEATMAP_BATCH_TOKENS[i], paper.HEATMAP_LEARNING_RATES[j]) == paper.HEATMAP_PREDICTIONS[t][2]
+    assert 1 - paper.OPTIMAL_SIZE_AT_TARGET / paper.CONVENTIONAL_SIZE_AT_TARGET == pytest.approx(paper.MODEL_SIZE_REDUCTION, abs=5e-4)
+    assert [paper.LOSS_OPTIMAL[k] for k in ("a", "alpha", "b", "beta", "L_inf")] == list(PRINTED_LOSS)
+    assert [paper.BATCH_SIZE[k] for k in "abc"] == list(PRINTED_BATCH)
+    assert [paper.LEARNING_RATE[k] for k in "abc"] == list(PRINTED_RATE)
 
 
 def test_minimising_the_published_law_under_6n_matches_the_closed_form():
@@ -84,30 +88,50 @@ def test_findings_answer_the_three_questions():
     assert smooth["gap"] < 0.02
 
 
-def test_findings_command_writes_the_markdown(tmp_path):
+def test_findings_command_writes_the_numbers_of_the_published_laws(tmp_path):
+    """The markdown's numbers against the same quantities computed here from the printed laws."""
     out = tmp_path / "paper" / "FINDINGS.md"
     assert findings.main(["--out", str(out)]) == 0
     text = out.read_text()
     for heading in ("## 1. How does N_opt = 0.8705 C^0.4294", "## 2. Which inference-cost definition gives 40.1%?", "## 3. The exponent gaps"):
         assert heading in text
-    assert "0.4778" in text and "39.85%" in text and "3.57%" in text
-    assert "| L(N=1.07, T=10) | 0.51266 | 0.51268 |" in text
+    alpha, beta = PRINTED_LOSS[1], PRINTED_LOSS[3]
+    assert f"{alpha / (alpha + beta):.4f}" in text  # N_opt exponent of the printed L under C = 6NT: 0.4778
+    assert f"{100 * (1 - 2.43 / 4.04):.2f}%" in text  # the model-size reduction of the 40% figure: 39.85%
+    assert f"{100 * (0.4294 - 0.4146) / 0.4146:.2f}%" in text  # gap of the precise and empirical exponents: 3.57%
+    assert f"| L(N=1.07, T=10) | 0.51266 | {printed_loss(1.07, 10):.5f} |" in text
 
 
-def test_planner_paper_json_at_1e22(capsys):
+def test_planner_with_the_published_laws_derives_each_number_from_them(capsys):
+    """At 1e22 FLOPs: N from the published N_opt law; T from the budget C = C_token(N) T with the paper's
+    C_token = (3/4) N (7 + 1280/d), d from the paper-family sizes (log d fitted linearly in log N here);
+    B, LR and L from the printed laws at (N, T); the prediction interval +-1.96 x the fit's RMSE."""
+    from dit.sizes import sizes_in_family
+
     assert plan_main(["--flops", "1e22", "--paper", "--json"]) == 0
     plan = json.loads(capsys.readouterr().out)
     r = plan["recommended"]
-    assert r["parameters"] == pytest.approx(2.43e9, rel=0.01)
-    assert r["tokens"] == pytest.approx(1e22 / r["parameters"] / (0.75 * (7 + 1280 / 1800)), rel=0.01)
-    assert r["batch_tokens"] == pytest.approx(float(paper.optimal_batch_tokens(r["parameters_billions"], r["tokens"] / 1e9)))
-    assert r["batch_clips"] == pytest.approx(r["batch_tokens"] / 1280)
-    assert r["learning_rate"] == pytest.approx(1.29e-4, rel=0.01)
-    low, high = r["predicted_loss"]["prediction_interval"]
-    assert low < r["predicted_loss"]["value"] < high
-    assert plan["conventional"]["parameters"] == pytest.approx(4.04e9)
-    assert plan["reductions"]["model_size"] == pytest.approx(1 - r["parameters"] / 4.04e9)
-    assert plan["warnings"]  # extrapolation beyond the paper's sizes and budgets is said
+    n = 0.8705 * 1e22**0.4294
+    assert r["parameters"] == pytest.approx(n, rel=1e-9) and n == pytest.approx(2.43e9, rel=0.01)
+    family = sizes_in_family("paper")
+    slope, intercept = np.polyfit([np.log(s.non_embedding_parameters) for s in family], [np.log(s.width) for s in family], 1)
+    width = np.exp(intercept + slope * np.log(n))  # N lies beyond the family's largest size
+    tokens = 1e22 / (0.75 * n * (7 + 1280 / width))
+    assert r["tokens"] == pytest.approx(tokens, rel=1e-9)
+    n_b, t_b = n / 1e9, tokens / 1e9
+    a, b, c = PRINTED_BATCH
+    assert r["batch_tokens"] == pytest.approx(a * t_b**b * n_b**c, rel=1e-9)
+    assert r["batch_clips"] == pytest.approx(r["batch_tokens"] / 1280, rel=1e-12)
+    a, b, c = PRINTED_RATE
+    assert r["learning_rate"] == pytest.approx(a * t_b**b * n_b**c, rel=1e-9)
+    assert r["steps"] == pytest.approx(tokens / r["batch_tokens"], rel=1e-9)
+    loss = printed_loss(n_b, t_b)
+    assert r["predicted_loss"]["value"] == pytest.approx(loss, rel=1e-9)
+    half = 1.959964 * np.sqrt(PRINTED_FIT_MSE) / PRINTED_LOSS[4] * loss
+    assert r["predicted_loss"]["prediction_interval"] == pytest.approx([loss - half, loss + half], rel=1e-6)
+    assert plan["conventional"]["parameters"] == 4.04e9  # the only published conventional point
+    assert plan["reductions"]["model_size"] == pytest.approx(1 - n / 4.04e9, rel=1e-9)
+    assert any("outside the sizes behind the laws" in w for w in plan["warnings"])  # 2.43B > the largest 1.07B
 
 
 def test_planner_text_and_caps(capsys):

@@ -79,6 +79,19 @@ def test_diverged_and_failed_runs_are_kept_and_excluded_with_reasons(frame):
     assert not set(excluded) & set(table.completed().index)
 
 
+def test_a_run_that_reached_no_milestone_counts_none(frame, tmp_path):
+    """dit.runs writes such a run once, with step and tokens 0 and empty losses (tests/test_runs_table.py)."""
+    from dit.runs import write_runs_table
+
+    first = frame[frame["status"] == "completed"].iloc[0].to_dict()
+    early = {**first, "run_id": "grid_early", "status": "diverged", "status_reason": "training loss 896.9 at step 2",
+             "step": 0, "tokens": 0, **{key: np.nan for key in ("flops", "flops_6n", "train_loss", "validation_loss")}}
+    path = tmp_path / "runs.csv"
+    write_runs_table(path, [first, early])
+    excluded = load_runs(path).exclusions()
+    assert [(e["run_id"], e["milestones_reached"]) for e in excluded] == [("grid_early", 0)]
+
+
 def test_loglog_interpolation_is_exact_for_power_laws_and_bounded():
     tokens = np.array([1e6, 2e6, 4e6])
     losses = 3.0 * tokens**-0.1

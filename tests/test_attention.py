@@ -140,3 +140,13 @@ def test_xformers_matches_math_on_cuda(shape, use_mask, cuda_xformers):
     torch.testing.assert_close(out, ref_out, rtol=2e-4, atol=2e-4)
     for name, grad, ref in zip("qkv", grads, ref_grads):
         torch.testing.assert_close(grad, ref, rtol=1e-3, atol=1e-3, msg=lambda m: f"grad {name}: {m}")
+
+
+def test_cuda_tests_skip_only_without_a_cuda_device():
+    """tests/conftest.py's rule for the xformers-on-CUDA tests: a CUDA machine where xformers cannot run fails."""
+    from conftest import cuda_xformers_outcome
+
+    broken = "import xformers.ops failed: ImportError: gone"
+    assert cuda_xformers_outcome(False, None)[0] == "skip"
+    assert cuda_xformers_outcome(True, broken) == ("fail", f"a CUDA device is here but xformers cannot run on it: {broken}")
+    assert cuda_xformers_outcome(True, None) == ("run", "")

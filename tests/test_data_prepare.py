@@ -335,3 +335,80 @@ def test_a_decoder_that_crashes_or_hangs_costs_one_file(tmp_path):
     assert statuses == ["ok", "decoder_crash", "ok", "decode_timeout", "ok", "ok"]
     assert "SIGSEGV" in results[1][2][1]
     np.testing.assert_array_equal(results[0][2].frames, results[5][2].frames)
+
+
+def _captioned_folder(root: Path) -> Path:
+    """Three short videos in two folders (UCF-101 style) and a captions.csv of its own for each."""
+    for relative in ("Walking/a.mp4", "Walking/b.mp4", "Jumping/c.mp4"):
+        _levels_video(root / relative, frames=8, height=16, width=16)
+    (root / "captions.csv").write_text("file,caption\nWalking/a.mp4,a from the csv\nWalking/b.mp4,b from the csv\n"
+                                       "Jumping/c.mp4,c from the csv\n")
+    return root
+
+
+def _prepare(source: Path, out: Path, *options: str) -> int:
+    return main(["prepare", "--source", str(source), "--out", str(out), "--frames", "4", "--height", "16", "--width", "16",
+                 "--validation-fraction", "0", "--workers", "0", *options])
+
+
+def _captions_of(prepared: Path) -> dict[str, str]:
+    from dit.data.loader import ShardDataset
+
+    dataset = ShardDataset(prepared, "train")
+    return dict(zip(dataset.sources, dataset.captions))
+
+
+def test_prepare_command_takes_captions_from_the_folder_csv_another_csv_or_folder_names(tmp_path, capsys):
+    source = _captioned_folder(tmp_path / "source")
+    assert _prepare(source, tmp_path / "default") == 0
+    assert _captions_of(tmp_path / "default") == {
+        "Jumping/c.mp4": "c from the csv", "Walking/a.mp4": "a from the csv", "Walking/b.mp4": "b from the csv"}
+
+    assert _prepare(source, tmp_path / "folders", "--folder-captions") == 0
+    assert _captions_of(tmp_path / "folders") == {"Jumping/c.mp4": "jumping", "Walking/a.mp4": "walking", "Walking/b.mp4": "walking"}
+    assert read_manifest(tmp_path / "folders")["provenance"]["config"]["captions_from"] == "folder names"
+
+    other = tmp_path / "elsewhere.csv"  # outside the source folder, one absolute path inside it
+    other.write_text(f"file,caption\n{source / 'Walking' / 'a.mp4'},walking slowly\nWalking/b.mp4,walking fast\n"
+                     "./Jumping/c.mp4,  jumping high  \nRunning/gone.mp4,no such file\n")
+    assert _prepare(source, tmp_path / "other", "--captions", str(other)) == 0
+    assert _captions_of(tmp_path / "other") == {
+        "Jumping/c.mp4": "jumping high", "Walking/a.mp4": "walking slowly", "Walking/b.mp4": "walking fast"}
+    manifest = read_manifest(tmp_path / "other")
+    recorded = manifest["provenance"]["config"]
+    assert recorded["captions_from"] == "csv" and recorded["captions_csv"] == str(other.resolve())
+    assert manifest["captions_without_video"] == ["Running/gone.mp4"]
+    capsys.readouterr()
+
+
+@pytest.mark.parametrize(
+    "rows, message",
+    [
+        ("Walking/a.mp4,one\n,a row without a file\n", "row 3: empty file name"),
+        ("{outside},a file outside\n", "row 2: file '{outside}' lies outside the source folder"),
+        ("Walking/a.mp4,one\n./Walking/a.mp4,again\n", "file 'Walking/a.mp4' appears twice (rows 2 and 3)"),
+    ],
+    ids=["empty-file-name", "outside-the-source", "listed-twice"],
+)
+def test_bad_csv_rows_stop_the_preparation_naming_the_row(tmp_path, capsys, rows, message):
+    source = _captioned_folder(tmp_path / "source")
+    outside = tmp_path / "other" / "x.mp4"
+    captions = tmp_path / "captions.csv"
+    captions.write_text("file,caption\n" + rows.format(outside=outside))
+    assert _prepare(source, tmp_path / "out", "--captions", str(captions)) == 1
+    error = capsys.readouterr().err
+    assert f"error: preparation failed: captions CSV {captions}" in error and message.format(outside=outside) in error
+    assert f"nothing was written to {tmp_path / 'out'}" in error and not (tmp_path / "out").exists()
+
+
+def test_a_file_with_an_empty_caption_or_no_row_is_skipped_with_the_reason(tmp_path):
+    source = _captioned_folder(tmp_path / "source")
+    captions = tmp_path / "captions.csv"
+    captions.write_text("file,caption\nWalking/a.mp4,a walk\nWalking/b.mp4,   \n")
+    assert _prepare(source, tmp_path / "out", "--captions", str(captions), "--max-skipped-fraction", "1") == 0
+    assert _captions_of(tmp_path / "out") == {"Walking/a.mp4": "a walk"}
+    skipped = {entry["path"]: entry for entry in read_manifest(tmp_path / "out")["skipped"]}
+    assert set(skipped) == {"Walking/b.mp4", "Jumping/c.mp4"}
+    assert {entry["reason"] for entry in skipped.values()} == {"missing_caption"}
+    assert f"empty caption in {captions}" in skipped["Walking/b.mp4"]["message"]
+    assert f"no row for this file in {captions}" in skipped["Jumping/c.mp4"]["message"]

@@ -273,3 +273,101 @@ def test_ddim_sample_with_external_embeddings_needs_null_embeddings_for_guidance
     assert out.shape == shape
     with pytest.raises(ValueError, match="needs null_caption_embeddings"):
         ddim_sample(model, NoiseSchedule(), None, None, shape, steps=2, caption_embeddings=embeddings, guidance_scale=2.0)
+
+
+class _LinearEpsilonModel(torch.nn.Module):
+    """A stand-in denoiser with a known prediction: eps = scale * (1 + t / 1000) * x, where ``scale`` is
+    ``conditional`` for a real caption and ``null`` for the empty caption [BOS, PAD, ...]."""
+
+    def __init__(self, conditional: float, null: float, caption_length: int = 8):
+        super().__init__()
+        self.anchor = torch.nn.Parameter(torch.zeros(()))  # the sampler reads the device from the parameters
+        self.conditional, self.null, self.caption_length = conditional, null, caption_length
+
+    def null_caption(self, batch, device=None):
+        ids = torch.zeros((batch, self.caption_length), dtype=torch.long, device=device)
+        ids[:, 0] = 1
+        return ids, ids != 0
+
+    def encode_captions(self, batch, caption_ids=None, caption_mask=None, caption_embeddings=None):
+        is_null = (caption_ids[:, 1:] == 0).all(dim=1)
+        return is_null.float().reshape(batch, 1, 1), torch.ones((batch, 1), dtype=torch.bool)
+
+    def denoise(self, x, timesteps, context, context_mask):
+        scale = torch.where(context[:, 0, 0] > 0.5, self.null, self.conditional).reshape(-1, 1, 1, 1, 1)
+        return scale * (1 + timesteps.double().reshape(-1, 1, 1, 1, 1) / 1000) * x.double()
+
+
+def _hand_ddim(x, sequence, epsilon_of, eta=0.0, step_noise=(), clamp=False):
+    """Song et al.'s DDIM update written out in float64: alpha_bar from the linear DDPM betas."""
+    import numpy as np
+
+    alpha_bar = np.cumprod(1 - np.linspace(1e-4, 0.02, 1000))
+    x = x.double()
+    noise = iter(step_noise)
+    for position, t in enumerate(sequence):
+        a_t = alpha_bar[t]
+        a_prev = alpha_bar[sequence[position + 1]] if position + 1 < len(sequence) else 1.0
+        epsilon = epsilon_of(x, t)
+        x0 = (x - math.sqrt(1 - a_t) * epsilon) / math.sqrt(a_t)
+        if clamp:
+            x0 = x0.clamp(-1, 1)
+            epsilon = (x - math.sqrt(a_t) * x0) / math.sqrt(1 - a_t)
+        sigma = eta * math.sqrt((1 - a_prev) / (1 - a_t) * (1 - a_t / a_prev))
+        x = math.sqrt(a_prev) * x0 + math.sqrt(max(1 - a_prev - sigma**2, 0.0)) * epsilon
+        if sigma > 0:
+            x = x + sigma * next(noise).double()
+    return x
+
+
+_SHAPE = (2, 3, 2, 4, 4)
+_CAPTIONS = torch.tensor([[1, 5, 7, 0, 0, 0, 0, 0], [1, 9, 0, 0, 0, 0, 0, 0]])
+
+
+def _sample(model, **options):
+    return ddim_sample(model, NoiseSchedule(), _CAPTIONS, None, _SHAPE, generator=torch.Generator().manual_seed(3),
+                       **options)
+
+
+def _noise_draws(count):
+    """The draws a generator seeded 3 gives in order: the start x_T, then one per stochastic step."""
+    generator = torch.Generator().manual_seed(3)
+    return [torch.randn(_SHAPE, generator=generator) for _ in range(count)]
+
+
+@pytest.mark.parametrize("clamp", [False, True], ids=["unclamped", "clamped"])
+def test_ddim_updates_match_a_hand_computation(clamp):
+    """Three deterministic steps (t = 999, 500, 0). At t = 999 the predicted clean clip is about -31 x_T,
+    so with clip_denoised the clamp acts and epsilon is recomputed from the clamped clip."""
+    model = _LinearEpsilonModel(conditional=0.6, null=0.0)
+    sample = _sample(model, steps=3, clip_denoised=clamp)
+    start, = _noise_draws(1)
+    expected = _hand_ddim(start, [999, 500, 0], lambda x, t: 0.6 * (1 + t / 1000) * x, clamp=clamp)
+    assert ddim_timesteps(NoiseSchedule(), 3) == [999, 500, 0]
+    torch.testing.assert_close(sample.double(), expected, rtol=1e-5, atol=1e-6)
+    if clamp:
+        assert sample.abs().max() <= 1.0
+    else:
+        assert sample.abs().max() > 1.0  # the unclamped path really differs here
+
+
+def test_ddim_with_eta_adds_the_step_noise_of_the_formula():
+    """eta = 1: sigma_t = sqrt((1 - a_prev) / (1 - a_t)) sqrt(1 - a_t / a_prev), a fresh draw per step but the last."""
+    model = _LinearEpsilonModel(conditional=0.3, null=0.0)
+    sample = _sample(model, steps=3, eta=1.0, clip_denoised=False)
+    start, *step_noise = _noise_draws(3)
+    expected = _hand_ddim(start, [999, 500, 0], lambda x, t: 0.3 * (1 + t / 1000) * x, eta=1.0, step_noise=step_noise)
+    torch.testing.assert_close(sample.double(), expected, rtol=1e-5, atol=1e-6)
+
+
+def test_classifier_free_guidance_combines_the_two_predictions_as_the_formula_says():
+    """eps = eps_null + s (eps_caption - eps_null), the null branch fed the empty caption [BOS, PAD, ...]."""
+    conditional, null, scale = 0.5, 0.2, 3.0
+    model = _LinearEpsilonModel(conditional=conditional, null=null)
+    sample = _sample(model, steps=2, guidance_scale=scale, clip_denoised=False)
+    start, = _noise_draws(1)
+    guided = null + scale * (conditional - null)
+    expected = _hand_ddim(start, [999, 0], lambda x, t: guided * (1 + t / 1000) * x)
+    torch.testing.assert_close(sample.double(), expected, rtol=1e-5, atol=1e-6)
+    unguided = _hand_ddim(start, [999, 0], lambda x, t: conditional * (1 + t / 1000) * x)
+    assert not torch.allclose(expected, unguided)

@@ -4,6 +4,7 @@ import re
 import tomllib
 from pathlib import Path
 
+import pytest
 import yaml
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -69,6 +70,7 @@ def test_the_main_job_needs_no_test_extra():
     assert "scripts/setup-venv.sh" in setup and "--report" in setup
 
 
+@pytest.mark.slow  # a pytest session that imports every benchmark
 def test_the_readme_benchmark_command_collects_every_benchmark_file():
     """`python -m pytest benchmarks/ --benchmark-only` (README) must find benchmarks/bench_*.py."""
     import subprocess

@@ -1,6 +1,6 @@
 """Evaluation of trained runs (dit.evaluate): the validation protocol's spread over noise seeds, the
-caption-conditioning gain, and the refusal of missing or unfinished runs. Every test uses a real
-prepared data set and a real short dit.train run."""
+caption-conditioning gain, and the refusal of missing or unfinished runs. The tests use the suite's
+real prepared data set and its real tiny dit.train run (tests/conftest.py)."""
 
 from __future__ import annotations
 
@@ -50,23 +50,10 @@ def train_run(config: dict, out: Path) -> Path:
     return out
 
 
-_SHARED_RUNS: dict[str, Path] = {}
-
-
-def shared_trained_run(tmp_path_factory) -> Path:
-    """One small completed run per test session (shared with tests/test_sample.py; tests must not change it).
-
-    Data: 40 generated clips, 8 frames of 16x16 pixels, about a quarter of them for validation.
-    """
-    if "tiny" not in _SHARED_RUNS:
-        data = prepare_data(tmp_path_factory.mktemp("data"))
-        _SHARED_RUNS["tiny"] = train_run(small_run_config(data), tmp_path_factory.mktemp("runs") / "tiny")
-    return _SHARED_RUNS["tiny"]
-
-
 @pytest.fixture(scope="module")
-def trained_run(tmp_path_factory) -> Path:
-    return shared_trained_run(tmp_path_factory)
+def trained_run(tiny_run) -> Path:
+    """The suite's tiny run (tests/conftest.py); tests copy it before changing it."""
+    return tiny_run
 
 
 def read_json(path: Path) -> dict:
@@ -85,9 +72,7 @@ def validation_clips(run: Path) -> int:
 
 def test_spread_reports_per_seed_losses_and_reproduces_the_recorded_validation_loss(trained_run, tmp_path):
     out = tmp_path / "spread.json"
-    result = run_module("dit.evaluate", "spread", "--run", str(trained_run), "--seeds", "4", "--out", str(out),
-                        "--device", "cpu")
-    assert result.returncode == 0, result.stderr
+    assert evaluate.main(["spread", "--run", str(trained_run), "--seeds", "4", "--out", str(out), "--device", "cpu"]) == 0
     record = read_json(out)
     summary = read_json(trained_run / "summary.json")
 
@@ -104,7 +89,7 @@ def test_spread_reports_per_seed_losses_and_reproduces_the_recorded_validation_l
     assert record["validation"] == {
         "split": "validation", "clips": validation_clips(trained_run), "timesteps": 4, "max_clips": None, "batch_clips": 4, "run_seed": 0,
     }
-    assert record["run"]["run_id"] == summary["run_id"] and record["run"]["tokens"] == 2048
+    assert record["run"]["run_id"] == summary["run_id"] and record["run"]["tokens"] == summary["tokens"] == 10240
     assert record["run"]["device"] == "cpu" and record["run"]["precision"] == "fp32"
     assert record["provenance"]["packages"]["torch"] and record["provenance"]["config"]["command"] == "spread"
 
@@ -128,9 +113,8 @@ def test_spread_is_deterministic_per_seed_and_honours_max_clips(trained_run, tmp
 
 def test_captions_compares_captions_null_and_shuffled_on_the_same_noise(trained_run, tmp_path):
     out = tmp_path / "captions.json"
-    result = run_module("dit.evaluate", "captions", "--run", str(trained_run), "--out", str(out), "--shuffled",
-                        "--seeds", "2", "--device", "cpu")
-    assert result.returncode == 0, result.stderr
+    assert evaluate.main(["captions", "--run", str(trained_run), "--out", str(out), "--shuffled", "--seeds", "2",
+                          "--device", "cpu"]) == 0
     record = read_json(out)
     summary = read_json(trained_run / "summary.json")
 

@@ -12,21 +12,19 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-import yaml
 
 from dit.data.loader import ShardDataset
 from dit.data.video_io import psnr
-from prepared_clips import prepare_clips
 from dit.latent import CodecError, LatentCodec, PixelSpace, fit_codec, fit_codec_from_data, load_model_space
-
-ROOT = Path(__file__).resolve().parent.parent
-PYTHON = sys.executable
+from dit.latent import main as latent_main
+from training_runs import train_in_process
 
 
 @pytest.fixture(scope="module")
-def prepared(tmp_path_factory) -> Path:
-    """48 generated clips (8 frames, rendered at 32x32) prepared at 16x16, as the default pipeline does."""
-    return prepare_clips(tmp_path_factory.mktemp("latent-data"), clips=48, seed=5, render_size=32)
+def prepared(prepared_data) -> Path:
+    """The suite's data set: 48 generated clips (8 frames, rendered at 32x32) prepared at 16x16, as the
+    default pipeline prepares its clips."""
+    return prepared_data
 
 
 @pytest.fixture(scope="module")
@@ -85,21 +83,20 @@ def test_bad_inputs_have_clear_errors(tmp_path, codec):
         fit_codec(torch.zeros((2, 8, 16, 16, 3), dtype=torch.uint8), (2, 4, 4), latent_channels=97)
 
 
-def test_command_line_fit_writes_the_codec(tmp_path, prepared):
+def test_command_line_fit_writes_the_codec(tmp_path, prepared, capsys):
     out = tmp_path / "codec.npz"
-    result = subprocess.run([PYTHON, "-m", "dit.latent", "fit", "--data", str(prepared), "--out", str(out),
-                             "--channels", "12", "--max-clips", "32"], capture_output=True, text=True,
-                            env={**os.environ, "PYTHONPATH": str(ROOT)})
-    assert result.returncode == 0, result.stderr
-    assert "12 latent channels" in result.stdout and "PSNR" in result.stdout
+    assert latent_main(["fit", "--data", str(prepared), "--out", str(out), "--channels", "12", "--max-clips", "32"]) == 0
+    printed = capsys.readouterr().out
+    assert "12 latent channels" in printed and "PSNR" in printed
     assert LatentCodec.load(out).latent_channels == 12
-    missing = subprocess.run([PYTHON, "-m", "dit.latent", "fit", "--data", str(tmp_path / "nowhere"), "--out",
-                              str(out)], capture_output=True, text=True, env={**os.environ, "PYTHONPATH": str(ROOT)})
-    assert missing.returncode == 2 and "dit.latent:" in missing.stderr
+    assert latent_main(["fit", "--data", str(tmp_path / "nowhere"), "--out", str(out)]) == 2
+    assert "dit.latent:" in capsys.readouterr().err
 
 
 def test_training_evaluation_and_samples_in_latent_space(tmp_path, prepared, codec):
     """A run in the codec's latent space trains, evaluates with the same loss, and samples decode to clips."""
+    from dit import evaluate, sample
+
     codec_path = tmp_path / "codec.npz"
     codec.save(codec_path)
     config = {
@@ -112,29 +109,21 @@ def test_training_evaluation_and_samples_in_latent_space(tmp_path, prepared, cod
         "validation": {"timesteps": 2, "batch_clips": 4},
         "progress": {"quiet": True},
     }
-    (tmp_path / "run.yaml").write_text(yaml.safe_dump(config))
-    env = {**os.environ, "PYTHONPATH": str(ROOT)}
     run = tmp_path / "run"
-    result = subprocess.run([PYTHON, "-m", "dit.train", "--config", str(tmp_path / "run.yaml"), "--out", str(run)],
-                            capture_output=True, text=True, env=env, timeout=300)
-    assert result.returncode == 0, result.stderr
+    assert train_in_process(config, run) == 0
     summary = json.loads((run / "summary.json").read_text())
     assert summary["status"] == "completed"
     assert summary["model_input_shape"] == [16, 4, 4, 4] and summary["tokens_per_clip"] == 64
     assert summary["model_config"]["in_channels"] == 16 and summary["latent_codec"] == str(codec_path)
 
     spread = tmp_path / "spread.json"
-    result = subprocess.run([PYTHON, "-m", "dit.evaluate", "spread", "--run", str(run), "--seeds", "2",
-                             "--out", str(spread)], capture_output=True, text=True, env=env, timeout=300)
-    assert result.returncode == 0, result.stderr
+    assert evaluate.main(["spread", "--run", str(run), "--seeds", "2", "--out", str(spread)]) == 0
     per_seed = json.loads(spread.read_text())["per_seed"]
     # trained and validated with the member-axis model, evaluated with VideoDiT: equal up to float32 rounding
     assert math.isclose(per_seed[str(config["validation"].get("seed", 0))], summary["final_validation_loss"], rel_tol=1e-6)
 
     samples = tmp_path / "samples"
-    result = subprocess.run([PYTHON, "-m", "dit.sample", "--run", str(run), "--out", str(samples), "--steps", "3",
-                             "--caption", "big red 7 moves left slowly"], capture_output=True, text=True, env=env,
-                            timeout=300)
-    assert result.returncode == 0, result.stderr
+    assert sample.main(["--run", str(run), "--out", str(samples), "--steps", "3",
+                        "--caption", "big red 7 moves left slowly"]) == 0
     videos = np.load(samples / "samples.npy")
     assert videos.shape == (1, 8, 16, 16, 3) and videos.dtype == np.uint8

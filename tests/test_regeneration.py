@@ -63,6 +63,7 @@ def regenerated(tmp_path_factory):
     return root / "a", root / "b"
 
 
+@pytest.mark.slow  # the data stage twice in separate processes: about 20 s
 def test_generated_clips_are_byte_identical_across_processes(regenerated):
     first, second = regenerated
     checksums = _checksums(first / "source")
@@ -71,6 +72,7 @@ def test_generated_clips_are_byte_identical_across_processes(regenerated):
     assert _records(first / "source") == _records(second / "source")
 
 
+@pytest.mark.slow  # the data stage twice in separate processes: about 20 s
 def test_prepared_shards_and_latent_codec_are_byte_identical_across_processes(regenerated):
     first, second = regenerated
     checksums = _checksums(first / "prepared")

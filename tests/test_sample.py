@@ -1,5 +1,5 @@
 """Sampling from a trained run (dit.sample): the files it writes, what they hold, determinism, and
-refused input. Uses a real prepared data set and a real short dit.train run (tests/test_evaluate.py's helpers)."""
+refused input. Uses the suite's real prepared data set and its real tiny dit.train run (tests/conftest.py)."""
 
 from __future__ import annotations
 
@@ -15,29 +15,27 @@ from dit import sample
 from dit.data.synthetic import caption_vocabulary
 from dit.data.video_io import psnr
 from dit.text import CaptionTokenizer
-from test_evaluate import run_module, shared_trained_run
 
 CAPTIONS = ("big red 7 moves left slowly", "small blue square moves up quickly and bounces")
 FILE_CAPTION = "big green circle moves right slowly while small white K moves down quickly"
 
 
 @pytest.fixture(scope="module")
-def trained_run(tmp_path_factory):
-    return shared_trained_run(tmp_path_factory)
+def trained_run(tiny_run):
+    return tiny_run
 
 
 @pytest.fixture(scope="module")
 def sampled(trained_run, tmp_path_factory):
-    """``python -m dit.sample`` with two --caption values and a captions file, 10 DDIM steps."""
+    """``dit.sample.main`` with two --caption values and a captions file, 10 DDIM steps."""
     base = tmp_path_factory.mktemp("samples")
     captions_file = base / "captions.txt"
     captions_file.write_text(f"\n{FILE_CAPTION}\n\n")
     out = base / "out"
-    result = run_module(
-        "dit.sample", "--run", str(trained_run), "--out", str(out), "--caption", CAPTIONS[0], "--caption", CAPTIONS[1],
+    assert sample.main([
+        "--run", str(trained_run), "--out", str(out), "--caption", CAPTIONS[0], "--caption", CAPTIONS[1],
         "--captions-file", str(captions_file), "--steps", "10", "--seed", "5", "--upscale", "4", "--device", "cpu",
-    )
-    assert result.returncode == 0, result.stderr
+    ]) == 0
     return out
 
 
@@ -171,3 +169,26 @@ def test_bad_input_is_refused_with_a_message(trained_run, tmp_path, capsys):
     assert sample.main(["--run", str(tmp_path / "nothing"), "--out", str(out)]) == 2
     assert "no such run folder" in capsys.readouterr().err
     assert not out.exists()
+
+
+def test_guidance_eta_and_fps_flags_do_what_they_say(trained_run, tmp_path):
+    """--guidance-scale 1 (no guidance) and --eta 1 (step noise) change the samples, --fps only the files' frame
+    rate (read back from the MP4); the index records each value."""
+    from decord import VideoReader
+
+    base = ["--run", str(trained_run), "--steps", "4", "--seed", "5", "--device", "cpu", "--caption", CAPTIONS[0],
+            "--upscale", "1"]
+    variants = {"default": [], "unguided": ["--guidance-scale", "1"], "stochastic": ["--eta", "1"], "slow": ["--fps", "4"]}
+    videos, indices = {}, {}
+    for name, options in variants.items():
+        assert sample.main([*base, "--out", str(tmp_path / name), *options]) == 0
+        videos[name] = np.load(tmp_path / name / sample.SAMPLES_NAME)
+        indices[name] = read_index(tmp_path / name)
+    assert [indices[name]["sampler"]["guidance_scale"] for name in variants] == [3.0, 1.0, 3.0, 3.0]
+    assert [indices[name]["sampler"]["eta"] for name in variants] == [0.0, 0.0, 1.0, 0.0]
+    assert [indices[name]["sampler"]["fps"] for name in variants] == [8.0, 8.0, 8.0, 4.0]
+    assert not np.array_equal(videos["unguided"], videos["default"])
+    assert not np.array_equal(videos["stochastic"], videos["default"])
+    assert np.array_equal(videos["slow"], videos["default"])
+    for name, fps in (("default", 8.0), ("slow", 4.0)):
+        assert VideoReader(str(tmp_path / name / "sample_000.mp4"), num_threads=1).get_avg_fps() == pytest.approx(fps)

@@ -1,15 +1,22 @@
-"""The training engine: exact resume after SIGKILL, SIGTERM preemption, micro-batch and multi-process
-equivalence, divergence handling, config errors and the run folder's records."""
+"""The training engine: exact resume after SIGKILL, SIGTERM and SIGUSR1 preemption, micro-batch and
+multi-process equivalence, divergence at any step (above the threshold, non-finite training or
+validation loss), config errors, checkpoints of another config, --quiet, and the run folder's records.
+
+The uninterrupted reference is the suite's tiny run (``tiny_run``, tests/conftest.py): interrupted and
+split runs of the same config must reproduce its numbers.
+"""
 
 from __future__ import annotations
 
-import csv
+import dataclasses
 import json
 import math
 import os
+import re
+import shutil
 import signal
 import subprocess
-import sys
+import threading
 import time
 from pathlib import Path
 
@@ -19,79 +26,20 @@ import yaml
 from dit.config import ConfigError, config_from_dict
 from dit.flops import paper_flops_per_token
 from dit.sizes import get_size
-from prepared_clips import prepare_clips
-
-ROOT = Path(__file__).resolve().parent.parent
-PYTHON = sys.executable
-LOSS_COLUMNS = ("milestone_tokens", "step", "tokens", "train_loss", "validation_loss")
-
-
-@pytest.fixture(scope="module")
-def prepared_data(tmp_path_factory) -> Path:
-    """A real prepared data folder: 40 generated MP4 clips, 8 frames of 16x16 pixels."""
-    return prepare_clips(tmp_path_factory.mktemp("data"), clips=40, seed=3)
-
-
-def run_config(data: Path, **changes) -> dict:
-    config = {
-        "seed": 7,
-        "threads": 1,
-        "model": {"size": "tiny-8k", "patch": [2, 4, 4], "attention": "sdpa"},
-        "data": {"root": str(data)},
-        "optimizer": {"lr": 3e-3, "warmup_steps": 2},
-        "batch": {"global_clips": 8},
-        "schedule": {"milestones_tokens": [2048, 4096, 6144, 10240]},  # 64 tokens/clip, 512 tokens/step
-        "validation": {"timesteps": 4, "batch_clips": 4},
-        "checkpoint": {"every_steps": 3},
-        "progress": {"interval_seconds": 0.2},
-    }
-    for dotted, value in changes.items():
-        section, _, key = dotted.partition("__")
-        if key:
-            config.setdefault(section, {})[key] = value
-        else:
-            config[section] = value
-    return config
+from training_runs import (
+    TINY_MILESTONES,
+    TRAIN_ENV,
+    loss_rows,
+    read_metrics,
+    tiny_run_config,
+    train_command,
+    train_in_process,
+    write_config,
+)
 
 
-def write_config(path: Path, config: dict) -> Path:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text(yaml.safe_dump(config))
-    return path
-
-
-def train_command(config_path: Path, out: Path) -> list[str]:
-    return [PYTHON, "-m", "dit.train", "--config", str(config_path), "--out", str(out)]
-
-
-def run_training(config: dict, out: Path, **kwargs) -> subprocess.CompletedProcess:
-    config_path = write_config(out.parent / f"{out.name}.yaml", config)
-    return subprocess.run(
-        train_command(config_path, out), capture_output=True, text=True, timeout=300,
-        env={**os.environ, "PYTHONPATH": str(ROOT)}, **kwargs,
-    )
-
-
-def read_metrics(out: Path) -> list[dict[str, str]]:
-    with open(out / "metrics.csv") as handle:
-        return list(csv.DictReader(handle))
-
-
-def loss_rows(out: Path) -> list[tuple[str, ...]]:
-    return [tuple(row[c] for c in LOSS_COLUMNS) for row in read_metrics(out)]
-
-
-@pytest.fixture(scope="module")
-def reference_run(prepared_data, tmp_path_factory) -> Path:
-    """An uninterrupted run that the interrupted ones must reproduce exactly."""
-    out = tmp_path_factory.mktemp("reference") / "run"
-    result = run_training(run_config(prepared_data), out)
-    assert result.returncode == 0, result.stderr
-    return out
-
-
-def test_run_folder_records_metrics_summary_and_provenance(reference_run):
-    summary = json.loads((reference_run / "summary.json").read_text())
+def test_run_folder_records_metrics_summary_and_provenance(tiny_run):
+    summary = json.loads((tiny_run / "summary.json").read_text())
     assert summary["status"] == "completed" and summary["status_reason"] == ""
     size = get_size("tiny-8k")
     assert summary["non_embedding_parameters"] == size.non_embedding_parameters
@@ -101,9 +49,9 @@ def test_run_folder_records_metrics_summary_and_provenance(reference_run):
     assert provenance["packages"]["torch"] and provenance["config"]["optimizer"]["lr"] == 3e-3
     assert len(provenance["config_hash"]) == 64 and "commit" in provenance["code_version"]
 
-    rows = read_metrics(reference_run)
-    assert [int(r["milestone_tokens"]) for r in rows] == [2048, 4096, 6144, 10240]
-    assert [int(r["tokens"]) for r in rows] == [2048, 4096, 6144, 10240]
+    rows = read_metrics(tiny_run)
+    assert [int(r["milestone_tokens"]) for r in rows] == TINY_MILESTONES
+    assert [int(r["tokens"]) for r in rows] == TINY_MILESTONES
     per_token = paper_flops_per_token(size.non_embedding_parameters, 64, size.width)
     for row in rows:
         assert float(row["flops"]) == pytest.approx(int(row["tokens"]) * per_token)
@@ -113,17 +61,23 @@ def test_run_folder_records_metrics_summary_and_provenance(reference_run):
         assert float(row["tokens_per_s"]) > 0
         assert sum(1 for key in row if key.startswith("validation_loss_t")) == 4
     assert float(rows[-1]["validation_loss"]) < float(rows[0]["validation_loss"])
-    assert (reference_run / "checkpoints" / "latest.pt").exists()
-    assert yaml.safe_load((reference_run / "config.yaml").read_text())["model"]["size"] == "tiny-8k"
+    assert (tiny_run / "checkpoints" / "latest.pt").exists()
+    assert yaml.safe_load((tiny_run / "config.yaml").read_text())["model"]["size"] == "tiny-8k"
 
 
-def test_rerun_of_a_completed_run_does_nothing(prepared_data, reference_run):
-    before = (reference_run / "metrics.csv").read_text()
-    mtime = (reference_run / "summary.json").stat().st_mtime_ns
-    result = run_training(run_config(prepared_data), reference_run)
-    assert result.returncode == 0 and "already completed" in result.stderr
-    assert (reference_run / "metrics.csv").read_text() == before
-    assert (reference_run / "summary.json").stat().st_mtime_ns == mtime
+def copy_run(run: Path, destination: Path) -> Path:
+    shutil.copytree(run, destination)
+    return destination
+
+
+def test_rerun_of_a_completed_run_does_nothing(prepared_data, tiny_run, tmp_path, capsys):
+    run = copy_run(tiny_run, tmp_path / "run")
+    before = (run / "metrics.csv").read_text()
+    mtime = (run / "summary.json").stat().st_mtime_ns
+    assert train_in_process(tiny_run_config(prepared_data), run) == 0
+    assert "already completed" in capsys.readouterr().err
+    assert (run / "metrics.csv").read_text() == before
+    assert (run / "summary.json").stat().st_mtime_ns == mtime
 
 
 def _milestone_rows(out: Path) -> int:
@@ -144,11 +98,10 @@ def _wait_for(predicate, timeout: float, process: subprocess.Popen) -> None:
     pytest.fail("timed out waiting for the training process")
 
 
-def test_sigkill_then_restart_reproduces_an_uninterrupted_run(prepared_data, reference_run, tmp_path):
+def test_sigkill_then_restart_reproduces_an_uninterrupted_run(prepared_data, tiny_run, tmp_path, capsys):
     out = tmp_path / "run"
-    config_path = write_config(tmp_path / "run.yaml", run_config(prepared_data))
-    env = {**os.environ, "PYTHONPATH": str(ROOT)}
-    process = subprocess.Popen(train_command(config_path, out), env=env, stderr=subprocess.PIPE, text=True)
+    config_path = write_config(tmp_path / "run.yaml", tiny_run_config(prepared_data))
+    process = subprocess.Popen(train_command(config_path, out), env=TRAIN_ENV, stderr=subprocess.PIPE, text=True)
     try:
         # Kill after the first milestone row and a checkpoint exist, mid-run.
         _wait_for(lambda: _milestone_rows(out) >= 1 and (out / "checkpoints" / "latest.pt").exists(), 120, process)
@@ -159,62 +112,152 @@ def test_sigkill_then_restart_reproduces_an_uninterrupted_run(prepared_data, ref
             process.kill()
     assert process.returncode == -signal.SIGKILL
     assert not (out / "summary.json").exists()
-    result = subprocess.run(train_command(config_path, out), env=env, capture_output=True, text=True, timeout=300)
-    assert result.returncode == 0, result.stderr
-    assert "resumed from" in result.stderr
-    assert loss_rows(out) == loss_rows(reference_run)
+    assert train_in_process(tiny_run_config(prepared_data), out) == 0
+    resumed = re.search(r"resumed from \S+latest\.pt at step (\d+)", capsys.readouterr().err)
+    assert resumed and int(resumed.group(1)) in (3, 6, 9, 12, 15, 18)  # a checkpoint every 3 steps, mid-run
+    assert loss_rows(out) == loss_rows(tiny_run)
 
 
-def test_sigterm_writes_a_checkpoint_exits_75_and_resumes_exactly(prepared_data, reference_run, tmp_path):
+def test_sigterm_writes_a_checkpoint_exits_75_and_resumes_exactly(prepared_data, tiny_run, tmp_path):
     out = tmp_path / "run"
-    config_path = write_config(tmp_path / "run.yaml", run_config(prepared_data))
-    env = {**os.environ, "PYTHONPATH": str(ROOT)}
-    process = subprocess.Popen(train_command(config_path, out), env=env, stderr=subprocess.PIPE, text=True)
+    config_path = write_config(tmp_path / "run.yaml", tiny_run_config(prepared_data))
+    process = subprocess.Popen(train_command(config_path, out), env=TRAIN_ENV, stderr=subprocess.PIPE, text=True)
     _wait_for(lambda: _milestone_rows(out) >= 1, 120, process)  # mid-run: after the first milestone
     process.send_signal(signal.SIGTERM)
     _, stderr = process.communicate(timeout=60)
     assert process.returncode == 75, stderr
     summary = json.loads((out / "summary.json").read_text())
     assert summary["status"] == "preempted" and "SIGTERM" in summary["status_reason"]
-    result = subprocess.run(train_command(config_path, out), env=env, capture_output=True, text=True, timeout=300)
-    assert result.returncode == 0, result.stderr
+    assert 4 <= summary["steps"] < 20
+    assert train_in_process(tiny_run_config(prepared_data), out) == 0
     assert json.loads((out / "summary.json").read_text())["status"] == "completed"
-    assert loss_rows(out) == loss_rows(reference_run)
+    assert loss_rows(out) == loss_rows(tiny_run)
 
 
-def test_micro_batches_give_the_same_run_as_one_batch(prepared_data, reference_run, tmp_path):
+def test_sigusr1_preempts_like_sigterm_and_the_run_resumes_exactly(prepared_data, tiny_run, tmp_path):
+    """SLURM's warning signal before a time limit: checkpoint, exit 75, resume to the uninterrupted numbers."""
+    out = tmp_path / "run"
+    sent = threading.Event()
+
+    def signal_after_the_first_milestone() -> None:
+        deadline = time.monotonic() + 120
+        while time.monotonic() < deadline and _milestone_rows(out) < 1:
+            time.sleep(0.005)
+        os.kill(os.getpid(), signal.SIGUSR1)
+        sent.set()
+
+    # A late signal (after the trainer put the previous handler back) must not end the test process.
+    previous = signal.signal(signal.SIGUSR1, lambda signum, frame: None)
+    try:
+        sender = threading.Thread(target=signal_after_the_first_milestone, daemon=True)
+        sender.start()
+        code = train_in_process(tiny_run_config(prepared_data), out)
+        sender.join(timeout=120)
+    finally:
+        signal.signal(signal.SIGUSR1, previous)
+    assert sent.is_set()
+    summary = json.loads((out / "summary.json").read_text())
+    assert code == 75, summary
+    assert summary["status"] == "preempted" and "SIGUSR1" in summary["status_reason"]
+    assert 4 <= summary["steps"] < 20 and (out / "checkpoints" / "latest.pt").exists()
+    assert train_in_process(tiny_run_config(prepared_data), out) == 0
+    assert loss_rows(out) == loss_rows(tiny_run)
+
+
+def test_micro_batches_give_the_same_run_as_one_batch(prepared_data, tiny_run, tmp_path):
     out = tmp_path / "micro"
-    result = run_training(run_config(prepared_data, batch={"global_clips": 8, "micro_clips": 2}), out)
-    assert result.returncode == 0, result.stderr
-    for split, whole in zip(read_metrics(out), read_metrics(reference_run)):
+    assert train_in_process(tiny_run_config(prepared_data, batch={"global_clips": 8, "micro_clips": 2}), out) == 0
+    for split, whole in zip(read_metrics(out), read_metrics(tiny_run), strict=True):
         assert float(split["validation_loss"]) == pytest.approx(float(whole["validation_loss"]), rel=1e-5)
         assert float(split["train_loss"]) == pytest.approx(float(whole["train_loss"]), rel=1e-5)
 
 
 @pytest.mark.slow
-def test_two_processes_match_one_process(prepared_data, reference_run, tmp_path):
+def test_two_processes_match_one_process(prepared_data, tiny_run, tmp_path):
     """torchrun with 2 gloo processes and the same global batch: same validation loss within 1e-5."""
+    import sys
+
     out = tmp_path / "ddp"
-    config_path = write_config(tmp_path / "ddp.yaml", run_config(prepared_data))
-    command = [PYTHON, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2", "-m", "dit.train",
+    config_path = write_config(tmp_path / "ddp.yaml", tiny_run_config(prepared_data))
+    command = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2", "-m", "dit.train",
                "--config", str(config_path), "--out", str(out)]
-    result = subprocess.run(command, capture_output=True, text=True, timeout=600,
-                            env={**os.environ, "PYTHONPATH": str(ROOT), "OMP_NUM_THREADS": "1"})
+    result = subprocess.run(command, capture_output=True, text=True, timeout=600, env={**TRAIN_ENV, "OMP_NUM_THREADS": "1"})
     assert result.returncode == 0, result.stderr[-4000:]
     summary = json.loads((out / "summary.json").read_text())
     assert summary["processes"] == 2 and summary["steps"] == 20
-    for two, one in zip(read_metrics(out), read_metrics(reference_run), strict=True):
+    for two, one in zip(read_metrics(out), read_metrics(tiny_run), strict=True):
         assert float(two["validation_loss"]) == pytest.approx(float(one["validation_loss"]), rel=1e-5)
 
 
-def test_divergence_is_recorded_and_exits_zero(prepared_data, tmp_path):
+# ------------------------------------------------------------------ divergence
+
+
+def _training_losses_changed_from_step(monkeypatch, step: int, factor: float) -> None:
+    """Multiply the per-clip training losses by ``factor`` from optimizer step ``step`` on (one call per step
+    in training mode; validation calls it in eval mode)."""
+    import dit.diffusion
+
+    real, calls = dit.diffusion.epsilon_mse, []
+
+    def changed(model, *args, **kwargs):
+        losses = real(model, *args, **kwargs)
+        if not model.training:
+            return losses
+        calls.append(None)
+        return losses * factor if len(calls) > step else losses
+
+    monkeypatch.setattr(dit.diffusion, "epsilon_mse", changed)
+
+
+@pytest.mark.parametrize(
+    "factor, step, milestones_kept, reason",
+    [(100.0, 6, 1, "above divergence.max_loss=10.0"), (math.nan, 9, 2, "non-finite")],
+    ids=["above-threshold-mid-run", "non-finite-training-loss"],
+)
+def test_divergence_mid_run_is_recorded_with_the_milestones_reached(prepared_data, tiny_run, tmp_path, monkeypatch,
+                                                                    factor, step, milestones_kept, reason):
+    _training_losses_changed_from_step(monkeypatch, step, factor)
     out = tmp_path / "diverge"
-    config = run_config(prepared_data, optimizer={"lr": 3e-3}, divergence={"max_loss": 0.5})
-    result = run_training(config, out)
-    assert result.returncode == 0, result.stderr
+    assert train_in_process(tiny_run_config(prepared_data), out) == 0  # a diverged run lets the grid go on
     summary = json.loads((out / "summary.json").read_text())
-    assert summary["status"] == "diverged"
-    assert "above divergence.max_loss=0.5" in summary["status_reason"]
+    assert summary["status"] == "diverged" and summary["steps"] == step
+    assert f"at step {step}" in summary["status_reason"] and reason in summary["status_reason"]
+    # Up to the divergence it is the uninterrupted run, milestone for milestone.
+    assert loss_rows(out) == loss_rows(tiny_run)[:milestones_kept]
+    assert summary["milestones_reached"] == milestones_kept
+
+
+def test_non_finite_validation_loss_is_recorded_as_divergence(prepared_data, tiny_run, tmp_path, monkeypatch):
+    import dit.diffusion
+
+    real, calls = dit.diffusion.validation_loss, []
+
+    def second_is_nan(*args, **kwargs):
+        calls.append(None)
+        result = real(*args, **kwargs)
+        return dataclasses.replace(result, mean=math.nan) if len(calls) == 2 else result
+
+    monkeypatch.setattr(dit.diffusion, "validation_loss", second_is_nan)
+    out = tmp_path / "diverge"
+    assert train_in_process(tiny_run_config(prepared_data), out) == 0
+    summary = json.loads((out / "summary.json").read_text())
+    assert summary["status"] == "diverged" and summary["steps"] == 8  # the second milestone, 4,096 tokens
+    assert summary["status_reason"].startswith("validation loss nan at step 8")
+    rows = read_metrics(out)
+    assert loss_rows(out)[0] == loss_rows(tiny_run)[0] and len(rows) == 2
+    assert math.isnan(float(rows[1]["validation_loss"]))
+
+
+def test_the_threshold_applies_from_the_first_step(prepared_data, tmp_path):
+    out = tmp_path / "diverge"
+    config = tiny_run_config(prepared_data, divergence={"max_loss": 0.5})  # the first step's loss is about 1
+    assert train_in_process(config, out) == 0
+    summary = json.loads((out / "summary.json").read_text())
+    assert summary["status"] == "diverged" and summary["steps"] == 0
+    assert "above divergence.max_loss=0.5" in summary["status_reason"] and read_metrics(out) == []
+
+
+# ------------------------------------------------------------------ configuration and run-folder errors
 
 
 @pytest.mark.parametrize(
@@ -227,39 +270,64 @@ def test_divergence_is_recorded_and_exits_zero(prepared_data, tmp_path):
         ({"optimizer": {"lr": 1e-3, "momentum": 0.9}}, "optimizer.momentum"),
     ],
 )
-def test_bad_config_fails_at_start_naming_the_key(tmp_path, changes, key):
-    config = run_config(tmp_path / "no-data", **changes)
+def test_bad_config_fails_at_start_naming_the_key(tmp_path, capsys, changes, key):
+    config = tiny_run_config(tmp_path / "no-data", **changes)
     with pytest.raises(ConfigError, match=key.replace(".", r"\.")):
         config_from_dict(config)
-    result = run_training(config, tmp_path / "run")
-    assert result.returncode == 2
-    assert key in result.stderr and "Traceback" not in result.stderr
+    assert train_in_process(config, tmp_path / "run") == 2
+    stderr = capsys.readouterr().err
+    assert key in stderr and "Traceback" not in stderr
+    assert not (tmp_path / "run").exists()
 
 
 def test_batch_not_divisible_by_processes_names_the_key(prepared_data):
-    config = config_from_dict(run_config(prepared_data, batch={"global_clips": 12, "micro_clips": 4}))
+    config = config_from_dict(tiny_run_config(prepared_data, batch={"global_clips": 12, "micro_clips": 4}))
     assert config.validate_world_size(1) == 4 and config.validate_world_size(3) == 4
     with pytest.raises(ConfigError, match=r"batch\.micro_clips"):
         config.validate_world_size(2)  # 6 clips per process, not divisible by 4
     with pytest.raises(ConfigError, match=r"batch\.global_clips"):
-        config_from_dict(run_config(prepared_data, batch={"global_clips": 9})).validate_world_size(2)
+        config_from_dict(tiny_run_config(prepared_data, batch={"global_clips": 9})).validate_world_size(2)
 
 
-def test_missing_data_folder_is_a_clear_error(tmp_path):
-    result = run_training(run_config(tmp_path / "nowhere"), tmp_path / "run")
-    assert result.returncode == 2
-    assert "data.root" in result.stderr and "dit.data prepare" in result.stderr
+def test_missing_data_folder_is_a_clear_error(tmp_path, capsys):
+    assert train_in_process(tiny_run_config(tmp_path / "nowhere"), tmp_path / "run") == 2
+    stderr = capsys.readouterr().err
+    assert "data.root" in stderr and "dit.data prepare" in stderr
 
 
-def test_unreadable_checkpoint_is_a_clear_failure_and_is_kept(prepared_data, tmp_path):
+def test_unreadable_checkpoint_is_a_clear_failure_and_is_kept(prepared_data, tmp_path, capsys):
     content = b"PK\x03\x04 a truncated checkpoint"
     out = tmp_path / "run"
     checkpoint = out / "checkpoints" / "latest.pt"
     checkpoint.parent.mkdir(parents=True)
     checkpoint.write_bytes(content)
-    result = run_training(run_config(prepared_data), out)
-    assert result.returncode == 1, result.stderr[-2000:]
-    assert f"checkpoint {checkpoint} cannot be read" in result.stderr and "Traceback" not in result.stderr
+    assert train_in_process(tiny_run_config(prepared_data), out) == 1
+    stderr = capsys.readouterr().err
+    assert f"checkpoint {checkpoint} cannot be read" in stderr and "Traceback" not in stderr
     summary = json.loads((out / "summary.json").read_text())
     assert summary["status"] == "failed" and "cannot be read" in summary["status_reason"]
     assert checkpoint.read_bytes() == content, "the unreadable checkpoint must be left for inspection"
+
+
+def test_a_checkpoint_of_another_config_is_refused_and_left_alone(prepared_data, tiny_run, tmp_path, capsys):
+    """Resuming into a folder whose checkpoint was written under another config would mix two runs."""
+    run = copy_run(tiny_run, tmp_path / "run")
+    checkpoint = (run / "checkpoints" / "latest.pt").read_bytes()
+    metrics = (run / "metrics.csv").read_text()
+    (run / "summary.json").unlink()  # an unfinished run, so the trainer looks at its checkpoint
+    other = tiny_run_config(prepared_data, optimizer={"lr": 1e-3, "warmup_steps": 2})
+    assert train_in_process(other, run) == 2
+    stderr = capsys.readouterr().err
+    assert f"{run} holds a checkpoint of a different configuration" in stderr and "Traceback" not in stderr
+    assert (run / "checkpoints" / "latest.pt").read_bytes() == checkpoint
+    assert (run / "metrics.csv").read_text() == metrics
+
+
+def test_quiet_silences_progress_lines_and_changes_no_number(prepared_data, tiny_run, tmp_path, capsys):
+    loud = tiny_run_config(prepared_data, progress={"interval_seconds": 0.001})
+    assert train_in_process(loud, tmp_path / "loud") == 0
+    printed = capsys.readouterr().err
+    assert "milestone 2,048 tokens: step 4" in printed and "step 20 | tokens 10,240/10,240 (100%)" in printed
+    assert train_in_process(loud, tmp_path / "quiet", "--quiet") == 0
+    assert capsys.readouterr().err == ""
+    assert loss_rows(tmp_path / "quiet") == loss_rows(tmp_path / "loud") == loss_rows(tiny_run)

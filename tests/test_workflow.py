@@ -1,9 +1,11 @@
 """The Snakemake pipeline (Snakefile, workflow/rules/*.smk) on one machine.
 
-Fast: ``snakemake --lint``, the DAG of each config (training jobs counted), invalid configs stopped
-before any job with the bad key named. Slow (``smoke_run``, tests/conftest.py): the smoke config run
-end to end and its outputs checked for content, the HTML report, a changed grid value rerunning only
-what it touches, and a SIGKILLed run that resumes on rerun with the numbers of an uninterrupted one.
+Fast: ``snakemake --lint``, the DAG of each config (training jobs counted) and of the ``bench`` target,
+an invalid config stopped before any job with the bad key named (tests/test_workflow_config.py checks
+every key in-process). Slow (``smoke_run``, tests/conftest.py): the tests' smoke config run end to end
+and its outputs checked for content, diverged runs carried through to the runs table and the fits'
+exclusions, the HTML report, a changed grid value rerunning only what it touches, a SIGKILLed run that
+resumes on rerun with the numbers of an uninterrupted one, and a failed run that stops only its branch.
 """
 
 from __future__ import annotations
@@ -20,9 +22,8 @@ import time
 from pathlib import Path
 
 import pytest
-import yaml
 
-from conftest import LOCAL_PROFILE, REPOSITORY_ROOT, planned_jobs, read_losses, run_bounded, workflow_environment
+from conftest import LOCAL_PROFILE, REPOSITORY_ROOT, copy_data, planned_jobs, read_losses, run_bounded, workflow_environment
 
 DRY_RUN_TIMEOUT_S = 120
 KILL_RUN_TIMEOUT_S = 600
@@ -57,14 +58,21 @@ def grid_job_ids(config: dict) -> set[str]:
     return {f"grid/{size}/b{batch}" for size in config["grid"]["sizes"] for batch in config["grid"]["batch_clips"]}
 
 
-SMOKE_CONFIG = yaml.safe_load((REPOSITORY_ROOT / "config" / "smoke.yaml").read_text())
-SMOKE_SIZES = SMOKE_CONFIG["grid"]["sizes"]
 
 
 def grid_run_ids(config: dict) -> set[str]:
     from pipeline.runs import grid_runs
 
     return {run.run_id for run in grid_runs(config)}
+
+
+def diverging_run_ids(config: dict) -> set[str]:
+    """config/test.yaml's noise-floor runs at a learning rate above the whole grid's (they diverge within
+    their first steps, before the first milestone)."""
+    from pipeline.runs import grid_runs
+
+    highest = max(config["grid"]["learning_rates"])
+    return {run.run_id for run in grid_runs(config) if run.series == "noise" and run.learning_rate > 10 * highest}
 
 
 def read_rows(path: Path) -> list[dict[str, str]]:
@@ -95,8 +103,8 @@ def test_lint_is_clean():
 
 @pytest.mark.parametrize(
     "source, ensemble, grid_jobs",
-    [("config", "auto", 4 * 3), ("smoke", "auto", 3 * 2), ("smoke", "off", 3 * 2 * 3 + 1 * 2),
-     ("paper", "auto", 4 * 3)],
+    [pytest.param("config", "auto", 4 * 3, marks=pytest.mark.slow), ("smoke", "auto", 3 * 2), ("test", "auto", 3 * 2),
+     ("test", "off", 3 * 2 * 3 + 2 * 2), pytest.param("paper", "auto", 4 * 3, marks=pytest.mark.slow)],
 )
 def test_dry_run_builds_the_expected_dag(source, ensemble, grid_jobs, make_pipeline, tmp_path):
     overrides = {"training": {"ensemble": ensemble}}
@@ -126,29 +134,28 @@ def test_dry_run_builds_the_expected_dag(source, ensemble, grid_jobs, make_pipel
     assert not pipeline.workdir.exists(), "a dry run must not create the workdir"
 
 
-@pytest.mark.parametrize(
-    "overrides, message",
-    [
-        ({"grid": {"learning_rates": [5.0e-3, -1.0e-2]}},
-         "invalid pipeline config: grid.learning_rates[1]: -0.01 is less than or equal to the minimum of 0"),
-        ({"grid": {"sizes": [SMOKE_SIZES[0], "tiny-9000k"]}},
-         "invalid pipeline config: grid.sizes[1]: unknown model size 'tiny-9000k'"),
-        ({"training": {"learning_rate": 1.0e-3}},
-         "invalid pipeline config: training: Additional properties are not allowed ('learning_rate' was unexpected)"),
-        ({"gird": {"sizes": SMOKE_SIZES}},
-         "invalid pipeline config: config: Additional properties are not allowed ('gird' was unexpected)"),
-        ({"heldout": {"sizes": [SMOKE_SIZES[0]]}},
-         f"invalid pipeline config: heldout.sizes[0]: {SMOKE_SIZES[0]} is also a fitting size in grid.sizes"),
-    ],
-    ids=["negative-learning-rate", "unknown-size", "unknown-nested-key", "unknown-top-level-key", "heldout-in-grid"],
-)
-def test_invalid_config_stops_before_any_job_naming_the_key(overrides, message, make_pipeline, tmp_path):
-    pipeline = make_pipeline(tmp_path, "smoke", overrides)
+def test_invalid_config_stops_before_any_job_naming_the_key(make_pipeline, tmp_path):
+    pipeline = make_pipeline(tmp_path, "test", {"heldout": {"sizes": ["tiny-18k"]}})
     result = pipeline.run("--dry-run", "--cores", "2", timeout_s=DRY_RUN_TIMEOUT_S)
     assert result.returncode != 0, result.tail()
-    assert message in result.output, result.tail()
+    assert "invalid pipeline config: heldout.sizes[0]: tiny-18k is also a fitting size in grid.sizes" in result.output, result.tail()
     assert "Building DAG of jobs" not in result.output, "the config must be rejected before the DAG is built"
     assert not pipeline.workdir.exists()
+
+
+def test_bench_target_plans_one_job_per_benchmark_file(make_pipeline, tmp_path):
+    """``snakemake --cores all bench`` (not part of ``all``): a pytest-benchmark job per benchmarks/bench_*.py
+    that the stage lists, its JSON under results/bench/."""
+    pipeline = make_pipeline(tmp_path, "test")
+    result = pipeline.run("--dry-run", "--printshellcmds", "--cores", "2", "bench", timeout_s=DRY_RUN_TIMEOUT_S)
+    assert result.returncode == 0, result.tail()
+    assert result.job_counts() == {"bench_suite": 4, "bench": 1}, result.job_counts()
+    suites = {job.wildcards.removeprefix("suite=") for job in result.jobs() if job.rule == "bench_suite"}
+    assert suites <= {path.stem.removeprefix("bench_") for path in (REPOSITORY_ROOT / "benchmarks").glob("bench_*.py")}
+    assert len(suites) == 4
+    for suite in suites:
+        assert f"--benchmark-json {pipeline.results}/bench/{suite}.json" in result.output, suite
+        assert f"python -m pytest benchmarks/bench_{suite}.py --benchmark-only" in result.output, suite
 
 
 # ------------------------------------------------------------------ slow: the smoke workflow, end to end
@@ -162,11 +169,20 @@ def test_smoke_runs_table_has_every_run_at_every_milestone(smoke_run):
 
     proposal = smoke_run.workdir / "analysis" / "proposal.json"
     planned = grid_runs(smoke_run.config) + proposed_runs(proposal)
-    expected = {run.run_id: list(run.milestones_tokens) for run in planned}
+    expected = {run.run_id: [] if run.run_id in diverging_run_ids(smoke_run.config) else list(run.milestones_tokens)
+                for run in planned}
     assert {"heldout", "compute_optimal"} <= {run_id.split("/")[0] for run_id in expected}
 
+    diverging = diverging_run_ids(smoke_run.config)
+    assert len(diverging) == len(smoke_run.config["noise"]["seeds"]) == 2
     found: dict[str, list[int]] = {}
     for row in rows:
+        if row["run_id"] in diverging:  # once, with the reason and no losses: no milestone was reached
+            assert row["status"] == "diverged", row
+            assert re.fullmatch(r"training loss \S+ at step \d \(above divergence\.max_loss=10\.0\)", row["status_reason"]), row
+            assert row["milestone_tokens"] == row["train_loss"] == row["validation_loss"] == "" and row["tokens"] == "0", row
+            found[row["run_id"]] = []
+            continue
         found.setdefault(row["run_id"], []).append(int(row["milestone_tokens"]))
         assert row["status"] == "completed" and row["status_reason"] == "", row
         assert is_finite_number(row["train_loss"]) and is_finite_number(row["validation_loss"]), row
@@ -176,7 +192,7 @@ def test_smoke_runs_table_has_every_run_at_every_milestone(smoke_run):
         assert int(row["tokens"]) == int(row["step"]) * int(row["batch_tokens"]), row
         assert float(row["flops"]) > float(row["flops_6n"]) > 0, row
     assert found == expected, "runs.csv must hold each planned run once per milestone, in order"
-    assert len(rows) == sum(len(m) for m in expected.values())
+    assert len(rows) == sum(max(len(m), 1) for m in expected.values())
 
     milestones = smoke_run.config["grid"]["milestones_tokens"]
     losses = {key: float(value[1]) for key, value in read_losses(smoke_run.results / "runs.csv").items()}
@@ -191,6 +207,26 @@ def test_smoke_runs_table_has_every_run_at_every_milestone(smoke_run):
         assert summary["provenance"]["config"]["run"]["id"] == run.run_id
         # At the conventional cell the validation loss falls from the first milestone to the last.
         assert losses[(run.run_id, milestones[-1])] < losses[(run.run_id, milestones[0])], run.run_id
+
+
+@pytest.mark.slow
+def test_diverged_runs_are_left_out_of_the_fits_with_their_reason(smoke_run):
+    """README: a diverged run is recorded as diverged in results/runs.csv, left out of the fits with that reason,
+    and the pipeline goes on (the smoke run finished, its laws are fitted)."""
+    rows = {row["run_id"]: row for row in read_rows(smoke_run.results / "runs.csv")}
+    document = json.loads((smoke_run.results / "laws.json").read_text())
+    diverging = diverging_run_ids(smoke_run.config)
+    excluded = {entry["run_id"]: entry for entry in document["runs"]["excluded"]}
+    assert set(excluded) == diverging
+    for run_id in diverging:
+        summary = json.loads((smoke_run.run_dir(run_id) / "summary.json").read_text())
+        assert summary["status"] == "diverged" and 0 < summary["steps"] < 8  # before the first milestone, 8 steps in
+        assert excluded[run_id]["status"] == "diverged" and excluded[run_id]["milestones_reached"] == 0
+        assert excluded[run_id]["reason"] == f"diverged: {rows[run_id]['status_reason']}" != "diverged: "
+        assert rows[run_id]["status_reason"] == summary["status_reason"]
+    for law in document["laws"].values():
+        assert not diverging & set(law.get("runs", [])), "a diverged run was fitted"
+    assert all(document["laws"][name]["status"] == "fitted" for name in CORE_LAWS)
 
 
 @pytest.mark.slow
@@ -271,7 +307,8 @@ def test_smoke_summary_has_every_section(smoke_run):
     timings = text[text.find("## Stage timings"):]
     for stage in ("train/grid/*", "train/heldout/*", "fit_grid", "fit_laws", "prepare_data"):
         assert f"| {stage} |" in timings, stage
-    assert f"| train/grid/* | {len(grid_job_ids(smoke_run.config))} |" in timings
+    grid_cells = sum(run_id.startswith("grid/") for run_id in grid_run_ids(smoke_run.config))
+    assert f"| train/grid/* | {grid_cells} |" in timings
     assert all(size in text for size in smoke_run.config["heldout"]["sizes"])
     assert "%%" not in text, "a doubled percent sign (printf-style escaping left in the text)"
 
@@ -384,7 +421,7 @@ def _killed_run_config(make_pipeline, directory: Path, smoke_config: dict, sizes
     kept = grid["sizes"][:sizes]
     noise = [cell for cell in smoke_config["noise"]["cells"]
              if cell["size"] in kept and cell["batch_clips"] == conventional["batch_clips"]]
-    return make_pipeline(directory, "smoke", {
+    return make_pipeline(directory, "test", {
         "grid": {"sizes": kept, "batch_clips": [conventional["batch_clips"]]},
         "noise": {"cells": noise, "seeds": smoke_config["noise"]["seeds"] if noise else []},
     })
@@ -415,6 +452,7 @@ def test_killed_run_resumes_on_rerun_with_identical_numbers(smoke_run, make_pipe
     was unfinished, the interrupted job resumes from its checkpoint, and the grid's runs table equals the
     uninterrupted smoke run's to the bit (where each run trained in a larger ensemble)."""
     pipeline = _killed_run_config(make_pipeline, tmp_path, smoke_run.config)
+    copy_data(smoke_run, pipeline)
     target = pipeline.workdir / "analysis" / "grid_runs.csv"
     run_ids = grid_run_ids(pipeline.config)
     job_ids = grid_job_ids(pipeline.config)
@@ -487,15 +525,16 @@ def test_killed_run_resumes_on_rerun_with_identical_numbers(smoke_run, make_pipe
     print(f"killed after {len(finished)} finished run(s), {interrupted} resumed; rerun {rerun.seconds:.0f} s")
 
 
+
+@pytest.mark.slow
+@pytest.mark.slow
 def test_failed_training_job_stops_its_branch_names_its_log_and_the_rest_goes_on(smoke_run, make_pipeline, tmp_path):
     """One training job's folder holds an unreadable checkpoint: the job fails with a clear reason in its log
     and in its runs' summaries, Snakemake names that log, the other job still finishes (keep-going), nothing
     that depends on the failed job is built, and the bad file is left in place."""
-    import shutil
-
     # two jobs (one per size): one broken, one that must still finish
     pipeline = _killed_run_config(make_pipeline, tmp_path, smoke_run.config, sizes=2)
-    shutil.copytree(smoke_run.workdir / "data", pipeline.workdir / "data", symlinks=True)
+    copy_data(smoke_run, pipeline)
     job_ids = sorted(grid_job_ids(pipeline.config))
     assert len(job_ids) == 2
     broken, other = job_ids

@@ -1,10 +1,17 @@
 """The Snakemake pipeline through ``--executor slurm`` on the local one-node SLURM cluster.
 
 Each test runs Snakemake with workflow/profiles/slurm as ``slurm_cluster.write_profile`` adapts it
-(partition, no accounting, requests capped at the node), plus two test settings: training jobs ask
-for one CPU (they train on one thread, so two run at once on the two-CPU node) and SLURM logs go to
-the test's temporary folder. Numbers are compared with the local smoke run (``smoke_run``): the same
+(partition, no accounting, requests capped at the node), plus three test settings: every job asks
+for one CPU (training and evaluation run on one thread, so two jobs run at once on the two-CPU node),
+four jobs may be submitted at once (SLURM queues the others), and SLURM logs go to the test's
+temporary folder. Numbers are compared with the local smoke run (``smoke_run``): the same
 seeds give the same losses whichever executor ran the job, and whether or not it was preempted.
+
+Each SLURM job costs 12-33 s here (job start, Snakemake's start inside the job, and the executor's
+status checks, 10 s further apart each round in which no job finished), so the tests start as few
+jobs as show each behaviour: the smoke workflow resumes from the local run's grid and held-out stage
+with one held-out run to train, and one Snakemake run both preempts a training job and fails another,
+started in the background so that its waits overlap the smoke workflow's.
 """
 
 from __future__ import annotations
@@ -15,13 +22,15 @@ import re
 import shutil
 import subprocess
 import sys
+import threading
 import time
+from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
 import yaml
 
-from conftest import KILL_AFTER_S, REPOSITORY_ROOT, SLURM_PROFILE, SnakemakeRun, read_losses, workflow_environment
+from conftest import KILL_AFTER_S, REPOSITORY_ROOT, SLURM_PROFILE, SnakemakeRun, copy_data, read_losses, workflow_environment
 from slurm_cluster import wait_for_path
 
 pytestmark = [pytest.mark.slurm, pytest.mark.slow]
@@ -37,14 +46,6 @@ CLUSTER_RULES = {"prepare_data", "train_grid", "train_heldout", "fit_grid", "fit
 EXACT_METRICS = ("milestone_tokens", "step", "tokens", "clips", "flops", "flops_6n", "train_loss", "validation_loss", "lr")
 
 
-def retrained_through_slurm(config: dict) -> list[str]:
-    """Runs the SLURM smoke test trains itself: the grid's last run and the last noise-floor run."""
-    from dit.grid import grid_runs
-
-    runs = grid_runs(config)
-    return [[run for run in runs if run.series == series][-1].run_id for series in ("grid", "noise")]
-
-
 def conventional_run(config: dict, largest: bool) -> str:
     """The run at the conventional (batch, learning rate) cell of the smallest or largest grid size."""
     from dit.grid import conventional_runs
@@ -53,11 +54,15 @@ def conventional_run(config: dict, largest: bool) -> str:
 
 
 def slurm_profile(cluster, directory: Path, *, retries: int | None = None) -> Path:
-    """workflow/profiles/slurm adapted to the local cluster, one CPU per training job, logs in ``directory``."""
+    """workflow/profiles/slurm adapted to the local cluster, one CPU per job, logs in ``directory``."""
     profile = cluster.write_profile(SLURM_PROFILE, directory / "profile")
     settings = yaml.safe_load((profile / "config.yaml").read_text())
+    settings["default-resources"]["cpus_per_task"] = 1
     for rule in ("train_grid", "train_heldout"):
         settings["set-resources"][rule]["cpus_per_task"] = 1
+    # More jobs submitted than the node runs at once: SLURM queues them, so a job starts as soon as a CPU
+    # is free instead of after Snakemake's next status check, and local rules do not take a job's slot.
+    settings["jobs"] = 4
     settings["slurm-logdir"] = str(directory / "slurm-logs")
     settings["slurm-keep-successful-logs"] = True
     if retries is not None:
@@ -66,15 +71,12 @@ def slurm_profile(cluster, directory: Path, *, retries: int | None = None) -> Pa
     return profile
 
 
-def submissions(run: SnakemakeRun) -> list[tuple[str, str, Path]]:
-    """(rule, SLURM job id, SLURM log) of every job Snakemake submitted, in order."""
-    rules = {job.jobid: job.rule for job in run.jobs()}
-    return [(rules.get(int(jobid), "?"), slurm_job, Path(log)) for jobid, slurm_job, log in SUBMITTED.findall(run.output)]
-
-
-def copy_prepared_data(source_workdir: Path, workdir: Path) -> None:
-    """The smoke run's generated and prepared data, with their times, so Snakemake sees them up to date."""
-    shutil.copytree(source_workdir / "data", workdir / "data", symlinks=True)
+def copy_finished_stages(source, destination) -> None:
+    """The local run's data, every run folder, the fit of the grid, the held-out proposal and the stage
+    benchmarks, with their times, so Snakemake finds those stages done."""
+    copy_data(source, destination)
+    for folder in ("runs", "analysis", "benchmarks"):
+        shutil.copytree(source.workdir / folder, destination.workdir / folder)
 
 
 def result_files(results: Path) -> set[str]:
@@ -99,22 +101,22 @@ def finish(process: subprocess.Popen, command: list[str], output: Path, started:
 
 
 @pytest.mark.timeout(SLURM_SMOKE_TIMEOUT_S + 900)
-def test_smoke_workflow_through_slurm_matches_the_local_run(slurm_cluster, smoke_run, make_pipeline, tmp_path):
-    """The smoke workflow through SLURM from the local run's grid: its data and all but two of its grid runs are
-    copied (each SLURM job costs 12-33 s of start-up and status polling here, the whole grid about 7 min);
-    the two other grid runs, the fit, the held-out checkpoint and runs, the evaluations, the samples and
-    the final fit run as SLURM jobs. Every number and every result file must be the local run's."""
-    pipeline = make_pipeline(tmp_path, "smoke")
-    retrained = retrained_through_slurm(pipeline.config)
-    copy_prepared_data(smoke_run.workdir, pipeline.workdir)
-    for series in ("grid", "noise"):
-        shutil.copytree(smoke_run.workdir / "runs" / series, pipeline.workdir / "runs" / series)
-    for run_id in retrained:
-        shutil.rmtree(pipeline.run_dir(run_id))
+def test_smoke_workflow_through_slurm_matches_the_local_run(slurm_cluster, smoke_run, make_pipeline, tmp_path,
+                                                            preempted_and_failing):
+    """The tests' smoke workflow through SLURM from the local run's grid and held-out stage: the held-out
+    run the laws predict best is trained again as a SLURM job, then the final fit, the evaluations and the
+    samples run as SLURM jobs and the tables, figures and summary locally. Every number and every result
+    file must be the local run's. (The preempt-and-fail run goes on meanwhile, on the same node.)"""
+    from dit.grid import predicted_heldout_run
+
+    pipeline = make_pipeline(tmp_path, "test")
+    copy_finished_stages(smoke_run, pipeline)
+    retrained = predicted_heldout_run(pipeline.workdir / "analysis" / "proposal.json").run_id
+    shutil.rmtree(pipeline.run_dir(retrained))
     profile = slurm_profile(slurm_cluster, tmp_path)
     result = pipeline.run("--profile", str(profile), timeout_s=SLURM_SMOKE_TIMEOUT_S, env=slurm_cluster.env())
     (tmp_path / "snakemake.out").write_text(result.output)
-    print(f"\nsmoke workflow through --executor slurm from the local grid: {result.seconds:.0f} s "
+    print(f"\nsmoke workflow through --executor slurm from the local grid and held-out stage: {result.seconds:.0f} s "
           f"(whole smoke workflow, local profile, 2 cores: {smoke_run.finished.seconds:.0f} s)")
     assert result.returncode == 0, result.tail()
 
@@ -123,20 +125,16 @@ def test_smoke_workflow_through_slurm_matches_the_local_run(slurm_cluster, smoke
     assert sorted(job.jobid for job, _ in submitted) == sorted(job.jobid for job in jobs.values() if not job.local), \
         "every job not marked local must be submitted to SLURM exactly once"
     assert not CLUSTER_RULES & {job.rule for job in jobs.values() if job.local}
-    trained = sorted(job.wildcards.removeprefix("grid_run=") for job, _ in submitted if job.rule == "train_grid")
-    assert trained == sorted(retrained)
-    from dit.grid import proposed_runs
-
-    heldout = proposed_runs(pipeline.workdir / "analysis" / "proposal.json")
-    assert sum(job.rule == "train_heldout" for job, _ in submitted) == len(heldout) >= 5
+    assert sorted(job.rule for job, _ in submitted) == sorted(
+        ["train_heldout", "fit_laws", "validation_protocol_spread", "caption_conditioning", "samples"])
+    assert [job.wildcards.removeprefix("heldout_run=") for job, _ in submitted if job.rule == "train_heldout"] == [retrained]
     for job, slurm_job in submitted:
         assert slurm_cluster.job_state(slurm_job) == "COMPLETED", (job, slurm_job)
 
     assert result_files(pipeline.results) == result_files(smoke_run.results)
     assert read_losses(pipeline.results / "runs.csv") == read_losses(smoke_run.results / "runs.csv"), \
         "SLURM and local runs of the same seeds differ"
-    for run_id in retrained:
-        assert read_metrics(pipeline.run_dir(run_id) / "metrics.csv") == read_metrics(smoke_run.run_dir(run_id) / "metrics.csv")
+    assert read_metrics(pipeline.run_dir(retrained) / "metrics.csv") == read_metrics(smoke_run.run_dir(retrained) / "metrics.csv")
     laws = json.loads((pipeline.results / "laws.json").read_text())["laws"]
     local_laws = json.loads((smoke_run.results / "laws.json").read_text())["laws"]
     for name in ("loss_optimal", "batch_size", "learning_rate"):
@@ -145,88 +143,135 @@ def test_smoke_workflow_through_slurm_matches_the_local_run(slurm_cluster, smoke
         spread = json.loads((pipeline.results / "evaluation" / f"{name}.json").read_text())
         local = json.loads((smoke_run.results / "evaluation" / f"{name}.json").read_text())
         assert spread.get("per_seed", spread.get("conditions")) == local.get("per_seed", local.get("conditions")), name
+    samples = json.loads((pipeline.results / "samples" / "index.json").read_text())
+    assert samples["captions"] == json.loads((smoke_run.results / "samples" / "index.json").read_text())["captions"]
 
 
-def test_preempted_training_job_is_resubmitted_and_resumes(slurm_cluster, smoke_run, make_pipeline, tmp_path):
-    """scancel --signal=TERM mid-run: the trainer checkpoints and exits 75, the profile's retries resubmit the
-    job, it resumes from the checkpoint and ends with the metrics of an uninterrupted run of the same config."""
-    # Four times the smoke budget leaves time to signal the job after its first checkpoint.
-    milestones = list(smoke_run.config["grid"]["milestones_tokens"])
-    pipeline = make_pipeline(tmp_path, "smoke", {"grid": {"milestones_tokens": [*milestones, 2 * milestones[-1], 4 * milestones[-1]]}})
-    run_id = conventional_run(pipeline.config, largest=True)
-    copy_prepared_data(smoke_run.workdir, pipeline.workdir)
-    run_dir = pipeline.run_dir(run_id)
+@dataclass
+class PreemptionScenario:
+    """What tests/test_workflow_slurm.py's preempt-and-fail Snakemake run left behind (see ``preempted_and_failing``)."""
 
-    profile = slurm_profile(slurm_cluster, tmp_path)
-    command = pipeline.command("--profile", str(profile), str(run_dir / "summary.json"))
+    pipeline: object
+    preempted: str
+    failing: str
+    checkpoint: Path
+    milestones: list[int]
+    result: SnakemakeRun | None = None
+    signalled_job: str | None = None
+    signalled_at: float | None = None
+    reference: subprocess.Popen | None = None
+    reference_dir: Path | None = None
+    error: BaseException | None = None
+
+
+def run_preemption_scenario(scenario: PreemptionScenario, cluster, tmp_path: Path) -> None:
+    """Snakemake with retries=1 and two training jobs side by side: ``scancel --signal=TERM`` to one after its
+    first checkpoint (and the same config trained locally meanwhile, uninterrupted); the other's folder holds
+    an unreadable checkpoint."""
+    pipeline, run_dir = scenario.pipeline, scenario.pipeline.run_dir(scenario.preempted)
+    profile = slurm_profile(cluster, tmp_path, retries=1)
+    command = pipeline.command("--profile", str(profile), str(run_dir / "summary.json"),
+                               str(pipeline.run_dir(scenario.failing) / "summary.json"))
     output = tmp_path / "snakemake.out"
     started = time.monotonic()
-    process = start_bounded(command, slurm_cluster.env(), output, SLURM_ONE_RUN_TIMEOUT_S)
+    process = start_bounded(command, cluster.env(), output, SLURM_ONE_RUN_TIMEOUT_S)
     try:
-        job = slurm_cluster.wait_for_rule_job("train_grid", "RUNNING", timeout_s=180)
+        job = cluster.wait_for_rule_job("train_grid", "RUNNING", wildcards=scenario.preempted, timeout_s=240)
         wait_for_path(run_dir / "checkpoints" / "latest.pt", timeout_s=180, poll_s=0.05)
-        slurm_cluster.send_signal(job, "TERM")
-        signalled_at = time.monotonic() - started
+        cluster.send_signal(job, "TERM")
+        scenario.signalled_job, scenario.signalled_at = job, time.monotonic() - started
         # The uninterrupted reference: the training config the rule launched (dit.launch wrote it), run
         # locally into a folder of its own while SLURM requeues the preempted job.
         reference_config = tmp_path / "uninterrupted.yaml"
         reference_config.write_text((run_dir / "train.yaml").read_text())
-        reference_dir = tmp_path / "uninterrupted"
+        scenario.reference_dir = tmp_path / "uninterrupted"
         with open(tmp_path / "uninterrupted.log", "w") as reference_log:
-            reference = subprocess.Popen(
-                [sys.executable, "-m", "dit.train", "--config", str(reference_config), "--out", str(reference_dir)],
+            scenario.reference = subprocess.Popen(
+                [sys.executable, "-m", "dit.train", "--config", str(reference_config), "--out", str(scenario.reference_dir)],
                 cwd=REPOSITORY_ROOT, env=workflow_environment(), stdout=reference_log, stderr=subprocess.STDOUT,
             )
+    except BaseException as error:  # reported by the test that reads the scenario
+        scenario.error = error
     finally:
-        result = finish(process, command, output, started, SLURM_ONE_RUN_TIMEOUT_S)
-    print(f"\npreempted at {signalled_at:.0f} s, finished after {result.seconds:.0f} s")
-    assert result.returncode == 0, result.tail()
+        scenario.result = finish(process, command, output, started, SLURM_ONE_RUN_TIMEOUT_S)
 
-    submitted = submissions(result)
-    assert [rule for rule, _, _ in submitted] == ["train_grid", "train_grid"], submitted
-    (_, first, first_log), (_, second, _) = submitted
+
+@pytest.fixture(scope="module")
+def preempted_and_failing(slurm_cluster, smoke_run, make_pipeline, tmp_path_factory):
+    """The preempt-and-fail Snakemake run, started in a thread of its own when the first test of this module
+    asks for it: its jobs and SLURM's status checks (mostly waiting) overlap the smoke workflow's."""
+    tmp_path = tmp_path_factory.mktemp("preempted-and-failing")
+    # Four times the budget leaves time to signal the job after its first checkpoint.
+    milestones = list(smoke_run.config["grid"]["milestones_tokens"])
+    pipeline = make_pipeline(tmp_path, "test", {"grid": {"milestones_tokens": [*milestones, 2 * milestones[-1], 4 * milestones[-1]]}})
+    scenario = PreemptionScenario(pipeline, conventional_run(pipeline.config, largest=True),
+                                  conventional_run(pipeline.config, largest=False),
+                                  pipeline.run_dir(conventional_run(pipeline.config, largest=False)) / "checkpoints" / "latest.pt",
+                                  milestones)
+    copy_data(smoke_run, pipeline)
+    scenario.checkpoint.parent.mkdir(parents=True)
+    scenario.checkpoint.write_bytes(b"not a checkpoint")
+    thread = threading.Thread(target=run_preemption_scenario, args=(scenario, slurm_cluster, tmp_path), daemon=True)
+    thread.start()
+    yield scenario, thread, tmp_path
+    thread.join(timeout=SLURM_ONE_RUN_TIMEOUT_S + 120)
+    if scenario.reference is not None and scenario.reference.poll() is None:
+        scenario.reference.kill()
+
+
+def test_a_preempted_job_resumes_and_a_failing_job_stops_after_its_retries(slurm_cluster, preempted_and_failing):
+    """One Snakemake run with retries=1 and two training jobs side by side on the node.
+
+    Preempted: ``scancel --signal=TERM`` mid-run; the trainer checkpoints and exits 75, the retry resubmits
+    the job, it resumes from the checkpoint and ends with the metrics of an uninterrupted run of the same
+    config, trained locally meanwhile. Failing: its run folder holds an unreadable checkpoint, a real error
+    at start (not a preemption): it is submitted twice, then Snakemake names its SLURM logs and its
+    training log and exits non-zero (keep-going lets the preempted job finish)."""
+    scenario, thread, tmp_path = preempted_and_failing
+    thread.join(timeout=SLURM_ONE_RUN_TIMEOUT_S + 120)
+    assert not thread.is_alive(), "the preempt-and-fail Snakemake run did not end"
+    if scenario.error is not None:
+        raise scenario.error
+    result, job, pipeline = scenario.result, scenario.signalled_job, scenario.pipeline
+    preempted, failing, checkpoint, milestones = scenario.preempted, scenario.failing, scenario.checkpoint, scenario.milestones
+    run_dir = pipeline.run_dir(preempted)
+    print(f"\npreempted at {scenario.signalled_at:.0f} s, finished after {result.seconds:.0f} s")
+    assert result.returncode not in (0, 124, 137), result.tail()
+
+    by_run: dict[str, list[tuple[str, Path]]] = {}
+    wildcards = {job.jobid: job.wildcards.removeprefix("grid_run=") for job in result.jobs() if job.rule == "train_grid"}
+    for jobid, slurm_job, log in SUBMITTED.findall(result.output):
+        by_run.setdefault(wildcards[int(jobid)], []).append((slurm_job, Path(log)))
+    assert sorted(by_run) == sorted([preempted, failing]), by_run
+    assert result.output.count("Trying to restart job") == 2, result.tail()
+
+    # preempted, resubmitted, resumed
+    (first, first_log), (second, _) = by_run[preempted]
     assert first == job
     assert slurm_cluster.job_state(first) == "FAILED" and slurm_cluster.job_state(second) == "COMPLETED"
     # The first attempt's training log, which show-failed-logs printed before the retry overwrote it.
     assert f"dit.train: preempted; checkpoint written to {run_dir / 'checkpoints'}" in result.output, result.tail()
     assert first_log.exists() and first_log.is_relative_to(tmp_path / "slurm-logs")
-    log = (pipeline.workdir / "logs" / "train" / f"{run_id}.log").read_text()
+    log = (pipeline.workdir / "logs" / "train" / f"{preempted}.log").read_text()
     resumed = re.search(r"resumed from \S+latest\.pt at step (\d+)", log)
     assert resumed and int(resumed.group(1)) >= 10, log[-3000:]
     summary = json.loads((run_dir / "summary.json").read_text())
     assert summary["status"] == "completed" and summary["tokens"] >= 4 * milestones[-1] > summary["tokens"] - summary["batch_tokens"]
+    assert scenario.reference.wait(timeout=600) == 0, (tmp_path / "uninterrupted.log").read_text()[-3000:]
+    assert read_metrics(run_dir / "metrics.csv") == read_metrics(scenario.reference_dir / "metrics.csv")
 
-    assert reference.wait(timeout=600) == 0, (tmp_path / "uninterrupted.log").read_text()[-3000:]
-    assert read_metrics(run_dir / "metrics.csv") == read_metrics(reference_dir / "metrics.csv")
-
-
-def test_training_job_with_a_real_error_fails_with_its_slurm_log_and_bounded_retries(
-    slurm_cluster, smoke_run, make_pipeline, tmp_path
-):
-    """xformers attention asked for on a machine without CUDA: the trainer fails at start (not a preemption);
-    with retries=1 the job is submitted twice, then Snakemake stops and names the job's SLURM log."""
-    pipeline = make_pipeline(tmp_path, "smoke", {"model": {"attention": "xformers"}})
-    run_id = conventional_run(pipeline.config, largest=False)
-    copy_prepared_data(smoke_run.workdir, pipeline.workdir)
-    profile = slurm_profile(slurm_cluster, tmp_path, retries=1)
-    result = pipeline.run("--profile", str(profile), str(pipeline.run_dir(run_id) / "summary.json"),
-                          timeout_s=SLURM_ONE_RUN_TIMEOUT_S, env=slurm_cluster.env())
-    (tmp_path / "snakemake.out").write_text(result.output)
-    print(f"\nfailing training job, retries=1: {result.seconds:.0f} s")
-    assert result.returncode not in (0, 124, 137), result.tail()
-
-    submitted = submissions(result)
-    assert [rule for rule, _, _ in submitted] == ["train_grid", "train_grid"], submitted
-    assert result.output.count("Trying to restart job") == 1, result.tail()
-    train_log = pipeline.workdir / "logs" / "train" / f"{run_id}.log"
-    for _, job, slurm_log in submitted:
-        assert slurm_cluster.job_state(job) == "FAILED", job
+    # failing: two attempts, both FAILED, each SLURM log and the training log named
+    train_log = pipeline.workdir / "logs" / "train" / f"{failing}.log"
+    assert len(by_run[failing]) == 2
+    for slurm_job, slurm_log in by_run[failing]:
+        assert slurm_cluster.job_state(slurm_job) == "FAILED", slurm_job
         assert slurm_log.is_relative_to(tmp_path / "slurm-logs") and slurm_log.exists(), slurm_log
         # The error report names the SLURM job, its log and the rule's own log.
-        assert f"SLURM-job '{job}' failed, SLURM status is: 'FAILED'" in result.output, result.tail()
+        assert f"SLURM-job '{slurm_job}' failed, SLURM status is: 'FAILED'" in result.output, result.tail()
         assert f"log: {train_log}, {slurm_log} (check log file(s) for error details)" in result.output, result.tail()
         assert "exit code 1" in slurm_log.read_text(), slurm_log.read_text()[-3000:]
-    reason = "xformers memory_efficient_attention has no kernel for device type 'cpu'"
+    reason = f"checkpoint {checkpoint} cannot be read"
     assert reason in train_log.read_text() and "dit.train: run failed" in train_log.read_text()
     assert reason in result.output, "show-failed-logs must print the training log's error"
-    assert not (pipeline.run_dir(run_id) / "metrics.csv").exists()
+    assert not (pipeline.run_dir(failing) / "metrics.csv").exists()
+    assert checkpoint.read_bytes() == b"not a checkpoint"

@@ -1,0 +1,100 @@
+"""The pipeline config's checks (dit.workflow_config), in this process: the schema and every cross-check
+a schema cannot express, each error naming its key, and ``python -m dit.workflow_config check``.
+
+The Snakefile runs the same checks before it builds any job (tests/test_workflow.py runs one invalid
+config through Snakemake to show that).
+"""
+
+from __future__ import annotations
+
+import copy
+from pathlib import Path
+
+import pytest
+import yaml
+
+from dit.workflow_config import PipelineConfigError, main, validate_pipeline_config
+
+ROOT = Path(__file__).resolve().parent.parent
+SMOKE = yaml.safe_load((ROOT / "config" / "smoke.yaml").read_text())
+
+
+def changed(**sections) -> dict:
+    """The smoke config with ``section={key: value}`` merged in (one level deep)."""
+    config = copy.deepcopy(SMOKE)
+    for section, values in sections.items():
+        if isinstance(values, dict) and isinstance(config.get(section), dict):
+            config[section].update(values)
+        else:
+            config[section] = values
+    return config
+
+
+@pytest.mark.parametrize("source", ["config", "smoke", "paper"])
+def test_the_shipped_configs_are_valid(source, tmp_path):
+    config = yaml.safe_load((ROOT / "config" / f"{source}.yaml").read_text())
+    if config["data"]["source"] is not None:
+        (tmp_path / "videos").mkdir()
+        config["data"]["source"] = str(tmp_path / "videos")
+    validate_pipeline_config(config)
+
+
+@pytest.mark.parametrize(
+    "config, message",
+    [
+        (changed(grid={"learning_rates": [5.0e-3, -1.0e-2]}),
+         "grid.learning_rates[1]: -0.01 is less than or equal to the minimum of 0"),
+        (changed(grid={"sizes": ["tiny-18k", "tiny-9000k"]}), "grid.sizes[1]: unknown model size 'tiny-9000k'"),
+        (changed(training={**SMOKE["training"], "learning_rate": 1.0e-3}),
+         "training: Additional properties are not allowed ('learning_rate' was unexpected)"),
+        (changed(gird={"sizes": ["tiny-18k"]}), "config: Additional properties are not allowed ('gird' was unexpected)"),
+        (changed(heldout={"sizes": ["tiny-18k"]}), "heldout.sizes[0]: tiny-18k is also a fitting size in grid.sizes"),
+        (changed(noise={"cells": SMOKE["noise"]["cells"], "seeds": [1, SMOKE["training"]["seed"]]}),
+         "noise.seeds: seed 0 is the grid's own seed (training.seed)"),
+        (changed(grid={"milestones_tokens": [8192, 32768, 16384]}),
+         "grid.milestones_tokens: token budgets must increase, got [8192, 32768, 16384]"),
+        (changed(grid={"milestones_tokens": [8192, 8192, 16384]}), "grid.milestones_tokens: [8192, 8192, 16384] has non-unique"),
+        (changed(heldout={"tokens": 65536}), "heldout.tokens: 65536 lies beyond the grid's last milestone 32768"),
+        (changed(model={"patch": [1, 3, 1]}), "model.patch: does not tile the latent grid (4x4x4)"),
+        (changed(data={"latent": {**SMOKE["data"]["latent"], "patch": [2, 4, 3]}}),
+         "data.latent.patch: does not tile the prepared clips (8x16x16)"),
+        (changed(data={"latent": None}, model={"patch": [3, 4, 4]}), "model.patch: does not tile the prepared clips (8x16x16)"),
+        (changed(data={"captions": "captions.csv"}),
+         "data.captions: a captions CSV needs data.source (the embedded set writes its own captions)"),
+        (changed(training={**SMOKE["training"], "processes": 3}),
+         "run grid/tiny-18k/b8_lr0.005_s0 cannot be split over training.processes=3: batch.global_clips: 8 clips"),
+        (changed(training={**SMOKE["training"], "processes": 2, "nodes": 3}),  # 2 processes on each of 3 nodes
+         "run grid/tiny-18k/b8_lr0.005_s0 cannot be split over training.processes=6"),
+    ],
+    ids=["negative-learning-rate", "unknown-size", "unknown-nested-key", "unknown-top-level-key", "heldout-in-grid",
+         "noise-seed-is-the-training-seed", "milestones-not-increasing", "milestones-repeated", "heldout-tokens-beyond",
+         "model-patch", "latent-patch", "pixel-patch", "captions-without-source", "batch-over-processes",
+         "batch-over-nodes"],
+)
+def test_an_invalid_config_is_refused_naming_the_key(config, message):
+    with pytest.raises(PipelineConfigError) as error:
+        validate_pipeline_config(config)
+    assert message in str(error.value)
+
+
+def test_a_batch_the_processes_can_split_is_accepted():
+    validate_pipeline_config(changed(training={**SMOKE["training"], "processes": 2}))  # 8 and 16 clips over 2
+
+
+def test_the_check_command(tmp_path, capsys):
+    good = tmp_path / "good.yaml"
+    good.write_text(yaml.safe_dump(SMOKE))
+    assert main(["check", "--config", str(good)]) == 0
+    assert capsys.readouterr().out.strip() == f"{good}: valid"
+
+    bad = tmp_path / "bad.yaml"
+    bad.write_text(yaml.safe_dump(changed(heldout={"tokens": 65536})))
+    assert main(["check", "--config", str(bad)]) == 2
+    assert capsys.readouterr().err.strip() == (
+        "dit.workflow_config: invalid pipeline config: heldout.tokens: 65536 lies beyond the grid's last milestone 32768"
+    )
+    assert main(["check", "--config", str(tmp_path / "missing.yaml")]) == 2
+    assert f"cannot read {tmp_path / 'missing.yaml'}" in capsys.readouterr().err
+    (tmp_path / "list.yaml").write_text("- a\n- b\n")
+    assert main(["check", "--config", str(tmp_path / "list.yaml")]) == 2
+    assert "must hold a mapping of sections" in capsys.readouterr().err
