@@ -68,6 +68,9 @@ def validate_pipeline_config(config: dict[str, Any], schema_path: Path = SCHEMA_
     errors = sorted(validator.iter_errors(dict(config)), key=lambda e: (len(e.absolute_path), list(map(str, e.absolute_path))))
     if errors:
         error = errors[0]
+        if error.context:  # oneOf/anyOf: an alternative of the value's own type says what is wrong
+            relevant = [e for e in error.context if not (e.validator == "type" and len(e.relative_path) == 0)]
+            error = jsonschema.exceptions.best_match(relevant or error.context)
         raise PipelineConfigError(f"{_key_path(error.absolute_path)}: {error.message}")
     _cross_check(config)
 

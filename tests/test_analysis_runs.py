@@ -80,8 +80,8 @@ def test_diverged_and_failed_runs_are_kept_and_excluded_with_reasons(frame):
 
 
 def test_a_run_that_reached_no_milestone_counts_none(frame, tmp_path):
-    """dit.runs writes such a run once, with step and tokens 0 and empty losses (tests/test_runs_table.py)."""
-    from dit.runs import write_runs_table
+    """pipeline.collect writes such a run once, with step and tokens 0 and empty losses (tests/test_pipeline_collect.py)."""
+    from pipeline.collect import write_runs_table
 
     first = frame[frame["status"] == "completed"].iloc[0].to_dict()
     early = {**first, "run_id": "grid_early", "status": "diverged", "status_reason": "training loss 896.9 at step 2",

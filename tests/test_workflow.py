@@ -1,7 +1,7 @@
 """The Snakemake pipeline (Snakefile, workflow/rules/*.smk) on one machine.
 
 Fast: ``snakemake --lint``, the DAG of each config (training jobs counted) and of the ``bench`` target,
-an invalid config stopped before any job with the bad key named (tests/test_workflow_config.py checks
+an invalid config stopped before any job with the bad key named (tests/test_pipeline_config.py checks
 every key in-process). Slow (``smoke_run``, tests/conftest.py): the tests' smoke config run end to end
 and its outputs checked for content, diverged runs carried through to the runs table and the fits'
 exclusions, the HTML report, a changed grid value rerunning only what it touches, a SIGKILLed run that

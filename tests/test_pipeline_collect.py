@@ -1,4 +1,4 @@
-"""The runs table (``python -m dit.runs collect``): one row per run and milestone, read back against the
+"""The runs table (``python -m pipeline.collect``): one row per run and milestone, read back against the
 run folders' own files; diverged and failed runs kept; unreadable folders refused naming the file."""
 
 from __future__ import annotations
@@ -12,7 +12,8 @@ from pathlib import Path
 
 import pytest
 
-from dit.runs import COLUMNS, RunFolderError, main, read_run
+from pipeline.collect import RunFolderError, main, read_run
+from pipeline.formats import RUNS_TABLE_COLUMNS as COLUMNS
 
 
 def read_table(path: Path) -> list[dict[str, str]]:
@@ -34,7 +35,7 @@ def set_summary(run: Path, **changes) -> dict:
 
 def test_a_completed_run_gives_one_row_per_milestone_with_its_summary(tiny_run, tmp_path, capsys):
     out = tmp_path / "runs.csv"
-    assert main(["collect", "--out", str(out), str(tiny_run)]) == 0
+    assert main(["--out", str(out), str(tiny_run)]) == 0
     assert capsys.readouterr().out.strip() == f"{out}: 4 rows from 1 runs ({{'completed': 1}})"
     with open(out, newline="") as handle:
         assert next(csv.reader(handle)) == list(COLUMNS)
@@ -73,7 +74,7 @@ def test_a_diverged_run_keeps_the_milestones_it_reached_and_one_that_reached_non
     (failed / "metrics.csv").unlink()
 
     out = tmp_path / "runs.csv"
-    assert main(["collect", "--out", str(out), str(diverged), str(early), str(failed)]) == 0
+    assert main(["--out", str(out), str(diverged), str(early), str(failed)]) == 0
     rows = read_table(out)
     assert [row["status"] for row in rows] == ["diverged", "diverged", "diverged", "failed"]
     assert rows[0]["status_reason"] == rows[1]["status_reason"] == reason
@@ -100,9 +101,9 @@ def test_an_unreadable_run_folder_is_refused_naming_the_file(tiny_run, tmp_path,
     run = copy_run(tiny_run, tmp_path / "run")
     damage(run)
     out = tmp_path / "runs.csv"
-    assert main(["collect", "--out", str(out), str(tiny_run), str(run)]) == 1
+    assert main(["--out", str(out), str(tiny_run), str(run)]) == 1
     error = capsys.readouterr().err
-    assert error.startswith(f"dit.runs: {run}/") and message in error, error
+    assert error.startswith(f"pipeline.collect: {run}/") and message in error, error
     with pytest.raises(RunFolderError, match=re.escape(message)):
         read_run(run)
     assert not out.exists(), "no table is written when a run folder cannot be read"

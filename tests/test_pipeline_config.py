@@ -1,5 +1,5 @@
-"""The pipeline config's checks (dit.workflow_config), in this process: the schema and every cross-check
-a schema cannot express, each error naming its key, and ``python -m dit.workflow_config check``.
+"""The pipeline config's checks (pipeline.config), in this process: the schema and every cross-check
+a schema cannot express, each error naming its key, and ``python -m pipeline.config check``.
 
 The Snakefile runs the same checks before it builds any job (tests/test_workflow.py runs one invalid
 config through Snakemake to show that).
@@ -13,7 +13,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from dit.workflow_config import PipelineConfigError, main, validate_pipeline_config
+from pipeline.config import PipelineConfigError, main, validate_pipeline_config
 
 ROOT = Path(__file__).resolve().parent.parent
 SMOKE = yaml.safe_load((ROOT / "config" / "smoke.yaml").read_text())
@@ -91,7 +91,7 @@ def test_the_check_command(tmp_path, capsys):
     bad.write_text(yaml.safe_dump(changed(heldout={"tokens": 65536})))
     assert main(["check", "--config", str(bad)]) == 2
     assert capsys.readouterr().err.strip() == (
-        "dit.workflow_config: invalid pipeline config: heldout.tokens: 65536 lies beyond the grid's last milestone 32768"
+        "pipeline.config: invalid pipeline config: heldout.tokens: 65536 lies beyond the grid's last milestone 32768"
     )
     assert main(["check", "--config", str(tmp_path / "missing.yaml")]) == 2
     assert f"cannot read {tmp_path / 'missing.yaml'}" in capsys.readouterr().err
