@@ -41,16 +41,20 @@ SUBMITTED = re.compile(r"Job (\d+) has been submitted with SLURM jobid (\d+) \(l
 # Rules that must run as SLURM jobs (the expensive ones); workflow/rules/*.smk marks the cheap
 # aggregates (tables, summary, figures, ...) ``localrule: True``.
 CLUSTER_RULES = {"prepare_data", "train_grid", "train_heldout", "fit_grid", "fit_laws", "samples",
-                 "validation_protocol_spread", "caption_conditioning"}
+                 "validation_protocol_spread", "caption_conditioning", "caption_match", "measure_matmul"}
 # Metrics that must match exactly between an interrupted run and an uninterrupted one (not the clocks).
 EXACT_METRICS = ("milestone_tokens", "step", "tokens", "clips", "flops", "flops_6n", "train_loss", "validation_loss", "lr")
 
 
-def conventional_run(config: dict, largest: bool) -> str:
-    """The run at the conventional (batch, learning rate) cell of the smallest or largest grid size."""
-    from dit.grid import conventional_runs
+def conventional_job(config: dict, largest: bool) -> str:
+    """The training job (an ensemble) of the conventional batch size at the smallest or largest grid size."""
+    size = config["grid"]["sizes"][-1 if largest else 0]
+    return f"grid/{size}/b{config['conventional']['batch_clips']}"
 
-    return conventional_runs(config)[-1 if largest else 0].run_id
+
+def job_members(job_dir: Path) -> list[Path]:
+    """The run folders of a job, from the ensemble file dit.launch wrote into its folder."""
+    return [Path(member["out"]) for member in yaml.safe_load((job_dir / "ensemble.yaml").read_text())["members"]]
 
 
 def slurm_profile(cluster, directory: Path, *, retries: int | None = None) -> Path:
@@ -72,10 +76,10 @@ def slurm_profile(cluster, directory: Path, *, retries: int | None = None) -> Pa
 
 
 def copy_finished_stages(source, destination) -> None:
-    """The local run's data, every run folder, the fit of the grid, the held-out proposal and the stage
+    """The local run's data, every run and job folder, the fit of the grid, the held-out proposal and the stage
     benchmarks, with their times, so Snakemake finds those stages done."""
     copy_data(source, destination)
-    for folder in ("runs", "analysis", "benchmarks"):
+    for folder in ("runs", "jobs", "analysis", "benchmarks"):
         shutil.copytree(source.workdir / folder, destination.workdir / folder)
 
 
@@ -104,15 +108,19 @@ def finish(process: subprocess.Popen, command: list[str], output: Path, started:
 def test_smoke_workflow_through_slurm_matches_the_local_run(slurm_cluster, smoke_run, make_pipeline, tmp_path,
                                                             preempted_and_failing):
     """The tests' smoke workflow through SLURM from the local run's grid and held-out stage: the held-out
-    run the laws predict best is trained again as a SLURM job, then the final fit, the evaluations and the
-    samples run as SLURM jobs and the tables, figures and summary locally. Every number and every result
-    file must be the local run's. (The preempt-and-fail run goes on meanwhile, on the same node.)"""
-    from dit.grid import predicted_heldout_run
+    job that trains the run the laws predict best is trained again as a SLURM job, then the final fit, the
+    evaluations and the samples run as SLURM jobs and the tables, figures and summary locally. Every number
+    and every result file must be the local run's. (The preempt-and-fail run goes on meanwhile, on the same node.)"""
+    from pipeline.runs import job_of, predicted_heldout_run, proposed_runs, training_jobs
 
     pipeline = make_pipeline(tmp_path, "test")
     copy_finished_stages(smoke_run, pipeline)
-    retrained = predicted_heldout_run(pipeline.workdir / "analysis" / "proposal.json").run_id
-    shutil.rmtree(pipeline.run_dir(retrained))
+    proposal = pipeline.workdir / "analysis" / "proposal.json"
+    retrained = predicted_heldout_run(proposal).run_id
+    retrained_job = job_of(training_jobs(proposed_runs(proposal)), retrained).job_id
+    for run_dir in job_members(pipeline.workdir / "jobs" / retrained_job):
+        shutil.rmtree(pipeline.run_dir(str(run_dir.relative_to(smoke_run.workdir / "runs"))))
+    shutil.rmtree(pipeline.workdir / "jobs" / retrained_job)
     profile = slurm_profile(slurm_cluster, tmp_path)
     result = pipeline.run("--profile", str(profile), timeout_s=SLURM_SMOKE_TIMEOUT_S, env=slurm_cluster.env())
     (tmp_path / "snakemake.out").write_text(result.output)
@@ -126,8 +134,8 @@ def test_smoke_workflow_through_slurm_matches_the_local_run(slurm_cluster, smoke
         "every job not marked local must be submitted to SLURM exactly once"
     assert not CLUSTER_RULES & {job.rule for job in jobs.values() if job.local}
     assert sorted(job.rule for job, _ in submitted) == sorted(
-        ["train_heldout", "fit_laws", "validation_protocol_spread", "caption_conditioning", "samples"])
-    assert [job.wildcards.removeprefix("heldout_run=") for job, _ in submitted if job.rule == "train_heldout"] == [retrained]
+        ["train_heldout", "fit_laws", "validation_protocol_spread", "caption_conditioning", "caption_match", "samples"])
+    assert [job.wildcards.removeprefix("heldout_job=") for job, _ in submitted if job.rule == "train_heldout"] == [retrained_job]
     for job, slurm_job in submitted:
         assert slurm_cluster.job_state(slurm_job) == "COMPLETED", (job, slurm_job)
 
@@ -152,7 +160,7 @@ class PreemptionScenario:
     """What tests/test_workflow_slurm.py's preempt-and-fail Snakemake run left behind (see ``preempted_and_failing``)."""
 
     pipeline: object
-    preempted: str
+    preempted: str  # job ids
     failing: str
     checkpoint: Path
     milestones: list[int]
@@ -166,28 +174,33 @@ class PreemptionScenario:
 
 def run_preemption_scenario(scenario: PreemptionScenario, cluster, tmp_path: Path) -> None:
     """Snakemake with retries=1 and two training jobs side by side: ``scancel --signal=TERM`` to one after its
-    first checkpoint (and the same config trained locally meanwhile, uninterrupted); the other's folder holds
-    an unreadable checkpoint."""
-    pipeline, run_dir = scenario.pipeline, scenario.pipeline.run_dir(scenario.preempted)
+    first checkpoint (and the same ensemble trained locally meanwhile, uninterrupted); the other's job folder
+    holds an unreadable checkpoint."""
+    pipeline = scenario.pipeline
+    job_dir = pipeline.workdir / "jobs" / scenario.preempted
     profile = slurm_profile(cluster, tmp_path, retries=1)
-    command = pipeline.command("--profile", str(profile), str(run_dir / "summary.json"),
-                               str(pipeline.run_dir(scenario.failing) / "summary.json"))
+    command = pipeline.command("--profile", str(profile), str(job_dir / "job.json"),
+                               str(pipeline.workdir / "jobs" / scenario.failing / "job.json"))
     output = tmp_path / "snakemake.out"
     started = time.monotonic()
     process = start_bounded(command, cluster.env(), output, SLURM_ONE_RUN_TIMEOUT_S)
     try:
         job = cluster.wait_for_rule_job("train_grid", "RUNNING", wildcards=scenario.preempted, timeout_s=240)
-        wait_for_path(run_dir / "checkpoints" / "latest.pt", timeout_s=180, poll_s=0.05)
+        wait_for_path(job_dir / "checkpoints" / "latest.pt", timeout_s=180, poll_s=0.05)
         cluster.send_signal(job, "TERM")
         scenario.signalled_job, scenario.signalled_at = job, time.monotonic() - started
-        # The uninterrupted reference: the training config the rule launched (dit.launch wrote it), run
-        # locally into a folder of its own while SLURM requeues the preempted job.
-        reference_config = tmp_path / "uninterrupted.yaml"
-        reference_config.write_text((run_dir / "train.yaml").read_text())
+        # The uninterrupted reference: the ensemble the rule launched (dit.launch wrote it), its run folders
+        # moved under a folder of its own, trained locally while SLURM requeues the preempted job.
         scenario.reference_dir = tmp_path / "uninterrupted"
+        members = yaml.safe_load((job_dir / "ensemble.yaml").read_text())["members"]
+        for member in members:
+            member["out"] = str(scenario.reference_dir / Path(member["out"]).relative_to(pipeline.workdir / "runs"))
+        reference_config = tmp_path / "uninterrupted.yaml"
+        reference_config.write_text(yaml.safe_dump({"members": members}))
         with open(tmp_path / "uninterrupted.log", "w") as reference_log:
             scenario.reference = subprocess.Popen(
-                [sys.executable, "-m", "dit.train", "--config", str(reference_config), "--out", str(scenario.reference_dir)],
+                [sys.executable, "-m", "dit.train", "--ensemble", str(reference_config),
+                 "--out", str(scenario.reference_dir / "job")],
                 cwd=REPOSITORY_ROOT, env=workflow_environment(), stdout=reference_log, stderr=subprocess.STDOUT,
             )
     except BaseException as error:  # reported by the test that reads the scenario
@@ -204,10 +217,9 @@ def preempted_and_failing(slurm_cluster, smoke_run, make_pipeline, tmp_path_fact
     # Four times the budget leaves time to signal the job after its first checkpoint.
     milestones = list(smoke_run.config["grid"]["milestones_tokens"])
     pipeline = make_pipeline(tmp_path, "test", {"grid": {"milestones_tokens": [*milestones, 2 * milestones[-1], 4 * milestones[-1]]}})
-    scenario = PreemptionScenario(pipeline, conventional_run(pipeline.config, largest=True),
-                                  conventional_run(pipeline.config, largest=False),
-                                  pipeline.run_dir(conventional_run(pipeline.config, largest=False)) / "checkpoints" / "latest.pt",
-                                  milestones)
+    failing = conventional_job(pipeline.config, largest=False)
+    scenario = PreemptionScenario(pipeline, conventional_job(pipeline.config, largest=True), failing,
+                                  pipeline.workdir / "jobs" / failing / "checkpoints" / "latest.pt", milestones)
     copy_data(smoke_run, pipeline)
     scenario.checkpoint.parent.mkdir(parents=True)
     scenario.checkpoint.write_bytes(b"not a checkpoint")
@@ -224,9 +236,11 @@ def test_a_preempted_job_resumes_and_a_failing_job_stops_after_its_retries(slurm
 
     Preempted: ``scancel --signal=TERM`` mid-run; the trainer checkpoints and exits 75, the retry resubmits
     the job, it resumes from the checkpoint and ends with the metrics of an uninterrupted run of the same
-    config, trained locally meanwhile. Failing: its run folder holds an unreadable checkpoint, a real error
+    ensemble, trained locally meanwhile. Failing: its job folder holds an unreadable checkpoint, a real error
     at start (not a preemption): it is submitted twice, then Snakemake names its SLURM logs and its
-    training log and exits non-zero (keep-going lets the preempted job finish)."""
+    training log and exits non-zero (keep-going lets the preempted job finish). Both jobs are ensembles: every
+    member of the preempted job ends with the uninterrupted ensemble's metrics; every member of the failing
+    job is recorded as failed."""
     scenario, thread, tmp_path = preempted_and_failing
     thread.join(timeout=SLURM_ONE_RUN_TIMEOUT_S + 120)
     assert not thread.is_alive(), "the preempt-and-fail Snakemake run did not end"
@@ -234,12 +248,12 @@ def test_a_preempted_job_resumes_and_a_failing_job_stops_after_its_retries(slurm
         raise scenario.error
     result, job, pipeline = scenario.result, scenario.signalled_job, scenario.pipeline
     preempted, failing, checkpoint, milestones = scenario.preempted, scenario.failing, scenario.checkpoint, scenario.milestones
-    run_dir = pipeline.run_dir(preempted)
+    job_dir = pipeline.workdir / "jobs" / preempted
     print(f"\npreempted at {scenario.signalled_at:.0f} s, finished after {result.seconds:.0f} s")
     assert result.returncode not in (0, 124, 137), result.tail()
 
     by_run: dict[str, list[tuple[str, Path]]] = {}
-    wildcards = {job.jobid: job.wildcards.removeprefix("grid_run=") for job in result.jobs() if job.rule == "train_grid"}
+    wildcards = {job.jobid: job.wildcards.removeprefix("grid_job=") for job in result.jobs() if job.rule == "train_grid"}
     for jobid, slurm_job, log in SUBMITTED.findall(result.output):
         by_run.setdefault(wildcards[int(jobid)], []).append((slurm_job, Path(log)))
     assert sorted(by_run) == sorted([preempted, failing]), by_run
@@ -250,15 +264,19 @@ def test_a_preempted_job_resumes_and_a_failing_job_stops_after_its_retries(slurm
     assert first == job
     assert slurm_cluster.job_state(first) == "FAILED" and slurm_cluster.job_state(second) == "COMPLETED"
     # The first attempt's training log, which show-failed-logs printed before the retry overwrote it.
-    assert f"dit.train: preempted; checkpoint written to {run_dir / 'checkpoints'}" in result.output, result.tail()
+    assert f"dit.train: preempted; checkpoint written to {job_dir / 'checkpoints'}" in result.output, result.tail()
     assert first_log.exists() and first_log.is_relative_to(tmp_path / "slurm-logs")
     log = (pipeline.workdir / "logs" / "train" / f"{preempted}.log").read_text()
     resumed = re.search(r"resumed from \S+latest\.pt at step (\d+)", log)
     assert resumed and int(resumed.group(1)) >= 10, log[-3000:]
-    summary = json.loads((run_dir / "summary.json").read_text())
-    assert summary["status"] == "completed" and summary["tokens"] >= 4 * milestones[-1] > summary["tokens"] - summary["batch_tokens"]
     assert scenario.reference.wait(timeout=600) == 0, (tmp_path / "uninterrupted.log").read_text()[-3000:]
-    assert read_metrics(run_dir / "metrics.csv") == read_metrics(scenario.reference_dir / "metrics.csv")
+    members = job_members(job_dir)
+    assert len(members) >= 2
+    for run_dir in members:
+        summary = json.loads((run_dir / "summary.json").read_text())
+        assert summary["status"] == "completed" and summary["tokens"] >= 4 * milestones[-1] > summary["tokens"] - summary["batch_tokens"]
+        reference = scenario.reference_dir / run_dir.relative_to(pipeline.workdir / "runs")
+        assert read_metrics(run_dir / "metrics.csv") == read_metrics(reference / "metrics.csv"), run_dir
 
     # failing: two attempts, both FAILED, each SLURM log and the training log named
     train_log = pipeline.workdir / "logs" / "train" / f"{failing}.log"
@@ -273,5 +291,10 @@ def test_a_preempted_job_resumes_and_a_failing_job_stops_after_its_retries(slurm
     reason = f"checkpoint {checkpoint} cannot be read"
     assert reason in train_log.read_text() and "dit.train: run failed" in train_log.read_text()
     assert reason in result.output, "show-failed-logs must print the training log's error"
-    assert not (pipeline.run_dir(failing) / "metrics.csv").exists()
+    from pipeline.runs import find_job, grid_runs, training_jobs
+
+    for run in find_job(training_jobs(grid_runs(pipeline.config)), failing).runs:
+        assert not (pipeline.run_dir(run.run_id) / "metrics.csv").exists(), run.run_id
+        assert json.loads((pipeline.run_dir(run.run_id) / "summary.json").read_text())["status"] == "failed", run.run_id
+    assert not (pipeline.workdir / "jobs" / failing / "job.json").exists()
     assert checkpoint.read_bytes() == b"not a checkpoint"
