@@ -239,3 +239,27 @@ def test_ensemble_in_two_processes_gives_the_one_process_losses(prepared_data, u
     for (_, out), reference in zip(members, uninterrupted, strict=True):
         assert json.loads((out / "summary.json").read_text())["processes"] == 2
         assert_close(losses(out), losses(reference), f"{out.name}: 2 processes vs 1")
+
+
+@pytest.mark.cuda
+def test_ensemble_on_cuda_with_xformers_matches_its_members(cuda_xformers):
+    """On CUDA the member-axis model runs xformers with the members folded into its batch, and every member's
+    prediction equals that of its own VideoDiT (the same backend) up to float32 rounding."""
+    config = VideoDiTConfig.from_size("tiny-1m", in_channels=16, clip_frames=4, clip_height=4, clip_width=4,
+                                      patch=(1, 1, 1), attention="xformers", text_width=64)
+    models = []
+    for seed in range(3):
+        torch.manual_seed(seed)
+        models.append(VideoDiT(config).to(cuda_xformers))
+    ensemble = EnsembleDiT.from_members(config, models).to(cuda_xformers)
+    generator = torch.Generator(device="cpu").manual_seed(0)
+    clips = torch.randn(3, 4, 16, 4, 4, 4, generator=generator).to(cuda_xformers)
+    timesteps = torch.randint(0, 1000, (3, 4), generator=generator).to(cuda_xformers)
+    captions = torch.randint(2, config.vocab_size, (3, 4, config.caption_length), generator=generator)
+    captions[..., 0], captions[..., 16:] = 1, 0
+    captions = captions.to(cuda_xformers)
+    with torch.no_grad():
+        together = ensemble(clips, timesteps, captions)
+        for member, model in enumerate(models):
+            alone = model(clips[member], timesteps[member], caption_ids=captions[member])
+            torch.testing.assert_close(together[member], alone, rtol=1e-4, atol=1e-5)
