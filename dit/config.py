@@ -228,15 +228,24 @@ def _flatten(record: Mapping[str, Any], prefix: str = "") -> dict[str, Any]:
     return flat
 
 
-def load_ensemble(path: str | Path) -> list[tuple[TrainConfig, Path]]:
-    """Read an ensemble file: ``members: [{out: RUN_FOLDER, config: {...}}, ...]``, checked to be compatible."""
+def read_yaml_mapping(path: str | Path, what: str, error: type[Exception] = ConfigError) -> Mapping[str, Any]:
+    """The mapping a YAML file holds (``yaml.safe_load``); ``error`` naming the file and ``what`` it should be otherwise."""
     path = Path(path)
     try:
         raw = yaml.safe_load(path.read_text())
-    except OSError as error:
-        raise ConfigError(f"cannot read ensemble file {path}: {error.strerror or error}") from None
-    except yaml.YAMLError as error:
-        raise ConfigError(f"ensemble file {path} is not valid YAML: {error}") from None
+    except OSError as problem:
+        raise error(f"cannot read {what} {path}: {problem.strerror or problem}") from None
+    except yaml.YAMLError as problem:
+        raise error(f"{what} {path} is not valid YAML: {problem}") from None
+    if not isinstance(raw, Mapping):
+        raise error(f"{what} {path} must hold a mapping of sections, got {type(raw).__name__}")
+    return raw
+
+
+def load_ensemble(path: str | Path) -> list[tuple[TrainConfig, Path]]:
+    """Read an ensemble file: ``members: [{out: RUN_FOLDER, config: {...}}, ...]``, checked to be compatible."""
+    path = Path(path)
+    raw = read_yaml_mapping(path, "ensemble file")
     try:
         return ensemble_from_dict(raw)
     except ConfigError as error:
@@ -268,16 +277,7 @@ REQUIRED_KEYS = ("model.size", "data.root", "optimizer.lr", "batch.global_clips"
 
 def load_config(path: str | Path) -> TrainConfig:
     """Read and validate a YAML training config (``yaml.safe_load``)."""
-    path = Path(path)
-    try:
-        raw = yaml.safe_load(path.read_text())
-    except OSError as error:
-        raise ConfigError(f"cannot read config file {path}: {error.strerror or error}") from None
-    except yaml.YAMLError as error:
-        raise ConfigError(f"config file {path} is not valid YAML: {error}") from None
-    if not isinstance(raw, Mapping):
-        raise ConfigError(f"config file {path} must hold a mapping of sections, got {type(raw).__name__}")
-    return config_from_dict(raw)
+    return config_from_dict(read_yaml_mapping(path, "config file"))
 
 
 def config_from_dict(raw: Mapping[str, Any]) -> TrainConfig:

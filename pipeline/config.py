@@ -28,7 +28,7 @@ import yaml
 from analysis.config import FitConfigError
 from analysis.config import config_from_dict as fit_config_from_dict
 from dit.atomic import atomic_write_text
-from dit.config import ConfigError, config_from_dict
+from dit.config import ConfigError, config_from_dict, read_yaml_mapping
 from dit.flops import tokens_per_clip
 from dit.sizes import SIZES
 from pipeline.runs import RunSpec, grid_runs, training_config
@@ -183,15 +183,7 @@ def fit_config(config: Mapping[str, Any]) -> dict[str, Any]:
 
 def load_pipeline_config(path: str | Path) -> dict[str, Any]:
     """Read a pipeline config file (``yaml.safe_load``); it still has to be validated."""
-    try:
-        config = yaml.safe_load(Path(path).read_text())
-    except OSError as error:
-        raise PipelineConfigError(f"cannot read {path}: {error.strerror or error}") from None
-    except yaml.YAMLError as error:
-        raise PipelineConfigError(f"{path} is not valid YAML: {error}") from None
-    if not isinstance(config, dict):
-        raise PipelineConfigError(f"{path} must hold a mapping of sections")
-    return config
+    return dict(read_yaml_mapping(path, "pipeline config", PipelineConfigError))
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -94,7 +94,7 @@ def test_the_check_command(tmp_path, capsys):
         "pipeline.config: invalid pipeline config: heldout.tokens: 65536 lies beyond the grid's last milestone 32768"
     )
     assert main(["check", "--config", str(tmp_path / "missing.yaml")]) == 2
-    assert f"cannot read {tmp_path / 'missing.yaml'}" in capsys.readouterr().err
+    assert f"cannot read pipeline config {tmp_path / 'missing.yaml'}" in capsys.readouterr().err
     (tmp_path / "list.yaml").write_text("- a\n- b\n")
     assert main(["check", "--config", str(tmp_path / "list.yaml")]) == 2
     assert "must hold a mapping of sections" in capsys.readouterr().err

@@ -318,7 +318,7 @@ def test_a_checkpoint_of_another_config_is_refused_and_left_alone(prepared_data,
     other = tiny_run_config(prepared_data, optimizer={"lr": 1e-3, "warmup_steps": 2})
     assert train_in_process(other, run) == 2
     stderr = capsys.readouterr().err
-    assert f"{run} holds a checkpoint of a different configuration" in stderr and "Traceback" not in stderr
+    assert f"{run / 'checkpoints' / 'latest.pt'} belongs to another ensemble layout" in stderr and "Traceback" not in stderr
     assert (run / "checkpoints" / "latest.pt").read_bytes() == checkpoint
     assert (run / "metrics.csv").read_text() == metrics
 
