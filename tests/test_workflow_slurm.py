@@ -238,10 +238,14 @@ def test_a_preempted_job_resumes_and_a_failing_job_stops_after_its_retries(slurm
     print(f"\npreempted at {scenario.signalled_at:.0f} s, finished after {result.seconds:.0f} s")
     assert result.returncode not in (0, 124, 137), result.tail()
 
+    # Which run each SLURM job trained, as SLURM recorded it (the executor's job comment). (Snakemake's own
+    # job blocks cannot say: show-failed-logs prints each failed job's log, which holds the job step's
+    # blocks, numbered from 0 again.)
+    comments = {job["job_id"]: job["comment"] for job in slurm_cluster.jobs()}
+    runs = {f"rule_train_grid_wildcards_{run_id.replace('/', '_')}": run_id for run_id in (preempted, failing)}
     by_run: dict[str, list[tuple[str, Path]]] = {}
-    wildcards = {job.jobid: job.wildcards.removeprefix("grid_run=") for job in result.jobs() if job.rule == "train_grid"}
-    for jobid, slurm_job, log in SUBMITTED.findall(result.output):
-        by_run.setdefault(wildcards[int(jobid)], []).append((slurm_job, Path(log)))
+    for _, slurm_job, log in SUBMITTED.findall(result.output):
+        by_run.setdefault(runs.get(comments.get(slurm_job), comments.get(slurm_job)), []).append((slurm_job, Path(log)))
     assert sorted(by_run) == sorted([preempted, failing]), by_run
     assert result.output.count("Trying to restart job") == 2, result.tail()
 
