@@ -197,9 +197,10 @@ def run_preemption_scenario(scenario: PreemptionScenario, cluster, tmp_path: Pat
 
 
 @pytest.fixture(scope="module")
-def preempted_and_failing(slurm_cluster, smoke_run, make_pipeline, tmp_path_factory):
+def preempted_and_failing(caption_gain_run, slurm_cluster, smoke_run, make_pipeline, tmp_path_factory):
     """The preempt-and-fail Snakemake run, started in a thread of its own when the first test of this module
-    asks for it: its jobs and SLURM's status checks (mostly waiting) overlap the smoke workflow's."""
+    asks for it: its jobs and SLURM's status checks (mostly waiting) overlap the smoke workflow's. The
+    caption-gain run (tests/caption_gain.py) starts here too, to use the CPU that the waits leave idle."""
     tmp_path = tmp_path_factory.mktemp("preempted-and-failing")
     # Four times the budget leaves time to signal the job after its first checkpoint.
     milestones = list(smoke_run.config["grid"]["milestones_tokens"])
