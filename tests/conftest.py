@@ -17,7 +17,8 @@ tests/test_workflow_slurm.py use them, with ``Pipeline``, ``SnakemakeRun``, ``re
 
 ``prepared_data`` and ``tiny_run`` (session scope) are the one prepared data set and the one trained
 tiny run that the engine, evaluation, sampling and latent-space tests share; tests read them and copy
-them before changing anything.
+them before changing anything. ``caption_gain_run`` (session scope) is the caption-gain check's run,
+made in a background process (tests/caption_gain.py); that check runs last.
 """
 
 from __future__ import annotations
@@ -44,6 +45,7 @@ REPOSITORY_ROOT = TESTS_DIRECTORY.parent
 if str(TESTS_DIRECTORY) not in sys.path:
     sys.path.insert(0, str(TESTS_DIRECTORY))
 
+from caption_gain import BackgroundRun  # noqa: E402
 from prepared_clips import prepare_clips  # noqa: E402
 from slurm_cluster import MARKER, SYSTEM_CONFIG, SlurmCluster, SlurmClusterError, missing_requirements  # noqa: E402
 from training_runs import tiny_run_config, train_in_process  # noqa: E402
@@ -91,6 +93,24 @@ def cuda_xformers():
     if outcome == "fail":
         pytest.fail(why, pytrace=False)
     return torch.device("cuda")
+
+
+CAPTION_GAIN_CHECK = "test_captions_lower_the_validation_loss_by_more_than_the_protocol_spread"
+
+
+def pytest_collection_modifyitems(items):
+    """The caption-gain check last: by then ``caption_gain_run``, started by the SLURM pipeline tests, has
+    trained while their jobs left the CPUs idle."""
+    last = [item for item in items if item.name == CAPTION_GAIN_CHECK]
+    items[:] = [item for item in items if item.name != CAPTION_GAIN_CHECK] + last
+
+
+@pytest.fixture(scope="session")
+def caption_gain_run(tmp_path_factory) -> BackgroundRun:
+    """The caption-gain run (tests/caption_gain.py), started in the background; ``.wait()`` gives its folder."""
+    run = BackgroundRun(tmp_path_factory.mktemp("caption-gain"))
+    yield run
+    run.stop()
 
 
 @pytest.fixture(scope="session")

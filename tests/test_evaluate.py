@@ -16,38 +16,7 @@ import yaml
 from dit import evaluate
 from dit.data.loader import ShardDataset
 from dit.distributed import resolve_precision
-from prepared_clips import prepare_clips as prepare_data
-from prepared_clips import run_module
 
-ROOT = Path(__file__).resolve().parent.parent
-
-
-def small_run_config(data: Path, **sections) -> dict:
-    """A tiny-8k run of 2,048 tokens (64 tokens per clip, 8 clips per step, 4 steps)."""
-    config = {
-        "seed": 7,
-        "threads": 1,
-        "model": {"size": "tiny-8k", "patch": [2, 4, 4], "attention": "sdpa"},
-        "data": {"root": str(data)},
-        "optimizer": {"lr": 3e-3, "warmup_steps": 2},
-        "batch": {"global_clips": 8},
-        "schedule": {"milestones_tokens": [1024, 2048]},
-        "validation": {"timesteps": 4, "batch_clips": 4},
-        "progress": {"quiet": True},
-    }
-    for section, values in sections.items():
-        config[section] = {**config.get(section, {}), **values} if isinstance(values, dict) else values
-    return config
-
-
-def train_run(config: dict, out: Path) -> Path:
-    """Train ``config`` into ``out`` with ``python -m dit.train``; returns ``out``."""
-    config_path = out.parent / f"{out.name}.yaml"
-    config_path.parent.mkdir(parents=True, exist_ok=True)
-    config_path.write_text(yaml.safe_dump(config))
-    result = run_module("dit.train", "--config", str(config_path), "--out", str(out))
-    assert result.returncode == 0, result.stderr
-    return out
 
 
 @pytest.fixture(scope="module")
@@ -260,28 +229,10 @@ def test_a_cpu_trained_run_evaluates_on_cuda_close_to_the_cpu(trained_run):
 # captions carry information the model uses
 # --------------------------------------------------------------------------------------------------
 
-#: Settings found to show the caption gain within about 90 s on 2 CPU cores (measured: 1,500 steps in
-#: about 58 s; null-caption loss 0.0549 vs 0.0519 with captions, a gain of 0.0030 against a protocol
-#: spread of 0.00016 over 4 noise seeds). The model's width must reach the tubelet's 96 values
-#: (2x4x4 patches of RGB): tiny-147k and tiny-262k, narrower, spend their capacity on passing the noise
-#: through and showed no gain at all over the same steps. With the default linear schedule
-#: (beta 1e-4 .. 0.02) the gain also stayed at 0; with beta 0.002 .. 0.02 it appears after about
-#: 1,000 steps, mostly at the two lowest validation timesteps (t = 62 and 187).
-CAPTION_GAIN_DATA = {"clips": 1000, "frames": 2, "min_objects": 1, "max_objects": 1, "validation_fraction": 0.2}
-CAPTION_GAIN_RUN = {
-    "model": {"size": "tiny-590k", "caption_dropout": 0.1},
-    "optimizer": {"lr": 3e-3, "warmup_steps": 5},
-    "batch": {"global_clips": 16},
-    "schedule": {"milestones_tokens": [384_000]},  # 16 tokens per clip: 1,500 steps of 16 clips
-    "diffusion": {"beta_schedule": "linear", "beta_start": 0.002, "beta_end": 0.02},
-    "validation": {"timesteps": 8, "batch_clips": 100, "max_clips": 200},
-}
-
-
 @pytest.mark.slow
-def test_captions_lower_the_validation_loss_by_more_than_the_protocol_spread(tmp_path):
-    data = prepare_data(tmp_path / "data", **CAPTION_GAIN_DATA)
-    run = train_run(small_run_config(data, **CAPTION_GAIN_RUN), tmp_path / "runs" / "caption-gain")
+def test_captions_lower_the_validation_loss_by_more_than_the_protocol_spread(caption_gain_run, tmp_path):
+    """tiny-590k, 1,500 steps of 16 one-object clips (tests/caption_gain.py has the settings and why)."""
+    run = caption_gain_run.wait()
     spread_path, captions_path = tmp_path / "spread.json", tmp_path / "captions.json"
     assert evaluate.main(["spread", "--run", str(run), "--seeds", "4", "--out", str(spread_path)]) == 0
     assert evaluate.main(["captions", "--run", str(run), "--shuffled", "--out", str(captions_path)]) == 0

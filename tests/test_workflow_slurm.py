@@ -210,9 +210,10 @@ def run_preemption_scenario(scenario: PreemptionScenario, cluster, tmp_path: Pat
 
 
 @pytest.fixture(scope="module")
-def preempted_and_failing(slurm_cluster, smoke_run, make_pipeline, tmp_path_factory):
+def preempted_and_failing(caption_gain_run, slurm_cluster, smoke_run, make_pipeline, tmp_path_factory):
     """The preempt-and-fail Snakemake run, started in a thread of its own when the first test of this module
-    asks for it: its jobs and SLURM's status checks (mostly waiting) overlap the smoke workflow's."""
+    asks for it: its jobs and SLURM's status checks (mostly waiting) overlap the smoke workflow's. The
+    caption-gain run (tests/caption_gain.py) starts here too, to use the CPU that the waits leave idle."""
     tmp_path = tmp_path_factory.mktemp("preempted-and-failing")
     # Four times the budget leaves time to signal the job after its first checkpoint.
     milestones = list(smoke_run.config["grid"]["milestones_tokens"])
@@ -252,10 +253,14 @@ def test_a_preempted_job_resumes_and_a_failing_job_stops_after_its_retries(slurm
     print(f"\npreempted at {scenario.signalled_at:.0f} s, finished after {result.seconds:.0f} s")
     assert result.returncode not in (0, 124, 137), result.tail()
 
+    # Which training job each SLURM job ran, as SLURM recorded it (the executor's job comment). (Snakemake's own
+    # job blocks cannot say: show-failed-logs prints each failed job's log, which holds the job step's
+    # blocks, numbered from 0 again.)
+    comments = {job["job_id"]: job["comment"] for job in slurm_cluster.jobs()}
+    runs = {f"rule_train_grid_wildcards_{job_id.replace('/', '_')}": job_id for job_id in (preempted, failing)}
     by_run: dict[str, list[tuple[str, Path]]] = {}
-    wildcards = {job.jobid: job.wildcards.removeprefix("grid_job=") for job in result.jobs() if job.rule == "train_grid"}
-    for jobid, slurm_job, log in SUBMITTED.findall(result.output):
-        by_run.setdefault(wildcards[int(jobid)], []).append((slurm_job, Path(log)))
+    for _, slurm_job, log in SUBMITTED.findall(result.output):
+        by_run.setdefault(runs.get(comments.get(slurm_job), comments.get(slurm_job)), []).append((slurm_job, Path(log)))
     assert sorted(by_run) == sorted([preempted, failing]), by_run
     assert result.output.count("Trying to restart job") == 2, result.tail()
 
