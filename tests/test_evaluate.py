@@ -18,7 +18,6 @@ from dit.data.loader import ShardDataset
 from dit.distributed import resolve_precision
 
 
-
 @pytest.fixture(scope="module")
 def trained_run(tiny_run) -> Path:
     """The suite's tiny run (tests/conftest.py); tests copy it before changing it."""
