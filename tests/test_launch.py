@@ -118,11 +118,23 @@ def test_impossible_process_counts_are_refused(options, message, config_json, tm
     assert executed == []
 
 
-def test_bad_json_or_config_is_refused_before_anything_is_written(tmp_path, executed, capsys):
+def test_bad_json_is_refused_before_anything_is_written(tmp_path, executed, capsys):
     out = tmp_path / "run"
     assert launch.main(["--config-json", "{not json", "--out", str(out)]) == 2
     assert "dit.launch: --config-json is not valid JSON" in capsys.readouterr().err
-    bad = json.dumps(tiny_run_config(tmp_path / "data", optimizer={"lr": -1.0}))
-    assert launch.main(["--config-json", bad, "--out", str(out)]) == 2
-    assert "dit.launch: configuration error: optimizer.lr" in capsys.readouterr().err
+    assert launch.main(["--ensemble-json", "[1,", "--out", str(out)]) == 2
+    assert "dit.launch: --ensemble-json is not valid JSON" in capsys.readouterr().err
     assert not out.exists() and executed == []
+
+
+def test_a_bad_config_is_left_to_dit_train_which_names_the_key(tmp_path, executed, capsys):
+    """dit.launch checks only that it got JSON; dit.train, which every process runs first, checks the keys."""
+    from dit.train import main as train_main
+
+    out = tmp_path / "run"
+    bad = json.dumps(tiny_run_config(tmp_path / "data", optimizer={"lr": -1.0}))
+    with pytest.raises(Executed):  # os.execvp, recorded by `executed`
+        launch.main(["--config-json", bad, "--out", str(out)])
+    assert executed and executed[0][-4:] == ["--config", str(out / "train.yaml"), "--out", str(out)]
+    assert train_main(["--config", str(out / "train.yaml"), "--out", str(out)]) == 2
+    assert "dit.train: configuration error: optimizer.lr" in capsys.readouterr().err

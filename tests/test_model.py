@@ -140,7 +140,7 @@ def test_bad_inputs_raise_clear_errors():
 
 
 def test_config_validation():
-    with pytest.raises(KeyError, match="unknown model size 'tiny-huge'; known sizes: tiny-8k"):
+    with pytest.raises(KeyError, match="unknown model size 'tiny-huge'; known sizes: tiny-4k, tiny-8k"):
         VideoDiTConfig.from_size("tiny-huge", **CLIP)
     with pytest.raises(ValueError, match="needs clip_height, clip_width"):
         VideoDiTConfig.from_size("tiny-33k", clip_frames=4)

@@ -193,20 +193,18 @@ def test_two_processes_match_one_process(prepared_data, tiny_run, tmp_path):
 
 
 def _training_losses_changed_from_step(monkeypatch, step: int, factor: float) -> None:
-    """Multiply the per-clip training losses by ``factor`` from optimizer step ``step`` on (one call per step
-    in training mode; validation calls it in eval mode)."""
-    import dit.diffusion
+    """Multiply the per-clip training losses by ``factor`` from optimizer step ``step`` on (the engine's
+    forward-backward computes them once a step through ``dit.member_training.member_clip_losses``)."""
+    import dit.member_training
 
-    real, calls = dit.diffusion.epsilon_mse, []
+    real, calls = dit.member_training.member_clip_losses, []
 
-    def changed(model, *args, **kwargs):
-        losses = real(model, *args, **kwargs)
-        if not model.training:
-            return losses
+    def changed(prediction, noise):
         calls.append(None)
+        losses = real(prediction, noise)
         return losses * factor if len(calls) > step else losses
 
-    monkeypatch.setattr(dit.diffusion, "epsilon_mse", changed)
+    monkeypatch.setattr(dit.member_training, "member_clip_losses", changed)
 
 
 @pytest.mark.parametrize(
@@ -228,16 +226,16 @@ def test_divergence_mid_run_is_recorded_with_the_milestones_reached(prepared_dat
 
 
 def test_non_finite_validation_loss_is_recorded_as_divergence(prepared_data, tiny_run, tmp_path, monkeypatch):
-    import dit.diffusion
+    import dit.engine
 
-    real, calls = dit.diffusion.validation_loss, []
+    real, calls = dit.engine.ensemble_validation_loss, []
 
     def second_is_nan(*args, **kwargs):
         calls.append(None)
-        result = real(*args, **kwargs)
-        return dataclasses.replace(result, mean=math.nan) if len(calls) == 2 else result
+        results = real(*args, **kwargs)
+        return [dataclasses.replace(r, mean=math.nan) for r in results] if len(calls) == 2 else results
 
-    monkeypatch.setattr(dit.diffusion, "validation_loss", second_is_nan)
+    monkeypatch.setattr(dit.engine, "ensemble_validation_loss", second_is_nan)
     out = tmp_path / "diverge"
     assert train_in_process(tiny_run_config(prepared_data), out) == 0
     summary = json.loads((out / "summary.json").read_text())
