@@ -31,19 +31,12 @@ from dit.ensemble import EnsembleDiT
 from dit.model import VideoDiT, VideoDiTConfig
 from dit.seeds import stable_seed
 from dit.train import main as train_main
-from prepared_clips import prepare_clips
 
 ROOT = Path(__file__).resolve().parent.parent
 ENV = {**os.environ, "PYTHONPATH": str(ROOT)}
 RELATIVE_TOLERANCE = 1e-5
 #: (learning rate, seed) of the three members
 MEMBERS = ((3e-3, 7), (1e-2, 8), (1e-3, 7))
-
-
-@pytest.fixture(scope="module")
-def prepared_data(tmp_path_factory) -> Path:
-    """A real prepared data folder: 40 generated MP4 clips, 8 frames of 16x16 pixels (64 tokens in 2x4x4 patches)."""
-    return prepare_clips(tmp_path_factory.mktemp("ensemble-data"), clips=40, seed=3)
 
 
 def member_config(data: Path, lr: float, seed: int, run_id: str, **changes) -> dict:
@@ -149,6 +142,7 @@ def reference_losses(config: dict) -> list[tuple[float, float]]:
     return rows
 
 
+@pytest.mark.slow
 def test_ensemble_members_equal_the_same_runs_trained_alone(prepared_data, uninterrupted, tmp_path):
     for (lr, seed), member in zip(MEMBERS, uninterrupted, strict=True):
         config = member_config(prepared_data, lr, seed, member.name)
@@ -166,6 +160,7 @@ def test_ensemble_members_equal_the_same_runs_trained_alone(prepared_data, unint
     assert first != third  # same seed, other learning rate: other numbers
 
 
+@pytest.mark.slow
 def test_ensemble_member_that_diverges_is_frozen_and_the_others_go_on(prepared_data, uninterrupted, tmp_path):
     members = ensemble_members(prepared_data, tmp_path, members=(*MEMBERS, (1e3, 9)), divergence__max_loss=2.0,
                                optimizer__grad_clip=None)
@@ -190,6 +185,7 @@ def _wait_for(path: Path, process: subprocess.Popen, timeout_s: float = 120) -> 
         time.sleep(0.02)
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("signal_number", [signal.SIGKILL, signal.SIGTERM])
 def test_ensemble_killed_or_preempted_resumes_with_identical_metrics(prepared_data, uninterrupted, tmp_path,
                                                                     signal_number):
@@ -212,12 +208,12 @@ def test_ensemble_killed_or_preempted_resumes_with_identical_metrics(prepared_da
         assert losses(out) == losses(reference), out.name
 
 
-def test_ensemble_checkpoint_of_another_layout_is_refused(prepared_data, uninterrupted, tmp_path, capsys):
+def test_ensemble_checkpoint_of_another_layout_is_refused(prepared_data, tiny_run, tmp_path, capsys):
     members = ensemble_members(prepared_data, tmp_path)
     job = tmp_path / "job"
     (job / "checkpoints").mkdir(parents=True)
-    original = uninterrupted[0].parent / "job" / "checkpoints" / "latest.pt"
-    (job / "checkpoints" / "latest.pt").write_bytes(original.read_bytes())  # layout: the other folders
+    original = tiny_run / "checkpoints" / "latest.pt"  # a job of one other run
+    (job / "checkpoints" / "latest.pt").write_bytes(original.read_bytes())
     code = train_main(["--ensemble", str(write_ensemble(tmp_path / "e.yaml", members)), "--out", str(job)])
     assert code == 2
     assert "belongs to another ensemble layout" in capsys.readouterr().err
