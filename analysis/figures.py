@@ -35,7 +35,7 @@ from dit.provenance import provenance  # noqa: E402
 from analysis import paper  # noqa: E402
 from analysis.allocation import BILLION  # noqa: E402
 from analysis.config import config_from_dict  # noqa: E402
-from analysis.lawset import LawSet, LawsFileError, read_laws  # noqa: E402
+from analysis.law_set import LawSet, LawsFileError, read_laws  # noqa: E402
 from analysis.optima import find_optima  # noqa: E402
 from analysis.runs import RunsTableError, load_runs  # noqa: E402
 
@@ -217,7 +217,7 @@ def runs_heatmaps(document: dict, table, budgets_index=None):
             matrix[i, j] = losses[k, row]
         grid = SizeGrid(size["size"], size["parameters"], list(runs.index), runs["learning_rate"].to_numpy(float),
                         runs["batch_tokens"].to_numpy(float), runs["batch_clips"].to_numpy(float), losses[:, row : row + 1], float("nan"))
-        optimum = find_optima(grid, np.ones((1, len(runs))), config.optimum_method, config.optimum_band, config.optimum_max_gain)
+        optimum = find_optima(grid, None, config.optimum_method, config.optimum_band, config.optimum_max_gain)
         predicted = None
         if laws.has("batch_size") and laws.has("learning_rate"):
             n_b, t_b = size["N"], tokens / BILLION
@@ -291,7 +291,7 @@ def runs_compute_optimal(document: dict):
             ax.plot(flops, p["k"] * flops ** p["a"], "-" if key == "precise" else "--", color=color,
                     label=f"{label}: N = {p['k']:.3g} C^{p['a']:.3f}")
         empirical = compute.get(f"empirical_{key}", {})
-        points = [q for q in empirical.get("points", []) if q["interior"]]
+        points = [q for q in empirical.get("points", []) if q["bracketed"]]
         if points:
             ax.plot([q["flops"] for q in points], [q["parameters"] for q in points], "o" if key == "precise" else "s", color=color,
                     mfc="none", label=f"isoFLOP optima ({key})")
@@ -430,7 +430,7 @@ def paper_heatmaps():
         predicted = (float(paper.optimal_batch_tokens(paper.HEATMAP_SIZE, t_b)), float(paper.optimal_learning_rate(paper.HEATMAP_SIZE, t_b)))
         grid = SizeGrid("paper-1.07b", paper.HEATMAP_SIZE * BILLION, [f"cell{i}" for i in range(batches.size)], rates.ravel(),
                         batches.ravel(), batches.ravel() / paper.CONTEXT_TOKENS, np.asarray(values, float).reshape(-1, 1), float("nan"))
-        optimum = find_optima(grid, np.ones((1, batches.size)))
+        optimum = find_optima(grid)
         _heatmap_panel(axes[row, 0], values, paper.HEATMAP_BATCH_TOKENS, paper.HEATMAP_LEARNING_RATES, predicted,
                        (optimum.batch_tokens[0, 0], optimum.learning_rate[0, 0]),
                        title=f"paper, N = {paper.HEATMAP_SIZE}B parameters (held out), T = {t_b:g}B tokens")

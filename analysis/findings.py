@@ -200,7 +200,7 @@ def synthetic_isoflop_gap() -> dict:
     from dit.flops import paper_flops_per_token
     from dit.sizes import get_size
 
-    from analysis.synthetic import SyntheticDesign, SyntheticTruth
+    from analysis.synthetic_runs import SyntheticDesign, SyntheticTruth
 
     truth, design = SyntheticTruth(), SyntheticDesign()
     budgets = np.asarray(design.milestones_tokens, dtype=float)
@@ -426,7 +426,7 @@ def render(document: dict | None = None, laws_path: str | None = None) -> str:
         "usable budgets), and the discrete best size is a staircase; the isoFLOP reading of the published law does not "
         "give 0.4146 either.",
         "",
-        "  and on noise-free synthetic losses drawn from a known law (analysis.synthetic's default truth), where there is no true gap:",
+        "  and on noise-free synthetic losses drawn from a known law (analysis.synthetic_runs's default truth), where there is no true gap:",
         "",
         _table(["case", "isoFLOP a", "law a", "gap", "interior budgets"],
                [[label, f"{r['empirical_exponent']:.4f}", f"{r['law_exponent']:.4f}", f"{100 * r['gap']:.1f}%", r["interior_points"]]
@@ -457,7 +457,7 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     document = None
     if args.laws:
-        from analysis.lawset import LawsFileError, read_laws
+        from analysis.law_set import LawsFileError, read_laws
 
         try:
             document = read_laws(args.laws)

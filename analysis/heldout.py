@@ -24,8 +24,8 @@ from dit.atomic import atomic_write_json
 from dit.provenance import provenance
 
 from analysis.allocation import BILLION
-from analysis.config import FitConfig
-from analysis.lawset import LawSet, LawsFileError, read_laws
+from analysis.config import FitConfig, config_from_dict
+from analysis.law_set import LawSet, LawsFileError, read_laws
 from analysis.optima import METHOD_NAMES, SizeGrid, find_optima
 from analysis.runs import RunsTable, RunsTableError, load_runs
 
@@ -63,7 +63,7 @@ def evaluate_heldout_grids(document: dict, grids: list[SizeGrid], budgets, confi
     loss_records, hp_records = [], []
     cell = document.get("setup", {}).get("conventional_cell") or {}
     for grid in grids:
-        optimum = find_optima(grid, np.ones((1, len(grid.run_ids))), config.optimum_method, config.optimum_band, config.optimum_max_gain)
+        optimum = find_optima(grid, None, config.optimum_method, config.optimum_band, config.optimum_max_gain)
         n_billions = grid.parameters / BILLION
         at_cell = None
         if cell:
@@ -76,7 +76,7 @@ def evaluate_heldout_grids(document: dict, grids: list[SizeGrid], budgets, confi
             record = {
                 "size": grid.size, "N": n_billions, "tokens": float(tokens), "T": t_billions, "measured_loss": measured,
                 "measured_method": METHOD_NAMES[int(optimum.method[0, t])],
-                "measured_on_edge": bool(optimum.edge_batch[0, t] or optimum.edge_learning_rate[0, t]),
+                "measured_interior": bool(optimum.interior_batch[0, t] and optimum.interior_learning_rate[0, t]),
                 "cells": int(np.isfinite(grid.losses[:, t]).sum()), "predictions": {},
             }
             for name in LOSS_BASELINES:
@@ -106,7 +106,8 @@ def evaluate_heldout_grids(document: dict, grids: list[SizeGrid], budgets, confi
             hp = {
                 "size": grid.size, "N": n_billions, "tokens": float(tokens), "T": t_billions,
                 "measured_batch_tokens": float(optimum.batch_tokens[0, t]), "measured_learning_rate": float(optimum.learning_rate[0, t]),
-                "measured_on_edge": {"batch": bool(optimum.edge_batch[0, t]), "learning_rate": bool(optimum.edge_learning_rate[0, t])},
+                "measured_interior": {"batch": bool(optimum.interior_batch[0, t]),
+                                      "learning_rate": bool(optimum.interior_learning_rate[0, t])},
                 "predictions": {},
             }
             flops = float(tokens) * grid.flops_per_token
@@ -232,7 +233,7 @@ def evaluate_proposal(table: RunsTable, laws: LawSet, proposal: dict, config: Fi
                 learning_rates=runs["learning_rate"].to_numpy(float), batch_tokens=runs["batch_tokens"].to_numpy(float),
                 batch_clips=runs["batch_clips"].to_numpy(float), losses=losses, flops_per_token=float("nan"),
             )
-            optimum = find_optima(grid, np.ones((1, len(present))), config.optimum_method, config.optimum_band, config.optimum_max_gain)
+            optimum = find_optima(grid, None, config.optimum_method, config.optimum_band, config.optimum_max_gain)
             measured = float(optimum.loss[0, 0])
             record.update(
                 measured_optimum={
@@ -272,8 +273,6 @@ def main(argv: list[str] | None = None) -> int:
         table = load_runs(args.runs)
         document = read_laws(args.laws)
         proposal = json.loads(Path(args.proposal).read_text())
-        from analysis.config import config_from_dict
-
         config = config_from_dict(document.get("config") or {})
         result = evaluate_proposal(table, LawSet(document, level=config.confidence_level, seed=config.seed), proposal, config)
     except (RunsTableError, LawsFileError, OSError, json.JSONDecodeError, KeyError, ValueError) as error:

@@ -36,7 +36,7 @@ import numpy as np
 
 from analysis import paper
 from analysis.allocation import BILLION, parameters_for_inference_budget
-from analysis.lawset import LawSet, LawsFileError, read_laws
+from analysis.law_set import LawSet, LawsFileError, read_laws
 
 
 def make_plan(laws: LawSet, flops: float, max_parameters: float | None = None, max_inference_flops: float | None = None,

@@ -16,6 +16,7 @@ cluster.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from functools import cached_property
 from pathlib import Path
 from typing import Iterable, Sequence
 
@@ -258,7 +259,11 @@ class RunsTable:
         return cls(validate_runs(frame, source=source), source=source)
 
     def runs(self) -> pd.DataFrame:
-        """One row per run: the run columns plus ``milestones`` and ``max_tokens``; indexed by run_id."""
+        """One row per run: the run columns plus ``milestones`` and ``max_tokens``; indexed by run_id (a copy)."""
+        return self._runs.copy()
+
+    @cached_property
+    def _runs(self) -> pd.DataFrame:
         grouped = self.rows.groupby("run_id", sort=False)
         frame = grouped[list(RUN_COLUMNS)].first()
         # a run that reached no milestone has one placeholder row (tokens 0 from dit.runs, or empty)
@@ -291,18 +296,21 @@ class RunsTable:
             mask &= runs["size"].isin(sizes)
         return runs[mask]
 
+    @cached_property
+    def _rows_by_run(self) -> dict[str, pd.DataFrame]:
+        """Each run's rows, by increasing tokens (the table is validated once and not changed after)."""
+        return {run_id: rows.sort_values("tokens") for run_id, rows in self.rows.groupby("run_id", sort=False)}
+
     def curve(self, run_id: str, column: str = "validation_loss") -> tuple[np.ndarray, np.ndarray]:
-        rows = self.rows[self.rows["run_id"] == run_id].sort_values("tokens")
+        rows = self._rows_by_run[run_id]
         return rows["tokens"].to_numpy(float), rows[column].to_numpy(float)
 
     def loss_matrix(self, run_ids: Sequence[str], budgets: Sequence[float], column: str, tolerance: float) -> np.ndarray:
         """``(runs, budgets)`` losses interpolated to the budgets (NaN where a run does not reach one)."""
         budgets = np.asarray(budgets, dtype=float)
-        grouped = {k: g for k, g in self.rows.groupby("run_id", sort=False)}
         matrix = np.full((len(run_ids), budgets.size), np.nan)
         for i, run_id in enumerate(run_ids):
-            rows = grouped[run_id]
-            matrix[i] = interpolate_loglog(rows["tokens"].to_numpy(float), rows[column].to_numpy(float), budgets, tolerance)
+            matrix[i] = interpolate_loglog(*self.curve(run_id, column), budgets, tolerance)
         return matrix
 
     def flops_per_token(self, run_ids: Sequence[str], convention: str) -> np.ndarray:

@@ -35,7 +35,7 @@ from dit.atomic import atomic_write_text
 from dit.provenance import provenance
 
 from analysis import paper
-from analysis.lawset import LawsFileError, read_laws
+from analysis.law_set import LawsFileError, read_laws
 
 #: Confidence of the "larger than noise" rule (module docstring).
 NOISE_LEVEL = 0.95

@@ -23,7 +23,7 @@ from dit.atomic import atomic_write_json, atomic_write_text
 from dit.provenance import provenance
 
 from analysis import paper
-from analysis.lawset import LawsFileError, read_laws
+from analysis.law_set import LawsFileError, read_laws
 
 TABLE_NAMES = ("coefficients", "heldout", "baselines", "comparison")
 

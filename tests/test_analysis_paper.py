@@ -1,15 +1,17 @@
 """The paper's published laws as a regression target; the findings; the planner with --paper."""
 
-import analysis  # noqa: F401
 import json
 
 import numpy as np
 import pytest
 
+from analysis.blas import limit_openblas_threads
 from analysis import findings, paper
 from analysis.allocation import AllocationSolver, FlopModel, WidthRule, inference_flops, loss_law_callable
 from analysis.config import PAPER_INFERENCE
 from analysis.plan import main as plan_main
+
+limit_openblas_threads()  # as the fitting commands do: one OpenBLAS thread
 
 # Units as REFERENCE.md: N and T in billions, B in tokens, C in FLOPs.
 

@@ -1,14 +1,16 @@
 """The results summary on constructed laws/runs inputs: percentages, intervals, sources and the verdict per claim."""
 
-import analysis  # noqa: F401
 import copy
 import json
 
 import numpy as np
 import pytest
 
+from analysis.blas import limit_openblas_threads
 from analysis import summary
-from analysis.synthetic import SyntheticDesign, SyntheticTruth, synthetic_runs
+from analysis.synthetic_runs import SyntheticDesign, SyntheticTruth, synthetic_runs
+
+limit_openblas_threads()  # as the fitting commands do: one OpenBLAS thread
 
 
 def law(parameters, on_bound=(), edge=(0, 9), intervals=None, bootstrap=None, rmse_log=0.002, points=9):

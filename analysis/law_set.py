@@ -17,7 +17,7 @@ import numpy as np
 
 from analysis.allocation import BILLION, AllocationSolver, FlopModel, inference_flops, loss_law_callable
 from analysis.config import InferenceSetup
-from analysis.laws import get_form
+from analysis.law_forms import get_form
 
 
 class LawsFileError(ValueError):
