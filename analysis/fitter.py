@@ -30,6 +30,7 @@ import numpy as np
 from scipy.optimize import minimize
 
 from analysis.law_forms import LawForm
+from analysis.robust_loss import huber
 
 #: L-BFGS-B options of a full fit (objective is O(1) per point at residuals of size delta).
 FIT_OPTIONS = {"maxiter": 3000, "ftol": 1e-12, "gtol": 1e-8, "maxcor": 30}
@@ -47,15 +48,6 @@ CONVERGED_DECREMENT = 1e-10
 
 class InsufficientDataError(ValueError):
     """Too few usable points to fit a law; the message says what is missing."""
-
-
-def huber(residuals: np.ndarray, delta: float) -> tuple[np.ndarray, np.ndarray]:
-    """Huber loss divided by ``delta**2`` and its derivative, element-wise."""
-    absolute = np.abs(residuals)
-    quadratic = absolute <= delta
-    value = np.where(quadratic, 0.5 * (residuals / delta) ** 2, absolute / delta - 0.5)
-    derivative = np.where(quadratic, residuals / delta**2, np.sign(residuals) / delta)
-    return value, derivative
 
 
 @dataclass

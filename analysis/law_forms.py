@@ -18,13 +18,7 @@ from typing import Mapping
 
 import numpy as np
 
-#: Input variables a law can take, with units.
-VARIABLE_UNITS = {
-    "N": "billions of non-embedding parameters",
-    "T": "billions of video tokens",
-    "C": "FLOPs",
-}
-
+from analysis.robust_loss import huber
 
 def _bounded_least_squares(gram: np.ndarray, moment: np.ndarray, upper: np.ndarray) -> np.ndarray:
     """Least squares with ``0 <= c <= upper`` for a batch of small problems given as normal equations.
@@ -68,8 +62,6 @@ def _grid_minima(objective: np.ndarray, count: int) -> np.ndarray:
 
 def _huber_objective(residuals: np.ndarray, weights: np.ndarray, delta: float) -> np.ndarray:
     """The fit's objective (``analysis.fitter``) summed over the last axis; non-finite residuals count as infinite."""
-    from analysis.fitter import huber  # analysis.fitter imports this module
-
     loss, _ = huber(residuals, delta)
     return np.where(np.isfinite(loss), loss, np.inf) @ weights
 

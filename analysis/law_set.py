@@ -14,9 +14,11 @@ from pathlib import Path
 from typing import Mapping
 
 import numpy as np
+from scipy.stats import norm
 
 from analysis.allocation import BILLION, AllocationSolver, FlopModel, inference_flops, loss_law_callable
 from analysis.config import InferenceSetup
+from analysis.intervals import percentile_interval
 from analysis.law_forms import get_form
 
 
@@ -95,16 +97,13 @@ class LawSet:
         value = float(self.loss(n_billions, t_billions, which))
         record = {"value": value, "interval": None, "prediction_interval": None, "level": self.level}
         samples = self.evaluate_samples(name, N=np.array(n_billions), T=np.array(t_billions))
-        tail = 100 * (1 - self.level) / 2
         rng = np.random.default_rng(self.seed)
         if samples is not None and samples.size >= 2:
             samples = samples[np.isfinite(samples)]
-            record["interval"] = [float(v) for v in np.percentile(samples, [tail, 100 - tail])]
+            record["interval"] = list(percentile_interval(samples, self.level))
             noisy = samples * (1 + self.noise_relative_std * rng.standard_normal(samples.size))
-            record["prediction_interval"] = [float(v) for v in np.percentile(noisy, [tail, 100 - tail])]
+            record["prediction_interval"] = list(percentile_interval(noisy, self.level))
         elif self.noise_relative_std > 0:
-            from scipy.stats import norm
-
             half = norm.ppf(0.5 + self.level / 2) * self.noise_relative_std * value
             record["prediction_interval"] = [value - half, value + half]
         return record
@@ -120,8 +119,7 @@ class LawSet:
         samples = self.evaluate_samples(name, N=np.array(n_billions), T=np.array(t_billions))
         if samples is None or samples.size < 2:
             return None
-        tail = 100 * (1 - self.level) / 2
-        return [float(v) for v in np.percentile(samples[np.isfinite(samples)], [tail, 100 - tail])]
+        return list(percentile_interval(samples, self.level))
 
     # ------------------------------------------------------------------ compute
     def flops_per_token(self, parameters) -> np.ndarray:
@@ -159,6 +157,3 @@ class LawSet:
         n, _, _ = self.solver().optimal(loss_law_callable(samples), np.full((len(samples), 1), flops), max_parameters)
         return n[:, 0]
 
-
-def tokens_billions(tokens: float) -> float:
-    return tokens / BILLION

@@ -104,6 +104,7 @@ def fit_laws(table: RunsTable, config: FitConfig, log: Callable[[str], None] | N
         "runs": _runs_record(selection, conventional_runs),
         "laws": _law_records(fits, points, selection),
         "optima": _optima_records(selection, points),
+        "grids": [_grid_record(g, role) for role, grids in (("fitting", selection.fitting), ("heldout", selection.heldout)) for g in grids],
         "conventional_curves": [
             {"size": g.size, "N": g.parameters / BILLION, "tokens": [float(b) for b in selection.budgets],
              "loss": [None if not np.isfinite(v) else float(v) for v in curves[0, s * selection.budgets.size : (s + 1) * selection.budgets.size]],
@@ -286,6 +287,16 @@ def _law_records(fits: dict, points: OptimumPoints, selection: Selection) -> dic
                                          "used": int(used.sum()), "used_on_edge": int(np.sum(edge[0] & used)), "policy": policy}
     laws["loss_conventional"]["conventional_cell"] = selection.conventional_cell
     return laws
+
+
+def _grid_record(grid, role: str) -> dict:
+    """One size's measured grid: its cells and their losses at the budgets (``setup.budgets_tokens``; null: not reached)."""
+    return {
+        "size": grid.size, "role": role, "N": grid.parameters / BILLION,
+        "cells": [{"run_id": r, "batch_clips": int(b), "batch_tokens": float(t), "learning_rate": float(lr)}
+                  for r, b, t, lr in zip(grid.run_ids, grid.batch_clips, grid.batch_tokens, grid.learning_rates)],
+        "losses": [[None if not np.isfinite(v) else float(v) for v in row] for row in grid.losses],
+    }
 
 
 def _size_record(grid) -> dict:

@@ -16,7 +16,7 @@ cluster.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from functools import cached_property
+from functools import cached_property, partial
 from pathlib import Path
 from typing import Iterable, Sequence
 
@@ -122,6 +122,16 @@ def validate_runs(frame: pd.DataFrame, source: str = "runs table", csv: bool = F
     if len(frame) == 0:
         raise RunsTableError(f"{source}: the table has no rows")
     frame = frame.reset_index(drop=True)
+    out = _typed(frame, source, csv)
+    where = partial(_where, source, frame=frame, csv=csv)  # where(i): the message prefix of row i
+    _check_values(out, frame, where)
+    _check_milestones(out, where)
+    _check_runs(out, where)
+    return out
+
+
+def _typed(frame: pd.DataFrame, source: str, csv: bool) -> pd.DataFrame:
+    """Text columns stripped (required ones non-empty), numeric columns as floats."""
     out = pd.DataFrame(index=frame.index)
     for column, kind in COLUMNS.items():
         if kind.startswith("text"):
@@ -138,12 +148,17 @@ def validate_runs(frame: pd.DataFrame, source: str = "runs table", csv: bool = F
         else:
             out[column] = _numbers(frame, column, source, csv)
 
+    return out
+
+
+def _check_values(out: pd.DataFrame, frame: pd.DataFrame, where) -> None:
+    """Allowed series and statuses, positive and whole numbers, and batch_tokens = batch_clips x tokens_per_clip."""
     for column, allowed in (("series", SERIES), ("status", STATUSES)):
         bad = ~out[column].isin(allowed)
         if bad.any():
             i = int(np.flatnonzero(bad.to_numpy())[0])
             raise RunsTableError(
-                f"{_where(source, i, frame, csv)}: column {column!r}: {out[column].iloc[i]!r} is not one of {', '.join(allowed)}"
+                f"{where(i)}: column {column!r}: {out[column].iloc[i]!r} is not one of {', '.join(allowed)}"
             )
     for column in POSITIVE:
         values = out[column]
@@ -151,7 +166,7 @@ def validate_runs(frame: pd.DataFrame, source: str = "runs table", csv: bool = F
         if bad.any():
             i = int(np.flatnonzero(bad.to_numpy())[0])
             raise RunsTableError(
-                f"{_where(source, i, frame, csv)}: column {column!r}: {frame[column].iloc[i]!r} must be a positive number"
+                f"{where(i)}: column {column!r}: {frame[column].iloc[i]!r} must be a positive number"
             )
     for column, kind in COLUMNS.items():
         if kind != "int":
@@ -160,15 +175,19 @@ def validate_runs(frame: pd.DataFrame, source: str = "runs table", csv: bool = F
         bad = np.isfinite(values) & (values != np.round(values))
         if bad.any():
             i = int(np.flatnonzero(bad.to_numpy())[0])
-            raise RunsTableError(f"{_where(source, i, frame, csv)}: column {column!r}: {frame[column].iloc[i]!r} is not a whole number")
+            raise RunsTableError(f"{where(i)}: column {column!r}: {frame[column].iloc[i]!r} is not a whole number")
     mismatch = out["batch_tokens"] != out["batch_clips"] * out["tokens_per_clip"]
     if mismatch.any():
         i = int(np.flatnonzero(mismatch.to_numpy())[0])
         raise RunsTableError(
-            f"{_where(source, i, frame, csv)}: column 'batch_tokens': {out['batch_tokens'].iloc[i]:.0f} != batch_clips x tokens_per_clip "
+            f"{where(i)}: column 'batch_tokens': {out['batch_tokens'].iloc[i]:.0f} != batch_clips x tokens_per_clip "
             f"= {out['batch_clips'].iloc[i]:.0f} x {out['tokens_per_clip'].iloc[i]:.0f}"
         )
 
+
+
+def _check_milestones(out: pd.DataFrame, where) -> None:
+    """Completed runs have every milestone value, none negative, and positive tokens, FLOPs and loss."""
     completed = (out["status"] == "completed").to_numpy()
     for column in MILESTONE:
         values = out[column].to_numpy()
@@ -176,20 +195,24 @@ def validate_runs(frame: pd.DataFrame, source: str = "runs table", csv: bool = F
         if bad.any():
             i = int(np.flatnonzero(bad)[0])
             raise RunsTableError(
-                f"{_where(source, i, frame, csv)}: column {column!r} is missing or not finite, which is allowed only for "
+                f"{where(i)}: column {column!r} is missing or not finite, which is allowed only for "
                 f"runs whose status is not 'completed' (this run is completed)"
             )
         negative = np.isfinite(values) & (values < 0)
         if negative.any():
             i = int(np.flatnonzero(negative)[0])
-            raise RunsTableError(f"{_where(source, i, frame, csv)}: column {column!r}: {values[i]} is negative")
+            raise RunsTableError(f"{where(i)}: column {column!r}: {values[i]} is negative")
     for column in ("tokens", "flops", "flops_6n", "validation_loss"):
         values = out[column].to_numpy()
         bad = completed & (values <= 0)
         if bad.any():
             i = int(np.flatnonzero(bad)[0])
-            raise RunsTableError(f"{_where(source, i, frame, csv)}: column {column!r}: {values[i]} must be positive for a completed run")
+            raise RunsTableError(f"{where(i)}: column {column!r}: {values[i]} must be positive for a completed run")
 
+
+
+def _check_runs(out: pd.DataFrame, where) -> None:
+    """A run's own columns are the same on all its rows, and no milestone appears twice."""
     for column in RUN_COLUMNS:
         per_run = out.groupby("run_id", sort=False)[column].nunique(dropna=False)
         varying = per_run[per_run > 1]
@@ -199,14 +222,13 @@ def validate_runs(frame: pd.DataFrame, source: str = "runs table", csv: bool = F
             values = out[column].iloc[rows]
             first_other = int(rows[np.flatnonzero((values != values.iloc[0]).to_numpy())[0]])
             raise RunsTableError(
-                f"{_where(source, first_other, frame, csv)}: column {column!r}: {values.loc[first_other]!r} differs from "
+                f"{where(first_other)}: column {column!r}: {values.loc[first_other]!r} differs from "
                 f"{values.iloc[0]!r} on row {rows[0]} of the same run (a run's {column} must be the same on all its rows)"
             )
     duplicated = out.duplicated(subset=["run_id", "tokens"], keep="first") & np.isfinite(out["tokens"])
     if duplicated.any():
         i = int(np.flatnonzero(duplicated.to_numpy())[0])
-        raise RunsTableError(f"{_where(source, i, frame, csv)}: column 'tokens': milestone {out['tokens'].iloc[i]:.0f} appears twice for this run")
-    return out
+        raise RunsTableError(f"{where(i)}: column 'tokens': milestone {out['tokens'].iloc[i]:.0f} appears twice for this run")
 
 
 # ----------------------------------------------------------------------------------------------

@@ -4,7 +4,8 @@ import numpy as np
 import pytest
 
 from analysis.blas import limit_openblas_threads
-from analysis.fitter import InsufficientDataError, _objective, batched_refit, fit_law, huber, refit
+from analysis.fitter import InsufficientDataError, _objective, batched_refit, fit_law, refit
+from analysis.robust_loss import huber
 from analysis.intervals import bounds_with_dropped, percentile_interval
 from analysis.law_forms import (
     BATCH_SIZE_LAW,
@@ -264,7 +265,7 @@ def test_importing_analysis_changes_nothing_and_the_fits_run_openblas_with_one_t
 
     code = """
 import ctypes, os, numpy, scipy.optimize  # OpenBLAS loaded with 2 threads before the package
-import analysis, analysis.fit
+import analysis, analysis.fit, analysis.facts, analysis.report, analysis.figures
 assert os.environ["OPENBLAS_NUM_THREADS"] == "2", "importing analysis changed OPENBLAS_NUM_THREADS"
 from analysis.blas import limit_openblas_threads
 limit_openblas_threads()
