@@ -22,6 +22,10 @@ from analysis.intervals import percentile_interval
 from analysis.law_forms import get_form
 
 
+#: The laws document's format (2: optima interior flags, measured grids, recipe curves, run-noise bootstrap).
+LAWS_SCHEMA = "analysis.laws/2"
+
+
 class LawsFileError(ValueError):
     """``laws.json`` is missing, unreadable or lacks a law that a command needs; the message says which."""
 
@@ -34,8 +38,9 @@ def read_laws(path: str | Path) -> dict:
         raise LawsFileError(f"cannot read laws file {path}: {error.strerror or error}") from None
     except json.JSONDecodeError as error:
         raise LawsFileError(f"laws file {path} is not valid JSON: {error}") from None
-    if not isinstance(document, dict) or document.get("schema") != "analysis.laws/1":
-        raise LawsFileError(f"laws file {path} is not an analysis.laws/1 document")
+    if not isinstance(document, dict) or document.get("schema") != LAWS_SCHEMA:
+        raise LawsFileError(f"laws file {path} is not an {LAWS_SCHEMA} document (schema {document.get('schema') if isinstance(document, dict) else None!r}); "
+                            "refit it with python -m analysis.fit")
     return document
 
 

@@ -42,6 +42,7 @@ from analysis.law_datasets import (
     optimum_datasets,
 )
 from analysis.law_fits import UNITS, LawFit, bootstrap_law, fit_full_data, law_record
+from analysis.law_set import LAWS_SCHEMA
 from analysis.optima import METHOD_NAMES, near_optimal_band
 from analysis.recipe_comparison import (
     REDUCTION_DEFINITIONS,
@@ -55,7 +56,6 @@ from analysis.resampling import SCHEME, RunNoise
 from analysis.runs import RunsTable
 from analysis.selection import Selection, select_runs
 
-SCHEMA = "analysis.laws/1"
 #: Laws without which the downstream commands cannot run.
 CORE_LAWS = ("loss_optimal", "batch_size", "learning_rate")
 #: Budgets of the N_opt = k C^a fits and of the claim-3c reduction curves.
@@ -99,7 +99,7 @@ def fit_laws(table: RunsTable, config: FitConfig, log: Callable[[str], None] | N
     recipe_curves = _recipe_curves(selection, points, fits, noise, delta, log, started)
     log(f"compute-optimal allocation and recipe curves ({time.perf_counter() - started:.1f} s)")
     document = {
-        "schema": SCHEMA, "origin": "fitted", "units": UNITS, "config": config.to_dict(),
+        "schema": LAWS_SCHEMA, "origin": "fitted", "units": UNITS, "config": config.to_dict(),
         "setup": _setup_record(selection, noise, noise_source),
         "runs": _runs_record(selection, conventional_runs),
         "laws": _law_records(fits, points, selection),

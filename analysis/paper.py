@@ -18,6 +18,7 @@ import numpy as np
 
 from analysis.allocation import FlopModel, WidthRule
 from analysis.config import PAPER_INFERENCE
+from analysis.law_set import LAWS_SCHEMA
 
 SOURCE = "Yin et al., arXiv 2411.17470 (CVPR 2025), as transcribed in REFERENCE.md; (fig) = read off a figure"
 
@@ -145,7 +146,7 @@ def laws_document() -> dict:
     loss_units = {"N": "billions of non-embedding parameters", "T": "billions of video tokens", "L": "validation loss"}
     hp_units = {"N": "billions of non-embedding parameters", "T": "billions of video tokens"}
     return {
-        "schema": "analysis.laws/1",
+        "schema": LAWS_SCHEMA,
         "origin": "paper",
         "source": SOURCE,
         "assumptions": list(ASSUMPTIONS),

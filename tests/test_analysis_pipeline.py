@@ -71,7 +71,7 @@ def test_recovers_the_known_laws(fitted):
 
 def test_laws_file_records_everything(fitted):
     document = fitted["document"]
-    assert document["schema"] == "analysis.laws/1"
+    assert document["schema"] == "analysis.laws/2"
     assert document["provenance"]["config"]["fit_config"]["bootstrap_resamples"] == 40
     assert len(document["provenance"]["config"]["runs_sha256"]) == 64
     for name in ("loss_optimal", "loss_conventional", "batch_size", "learning_rate", "kaplan", "chinchilla_all_runs",
