@@ -27,6 +27,7 @@ import numpy as np
 from scipy import stats
 
 from analysis import paper
+from analysis.runs import same_learning_rate
 from analysis.verdicts import all_of, flipped, from_interval, not_tested
 
 #: Claim 3a is untestable when more than this fraction of the optima lie on the grid's edge along the law's axis.
@@ -127,8 +128,8 @@ def heldout_cells(heldout_runs: dict | None, noise_std: float | None, level: flo
         cell = group["predicted_cell"]
 
         def is_predicted(other):
-            return bool(np.isclose(other["batch_clips"] * tokens_per_clip, cell["batch_tokens"])
-                        and np.isclose(other["learning_rate"], cell["learning_rate"]))
+            return bool(other["batch_clips"] * tokens_per_clip == cell["batch_tokens"]
+                        and same_learning_rate(other["learning_rate"], cell["learning_rate"]))
 
         others = [c["loss"] for c in group.get("cells", []) if not is_predicted(c) and np.isfinite(c["loss"])]
         detail = {"size": group["size"], "tokens": group["tokens"], "predicted_cell": cell, "best_cell": group.get("best_cell"),

@@ -27,7 +27,7 @@ from analysis.allocation import BILLION
 from analysis.config import FitConfig, config_from_dict
 from analysis.law_set import LawSet, LawsFileError, read_laws
 from analysis.optima import METHOD_NAMES, SizeGrid, find_optima
-from analysis.runs import RunsTable, RunsTableError, load_runs
+from analysis.runs import RunsTable, RunsTableError, load_runs, same_learning_rate
 
 LOSS_BASELINES = ("loss_optimal", "kaplan", "chinchilla_all_runs", "loss_conventional")
 
@@ -46,7 +46,7 @@ def _cell_check(grid: SizeGrid, t: int, predicted_batch: float, predicted_rate: 
     cell_b = batches[_nearest(batches, predicted_batch)]
     cell_r = rates[_nearest(rates, predicted_rate)]
     best = int(np.nanargmin(np.where(present, losses, np.nan)))
-    match = present & np.isclose(grid.batch_tokens, cell_b) & np.isclose(grid.learning_rates, cell_r)
+    match = present & (grid.batch_tokens == cell_b) & same_learning_rate(grid.learning_rates, cell_r)
     predicted_loss = float(np.min(losses[match])) if match.any() else None
     return {
         "predicted_cell": {"batch_tokens": float(cell_b), "learning_rate": float(cell_r), "measured_loss": predicted_loss},
@@ -104,7 +104,7 @@ def _loss_record(laws: LawSet, document: dict, grid: SizeGrid, optimum, t: int, 
         record["predictions"][name] = {"value": value, "relative_error": (value - measured) / measured}
     cell = document.get("setup", {}).get("conventional_cell") or {}
     if cell and laws.has("loss_conventional"):
-        at_cell = np.isclose(grid.batch_clips, cell["batch_clips"]) & np.isclose(grid.learning_rates, cell["learning_rate"], rtol=1e-6)
+        at_cell = (grid.batch_clips == cell["batch_clips"]) & same_learning_rate(grid.learning_rates, cell["learning_rate"])
         if at_cell.any() and np.isfinite(grid.losses[at_cell, t]).any():
             fixed = float(np.nanmean(grid.losses[at_cell, t]))
             prediction = laws.loss_prediction(n_billions, t_billions, which="conventional")
@@ -199,7 +199,7 @@ def evaluate_proposal(table: RunsTable, laws: LawSet, proposal: dict, config: Fi
             match = all_runs[
                 (all_runs["series"] == run["series"]) & (all_runs["size"] == run["size"])
                 & (all_runs["batch_clips"] == int(run["batch_clips"]))
-                & np.isclose(all_runs["learning_rate"], float(run["learning_rate"]), rtol=1e-6)
+                & same_learning_rate(all_runs["learning_rate"], run["learning_rate"])
             ]
             found += list(match.index)
             done = [r for r in match.index if r in completed.index]

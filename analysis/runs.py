@@ -28,6 +28,9 @@ from pipeline.formats import RUNS_TABLE_COLUMNS as WRITTEN_COLUMNS
 from pipeline.formats import SERIES
 
 STATUSES = ("completed", "diverged", "failed")
+#: Two learning rates are the same cell's when they agree to this relative tolerance (CSV and YAML keep 15+ digits;
+#: a grid's learning rates differ by much larger factors).
+LEARNING_RATE_RTOL = 1e-6
 
 #: Column -> kind. ``text``: non-empty string; ``text?``: string, may be empty; ``int``/``float``: numbers.
 COLUMNS: dict[str, str] = {
@@ -229,6 +232,11 @@ def _check_runs(out: pd.DataFrame, where) -> None:
     if duplicated.any():
         i = int(np.flatnonzero(duplicated.to_numpy())[0])
         raise RunsTableError(f"{where(i)}: column 'tokens': milestone {out['tokens'].iloc[i]:.0f} appears twice for this run")
+
+
+def same_learning_rate(values, learning_rate) -> np.ndarray:
+    """Whether each of ``values`` is ``learning_rate`` (``LEARNING_RATE_RTOL``): the one test of "same learning rate"."""
+    return np.isclose(np.asarray(values, dtype=float), float(learning_rate), rtol=LEARNING_RATE_RTOL, atol=0.0)
 
 
 # ----------------------------------------------------------------------------------------------

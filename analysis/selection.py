@@ -20,7 +20,7 @@ from dit.sizes import SIZES
 from analysis.allocation import FlopModel, WidthRule
 from analysis.config import FitConfig
 from analysis.optima import SizeGrid
-from analysis.runs import RunsTable, run_to_run_noise
+from analysis.runs import RunsTable, run_to_run_noise, same_learning_rate
 
 
 class AnalysisError(ValueError):
@@ -112,8 +112,8 @@ def _size_grid(table: RunsTable, runs: pd.DataFrame, size: str, budgets, config:
 
 
 def _matches_cell(runs: pd.DataFrame, cell: dict) -> pd.Series:
-    """Runs at ``cell``: the same batch size in clips and the same learning rate (relative tolerance 1e-6)."""
-    return (runs["batch_clips"] == cell["batch_clips"]) & np.isclose(runs["learning_rate"], cell["learning_rate"], rtol=1e-6)
+    """Runs at ``cell``: the same batch size in clips and the same learning rate."""
+    return (runs["batch_clips"] == cell["batch_clips"]) & same_learning_rate(runs["learning_rate"], cell["learning_rate"])
 
 
 def _context_tokens(completed: pd.DataFrame, config: FitConfig) -> int:

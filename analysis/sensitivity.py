@@ -18,6 +18,8 @@ import functools
 import numpy as np
 from scipy.stats import studentized_range
 
+from analysis.runs import same_learning_rate
+
 KINDS = ("whole", "batch", "learning_rate")
 
 
@@ -55,7 +57,7 @@ def grid_spreads(grid: dict, budget_index: int) -> dict | None:
     batch = np.array([c["batch_clips"] for c in grid["cells"]], dtype=float)
     rate = np.array([c["learning_rate"] for c in grid["cells"]], dtype=float)
     best = int(np.nanargmin(np.where(present, losses, np.nan)))
-    along = {"whole": present, "batch": present & np.isclose(rate, rate[best], rtol=1e-9),
+    along = {"whole": present, "batch": present & same_learning_rate(rate, rate[best]),
              "learning_rate": present & (batch == batch[best])}
     return {kind: {"spread": spread(losses[mask]), "cells": int(mask.sum())} for kind, mask in along.items()}
 
