@@ -10,13 +10,16 @@ Keys (YAML file and ``--key-name`` command-line options take the same names and 
     conventional_cell: null      # {batch_clips: int, learning_rate: float}: the fixed cell of the conventional fit
                                  #   (null: the grid cell with the lowest mean rank over all fitting sizes and budgets)
     optimum_method: quadratic    # quadratic (interpolated; analysis.optima) | best_cell
-    optimum_band: 0.5            # relative; only cells within this of the best cell's loss shape the quadratic
+    optimum_band: 0.0            # relative; cells within this of the best cell's loss join the 3 x 3 window of grid
+                                 #   levels around it in the quadratic (0: the window alone; analysis.optima)
     optimum_max_gain: 0.1        # relative; an interpolated optimum this far below the best cell is not trusted
     near_optimal_tolerance: 0.002  # relative; cells within this of the best loss form the near-optimal band
     edge_optima: exclude         # exclude | include optima on the grid's edge from the B_opt / LR_opt fits (per axis)
-    huber_delta: 1.0e-3          # Huber delta on log residuals of loss laws
+    huber_delta_in_noise_std: 1.345  # Huber delta on log residuals of loss laws, in multiples of the run-to-run
+                                 #   relative std (a log residual is a relative error; 1.345: 95% efficiency under noise)
     huber_delta_hyperparameters: 0.1  # Huber delta on log residuals of B_opt / LR_opt / N_opt laws
-    bootstrap_resamples: 1000    # resamples of runs (stratified by size); 0 disables intervals
+    bootstrap_resamples: 1000    # resamples of the run-to-run noise (each run's loss curve times 1 + sigma z, the same
+                                 #   draws for every law); 0 disables intervals
     confidence_level: 0.95       # of every interval
     seed: 0                      # bootstrap and prediction-noise seed
     flop_convention: paper       # paper: C_token = (3/4) N (7 + n_ctx/d) | 6n: C_token = 6 N
@@ -95,11 +98,11 @@ class FitConfig:
     token_match_tolerance: float = 0.05
     conventional_cell: dict | None = None
     optimum_method: str = "quadratic"
-    optimum_band: float = 0.5
+    optimum_band: float = 0.0
     optimum_max_gain: float = 0.1
     near_optimal_tolerance: float = 0.002
     edge_optima: str = "exclude"
-    huber_delta: float = 1e-3
+    huber_delta_in_noise_std: float = 1.345
     huber_delta_hyperparameters: float = 0.1
     bootstrap_resamples: int = 1000
     confidence_level: float = 0.95
@@ -219,11 +222,11 @@ def _check(config: FitConfig) -> None:
             "learning_rate": _number("conventional_cell.learning_rate", cell["learning_rate"]),
         }
     config.near_optimal_tolerance = _number("near_optimal_tolerance", config.near_optimal_tolerance, allow_zero=True)
-    config.optimum_band = _number("optimum_band", config.optimum_band)
+    config.optimum_band = _number("optimum_band", config.optimum_band, allow_zero=True)
     config.optimum_max_gain = _number("optimum_max_gain", config.optimum_max_gain)
     if not config.optimum_max_gain < 1:
         raise FitConfigError(f"optimum_max_gain: must be below 1, got {config.optimum_max_gain}")
-    config.huber_delta = _number("huber_delta", config.huber_delta)
+    config.huber_delta_in_noise_std = _number("huber_delta_in_noise_std", config.huber_delta_in_noise_std)
     config.huber_delta_hyperparameters = _number("huber_delta_hyperparameters", config.huber_delta_hyperparameters)
     config.bootstrap_resamples = _number("bootstrap_resamples", config.bootstrap_resamples, integer=True, allow_zero=True)
     config.confidence_level = _number("confidence_level", config.confidence_level)

@@ -1,76 +1,53 @@
-"""Figures for our runs and for the paper's published laws: ``python -m analysis.figures --runs results/runs.csv --laws results/laws.json --out results/figures``.
+"""Figures for our runs and for the paper's published laws: ``python -m analysis.figures --facts results/facts.json --laws results/laws.json --out results/figures``.
 
-Writes ``OUT/runs/NAME.{png,pdf}`` (from the runs and the fitted laws; needs ``--runs`` and
-``--laws``) and ``OUT/paper/NAME.{png,pdf}`` (from the published laws and REFERENCE tables), with
+Writes ``OUT/runs/NAME.{png,pdf}`` (from the fitted laws and the facts; needs ``--laws``) and
+``OUT/paper/NAME.{png,pdf}`` (from the published laws and the facts' published-law numbers), with
 NAME in ``FIGURE_NAMES``, plus ``OUT/index.json`` (files, captions, provenance). ``--which runs``
-or ``--which paper`` draws one set only. Matplotlib Agg, 3.4 in wide (one paper column), fonts of
-at least 5.5 pt, units on every axis, legends outside the plot. When a law behind a figure of our
-runs is not fitted, ended with a parameter on its bound, or rests only on optima at the grid's edge,
-a "Caveat" banner above the plot says so (``law_caveat``) and absent laws draw no curve.
+or ``--which paper`` draws one set only. Every measured or derived number drawn comes from the
+facts (``analysis.facts``) or the laws file; a law's curve is its formula evaluated. Style:
+``analysis.figure_style``. When a law behind a figure of our runs is not fitted, ended with a
+parameter on its bound, or rests only on optima at the grid's edge, a "Caveat" banner above the
+plot says so (``law_caveat``) and absent laws draw no curve.
 
 * ``loss_vs_tokens``: loss vs training tokens per size, optimal (interpolated) vs fixed hyperparameters;
 * ``heatmaps``: loss over LR x B at two budgets, predicted optimum (star) and interpolated optimum (x);
 * ``loss_law``: fitted L(N, T) for the fitting sizes, extrapolated to the held-out ones (points: measured);
 * ``compute_optimal``: N_opt vs C, precise vs conventional, extrapolated to the target budget with the
-  reduction annotated (the "40% figure");
+  reduction annotated;
 * ``exponents``: fitted exponents with their bootstrap intervals (ours) and the published ones.
 """
 
 from __future__ import annotations
 
 import argparse
+import json
 import sys
-import textwrap
 from pathlib import Path
 
-import matplotlib
+import numpy as np
+from matplotlib.lines import Line2D
 
-matplotlib.use("Agg")
-import matplotlib.pyplot as plt  # noqa: E402
-import numpy as np  # noqa: E402
+from dit.atomic import atomic_write_json
+from dit.provenance import provenance
 
-from dit.atomic import atomic_path, atomic_write_json  # noqa: E402
-from dit.provenance import provenance  # noqa: E402
-
-from analysis import paper  # noqa: E402
-from analysis.allocation import BILLION  # noqa: E402
-from analysis.config import config_from_dict  # noqa: E402
-from analysis.lawset import LawSet, LawsFileError, read_laws  # noqa: E402
-from analysis.optima import find_optima  # noqa: E402
-from analysis.runs import RunsTableError, load_runs  # noqa: E402
+from analysis import paper
+from analysis.allocation import BILLION
+from analysis.figure_style import (
+    COLUMN_WIDTH,
+    LOSS_LABEL,
+    add_caveat,
+    color_cycle,
+    heatmap_panel,
+    level_label,
+    new_figure,
+    plt,
+    save_figure,
+    set_title,
+)
+from analysis.formatting import count
+from analysis.law_set import LawSet, LawsFileError, read_laws
 
 FIGURE_NAMES = ("loss_vs_tokens", "heatmaps", "loss_law", "compute_optimal", "exponents")
-COLUMN_WIDTH = 3.4  # inches
-STYLE = {
-    "font.size": 7, "axes.labelsize": 7, "axes.titlesize": 7, "legend.fontsize": 6, "xtick.labelsize": 6,
-    "ytick.labelsize": 6, "lines.linewidth": 1.0, "lines.markersize": 3, "axes.linewidth": 0.6, "legend.frameon": False,
-    "savefig.dpi": 300, "pdf.fonttype": 42,
-}
-#: Characters per title line at column width and 7 pt.
-TITLE_WIDTH = 60
-LOSS_LABEL = "validation loss (epsilon MSE)"
-
-
-def _figure(height: float = 2.4, ncols: int = 1, nrows: int = 1):
-    plt.rcParams.update(STYLE)
-    fig, axes = plt.subplots(nrows, ncols, figsize=(COLUMN_WIDTH, height), constrained_layout=True, squeeze=False)
-    return fig, axes
-
-
-def _title(ax, text: str) -> None:
-    """A title wrapped to the column width."""
-    ax.set_title(textwrap.fill(text, TITLE_WIDTH))
-
-
-def _caveat(fig, text: str) -> None:
-    """A boxed caveat above the plot (e.g. 'not fitted: ...'), in space the layout reserves for it."""
-    from matplotlib.patches import Patch
-
-    banner = fig.legend(handles=[Patch(visible=False)], labels=[textwrap.fill("Caveat: " + text, 72)], loc="outside upper center",
-                        handlelength=0, handletextpad=0, frameon=True, fontsize=5.5)
-    banner.get_frame().set_facecolor("#fff4d6")
-    banner.get_frame().set_edgecolor("0.6")
-    banner.get_frame().set_linewidth(0.5)
 
 
 def law_caveat(document: dict, name: str) -> str | None:
@@ -88,42 +65,13 @@ def law_caveat(document: dict, name: str) -> str | None:
     return f"{name}: " + "; ".join(caveats) if caveats else None
 
 
-def _short(value: float) -> str:
-    """Tick label for a count: 256, 1.02k, 82k."""
-    if value >= 1e6:
-        return f"{value / 1e6:.3g}M"
-    if value >= 1e3:
-        return f"{value / 1e3:.3g}k"
-    return f"{value:.3g}"
-
-
-def _colors(count: int):
-    return plt.cm.viridis(np.linspace(0.0, 0.9, max(count, 1)))
-
-
-def save_figure(fig, stem: Path) -> list[Path]:
-    """PNG and PDF (atomically), each carrying the code version in its metadata."""
-    from dit.provenance import code_version
-
-    source = f"analysis.figures, commit {code_version()['commit']}"
-    metadata = {"png": {"Software": source}, "pdf": {"Creator": source}}
-    paths = []
-    for suffix in ("png", "pdf"):
-        path = Path(f"{stem}.{suffix}")
-        with atomic_path(path, suffix=f".{suffix}") as tmp:
-            fig.savefig(tmp, format=suffix, metadata=metadata[suffix])
-        paths.append(path)
-    plt.close(fig)
-    return paths
-
-
 # ---------------------------------------------------------------------------------------------- ours
 def runs_loss_vs_tokens(document: dict):
     laws = LawSet(document)
-    fig, axes = _figure(2.9)
+    fig, axes = new_figure(2.9)
     ax = axes[0, 0]
     sizes = document["setup"]["fitting_sizes"]
-    colors = _colors(len(sizes))
+    colors = color_cycle(len(sizes))
     for color, size in zip(colors, sizes):
         points = [o for o in document["optima"] if o["size"] == size["size"]]
         tokens = np.array([o["tokens"] for o in points])
@@ -142,12 +90,10 @@ def runs_loss_vs_tokens(document: dict):
     ax.set_ylabel(LOSS_LABEL)
     cell = document["setup"].get("conventional_cell") or {}
     fixed = f"fixed cell B = {cell['batch_clips']} clips, LR = {cell['learning_rate']:g}" if cell else "no fixed cell"
-    _title(ax, f"Loss at the interpolated optimal (B, LR) and at one {fixed}, with the fitted laws")
+    set_title(ax, f"Loss at the interpolated optimal (B, LR) and at one {fixed}, with the fitted laws")
     caveats = [c for c in (law_caveat(document, "loss_optimal"), law_caveat(document, "loss_conventional")) if c]
     if caveats:
-        _caveat(fig, "; ".join(caveats) + ".")
-    from matplotlib.lines import Line2D
-
+        add_caveat(fig, "; ".join(caveats) + ".")
     style = [Line2D([], [], color="0.3", marker="o", ls="none", label="optimal (B, LR)"),
              Line2D([], [], color="0.3", marker="s", mfc="none", ls="none", markersize=5, label="fixed cell"),
              Line2D([], [], color="0.3", ls="-", label="law, optimal"), Line2D([], [], color="0.3", ls="--", label="law, fixed cell")]
@@ -156,81 +102,22 @@ def runs_loss_vs_tokens(document: dict):
     return fig
 
 
-def _heatmap_panel(ax, losses, batch_values, rate_values, predicted=None, interpolated=None, title="", batch_label="batch size B (tokens)"):
-    losses = np.asarray(losses, dtype=float)
-    image = ax.imshow(losses, origin="lower", aspect="auto", cmap="viridis_r")
-    colorbar = ax.figure.colorbar(image, ax=ax, pad=0.02, fraction=0.05)
-    colorbar.set_label(LOSS_LABEL)
-    colorbar.ax.tick_params(labelsize=5)
-    middle = np.nanmean(losses)
-    for i in range(losses.shape[0]):
-        for j in range(losses.shape[1]):
-            if np.isfinite(losses[i, j]):
-                ax.text(j, i, f"{losses[i, j]:.4f}", ha="center", va="center", fontsize=5, color="black" if losses[i, j] < middle else "white")
-    ax.set_xticks(range(len(rate_values)), [f"{v:.2g}" for v in rate_values], rotation=45)
-    ax.set_yticks(range(len(batch_values)), [_short(v) for v in batch_values])
-    ax.set_xlabel("learning rate (constant, dimensionless)")
-    ax.set_ylabel(batch_label)
-    _title(ax, title)
-
-    def position(batch, rate):
-        x = np.interp(np.log(rate), np.log(rate_values), np.arange(len(rate_values)), left=np.nan, right=np.nan)
-        y = np.interp(np.log(batch), np.log(batch_values), np.arange(len(batch_values)), left=np.nan, right=np.nan)
-        # outside the grid: extrapolate one step linearly in log space
-        if not np.isfinite(x):
-            step = np.log(rate_values[1] / rate_values[0])
-            x = (np.log(rate) - np.log(rate_values[0])) / step
-        if not np.isfinite(y):
-            step = np.log(batch_values[1] / batch_values[0]) if len(batch_values) > 1 else 1.0
-            y = (np.log(batch) - np.log(batch_values[0])) / step
-        return x, y
-
-    if predicted is not None:
-        x, y = position(*predicted)
-        ax.plot(x, y, "*", color="red", markersize=7, markeredgecolor="white", markeredgewidth=0.4, label="predicted optimum (laws)", clip_on=False)
-    if interpolated is not None:
-        x, y = position(*interpolated)
-        ax.plot(x, y, "x", color="magenta", markersize=5, markeredgewidth=1.2, label="interpolated optimum (quadratic)")
-    return image
-
-
-def runs_heatmaps(document: dict, table, budgets_index=None):
-    laws = LawSet(document)
-    config = config_from_dict(document["config"])
-    heldout = document["setup"].get("heldout_sizes") or []
-    size = (heldout[-1] if heldout else document["setup"]["fitting_sizes"][-1])
-    budgets = np.asarray(document["setup"]["budgets_tokens"])
-    chosen = budgets_index or sorted({len(budgets) // 2, len(budgets) - 1})
-    runs = table.completed(sizes=[size["size"]])
-    runs = runs[runs["series"].isin(["grid", "heldout"])]
-    losses = table.loss_matrix(list(runs.index), budgets[chosen], config.loss_column, config.token_match_tolerance)
-    batch_values = np.unique(runs["batch_tokens"].to_numpy(float))
-    rate_values = np.unique(runs["learning_rate"].to_numpy(float))
-    fig, axes = _figure(2.0 * len(chosen), nrows=len(chosen))
-    from analysis.optima import SizeGrid
-
-    for row, (t, tokens) in enumerate(zip(chosen, budgets[chosen])):
-        matrix = np.full((len(batch_values), len(rate_values)), np.nan)
-        for k in range(len(runs)):
-            i = int(np.searchsorted(batch_values, runs["batch_tokens"].iloc[k]))
-            j = int(np.searchsorted(rate_values, runs["learning_rate"].iloc[k]))
-            matrix[i, j] = losses[k, row]
-        grid = SizeGrid(size["size"], size["parameters"], list(runs.index), runs["learning_rate"].to_numpy(float),
-                        runs["batch_tokens"].to_numpy(float), runs["batch_clips"].to_numpy(float), losses[:, row : row + 1], float("nan"))
-        optimum = find_optima(grid, np.ones((1, len(runs))), config.optimum_method, config.optimum_band, config.optimum_max_gain)
-        predicted = None
-        if laws.has("batch_size") and laws.has("learning_rate"):
-            n_b, t_b = size["N"], tokens / BILLION
-            predicted = (float(laws.batch_tokens(n_b, t_b)), float(laws.learning_rate(n_b, t_b)))
-        role = "held out" if heldout else "fitting"
-        _heatmap_panel(axes[row, 0], matrix, batch_values, rate_values, predicted,
-                       (optimum.batch_tokens[0, 0], optimum.learning_rate[0, 0]),
-                       title=f"{size['size']} ({role}), T = {_short(tokens)} tokens")
+def runs_heatmaps(document: dict, facts: dict):
+    """The measured grid of the largest held-out (or fitting) size at two budgets (``facts.figures.heatmaps``)."""
+    heatmaps = facts["figures"]["heatmaps"]
+    panels = heatmaps["panels"]
+    fig, axes = new_figure(2.0 * max(len(panels), 1), nrows=max(len(panels), 1))
+    role = "held out" if heatmaps["role"] == "heldout" else "fitting"
+    for row, panel in enumerate(panels):
+        predicted = panel["predicted"]
+        heatmap_panel(axes[row, 0], np.array(panel["losses"], dtype=float), panel["batch_tokens"], panel["learning_rates"],
+                       None if predicted is None else (predicted["batch_tokens"], predicted["learning_rate"]),
+                       (panel["interpolated"]["batch_tokens"], panel["interpolated"]["learning_rate"]),
+                       title=f"{heatmaps['size']} ({role}), T = {count(panel['tokens'])} tokens")
     caveats = [c for c in (law_caveat(document, "batch_size"), law_caveat(document, "learning_rate")) if c]
     if caveats:
-        text = "; ".join(caveats) + (": the star is no real prediction on that axis." if laws.has("batch_size") and laws.has("learning_rate")
-                                     else ": no predicted optimum (no star).")
-        _caveat(fig, text)
+        predicted = bool(panels) and panels[0]["predicted"] is not None
+        add_caveat(fig, "; ".join(caveats) + (": the star is no real prediction on that axis." if predicted else ": no predicted optimum (no star)."))
     handles, labels = axes[0, 0].get_legend_handles_labels()
     fig.legend(handles, labels, loc="outside lower center", ncol=2)
     return fig
@@ -238,13 +125,13 @@ def runs_heatmaps(document: dict, table, budgets_index=None):
 
 def runs_loss_law(document: dict):
     laws = LawSet(document)
-    fig, axes = _figure(2.9)
+    fig, axes = new_figure(2.9)
     ax = axes[0, 0]
     fitting = document["setup"]["fitting_sizes"]
     heldout = document["setup"].get("heldout_sizes") or []
     budgets = np.asarray(document["setup"]["budgets_tokens"])
     grid = np.geomspace(budgets.min(), budgets.max() * 4, 60)
-    colors = _colors(len(fitting) + len(heldout))
+    colors = color_cycle(len(fitting) + len(heldout))
     for color, size in zip(colors, fitting + heldout):
         is_heldout = size in heldout
         if laws.has("loss_optimal"):
@@ -263,11 +150,11 @@ def runs_loss_law(document: dict):
     if summary.get("mean_absolute_relative_error") is not None:
         covered = round((summary.get("coverage") or 0) * summary["points"])
         title += (f"; held-out mean |error| {100 * summary['mean_absolute_relative_error']:.2f}%, "
-                  f"{covered} of {summary['points']} inside the 95% prediction interval")
-    _title(ax, title)
+                  f"{covered} of {summary['points']} inside the {level_label(document)} prediction interval")
+    set_title(ax, title)
     caveat = law_caveat(document, "loss_optimal")
     if caveat:
-        _caveat(fig, caveat + ("; no law curves drawn." if not laws.has("loss_optimal") else "."))
+        add_caveat(fig, caveat + ("; no law curves drawn." if not laws.has("loss_optimal") else "."))
     fig.legend(*ax.get_legend_handles_labels(), loc="outside lower center", ncol=3)
     return fig
 
@@ -275,7 +162,7 @@ def runs_loss_law(document: dict):
 def runs_compute_optimal(document: dict):
     compute = document.get("compute_optimal", {})
     comparison = document.get("comparison", {})
-    fig, axes = _figure(3.0)
+    fig, axes = new_figure(3.0)
     ax = axes[0, 0]
     target = comparison.get("target_flops")
     setup = document.get("setup", {})
@@ -291,7 +178,7 @@ def runs_compute_optimal(document: dict):
             ax.plot(flops, p["k"] * flops ** p["a"], "-" if key == "precise" else "--", color=color,
                     label=f"{label}: N = {p['k']:.3g} C^{p['a']:.3f}")
         empirical = compute.get(f"empirical_{key}", {})
-        points = [q for q in empirical.get("points", []) if q["interior"]]
+        points = [q for q in empirical.get("points", []) if q["bracketed"]]
         if points:
             ax.plot([q["flops"] for q in points], [q["parameters"] for q in points], "o" if key == "precise" else "s", color=color,
                     mfc="none", label=f"isoFLOP optima ({key})")
@@ -322,10 +209,10 @@ def runs_compute_optimal(document: dict):
     ax.set_yscale("log")
     ax.set_xlabel("training compute C (FLOPs)")
     ax.set_ylabel("compute-optimal N_opt (parameters)")
-    _title(ax, "Compute-optimal model size, precise vs conventional recipe"
+    set_title(ax, "Compute-optimal model size, precise vs conventional recipe"
            + (f", extrapolated to C = {target:.3g} FLOPs" if target else ""))
     if notes:
-        _caveat(fig, "; ".join(notes) + ".")
+        add_caveat(fig, "; ".join(notes) + ".")
     fig.legend(*ax.get_legend_handles_labels(), loc="outside lower center", ncol=1)
     return fig
 
@@ -361,10 +248,10 @@ PAPER_EXPONENTS = {
 }
 
 
-def exponents_figure(rows, title: str, show_paper: bool = True):
+def exponents_figure(rows, title: str, show_paper: bool = True, level: str = ""):
     """Rows ``(label, value, interval, caveat)``: filled markers for sound fits, open grey ones for fits with a
     caveat (degenerate, every optimum on the grid's edge), 'not fitted' written in for absent laws."""
-    fig, axes = _figure(2.9)
+    fig, axes = new_figure(2.9)
     ax = axes[0, 0]
     labels = [r[0] for r in rows]
     y = np.arange(len(rows))
@@ -374,7 +261,7 @@ def exponents_figure(rows, title: str, show_paper: bool = True):
     high = np.array([i[1] if i else v for i, v in zip(intervals, values)])
     questionable = np.array([bool(r[3]) and r[1] is not None for r in rows])
     sound = np.isfinite(values) & ~questionable
-    ours = "published" if not show_paper else "this fit (95% interval)"
+    ours = "published" if not show_paper else f"this fit ({level} interval)"
     for mask, style, label in ((sound, {"fmt": "o", "color": "C0"}, ours),
                                (questionable, {"fmt": "o", "color": "0.55", "mfc": "white"}, "degenerate or all optima on the grid's edge")):
         if mask.any():
@@ -393,22 +280,22 @@ def exponents_figure(rows, title: str, show_paper: bool = True):
     ax.set_yticks(y, labels)
     ax.invert_yaxis()
     ax.set_xlabel("exponent (dimensionless)")
-    _title(ax, title)
+    set_title(ax, title)
     fig.legend(*ax.get_legend_handles_labels(), loc="outside lower center", ncol=2)
     return fig
 
 
 def exponents_of_runs(document: dict):
-    return exponents_figure(_exponent_rows(document), "Fitted exponents (ours) beside the paper's")
+    return exponents_figure(_exponent_rows(document), "Fitted exponents (ours) beside the paper's", level=level_label(document))
 
 
 # ---------------------------------------------------------------------------------------------- paper
 def paper_loss_vs_tokens():
-    fig, axes = _figure(2.4)
+    fig, axes = new_figure(2.4)
     ax = axes[0, 0]
     sizes = paper.FITTING_SIZES + paper.HELDOUT_SIZES
     tokens = np.geomspace(*paper.FITTING_TOKENS, 50)
-    for color, size in zip(_colors(len(sizes)), sizes):
+    for color, size in zip(color_cycle(len(sizes)), sizes):
         ax.plot(tokens * BILLION, paper.loss(size, tokens), "-" if size in paper.FITTING_SIZES else "--", color=color, label=f"N = {size}B")
     for size, t_b, published, measured in paper.LOSS_CHECKS:
         if paper.FITTING_TOKENS[0] <= t_b <= paper.FITTING_TOKENS[1]:
@@ -416,23 +303,20 @@ def paper_loss_vs_tokens():
     ax.set_xscale("log")
     ax.set_xlabel("training tokens T (video tokens)")
     ax.set_ylabel(f"{LOSS_LABEL}\nat the optimal (B, LR)")
-    _title(ax, "Published L(N, T) over the fitted budgets (*: published predictions); fixed-hyperparameter curves not published")
+    set_title(ax, "Published L(N, T) over the fitted budgets (*: published predictions); fixed-hyperparameter curves not published")
     fig.legend(*ax.get_legend_handles_labels(), loc="outside lower center", ncol=3)
     return fig
 
 
-def paper_heatmaps():
-    from analysis.optima import SizeGrid
-
-    fig, axes = _figure(4.2, nrows=2)
-    batches, rates = np.meshgrid(paper.HEATMAP_BATCH_TOKENS, paper.HEATMAP_LEARNING_RATES, indexing="ij")
+def paper_heatmaps(facts: dict):
+    """The published heatmaps with the published laws' prediction and the interpolated optimum (``facts.figures.paper_heatmaps``)."""
+    fig, axes = new_figure(4.2, nrows=2)
+    optima = {o["t_billions"]: o for o in facts["figures"]["paper_heatmaps"]}
     for row, (t_b, values) in enumerate(sorted(paper.HEATMAPS.items())):
-        predicted = (float(paper.optimal_batch_tokens(paper.HEATMAP_SIZE, t_b)), float(paper.optimal_learning_rate(paper.HEATMAP_SIZE, t_b)))
-        grid = SizeGrid("paper-1.07b", paper.HEATMAP_SIZE * BILLION, [f"cell{i}" for i in range(batches.size)], rates.ravel(),
-                        batches.ravel(), batches.ravel() / paper.CONTEXT_TOKENS, np.asarray(values, float).reshape(-1, 1), float("nan"))
-        optimum = find_optima(grid, np.ones((1, batches.size)))
-        _heatmap_panel(axes[row, 0], values, paper.HEATMAP_BATCH_TOKENS, paper.HEATMAP_LEARNING_RATES, predicted,
-                       (optimum.batch_tokens[0, 0], optimum.learning_rate[0, 0]),
+        optimum = optima[t_b]
+        heatmap_panel(axes[row, 0], values, paper.HEATMAP_BATCH_TOKENS, paper.HEATMAP_LEARNING_RATES,
+                       (optimum["predicted"]["batch_tokens"], optimum["predicted"]["learning_rate"]),
+                       (optimum["interpolated"]["batch_tokens"], optimum["interpolated"]["learning_rate"]),
                        title=f"paper, N = {paper.HEATMAP_SIZE}B parameters (held out), T = {t_b:g}B tokens")
     handles, labels = axes[0, 0].get_legend_handles_labels()
     fig.legend(handles, labels, loc="outside lower center", ncol=2)
@@ -440,11 +324,11 @@ def paper_heatmaps():
 
 
 def paper_loss_law():
-    fig, axes = _figure(2.4)
+    fig, axes = new_figure(2.4)
     ax = axes[0, 0]
     tokens = np.geomspace(1.0, 200.0, 80)
     sizes = paper.FITTING_SIZES + paper.HELDOUT_SIZES
-    for color, size in zip(_colors(len(sizes)), sizes):
+    for color, size in zip(color_cycle(len(sizes)), sizes):
         fitted = size in paper.FITTING_SIZES
         ax.plot(tokens * BILLION, paper.loss(size, tokens), "-" if fitted else "--", color=color, label=f"N = {size}B" + ("" if fitted else " (held out)"))
     for size, t_b, published, measured in paper.LOSS_CHECKS:
@@ -455,32 +339,34 @@ def paper_loss_law():
     ax.set_xscale("log")
     ax.set_xlabel("training tokens T (video tokens)")
     ax.set_ylabel(f"{LOSS_LABEL}\nat the optimal (B, LR)")
-    _title(ax, "Published law (lines; shaded: budgets fitted), predicted (*) and measured (open) held-out points")
+    set_title(ax, "Published law (lines; shaded: budgets fitted), predicted (*) and measured (open) held-out points")
     fig.legend(*ax.get_legend_handles_labels(), loc="outside lower center", ncol=3)
     return fig
 
 
-def paper_compute_optimal():
-    from analysis.findings import derived_optimal_parameters
-
-    fig, axes = _figure(2.9)
+def paper_compute_optimal(facts: dict):
+    """The published N_opt laws and points, and the N_opt that minimising the published L(N, T) gives (``facts.figures``)."""
+    fig, axes = new_figure(2.9)
     ax = axes[0, 0]
-    flops = np.geomspace(1e18, 2e22, 100)
-    ax.plot(flops, paper.precise_optimal_parameters(flops), "-", color="C0", label="precise (published): 0.8705 C^0.4294")
-    ax.plot(flops, paper.empirical_optimal_parameters(flops), ":", color="C0", label="empirical (published): 1.5787 C^0.4146")
-    derived = derived_optimal_parameters(flops, "6n")
-    ax.plot(flops, derived, "--", color="0.5", label="minimising L(N, T) under C = 6NT")
-    ax.plot([paper.TARGET_FLOPS], [paper.OPTIMAL_SIZE_AT_TARGET], "*", color="C0", markersize=7, label="precise at 1e22 (published point)")
-    ax.plot([paper.TARGET_FLOPS], [paper.CONVENTIONAL_SIZE_AT_TARGET], "*", color="C3", markersize=7, label="conventional at 1e22 (published point)")
-    ax.plot([paper.HELDOUT_BUDGET_FLOPS], [0.72e9], "D", mfc="none", color="black", label="0.72B held out at 5.85e20")
-    reduction = 1 - paper.OPTIMAL_SIZE_AT_TARGET / paper.CONVENTIONAL_SIZE_AT_TARGET
-    ax.annotate(f"{100 * reduction:.1f}% smaller", xy=(paper.TARGET_FLOPS, np.sqrt(paper.OPTIMAL_SIZE_AT_TARGET * paper.CONVENTIONAL_SIZE_AT_TARGET)),
+    derived = facts["figures"]["paper_compute_optimal"]
+    flops = np.asarray(derived["flops"])
+    for law, style, label in ((paper.COMPUTE_OPTIMAL_PRECISE, "-", "precise"), (paper.COMPUTE_OPTIMAL_EMPIRICAL, ":", "empirical")):
+        ax.plot(flops, law["k"] * flops ** law["a"], style, color="C0", label=f"{label} (published): {law['k']} C^{law['a']}")
+    ax.plot(flops, derived["parameters_6n"], "--", color="0.5", label="minimising L(N, T) under C = 6NT")
+    target = f"{paper.TARGET_FLOPS:.0e}".replace("e+", "e")
+    ax.plot([paper.TARGET_FLOPS], [paper.OPTIMAL_SIZE_AT_TARGET], "*", color="C0", markersize=7, label=f"precise at {target} (published point)")
+    ax.plot([paper.TARGET_FLOPS], [paper.CONVENTIONAL_SIZE_AT_TARGET], "*", color="C3", markersize=7,
+            label=f"conventional at {target} (published point)")
+    ax.plot([paper.HELDOUT_BUDGET_FLOPS], [paper.HELDOUT_OPTIMAL_SIZE], "D", mfc="none", color="black",
+            label=f"{paper.HELDOUT_OPTIMAL_SIZE / BILLION:g}B held out at {paper.HELDOUT_BUDGET_FLOPS:.3g}")
+    ax.annotate(f"{100 * paper.MODEL_SIZE_REDUCTION:.1f}% smaller",
+                xy=(paper.TARGET_FLOPS, np.sqrt(paper.OPTIMAL_SIZE_AT_TARGET * paper.CONVENTIONAL_SIZE_AT_TARGET)),
                 xytext=(-4, 0), textcoords="offset points", ha="right", va="center", fontsize=6)
     ax.set_xscale("log")
     ax.set_yscale("log")
     ax.set_xlabel("training compute C (FLOPs)")
     ax.set_ylabel("compute-optimal N_opt (parameters)")
-    _title(ax, "Published compute-optimal model size (the '40% figure')")
+    set_title(ax, f"Published compute-optimal model size (the '{100 * paper.MODEL_SIZE_REDUCTION:.0f}% figure')")
     fig.legend(*ax.get_legend_handles_labels(), loc="outside lower center", ncol=1)
     return fig
 
@@ -490,28 +376,26 @@ def paper_exponents():
     return exponents_figure(rows, "Published exponents", show_paper=False)
 
 
-PAPER_BUILDERS = {
-    "loss_vs_tokens": paper_loss_vs_tokens, "heatmaps": paper_heatmaps, "loss_law": paper_loss_law,
-    "compute_optimal": paper_compute_optimal, "exponents": paper_exponents,
-}
 CAPTIONS = {  # a "Caveat" banner above a plot of our runs flags laws that are degenerate or not fitted
     "loss_vs_tokens": "Loss vs training tokens per size at optimal and at fixed hyperparameters.",
     "heatmaps": "Validation loss over learning rate x batch size at two budgets; star: predicted optimum, x: interpolated optimum.",
     "loss_law": "Fitted L(N, T) for the fitting sizes, extrapolated to held-out sizes (dashed) with their measured points.",
     "compute_optimal": "Compute-optimal model size vs budget, precise vs conventional, extrapolated to the target budget.",
-    "exponents": "Fitted exponents with 95% bootstrap intervals beside the published ones.",
+    "exponents": "Fitted exponents with their bootstrap intervals (at the fit's confidence level) beside the published ones.",
 }
 
 
-def draw_all(out: Path, which: str, document: dict | None, table=None) -> list[Path]:
+def draw_all(out: Path, which: str, document: dict | None, facts: dict) -> list[Path]:
     written: list[Path] = []
     if which in ("both", "paper"):
-        for name, builder in PAPER_BUILDERS.items():
+        builders = {"loss_vs_tokens": paper_loss_vs_tokens, "heatmaps": lambda: paper_heatmaps(facts), "loss_law": paper_loss_law,
+                    "compute_optimal": lambda: paper_compute_optimal(facts), "exponents": paper_exponents}
+        for name, builder in builders.items():
             written += save_figure(builder(), out / "paper" / name)
     if which in ("both", "runs"):
         builders = {
             "loss_vs_tokens": lambda: runs_loss_vs_tokens(document),
-            "heatmaps": lambda: runs_heatmaps(document, table),
+            "heatmaps": lambda: runs_heatmaps(document, facts),
             "loss_law": lambda: runs_loss_law(document),
             "compute_optimal": lambda: runs_compute_optimal(document),
             "exponents": lambda: exponents_of_runs(document),
@@ -523,27 +407,25 @@ def draw_all(out: Path, which: str, document: dict | None, table=None) -> list[P
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m analysis.figures", description=__doc__.split("\n\n")[0])
-    parser.add_argument("--runs", help="runs table (needed for --which runs/both)")
+    parser.add_argument("--facts", required=True, help="facts.json from analysis.facts")
     parser.add_argument("--laws", help="laws.json from analysis.fit (needed for --which runs/both)")
     parser.add_argument("--out", required=True, help="output folder")
     parser.add_argument("--which", choices=("both", "runs", "paper"), default="both")
     args = parser.parse_args(argv)
-    document = table = None
+    if args.which != "paper" and not args.laws:
+        parser.error("--laws is required unless --which paper")
     try:
-        if args.which != "paper":
-            if not args.runs or not args.laws:
-                parser.error("--runs and --laws are required unless --which paper")
-            document = read_laws(args.laws)
-            table = load_runs(args.runs)
-    except (LawsFileError, RunsTableError) as error:
+        document = read_laws(args.laws) if args.which != "paper" else None
+        facts = json.loads(Path(args.facts).read_text())
+    except (LawsFileError, OSError, json.JSONDecodeError) as error:
         print(f"analysis.figures: error: {error}", file=sys.stderr)
         return 2
     out = Path(args.out)
-    written = draw_all(out, args.which, document, table)
+    written = draw_all(out, args.which, document, facts)
     atomic_write_json(out / "index.json", {
         "figures": [str(p.relative_to(out)) for p in written],
         "captions": CAPTIONS,
-        "provenance": provenance({"runs": args.runs, "laws": args.laws, "which": args.which}),
+        "provenance": provenance({"facts": args.facts, "laws": args.laws, "which": args.which}),
     })
     print(f"wrote {len(written)} files to {out}")
     return 0

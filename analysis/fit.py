@@ -17,9 +17,11 @@ from pathlib import Path
 from dit.atomic import atomic_write_json
 from dit.provenance import file_sha256, provenance
 
+from analysis.blas import limit_openblas_threads
 from analysis.config import FitConfigError, add_config_options, default_config_yaml, load_config, overrides_from_args
-from analysis.pipeline import CORE_LAWS, AnalysisError, fit_all
+from analysis.laws_document import CORE_LAWS, fit_laws
 from analysis.runs import RunsTableError, load_runs
+from analysis.selection import AnalysisError
 
 
 def missing_core_laws(document: dict) -> list[str]:
@@ -46,11 +48,12 @@ def main(argv: list[str] | None = None) -> int:
         return 0
     if not args.runs or not args.out:
         parser.error("--runs and --out are required")
+    limit_openblas_threads()
     log = (lambda message: None) if args.quiet else (lambda message: print(f"analysis.fit: {message}", file=sys.stderr))
     try:
         config = load_config(args.config, overrides_from_args(args))
         table = load_runs(args.runs)
-        document = fit_all(table, config, log=log)
+        document = fit_laws(table, config, log=log)
     except (FitConfigError, RunsTableError, AnalysisError) as error:
         print(f"analysis.fit: error: {error}", file=sys.stderr)
         return 2

@@ -24,10 +24,10 @@ from dit.atomic import atomic_write_json
 from dit.provenance import provenance
 
 from analysis.allocation import BILLION
-from analysis.config import FitConfig
-from analysis.lawset import LawSet, LawsFileError, read_laws
+from analysis.config import FitConfig, config_from_dict
+from analysis.law_set import LawSet, LawsFileError, read_laws
 from analysis.optima import METHOD_NAMES, SizeGrid, find_optima
-from analysis.runs import RunsTable, RunsTableError, load_runs
+from analysis.runs import RunsTable, RunsTableError, load_runs, same_learning_rate
 
 LOSS_BASELINES = ("loss_optimal", "kaplan", "chinchilla_all_runs", "loss_conventional")
 
@@ -46,7 +46,7 @@ def _cell_check(grid: SizeGrid, t: int, predicted_batch: float, predicted_rate: 
     cell_b = batches[_nearest(batches, predicted_batch)]
     cell_r = rates[_nearest(rates, predicted_rate)]
     best = int(np.nanargmin(np.where(present, losses, np.nan)))
-    match = present & np.isclose(grid.batch_tokens, cell_b) & np.isclose(grid.learning_rates, cell_r)
+    match = present & (grid.batch_tokens == cell_b) & same_learning_rate(grid.learning_rates, cell_r)
     predicted_loss = float(np.min(losses[match])) if match.any() else None
     return {
         "predicted_cell": {"batch_tokens": float(cell_b), "learning_rate": float(cell_r), "measured_loss": predicted_loss},
@@ -61,74 +61,12 @@ def evaluate_heldout_grids(document: dict, grids: list[SizeGrid], budgets, confi
     """Measured optima of held-out sizes vs every law's prediction (see module docstring)."""
     laws = LawSet(document, level=config.confidence_level, seed=config.seed)
     loss_records, hp_records = [], []
-    cell = document.get("setup", {}).get("conventional_cell") or {}
     for grid in grids:
-        optimum = find_optima(grid, np.ones((1, len(grid.run_ids))), config.optimum_method, config.optimum_band, config.optimum_max_gain)
-        n_billions = grid.parameters / BILLION
-        at_cell = None
-        if cell:
-            at_cell = np.isclose(grid.batch_clips, cell["batch_clips"]) & np.isclose(grid.learning_rates, cell["learning_rate"], rtol=1e-6)
+        optimum = find_optima(grid, None, config.optimum_method, config.optimum_band, config.optimum_max_gain)
         for t, tokens in enumerate(budgets):
-            if optimum.method[0, t] < 0:
-                continue
-            t_billions = float(tokens) / BILLION
-            measured = float(optimum.loss[0, t])
-            record = {
-                "size": grid.size, "N": n_billions, "tokens": float(tokens), "T": t_billions, "measured_loss": measured,
-                "measured_method": METHOD_NAMES[int(optimum.method[0, t])],
-                "measured_on_edge": bool(optimum.edge_batch[0, t] or optimum.edge_learning_rate[0, t]),
-                "cells": int(np.isfinite(grid.losses[:, t]).sum()), "predictions": {},
-            }
-            for name in LOSS_BASELINES:
-                if not laws.has(name):
-                    continue
-                if name == "loss_optimal":
-                    prediction = laws.loss_prediction(n_billions, t_billions)
-                    record.update(
-                        predicted_loss=prediction["value"], interval=prediction["interval"],
-                        prediction_interval=prediction["prediction_interval"],
-                        relative_error=(prediction["value"] - measured) / measured,
-                        covered=None if prediction["prediction_interval"] is None
-                        else bool(prediction["prediction_interval"][0] <= measured <= prediction["prediction_interval"][1]),
-                    )
-                value = float(laws.evaluate(name, N=n_billions, T=t_billions))
-                record["predictions"][name] = {"value": value, "relative_error": (value - measured) / measured}
-            if at_cell is not None and at_cell.any() and np.isfinite(grid.losses[at_cell, t]).any() and laws.has("loss_conventional"):
-                fixed = float(np.nanmean(grid.losses[at_cell, t]))
-                prediction = laws.loss_prediction(n_billions, t_billions, which="conventional")
-                record["conventional_cell"] = {
-                    "measured_loss": fixed, "predicted_loss": prediction["value"],
-                    "prediction_interval": prediction["prediction_interval"],
-                    "relative_error": (prediction["value"] - fixed) / fixed,
-                }
-            loss_records.append(record)
-
-            hp = {
-                "size": grid.size, "N": n_billions, "tokens": float(tokens), "T": t_billions,
-                "measured_batch_tokens": float(optimum.batch_tokens[0, t]), "measured_learning_rate": float(optimum.learning_rate[0, t]),
-                "measured_on_edge": {"batch": bool(optimum.edge_batch[0, t]), "learning_rate": bool(optimum.edge_learning_rate[0, t])},
-                "predictions": {},
-            }
-            flops = float(tokens) * grid.flops_per_token
-            for name, variable, measured_value in (
-                ("batch_size", "B", hp["measured_batch_tokens"]), ("learning_rate", "LR", hp["measured_learning_rate"]),
-                ("deepseek_batch_size", "B", hp["measured_batch_tokens"]), ("deepseek_learning_rate", "LR", hp["measured_learning_rate"]),
-            ):
-                if not laws.has(name):
-                    continue
-                value = float(laws.evaluate(name, C=flops) if name.startswith("deepseek") else laws.evaluate(name, N=n_billions, T=t_billions))
-                hp["predictions"][name] = {"value": value, "log_error": float(np.log(value / measured_value))}
-            if cell:
-                hp["predictions"]["fixed_cell_batch_size"] = {
-                    "value": cell["batch_clips"] * document["setup"]["context_tokens"],
-                    "log_error": float(np.log(cell["batch_clips"] * document["setup"]["context_tokens"] / hp["measured_batch_tokens"])),
-                }
-                hp["predictions"]["fixed_cell_learning_rate"] = {
-                    "value": cell["learning_rate"], "log_error": float(np.log(cell["learning_rate"] / hp["measured_learning_rate"])),
-                }
-            if laws.has("batch_size") and laws.has("learning_rate"):
-                hp.update(_cell_check(grid, t, hp["predictions"]["batch_size"]["value"], hp["predictions"]["learning_rate"]["value"]))
-            hp_records.append(hp)
+            if optimum.method[0, t] >= 0:
+                loss_records.append(_loss_record(laws, document, grid, optimum, t, float(tokens)))
+                hp_records.append(_hyperparameter_record(laws, document, grid, optimum, t, float(tokens)))
     covered = [r["covered"] for r in loss_records if r.get("covered") is not None]
     errors = [abs(r["relative_error"]) for r in loss_records if "relative_error" in r]
     return {
@@ -143,6 +81,63 @@ def evaluate_heldout_grids(document: dict, grids: list[SizeGrid], budgets, confi
             "level": config.confidence_level,
         },
     }
+
+
+def _loss_record(laws: LawSet, document: dict, grid: SizeGrid, optimum, t: int, tokens: float) -> dict:
+    """One held-out (size, budget): the measured optimal loss against each loss law, and the fixed cell's loss."""
+    n_billions, t_billions = grid.parameters / BILLION, tokens / BILLION
+    measured = float(optimum.loss[0, t])
+    record = {
+        "size": grid.size, "N": n_billions, "tokens": tokens, "T": t_billions, "measured_loss": measured,
+        "measured_method": METHOD_NAMES[int(optimum.method[0, t])],
+        "measured_interior": bool(optimum.interior_batch[0, t] and optimum.interior_learning_rate[0, t]),
+        "cells": int(np.isfinite(grid.losses[:, t]).sum()), "predictions": {},
+    }
+    for name in (n for n in LOSS_BASELINES if laws.has(n)):
+        if name == "loss_optimal":
+            prediction = laws.loss_prediction(n_billions, t_billions)
+            interval = prediction["prediction_interval"]
+            record.update(predicted_loss=prediction["value"], interval=prediction["interval"], prediction_interval=interval,
+                          relative_error=(prediction["value"] - measured) / measured,
+                          covered=None if interval is None else bool(interval[0] <= measured <= interval[1]))
+        value = float(laws.evaluate(name, N=n_billions, T=t_billions))
+        record["predictions"][name] = {"value": value, "relative_error": (value - measured) / measured}
+    cell = document.get("setup", {}).get("conventional_cell") or {}
+    if cell and laws.has("loss_conventional"):
+        at_cell = (grid.batch_clips == cell["batch_clips"]) & same_learning_rate(grid.learning_rates, cell["learning_rate"])
+        if at_cell.any() and np.isfinite(grid.losses[at_cell, t]).any():
+            fixed = float(np.nanmean(grid.losses[at_cell, t]))
+            prediction = laws.loss_prediction(n_billions, t_billions, which="conventional")
+            record["conventional_cell"] = {"measured_loss": fixed, "predicted_loss": prediction["value"],
+                                           "prediction_interval": prediction["prediction_interval"],
+                                           "relative_error": (prediction["value"] - fixed) / fixed}
+    return record
+
+
+def _hyperparameter_record(laws: LawSet, document: dict, grid: SizeGrid, optimum, t: int, tokens: float) -> dict:
+    """One held-out (size, budget): the measured optimal (B, LR) against each hyperparameter law and the fixed cell."""
+    n_billions, t_billions = grid.parameters / BILLION, tokens / BILLION
+    hp = {
+        "size": grid.size, "N": n_billions, "tokens": tokens, "T": t_billions,
+        "measured_batch_tokens": float(optimum.batch_tokens[0, t]), "measured_learning_rate": float(optimum.learning_rate[0, t]),
+        "measured_interior": {"batch": bool(optimum.interior_batch[0, t]), "learning_rate": bool(optimum.interior_learning_rate[0, t])},
+        "predictions": {},
+    }
+    measured = {"B": hp["measured_batch_tokens"], "LR": hp["measured_learning_rate"]}
+    for name, variable in (("batch_size", "B"), ("learning_rate", "LR"), ("deepseek_batch_size", "B"), ("deepseek_learning_rate", "LR")):
+        if laws.has(name):
+            value = float(laws.evaluate(name, C=tokens * grid.flops_per_token) if name.startswith("deepseek")
+                          else laws.evaluate(name, N=n_billions, T=t_billions))
+            hp["predictions"][name] = {"value": value, "log_error": float(np.log(value / measured[variable]))}
+    cell = document.get("setup", {}).get("conventional_cell") or {}
+    if cell:
+        batch = cell["batch_clips"] * document["setup"]["context_tokens"]
+        hp["predictions"]["fixed_cell_batch_size"] = {"value": batch, "log_error": float(np.log(batch / measured["B"]))}
+        hp["predictions"]["fixed_cell_learning_rate"] = {"value": cell["learning_rate"],
+                                                         "log_error": float(np.log(cell["learning_rate"] / measured["LR"]))}
+    if laws.has("batch_size") and laws.has("learning_rate"):
+        hp.update(_cell_check(grid, t, hp["predictions"]["batch_size"]["value"], hp["predictions"]["learning_rate"]["value"]))
+    return hp
 
 
 def baselines_table(document: dict) -> list[dict]:
@@ -204,7 +199,7 @@ def evaluate_proposal(table: RunsTable, laws: LawSet, proposal: dict, config: Fi
             match = all_runs[
                 (all_runs["series"] == run["series"]) & (all_runs["size"] == run["size"])
                 & (all_runs["batch_clips"] == int(run["batch_clips"]))
-                & np.isclose(all_runs["learning_rate"], float(run["learning_rate"]), rtol=1e-6)
+                & same_learning_rate(all_runs["learning_rate"], run["learning_rate"])
             ]
             found += list(match.index)
             done = [r for r in match.index if r in completed.index]
@@ -232,7 +227,7 @@ def evaluate_proposal(table: RunsTable, laws: LawSet, proposal: dict, config: Fi
                 learning_rates=runs["learning_rate"].to_numpy(float), batch_tokens=runs["batch_tokens"].to_numpy(float),
                 batch_clips=runs["batch_clips"].to_numpy(float), losses=losses, flops_per_token=float("nan"),
             )
-            optimum = find_optima(grid, np.ones((1, len(present))), config.optimum_method, config.optimum_band, config.optimum_max_gain)
+            optimum = find_optima(grid, None, config.optimum_method, config.optimum_band, config.optimum_max_gain)
             measured = float(optimum.loss[0, 0])
             record.update(
                 measured_optimum={
@@ -272,8 +267,6 @@ def main(argv: list[str] | None = None) -> int:
         table = load_runs(args.runs)
         document = read_laws(args.laws)
         proposal = json.loads(Path(args.proposal).read_text())
-        from analysis.config import config_from_dict
-
         config = config_from_dict(document.get("config") or {})
         result = evaluate_proposal(table, LawSet(document, level=config.confidence_level, seed=config.seed), proposal, config)
     except (RunsTableError, LawsFileError, OSError, json.JSONDecodeError, KeyError, ValueError) as error:

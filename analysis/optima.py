@@ -1,23 +1,30 @@
 """Optimal (B, LR) of one model size at each token budget, from its grid of runs.
 
-Method ``quadratic`` (default): a weighted least-squares quadratic
-``q(u, v) = c0 + c1 u + c2 v + c3 u^2 + c4 v^2 + c5 u v`` in ``u ~ log LR`` and ``v ~ log B`` fitted to
-the log loss of the size's grid cells within ``band`` (relative) of the best cell's loss, minimised
-over the box spanned by the cells present (so the optimum never leaves the grid); the interpolated
-loss is ``exp(q)`` at that point. Cells far above the best one (a learning rate at which a model
-stopped learning, say) say nothing about the shape of the valley and would drag a global quadratic
-below every measured loss, so they are left out; and an interpolated loss more than ``max_gain``
-below the best cell's is not trusted: that (size, budget) falls back as below. The optimum is flagged *on the edge* of an
-axis when it sits on the box's boundary there (the true optimum may lie outside the grid).
-When the cells do not determine a full quadratic (fewer than three distinct values on an axis, or a
-rank-deficient design, e.g. the plus-shaped neighbourhoods of held-out proposals) the cross term is
-dropped, then each axis with three levels gets a 1-D parabola through the best cell's row/column,
-and otherwise the best cell is used; ``method`` records which.
+Method ``quadratic`` (default) fits the *valley*: a least-squares quadratic
+``q(u, v) = c0 + c1 u + c2 v + c3 u^2 + c4 v^2 + c5 u v`` in ``u ~ log LR`` and ``v ~ log B`` to the
+log loss of the cells near the best cell, minimised over the box spanned by the cells present (so
+the optimum never leaves the grid); the interpolated loss is ``exp(q)`` there. The valley is the
+3 x 3 window of grid levels around the best cell (moved inwards at the grid's edge) together with
+every cell within ``band`` (relative) of the best cell's loss. Cells far up the walls of the valley
+(a learning rate at which a model stopped learning, say) say nothing about where its floor is and
+would drag the quadratic. The default band, 0 (the window alone), is the one that located the
+optimum best on synthetic grids with 1-2% noise and a valley that is not quadratic
+(``tests/test_analysis_optimum_band.py`` shows the comparison with wider bands and the whole grid). An interpolated loss more than
+``max_gain`` below the best cell's is not trusted. When the valley does not determine a full
+quadratic (fewer than three levels on an axis, or a rank-deficient design, e.g. the plus-shaped
+neighbourhoods of held-out proposals) the cross term is dropped, then each axis with three levels
+gets a 1-D parabola through the best cell's row/column, and otherwise the best cell is used;
+``method`` records which.
 
 Method ``best_cell``: the lowest-loss cell and its loss.
 
-Weights are run multiplicities (bootstrap resamples draw runs with replacement); everything is
-vectorised over resamples and budgets.
+**Interior** along an axis (``Optima.interior_learning_rate`` / ``interior_batch``): the best
+measured cell has a measured cell on each side along that axis (same value of the other axis) and
+the interpolated optimum lies strictly inside the grid along it. Otherwise the optimum is *on the
+edge* there and the true optimum may lie outside the grid.
+
+Losses may be given per resample (``(R, cells, budgets)``); everything is vectorised over resamples
+and budgets. A missing loss is NaN.
 """
 
 from __future__ import annotations
@@ -30,6 +37,13 @@ METHOD_QUADRATIC = 0
 METHOD_SEPARABLE = 1
 METHOD_BEST_CELL = 2
 METHOD_NAMES = {METHOD_QUADRATIC: "quadratic", METHOD_SEPARABLE: "separable", METHOD_BEST_CELL: "best_cell", -1: "no data"}
+
+#: Relative loss band of the valley (beside the 3 x 3 window around the best cell); see the module docstring.
+DEFAULT_BAND = 0.0
+#: An interpolated loss more than this fraction below the best cell's is not trusted.
+DEFAULT_MAX_GAIN = 0.1
+#: Distance (in normalised log units) within which an optimum counts as on the grid's boundary.
+BOUNDARY_TOLERANCE = 1e-9
 
 
 @dataclass
@@ -50,113 +64,142 @@ class SizeGrid:
 
 @dataclass
 class Optima:
-    """Optima for ``R`` weightings (resamples) x ``budgets``; arrays of shape ``(R, budgets)``."""
+    """Optima for ``R`` resamples x ``budgets``; arrays of shape ``(R, budgets)``."""
 
     learning_rate: np.ndarray
     batch_tokens: np.ndarray
     loss: np.ndarray
-    edge_learning_rate: np.ndarray  # bool
-    edge_batch: np.ndarray  # bool
+    interior_learning_rate: np.ndarray  # bool (module docstring)
+    interior_batch: np.ndarray  # bool
     method: np.ndarray  # int codes (METHOD_NAMES); -1 when no cell has data
 
+    @property
+    def edge_learning_rate(self) -> np.ndarray:
+        return ~self.interior_learning_rate & (self.method >= 0)
 
-def _levels(values: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    levels, index = np.unique(np.round(values, 12), return_inverse=True)
-    return levels, index
+    @property
+    def edge_batch(self) -> np.ndarray:
+        return ~self.interior_batch & (self.method >= 0)
 
 
-DEFAULT_BAND = 0.5
-DEFAULT_MAX_GAIN = 0.1
+@dataclass
+class _Axes:
+    """The grid's two axes in normalised log units (u: learning rate, v: batch size), per cell and per level."""
+
+    u: np.ndarray
+    v: np.ndarray
+    u_levels: np.ndarray
+    v_levels: np.ndarray
+    u_index: np.ndarray
+    v_index: np.ndarray
+    u_center: float
+    u_scale: float
+    v_center: float
+    v_scale: float
+
+    @classmethod
+    def of(cls, grid: SizeGrid) -> "_Axes":
+        x_levels, u_index = np.unique(np.round(np.log(grid.learning_rates), 12), return_inverse=True)
+        y_levels, v_index = np.unique(np.round(np.log(grid.batch_tokens), 12), return_inverse=True)
+        u_center, v_center = x_levels.mean(), y_levels.mean()
+        u_scale = max((x_levels[-1] - x_levels[0]) / 2, 1e-12)
+        v_scale = max((y_levels[-1] - y_levels[0]) / 2, 1e-12)
+        return cls(
+            (np.log(grid.learning_rates) - u_center) / u_scale, (np.log(grid.batch_tokens) - v_center) / v_scale,
+            (x_levels - u_center) / u_scale, (y_levels - v_center) / v_scale, u_index, v_index,
+            u_center, u_scale, v_center, v_scale,
+        )
 
 
 def find_optima(
     grid: SizeGrid,
-    weights: np.ndarray,
+    losses: np.ndarray | None = None,
     method: str = "quadratic",
     band: float = DEFAULT_BAND,
     max_gain: float = DEFAULT_MAX_GAIN,
 ) -> Optima:
-    """Optimum per (weighting, budget). ``weights``: ``(R, k)`` run multiplicities.
+    """Optimum per (resample, budget) of ``losses`` ``(R, cells, budgets)`` (default: the grid's own, R = 1).
 
-    ``band``: cells whose loss exceeds the best cell's by more than this fraction are left out of
-    the quadratic; ``max_gain``: an interpolated loss more than this fraction below the best cell's
-    is rejected (the module docstring says what happens then).
+    ``band`` (>= 0): cells within this fraction of the best cell's loss join the 3 x 3 window in the
+    quadratic; ``max_gain``: an interpolated loss more than this fraction below the best cell's is
+    rejected (the module docstring says what happens then).
     """
-    weights = np.atleast_2d(np.asarray(weights, dtype=float))
-    x = np.log(grid.learning_rates)
-    y = np.log(grid.batch_tokens)
-    x_levels, x_index = _levels(x)
-    y_levels, y_index = _levels(y)
-    x_center, y_center = x_levels.mean(), y_levels.mean()
-    x_scale = max((x_levels[-1] - x_levels[0]) / 2, 1e-12)
-    y_scale = max((y_levels[-1] - y_levels[0]) / 2, 1e-12)
-    u = (x - x_center) / x_scale
-    v = (y - y_center) / y_scale
-    u_levels = (x_levels - x_center) / x_scale
-    v_levels = (y_levels - y_center) / y_scale
-
-    finite = np.isfinite(grid.losses)  # (k, T)
-    values = np.where(finite, grid.losses, 0.0)
-    w = weights[:, None, :] * finite.T[None, :, :]  # (R, T, k)
-    present = w > 0
-    R, T = w.shape[:2]
-    u_present = np.einsum("rtk,kl->rtl", present.astype(float), np.eye(len(u_levels))[x_index]) > 0
-    v_present = np.einsum("rtk,kl->rtl", present.astype(float), np.eye(len(v_levels))[y_index]) > 0
-    u_min = np.where(u_present, u_levels, np.inf).min(-1)
-    u_max = np.where(u_present, u_levels, -np.inf).max(-1)
-    v_min = np.where(v_present, v_levels, np.inf).min(-1)
-    v_max = np.where(v_present, v_levels, -np.inf).max(-1)
-
-    best_index = np.argmin(np.where(present, values.T[None], np.inf), axis=-1)  # (R, T)
-    best_loss = np.take_along_axis(np.where(present, values.T[None], np.inf), best_index[..., None], -1)[..., 0]
-    result_u = u[best_index]
-    result_v = v[best_index]
-    result_loss = best_loss.copy()
-    codes = np.full((R, T), METHOD_BEST_CELL)
-    codes[~present.any(-1)] = -1
-
+    values = np.moveaxis(grid.losses[None] if losses is None else np.asarray(losses, dtype=float), 1, 2)  # (R, T, k)
+    axes = _Axes.of(grid)
+    present = np.isfinite(values) & (values > 0)
+    filled = np.where(present, values, np.inf)
+    best_index = np.argmin(filled, axis=-1)
+    best_loss = np.take_along_axis(filled, best_index[..., None], -1)[..., 0]
+    result_u, result_v, result_loss = axes.u[best_index], axes.v[best_index], best_loss.copy()
+    codes = np.where(present.any(-1), METHOD_BEST_CELL, -1)
     if method == "quadratic":
-        if not band > 0 or not 0 < max_gain < 1:
-            raise ValueError(f"band must be positive and max_gain in (0, 1), got band={band}, max_gain={max_gain}")
-        near = values.T[None] <= best_loss[..., None] * (1 + band)  # (R, T, k)
-        w_fit = w * near
-        fitted = w_fit > 0
-        log_values = np.log(np.where(finite & (values > 0), values, 1.0))
-        fit_u = np.einsum("rtk,kl->rtl", fitted.astype(float), np.eye(len(u_levels))[x_index]) > 0
-        fit_v = np.einsum("rtk,kl->rtl", fitted.astype(float), np.eye(len(v_levels))[y_index]) > 0
-        features = np.stack([np.ones_like(u), u, v, u * u, v * v, u * v], axis=1)  # (k, 6)
-        full = (fit_u.sum(-1) >= 3) & (fit_v.sum(-1) >= 3) & (fitted.sum(-1) >= 6)
-        matrix = np.einsum("rtk,ki,kj->rtij", w_fit, features, features)
-        vector = np.einsum("rtk,ki,kt->rti", w_fit, features, log_values)
-        trace = np.einsum("rtii->rt", matrix)[..., None, None]
-        eigen = np.linalg.eigvalsh(matrix / np.maximum(trace, 1e-300))
-        full &= eigen[..., 0] > 1e-10
-        if full.any():
-            coefficients = np.linalg.solve(matrix[full], vector[full][..., None])[..., 0]
-            qu, qv, ql = _minimise_on_box(coefficients, u_min[full], u_max[full], v_min[full], v_max[full])
-            ql = np.exp(ql)
-            trusted = ql >= best_loss[full] * (1 - max_gain)
-            rows = tuple(index[trusted] for index in np.nonzero(full))
-            result_u[rows], result_v[rows], result_loss[rows] = qu[trusted], qv[trusted], ql[trusted]
-            codes[rows] = METHOD_QUADRATIC
-            full[tuple(index[~trusted] for index in np.nonzero(full))] = False
-        for r, t in zip(*np.nonzero(~full & present.any(-1))):
-            fallback = _separable_optimum(u, v, log_values[:, t], w_fit[r, t], x_index, y_index)
-            if fallback is not None and np.exp(fallback[2]) >= best_loss[r, t] * (1 - max_gain):
-                result_u[r, t], result_v[r, t], result_loss[r, t] = fallback[0], fallback[1], np.exp(fallback[2])
-                codes[r, t] = METHOD_SEPARABLE
+        if not band >= 0 or not 0 < max_gain < 1:
+            raise ValueError(f"band must be >= 0 and max_gain in (0, 1), got band={band}, max_gain={max_gain}")
+        valley = present & (_window(axes, best_index) | (values <= best_loss[..., None] * (1 + band)))
+        log_values = np.log(np.where(present, values, 1.0))
+        _interpolate(axes, valley, log_values, best_loss, max_gain, (result_u, result_v, result_loss, codes))
     elif method != "best_cell":
         raise ValueError(f"unknown optimum method {method!r}; use 'quadratic' or 'best_cell'")
-
-    tolerance = 1e-9
-    edge_u = (result_u <= u_min + tolerance) | (result_u >= u_max - tolerance)
-    edge_v = (result_v <= v_min + tolerance) | (result_v >= v_max - tolerance)
+    interior_u, interior_v = _interior(axes, present, best_index, result_u, result_v)
     missing = codes < 0
-    learning_rate = np.exp(x_center + x_scale * result_u)
-    batch = np.exp(y_center + y_scale * result_v)
+    learning_rate = np.exp(axes.u_center + axes.u_scale * result_u)
+    batch = np.exp(axes.v_center + axes.v_scale * result_v)
     for array in (learning_rate, batch, result_loss):
         array[missing] = np.nan
-    return Optima(learning_rate, batch, result_loss, edge_u & ~missing, edge_v & ~missing, codes)
+    return Optima(learning_rate, batch, result_loss, interior_u & ~missing, interior_v & ~missing, codes)
+
+
+def _window(axes: _Axes, best_index: np.ndarray) -> np.ndarray:
+    """``(R, T, k)``: cells in the 3 x 3 window of grid levels around the best cell, moved inwards at the edge."""
+    centers = []
+    for index, levels in ((axes.u_index, axes.u_levels), (axes.v_index, axes.v_levels)):
+        center = np.clip(index[best_index], 1, max(len(levels) - 2, 0)) if len(levels) > 2 else np.zeros_like(best_index)
+        centers.append(np.abs(index[None, None, :] - center[..., None]) <= 1)
+    return centers[0] & centers[1]
+
+
+def _interior(axes: _Axes, present, best_index, result_u, result_v) -> tuple[np.ndarray, np.ndarray]:
+    """Interior flags per axis (module docstring): measured cells on both sides of the best one, optimum strictly inside."""
+    flags = []
+    for along, other, result in ((axes.u, axes.v_index, result_u), (axes.v, axes.u_index, result_v)):
+        same_line = present & (other[None, None, :] == other[best_index][..., None])
+        best = along[best_index][..., None]
+        below = np.any(same_line & (along[None, None, :] < best - BOUNDARY_TOLERANCE), -1)
+        above = np.any(same_line & (along[None, None, :] > best + BOUNDARY_TOLERANCE), -1)
+        low = np.where(present, along, np.inf).min(-1)
+        high = np.where(present, along, -np.inf).max(-1)
+        inside = (result > low + BOUNDARY_TOLERANCE) & (result < high - BOUNDARY_TOLERANCE)
+        flags.append(below & above & inside)
+    return flags[0], flags[1]
+
+
+def _interpolate(axes: _Axes, valley, log_values, best_loss, max_gain, results) -> None:
+    """Quadratic (or separable) optimum of the valley cells, written into ``results`` where trusted."""
+    result_u, result_v, result_loss, codes = results
+    features = np.stack([np.ones_like(axes.u), axes.u, axes.v, axes.u**2, axes.v**2, axes.u * axes.v], axis=1)
+    weight = valley.astype(float)
+    levels_u = np.einsum("rtk,kl->rtl", weight, np.eye(len(axes.u_levels))[axes.u_index]) > 0
+    levels_v = np.einsum("rtk,kl->rtl", weight, np.eye(len(axes.v_levels))[axes.v_index]) > 0
+    full = (levels_u.sum(-1) >= 3) & (levels_v.sum(-1) >= 3) & (valley.sum(-1) >= 6)
+    matrix = np.einsum("rtk,ki,kj->rtij", weight, features, features)
+    vector = np.einsum("rtk,ki,rtk->rti", weight, features, log_values)
+    trace = np.einsum("rtii->rt", matrix)[..., None, None]
+    full &= np.linalg.eigvalsh(matrix / np.maximum(trace, 1e-300))[..., 0] > 1e-10
+    if full.any():
+        coefficients = np.linalg.solve(matrix[full], vector[full][..., None])[..., 0]
+        box = (np.where(valley, axes.u, np.inf).min(-1), np.where(valley, axes.u, -np.inf).max(-1),
+               np.where(valley, axes.v, np.inf).min(-1), np.where(valley, axes.v, -np.inf).max(-1))
+        qu, qv, ql = _minimise_on_box(coefficients, *(side[full] for side in box))
+        trusted = np.exp(ql) >= best_loss[full] * (1 - max_gain)
+        rows = tuple(index[trusted] for index in np.nonzero(full))
+        result_u[rows], result_v[rows], result_loss[rows] = qu[trusted], qv[trusted], np.exp(ql[trusted])
+        codes[rows] = METHOD_QUADRATIC
+        full[tuple(index[~trusted] for index in np.nonzero(full))] = False
+    for r, t in zip(*np.nonzero(~full & valley.any(-1))):
+        fallback = _separable_optimum(axes, log_values[r, t], weight[r, t])
+        if fallback is not None and np.exp(fallback[2]) >= best_loss[r, t] * (1 - max_gain):
+            result_u[r, t], result_v[r, t], result_loss[r, t] = fallback[0], fallback[1], np.exp(fallback[2])
+            codes[r, t] = METHOD_SEPARABLE
 
 
 def _quadratic(c: np.ndarray, u: np.ndarray, v: np.ndarray) -> np.ndarray:
@@ -196,13 +239,12 @@ def _minimise_on_box(c, u_min, u_max, v_min, v_max):
     return cu[rows, pick], cv[rows, pick], q[rows, pick]
 
 
-def _parabola_vertex(position: np.ndarray, loss: np.ndarray, weight: np.ndarray):
-    """Weighted parabola through >= 3 distinct positions: ``(vertex clipped to range, value there)`` or None."""
+def _parabola_vertex(position: np.ndarray, loss: np.ndarray):
+    """Least-squares parabola through >= 3 distinct positions: ``(vertex clipped to range, value there)`` or None."""
     if len(np.unique(position)) < 3:
         return None
     design = np.stack([np.ones_like(position), position, position**2], 1)
-    sw = np.sqrt(weight)
-    coefficients, *_ = np.linalg.lstsq(design * sw[:, None], loss * sw, rcond=None)
+    coefficients, *_ = np.linalg.lstsq(design, loss, rcond=None)
     low, high = position.min(), position.max()
     if coefficients[2] > 0:
         vertex = float(np.clip(-coefficients[1] / (2 * coefficients[2]), low, high))
@@ -211,36 +253,34 @@ def _parabola_vertex(position: np.ndarray, loss: np.ndarray, weight: np.ndarray)
     return vertex, float(coefficients @ [1.0, vertex, vertex**2])
 
 
-def _separable_optimum(u, v, loss, weight, x_index, y_index):
+def _separable_optimum(axes: _Axes, loss, weight):
     """Fallback when a full quadratic is not determined (see module docstring); None: use the best cell."""
     keep = weight > 0
     if not keep.any():
         return None
+    u, v = axes.u, axes.v
     indices = np.flatnonzero(keep)
     best = indices[np.argmin(loss[indices])]
-    if len(np.unique(x_index[keep])) >= 3 and len(np.unique(y_index[keep])) >= 3:
-        features = np.stack([np.ones_like(u), u, v, u * u, v * v], 1)[keep]
-        sw = np.sqrt(weight[keep])
-        design = features * sw[:, None]
+    if len(np.unique(axes.u_index[keep])) >= 3 and len(np.unique(axes.v_index[keep])) >= 3:
+        design = np.stack([np.ones_like(u), u, v, u * u, v * v], 1)[keep]
         if np.linalg.matrix_rank(design) == 5:
-            c, *_ = np.linalg.lstsq(design, loss[keep] * sw, rcond=None)
+            c, *_ = np.linalg.lstsq(design, loss[keep], rcond=None)
             if c[3] > 0 and c[4] > 0:
                 cu = float(np.clip(-c[1] / (2 * c[3]), u[keep].min(), u[keep].max()))
                 cv = float(np.clip(-c[2] / (2 * c[4]), v[keep].min(), v[keep].max()))
                 return cu, cv, float(c @ [1.0, cu, cv, cu * cu, cv * cv])
     best_u, best_v, best_loss = float(u[best]), float(v[best]), float(loss[best])
-    changed = False
-    row = keep & (y_index == y_index[best])
-    along_u = _parabola_vertex(u[row], loss[row], weight[row]) if row.sum() >= 3 else None
-    column = keep & (x_index == x_index[best])
-    along_v = _parabola_vertex(v[column], loss[column], weight[column]) if column.sum() >= 3 else None
+    row = keep & (axes.v_index == axes.v_index[best])
+    along_u = _parabola_vertex(u[row], loss[row]) if row.sum() >= 3 else None
+    column = keep & (axes.u_index == axes.u_index[best])
+    along_v = _parabola_vertex(v[column], loss[column]) if column.sum() >= 3 else None
+    if along_u is None and along_v is None:
+        return None
     total = best_loss
     if along_u is not None:
-        best_u, total, changed = along_u[0], total + (along_u[1] - best_loss), True
+        best_u, total = along_u[0], total + (along_u[1] - best_loss)
     if along_v is not None:
-        best_v, total, changed = along_v[0], total + (along_v[1] - best_loss), True
-    if not changed:
-        return None
+        best_v, total = along_v[0], total + (along_v[1] - best_loss)
     return best_u, best_v, total
 
 

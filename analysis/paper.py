@@ -18,6 +18,7 @@ import numpy as np
 
 from analysis.allocation import FlopModel, WidthRule
 from analysis.config import PAPER_INFERENCE
+from analysis.law_set import LAWS_SCHEMA
 
 SOURCE = "Yin et al., arXiv 2411.17470 (CVPR 2025), as transcribed in REFERENCE.md; (fig) = read off a figure"
 
@@ -40,6 +41,12 @@ CONVENTIONAL_SIZE_AT_TARGET = 4.04e9
 MODEL_SIZE_REDUCTION = 0.399
 INFERENCE_COST_REDUCTION = 0.401
 HELDOUT_BUDGET_FLOPS = 5.85e20
+#: The held-out compute-optimal check: N_opt at HELDOUT_BUDGET_FLOPS (why 0.72B was the held-out model), trained on 140B tokens.
+HELDOUT_OPTIMAL_SIZE = 0.72e9
+HELDOUT_TOKENS = 140e9
+#: Published relative errors of the held-out loss predictions: 1.07B at 10B tokens, 0.72B at 140B tokens.
+HELDOUT_ERRORS = [{"N_billions": 1.07, "T_billions": 10.0, "relative_error": 0.0003},
+                  {"N_billions": 0.72, "T_billions": 140.0, "relative_error": 0.0015}]
 
 #: Published exponent gaps between the empirical and the precise N_opt laws (relative to the empirical exponent).
 EXPONENT_GAP_OPTIMAL = 0.0357
@@ -115,12 +122,6 @@ def precise_optimal_parameters(flops):
     return p["k"] * np.asarray(flops, float) ** p["a"]
 
 
-def empirical_optimal_parameters(flops):
-    """N_opt (raw parameters) from the published empirical law 1.5787 C^0.4146."""
-    p = COMPUTE_OPTIMAL_EMPIRICAL
-    return p["k"] * np.asarray(flops, float) ** p["a"]
-
-
 def nearest_cell(value: float, cells) -> float:
     """The grid value nearest to ``value`` in log space."""
     cells = np.asarray(cells, dtype=float)
@@ -145,7 +146,7 @@ def laws_document() -> dict:
     loss_units = {"N": "billions of non-embedding parameters", "T": "billions of video tokens", "L": "validation loss"}
     hp_units = {"N": "billions of non-embedding parameters", "T": "billions of video tokens"}
     return {
-        "schema": "analysis.laws/1",
+        "schema": LAWS_SCHEMA,
         "origin": "paper",
         "source": SOURCE,
         "assumptions": list(ASSUMPTIONS),

@@ -36,7 +36,8 @@ import numpy as np
 
 from analysis import paper
 from analysis.allocation import BILLION, parameters_for_inference_budget
-from analysis.lawset import LawSet, LawsFileError, read_laws
+from analysis.intervals import percentile_interval
+from analysis.law_set import LawSet, LawsFileError, read_laws
 
 
 def make_plan(laws: LawSet, flops: float, max_parameters: float | None = None, max_inference_flops: float | None = None,
@@ -44,99 +45,18 @@ def make_plan(laws: LawSet, flops: float, max_parameters: float | None = None, m
     """The plan as a dict (keys in the module docstring)."""
     if not flops > 0:
         raise ValueError(f"--flops must be positive, got {flops}")
-    caps = []
-    if max_parameters is not None:
-        if not max_parameters > 0:
-            raise ValueError(f"--max-parameters must be positive, got {max_parameters}")
-        caps.append(float(max_parameters))
-    if max_inference_flops is not None:
-        caps.append(parameters_for_inference_budget(max_inference_flops, laws.flop_model.width_rule, laws.inference))
-    cap = min(caps) if caps else None
-    warnings: list[str] = []
+    cap = _size_cap(laws, max_parameters, max_inference_flops)
     unconstrained = laws.optimal_parameters(flops)
-    n = min(unconstrained, cap) if cap else unconstrained
-    n_interval = None
-    samples = laws.optimal_parameters_samples(flops, max_parameters=cap)
-    if samples is not None and len(samples) >= 2 and not (cap is not None and cap < unconstrained):
-        tail = 100 * (1 - laws.level) / 2
-        n_interval = [float(v) for v in np.percentile(samples, [tail, 100 - tail])]
-    tokens = laws.tokens_for_budget(n, flops)
-    n_b, t_b = n / BILLION, tokens / BILLION
-    batch = float(laws.batch_tokens(n_b, t_b))
-    rate = float(laws.learning_rate(n_b, t_b))
-    per_clip = laws.context_tokens
-    recommended = {
-        "parameters": n,
-        "parameters_billions": n_b,
-        "parameters_interval": n_interval,
-        "unconstrained_parameters": unconstrained,
-        "tokens": tokens,
-        "clips": tokens / per_clip,
-        "tokens_per_clip": per_clip,
-        "batch_tokens": batch,
-        "batch_tokens_interval": laws.hyperparameter_interval("batch_size", n_b, t_b),
-        "batch_clips": batch / per_clip,
-        "learning_rate": rate,
-        "learning_rate_interval": laws.hyperparameter_interval("learning_rate", n_b, t_b),
-        "steps": tokens / batch,
-        "predicted_loss": laws.loss_prediction(n_b, t_b),
-        "inference_flops_per_video": float(laws.inference_flops(n)),
-    }
-    warnings += _extrapolation_warnings(laws, n_b, t_b)
-
-    conventional: dict
-    if laws.origin == "paper":
-        if np.isclose(flops, paper.TARGET_FLOPS, rtol=0.01):
-            n_c = paper.CONVENTIONAL_SIZE_AT_TARGET
-            t_c = laws.tokens_for_budget(n_c, flops)
-            conventional = {
-                "status": "published point",
-                "parameters": n_c,
-                "tokens": t_c,
-                "predicted_loss": laws.loss_prediction(n_c / BILLION, t_c / BILLION),
-                "loss_meaning": "the published optimal-hyperparameter law at the conventional size (no conventional loss law was published)",
-                "inference_flops_per_video": float(laws.inference_flops(n_c)),
-                "batch_tokens": None,
-                "learning_rate": None,
-                "note": "the paper's fixed sub-optimal batch size and learning rate are not published",
-            }
-        else:
-            conventional = {
-                "status": "not published",
-                "reason": f"the paper gives the conventional compute-optimal size only at {paper.TARGET_FLOPS:.0e} FLOPs "
-                f"({paper.CONVENTIONAL_SIZE_AT_TARGET:.3g} parameters)",
-            }
-    elif laws.has("loss_conventional"):
-        n_c = laws.optimal_parameters(flops, which="conventional", max_parameters=cap)
-        t_c = laws.tokens_for_budget(n_c, flops)
-        cell = laws.document.get("setup", {}).get("conventional_cell") or {}
-        conventional = {
-            "status": "fitted",
-            "parameters": n_c,
-            "tokens": t_c,
-            "predicted_loss": laws.loss_prediction(n_c / BILLION, t_c / BILLION, which="conventional"),
-            "loss_meaning": "the conventional law: every size trained at the fixed cell"
-            + (" (same size cap)" if cap is not None else ""),
-            "inference_flops_per_video": float(laws.inference_flops(n_c)),
-            "batch_tokens": cell.get("batch_clips", np.nan) * per_clip if cell else None,
-            "learning_rate": cell.get("learning_rate") if cell else None,
-        }
-    else:
-        conventional = {"status": "not fitted", "reason": laws.laws.get("loss_conventional", {}).get("reason", "absent")}
+    recommended = _recommended(laws, flops, cap, unconstrained)
+    conventional = _conventional(laws, flops, cap)
     reductions = None
     if "parameters" in conventional:
         reductions = {
-            "model_size": 1 - n / conventional["parameters"],
+            "model_size": 1 - recommended["parameters"] / conventional["parameters"],
             "inference_flops": 1 - recommended["inference_flops_per_video"] / conventional["inference_flops_per_video"],
         }
-    assumptions = list(laws.document.get("assumptions", []))
-    if laws.origin != "paper":
-        assumptions.append(f"compute: {laws.flop_model.describe()}")
-    inference = laws.inference
-    assumptions.append(
-        f"inference cost: {inference.sampling_steps} sampling steps, {inference.video_tokens} video tokens, "
-        f"{inference.text_tokens} text tokens, attention included (dit.flops.inference_flops_per_video)"
-    )
+    warnings = _extrapolation_warnings(laws, recommended["parameters_billions"], recommended["tokens"] / BILLION)
+    warnings += _consistency_warnings(laws, flops, recommended, conventional)
     return {
         "laws": laws_label or laws.origin,
         "budget_flops": flops,
@@ -149,8 +69,89 @@ def make_plan(laws: LawSet, flops: float, max_parameters: float | None = None, m
         "conventional": conventional,
         "reductions": reductions,
         "warnings": warnings,
-        "assumptions": assumptions,
+        "assumptions": _assumptions(laws),
     }
+
+
+def _size_cap(laws: LawSet, max_parameters: float | None, max_inference_flops: float | None) -> float | None:
+    """The tighter of the size cap and the size an inference budget allows (raw parameters), or None."""
+    caps = []
+    if max_parameters is not None:
+        if not max_parameters > 0:
+            raise ValueError(f"--max-parameters must be positive, got {max_parameters}")
+        caps.append(float(max_parameters))
+    if max_inference_flops is not None:
+        caps.append(parameters_for_inference_budget(max_inference_flops, laws.flop_model.width_rule, laws.inference))
+    return min(caps) if caps else None
+
+
+def _recommended(laws: LawSet, flops: float, cap: float | None, unconstrained: float) -> dict:
+    """The recommended run: the compute-optimal size (capped), its tokens, B and LR from the precise laws, its loss and cost."""
+    n = min(unconstrained, cap) if cap else unconstrained
+    samples = laws.optimal_parameters_samples(flops, max_parameters=cap)
+    binding = cap is not None and cap < unconstrained
+    n_interval = list(percentile_interval(samples, laws.level)) if samples is not None and len(samples) >= 2 and not binding else None
+    tokens = laws.tokens_for_budget(n, flops)
+    n_b, t_b = n / BILLION, tokens / BILLION
+    batch = float(laws.batch_tokens(n_b, t_b))
+    per_clip = laws.context_tokens
+    return {
+        "parameters": n, "parameters_billions": n_b, "parameters_interval": n_interval, "unconstrained_parameters": unconstrained,
+        "tokens": tokens, "clips": tokens / per_clip, "tokens_per_clip": per_clip,
+        "batch_tokens": batch, "batch_tokens_interval": laws.hyperparameter_interval("batch_size", n_b, t_b),
+        "batch_clips": batch / per_clip, "learning_rate": float(laws.learning_rate(n_b, t_b)),
+        "learning_rate_interval": laws.hyperparameter_interval("learning_rate", n_b, t_b), "steps": tokens / batch,
+        "predicted_loss": laws.loss_prediction(n_b, t_b), "inference_flops_per_video": float(laws.inference_flops(n)),
+    }
+
+
+def _conventional(laws: LawSet, flops: float, cap: float | None) -> dict:
+    """The conventional alternative: the published point (paper, at its budget only) or the fitted conventional law."""
+    per_clip = laws.context_tokens
+    if laws.origin == "paper":
+        if not np.isclose(flops, paper.TARGET_FLOPS, rtol=0.01):
+            return {"status": "not published", "reason": f"the paper gives the conventional compute-optimal size only at "
+                    f"{paper.TARGET_FLOPS:.0e} FLOPs ({paper.CONVENTIONAL_SIZE_AT_TARGET:.3g} parameters)"}
+        n_c = paper.CONVENTIONAL_SIZE_AT_TARGET
+        t_c = laws.tokens_for_budget(n_c, flops)
+        return {"status": "published point", "parameters": n_c, "tokens": t_c,
+                "predicted_loss": laws.loss_prediction(n_c / BILLION, t_c / BILLION),
+                "loss_meaning": "the published optimal-hyperparameter law at the conventional size (no conventional loss law was published)",
+                "inference_flops_per_video": float(laws.inference_flops(n_c)), "batch_tokens": None, "learning_rate": None,
+                "note": "the paper's fixed sub-optimal batch size and learning rate are not published"}
+    if not laws.has("loss_conventional"):
+        return {"status": "not fitted", "reason": laws.laws.get("loss_conventional", {}).get("reason", "absent")}
+    n_c = laws.optimal_parameters(flops, which="conventional", max_parameters=cap)
+    t_c = laws.tokens_for_budget(n_c, flops)
+    cell = laws.document.get("setup", {}).get("conventional_cell") or {}
+    return {"status": "fitted", "parameters": n_c, "tokens": t_c,
+            "predicted_loss": laws.loss_prediction(n_c / BILLION, t_c / BILLION, which="conventional"),
+            "loss_meaning": "the conventional law: every size trained at the fixed cell" + (" (same size cap)" if cap is not None else ""),
+            "inference_flops_per_video": float(laws.inference_flops(n_c)),
+            "batch_tokens": cell["batch_clips"] * per_clip if cell else None, "learning_rate": cell.get("learning_rate") if cell else None}
+
+
+def _consistency_warnings(laws: LawSet, flops: float, recommended: dict, conventional: dict) -> list[str]:
+    """With the paper's laws: whether the published N_opt law's size has a lower published loss than the conventional size."""
+    if laws.origin != "paper" or conventional.get("status") != "published point":
+        return []
+    loss, other = recommended["predicted_loss"]["value"], conventional["predicted_loss"]["value"]
+    if loss <= other:
+        return []
+    return [f"the published N_opt law and the published L(N, T) disagree: at {flops:.3g} FLOPs the N_opt law recommends "
+            f"{recommended['parameters']:.4g} parameters, whose published loss ({loss:.6f}) is higher than that of the "
+            f"conventional {conventional['parameters']:.4g} ({other:.6f}); minimising L(N, T) itself would pick a larger model "
+            "(FINDINGS.md, question 1)"]
+
+
+def _assumptions(laws: LawSet) -> list[str]:
+    assumptions = list(laws.document.get("assumptions", []))
+    if laws.origin != "paper":
+        assumptions.append(f"compute: {laws.flop_model.describe()}")
+    inference = laws.inference
+    assumptions.append(f"inference cost: {inference.sampling_steps} sampling steps, {inference.video_tokens} video tokens, "
+                       f"{inference.text_tokens} text tokens, attention included (dit.flops.inference_flops_per_video)")
+    return assumptions
 
 
 def _extrapolation_warnings(laws: LawSet, n_b: float, t_b: float) -> list[str]:

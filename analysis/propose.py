@@ -38,7 +38,7 @@ from dit.sizes import SIZES, get_size, sizes_in_family
 from pipeline.formats import PROPOSAL_SCHEMA, check_proposed_run
 
 from analysis.allocation import BILLION
-from analysis.lawset import LawSet, LawsFileError, read_laws
+from analysis.law_set import LawSet, LawsFileError, read_laws
 
 
 def extended_axis(values, integer: bool = False) -> list[float]:

@@ -16,6 +16,7 @@ cluster.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from functools import cached_property, partial
 from pathlib import Path
 from typing import Iterable, Sequence
 
@@ -27,6 +28,9 @@ from pipeline.formats import RUNS_TABLE_COLUMNS as WRITTEN_COLUMNS
 from pipeline.formats import SERIES
 
 STATUSES = ("completed", "diverged", "failed")
+#: Two learning rates are the same cell's when they agree to this relative tolerance (CSV and YAML keep 15+ digits;
+#: a grid's learning rates differ by much larger factors).
+LEARNING_RATE_RTOL = 1e-6
 
 #: Column -> kind. ``text``: non-empty string; ``text?``: string, may be empty; ``int``/``float``: numbers.
 COLUMNS: dict[str, str] = {
@@ -121,6 +125,16 @@ def validate_runs(frame: pd.DataFrame, source: str = "runs table", csv: bool = F
     if len(frame) == 0:
         raise RunsTableError(f"{source}: the table has no rows")
     frame = frame.reset_index(drop=True)
+    out = _typed(frame, source, csv)
+    where = partial(_where, source, frame=frame, csv=csv)  # where(i): the message prefix of row i
+    _check_values(out, frame, where)
+    _check_milestones(out, where)
+    _check_runs(out, where)
+    return out
+
+
+def _typed(frame: pd.DataFrame, source: str, csv: bool) -> pd.DataFrame:
+    """Text columns stripped (required ones non-empty), numeric columns as floats."""
     out = pd.DataFrame(index=frame.index)
     for column, kind in COLUMNS.items():
         if kind.startswith("text"):
@@ -137,12 +151,17 @@ def validate_runs(frame: pd.DataFrame, source: str = "runs table", csv: bool = F
         else:
             out[column] = _numbers(frame, column, source, csv)
 
+    return out
+
+
+def _check_values(out: pd.DataFrame, frame: pd.DataFrame, where) -> None:
+    """Allowed series and statuses, positive and whole numbers, and batch_tokens = batch_clips x tokens_per_clip."""
     for column, allowed in (("series", SERIES), ("status", STATUSES)):
         bad = ~out[column].isin(allowed)
         if bad.any():
             i = int(np.flatnonzero(bad.to_numpy())[0])
             raise RunsTableError(
-                f"{_where(source, i, frame, csv)}: column {column!r}: {out[column].iloc[i]!r} is not one of {', '.join(allowed)}"
+                f"{where(i)}: column {column!r}: {out[column].iloc[i]!r} is not one of {', '.join(allowed)}"
             )
     for column in POSITIVE:
         values = out[column]
@@ -150,7 +169,7 @@ def validate_runs(frame: pd.DataFrame, source: str = "runs table", csv: bool = F
         if bad.any():
             i = int(np.flatnonzero(bad.to_numpy())[0])
             raise RunsTableError(
-                f"{_where(source, i, frame, csv)}: column {column!r}: {frame[column].iloc[i]!r} must be a positive number"
+                f"{where(i)}: column {column!r}: {frame[column].iloc[i]!r} must be a positive number"
             )
     for column, kind in COLUMNS.items():
         if kind != "int":
@@ -159,15 +178,19 @@ def validate_runs(frame: pd.DataFrame, source: str = "runs table", csv: bool = F
         bad = np.isfinite(values) & (values != np.round(values))
         if bad.any():
             i = int(np.flatnonzero(bad.to_numpy())[0])
-            raise RunsTableError(f"{_where(source, i, frame, csv)}: column {column!r}: {frame[column].iloc[i]!r} is not a whole number")
+            raise RunsTableError(f"{where(i)}: column {column!r}: {frame[column].iloc[i]!r} is not a whole number")
     mismatch = out["batch_tokens"] != out["batch_clips"] * out["tokens_per_clip"]
     if mismatch.any():
         i = int(np.flatnonzero(mismatch.to_numpy())[0])
         raise RunsTableError(
-            f"{_where(source, i, frame, csv)}: column 'batch_tokens': {out['batch_tokens'].iloc[i]:.0f} != batch_clips x tokens_per_clip "
+            f"{where(i)}: column 'batch_tokens': {out['batch_tokens'].iloc[i]:.0f} != batch_clips x tokens_per_clip "
             f"= {out['batch_clips'].iloc[i]:.0f} x {out['tokens_per_clip'].iloc[i]:.0f}"
         )
 
+
+
+def _check_milestones(out: pd.DataFrame, where) -> None:
+    """Completed runs have every milestone value, none negative, and positive tokens, FLOPs and loss."""
     completed = (out["status"] == "completed").to_numpy()
     for column in MILESTONE:
         values = out[column].to_numpy()
@@ -175,20 +198,24 @@ def validate_runs(frame: pd.DataFrame, source: str = "runs table", csv: bool = F
         if bad.any():
             i = int(np.flatnonzero(bad)[0])
             raise RunsTableError(
-                f"{_where(source, i, frame, csv)}: column {column!r} is missing or not finite, which is allowed only for "
+                f"{where(i)}: column {column!r} is missing or not finite, which is allowed only for "
                 f"runs whose status is not 'completed' (this run is completed)"
             )
         negative = np.isfinite(values) & (values < 0)
         if negative.any():
             i = int(np.flatnonzero(negative)[0])
-            raise RunsTableError(f"{_where(source, i, frame, csv)}: column {column!r}: {values[i]} is negative")
+            raise RunsTableError(f"{where(i)}: column {column!r}: {values[i]} is negative")
     for column in ("tokens", "flops", "flops_6n", "validation_loss"):
         values = out[column].to_numpy()
         bad = completed & (values <= 0)
         if bad.any():
             i = int(np.flatnonzero(bad)[0])
-            raise RunsTableError(f"{_where(source, i, frame, csv)}: column {column!r}: {values[i]} must be positive for a completed run")
+            raise RunsTableError(f"{where(i)}: column {column!r}: {values[i]} must be positive for a completed run")
 
+
+
+def _check_runs(out: pd.DataFrame, where) -> None:
+    """A run's own columns are the same on all its rows, and no milestone appears twice."""
     for column in RUN_COLUMNS:
         per_run = out.groupby("run_id", sort=False)[column].nunique(dropna=False)
         varying = per_run[per_run > 1]
@@ -198,14 +225,18 @@ def validate_runs(frame: pd.DataFrame, source: str = "runs table", csv: bool = F
             values = out[column].iloc[rows]
             first_other = int(rows[np.flatnonzero((values != values.iloc[0]).to_numpy())[0]])
             raise RunsTableError(
-                f"{_where(source, first_other, frame, csv)}: column {column!r}: {values.loc[first_other]!r} differs from "
+                f"{where(first_other)}: column {column!r}: {values.loc[first_other]!r} differs from "
                 f"{values.iloc[0]!r} on row {rows[0]} of the same run (a run's {column} must be the same on all its rows)"
             )
     duplicated = out.duplicated(subset=["run_id", "tokens"], keep="first") & np.isfinite(out["tokens"])
     if duplicated.any():
         i = int(np.flatnonzero(duplicated.to_numpy())[0])
-        raise RunsTableError(f"{_where(source, i, frame, csv)}: column 'tokens': milestone {out['tokens'].iloc[i]:.0f} appears twice for this run")
-    return out
+        raise RunsTableError(f"{where(i)}: column 'tokens': milestone {out['tokens'].iloc[i]:.0f} appears twice for this run")
+
+
+def same_learning_rate(values, learning_rate) -> np.ndarray:
+    """Whether each of ``values`` is ``learning_rate`` (``LEARNING_RATE_RTOL``): the one test of "same learning rate"."""
+    return np.isclose(np.asarray(values, dtype=float), float(learning_rate), rtol=LEARNING_RATE_RTOL, atol=0.0)
 
 
 # ----------------------------------------------------------------------------------------------
@@ -258,7 +289,11 @@ class RunsTable:
         return cls(validate_runs(frame, source=source), source=source)
 
     def runs(self) -> pd.DataFrame:
-        """One row per run: the run columns plus ``milestones`` and ``max_tokens``; indexed by run_id."""
+        """One row per run: the run columns plus ``milestones`` and ``max_tokens``; indexed by run_id (a copy)."""
+        return self._runs.copy()
+
+    @cached_property
+    def _runs(self) -> pd.DataFrame:
         grouped = self.rows.groupby("run_id", sort=False)
         frame = grouped[list(RUN_COLUMNS)].first()
         # a run that reached no milestone has one placeholder row (tokens 0 from dit.runs, or empty)
@@ -291,18 +326,21 @@ class RunsTable:
             mask &= runs["size"].isin(sizes)
         return runs[mask]
 
+    @cached_property
+    def _rows_by_run(self) -> dict[str, pd.DataFrame]:
+        """Each run's rows, by increasing tokens (the table is validated once and not changed after)."""
+        return {run_id: rows.sort_values("tokens") for run_id, rows in self.rows.groupby("run_id", sort=False)}
+
     def curve(self, run_id: str, column: str = "validation_loss") -> tuple[np.ndarray, np.ndarray]:
-        rows = self.rows[self.rows["run_id"] == run_id].sort_values("tokens")
+        rows = self._rows_by_run[run_id]
         return rows["tokens"].to_numpy(float), rows[column].to_numpy(float)
 
     def loss_matrix(self, run_ids: Sequence[str], budgets: Sequence[float], column: str, tolerance: float) -> np.ndarray:
         """``(runs, budgets)`` losses interpolated to the budgets (NaN where a run does not reach one)."""
         budgets = np.asarray(budgets, dtype=float)
-        grouped = {k: g for k, g in self.rows.groupby("run_id", sort=False)}
         matrix = np.full((len(run_ids), budgets.size), np.nan)
         for i, run_id in enumerate(run_ids):
-            rows = grouped[run_id]
-            matrix[i] = interpolate_loglog(rows["tokens"].to_numpy(float), rows[column].to_numpy(float), budgets, tolerance)
+            matrix[i] = interpolate_loglog(*self.curve(run_id, column), budgets, tolerance)
         return matrix
 
     def flops_per_token(self, run_ids: Sequence[str], convention: str) -> np.ndarray:

@@ -1,220 +1,167 @@
-"""Result tables as CSV, Markdown and LaTeX: ``python -m analysis.tables --laws results/laws.json --out results/tables``.
+"""Result tables from the facts document, as CSV, Markdown and LaTeX: ``python -m analysis.tables --facts results/facts.json --out results/tables``.
 
-Writes, each as ``NAME.csv``, ``NAME.md`` and ``NAME.tex`` (atomically), plus ``provenance.json``:
+Writes, each as ``NAME.csv``, ``NAME.md`` and ``NAME.tex`` (pandas' writers, atomically), plus ``provenance.json``:
 
 * ``coefficients``: every fitted parameter with its bootstrap interval, beside the paper's value;
 * ``heldout``: held-out sizes' measured optimal loss vs the prediction, relative error, whether the
   prediction interval covers it; predicted vs measured B_opt and LR_opt and whether the predicted
   cell was the best;
 * ``baselines``: fit error and held-out error of each law and baseline;
-* ``comparison``: precise vs conventional recipe at the target budget, ours and the paper's.
+* ``comparison``: precise vs conventional recipe at the target budget, ours and the paper's;
+* ``reduction_curves``: the model-size and inference-cost reductions over budgets for every fixed cell.
 """
 
 from __future__ import annotations
 
 import argparse
-import math
+import json
 import sys
 from pathlib import Path
 
 import pandas as pd
 
 from dit.atomic import atomic_write_json, atomic_write_text
-from dit.provenance import provenance
 
-from analysis import paper
-from analysis.lawset import LawsFileError, read_laws
-
-TABLE_NAMES = ("coefficients", "heldout", "baselines", "comparison")
-
-PAPER_VALUES = {
-    "loss_optimal": paper.LOSS_OPTIMAL,
-    "batch_size": paper.BATCH_SIZE,
-    "learning_rate": paper.LEARNING_RATE,
-    "compute_optimal.precise": paper.COMPUTE_OPTIMAL_PRECISE,
-    "compute_optimal.empirical_precise": paper.COMPUTE_OPTIMAL_EMPIRICAL,
+TABLE_NAMES = ("coefficients", "heldout", "baselines", "comparison", "reduction_curves")
+CAPTIONS = {
+    "coefficients": "Fitted coefficients with bootstrap intervals (N, T in billions; B in tokens; C in FLOPs), beside the paper's.",
+    "heldout": "Held-out sizes: measured optimal loss vs the precise law's prediction and prediction interval.",
+    "baselines": "Fit error and held-out error of each law and baseline fitted to the same runs.",
+    "comparison": "Precise vs conventional recipe at the target budget (ours) and at the paper's budget (paper).",
+    "reduction_curves": "Model-size and inference-cost reductions over budgets C, each grid cell taken as the fixed one.",
 }
+#: The paper's value of each coefficient (the facts' ``paper`` section): table law -> facts key.
+PAPER_LAWS = {"loss_optimal": "loss_optimal", "batch_size": "batch_size", "learning_rate": "learning_rate",
+              "compute_optimal.precise": "compute_optimal_precise", "compute_optimal.empirical_precise": "compute_optimal_empirical"}
+FLOAT_FORMAT = ".4g"
 
 
-def _number(value, digits: int = 4):
-    if value is None or (isinstance(value, float) and not math.isfinite(value)):
-        return ""
-    if isinstance(value, bool):
-        return "yes" if value else "no"
-    if isinstance(value, (int, float)):
-        return f"{value:.{digits}g}"
-    return str(value)
+def _pair(interval) -> tuple:
+    return tuple(interval) if interval else (None, None)
 
 
-def coefficients_table(document: dict) -> pd.DataFrame:
+def coefficients_table(facts: dict) -> pd.DataFrame:
     rows = []
-
-    def add(name, record, formula):
+    records = [(name, record) for name, record in facts["laws"].items()] + [
+        (f"compute_optimal.{name}", record) for name, record in facts["compute_optimal"].items()]
+    for name, record in records:
+        published = facts["paper"].get(PAPER_LAWS.get(name, ""), {})
         if record.get("status") != "fitted":
-            rows.append({"law": name, "formula": formula, "parameter": "", "ours": None, "ours_low": None, "ours_high": None,
-                         "paper": None, "note": f"not fitted: {record.get('reason', '')}"})
-            return
-        intervals = record.get("intervals") or {}
+            rows.append({"law": name, "formula": record.get("formula", ""), "parameter": "", "note": f"not fitted: {record.get('reason', '')}"})
+            continue
         for parameter, value in record["parameters"].items():
-            interval = intervals.get(parameter) or [None, None]
-            rows.append({
-                "law": name, "formula": formula, "parameter": parameter, "ours": value, "ours_low": interval[0],
-                "ours_high": interval[1], "paper": PAPER_VALUES.get(name, {}).get(parameter), "note": record.get("warning", ""),
-            })
-
-    for name in ("loss_optimal", "loss_conventional", "batch_size", "learning_rate", "kaplan", "chinchilla_all_runs",
-                 "deepseek_batch_size", "deepseek_learning_rate"):
-        record = document["laws"].get(name)
-        if record is not None:
-            add(name, record, record.get("formula", ""))
-    for name in ("precise", "conventional", "empirical_precise", "empirical_conventional"):
-        record = document.get("compute_optimal", {}).get(name)
-        if record is not None:
-            add(f"compute_optimal.{name}", record, record.get("formula", "N_opt = k * C^a"))
-    return pd.DataFrame(rows)
+            low, high = _pair((record.get("intervals") or {}).get(parameter))
+            rows.append({"law": name, "formula": record.get("formula", ""), "parameter": parameter, "ours": value, "ours_low": low,
+                         "ours_high": high, "paper": published.get(parameter), "note": record.get("warning", "")})
+    return pd.DataFrame(rows, columns=["law", "formula", "parameter", "ours", "ours_low", "ours_high", "paper", "note"])
 
 
-def heldout_table(document: dict) -> pd.DataFrame:
-    heldout = document.get("heldout", {})
-    hp = {(r["size"], r["tokens"]): r for r in heldout.get("hyperparameters", [])}
+def heldout_table(facts: dict) -> pd.DataFrame:
+    predictions = facts["heldout_predictions"]
+    hyperparameters = {(r["size"], r["tokens"]): r for r in predictions["hyperparameters"]}
     rows = []
-    for record in heldout.get("loss", []):
-        h = hp.get((record["size"], record["tokens"]), {})
-        pi = record.get("prediction_interval") or [None, None]
-        predictions = h.get("predictions", {})
+    for record in predictions["loss"]:
+        h = hyperparameters.get((record["size"], record["tokens"]), {})
+        low, high = _pair(record.get("prediction_interval"))
         rows.append({
-            "size": record["size"], "N_billions": record["N"], "tokens": record["tokens"],
-            "measured_loss": record["measured_loss"], "predicted_loss": record.get("predicted_loss"),
-            "prediction_low": pi[0], "prediction_high": pi[1],
-            "relative_error_percent": None if record.get("relative_error") is None else 100 * record["relative_error"],
-            "covered": record.get("covered"),
+            "size": record["size"], "N_billions": record["N"], "tokens": record["tokens"], "measured_loss": record["measured_loss"],
+            "predicted_loss": record.get("predicted_loss"), "prediction_low": low, "prediction_high": high,
+            "relative_error": record.get("relative_error"), "covered": record.get("covered"),
             "measured_batch_tokens": h.get("measured_batch_tokens"),
-            "predicted_batch_tokens": predictions.get("batch_size", {}).get("value"),
+            "predicted_batch_tokens": h.get("predictions", {}).get("batch_size", {}).get("value"),
             "measured_learning_rate": h.get("measured_learning_rate"),
-            "predicted_learning_rate": predictions.get("learning_rate", {}).get("value"),
-            "measured_on_edge": record.get("measured_on_edge"),
-            "predicted_cell_is_best": h.get("predicted_cell_is_best"),
+            "predicted_learning_rate": h.get("predictions", {}).get("learning_rate", {}).get("value"),
+            "measured_interior": record.get("measured_interior"), "predicted_cell_is_best": h.get("predicted_cell_is_best"),
         })
     return pd.DataFrame(rows)
 
 
-def baselines_table(document: dict) -> pd.DataFrame:
-    rows = []
-    for row in document.get("baselines", []):
-        rows.append({
-            "law": row["law"], "description": row["description"], "status": row["status"], "fit_points": row.get("points"),
-            "fit_rmse_log": row.get("fit_rmse_log"), "fit_mse": row.get("fit_mse"), "heldout_points": row["heldout_points"],
-            "heldout_mean_abs_error": row["heldout_mean_absolute_error"], "heldout_max_abs_error": row["heldout_max_absolute_error"],
-            "heldout_error_of": row["heldout_target"],
-        })
-    return pd.DataFrame(rows)
+def baselines_table(facts: dict) -> pd.DataFrame:
+    return pd.DataFrame([{
+        "law": row["law"], "description": row["description"], "status": row["status"], "fit_points": row.get("points"),
+        "fit_rmse_log": row.get("fit_rmse_log"), "fit_mse": row.get("fit_mse"), "heldout_points": row["heldout_points"],
+        "heldout_mean_abs_error": row["heldout_mean_absolute_error"], "heldout_max_abs_error": row["heldout_max_absolute_error"],
+        "heldout_error_of": row["heldout_target"]} for row in facts["baselines"]])
 
 
-def comparison_table(document: dict) -> pd.DataFrame:
-    comparison = document.get("comparison", {})
+def comparison_table(facts: dict) -> pd.DataFrame:
+    comparison, published = facts["comparison"], facts["paper"]
+    paper_values = {("N_opt (parameters)", "precise"): published["optimal_size_at_target"],
+                    ("N_opt (parameters)", "conventional"): published["conventional_size_at_target"],
+                    ("model-size reduction", "precise vs conventional"): published["model_size_reduction"],
+                    ("inference-cost reduction", "precise vs conventional"): published["inference_cost_reduction"]}
     rows = []
     if comparison.get("status") == "computed":
         for label, key in (("N_opt (parameters)", "parameters"), ("training tokens", "tokens"), ("predicted loss", "loss"),
                            ("inference FLOPs per video", "inference_flops_per_video")):
             for recipe in ("precise", "conventional"):
-                estimate = comparison[recipe][key]
-                interval = estimate.get("interval") or [None, None]
-                rows.append({"quantity": label, "recipe": recipe, "ours": estimate["value"], "ours_low": interval[0],
-                             "ours_high": interval[1], "target_flops_ours": comparison["target_flops"], "paper": None})
+                rows.append(_comparison_row(label, recipe, comparison[recipe][key], comparison["target_flops"]))
         for label, key in (("model-size reduction", "model_size_reduction"), ("inference-cost reduction", "inference_flops_reduction")):
-            estimate = comparison[key]
-            interval = estimate.get("interval") or [None, None]
-            rows.append({"quantity": label, "recipe": "precise vs conventional", "ours": estimate["value"], "ours_low": interval[0],
-                         "ours_high": interval[1], "target_flops_ours": comparison["target_flops"], "paper": None})
-    paper_rows = {
-        ("N_opt (parameters)", "precise"): paper.OPTIMAL_SIZE_AT_TARGET,
-        ("N_opt (parameters)", "conventional"): paper.CONVENTIONAL_SIZE_AT_TARGET,
-        ("model-size reduction", "precise vs conventional"): paper.MODEL_SIZE_REDUCTION,
-        ("inference-cost reduction", "precise vs conventional"): paper.INFERENCE_COST_REDUCTION,
-    }
+            rows.append(_comparison_row(label, "precise vs conventional", comparison[key], comparison["target_flops"]))
     frame = pd.DataFrame(rows, columns=["quantity", "recipe", "ours", "ours_low", "ours_high", "target_flops_ours", "paper"])
-    for (quantity, recipe), value in paper_rows.items():
+    for (quantity, recipe), value in paper_values.items():
         match = (frame["quantity"] == quantity) & (frame["recipe"] == recipe)
         if match.any():
             frame.loc[match, "paper"] = value
         else:
             frame.loc[len(frame)] = {"quantity": quantity, "recipe": recipe, "paper": value}
-    frame["paper_target_flops"] = paper.TARGET_FLOPS
+    frame["paper_target_flops"] = published["target_flops"]
     return frame
 
 
-# ---------------------------------------------------------------------------------------------- writers
-def to_markdown(frame: pd.DataFrame) -> str:
-    header = "| " + " | ".join(frame.columns) + " |"
-    rule = "|" + "|".join("---" for _ in frame.columns) + "|"
-    body = ["| " + " | ".join(_number(v).replace("|", "\\|") for v in row) + " |" for row in frame.itertuples(index=False)]
-    return "\n".join([header, rule, *body]) + "\n"
+def _comparison_row(quantity: str, recipe: str, estimate: dict, target: float) -> dict:
+    low, high = _pair(estimate.get("interval"))
+    return {"quantity": quantity, "recipe": recipe, "ours": estimate["value"], "ours_low": low, "ours_high": high,
+            "target_flops_ours": target, "paper": None}
 
 
-_LATEX_SPECIAL = {"\\": r"\textbackslash{}", "&": r"\&", "%": r"\%", "$": r"\$", "#": r"\#", "_": r"\_", "{": r"\{", "}": r"\}",
-                  "~": r"\textasciitilde{}", "^": r"\textasciicircum{}"}
+def reduction_curves_table(facts: dict) -> pd.DataFrame:
+    rows = []
+    for cell in facts["recipe_curves"].get("cells", []):
+        for point in cell.get("points", []):
+            size, cost = point["model_size_reduction"], point["inference_flops_reduction"]
+            rows.append({"batch_clips": cell["batch_clips"], "learning_rate": cell["learning_rate"], "conventional": cell["conventional"],
+                         "flops": point["flops"], "model_size_reduction": size["value"], "low": _pair(size["interval"])[0],
+                         "high": _pair(size["interval"])[1], "inference_flops_reduction": cost["value"],
+                         "inference_low": _pair(cost["interval"])[0], "inference_high": _pair(cost["interval"])[1]})
+    return pd.DataFrame(rows, columns=["batch_clips", "learning_rate", "conventional", "flops", "model_size_reduction", "low", "high",
+                                       "inference_flops_reduction", "inference_low", "inference_high"])
 
 
-def latex_escape(text: str) -> str:
-    return "".join(_LATEX_SPECIAL.get(ch, ch) for ch in str(text))
+def build_tables(facts: dict) -> dict[str, pd.DataFrame]:
+    return {"coefficients": coefficients_table(facts), "heldout": heldout_table(facts), "baselines": baselines_table(facts),
+            "comparison": comparison_table(facts), "reduction_curves": reduction_curves_table(facts)}
 
 
-def to_latex(frame: pd.DataFrame, caption: str) -> str:
-    columns = "l" * len(frame.columns)
-    lines = [
-        "\\begin{table}[t]", "\\centering", "\\small", f"\\caption{{{latex_escape(caption)}}}", f"\\begin{{tabular}}{{{columns}}}",
-        "\\toprule", " & ".join(latex_escape(c) for c in frame.columns) + " \\\\", "\\midrule",
-    ]
-    for row in frame.itertuples(index=False):
-        lines.append(" & ".join(latex_escape(_number(v)) for v in row) + " \\\\")
-    lines += ["\\bottomrule", "\\end{tabular}", "\\end{table}"]
-    return "\n".join(lines) + "\n"
-
-
-CAPTIONS = {
-    "coefficients": "Fitted coefficients with bootstrap intervals (N, T in billions; B in tokens; C in FLOPs), beside the paper's.",
-    "heldout": "Held-out sizes: measured optimal loss vs the precise law's prediction and prediction interval.",
-    "baselines": "Fit error and held-out error of each law and baseline fitted to the same runs.",
-    "comparison": "Precise vs conventional recipe at the target budget (ours) and at 1e22 FLOPs (paper).",
-}
-
-
-def build_tables(document: dict) -> dict[str, pd.DataFrame]:
-    return {
-        "coefficients": coefficients_table(document),
-        "heldout": heldout_table(document),
-        "baselines": baselines_table(document),
-        "comparison": comparison_table(document),
-    }
-
-
-def write_tables(document: dict, out: str | Path, source: str = "") -> list[Path]:
+def write_tables(facts: dict, out: str | Path, source: str = "") -> list[Path]:
     out = Path(out)
-    record = provenance({"laws": source})
-    stamp = f"generated by analysis.tables from {source} (commit {record['code_version']['commit']})"
+    commit = facts["provenance"]["code_version"]["commit"]
+    stamp = f"generated by analysis.tables from {source} (commit {commit})"
     written = []
-    for name, frame in build_tables(document).items():
+    for name, frame in build_tables(facts).items():
+        shown = frame.astype(object).where(frame.notna(), "")
         atomic_write_text(out / f"{name}.csv", frame.to_csv(index=False))
-        atomic_write_text(out / f"{name}.md", f"<!-- {stamp} -->\n\n{CAPTIONS[name]}\n\n" + to_markdown(frame))
-        atomic_write_text(out / f"{name}.tex", f"% {stamp}\n" + to_latex(frame, CAPTIONS[name]))
+        atomic_write_text(out / f"{name}.md", f"<!-- {stamp} -->\n\n{CAPTIONS[name]}\n\n" + shown.to_markdown(index=False, floatfmt=FLOAT_FORMAT) + "\n")
+        latex = shown.to_latex(index=False, caption=CAPTIONS[name], float_format=lambda v: f"{v:{FLOAT_FORMAT}}", escape=True)
+        atomic_write_text(out / f"{name}.tex", f"% {stamp}\n" + latex)
         written += [out / f"{name}.{suffix}" for suffix in ("csv", "md", "tex")]
-    atomic_write_json(out / "provenance.json", {"tables": list(TABLE_NAMES), "laws": source, "provenance": record,
-                                                "laws_provenance": document.get("provenance")})
+    atomic_write_json(out / "provenance.json", {"tables": list(TABLE_NAMES), "facts": source, "provenance": facts["provenance"],
+                                                "laws_provenance": facts["sources"]["laws_provenance"]})
     written.append(out / "provenance.json")
     return written
 
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m analysis.tables", description=__doc__.split("\n\n")[0])
-    parser.add_argument("--laws", required=True, help="laws.json written by analysis.fit")
+    parser.add_argument("--facts", required=True, help="facts.json written by analysis.facts")
     parser.add_argument("--out", required=True, help="output folder")
     args = parser.parse_args(argv)
     try:
-        document = read_laws(args.laws)
-    except LawsFileError as error:
-        print(f"analysis.tables: error: {error}", file=sys.stderr)
+        facts = json.loads(Path(args.facts).read_text())
+    except (OSError, json.JSONDecodeError) as error:
+        print(f"analysis.tables: error: cannot read facts {args.facts}: {error}", file=sys.stderr)
         return 2
-    written = write_tables(document, args.out, source=args.laws)
+    written = write_tables(facts, args.out, source=args.facts)
     print(f"wrote {len(written)} files to {args.out}")
     return 0
 

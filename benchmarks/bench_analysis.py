@@ -4,25 +4,27 @@ Run as a script: ``.venv/bin/python benchmarks/bench_analysis.py [--resamples 10
 [--runs results/runs.csv --config FIT.yaml]``, or under pytest-benchmark (the pipeline's bench stage):
 ``python -m pytest benchmarks/bench_analysis.py --benchmark-only --benchmark-json out.json``.
 
-Design (``analysis.synthetic`` defaults): 5 fitting sizes x 3 batch sizes x 4 learning rates x 6
+Design (``analysis.synthetic_runs`` defaults): 5 fitting sizes x 3 batch sizes x 4 learning rates x 6
 milestones, 4 noise-floor seeds, 2 held-out sizes on the same grid, a diverged and a failed run.
-Prints the wall time of ``analysis.pipeline.fit_all`` (budget: 60 s on 2 cores), with ``--runs``
+Prints the wall time of ``analysis.laws_document.fit_laws`` (budget: 60 s on 2 cores), with ``--runs``
 also on a real runs table (e.g. the smoke run's), and two same-process baselines with their
 ratios: the loss law fitted from its few variable-projection starts against the earlier method's
 64-start multi-start grid, on well-posed and on degenerate (``L_inf`` on its bound)
 data; and the vectorised bootstrap refit against warm-started scipy L-BFGS-B refits one by one.
-Machine metadata (Python, numpy, scipy, cores, BLAS threads before and after importing
-``analysis``, git commit) is printed with the result.
+Machine metadata (Python, numpy, scipy, cores, BLAS threads before and after
+``analysis.blas.limit_openblas_threads``, git commit) is printed with the result.
 """
 
 from __future__ import annotations
 
 import os
 
-#: OPENBLAS_NUM_THREADS as the caller set it (importing ``analysis`` sets 1; Snakemake sets a rule's threads).
+#: OPENBLAS_NUM_THREADS as the caller set it (the fits set 1; Snakemake sets a rule's threads).
 CALLER_OPENBLAS_THREADS = os.environ.get("OPENBLAS_NUM_THREADS")
 
-import analysis  # noqa: E402  (one OpenBLAS thread, set before numpy loads)
+from analysis.blas import limit_openblas_threads  # noqa: E402
+
+limit_openblas_threads()  # one OpenBLAS thread, set before numpy loads
 
 import argparse  # noqa: E402
 import importlib.metadata  # noqa: E402
@@ -38,11 +40,11 @@ from scipy.optimize import nnls  # noqa: E402
 from dit.provenance import code_version  # noqa: E402
 
 from analysis.config import config_from_dict, load_config  # noqa: E402
-from analysis.fitting import batched_refit, fit_law, refit  # noqa: E402
-from analysis.laws import LOSS_LAW  # noqa: E402
-from analysis.pipeline import fit_all  # noqa: E402
+from analysis.fitter import batched_refit, fit_law, refit  # noqa: E402
+from analysis.law_forms import LOSS_LAW  # noqa: E402
+from analysis.laws_document import fit_laws  # noqa: E402
 from analysis.runs import RunsTable, load_runs  # noqa: E402
-from analysis.synthetic import SyntheticDesign, synthetic_runs  # noqa: E402
+from analysis.synthetic_runs import SyntheticDesign, synthetic_runs  # noqa: E402
 
 BUDGET_SECONDS = 60.0
 
@@ -82,7 +84,7 @@ def time_full_fit(table: RunsTable, resamples: int, repeats: int) -> tuple[list[
     times, document = [], {}
     for _ in range(repeats):
         start = time.perf_counter()
-        document = fit_all(table, config)
+        document = fit_laws(table, config)
         times.append(time.perf_counter() - start)
     return times, document
 
@@ -161,12 +163,12 @@ def time_loss_law_fits(repeats: int = 1) -> dict:
 
 
 # ---------------------------------------------------------------------------------------------- pytest-benchmark
-def test_fit_all_with_1000_bootstrap_resamples(benchmark):
+def test_fit_laws_with_1000_bootstrap_resamples(benchmark):
     """All fits + 1000 resamples on the default design (budget 60 s on 2 cores; reported, not asserted)."""
     table = RunsTable.from_frame(synthetic_runs(), source="synthetic default design")
     design = SyntheticDesign()
     config = config_from_dict({"heldout_sizes": design.heldout_sizes, "bootstrap_resamples": 1000, "seed": 0})
-    document = benchmark.pedantic(fit_all, args=(table, config), rounds=5, iterations=1, warmup_rounds=1)
+    document = benchmark.pedantic(fit_laws, args=(table, config), rounds=5, iterations=1, warmup_rounds=1)
     benchmark.extra_info.update(metadata())
     benchmark.extra_info["budget_seconds"] = BUDGET_SECONDS
     benchmark.extra_info["usable_resamples"] = {n: law.get("bootstrap", {}).get("usable") for n, law in document["laws"].items()}
@@ -198,7 +200,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--resamples", type=int, default=1000)
     parser.add_argument("--repeats", type=int, default=1)
-    parser.add_argument("--runs", help="also time fit_all on this runs table (e.g. work/smoke/results/runs.csv)")
+    parser.add_argument("--runs", help="also time fit_laws on this runs table (e.g. work/smoke/results/runs.csv)")
     parser.add_argument("--config", help="fit config for --runs (e.g. work/smoke/analysis/fit.yaml)")
     args = parser.parse_args()
     table = RunsTable.from_frame(synthetic_runs(), source="synthetic default design")
@@ -206,7 +208,7 @@ def main() -> None:
     print(f"design: {len(table.rows)} rows, {len(runs)} runs ({(runs['status'] == 'completed').sum()} completed)")
     times, document = time_full_fit(table, args.resamples, args.repeats)
     median = statistics.median(times)
-    print(f"fit_all with {args.resamples} bootstrap resamples: median {median:.2f} s over {len(times)} run(s) "
+    print(f"fit_laws with {args.resamples} bootstrap resamples: median {median:.2f} s over {len(times)} run(s) "
           f"(min {min(times):.2f}, max {max(times):.2f}); budget {BUDGET_SECONDS:.0f} s: "
           f"{'within' if median <= BUDGET_SECONDS else 'OVER'} ({median / BUDGET_SECONDS:.2f} of the budget)")
     usable = {name: law.get("bootstrap", {}).get("usable") for name, law in document["laws"].items()}
@@ -217,9 +219,9 @@ def main() -> None:
         times = []
         for _ in range(args.repeats):
             start = time.perf_counter()
-            fit_all(real, config)
+            fit_laws(real, config)
             times.append(time.perf_counter() - start)
-        print(f"fit_all on {args.runs} ({config.bootstrap_resamples} resamples): median {statistics.median(times):.2f} s "
+        print(f"fit_laws on {args.runs} ({config.bootstrap_resamples} resamples): median {statistics.median(times):.2f} s "
               f"over {len(times)} run(s)")
     for name, record in time_loss_law_fits().items():
         print(f"loss-law fit, {name} data: {record['starts']} projected starts {record['projected_s'] * 1e3:.0f} ms vs "

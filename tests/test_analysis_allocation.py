@@ -1,6 +1,5 @@
 """Compute-optimal allocation: width rules, the vectorised minimiser, the isoFLOP reading."""
 
-import analysis  # noqa: F401
 import numpy as np
 import pytest
 
@@ -9,13 +8,19 @@ from dit.sizes import width_for_parameters
 from analysis.allocation import (
     AllocationSolver,
     FlopModel,
+    InferenceCost,
     SizeCurve,
     WidthRule,
     empirical_flops_grid,
     empirical_optimal_sizes,
+    inference_flops,
     loss_law_callable,
     power_law_through,
 )
+from analysis.blas import limit_openblas_threads
+from analysis.config import PAPER_INFERENCE
+
+limit_openblas_threads()  # as the fitting commands do: one OpenBLAS thread
 
 
 def test_registry_width_rule_is_dit_sizes():
@@ -66,3 +71,10 @@ def test_analysis_does_not_import_torch():
             "analysis.propose, analysis.heldout, analysis.summary; print('torch' in sys.modules)")
     result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert result.stdout.strip() == "False"
+
+
+def test_tabulated_inference_cost_matches_the_exact_count():
+    for rule in (WidthRule("registry", "paper"), WidthRule.fit([1e6, 1e7, 1e8], [64, 160, 400])):
+        cost = InferenceCost(rule, PAPER_INFERENCE, (1e6, 1e11))
+        sizes = np.geomspace(1.1e6, 0.9e11, 37)
+        assert cost(sizes) == pytest.approx(inference_flops(sizes, rule, PAPER_INFERENCE), rel=1e-5)

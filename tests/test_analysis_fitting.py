@@ -1,17 +1,21 @@
 """The robust fitting core: recovery of known parameters for each law form, bootstrap refits, bounds."""
 
-import analysis  # noqa: F401  (sets OpenBLAS to one thread before numpy loads, when first)
 import numpy as np
 import pytest
 
-from analysis.fitting import InsufficientDataError, _objective, batched_refit, fit_law, huber, percentile_interval, refit
-from analysis.laws import (
+from analysis.blas import limit_openblas_threads
+from analysis.fitter import InsufficientDataError, _objective, batched_refit, fit_law, refit
+from analysis.robust_loss import huber
+from analysis.intervals import bounds_with_dropped, percentile_interval
+from analysis.law_forms import (
     BATCH_SIZE_LAW,
     KAPLAN_LAW,
     LEARNING_RATE_OF_COMPUTE_LAW,
     LOSS_LAW,
     OPTIMAL_SIZE_OF_COMPUTE_LAW,
 )
+
+limit_openblas_threads()  # as the fitting commands do: one OpenBLAS thread
 
 # A tiny-model design: N and T in billions, as the analysis uses them.
 N = np.repeat([8e-6, 1.8e-5, 3.3e-5, 6.6e-5, 1.5e-4], 6)
@@ -128,6 +132,18 @@ def test_percentile_interval_ignores_non_finite_samples():
     assert high == pytest.approx(0.95)
 
 
+def test_dropped_resamples_bound_the_interval_from_outside():
+    """Each dropped resample counted below every kept one (lower end) and above (upper end): the bound holds
+    the kept resamples' interval, equals numpy's quantile of the completed set, and is open once a tail fills."""
+    kept = np.linspace(0, 1, 101)
+    low, high = bounds_with_dropped(kept, 3, 0.9)
+    assert low <= percentile_interval(kept, 0.9)[0] and high >= percentile_interval(kept, 0.9)[1]
+    assert low == pytest.approx(np.percentile(np.concatenate([np.full(3, -10.0), kept]), 5))
+    assert high == pytest.approx(np.percentile(np.concatenate([kept, np.full(3, 10.0)]), 95))
+    assert bounds_with_dropped(kept, 0, 0.9) == pytest.approx(list(percentile_interval(kept, 0.9)))
+    assert bounds_with_dropped(kept, 20, 0.9) == [None, None]  # 20 of 121 is more than a 5% tail
+
+
 # ---------------------------------------------------------------------------------------------- starting points
 def dense_loss_starts(inputs, observed):
     """A dense reference grid of starts (alpha, beta, L_inf fraction; a', b' by NNLS), as a slow multi-start fit would use."""
@@ -241,14 +257,18 @@ def test_batched_refit_converges_on_a_degenerate_fit_and_reports_the_bound():
         assert function(theta[r])[0] <= function(single)[0] * (1 + 1e-3) + 1e-6
 
 
-def test_importing_analysis_runs_openblas_with_one_thread():
-    """Snakemake sets OPENBLAS_NUM_THREADS to a rule's threads (2 for the fits), which made L-BFGS-B ~50x slower."""
+def test_importing_analysis_changes_nothing_and_the_fits_run_openblas_with_one_thread():
+    """Snakemake sets OPENBLAS_NUM_THREADS to a rule's threads (2 for the fits), which made L-BFGS-B ~50x slower:
+    the fitting commands call analysis.blas.limit_openblas_threads; importing the package leaves the setting alone."""
     import subprocess
     import sys
 
     code = """
-import ctypes, numpy, scipy.optimize  # OpenBLAS loaded with 2 threads before the package
-import analysis
+import ctypes, os, numpy, scipy.optimize  # OpenBLAS loaded with 2 threads before the package
+import analysis, analysis.fit, analysis.facts, analysis.report, analysis.figures
+assert os.environ["OPENBLAS_NUM_THREADS"] == "2", "importing analysis changed OPENBLAS_NUM_THREADS"
+from analysis.blas import limit_openblas_threads
+limit_openblas_threads()
 paths = {l.split(maxsplit=5)[-1].strip() for l in open('/proc/self/maps') if 'openblas' in l.lower()}
 counts = []
 for path in sorted(p for p in paths if p.startswith('/')):

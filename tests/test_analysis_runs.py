@@ -1,13 +1,15 @@
 """Runs table: validation messages name column and row; exclusions; losses at common budgets; optima."""
 
-import analysis  # noqa: F401
 import numpy as np
 import pandas as pd
 import pytest
 
+from analysis.blas import limit_openblas_threads
 from analysis.optima import SizeGrid, find_optima, near_optimal_band
 from analysis.runs import RunsTable, RunsTableError, cluster_budgets, interpolate_loglog, load_runs, run_to_run_noise
-from analysis.synthetic import SyntheticDesign, synthetic_runs
+from analysis.synthetic_runs import SyntheticDesign, synthetic_runs
+
+limit_openblas_threads()  # as the fitting commands do: one OpenBLAS thread
 
 
 @pytest.fixture(scope="module")
@@ -122,7 +124,7 @@ def quadratic_grid(center_lr=1.3e-3, center_batch=5000.0, lrs=(5e-4, 1e-3, 2e-3,
 
 def test_quadratic_optimum_recovers_an_interior_optimum_exactly():
     grid = quadratic_grid()
-    optimum = find_optima(grid, np.ones((1, grid.learning_rates.size)))
+    optimum = find_optima(grid)
     assert optimum.learning_rate[0, 0] == pytest.approx(1.3e-3, rel=1e-6)
     assert optimum.batch_tokens[0, 0] == pytest.approx(5000.0, rel=1e-6)
     assert optimum.loss[0, 0] == pytest.approx(0.5, abs=1e-9)
@@ -135,7 +137,7 @@ def test_a_cell_that_stopped_learning_does_not_drag_the_optimum_below_the_data()
     grid = quadratic_grid()
     stuck = np.argmax(grid.learning_rates * grid.batch_tokens)  # largest LR and batch: loss stays near 1
     grid.losses[stuck, 0] = 1.0
-    optimum = find_optima(grid, np.ones((1, grid.learning_rates.size)))
+    optimum = find_optima(grid)
     assert optimum.learning_rate[0, 0] == pytest.approx(1.3e-3, rel=1e-6)
     assert optimum.loss[0, 0] == pytest.approx(0.5, abs=1e-9)
 
@@ -145,13 +147,13 @@ def test_an_interpolated_loss_far_below_every_cell_falls_back():
     best = np.argmin(grid.losses[:, 0])
     grid.losses[:, 0] = grid.losses[:, 0] * 3.0  # a steep valley ...
     grid.losses[best, 0] = 0.5 * 1.2  # ... whose measured floor sits far above the quadratic's minimum
-    optimum = find_optima(grid, np.ones((1, grid.learning_rates.size)), max_gain=0.01)
+    optimum = find_optima(grid, max_gain=0.01)
     assert optimum.loss[0, 0] >= 0.6 * (1 - 0.01)
 
 
 def test_optimum_beyond_the_grid_is_clamped_and_flagged():
     grid = quadratic_grid(center_batch=20000.0)
-    optimum = find_optima(grid, np.ones((1, grid.learning_rates.size)))
+    optimum = find_optima(grid)
     assert optimum.batch_tokens[0, 0] == pytest.approx(8192.0)
     assert optimum.edge_batch[0, 0] and not optimum.edge_learning_rate[0, 0]
 
@@ -159,9 +161,9 @@ def test_optimum_beyond_the_grid_is_clamped_and_flagged():
 def test_plus_shaped_cells_use_the_separable_fallback_and_best_cell_method():
     grid = quadratic_grid(lrs=(5e-4, 1e-3, 2e-3), batches=(2048, 4096, 8192))
     plus = np.isclose(grid.learning_rates, 1e-3) | np.isclose(grid.batch_tokens, 4096)
-    weights = plus.astype(float)[None, :]
-    optimum = find_optima(grid, weights)
+    losses = np.where(plus[:, None], grid.losses, np.nan)  # only the plus-shaped cells were run
+    optimum = find_optima(grid, losses[None])
     assert optimum.method[0, 0] == 1  # separable
     assert optimum.learning_rate[0, 0] == pytest.approx(1.3e-3, rel=1e-6)
-    best = find_optima(grid, np.ones((1, grid.learning_rates.size)), method="best_cell")
+    best = find_optima(grid, method="best_cell")
     assert best.learning_rate[0, 0] == pytest.approx(1e-3) and best.batch_tokens[0, 0] == pytest.approx(4096)

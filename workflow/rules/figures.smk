@@ -1,9 +1,10 @@
-# Figures stage: every figure for our runs and for the paper's published laws (analysis.figures).
+# Figures stage: every figure for our runs and for the paper's published laws (analysis.figures), drawn from
+# the facts document and the fitted laws.
 
 
 rule figures:
     input:
-        runs=f"{RESULTS}/runs.csv",
+        facts=f"{RESULTS}/facts.json",
         laws=f"{RESULTS}/laws.json",
     output:
         report(
@@ -24,4 +25,4 @@ rule figures:
     conda:
         CONDA_ENV
     shell:
-        "python -m analysis.figures --runs {input.runs} --laws {input.laws} --out {output} --which both > {log} 2>&1"
+        "python -m analysis.figures --facts {input.facts} --laws {input.laws} --out {output} --which both > {log} 2>&1"

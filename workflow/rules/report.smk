@@ -1,10 +1,41 @@
-# Report stage: tables, the findings on the paper's open questions, and the summary that puts the
-# paper's numbers beside ours. `snakemake --report results/report.html` then bundles them.
+# Report stage: the facts document (every number, interval, flag and verdict the reports show, computed
+# once by analysis.facts), then the tables, the findings on the paper's open questions and the summary,
+# each rendered from it. `snakemake --report results/report.html` then bundles them.
+
+VALIDATION_WEIGHTS = config["training"]["validation"].get("weights")
+
+
+rule facts:
+    input:
+        laws=f"{RESULTS}/laws.json",
+        heldout=f"{RESULTS}/heldout.json",
+        spread=f"{RESULTS}/evaluation/validation_protocol_spread.json",
+        captions=f"{RESULTS}/evaluation/caption_conditioning.json",
+        caption_match=f"{RESULTS}/evaluation/caption_match.json",
+        runs=f"{RESULTS}/runs.csv",
+        performance=f"{RESULTS}/performance.json",
+        prepared=PREPARED,
+    output:
+        facts=f"{RESULTS}/facts.json",
+        scorecard=f"{RESULTS}/scorecard.json",
+    log:
+        f"{LOGS}/facts.log",
+    params:
+        benchmarks=BENCHMARKS,
+        weights=f"--validation-weights {VALIDATION_WEIGHTS}" if VALIDATION_WEIGHTS else "",
+    localrule: True
+    conda:
+        CONDA_ENV
+    shell:
+        "python -m analysis.facts --laws {input.laws} --runs {input.runs} --heldout {input.heldout}"
+        " --protocol-spread {input.spread} --caption-conditioning {input.captions} --caption-match {input.caption_match}"
+        " --performance {input.performance} --manifest {input.prepared}/manifest.json --benchmarks {params.benchmarks}"
+        " {params.weights} --out {output.facts} --scorecard {output.scorecard} > {log} 2>&1"
 
 
 rule tables:
     input:
-        laws=f"{RESULTS}/laws.json",
+        facts=f"{RESULTS}/facts.json",
     output:
         report(
             directory(f"{RESULTS}/tables"),
@@ -18,12 +49,12 @@ rule tables:
     conda:
         CONDA_ENV
     shell:
-        "python -m analysis.tables --laws {input.laws} --out {output} > {log} 2>&1"
+        "python -m analysis.tables --facts {input.facts} --out {output} > {log} 2>&1"
 
 
 rule findings:
     input:
-        laws=f"{RESULTS}/laws.json",
+        facts=f"{RESULTS}/facts.json",
     output:
         report(f"{RESULTS}/paper/FINDINGS.md", caption="../report/findings.rst", category="Paper"),
     log:
@@ -32,29 +63,18 @@ rule findings:
     conda:
         CONDA_ENV
     shell:
-        "python -m analysis.findings --laws {input.laws} --out {output} > {log} 2>&1"
+        "python -m analysis.report --facts {input.facts} --findings {output} > {log} 2>&1"
 
 
 rule summary:
     input:
-        laws=f"{RESULTS}/laws.json",
-        heldout=f"{RESULTS}/heldout.json",
-        spread=f"{RESULTS}/evaluation/validation_protocol_spread.json",
-        captions=f"{RESULTS}/evaluation/caption_conditioning.json",
-        runs=f"{RESULTS}/runs.csv",
-        performance=f"{RESULTS}/performance.json",
-        prepared=PREPARED,
+        facts=f"{RESULTS}/facts.json",
     output:
         report(f"{RESULTS}/summary.md", caption="../report/summary.rst", category="Summary"),
     log:
         f"{LOGS}/summary.log",
-    params:
-        benchmarks=BENCHMARKS,
     localrule: True
     conda:
         CONDA_ENV
     shell:
-        "python -m analysis.summary --runs {input.runs} --laws {input.laws} --heldout {input.heldout}"
-        " --protocol-spread {input.spread} --caption-conditioning {input.captions}"
-        " --benchmarks {params.benchmarks} --performance {input.performance}"
-        " --manifest {input.prepared}/manifest.json --out {output} > {log} 2>&1"
+        "python -m analysis.report --facts {input.facts} --summary {output} > {log} 2>&1"

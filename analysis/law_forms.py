@@ -8,7 +8,7 @@ to an *internal* vector ``theta`` that the fitter optimises. Internally the inpu
 reference scale (the geometric mean of the data) so that one starting grid works from the tiny CPU
 models (N ~ 1e-5 billion) to the paper's (N ~ 1 billion); coefficients are log-transformed.
 ``log_predict(theta, inputs)`` returns the log prediction and its Jacobian, which is all the robust
-fitter in ``analysis.fitting`` needs.
+fitter in ``analysis.fitter`` needs.
 """
 
 from __future__ import annotations
@@ -18,13 +18,7 @@ from typing import Mapping
 
 import numpy as np
 
-#: Input variables a law can take, with units.
-VARIABLE_UNITS = {
-    "N": "billions of non-embedding parameters",
-    "T": "billions of video tokens",
-    "C": "FLOPs",
-}
-
+from analysis.robust_loss import huber
 
 def _bounded_least_squares(gram: np.ndarray, moment: np.ndarray, upper: np.ndarray) -> np.ndarray:
     """Least squares with ``0 <= c <= upper`` for a batch of small problems given as normal equations.
@@ -67,9 +61,7 @@ def _grid_minima(objective: np.ndarray, count: int) -> np.ndarray:
 
 
 def _huber_objective(residuals: np.ndarray, weights: np.ndarray, delta: float) -> np.ndarray:
-    """The fit's objective (``analysis.fitting``) summed over the last axis; non-finite residuals count as infinite."""
-    from analysis.fitting import huber  # analysis.fitting imports this module
-
+    """The fit's objective (``analysis.fitter``) summed over the last axis; non-finite residuals count as infinite."""
     loss, _ = huber(residuals, delta)
     return np.where(np.isfinite(loss), loss, np.inf) @ weights
 

@@ -131,20 +131,6 @@ def synthetic_runs(truth: SyntheticTruth | None = None, design: SyntheticDesign 
     return pd.DataFrame(rows, columns=list(COLUMNS))
 
 
-def write_synthetic_runs(path, **kwargs) -> pd.DataFrame:
-    """Write a synthetic table as CSV or Parquet (by suffix), atomically."""
-    from dit.atomic import atomic_path
-
-    frame = synthetic_runs(**kwargs)
-    suffix = str(path).rsplit(".", 1)[-1].lower()
-    with atomic_path(path, suffix=f".{suffix}") as tmp:
-        if suffix in ("parquet", "pq"):
-            frame.to_parquet(tmp, index=False)
-        else:
-            frame.to_csv(tmp, index=False)
-    return frame
-
-
 def synthetic_proposal_runs(proposal: dict, truth: SyntheticTruth | None = None, design: SyntheticDesign | None = None,
                             seed: int = 1) -> pd.DataFrame:
     """Rows for the runs an ``analysis.propose`` document lists, drawn from ``truth`` (stands in for training them)."""

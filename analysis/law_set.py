@@ -14,10 +14,16 @@ from pathlib import Path
 from typing import Mapping
 
 import numpy as np
+from scipy.stats import norm
 
 from analysis.allocation import BILLION, AllocationSolver, FlopModel, inference_flops, loss_law_callable
 from analysis.config import InferenceSetup
-from analysis.laws import get_form
+from analysis.intervals import percentile_interval
+from analysis.law_forms import get_form
+
+
+#: The laws document's format (2: optima interior flags, measured grids, recipe curves, run-noise bootstrap).
+LAWS_SCHEMA = "analysis.laws/2"
 
 
 class LawsFileError(ValueError):
@@ -32,8 +38,9 @@ def read_laws(path: str | Path) -> dict:
         raise LawsFileError(f"cannot read laws file {path}: {error.strerror or error}") from None
     except json.JSONDecodeError as error:
         raise LawsFileError(f"laws file {path} is not valid JSON: {error}") from None
-    if not isinstance(document, dict) or document.get("schema") != "analysis.laws/1":
-        raise LawsFileError(f"laws file {path} is not an analysis.laws/1 document")
+    if not isinstance(document, dict) or document.get("schema") != LAWS_SCHEMA:
+        raise LawsFileError(f"laws file {path} is not an {LAWS_SCHEMA} document (schema {document.get('schema') if isinstance(document, dict) else None!r}); "
+                            "refit it with python -m analysis.fit")
     return document
 
 
@@ -95,16 +102,13 @@ class LawSet:
         value = float(self.loss(n_billions, t_billions, which))
         record = {"value": value, "interval": None, "prediction_interval": None, "level": self.level}
         samples = self.evaluate_samples(name, N=np.array(n_billions), T=np.array(t_billions))
-        tail = 100 * (1 - self.level) / 2
         rng = np.random.default_rng(self.seed)
         if samples is not None and samples.size >= 2:
             samples = samples[np.isfinite(samples)]
-            record["interval"] = [float(v) for v in np.percentile(samples, [tail, 100 - tail])]
+            record["interval"] = list(percentile_interval(samples, self.level))
             noisy = samples * (1 + self.noise_relative_std * rng.standard_normal(samples.size))
-            record["prediction_interval"] = [float(v) for v in np.percentile(noisy, [tail, 100 - tail])]
+            record["prediction_interval"] = list(percentile_interval(noisy, self.level))
         elif self.noise_relative_std > 0:
-            from scipy.stats import norm
-
             half = norm.ppf(0.5 + self.level / 2) * self.noise_relative_std * value
             record["prediction_interval"] = [value - half, value + half]
         return record
@@ -120,8 +124,7 @@ class LawSet:
         samples = self.evaluate_samples(name, N=np.array(n_billions), T=np.array(t_billions))
         if samples is None or samples.size < 2:
             return None
-        tail = 100 * (1 - self.level) / 2
-        return [float(v) for v in np.percentile(samples[np.isfinite(samples)], [tail, 100 - tail])]
+        return list(percentile_interval(samples, self.level))
 
     # ------------------------------------------------------------------ compute
     def flops_per_token(self, parameters) -> np.ndarray:
@@ -159,6 +162,3 @@ class LawSet:
         n, _, _ = self.solver().optimal(loss_law_callable(samples), np.full((len(samples), 1), flops), max_parameters)
         return n[:, 0]
 
-
-def tokens_billions(tokens: float) -> float:
-    return tokens / BILLION

@@ -16,8 +16,9 @@ which parameters ended on a bound (``on_bound``) so that callers can report it.
 Bootstrap refits start from the full-data optimum: ``batched_refit`` refits every resample at once
 (vectorised Levenberg-Marquardt); ``refit`` is the one-at-a-time scipy reference.
 
-Everything here works on tiny matrices; ``analysis`` (the package's ``__init__``) runs OpenBLAS
-with one thread, without which L-BFGS-B is many times slower on a loaded machine.
+Everything here works on tiny matrices; command-line entry points that fit call
+``analysis.blas.limit_openblas_threads`` first, without which L-BFGS-B is many times slower on a
+loaded machine.
 """
 
 from __future__ import annotations
@@ -28,7 +29,8 @@ from typing import Mapping, Sequence
 import numpy as np
 from scipy.optimize import minimize
 
-from analysis.laws import LawForm
+from analysis.law_forms import LawForm
+from analysis.robust_loss import huber
 
 #: L-BFGS-B options of a full fit (objective is O(1) per point at residuals of size delta).
 FIT_OPTIONS = {"maxiter": 3000, "ftol": 1e-12, "gtol": 1e-8, "maxcor": 30}
@@ -46,15 +48,6 @@ CONVERGED_DECREMENT = 1e-10
 
 class InsufficientDataError(ValueError):
     """Too few usable points to fit a law; the message says what is missing."""
-
-
-def huber(residuals: np.ndarray, delta: float) -> tuple[np.ndarray, np.ndarray]:
-    """Huber loss divided by ``delta**2`` and its derivative, element-wise."""
-    absolute = np.abs(residuals)
-    quadratic = absolute <= delta
-    value = np.where(quadratic, 0.5 * (residuals / delta) ** 2, absolute / delta - 0.5)
-    derivative = np.where(quadratic, residuals / delta**2, np.sign(residuals) / delta)
-    return value, derivative
 
 
 @dataclass
@@ -360,14 +353,3 @@ def _batched_log_predict(form: LawForm, theta: np.ndarray, log_x: Mapping[str, n
     columns = {v: log_x[v][None, :] for v in form.variables}
     log_prediction, jac = form.log_predict(tuple(theta[:, i : i + 1] for i in range(theta.shape[1])), columns)
     return log_prediction, jac
-
-
-def percentile_interval(samples: np.ndarray, level: float) -> tuple[float, float]:
-    """Equal-tailed percentile interval of the finite ``samples`` at confidence ``level``."""
-    samples = np.asarray(samples, dtype=float)
-    samples = samples[np.isfinite(samples)]
-    if samples.size == 0:
-        return (float("nan"), float("nan"))
-    tail = 100 * (1 - level) / 2
-    low, high = np.percentile(samples, [tail, 100 - tail])
-    return (float(low), float(high))

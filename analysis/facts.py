@@ -1,0 +1,267 @@
+"""The facts document: every number, interval, flag and verdict the reports show, computed once.
+
+``python -m analysis.facts --laws results/laws.json --out results/facts.json --scorecard results/scorecard.json
+[--runs results/runs.csv] [--heldout results/heldout.json] [--protocol-spread FILE] [--caption-conditioning FILE]
+[--caption-match FILE] [--performance FILE] [--manifest FILE] [--benchmarks DIR] [--validation-weights ema|raw]``
+
+``facts.json`` top-level keys: ``schema``, ``provenance``, ``sources``, ``confidence_level``, ``verdict_rule``,
+``paper`` (the published numbers the reports set beside ours), ``design``, ``noise``, ``claims`` (per claim:
+verdict, tests, evidence; ``analysis.claims``), ``verdicts`` (claim -> verdict), ``laws_table``,
+``fit_errors``, ``comparison``, ``recipe_curves``, ``laws``, ``compute_optimal``, ``baselines`` and
+``heldout_predictions`` (from ``laws.json``, without points and bootstrap samples), ``heldout``,
+``empirical_compute_optimal``, ``sensitivity``, ``data_reuse``, ``captions``, ``performance``,
+``stage_timings``, ``figures`` (what the figures draw beyond the laws), ``open_questions``
+(``analysis.open_questions``), ``notes`` (inputs given but unreadable, and the like).
+
+``scorecard.json`` is the reader-facing subset: ``performance``, ``design``, ``loss_law``, ``heldout``,
+``empirical_nopt_fitted``, ``claim_3c``, ``verdicts`` (``analysis.compare`` reads ``verdicts``).
+Rates, errors and noise are fractions everywhere; the confidence level is the fit config's.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+
+import numpy as np
+
+from dit.atomic import atomic_write_json
+from dit.config import ValidationSection
+from dit.provenance import provenance
+
+from analysis import claims, measurements, paper
+from analysis.law_set import LawSet, LawsFileError, read_laws
+from analysis.open_questions import derived_optimal_parameters, open_questions
+from analysis.optima import SizeGrid, find_optima
+from analysis.runs import RunsTableError, load_runs
+from analysis.sensitivity import heatmap_spreads, noise_degrees_of_freedom, sensitivity
+from analysis.verdicts import RULE
+
+SCHEMA = "analysis.facts/1"
+SCORECARD_SCHEMA = "analysis.scorecard/1"
+CLAIMS = ("claim_1", "claim_2", "claim_3a_batch_size", "claim_3a_learning_rate", "claim_3b", "claim_3c", "claim_4")
+#: Budgets (FLOPs) of the paper's compute-optimal figure: from the fitting runs' compute to past the target.
+PAPER_FIGURE_FLOPS = (1e18, 2 * paper.TARGET_FLOPS)
+INPUTS = {"heldout": "held-out evaluation", "protocol_spread": "validation-protocol spread",
+          "caption_conditioning": "caption conditioning", "caption_match": "caption match", "performance": "grid performance",
+          "manifest": "prepared data manifest"}
+
+
+def build_facts(document: dict, inputs: dict, table=None, benchmarks: str | None = None,
+                validation_weights: str = ValidationSection().weights, notes: list[str] | None = None) -> dict:
+    """The facts document from the laws document and the other inputs (``inputs``: name -> parsed JSON or None)."""
+    notes = list(notes or [])
+    level = float(document["config"]["confidence_level"])
+    noise_std = (document["setup"].get("noise") or {}).get("relative_std") or None
+    sens = sensitivity(document, level)
+    design = measurements.design(document)
+    heldout = measurements.heldout(document, inputs.get("heldout"), level)
+    facts = {
+        "schema": SCHEMA, "confidence_level": level, "verdict_rule": RULE, "paper": published_numbers(),
+        "design": design,
+        "noise": measurements.noise(document, validation_weights, noise_degrees_of_freedom(document["setup"].get("noise") or {}),
+                                    inputs.get("protocol_spread")),
+        "claims": _claims(document, inputs, sens, design, heldout, noise_std, level),
+        "laws_table": measurements.laws_table(document), "fit_errors": measurements.fit_errors(document),
+        "comparison": document.get("comparison", {}), "recipe_curves": document.get("recipe_curves", {}),
+        "laws": {name: _law_summary(record) for name, record in document["laws"].items()},
+        "compute_optimal": {name: record for name, record in document.get("compute_optimal", {}).items() if name != "exponent_gap"},
+        "baselines": document.get("baselines", []),
+        "heldout_predictions": {key: document.get("heldout", {}).get(key, []) for key in ("loss", "hyperparameters")},
+        "heldout": heldout, "empirical_compute_optimal": measurements.empirical_compute_optimal(document),
+        "sensitivity": sens,
+        "data_reuse": measurements.data_reuse(table, inputs["manifest"], document) if table is not None and inputs.get("manifest") else None,
+        "captions": measurements.captions(inputs.get("caption_conditioning"), inputs.get("caption_match"), inputs.get("protocol_spread")),
+        "performance": measurements.performance(inputs.get("performance")),
+        "stage_timings": measurements.stage_timings(benchmarks, notes),
+        "figures": figure_data(document),
+        "open_questions": open_questions(document.get("compute_optimal", {}).get("exponent_gap")),
+        "setup": {key: document["setup"].get(key) for key in ("context_tokens", "flop_model_description", "conventional_cell",
+                                                               "bootstrap", "notes")},
+    }
+    facts["verdicts"] = {name: facts["claims"][name]["verdict"] for name in CLAIMS}
+    facts["notes"] = notes
+    return facts
+
+
+def _law_summary(record: dict) -> dict:
+    """A law's record without its points and bootstrap samples (what the tables and figures show)."""
+    keep = ("status", "form", "formula", "parameters", "intervals", "warning", "reason", "description", "edge_points", "conventional_cell")
+    summary = {key: record[key] for key in keep if key in record}
+    if "fit" in record:
+        summary["fit"] = {key: record["fit"][key] for key in ("on_bound", "points", "rmse_log", "mse")}
+    return summary
+
+
+def _claims(document, inputs, sens, design, heldout, noise_std, level) -> dict:
+    return {
+        "claim_1": claims.loss_law(document, noise_std),
+        "claim_2": claims.sensitivity(sens),
+        "claim_3a_batch_size": claims.hyperparameter_law(document, "batch_size", design["b_edge_fraction"]),
+        "claim_3a_learning_rate": claims.hyperparameter_law(document, "learning_rate", design["lr_edge_fraction"]),
+        "claim_3b": claims.heldout_cells(inputs.get("heldout"), noise_std, level, document["setup"]["context_tokens"]),
+        "claim_3c": claims.recipe_comparison(document),
+        "claim_4": claims.heldout_losses(heldout, noise_std, level),
+    }
+
+
+def published_numbers() -> dict:
+    """The paper's numbers the reports show (``analysis.paper``), with the heatmaps' spreads."""
+    return {
+        "loss_optimal": paper.LOSS_OPTIMAL, "batch_size": paper.BATCH_SIZE, "learning_rate": paper.LEARNING_RATE,
+        "compute_optimal_precise": paper.COMPUTE_OPTIMAL_PRECISE, "compute_optimal_empirical": paper.COMPUTE_OPTIMAL_EMPIRICAL,
+        "fit_mse": paper.FIT_MSE, "target_flops": paper.TARGET_FLOPS, "optimal_size_at_target": paper.OPTIMAL_SIZE_AT_TARGET,
+        "conventional_size_at_target": paper.CONVENTIONAL_SIZE_AT_TARGET, "model_size_reduction": paper.MODEL_SIZE_REDUCTION,
+        "inference_cost_reduction": paper.INFERENCE_COST_REDUCTION, "heldout_errors": paper.HELDOUT_ERRORS,
+        "heldout_budget_flops": paper.HELDOUT_BUDGET_FLOPS, "heldout_optimal_size": paper.HELDOUT_OPTIMAL_SIZE,
+        "exponent_gap_optimal": paper.EXPONENT_GAP_OPTIMAL, "exponent_gap_fixed": paper.EXPONENT_GAP_FIXED,
+        "sizes_billions": [min(paper.FITTING_SIZES), max(paper.HELDOUT_SIZES)],
+        "tokens_billions": [min(paper.FITTING_TOKENS), paper.HELDOUT_TOKENS / 1e9],
+        "fitting_sizes_billions": paper.FITTING_SIZES, "heldout_sizes_billions": paper.HELDOUT_SIZES,
+        "heatmap_size_billions": paper.HEATMAP_SIZE, "heatmap_shape": [len(paper.HEATMAP_BATCH_TOKENS), len(paper.HEATMAP_LEARNING_RATES)],
+        "heatmap_spreads": heatmap_spreads(paper.HEATMAPS), "context_tokens": paper.CONTEXT_TOKENS, "source": paper.SOURCE,
+    }
+
+
+def figure_data(document: dict) -> dict:
+    """What the figures draw that the laws file does not hold as such: the heatmaps of the largest held-out (or fitting)
+    size at two budgets with the interpolated and predicted optima, the paper's heatmaps' interpolated optima, and
+    the N_opt that minimising the published L(N, T) under C = 6NT gives."""
+    grids = document.get("grids", [])
+    laws = LawSet(document)
+    config = document["config"]
+    budgets = np.asarray(document["setup"]["budgets_tokens"])
+    heldout = [g for g in grids if g["role"] == "heldout"]
+    grid = (heldout or [g for g in grids if g["role"] == "fitting"] or [None])[-1]
+    panels = []
+    for t in sorted({len(budgets) // 2, len(budgets) - 1}) if grid else []:
+        panels.append(_heatmap_panel(grid, t, float(budgets[t]), laws, config))
+    flops = np.geomspace(PAPER_FIGURE_FLOPS[0], PAPER_FIGURE_FLOPS[1], 100)
+    return {"heatmaps": {"size": grid["size"] if grid else None, "role": grid["role"] if grid else None, "panels": panels},
+            "paper_heatmaps": _paper_heatmap_optima(),
+            "paper_compute_optimal": {"flops": list(flops), "parameters_6n": list(derived_optimal_parameters(flops, "6n"))}}
+
+
+def _heatmap_panel(grid: dict, t: int, tokens: float, laws: LawSet, config: dict) -> dict:
+    cells = grid["cells"]
+    batches = sorted({c["batch_tokens"] for c in cells})
+    rates = sorted({c["learning_rate"] for c in cells})
+    matrix = np.full((len(batches), len(rates)), np.nan)
+    for cell, row in zip(cells, grid["losses"]):
+        if row[t] is not None:
+            matrix[batches.index(cell["batch_tokens"]), rates.index(cell["learning_rate"])] = row[t]
+    size_grid = SizeGrid(grid["size"], grid["N"] * 1e9, [c["run_id"] for c in cells], np.array([c["learning_rate"] for c in cells]),
+                         np.array([c["batch_tokens"] for c in cells]), np.array([c["batch_clips"] for c in cells], dtype=float),
+                         np.array([[np.nan if row[t] is None else row[t]] for row in grid["losses"]]), float("nan"))
+    optimum = find_optima(size_grid, None, config["optimum_method"], config["optimum_band"], config["optimum_max_gain"])
+    predicted = None
+    if laws.has("batch_size") and laws.has("learning_rate"):
+        predicted = {"batch_tokens": float(laws.batch_tokens(grid["N"], tokens / 1e9)),
+                     "learning_rate": float(laws.learning_rate(grid["N"], tokens / 1e9))}
+    return {"tokens": tokens, "batch_tokens": batches, "learning_rates": rates,
+            "losses": [[None if not np.isfinite(v) else float(v) for v in row] for row in matrix],
+            "interpolated": {"batch_tokens": float(optimum.batch_tokens[0, 0]), "learning_rate": float(optimum.learning_rate[0, 0])},
+            "predicted": predicted}
+
+
+def _paper_heatmap_optima() -> list[dict]:
+    batches, rates = np.meshgrid(paper.HEATMAP_BATCH_TOKENS, paper.HEATMAP_LEARNING_RATES, indexing="ij")
+    out = []
+    for t_billions, values in sorted(paper.HEATMAPS.items()):
+        grid = SizeGrid("paper", paper.HEATMAP_SIZE * 1e9, [str(i) for i in range(batches.size)], rates.ravel(), batches.ravel(),
+                        batches.ravel() / paper.CONTEXT_TOKENS, np.asarray(values, float).reshape(-1, 1), float("nan"))
+        optimum = find_optima(grid)
+        out.append({"t_billions": t_billions, "interpolated": {"batch_tokens": float(optimum.batch_tokens[0, 0]),
+                                                               "learning_rate": float(optimum.learning_rate[0, 0])},
+                    "predicted": {"batch_tokens": float(paper.optimal_batch_tokens(paper.HEATMAP_SIZE, t_billions)),
+                                  "learning_rate": float(paper.optimal_learning_rate(paper.HEATMAP_SIZE, t_billions))}})
+    return out
+
+
+def scorecard(facts: dict) -> dict:
+    """The reader-facing subset of the facts (module docstring)."""
+    design, loss = facts["design"], facts["claims"]["claim_1"]
+    l_inf = loss.get("l_inf") or {}
+    interval = l_inf.get("interval") or [None, None]
+    heldout = facts["heldout"]
+    return {
+        "schema": SCORECARD_SCHEMA,
+        "performance": {k: v for k, v in (facts["performance"] or {}).items()
+                        if k in ("grid_model_flops", "grid_job_seconds", "matmul_flops_per_s", "grid_fraction_of_matmul", "members_per_job")} or None,
+        "design": {"fitting_sizes": design["fitting_sizes"], "n_span": design["n_span"], "t_span_min": design["t_span_min"],
+                   "b_edge_fraction": design["b_edge_fraction"], "lr_edge_fraction": design["lr_edge_fraction"],
+                   "noise_relative_std": facts["noise"]["relative_std"]},
+        "loss_law": {"l_inf": l_inf.get("value"), "l_inf_low": interval[0], "l_inf_high": interval[1], "on_bound": l_inf.get("on_bound")},
+        "heldout": {"sizes": heldout["sizes"], "mean_abs_error": heldout["mean_abs_error"], "covered": heldout["covered"],
+                    "points": heldout["with_interval"]},
+        "empirical_nopt_fitted": facts["empirical_compute_optimal"]["fitted"],
+        "claim_3c": _claim_3c_card(facts),
+        "verdicts": facts["verdicts"],
+    }
+
+
+def _claim_3c_card(facts: dict) -> dict:
+    curves = facts["recipe_curves"]
+    cell = next((c for c in curves.get("cells", []) if c["conventional"]), None)
+    points = []
+    for point in (cell or {}).get("points", []):
+        size, cost = point["model_size_reduction"], point["inference_flops_reduction"]
+        points.append({"flops": point["flops"], "model_size_reduction": size["value"], "low": (size["interval"] or [None, None])[0],
+                       "high": (size["interval"] or [None, None])[1], "inference_flops_reduction": cost["value"],
+                       "inference_low": (cost["interval"] or [None, None])[0], "inference_high": (cost["interval"] or [None, None])[1]})
+    cell_key = {k: cell[k] for k in ("batch_clips", "learning_rate")} if cell else None
+    return {"cell": cell_key, "points": points, "verdict": facts["claims"]["claim_3c"]["verdict"],
+            "verdict_flops": facts["claims"]["claim_3c"].get("target_flops")}
+
+
+def _read_json(path: str | None, label: str, notes: list[str]) -> dict | None:
+    if not path:
+        return None
+    try:
+        return json.loads(Path(path).read_text())
+    except (OSError, json.JSONDecodeError) as error:
+        notes.append(f"{label} ({path}) could not be read: {error}")
+        return None
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m analysis.facts", description=__doc__.split("\n\n")[0])
+    parser.add_argument("--laws", required=True, help="laws.json from analysis.fit")
+    parser.add_argument("--out", required=True, help="facts JSON to write")
+    parser.add_argument("--scorecard", help="scorecard JSON to write")
+    parser.add_argument("--runs", help="runs table (for the data reuse of the grid runs)")
+    for name, label in INPUTS.items():
+        parser.add_argument(f"--{name.replace('_', '-')}", help=f"{label} JSON")
+    parser.add_argument("--benchmarks", help="folder of Snakemake benchmark TSV files")
+    parser.add_argument("--validation-weights", choices=("ema", "raw"), default=ValidationSection().weights,
+                        help="the weights the validation loss was measured with (default: dit.config's)")
+    args = parser.parse_args(argv)
+    notes: list[str] = []
+    try:
+        document = read_laws(args.laws)
+    except LawsFileError as error:
+        print(f"analysis.facts: error: {error}", file=sys.stderr)
+        return 2
+    inputs = {name: _read_json(getattr(args, name), label, notes) for name, label in INPUTS.items()}
+    table = None
+    if args.runs:
+        try:
+            table = load_runs(args.runs)
+        except RunsTableError as error:
+            notes.append(f"runs table: {error}")
+    facts = build_facts(document, inputs, table, args.benchmarks, args.validation_weights, notes)
+    sources = {"laws": args.laws, "runs": args.runs, "benchmarks": args.benchmarks,
+               **{name: getattr(args, name) for name in INPUTS}}
+    facts["sources"] = {"paths": sources, "laws_provenance": {k: document.get("provenance", {}).get(k) for k in ("code_version", "config")}}
+    facts["provenance"] = provenance(sources)
+    atomic_write_json(args.out, facts)
+    if args.scorecard:
+        atomic_write_json(args.scorecard, {**scorecard(facts), "provenance": facts["provenance"]})
+    print(f"wrote {args.out}" + (f" and {args.scorecard}" if args.scorecard else ""))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

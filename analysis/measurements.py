@@ -1,0 +1,290 @@
+"""The measured facts of the experiment beside the claims: its design, the noise, the laws' coefficients beside the
+paper's, held-out errors, the empirical compute-optimal sizes, data reuse, the caption checks, performance, timings.
+
+Every function returns plain numbers, flags and short labels for ``results/facts.json``; none writes prose.
+Rates, errors and noise are fractions.
+"""
+
+from __future__ import annotations
+
+import csv
+from pathlib import Path
+
+import numpy as np
+from scipy.stats import binom
+
+from analysis import paper
+from analysis.runs import RunsTable
+from analysis.verdicts import from_interval
+
+#: Published value of each coefficient the summary sets beside ours: (law, parameter) -> value.
+PAPER_COEFFICIENTS = {
+    ("loss_optimal", "alpha"): paper.LOSS_OPTIMAL["alpha"], ("loss_optimal", "beta"): paper.LOSS_OPTIMAL["beta"],
+    ("loss_optimal", "L_inf"): paper.LOSS_OPTIMAL["L_inf"], ("batch_size", "b"): paper.BATCH_SIZE["b"],
+    ("batch_size", "c"): paper.BATCH_SIZE["c"], ("learning_rate", "b"): paper.LEARNING_RATE["b"],
+    ("learning_rate", "c"): paper.LEARNING_RATE["c"], ("precise", "a"): paper.COMPUTE_OPTIMAL_PRECISE["a"],
+    ("empirical_precise", "a"): paper.COMPUTE_OPTIMAL_EMPIRICAL["a"], ("conventional", "a"): None,
+}
+INTERIOR_RULE = ("interior along an axis: the best measured cell has a measured cell on each side along that axis, and the "
+                 "interpolated optimum lies strictly inside the grid along it")
+#: Target of the caption gain: the caption-conditioning gain at least this many times the protocol's own spread.
+CAPTION_GAIN_TARGET = 5.0
+#: Points outside their prediction intervals that chance alone explains: this quantile of the binomial count.
+CHANCE_QUANTILE = 0.99
+
+
+def design(document: dict) -> dict:
+    """What the grid spans and how often its optima fall on its edge (``INTERIOR_RULE``)."""
+    setup = document["setup"]
+    sizes = setup["fitting_sizes"]
+    optima = document.get("optima", [])
+    spans = []
+    for size in sizes:
+        tokens = [o["tokens"] for o in optima if o["size"] == size["size"]]
+        if len(tokens) >= 2:
+            spans.append(max(tokens) / min(tokens))
+    parameters = [s["parameters"] for s in sizes]
+    cells = setup.get("grid_cells") or []
+    return {
+        "fitting_sizes": [s["size"] for s in sizes], "fitting_parameters": parameters,
+        "heldout_sizes": [s["size"] for s in setup.get("heldout_sizes", [])],
+        "n_span": max(parameters) / min(parameters) if parameters else None,
+        "t_span_min": min(spans) if spans else None,
+        "budgets_tokens": setup["budgets_tokens"],
+        "batch_clips": sorted({c["batch_clips"] for c in cells}), "learning_rates": sorted({c["learning_rate"] for c in cells}),
+        "context_tokens": setup.get("context_tokens"), "flop_model": setup.get("flop_model_description"),
+        "b_edge_fraction": _edge_fraction(optima, "interior_batch"),
+        "lr_edge_fraction": _edge_fraction(optima, "interior_learning_rate"),
+        "optima": len(optima), "interior_rule": INTERIOR_RULE,
+        "steps_at_smallest_budget": [min(setup["budgets_tokens"]) / (b * setup["context_tokens"]) for b in
+                                     (max(c["batch_clips"] for c in cells), min(c["batch_clips"] for c in cells))] if cells else None,
+        "conventional_cell": setup.get("conventional_cell"), "conventional_cell_source": setup.get("conventional_cell_source"),
+        "bootstrap_resamples": setup.get("bootstrap", {}).get("resamples"), "bootstrap_scheme": setup.get("bootstrap", {}).get("scheme"),
+    }
+
+
+def _edge_fraction(optima: list[dict], key: str) -> float | None:
+    return sum(not o[key] for o in optima) / len(optima) if optima else None
+
+
+def noise(document: dict, validation_weights: str, dof: int | None, protocol_spread: dict | None) -> dict:
+    """The run-to-run noise: what it measures, its size and source, and the validation protocol's own share of it."""
+    setup = document["setup"]
+    measured = setup.get("noise") or {}
+    sigma = measured.get("relative_std")
+    detail = measured.get("detail") or {}
+    record = {
+        "relative_std": sigma, "source": measured.get("source"), "degrees_of_freedom": dof,
+        "loss_column": document["config"].get("loss_column"), "validation_weights": validation_weights,
+        "seed_cells": [{k: g[k] for k in ("size", "batch_clips", "learning_rate", "seeds")} for g in detail.get("groups", [])],
+        "huber_delta_loss": setup.get("huber_delta_loss"),
+    }
+    protocol = (protocol_spread or {}).get("relative_std")
+    if protocol is not None:
+        record["protocol_relative_std"] = protocol
+        record["protocol_seeds"] = len(protocol_spread.get("seeds", []))
+        record["protocol_share"] = protocol / sigma if sigma else None
+    return record
+
+
+def laws_table(document: dict) -> list[dict]:
+    """The coefficients the summary compares with the paper's, each with its interval and caveat flags."""
+    rows = []
+    for law, parameter in (("loss_optimal", "alpha"), ("loss_optimal", "beta"), ("loss_optimal", "L_inf"),
+                           ("batch_size", "b"), ("batch_size", "c"), ("learning_rate", "b"), ("learning_rate", "c")):
+        record = document["laws"].get(law, {})
+        row = {"law": law, "parameter": parameter, "paper": PAPER_COEFFICIENTS[(law, parameter)], "fitted": record.get("status") == "fitted"}
+        if row["fitted"]:
+            bootstrap = record.get("bootstrap") or {}
+            edge = record.get("edge_points") or {}
+            row.update(value=record["parameters"][parameter], interval=(record.get("intervals") or {}).get(parameter),
+                       on_bound=parameter in record["fit"]["on_bound"], degenerate=list(record["fit"]["on_bound"]),
+                       edge_optima=edge.get("on_edge"), optima=edge.get("optima"), held_at_bound=bootstrap.get("held_at_bound", []),
+                       usable=bootstrap.get("usable"), resamples=bootstrap.get("resamples"),
+                       no_interval_reason=bootstrap.get("no_interval_reason"))
+        else:
+            row["reason"] = record.get("reason", "absent from the laws file")
+        rows.append(row)
+    for key in ("precise", "conventional", "empirical_precise"):
+        record = document.get("compute_optimal", {}).get(key, {})
+        row = {"law": key, "parameter": "a", "paper": PAPER_COEFFICIENTS[(key, "a")], "fitted": record.get("status") == "fitted"}
+        if row["fitted"]:
+            source = document["laws"].get("loss_conventional" if key == "conventional" else "loss_optimal", {})
+            row.update(value=record["parameters"]["a"], interval=(record.get("intervals") or {}).get("a"),
+                       degenerate=list((source.get("fit") or {}).get("on_bound", [])) if key != "empirical_precise" else [])
+        else:
+            row["reason"] = record.get("reason", "absent from the laws file")
+        rows.append(row)
+    return rows
+
+
+def fit_errors(document: dict) -> dict:
+    """Mean squared error of the predicted loss, ours and the paper's, with optimal and with fixed hyperparameters."""
+    ours = {name: ((document["laws"].get(name) or {}).get("fit") or {}).get("mse") for name in ("loss_optimal", "loss_conventional")}
+    return {"ours_optimal": ours["loss_optimal"], "ours_fixed": ours["loss_conventional"],
+            "paper_optimal": paper.FIT_MSE["optimal_hyperparameters"], "paper_fixed": paper.FIT_MSE["fixed_hyperparameters"]}
+
+
+def allowed_misses(points: int, level: float) -> int:
+    """Points outside their ``level`` prediction intervals that chance alone explains (``CHANCE_QUANTILE`` binomial quantile)."""
+    return int(binom.ppf(CHANCE_QUANTILE, points, 1 - level)) if points else 0
+
+
+def heldout(document: dict, heldout_runs: dict | None, level: float) -> dict:
+    """Held-out points (the fit's held-out sizes and the trained compute-optimal check): errors and coverage."""
+    points = [{"kind": "heldout size", "size": r["size"], "tokens": r["tokens"], "predicted": r.get("predicted_loss"),
+               "measured": r["measured_loss"], "relative_error": r.get("relative_error"), "covered": r.get("covered")}
+              for r in document.get("heldout", {}).get("loss", []) if r.get("relative_error") is not None]
+    groups = [g for g in (heldout_runs or {}).get("groups", [])]
+    for g in groups:
+        if g.get("kind") == "compute_optimal" and g.get("status") == "evaluated":
+            points.append({"kind": "compute-optimal size", "size": g["size"], "tokens": g["tokens"],
+                           "predicted": g["predicted_loss"]["value"], "measured": g.get("measured_loss"),
+                           "relative_error": g["relative_error"], "covered": g.get("covered")})
+    errors = np.array([abs(p["relative_error"]) for p in points])
+    with_interval = [p for p in points if p["covered"] is not None]
+    misses = sum(not p["covered"] for p in with_interval)
+    return {
+        "sizes": sorted({p["size"] for p in points}), "points": len(points), "level": level,
+        "mean_abs_error": float(errors.mean()) if errors.size else None, "max_abs_error": float(errors.max()) if errors.size else None,
+        "with_interval": len(with_interval), "covered": len(with_interval) - misses, "misses": misses,
+        "allowed_misses": allowed_misses(len(with_interval), level), "chance_quantile": CHANCE_QUANTILE,
+        "table": points, "groups": [_heldout_group(g) for g in groups],
+    }
+
+
+def _heldout_group(group: dict) -> dict:
+    """One proposal group of ``heldout.json`` as the summary's table shows it."""
+    record = {"kind": group["kind"], "size": group["size"], "status": group.get("status"), "missing_runs": group.get("missing_runs", [])}
+    if group.get("status") == "evaluated":
+        measured = group.get("measured_optimum", {}).get("loss", group.get("measured_loss"))
+        record.update(tokens=group["tokens"], predicted=group["predicted_loss"]["value"], measured=measured,
+                      relative_error=group["relative_error"], covered=group.get("covered"),
+                      has_interval=group["predicted_loss"].get("prediction_interval") is not None,
+                      predicted_cell_is_best=group.get("predicted_cell_is_best"),
+                      predicted_cell_excess_loss=group.get("predicted_cell_excess_loss"))
+    return record
+
+
+def empirical_compute_optimal(document: dict) -> dict:
+    """Whether the compute-optimal size is bracketed by measured sizes at each isoFLOP budget, and the fitted law."""
+    record = document.get("compute_optimal", {}).get("empirical_precise", {})
+    out = {"fitted": record.get("status") == "fitted", "points": record.get("points", []),
+           "bracketed_budgets": record.get("bracketed_budgets", 0), "budgets": record.get("budgets", 0),
+           "rule": record.get("rule"), "reason": record.get("reason")}
+    if out["fitted"]:
+        out.update(k=record["parameters"]["k"], a=record["parameters"]["a"], a_interval=record["intervals"].get("a"),
+                   k_interval=record["intervals"].get("k"))
+    gap = document.get("compute_optimal", {}).get("exponent_gap", {}).get("optimal")
+    if gap:
+        out["exponent_gap"] = gap
+    return out
+
+
+def captions(conditioning: dict | None, match: dict | None, protocol_spread: dict | None) -> dict:
+    """The caption-conditioning gain against the protocol's spread, and the caption-match rates against chance."""
+    out = {}
+    if conditioning:
+        gain = conditioning.get("differences", {}).get("null_minus_captions", {})
+        out["gain"] = {"absolute": gain.get("mean"), "relative": gain.get("relative"), "target_multiple": CAPTION_GAIN_TARGET}
+        protocol = (protocol_spread or {}).get("relative_std")
+        if protocol and gain.get("relative") is not None:
+            out["gain"].update(protocol_relative_std=protocol, multiple=gain["relative"] / protocol,
+                               meets_target=bool(gain["relative"] >= CAPTION_GAIN_TARGET * protocol))
+    if match:
+        out["match"] = {"level": match.get("confidence_level"), "rates": {}, "reference": {}}
+        for which in ("colour_present", "direction"):
+            for block in ("samples", "reference"):
+                rate = (match.get(block) or {}).get(which)
+                if rate:
+                    out["match"]["rates" if block == "samples" else "reference"][which] = {
+                        **{k: rate[k] for k in ("rate", "interval", "chance", "count", "of")},
+                        "verdict": from_interval(rate["interval"], rate["chance"])}
+    return out
+
+
+def performance(record: dict | None) -> dict | None:
+    """The scorecard's performance section, from ``performance.json``."""
+    if not record:
+        return None
+    keys = ("grid_model_flops", "grid_job_seconds", "matmul_flops_per_s", "grid_fraction_of_matmul", "members_per_job")
+    out = {key: record.get(key) for key in keys}
+    out["jobs"] = record.get("jobs")
+    out["grid_model_flops_per_s"] = record["grid_model_flops"] / record["grid_job_seconds"] if record.get("grid_job_seconds") else None
+    return out
+
+
+def stage_timings(folder: str | None, notes: list[str]) -> list[dict]:
+    """Snakemake benchmark files grouped by stage (``train/grid/*`` for every grid job): jobs, seconds, max RSS."""
+    if not folder:
+        return []
+    path = Path(folder)
+    if not path.is_dir():
+        notes.append(f"benchmarks folder {folder} does not exist")
+        return []
+    groups: dict[str, dict] = {}
+    for tsv in sorted(path.rglob("*.tsv")):
+        try:
+            with tsv.open() as handle:
+                records = list(csv.DictReader(handle, delimiter="\t"))
+        except OSError as error:
+            notes.append(f"benchmark {tsv}: {error}")
+            continue
+        parts = tsv.relative_to(path).with_suffix("").parts
+        stage = "/".join(parts[:2]) + "/*" if len(parts) > 2 else "/".join(parts)
+        group = groups.setdefault(stage, {"jobs": 0, "seconds": [], "rss": []})
+        group["jobs"] += 1
+        group["seconds"] += [float(r["s"]) for r in records if r.get("s") not in (None, "", "NA")]
+        group["rss"] += [float(r["max_rss"]) for r in records if r.get("max_rss") not in (None, "", "NA", "-")]
+    return [{"stage": stage, "jobs": g["jobs"], "median_seconds": float(np.median(g["seconds"])) if g["seconds"] else None,
+             "total_seconds": float(np.sum(g["seconds"])) if g["seconds"] else None, "max_rss_mb": max(g["rss"]) if g["rss"] else None}
+            for stage, g in groups.items()]
+
+
+def data_reuse(table: RunsTable, manifest: dict, document: dict) -> dict | None:
+    """How often the grid's runs repeat the training clips, and whether their validation loss turns up.
+
+    Epochs = tokens / (tokens per clip x training clips in the manifest). A run's validation loss
+    *turns up* when its value at the last milestone exceeds its lowest earlier value by more than the
+    run-to-run noise (relative); the *pattern of memorising* is a rise while the training loss at the last
+    milestone is still below all its earlier values. Also the curves of the best completed grid run of the
+    largest fitting size.
+    """
+    train_clips = (manifest.get("counts") or {}).get("train_clips")
+    runs = table.completed(series=["grid"])
+    if not train_clips or runs.empty:
+        return None
+    sigma = (document["setup"].get("noise") or {}).get("relative_std") or 0.0
+    turned_up, memorising, largest_rise = [], [], 0.0
+    for run_id in runs.index:
+        _, validation = table.curve(run_id)
+        _, train = table.curve(run_id, "train_loss")
+        keep = np.isfinite(validation) & np.isfinite(train)
+        validation, train = validation[keep], train[keep]
+        if validation.size < 2:
+            continue
+        rise = float(validation[-1] / np.min(validation[:-1]) - 1)
+        largest_rise = max(largest_rise, rise)
+        if rise > sigma:
+            turned_up.append(run_id)
+            if train[-1] < np.min(train[:-1]):
+                memorising.append(run_id)
+    return {"train_clips": int(train_clips), "validation_clips": (manifest.get("counts") or {}).get("validation_clips"),
+            "max_epochs": float((runs["max_tokens"] / (runs["tokens_per_clip"] * train_clips)).max()), "runs": int(len(runs)),
+            "turned_up": turned_up, "memorising": memorising, "largest_rise": largest_rise, "noise_relative_std": sigma,
+            "curve": _best_run_curve(table, runs, document, train_clips)}
+
+
+def _best_run_curve(table: RunsTable, runs, document: dict, train_clips: int) -> dict | None:
+    sizes = [s["size"] for s in document["setup"]["fitting_sizes"] if (runs["size"] == s["size"]).any()]
+    if not sizes:
+        return None
+    largest = max(sizes, key=lambda name: float(runs[runs["size"] == name]["non_embedding_parameters"].max()))
+    candidates = runs[runs["size"] == largest]
+    final = {run_id: table.curve(run_id)[1][-1] for run_id in candidates.index}
+    best = min(final, key=lambda run_id: final[run_id] if np.isfinite(final[run_id]) else np.inf)
+    tokens, validation = table.curve(best)
+    _, train = table.curve(best, "train_loss")
+    per_clip = float(candidates.loc[best, "tokens_per_clip"])
+    return {"run_id": best, "points": [{"tokens": float(t), "epochs": float(t) / (per_clip * train_clips), "train_loss": float(tr),
+                                        "validation_loss": float(v)} for t, tr, v in zip(tokens, train, validation)]}

@@ -1,0 +1,57 @@
+"""The bootstrap resamples over the noise unit, the run: one set of draws shared by every law.
+
+A run's loss curve is one draw of the run-to-run noise (a seed gives the whole curve), so a resample
+scales each run's whole curve by ``1 + sigma z`` with ``z`` standard normal, one ``z`` per run and
+resample, and ``sigma`` the run-to-run relative standard deviation (from the noise-floor seeds, or
+the residuals of the loss law when there are none). Every law is refitted on the same resampled
+runs, so the precise and the conventional recipe are paired resample by resample; no design cell
+(size, batch size, learning rate) is ever left out or repeated, as resampling the runs themselves
+would do. Row 0 is the data as measured.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+
+SCHEME = ("each run's loss curve scaled by 1 + sigma z (z standard normal, one per run and resample; sigma: "
+          "setup.noise.relative_std), the same resampled runs for every law")
+
+
+@dataclass
+class RunNoise:
+    """Standard-normal draws ``(resamples, runs)`` for ``run_ids`` and the relative std that scales them."""
+
+    run_ids: list[str]
+    draws: np.ndarray
+    relative_std: float = 0.0
+
+    @classmethod
+    def draw(cls, run_ids: list[str], resamples: int, seed: int) -> "RunNoise":
+        rng = np.random.default_rng(seed)
+        return cls(list(run_ids), rng.standard_normal((resamples, len(run_ids))))
+
+    @property
+    def resamples(self) -> int:
+        return int(self.draws.shape[0])
+
+    def factors(self, run_ids: list[str]) -> np.ndarray:
+        """``(resamples + 1, len(run_ids))`` multipliers of each run's losses; row 0 is all ones."""
+        column = {run_id: i for i, run_id in enumerate(self.run_ids)}
+        try:
+            draws = self.draws[:, [column[run_id] for run_id in run_ids]]
+        except KeyError as error:
+            raise KeyError(f"run {error.args[0]!r} has no noise draws (not among the resampled runs)") from None
+        return np.concatenate([np.ones((1, len(run_ids))), 1 + self.relative_std * draws])
+
+    def losses(self, run_ids: list[str], losses: np.ndarray) -> np.ndarray:
+        """``losses`` ``(runs, budgets)`` as measured (row 0) and in every resample: ``(resamples + 1, runs, budgets)``."""
+        return self.factors(run_ids)[:, :, None] * np.asarray(losses, dtype=float)[None]
+
+    def mean_losses(self, run_ids: list[str], losses: np.ndarray) -> np.ndarray:
+        """Mean over runs (NaN ignored) of the resampled ``losses``: ``(resamples + 1, budgets)``."""
+        resampled = self.losses(run_ids, losses)
+        with np.errstate(invalid="ignore"):
+            counts = np.isfinite(resampled).sum(1)
+            return np.where(counts > 0, np.nansum(resampled, 1) / np.maximum(counts, 1), np.nan)

@@ -1,0 +1,296 @@
+"""The facts document and the reports rendered from it: the one verdict rule, each claim's test against an
+independent computation, the confidence level flowing from the fit config to every label and count, the
+scorecard's keys, and the shape rules the reports rely on (no typed numbers or verdict words outside their
+owners, short functions and modules, imports at the top, nothing of the pipeline but its formats)."""
+
+import ast
+import copy
+import json
+import re
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+import yaml
+from scipy import stats
+
+from analysis import claims, measurements, verdicts
+from analysis.blas import limit_openblas_threads
+from analysis.facts import CLAIMS
+from analysis.facts import main as facts_main
+from analysis.fit import main as fit_main
+from analysis.formatting import level, percent, percent_estimate
+from analysis.heldout import main as heldout_main
+from analysis.law_forms import LOSS_LAW
+from analysis.propose import main as propose_main
+from analysis.report import main as report_main
+from analysis.runs import RunsTable
+from analysis.sensitivity import noise_range_factor
+from analysis.synthetic_runs import SyntheticDesign, SyntheticTruth, synthetic_proposal_runs, synthetic_runs
+
+limit_openblas_threads()  # as the fitting commands do: one OpenBLAS thread
+
+ANALYSIS = Path(__file__).resolve().parent.parent / "analysis"
+TRUTH = SyntheticTruth()
+DESIGN = SyntheticDesign(heldout_sizes=["tiny-262k"])
+LEVEL = 0.9
+
+
+@pytest.fixture(scope="module")
+def results(tmp_path_factory):
+    """The analysis end to end at confidence level 0.9: fit, held-out proposal and its runs, facts, summary."""
+    folder = tmp_path_factory.mktemp("facts")
+    runs = folder / "runs.csv"
+    synthetic_runs(TRUTH, DESIGN, seed=3).to_csv(runs, index=False)
+    (folder / "fit.yaml").write_text(yaml.safe_dump({
+        "heldout_sizes": DESIGN.heldout_sizes, "conventional_cell": {"batch_clips": 16, "learning_rate": 2e-3},
+        "bootstrap_resamples": 40, "seed": 5, "confidence_level": LEVEL}))
+    laws = folder / "laws.json"
+    assert fit_main(["--runs", str(runs), "--config", str(folder / "fit.yaml"), "--out", str(laws), "--quiet"]) == 0
+    proposal = folder / "proposal.json"
+    assert propose_main(["--laws", str(laws), "--size", "tiny-262k", "--tokens", str(2**24), "--batch-clips", "8", "16", "32",
+                         "--learning-rates", "5e-4,1e-3,2e-3,4e-3", "--out", str(proposal)]) == 0
+    table = pd.concat([pd.read_csv(runs), synthetic_proposal_runs(json.loads(proposal.read_text()), TRUTH, DESIGN)])
+    table.to_csv(folder / "runs_all.csv", index=False)
+    heldout = folder / "heldout.json"
+    assert heldout_main(["--runs", str(folder / "runs_all.csv"), "--laws", str(laws), "--proposal", str(proposal),
+                         "--out", str(heldout)]) == 0
+    facts, card, summary = folder / "facts.json", folder / "scorecard.json", folder / "summary.md"
+    assert facts_main(["--laws", str(laws), "--runs", str(runs), "--heldout", str(heldout), "--out", str(facts),
+                       "--scorecard", str(card)]) == 0
+    assert report_main(["--facts", str(facts), "--summary", str(summary), "--findings", str(folder / "FINDINGS.md")]) == 0
+    return {"laws": json.loads(laws.read_text()), "heldout": json.loads(heldout.read_text()), "facts": json.loads(facts.read_text()),
+            "scorecard": json.loads(card.read_text()), "summary": summary.read_text(), "findings": (folder / "FINDINGS.md").read_text()}
+
+
+def claim_line(text: str, number: str) -> str:
+    return next(line for line in text.splitlines() if line.startswith(f"- **Claim {number},"))
+
+
+# ---------------------------------------------------------------------------------------------- the rule
+def test_the_verdict_rule():
+    assert verdicts.from_interval([0.1, 0.3]) == verdicts.SUPPORTED
+    assert verdicts.from_interval([-0.3, -0.1]) == verdicts.CONTRADICTED
+    assert verdicts.from_interval([-0.1, 0.3]) == verdicts.INCONCLUSIVE
+    assert verdicts.from_interval([0.3, 0.6], reference=0.25) == verdicts.SUPPORTED  # a rate against its chance rate
+    assert verdicts.from_interval([None, 0.3]) == verdicts.INCONCLUSIVE  # an open end reaches past the reference
+    assert verdicts.from_interval(None) == verdicts.NOT_TESTED
+    assert verdicts.flipped([-0.3, None]) == [None, 0.3]
+    assert verdicts.all_of([verdicts.SUPPORTED, verdicts.SUPPORTED]) == verdicts.SUPPORTED
+    assert verdicts.all_of([verdicts.SUPPORTED, verdicts.INCONCLUSIVE]) == verdicts.INCONCLUSIVE
+    assert verdicts.all_of([verdicts.NOT_TESTED, verdicts.CONTRADICTED]) == verdicts.CONTRADICTED
+    assert verdicts.all_of([verdicts.NOT_TESTED, verdicts.SUPPORTED]) == verdicts.NOT_TESTED
+
+
+def test_every_claim_has_one_verdict_of_the_rule(results):
+    facts = results["facts"]
+    assert set(facts["verdicts"]) == set(CLAIMS) and set(facts["verdicts"].values()) <= set(verdicts.VERDICTS)
+    for name in CLAIMS:
+        claim = facts["claims"][name]
+        if claim["tests"]:
+            assert claim["verdict"] == verdicts.all_of(verdicts.from_interval(t["interval"], t["reference"]) for t in claim["tests"])
+        else:
+            assert claim["verdict"] == verdicts.NOT_TESTED and claim["reason"]
+    assert results["scorecard"]["verdicts"] == facts["verdicts"]
+
+
+# ---------------------------------------------------------------------------------------------- level 0.9
+def test_the_configured_confidence_level_reaches_every_interval_and_label(results):
+    laws, text = results["laws"], results["summary"]
+    samples = np.array(laws["laws"]["loss_optimal"]["bootstrap"]["samples"])
+    low, high = np.percentile(samples[:, LOSS_LAW.parameter_names.index("alpha")], [5, 95])  # a 90% percentile interval
+    assert laws["laws"]["loss_optimal"]["intervals"]["alpha"] == pytest.approx([low, high])
+    row = next(line for line in text.splitlines() if line.startswith("| L(N, T): T exponent alpha |"))
+    assert f"[{low:.3g}, {high:.3g}]" in row
+    assert "ours [90% interval]" in text and "90% prediction interval" in text and "Intervals are 90% bootstrap" in text
+    assert "95%" not in text and "95%" not in results["findings"]
+
+
+def test_claim_four_counts_misses_at_the_configured_level(results):
+    laws, heldout, text = results["laws"], results["heldout"], results["summary"]
+    covered = [r["covered"] for r in laws["heldout"]["loss"]] + [
+        g["covered"] for g in heldout["groups"] if g["kind"] == "compute_optimal" and g["status"] == "evaluated"]
+    misses, points = sum(not c for c in covered), len(covered)
+    chance = int(stats.binom.ppf(0.99, points, 1 - LEVEL))  # misses chance explains in 99% of cases at 90% intervals
+    assert chance != int(stats.binom.ppf(0.99, points, 0.05))  # the count depends on the level
+    line = claim_line(text, "4")
+    assert f"{misses} of {points} points lie outside their 90% prediction intervals" in line
+    assert f"where chance explains up to {chance} (the 99% binomial quantile at 90%)" in line
+    errors = np.array([r["relative_error"] for r in laws["heldout"]["loss"]] + [
+        g["relative_error"] for g in heldout["groups"] if g["kind"] == "compute_optimal" and g["status"] == "evaluated"])
+    half = stats.t.ppf(0.95, errors.size - 1) * errors.std(ddof=1) / np.sqrt(errors.size)  # the 90% t interval of the mean
+    claim = results["facts"]["claims"]["claim_4"]
+    assert claim["mean_relative_error_interval"] == pytest.approx([errors.mean() - half, errors.mean() + half])
+
+
+# ---------------------------------------------------------------------------------------------- claims
+def test_claim_3c_follows_the_paired_interval_and_counts_dropped_resamples(results):
+    document = copy.deepcopy(results["laws"])
+
+    def verdict(interval, dropped=0, bounded=None):
+        document["comparison"]["model_size_reduction"] = {"value": 0.1, "interval": interval, "dropped": dropped,
+                                                          "interval_with_dropped": bounded}
+        return claims.recipe_comparison(document)["verdict"]
+
+    assert verdict([0.05, 0.3]) == verdicts.SUPPORTED
+    assert verdict([-0.3, -0.05]) == verdicts.CONTRADICTED
+    assert verdict([-0.05, 0.3]) == verdicts.INCONCLUSIVE
+    assert verdict([0.05, 0.3], dropped=4, bounded=[-0.01, 0.4]) == verdicts.INCONCLUSIVE  # dropped resamples widen it
+    assert verdict(None) == verdicts.NOT_TESTED
+    comparison = results["laws"]["comparison"]
+    paired = comparison["paired_resamples"] + comparison["dropped_resamples"]
+    assert paired == results["laws"]["setup"]["bootstrap"]["resamples"]
+
+
+def test_claim_3c_curves_cover_every_common_cell_from_the_smallest_run_to_100x_the_largest(results):
+    curves, laws = results["laws"]["recipe_curves"], results["laws"]
+    cells = {(c["batch_clips"], c["learning_rate"]) for c in curves["cells"]}
+    assert cells == {(b, lr) for b in DESIGN.batch_clips for lr in DESIGN.learning_rates}
+    assert [c for c in curves["cells"] if c["conventional"]] == [c for c in curves["cells"] if (c["batch_clips"], c["learning_rate"]) == (16, 2e-3)]
+    run_flops = [o["flops"] for o in laws["optima"]]
+    assert curves["flops"][0] == pytest.approx(min(run_flops)) and curves["flops"][-1] == pytest.approx(100 * max(run_flops))
+    for cell in curves["cells"]:
+        for point in cell["points"]:
+            n_p, n_c = point["parameters_precise"], point["parameters_conventional"]
+            assert point["model_size_reduction"]["value"] == pytest.approx(1 - n_p / n_c)
+
+
+def test_hyperparameter_laws_with_optima_mostly_on_the_edge_are_untested(results):
+    document = results["laws"]
+    assert claims.hyperparameter_law(document, "batch_size", 0.6)["verdict"] == verdicts.NOT_TESTED
+    tested = claims.hyperparameter_law(document, "learning_rate", 0.2)
+    signs = {"b": np.sign(-0.0453), "c": np.sign(-0.1619)}  # the paper's LR exponents are negative
+    for test, key in zip(tested["tests"], ("b", "c")):
+        low, high = test["exponent_interval"]
+        assert test["verdict"] == verdicts.from_interval(sorted([signs[key] * low, signs[key] * high]))
+
+
+def test_claim_3b_compares_the_predicted_cell_with_its_best_neighbour_within_the_noise(results):
+    group = next(g for g in results["heldout"]["groups"] if g["kind"] == "hyperparameters")
+    sigma = results["laws"]["setup"]["noise"]["relative_std"]
+    predicted = group["predicted_cell"]
+    per_clip = results["laws"]["setup"]["context_tokens"]
+    others = [c["loss"] for c in group["cells"] if not (np.isclose(c["batch_clips"] * per_clip, predicted["batch_tokens"])
+                                                       and np.isclose(c["learning_rate"], predicted["learning_rate"]))]
+    margin = min(others) / predicted["measured_loss"] - 1
+    half = stats.norm.ppf(0.5 + LEVEL / 2) * np.sqrt(2) * sigma
+    test = results["facts"]["claims"]["claim_3b"]["tests"][0]
+    assert test["value"] == pytest.approx(margin) and test["interval"] == pytest.approx([margin - half, margin + half])
+
+
+def test_claim_1_is_untested_on_a_degenerate_law(results):
+    document = copy.deepcopy(results["laws"])
+    document["laws"]["loss_optimal"]["fit"]["on_bound"] = ["L_inf"]
+    assert claims.loss_law(document, 0.01)["verdict"] == verdicts.NOT_TESTED
+    fitted = claims.loss_law(results["laws"], 0.01)
+    l_inf = results["laws"]["laws"]["loss_optimal"]["intervals"]["L_inf"]
+    assert fitted["l_inf"]["excludes_zero"] == (l_inf[0] > 0) and not fitted["l_inf"]["on_bound"]
+
+
+def test_sensitivity_matches_the_grid_and_the_studentized_range(results):
+    laws, sens = results["laws"], results["facts"]["sensitivity"]
+    grid = next(g for g in laws["grids"] if g["role"] == "fitting")
+    column = np.array([row[0] for row in grid["losses"]], dtype=float)
+    pair = next(p for p in sens["pairs"] if p["size"] == grid["size"] and p["tokens"] == laws["setup"]["budgets_tokens"][0])
+    assert pair["whole"]["spread"] == pytest.approx(column.max() / column.min() - 1)
+    dof = sens["noise_degrees_of_freedom"]
+    q = stats.studentized_range.ppf(LEVEL, column.size, dof)
+    assert noise_range_factor(column.size, dof, LEVEL) == pytest.approx(q)
+    sigma = laws["setup"]["noise"]["relative_std"]
+    assert pair["whole"]["interval"] == pytest.approx([pair["whole"]["spread"] - q * sigma, pair["whole"]["spread"] + q * sigma])
+    assert noise_range_factor(6, None, 0.95) == pytest.approx(4.03, abs=0.01)  # range of 6 normal draws, 95%
+    assert noise_range_factor(6, 3, 0.95) > noise_range_factor(6, 30, 0.95) > noise_range_factor(6, None, 0.95)
+
+
+# ---------------------------------------------------------------------------------------------- scorecard
+def test_scorecard_sections_and_keys(results):
+    card = results["scorecard"]
+    assert {"performance", "design", "loss_law", "heldout", "empirical_nopt_fitted", "claim_3c", "verdicts"} <= set(card)
+    assert set(card["design"]) == {"fitting_sizes", "n_span", "t_span_min", "b_edge_fraction", "lr_edge_fraction", "noise_relative_std"}
+    assert set(card["loss_law"]) == {"l_inf", "l_inf_low", "l_inf_high", "on_bound"}
+    assert set(card["heldout"]) == {"sizes", "mean_abs_error", "covered", "points"}
+    assert {"points", "verdict", "cell"} <= set(card["claim_3c"])
+    optima = results["laws"]["optima"]
+    assert card["design"]["b_edge_fraction"] == pytest.approx(sum(not o["interior_batch"] for o in optima) / len(optima))
+    assert card["design"]["n_span"] == pytest.approx(max(s["parameters"] for s in results["laws"]["setup"]["fitting_sizes"])
+                                                     / min(s["parameters"] for s in results["laws"]["setup"]["fitting_sizes"]))
+    performance = {"grid_model_flops": 2e12, "grid_job_seconds": 100.0, "matmul_flops_per_s": 1e11, "grid_fraction_of_matmul": 0.2,
+                   "members_per_job": 4.0, "jobs": 6}
+    assert set(measurements.performance(performance)) >= {"grid_model_flops", "grid_job_seconds", "matmul_flops_per_s",
+                                                          "grid_fraction_of_matmul", "members_per_job"}
+
+
+def test_caption_match_rates_are_judged_against_chance():
+    match = {"confidence_level": 0.95, "samples": {"colour_present": {"rate": 0.5, "interval": [0.4, 0.6], "chance": 0.25, "count": 32, "of": 64},
+                                                   "direction": {"rate": 0.3, "interval": [0.15, 0.45], "chance": 0.25, "count": 6, "of": 20}}}
+    rates = measurements.captions(None, match, None)["match"]["rates"]
+    assert rates["colour_present"]["verdict"] == verdicts.SUPPORTED and rates["direction"]["verdict"] == verdicts.INCONCLUSIVE
+    gain = measurements.captions({"differences": {"null_minus_captions": {"mean": 0.002, "relative": 0.01}}}, None, {"relative_std": 0.001})
+    assert gain["gain"]["multiple"] == pytest.approx(10.0) and gain["gain"]["meets_target"]
+
+
+def test_data_reuse_counts_epochs_and_tells_memorising_from_instability(results):
+    design = SyntheticDesign(fitting_sizes=["tiny-8k", "tiny-18k"], heldout_sizes=[], noise_size="tiny-8k", include_failures=False,
+                             milestones_tokens=[2**18, 2**19, 2**20])
+    frame = synthetic_runs(TRUTH, design, seed=1)
+    grid = frame[frame["series"] == "grid"]
+    memorising, unstable = grid["run_id"].unique()[:2]
+    last = frame["tokens"] == 2**20
+    frame.loc[(frame["run_id"] == memorising) & last, "validation_loss"] *= 1.2  # validation up, training still falling
+    frame.loc[frame["run_id"] == memorising, "train_loss"] = frame.loc[frame["run_id"] == memorising, "tokens"].map(
+        {2**18: 0.5, 2**19: 0.4, 2**20: 0.3})
+    frame.loc[(frame["run_id"] == unstable) & last, ["validation_loss", "train_loss"]] *= 3.0  # both jump
+    document = {"setup": {"fitting_sizes": [{"size": s} for s in design.fitting_sizes], "noise": {"relative_std": 0.01}}}
+    reuse = measurements.data_reuse(RunsTable.from_frame(frame), {"counts": {"train_clips": 1000, "validation_clips": 50}}, document)
+    assert reuse["max_epochs"] == pytest.approx(2**20 / (design.tokens_per_clip * 1000))
+    assert set(reuse["turned_up"]) == {memorising, unstable} and reuse["memorising"] == [memorising]
+    assert reuse["largest_rise"] == pytest.approx(2.0, rel=0.2) and reuse["runs"] == grid["run_id"].nunique()
+    assert "tiny-18k" in reuse["curve"]["run_id"] and [p["tokens"] for p in reuse["curve"]["points"]] == [2**18, 2**19, 2**20]
+
+
+def test_formatting():
+    assert percent(-0.0208) == "-2.1%" and percent(-0.0001) == "0.0%" and percent(0.0568, 2, signed=True) == "+5.68%"
+    assert percent_estimate({"value": -0.0208, "interval": [-0.046, 0.081]}) == "-2.1% [-4.6%, 8.1%]"
+    assert percent_estimate({"value": -0.0208, "interval": None}) == "-2.1% (no interval)"
+    assert percent_estimate({"value": 0.1, "interval": [None, 0.2]}) == "10.0% [-inf, 20.0%]"
+    assert level(0.9) == "90%" and level(0.975) == "97.5%"
+
+
+def test_rendered_reports_have_no_missing_values(results):
+    for text in (results["summary"], results["findings"]):
+        assert "%%" not in text and "nan" not in text.lower() and not re.search(r"\bNone\b(?! that)", text)
+
+
+# ---------------------------------------------------------------------------------------------- shape
+def analysis_sources():
+    return sorted(ANALYSIS.rglob("*.py")) + sorted(ANALYSIS.rglob("*.j2"))
+
+
+def test_verdict_words_live_only_in_the_verdict_rule():
+    for path in analysis_sources():
+        if path.name == "verdicts.py":
+            continue
+        for word in verdicts.VERDICTS:
+            assert not re.search(rf"\b{word}\b", path.read_text()), f"{path.name} types the verdict {word!r}"
+
+
+def test_published_numbers_are_typed_only_in_the_paper_module():
+    for path in analysis_sources():
+        if path.name != "paper.py":
+            for literal in ("0.4778", "3.3e9", "3.7e9", "39.7%", "39.9%", "0.03%", "0.15%"):
+                assert literal not in path.read_text(), f"{path.name} types {literal}"
+
+
+def test_functions_modules_and_imports_are_short_and_at_the_top():
+    for path in sorted(ANALYSIS.rglob("*.py")):
+        text = path.read_text()
+        assert text.count("\n") <= 500, f"{path.name}: {text.count(chr(10))} lines"
+        tree = ast.parse(text)
+        for node in ast.walk(tree):
+            if isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef)):
+                assert node.end_lineno - node.lineno < 80, f"{path.name}: {node.name} is {node.end_lineno - node.lineno + 1} lines"
+                inner = [n for n in ast.walk(node) if isinstance(n, (ast.Import, ast.ImportFrom))]
+                assert not inner, f"{path.name}: {node.name} imports inside a function"
+            if isinstance(node, ast.ImportFrom) and node.module and node.module.startswith("pipeline"):
+                assert node.module == "pipeline.formats", f"{path.name} imports {node.module}"
