@@ -38,4 +38,5 @@ rule all:
         f"{RESULTS}/evaluation/caption_match.json",
         f"{RESULTS}/samples/index.json",
         f"{RESULTS}/summary.md",
+        f"{RESULTS}/scorecard.json",
     default_target: True

@@ -2,7 +2,7 @@
 
 ``python -m analysis.facts --laws results/laws.json --out results/facts.json --scorecard results/scorecard.json
 [--runs results/runs.csv] [--heldout results/heldout.json] [--protocol-spread FILE] [--caption-conditioning FILE]
-[--caption-match FILE] [--performance FILE] [--manifest FILE] [--benchmarks DIR] [--validation-weights ema|raw]``
+[--caption-match FILE] [--performance FILE] [--manifest FILE] [--benchmarks DIR]``
 
 ``facts.json`` top-level keys: ``schema``, ``provenance``, ``sources``, ``confidence_level``, ``verdict_rule``,
 ``paper`` (the published numbers the reports set beside ours), ``design``, ``noise``, ``claims`` (per claim:
@@ -28,7 +28,6 @@ from pathlib import Path
 import numpy as np
 
 from dit.atomic import atomic_write_json
-from dit.config import ValidationSection
 from dit.provenance import provenance
 
 from analysis import claims, measurements, paper
@@ -50,7 +49,7 @@ INPUTS = {"heldout": "held-out evaluation", "protocol_spread": "validation-proto
 
 
 def build_facts(document: dict, inputs: dict, table=None, benchmarks: str | None = None,
-                validation_weights: str = ValidationSection().weights, notes: list[str] | None = None) -> dict:
+                notes: list[str] | None = None) -> dict:
     """The facts document from the laws document and the other inputs (``inputs``: name -> parsed JSON or None)."""
     notes = list(notes or [])
     level = float(document["config"]["confidence_level"])
@@ -58,6 +57,7 @@ def build_facts(document: dict, inputs: dict, table=None, benchmarks: str | None
     sens = sensitivity(document, level)
     design = measurements.design(document)
     heldout = measurements.heldout(document, inputs.get("heldout"), level)
+    validation_weights = validation_weights_of(table)
     facts = {
         "schema": SCHEMA, "confidence_level": level, "verdict_rule": RULE, "paper": published_numbers(),
         "design": design,
@@ -226,6 +226,13 @@ def _read_json(path: str | None, label: str, notes: list[str]) -> dict | None:
         return None
 
 
+def validation_weights_of(table) -> str:
+    """Which weights the runs' validation losses are of (``ema`` or ``raw``), as the runs table records it."""
+    if table is None or "validation_weights" not in table.rows.columns:
+        return "not recorded"
+    return ", ".join(sorted(set(table.rows["validation_weights"].astype(str))))
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m analysis.facts", description=__doc__.split("\n\n")[0])
     parser.add_argument("--laws", required=True, help="laws.json from analysis.fit")
@@ -235,8 +242,6 @@ def main(argv: list[str] | None = None) -> int:
     for name, label in INPUTS.items():
         parser.add_argument(f"--{name.replace('_', '-')}", help=f"{label} JSON")
     parser.add_argument("--benchmarks", help="folder of Snakemake benchmark TSV files")
-    parser.add_argument("--validation-weights", choices=("ema", "raw"), default=ValidationSection().weights,
-                        help="the weights the validation loss was measured with (default: dit.config's)")
     args = parser.parse_args(argv)
     notes: list[str] = []
     try:
@@ -251,7 +256,7 @@ def main(argv: list[str] | None = None) -> int:
             table = load_runs(args.runs)
         except RunsTableError as error:
             notes.append(f"runs table: {error}")
-    facts = build_facts(document, inputs, table, args.benchmarks, args.validation_weights, notes)
+    facts = build_facts(document, inputs, table, args.benchmarks, notes)
     sources = {"laws": args.laws, "runs": args.runs, "benchmarks": args.benchmarks,
                **{name: getattr(args, name) for name in INPUTS}}
     facts["sources"] = {"paths": sources, "laws_provenance": {k: document.get("provenance", {}).get(k) for k in ("code_version", "config")}}

@@ -48,6 +48,7 @@ COLUMNS: dict[str, str] = {
     "batch_tokens": "int",
     "learning_rate": "float",
     "seed": "int",
+    "validation_weights": "text",
     "step": "int",
     "tokens": "int",
     "flops": "float",

@@ -90,7 +90,7 @@ def _run_rows(truth, design, rng, run_id, series, size_name, batch_clips, learni
                 "run_id": run_id, "series": series, "status": status, "status_reason": reason, "size": size_name,
                 "non_embedding_parameters": n, "width": size.width, "depth": size.depth, "heads": size.heads,
                 "tokens_per_clip": design.tokens_per_clip, "batch_clips": batch_clips, "batch_tokens": batch_tokens,
-                "learning_rate": learning_rate, "seed": seed, "step": step, "tokens": tokens,
+                "learning_rate": learning_rate, "seed": seed, "validation_weights": "ema", "step": step, "tokens": tokens,
                 "flops": training_flops(tokens, size.width, size.depth, design.tokens_per_clip, "paper"),
                 "flops_6n": training_flops(tokens, size.width, size.depth, design.tokens_per_clip, "6n"),
                 "train_loss": float(loss) * 1.02, "validation_loss": float(loss),

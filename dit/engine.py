@@ -34,7 +34,7 @@ from pathlib import Path
 import torch
 import yaml
 
-from dit.atomic import atomic_path, atomic_write_json, atomic_write_text
+from dit.atomic import atomic_path, atomic_write_text
 from dit.config import ConfigError, TrainConfig
 from dit.data.loader import ClipLoader, ShardDataset, limit_clips
 from dit.diffusion import NoiseSchedule, ensemble_validation_loss, validation_timesteps
@@ -46,7 +46,7 @@ from dit.member_training import MemberAdamW, MemberParameters, accumulate_gradie
 from dit.model import VideoDiT, VideoDiTConfig
 from dit.progress import PreemptionFlag, Progress
 from dit.seeds import stable_seed
-from dit.job_folder import CHECKPOINT_FORMAT, CHECKPOINT_NAME, JOB_FILE, CheckpointError, read_checkpoint
+from dit.job_folder import CHECKPOINT_FORMAT, CHECKPOINT_NAME, CheckpointError, read_checkpoint, write_job_record
 from dit.run_folder import save_model, write_metrics, write_run_summary
 from dit.sizes import get_size
 
@@ -441,13 +441,9 @@ class EnsembleTrainer:
 
     def _write_job_file(self) -> None:
         if self.context.is_main:
-            atomic_write_json(self.job_dir / JOB_FILE, {
-                "members": [{"run_id": m.run_id, "run_dir": str(m.out_dir), "status": m.status} for m in self.members],
-                "steps": self.step,
-                "wall_time_s": self.wall_time_s,
-                "model_config": self.model_config.to_dict(),
-                "model_flops": self.model_flops(),
-            })
+            members = [{"run_id": m.run_id, "run_dir": str(m.out_dir), "status": m.status} for m in self.members]
+            write_job_record(self.job_dir, members, self.step, self.wall_time_s, self.model_flops(),
+                             self.model_config.to_dict())
 
     def model_flops(self) -> dict[str, float]:
         """Matrix-product FLOPs this job computed (``dit.flops``' term-by-term count), all members included.

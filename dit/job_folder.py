@@ -17,6 +17,8 @@ from pathlib import Path
 
 import torch
 
+from dit.atomic import atomic_write_json
+
 CHECKPOINT_NAME = "latest.pt"
 CHECKPOINT_FORMAT = 2
 JOB_FILE = "job.json"
@@ -40,3 +42,15 @@ def read_checkpoint(path: Path) -> dict:
         raise CheckpointError(f"{path} is a checkpoint of format {state.get('format', 1)}, this dit.train writes "
                               f"format {CHECKPOINT_FORMAT}; it is left in place: move it away to restart the run")
     return state
+
+
+def write_job_record(job_dir: Path, members: list[dict], steps: int, wall_time_s: float, model_flops: dict,
+                     model_config: dict | None = None, note: str | None = None) -> None:
+    """Write ``job.json`` atomically: the runs (``run_id``, ``run_dir``, ``status``), the steps taken, the
+    seconds trained and the model FLOPs computed (``training``, ``validation``, ``total``)."""
+    record = {"members": members, "steps": steps, "wall_time_s": wall_time_s, "model_flops": model_flops,
+              "model_config": model_config}
+    if note:
+        record["note"] = note
+    atomic_write_json(Path(job_dir) / JOB_FILE, record)
+

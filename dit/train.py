@@ -31,7 +31,7 @@ from pathlib import Path
 from dit.atomic import atomic_write_json
 from dit.config import ConfigError, TrainConfig, check_ensemble, load_config, load_ensemble, resumable_config_hash
 from dit.engine import EnsembleTrainer, Member
-from dit.job_folder import CHECKPOINT_NAME, CheckpointError, read_checkpoint
+from dit.job_folder import CHECKPOINT_NAME, JOB_FILE, CheckpointError, read_checkpoint, write_job_record
 from dit.provenance import provenance
 from dit.run_folder import is_finished
 
@@ -52,6 +52,10 @@ def train_ensemble(members: list[tuple[TrainConfig, Path]], job_dir: Path) -> li
     if all(finished):
         for member, status in zip(configured, finished):
             print(f"{member.out_dir}: already {status}; nothing to do", file=sys.stderr)
+        if not (Path(job_dir) / JOB_FILE).exists():  # the job's record, so that a rerun of the job completes
+            members = [{"run_id": m.run_id, "run_dir": str(m.out_dir), "status": s} for m, s in zip(configured, finished)]
+            write_job_record(Path(job_dir), members, 0, 0.0, {"training": 0.0, "validation": 0.0, "total": 0.0},
+                             note="every run had finished already; this job trained nothing")
         return list(finished)
     try:
         planned = plan_members(configured, finished, Path(job_dir))

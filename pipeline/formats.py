@@ -6,7 +6,7 @@ This module imports nothing of the project: ``analysis`` reads these formats and
 milestone reached). Columns, units in brackets: ``RUN_COLUMNS`` describe the run and repeat on each of its
 rows: run_id, series (``SERIES``), status, status_reason, size, non_embedding_parameters [parameters],
 width, depth, heads, tokens_per_clip [tokens], batch_clips [clips], batch_tokens [tokens], learning_rate,
-seed; ``MILESTONE_COLUMNS`` per milestone: step, milestone_tokens [tokens], tokens [tokens seen], flops
+seed, validation_weights (which weights "the loss" is of: ema or raw); ``MILESTONE_COLUMNS`` per milestone: step, milestone_tokens [tokens], tokens [tokens seen], flops
 [paper C_token x tokens, FLOPs], flops_6n [FLOPs], train_loss, validation_loss, wall_time_s [seconds].
 A run that reached no milestone has one row with empty losses.
 
@@ -24,7 +24,7 @@ SERIES = ("grid", "conventional", "noise", "heldout", "compute_optimal")
 
 RUN_COLUMNS = (
     "run_id", "series", "status", "status_reason", "size", "non_embedding_parameters", "width", "depth", "heads",
-    "tokens_per_clip", "batch_clips", "batch_tokens", "learning_rate", "seed",
+    "tokens_per_clip", "batch_clips", "batch_tokens", "learning_rate", "seed", "validation_weights",
 )
 MILESTONE_COLUMNS = ("step", "milestone_tokens", "tokens", "flops", "flops_6n", "train_loss", "validation_loss",
                      "wall_time_s")

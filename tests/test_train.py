@@ -80,6 +80,20 @@ def test_rerun_of_a_completed_run_does_nothing(prepared_data, tiny_run, tmp_path
     assert (run / "summary.json").stat().st_mtime_ns == mtime
 
 
+def test_a_rerun_job_whose_runs_had_finished_still_writes_its_record(prepared_data, tiny_run, tmp_path, capsys):
+    """Snakemake can rerun a job whose runs all finished (a changed parameter): the job trains nothing and
+    still leaves its job.json, the rule's output, saying so."""
+    run = copy_run(tiny_run, tmp_path / "run")
+    (run / "job.json").unlink()
+    metrics = (run / "metrics.csv").read_text()
+    assert train_in_process(tiny_run_config(prepared_data), run) == 0
+    assert "already completed" in capsys.readouterr().err
+    record = json.loads((run / "job.json").read_text())
+    assert record["members"] == [{"run_id": "run", "run_dir": str(run), "status": "completed"}]
+    assert record["model_flops"]["total"] == 0 and "trained nothing" in record["note"]
+    assert (run / "metrics.csv").read_text() == metrics
+
+
 def _milestone_rows(out: Path) -> int:
     try:
         return max(len((out / "metrics.csv").read_text().splitlines()) - 1, 0)

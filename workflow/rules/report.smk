@@ -2,9 +2,6 @@
 # once by analysis.facts), then the tables, the findings on the paper's open questions and the summary,
 # each rendered from it. `snakemake --report results/report.html` then bundles them.
 
-VALIDATION_WEIGHTS = config["training"]["validation"].get("weights")
-
-
 rule facts:
     input:
         laws=f"{RESULTS}/laws.json",
@@ -22,7 +19,6 @@ rule facts:
         f"{LOGS}/facts.log",
     params:
         benchmarks=BENCHMARKS,
-        weights=f"--validation-weights {VALIDATION_WEIGHTS}" if VALIDATION_WEIGHTS else "",
     localrule: True
     conda:
         CONDA_ENV
@@ -30,7 +26,7 @@ rule facts:
         "python -m analysis.facts --laws {input.laws} --runs {input.runs} --heldout {input.heldout}"
         " --protocol-spread {input.spread} --caption-conditioning {input.captions} --caption-match {input.caption_match}"
         " --performance {input.performance} --manifest {input.prepared}/manifest.json --benchmarks {params.benchmarks}"
-        " {params.weights} --out {output.facts} --scorecard {output.scorecard} > {log} 2>&1"
+        " --out {output.facts} --scorecard {output.scorecard} > {log} 2>&1"
 
 
 rule tables:
