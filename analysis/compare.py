@@ -14,6 +14,8 @@ reruns with each other). Three things are compared, each against what noise allo
   whether each value lies inside the other folder's interval.
 * **Verdicts** (``scorecard.json`` ``verdicts``, where present): one per claim, equal or changed.
 
+Finally, whether ``runs.csv`` and ``laws.json`` are identical apart from clock readings (the same cells
+as written, the same JSON content): what a rerun of the same command on the same machine must give.
 Clock readings (``dit.provenance.VOLATILE_KEYS``) are never compared. Exit status 0 when nothing
 differs beyond noise and no verdict changed, 1 otherwise, 2 for unreadable input.
 """
@@ -21,6 +23,7 @@ differs beyond noise and no verdict changed, 1 otherwise, 2 for unreadable input
 from __future__ import annotations
 
 import argparse
+import csv
 import json
 import math
 import sys
@@ -31,6 +34,7 @@ import pandas as pd
 from scipy import stats
 
 from dit.atomic import atomic_write_json
+from dit.provenance import VOLATILE_KEYS, without_volatile
 
 DEFAULT_CONFIDENCE = 0.95
 LOSS_COLUMNS = ("train_loss", "validation_loss")
@@ -72,6 +76,8 @@ class Comparison:
     runs: list[RunDifference] = field(default_factory=list)
     parameters: list[ParameterDifference] = field(default_factory=list)
     verdicts: dict[str, list[str | None]] = field(default_factory=dict)
+    #: file -> whether the two folders' copies are identical apart from clock readings
+    identical_files: dict[str, bool] = field(default_factory=dict)
 
     def counts(self) -> dict[str, int]:
         counts: dict[str, int] = {}
@@ -211,7 +217,24 @@ def compare_folders(folder_a: str | Path, folder_b: str | Path) -> Comparison:
     comparison.runs = compare_runs(_read_runs(folder_a), _read_runs(folder_b), tolerance)
     comparison.parameters = compare_laws(laws_a, laws_b)
     comparison.verdicts = compare_verdicts(folder_a, folder_b)
+    comparison.identical_files = {
+        "runs.csv": _table_text(folder_a / "runs.csv") == _table_text(folder_b / "runs.csv"),
+        "laws.json": _canonical(laws_a) == _canonical(laws_b),
+    }
     return comparison
+
+
+def _table_text(path: Path) -> list[list[str]]:
+    """The CSV's cells as written, without the columns that hold clock readings (``VOLATILE_KEYS``)."""
+    with open(path, newline="") as handle:
+        rows = list(csv.reader(handle))
+    keep = [i for i, name in enumerate(rows[0]) if name not in VOLATILE_KEYS] if rows else []
+    return [[row[i] for i in keep] for row in rows]
+
+
+def _canonical(document: dict) -> str:
+    """The JSON document without clock readings, with sorted keys: equal text means equal content."""
+    return json.dumps(without_volatile(document), sort_keys=True)
 
 
 def render(comparison: Comparison, limit: int = 20) -> str:
@@ -243,6 +266,8 @@ def render(comparison: Comparison, limit: int = 20) -> str:
         lines.append("verdicts: neither folder has scorecard.json")
     for claim, (a, b) in c.verdicts.items():
         lines.append(f"verdict {claim}: {a} -> {b}" if a != b else f"verdict {claim}: {a} (same)")
+    for name, same in c.identical_files.items():
+        lines.append(f"{name} identical apart from clock readings: {'yes' if same else 'no'}")
     lines.append("agree within noise: " + ("yes" if c.agrees else "no"))
     return "\n".join(lines)
 

@@ -74,6 +74,20 @@ def test_law_parameters_and_verdicts_are_compared(pair):
     assert not comparison.agrees
 
 
+def test_files_identical_apart_from_clock_readings(pair, tmp_path):
+    a, b, _ = pair
+    copy = tmp_path / "copy"
+    shutil.copytree(a, copy)
+    runs = pd.read_csv(copy / "runs.csv", dtype=str, keep_default_na=False)
+    runs["wall_time_s"] = "1.5"  # a clock reading: allowed to differ
+    runs.to_csv(copy / "runs.csv", index=False)
+    laws = json.loads((copy / "laws.json").read_text())
+    laws["provenance"]["created_utc"] = "2030-01-01T00:00:00+00:00"
+    (copy / "laws.json").write_text(json.dumps(laws))
+    assert compare_folders(a, copy).identical_files == {"runs.csv": True, "laws.json": True}
+    assert compare_folders(a, b).identical_files == {"runs.csv": False, "laws.json": False}
+
+
 def test_command_line_exit_status_and_json(pair, tmp_path, capsys):
     a, b, known = pair
     assert main([str(a), str(a)]) == 0
