@@ -297,7 +297,7 @@ class RunsTable:
     def _runs(self) -> pd.DataFrame:
         grouped = self.rows.groupby("run_id", sort=False)
         frame = grouped[list(RUN_COLUMNS)].first()
-        # a run that reached no milestone has one placeholder row (tokens 0 from dit.runs, or empty)
+        # a run that reached no milestone has one placeholder row (tokens 0 from dit.run_folder, or empty)
         frame["milestones"] = (self.rows["tokens"] > 0).groupby(self.rows["run_id"], sort=False).sum()
         frame["max_tokens"] = grouped["tokens"].max()
         return frame

@@ -81,6 +81,8 @@ def default_shapes() -> list[AttentionShape]:
     shapes = []
     for label, heads_of in (("default", lambda size: get_size(size).heads), ("default-former-heads", FORMER_TINY_HEADS.get)):
         for size in [*default.sizes, *default.heldout_sizes]:
+            if heads_of(size) is None:  # a size added after f1962f2 had no former heads
+                continue
             config = default.model_config(size, heads=heads_of(size))
             shape = AttentionShape(label, config.tokens_per_clip, config.caption_length, config.heads,
                                    config.width // config.heads, members(size) * batch, config.vocab_size)

@@ -7,7 +7,7 @@ The setup is the embedded default's (``config/config.yaml``), as the pipeline bu
 generated at its size and frame count (fewer of them), prepared with its ``data.prepare`` settings,
 the latent codec fitted with its ``data.latent`` settings, and the training job of its largest
 fitting size at the grid's middle batch (all the members the default trains in that job, each
-member's config from ``dit.grid.ensemble_config``), for ``STEPS`` steps with a short validation.
+member's config from ``pipeline.runs.ensemble_config``), for ``STEPS`` steps with a short validation.
 The same job is trained by ``python -m dit.train --ensemble`` with 1 process of 1 thread, by
 ``torchrun --nproc-per-node=2`` (gloo, 1 thread each) and by 1 process of 2 threads. Throughput is
 the training tokens/s the engine records for the job (its members' tokens together, validation
@@ -28,9 +28,8 @@ from pathlib import Path
 import pytest
 import torch
 import yaml
-
-from dit.grid import ensemble_config, grid_runs, training_jobs
 from harness import ROOT, Experiment, run_context
+from pipeline.runs import ensemble_config, grid_runs, training_jobs
 
 DEFAULT = Experiment.load("config")
 SIZE = DEFAULT.sizes[-1]

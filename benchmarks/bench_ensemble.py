@@ -5,7 +5,7 @@ Run: ``.venv/bin/python -m pytest benchmarks/bench_ensemble.py --benchmark-only 
 
 For each fitting size of the embedded default (``config/config.yaml``), at the grid's middle batch
 and with the members the default puts in one training job (its learning rates times the seeds of
-that (size, batch) group, ``dit.grid.training_jobs``), three training steps are timed in turns in
+that (size, batch) group, ``pipeline.runs.training_jobs``), three training steps are timed in turns in
 one process (inputs built outside the timed calls, a device sync at the end of each call):
 
 * ``before``: one run's step as ``dit.train`` took it at commit f1962f2: the tiny sizes' former heads

@@ -4,7 +4,7 @@ timing, and the training step exactly as ``dit.train`` takes it.
 * ``Experiment``: a pipeline config (``config/config.yaml``, the embedded default, or
   ``config/paper.yaml``) read as the pipeline reads it: the model-space clip it trains on (the latent
   video when ``data.latent`` is set), caption tokens, the grid's middle batch, the members one training
-  job holds (``dit.grid.training_jobs``), threads and optimizer settings. Sizes and batches are never
+  job holds (``pipeline.runs.training_jobs``), threads and optimizer settings. Sizes and batches are never
   typed into a benchmark: they come from here.
 * ``run_context``: torch version, dtype, threads, device, batch, clip shape, attention backend (asked
   and resolved) and member count, for a benchmark's ``extra_info``.
