@@ -157,9 +157,9 @@ def _heatmap_panel(grid: dict, t: int, tokens: float, laws: LawSet, config: dict
                          np.array([[np.nan if row[t] is None else row[t]] for row in grid["losses"]]), float("nan"))
     optimum = find_optima(size_grid, None, config["optimum_method"], config["optimum_band"], config["optimum_max_gain"])
     predicted = None
-    if laws.has("batch_size") and laws.has("learning_rate"):
-        predicted = {"batch_tokens": float(laws.batch_tokens(grid["N"], tokens / 1e9)),
-                     "learning_rate": float(laws.learning_rate(grid["N"], tokens / 1e9))}
+    if laws.predicts_batch() and laws.has("learning_rate"):
+        batch, source = laws.predicted_batch_tokens(grid["N"], tokens / 1e9)
+        predicted = {"batch_tokens": batch, "batch_source": source, "learning_rate": float(laws.learning_rate(grid["N"], tokens / 1e9))}
     return {"tokens": tokens, "batch_tokens": batches, "learning_rates": rates,
             "losses": [[None if not np.isfinite(v) else float(v) for v in row] for row in matrix],
             "interpolated": {"batch_tokens": float(optimum.batch_tokens[0, 0]), "learning_rate": float(optimum.learning_rate[0, 0])},

@@ -135,8 +135,11 @@ def _hyperparameter_record(laws: LawSet, document: dict, grid: SizeGrid, optimum
         hp["predictions"]["fixed_cell_batch_size"] = {"value": batch, "log_error": float(np.log(batch / measured["B"]))}
         hp["predictions"]["fixed_cell_learning_rate"] = {"value": cell["learning_rate"],
                                                          "log_error": float(np.log(cell["learning_rate"] / measured["LR"]))}
-    if laws.has("batch_size") and laws.has("learning_rate"):
-        hp.update(_cell_check(grid, t, hp["predictions"]["batch_size"]["value"], hp["predictions"]["learning_rate"]["value"]))
+    if laws.has("learning_rate") and laws.predicts_batch():
+        batch, source = laws.predicted_batch_tokens(n_billions, t_billions)
+        if source == "grid_edge":
+            hp["predictions"]["grid_edge_batch_size"] = {"value": batch, "log_error": float(np.log(batch / measured["B"]))}
+        hp.update(_cell_check(grid, t, batch, hp["predictions"]["learning_rate"]["value"]), batch_source=source)
     return hp
 
 

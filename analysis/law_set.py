@@ -117,6 +117,23 @@ class LawSet:
     def batch_tokens(self, n_billions, t_billions) -> np.ndarray:
         return self.evaluate("batch_size", N=n_billions, T=t_billions)
 
+    def predicts_batch(self) -> bool:
+        """Whether ``predicted_batch_tokens`` has an answer: a fitted batch-size law or an edge holding its optima."""
+        return self.has("batch_size") or self._batch_edge() is not None
+
+    def _batch_edge(self) -> float | None:
+        return (self.laws.get("batch_size", {}).get("edge_points") or {}).get("edge_batch_tokens")
+
+    def predicted_batch_tokens(self, n_billions: float, t_billions: float) -> tuple[float, str]:
+        """``(B tokens, source)``: the batch-size law's prediction (source ``law``), or, where that law could not be
+        fitted because most measured optima sit at one edge of the grid, that edge's batch (``grid_edge``)."""
+        if self.has("batch_size"):
+            return float(self.batch_tokens(n_billions, t_billions)), "law"
+        edge = self._batch_edge()
+        if edge is None:
+            self.law("batch_size")  # raises with the reason it was not fitted
+        return float(edge), "grid_edge"
+
     def learning_rate(self, n_billions, t_billions) -> np.ndarray:
         return self.evaluate("learning_rate", N=n_billions, T=t_billions)
 

@@ -56,8 +56,10 @@ from analysis.resampling import SCHEME, RunNoise
 from analysis.runs import RunsTable
 from analysis.selection import Selection, select_runs
 
-#: Laws without which the downstream commands cannot run.
-CORE_LAWS = ("loss_optimal", "batch_size", "learning_rate")
+#: Laws without which the downstream commands cannot run. A batch-size law that cannot be fitted because its
+#: optima sit on the grid's edge is a finding, not an error: its record then names the edge
+#: (``edge_points.edge_batch_tokens``), which the held-out proposal takes as its batch size.
+CORE_LAWS = ("loss_optimal", "learning_rate")
 #: Budgets of the N_opt = k C^a fits and of the claim-3c reduction curves.
 COMPUTE_POINTS = 25
 CURVE_POINTS = 13
@@ -281,12 +283,29 @@ def _law_records(fits: dict, points: OptimumPoints, selection: Selection) -> dic
              "learning_rate": ~points.interior_learning_rate, "deepseek_learning_rate": ~points.interior_learning_rate,
              "loss_optimal": ~(points.interior_batch & points.interior_learning_rate)}
     for name, edge in edges.items():
+        record = {"optima": int(points.finite[0].sum()), "on_edge": int(np.sum(edge[0] & points.finite[0])), "policy": policy}
         if laws[name]["status"] == "fitted":
             used = fits[name].data.weights[0] > 0
-            laws[name]["edge_points"] = {"optima": int(points.finite[0].sum()), "on_edge": int(np.sum(edge[0] & points.finite[0])),
-                                         "used": int(used.sum()), "used_on_edge": int(np.sum(edge[0] & used)), "policy": policy}
+            record.update(used=int(used.sum()), used_on_edge=int(np.sum(edge[0] & used)))
+        laws[name]["edge_points"] = record
+    laws["batch_size"]["edge_points"].update(_batch_edge(points, selection))
     laws["loss_conventional"]["conventional_cell"] = selection.conventional_cell
     return laws
+
+
+def _batch_edge(points: OptimumPoints, selection: Selection) -> dict:
+    """How many measured batch-size optima sit at the fitting grids' smallest and largest batch, and the edge
+    batch (tokens) that holds more than half of all optima (None when no edge does)."""
+    batches = np.concatenate([grid.batch_tokens for grid in selection.fitting]) if selection.fitting else np.empty(0)
+    finite = points.finite[0]
+    if not batches.size or not finite.any():
+        return {"at_smallest_batch": 0, "at_largest_batch": 0, "edge_batch_tokens": None}
+    optima, on_edge = points.batch_tokens[0][finite], ~points.interior_batch[0][finite]
+    low, high = float(batches.min()), float(batches.max())
+    nearer_low = np.log(optima / low) < np.log(high / optima)
+    at_low, at_high = int(np.sum(on_edge & nearer_low)), int(np.sum(on_edge & ~nearer_low))
+    edge = low if at_low > optima.size / 2 else high if at_high > optima.size / 2 else None
+    return {"at_smallest_batch": at_low, "at_largest_batch": at_high, "edge_batch_tokens": edge}
 
 
 def _grid_record(grid, role: str) -> dict:

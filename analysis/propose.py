@@ -16,7 +16,9 @@ Two kinds of proposal groups, written as JSON (``--out``) with the list of runs 
   (series ``compute_optimal``). Default: ``--compute-size`` = the first ``--size``.
 
 Output keys: ``schema``, ``laws``, ``groups`` (one record per group: ``kind``, ``size``, ``N``,
-``tokens``, ``predicted`` {``batch_tokens``, ``batch_clips``, ``learning_rate``, ``loss``},
+``tokens``, ``predicted`` {``batch_tokens``, ``batch_source`` (``law``, or ``grid_edge`` where the batch-size
+law was not fitted because its optima sit on the grid's edge: ``LawSet.predicted_batch_tokens``),
+``batch_clips``, ``learning_rate``, ``loss``},
 ``nearest_cell``, ``cells``, ``extended``, and for compute_optimal ``flops`` and
 ``law_optimal_parameters``), ``runs`` (``pipeline.formats.PROPOSED_RUN_KEYS``: ``group``, ``series``,
 ``size``, ``batch_clips``, ``learning_rate``, ``seed``, ``milestones_tokens``), ``provenance``. The
@@ -90,9 +92,10 @@ def _milestones(laws: LawSet, tokens: float, explicit) -> list[int]:
 
 def _prediction(laws: LawSet, n: float, tokens: float) -> dict:
     n_b, t_b = n / BILLION, tokens / BILLION
-    batch = float(laws.batch_tokens(n_b, t_b))
+    batch, batch_source = laws.predicted_batch_tokens(n_b, t_b)
     return {
         "batch_tokens": batch,
+        "batch_source": batch_source,
         "batch_clips": batch / laws.context_tokens,
         "learning_rate": float(laws.learning_rate(n_b, t_b)),
         "loss": laws.loss_prediction(n_b, t_b),
@@ -170,6 +173,9 @@ def make_proposal(laws: LawSet, sizes, tokens, batch_clips, learning_rates, neig
             "group": group, "series": "compute_optimal", "size": target.name, "batch_clips": nearest[0],
             "learning_rate": nearest[1], "seed": seed, "milestones_tokens": run_milestones,
         })
+    if any(group["predicted"]["batch_source"] == "grid_edge" for group in groups):
+        warnings.append("the batch-size law was not fitted (most measured optima sit at one edge of the grid): the "
+                        "proposal's batch is that edge, and only the learning rate is the laws' prediction")
     for position, run in enumerate(runs):
         check_proposed_run(run, f"runs[{position}]")
     return {"schema": PROPOSAL_SCHEMA, "groups": groups, "runs": runs, "warnings": warnings}

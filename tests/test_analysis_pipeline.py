@@ -11,6 +11,8 @@ import yaml
 from matplotlib import image as mpimg
 from scipy.stats import studentized_range
 
+from dit.sizes import get_size, sizes_in_family
+
 from analysis import figures, tables
 from analysis.blas import limit_openblas_threads
 from analysis.facts import main as facts_main
@@ -253,8 +255,6 @@ def test_proposal_flags(fitted, tmp_path, capsys):
     capped = _proposal(fitted, tmp_path, "--compute-flops", str(flops), "--family", "tiny", "--max-compute-tokens", "1e6")
     compute, = capped["groups"]
     assert compute["kind"] == "compute_optimal" and compute["tokens"] == 1e6
-    from dit.sizes import get_size, sizes_in_family
-
     law_n = compute["law_optimal_parameters"]
     nearest = min(sizes_in_family("tiny"), key=lambda s: abs(np.log(s.non_embedding_parameters / law_n)))
     assert compute["size"] == nearest.name
@@ -444,3 +444,41 @@ def test_figures_are_readable_at_column_width(fitted):
             if axis.get_label() != "<colorbar>" and axis.get_xlabel():
                 assert "(" in axis.get_xlabel()  # unit or kind in brackets
         figures.plt.close(fig)
+
+
+def test_batch_optima_below_the_grid_are_a_finding_and_the_proposal_takes_the_edge(tmp_path, capsys):
+    """Every batch of the grid is larger than the true optimum (4x to 16x the truth's largest B_opt here), so
+    every measured batch optimum sits at the smallest batch: the batch-size law is not fitted (claim 3a's batch
+    law is then not tested), the fit still succeeds, and the held-out proposal takes the edge batch with the
+    learning-rate law's rate."""
+    design = SyntheticDesign(batch_clips=[256, 512, 1024], heldout_sizes=[], include_failures=False)
+    runs = tmp_path / "runs.csv"
+    table = synthetic_runs(TRUTH, design, seed=0)
+    table.to_csv(runs, index=False)
+    largest_truth = max(TRUTH.optimal_batch_tokens(get_size(s).non_embedding_parameters / 1e9, t / 1e9)
+                        for s in design.fitting_sizes for t in design.milestones_tokens)
+    smallest = 256 * design.tokens_per_clip
+    assert smallest > 4 * largest_truth
+    laws = tmp_path / "laws.json"
+    assert fit_main(["--runs", str(runs), "--out", str(laws), "--bootstrap-resamples", "0", "--quiet"]) == 0
+    document = json.loads(laws.read_text())
+    batch = document["laws"]["batch_size"]
+    assert batch["status"] == "not fitted" and "edge" in batch["reason"]
+    edge = batch["edge_points"]
+    optima = len(design.fitting_sizes) * len(design.milestones_tokens)
+    assert edge["optima"] == optima and edge["on_edge"] == edge["at_smallest_batch"] == optima
+    assert edge["at_largest_batch"] == 0 and edge["edge_batch_tokens"] == smallest
+    assert document["laws"]["learning_rate"]["status"] == "fitted"
+
+    out = tmp_path / "proposal.json"
+    assert propose_main(["--laws", str(laws), "--size", "tiny-262k", "--tokens", str(design.milestones_tokens[-1]),
+                         "--batch-clips", *map(str, design.batch_clips), "--learning-rates", *map(str, design.learning_rates),
+                         "--out", str(out)]) == 0
+    proposal = json.loads(out.read_text())
+    group = proposal["groups"][0]
+    n_b, t_b = get_size("tiny-262k").non_embedding_parameters / 1e9, design.milestones_tokens[-1] / 1e9
+    rate = document["laws"]["learning_rate"]["parameters"]
+    assert group["predicted"]["batch_source"] == "grid_edge" and group["predicted"]["batch_tokens"] == smallest
+    assert group["predicted"]["learning_rate"] == pytest.approx(rate["a"] * t_b ** rate["b"] * n_b ** rate["c"], rel=1e-9)
+    assert group["nearest_cell"]["batch_clips"] == 256
+    assert any("batch-size law was not fitted" in warning for warning in proposal["warnings"])
