@@ -73,7 +73,7 @@ def loss_law(document: dict, noise_std: float | None) -> dict:
         "l_inf": {"value": p["L_inf"], "interval": interval, "on_bound": "L_inf" in fit["on_bound"],
                   "excludes_zero": bool(interval and interval[0] > 0)},
         "all_optima_on_edge": bool(edge.get("optima") and edge.get("on_edge") == edge.get("optima")),
-        "edge_optima": edge.get("on_edge"), "optima": edge.get("optima"),
+        "edge_optima": edge.get("on_edge"), "optima": edge.get("optima"), "one_clip_optima": edge.get("at_one_clip_batch"),
     }
     if fit["on_bound"]:
         return _not_tested("degenerate fit: a parameter ended on its bound", **evidence)
@@ -98,13 +98,16 @@ def hyperparameter_law(document: dict, name: str, edge_fraction: float | None) -
     """Claim 3a for ``batch_size`` or ``learning_rate`` (module docstring)."""
     record = document["laws"].get(name, {})
     published = paper.BATCH_SIZE if name == "batch_size" else paper.LEARNING_RATE
+    mostly_on_edge = edge_fraction is None or edge_fraction > MOSTLY_ON_EDGE
     if record.get("status") != "fitted":
-        return _not_tested(f"the law could not be fitted: {record.get('reason', 'absent from the laws file')}")
+        return _not_tested(f"the law could not be fitted: {record.get('reason', 'absent from the laws file')}",
+                           fitted=False, mostly_on_edge=mostly_on_edge, edge_fraction=edge_fraction,
+                           edge_points=record.get("edge_points"))
     evidence = {"parameters": record["parameters"], "intervals": record.get("intervals") or {}, "paper": published,
                 "edge_fraction": edge_fraction, "scatter_rms_log": record["fit"]["rmse_log"]}
-    if edge_fraction is None or edge_fraction > MOSTLY_ON_EDGE:
+    if mostly_on_edge:
         return _not_tested("most optima lie on the grid's edge along this axis: the law would describe the grid's boundary",
-                           mostly_on_edge=True, **evidence)
+                           fitted=True, mostly_on_edge=True, **evidence)
     tests = []
     for key, axis in (("b", "T"), ("c", "N")):
         interval = _law_interval(record, key)
@@ -112,7 +115,7 @@ def hyperparameter_law(document: dict, name: str, edge_fraction: float | None) -
         test = _test(f"{axis} exponent, signed as the paper's ({published[key]:+g})", record["parameters"][key] * sign,
                      interval if sign > 0 else flipped(interval))
         tests.append({**test, "exponent": record["parameters"][key], "exponent_interval": interval, "axis": axis})
-    return {"verdict": all_of(t["verdict"] for t in tests), "tests": tests, "mostly_on_edge": False, **evidence}
+    return {"verdict": all_of(t["verdict"] for t in tests), "tests": tests, "fitted": True, "mostly_on_edge": False, **evidence}
 
 
 def heldout_cells(heldout_runs: dict | None, noise_std: float | None, level: float, tokens_per_clip: float) -> dict:

@@ -279,9 +279,12 @@ def _law_records(fits: dict, points: OptimumPoints, selection: Selection) -> dic
     """Every law's record, with its description and how many of its optima lie on the grid's edge."""
     level, policy = selection.config.confidence_level, selection.config.edge_optima
     laws = {name: {**law_record(fit, level), "description": DESCRIPTIONS[name]} for name, fit in fits.items()}
+    # An optimum at one clip per step sits at the smallest batch there is, not at an edge of our choosing: its loss
+    # is the best feasible loss, so the loss law counts it as found (the batch-size law cannot locate it, though).
+    at_floor = ~points.interior_batch & (points.batch_tokens <= selection.flop_model.context_tokens * (1 + 1e-9))
     edges = {"batch_size": ~points.interior_batch, "deepseek_batch_size": ~points.interior_batch,
              "learning_rate": ~points.interior_learning_rate, "deepseek_learning_rate": ~points.interior_learning_rate,
-             "loss_optimal": ~(points.interior_batch & points.interior_learning_rate)}
+             "loss_optimal": ~points.interior_learning_rate | (~points.interior_batch & ~at_floor)}
     for name, edge in edges.items():
         record = {"optima": int(points.finite[0].sum()), "on_edge": int(np.sum(edge[0] & points.finite[0])), "policy": policy}
         if laws[name]["status"] == "fitted":
@@ -289,6 +292,7 @@ def _law_records(fits: dict, points: OptimumPoints, selection: Selection) -> dic
             record.update(used=int(used.sum()), used_on_edge=int(np.sum(edge[0] & used)))
         laws[name]["edge_points"] = record
     laws["batch_size"]["edge_points"].update(_batch_edge(points, selection))
+    laws["loss_optimal"]["edge_points"]["at_one_clip_batch"] = int(np.sum(at_floor[0] & points.finite[0]))
     laws["loss_conventional"]["conventional_cell"] = selection.conventional_cell
     return laws
 

@@ -482,3 +482,22 @@ def test_batch_optima_below_the_grid_are_a_finding_and_the_proposal_takes_the_ed
     assert group["predicted"]["learning_rate"] == pytest.approx(rate["a"] * t_b ** rate["b"] * n_b ** rate["c"], rel=1e-9)
     assert group["nearest_cell"]["batch_clips"] == 256
     assert any("batch-size law was not fitted" in warning for warning in proposal["warnings"])
+
+
+def test_optima_at_one_clip_count_as_found_for_the_loss_law(tmp_path):
+    """With one clip per step as the smallest batch and every batch-size optimum there, the loss law's optima are
+    not on an edge (one clip is the smallest batch there is), while the batch-size law still is not fitted."""
+    design = SyntheticDesign(batch_clips=[1, 2, 4], tokens_per_clip=65536, conventional_cell=(2, 1e-3), heldout_sizes=[],
+                            include_failures=False)
+    runs = tmp_path / "runs.csv"
+    synthetic_runs(TRUTH, design, seed=0).to_csv(runs, index=False)
+    assert max(TRUTH.optimal_batch_tokens(get_size(s).non_embedding_parameters / 1e9, t / 1e9)
+               for s in design.fitting_sizes for t in design.milestones_tokens) < design.tokens_per_clip / 4
+    laws = tmp_path / "laws.json"
+    assert fit_main(["--runs", str(runs), "--out", str(laws), "--bootstrap-resamples", "0", "--quiet"]) == 0
+    document = json.loads(laws.read_text())
+    points = len(design.fitting_sizes) * len(design.milestones_tokens)
+    assert document["laws"]["batch_size"]["edge_points"]["at_smallest_batch"] == points
+    loss = document["laws"]["loss_optimal"]["edge_points"]
+    learning_rate_edges = sum(not optimum["interior_learning_rate"] for optimum in document["optima"])
+    assert loss["at_one_clip_batch"] == points and loss["on_edge"] == learning_rate_edges < points
