@@ -96,7 +96,10 @@ def test_command_line_exit_status_and_json(pair, tmp_path, capsys):
     record = json.loads((tmp_path / "comparison.json").read_text())
     assert record["agrees"] is False and record["counts"]["beyond noise"] == 1
     runs = (b / "runs.csv").read_text().splitlines()
-    (b / "runs.csv").write_text("\n".join([runs[0], runs[1].replace(runs[1].split(",")[20], "nan?"), *runs[2:]]))
+    column = runs[0].split(",").index("validation_loss")
+    cells = runs[1].split(",")
+    cells[column] = "nan?"
+    (b / "runs.csv").write_text("\n".join([runs[0], ",".join(cells), *runs[2:]]))
     assert main([str(a), str(b)]) == 2
     assert "row 2, column validation_loss: 'nan?' is not a number" in capsys.readouterr().err
     shutil.rmtree(b)
