@@ -64,7 +64,12 @@ def percent_estimate(estimate, digits: int = 1) -> str:
     """'-2.1% [-4.6%, 7.9%]' or '-2.1% (no interval)' of a ``{"value", "interval"}`` record."""
     if not estimate or not _finite(estimate.get("value")):
         return "-"
-    return percent(estimate["value"], digits) + (percent_interval(estimate.get("interval"), digits) or " (no interval)")
+    text = percent(estimate["value"], digits) + (percent_interval(estimate.get("interval"), digits) or " (no interval)")
+    if estimate.get("dropped"):  # the verdict reads the interval with the dropped resamples at either extreme
+        bounded = estimate.get("interval_with_dropped") or [None, None]
+        within = percent_interval(bounded, digits) if all(_finite(v) for v in bounded) else " unbounded"
+        text += f" ({estimate['dropped']} resamples dropped; counted at either extreme:{within})"
+    return text
 
 
 def estimate_text(estimate, digits: int = 4) -> str:

@@ -294,3 +294,16 @@ def test_functions_modules_and_imports_are_short_and_at_the_top():
                 assert not inner, f"{path.name}: {node.name} imports inside a function"
             if isinstance(node, ast.ImportFrom) and node.module and node.module.startswith("pipeline"):
                 assert node.module == "pipeline.formats", f"{path.name} imports {node.module}"
+
+
+def test_an_estimate_with_dropped_resamples_shows_the_interval_its_verdict_reads():
+    """The verdict rule reads the interval with the dropped resamples counted at either extreme; the report shows
+    that interval beside the kept resamples' one, so a verdict never contradicts the interval printed next to it."""
+    kept = [-3.9, -0.58]
+    unbounded = {"value": -1.4, "interval": kept, "dropped": 76, "interval_with_dropped": [None, None]}
+    assert verdicts.from_interval(unbounded["interval_with_dropped"]) == verdicts.INCONCLUSIVE
+    assert verdicts.from_interval(kept) == verdicts.CONTRADICTED
+    assert percent_estimate(unbounded).endswith("(76 resamples dropped; counted at either extreme: unbounded)")
+    bounded = {"value": -1.4, "interval": kept, "dropped": 3, "interval_with_dropped": [-4.0, -0.5]}
+    assert percent_estimate(bounded).endswith("counted at either extreme: [-400.0%, -50.0%])")
+    assert "dropped" not in percent_estimate({"value": -1.4, "interval": kept, "dropped": 0})
