@@ -15,7 +15,7 @@ import sys
 from pathlib import Path
 
 from dit.atomic import atomic_write_json
-from dit.provenance import file_sha256, provenance
+from dit.provenance import provenance, table_sha256_without_clocks
 
 from analysis.blas import limit_openblas_threads
 from analysis.config import FitConfigError, add_config_options, default_config_yaml, load_config, overrides_from_args
@@ -66,9 +66,10 @@ def main(argv: list[str] | None = None) -> int:
             file=sys.stderr,
         )
         return 3
-    document["provenance"] = provenance(
-        {"fit_config": config.to_dict(), "runs": str(args.runs), "runs_sha256": file_sha256(args.runs), "config_file": args.config}
-    )
+    document["provenance"] = provenance({
+        "fit_config": config.to_dict(), "runs": str(args.runs),
+        "runs_sha256_without_clocks": table_sha256_without_clocks(args.runs), "config_file": args.config,
+    })
     atomic_write_json(args.out, document)
     log(f"wrote {args.out} in {document['timing_seconds']:.1f} s")
     for line in summary_lines(document):

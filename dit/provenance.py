@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import csv
 import datetime as _dt
 import hashlib
 import json
@@ -152,6 +153,19 @@ def file_sha256(path: str | os.PathLike) -> str:
     with open(path, "rb") as handle:
         for block in iter(lambda: handle.read(1 << 20), b""):
             digest.update(block)
+    return digest.hexdigest()
+
+
+def table_sha256_without_clocks(path: str | os.PathLike) -> str:
+    """Hex SHA-256 of a CSV table's text with its clock columns (``VOLATILE_KEYS``) left out: the same for two
+    tables that differ only in their clock readings, as a regenerated runs table does."""
+    digest = hashlib.sha256()
+    with open(path, newline="") as handle:
+        reader = csv.reader(handle)
+        header = next(reader, [])
+        kept = [index for index, name in enumerate(header) if name not in VOLATILE_KEYS]
+        for row in [header, *reader]:
+            digest.update(json.dumps([row[index] for index in kept if index < len(row)]).encode() + b"\n")
     return digest.hexdigest()
 
 

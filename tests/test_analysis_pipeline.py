@@ -1,6 +1,7 @@
 """End to end on a synthetic runs table drawn from known laws: fit CLI, laws.json, figures, tables,
 planner with fitted laws, proposals and the held-out evaluation, and the too-few-runs message."""
 
+import hashlib
 import json
 import re
 
@@ -11,6 +12,7 @@ import yaml
 from matplotlib import image as mpimg
 from scipy.stats import studentized_range
 
+from dit.provenance import table_sha256_without_clocks
 from dit.sizes import get_size, sizes_in_family
 
 from analysis import figures, tables
@@ -75,7 +77,16 @@ def test_laws_file_records_everything(fitted):
     document = fitted["document"]
     assert document["schema"] == "analysis.laws/2"
     assert document["provenance"]["config"]["fit_config"]["bootstrap_resamples"] == 40
-    assert len(document["provenance"]["config"]["runs_sha256"]) == 64
+    # the runs table's rows without the clock column: a rerun that only took another time fits the same table
+    table = pd.read_csv(fitted["runs"], dtype=str, keep_default_na=False)  # the synthetic table has no clock column
+    rows = [list(table.columns), *table.values.tolist()]
+    expected = hashlib.sha256(b"".join(json.dumps(row).encode() + b"\n" for row in rows)).hexdigest()
+    assert document["provenance"]["config"]["runs_sha256_without_clocks"] == expected
+    slower = fitted["folder"] / "slower_runs.csv"
+    table.assign(wall_time_s="1e9").to_csv(slower, index=False)
+    assert table_sha256_without_clocks(slower) == expected
+    table.assign(validation_loss=table["validation_loss"].where(table.index != 0, "0.5")).to_csv(slower, index=False)
+    assert table_sha256_without_clocks(slower) != expected
     for name in ("loss_optimal", "loss_conventional", "batch_size", "learning_rate", "kaplan", "chinchilla_all_runs",
                  "deepseek_batch_size", "deepseek_learning_rate"):
         law = document["laws"][name]
