@@ -2,9 +2,9 @@
 
 ``BackgroundRun(folder)`` generates and prepares the data and trains the run (``python -m dit.train``
 through ``dit.train.main``) in one process of its own; ``wait()`` returns the run folder. The session
-fixture ``caption_gain_run`` (tests/conftest.py) starts it when first asked for: the SLURM pipeline
-tests ask for it as they begin, so its single training thread uses the CPU their jobs leave idle while
-the executor waits between status checks, and the caption check, which runs last, only evaluates it.
+fixture ``caption_gain_run`` (tests/conftest.py) starts it when first asked for, by the caption check,
+which tests/conftest.py orders first after the pipeline group (under pytest-xdist the check runs on a
+worker of its own while the pipeline group's SLURM tests wait on theirs).
 """
 
 from __future__ import annotations

@@ -27,6 +27,7 @@ import csv
 import os
 import re
 import shutil
+import signal
 import subprocess
 import sys
 import tempfile
@@ -98,11 +99,31 @@ def cuda_xformers():
 CAPTION_GAIN_CHECK = "test_captions_lower_the_validation_loss_by_more_than_the_protocol_spread"
 
 
-def pytest_collection_modifyitems(items):
-    """The caption-gain check last: by then ``caption_gain_run``, started by the SLURM pipeline tests, has
-    trained while their jobs left the CPUs idle."""
-    last = [item for item in items if item.name == CAPTION_GAIN_CHECK]
-    items[:] = [item for item in items if item.name != CAPTION_GAIN_CHECK] + last
+# Session fixtures that one process must own alone: the smoke workflow (run once, read by many tests) and the
+# local SLURM cluster (one per machine: it rewrites /etc/slurm/slurm.conf). Under pytest-xdist
+# (scripts/test.sh runs ``-n`` workers with ``--dist loadgroup``) every test that uses one of them, directly
+# or through another fixture, goes to one worker, the "pipeline" group; every other test goes with the
+# rest of its module, so a module's fixtures are made once.
+PIPELINE_FIXTURES = frozenset({"smoke_run", "slurm_cluster"})
+PIPELINE_GROUP = "pipeline"
+
+
+def in_pipeline_group(item) -> bool:
+    return bool(PIPELINE_FIXTURES & set(getattr(item, "fixturenames", ())))
+
+
+@pytest.hookimpl(tryfirst=True)  # before pytest-xdist's hook, which reads the group marks
+def pytest_collection_modifyitems(config, items):
+    """The pipeline group first, then the caption-gain check, then the rest.
+
+    The pipeline group is the longest unit of work (its SLURM tests mostly wait), so under pytest-xdist it
+    starts at once on one worker while the others take the remaining tests, the longest of them first: the
+    caption-gain check (its run trains for about 90 s on one core)."""
+    pipeline = [item for item in items if in_pipeline_group(item)]
+    for item in items:
+        item.add_marker(pytest.mark.xdist_group(PIPELINE_GROUP if item in pipeline else item.nodeid.split("::")[0]))
+    caption_gain = [item for item in items if item.name == CAPTION_GAIN_CHECK]
+    items[:] = pipeline + caption_gain + [item for item in items if not in_pipeline_group(item) and item not in caption_gain]
 
 
 @pytest.fixture(scope="session")
@@ -341,16 +362,70 @@ def make_pipeline():
     return pipeline_in
 
 
-@pytest.fixture(scope="session")
-def smoke_run(tmp_path_factory) -> Pipeline:
-    """The tests' smoke workflow (config/test.yaml) run once, end to end, on the local profile with 2 cores.
+class BackgroundSnakemake:
+    """A snakemake command started under ``timeout -k`` in a process group of its own, its merged output in
+    ``output``; ``wait()`` gives the finished ``SnakemakeRun``, ``stop()`` kills what is left."""
 
-    Its own folders under pytest's temporary directory; work/ is never touched. Tests read it and must
-    not change it (``copy_data`` copies its data). ``smoke_run.finished`` is the snakemake command's
-    result (output, wall time).
-    """
+    def __init__(self, command: list[str], *, timeout_s: float, output: Path, env: dict[str, str] | None = None):
+        self.command, self.timeout_s, self.output = list(map(str, command)), timeout_s, Path(output)
+        self.output.parent.mkdir(parents=True, exist_ok=True)
+        self.started = time.monotonic()
+        with open(self.output, "w") as handle:
+            self.process = subprocess.Popen(
+                ["timeout", "-k", str(KILL_AFTER_S), str(int(timeout_s)), *self.command], cwd=REPOSITORY_ROOT,
+                env=workflow_environment(env), stdout=handle, stderr=subprocess.STDOUT, start_new_session=True,
+            )
+        self.result: SnakemakeRun | None = None
+
+    def wait(self) -> SnakemakeRun:
+        if self.result is None:
+            self.process.wait(timeout=self.timeout_s + KILL_AFTER_S + 30)
+            self.result = SnakemakeRun(self.command, self.process.returncode, self.output.read_text(),
+                                       time.monotonic() - self.started)
+        return self.result
+
+    def stop(self) -> None:
+        if self.process.poll() is None:
+            os.killpg(self.process.pid, signal.SIGKILL)
+            self.process.wait(timeout=60)
+
+
+SMOKE_RUN_SELECTED = pytest.StashKey[bool]()
+
+
+def pytest_collection_finish(session):
+    session.config.stash[SMOKE_RUN_SELECTED] = any("smoke_run" in getattr(item, "fixturenames", ()) for item in session.items)
+
+
+@pytest.fixture(scope="session")
+def smoke_workflow(tmp_path_factory):
+    """(pipeline, BackgroundSnakemake): the tests' smoke workflow (config/test.yaml) started on the local profile
+    with 2 cores, in its own folders under pytest's temporary directory (work/ is never touched)."""
     pipeline = pipeline_in(tmp_path_factory.mktemp("smoke-run"))
-    result = pipeline.run("--cores", "2", "--profile", str(LOCAL_PROFILE), timeout_s=SMOKE_RUN_TIMEOUT_S)
+    run = BackgroundSnakemake(pipeline.command("--cores", "2", "--profile", str(LOCAL_PROFILE)),
+                              timeout_s=SMOKE_RUN_TIMEOUT_S, output=pipeline.config_path.parent / "snakemake.out")
+    yield pipeline, run
+    run.stop()
+
+
+@pytest.fixture(autouse=True)
+def start_the_smoke_workflow_early(request):
+    """In the process that runs the pipeline group, the smoke workflow starts with the group's first test, when
+    any selected test reads it: the SLURM harness tests, first in the group and mostly waiting for the
+    cluster, then run while it trains."""
+    if request.config.stash.get(SMOKE_RUN_SELECTED, False) and in_pipeline_group(request.node):
+        request.getfixturevalue("smoke_workflow")
+
+
+@pytest.fixture(scope="session")
+def smoke_run(smoke_workflow) -> Pipeline:
+    """The tests' smoke workflow (``smoke_workflow``) run once, end to end, on the local profile with 2 cores.
+
+    Tests read it and must not change it (``copy_data`` copies its data). ``smoke_run.finished`` is the
+    snakemake command's result (output, wall time).
+    """
+    pipeline, run = smoke_workflow
+    result = run.wait()
     if result.returncode != 0:
         pytest.fail(f"the smoke workflow failed:\n{result.tail()}", pytrace=False)
     print(f"\nsmoke workflow, local profile, 2 cores: {result.seconds:.0f} s")

@@ -8,9 +8,13 @@ DIT_REQUIRE_SLURM, instead of running the suite).
 from __future__ import annotations
 
 import os
+import re
 import shutil
 import subprocess
+import sys
 from pathlib import Path
+
+import pytest
 
 ROOT = Path(__file__).resolve().parent.parent
 SLURM_PROGRAMS = ("slurmctld", "slurmd", "munged", "sbatch", "srun", "squeue", "scancel")
@@ -67,3 +71,47 @@ def test_under_ci_as_root_the_suite_runs_with_slurm_required_or_ci_stops(tmp_pat
         assert result.returncode == 1
         assert "ci: slurm-wlm/munge could not be installed (CI=true needs the SLURM tests to run)" in result.stderr
         assert recorded(record)[-1].startswith("apt-get install") and not any("handed over" in r for r in recorded(record))
+
+
+PIPELINE_FIXTURES = ("smoke_run", "slurm_cluster")
+GROUPING_FILES = ("tests/test_slurm_harness.py", "tests/test_workflow.py", "tests/test_sizes.py")
+
+
+def _fixtures_per_test(files: tuple[str, ...]) -> dict[str, set[str]]:
+    """Test name -> the fixtures pytest itself says it uses (``--fixtures-per-test``, without xdist)."""
+    result = subprocess.run([sys.executable, "-m", "pytest", "-p", "no:xdist", "-p", "no:cacheprovider",
+                             "--fixtures-per-test", *files], capture_output=True, text=True, timeout=300, cwd=ROOT)
+    assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
+    used: dict[str, set[str]] = {}
+    test = None
+    for line in result.stdout.splitlines():
+        header = re.match(r"^-+ fixtures used by (\S+) -+$", line.strip()) or re.match(r"^- fixtures used by (\S+) -$", line.strip())
+        if header:
+            test = header.group(1)
+            used[test] = set()
+        elif test is not None and re.match(r"^\w+ -- ", line):
+            used[test].add(line.split(" -- ")[0])
+    return used
+
+
+@pytest.mark.slow  # two pytest sessions of their own (about 15 s)
+def test_xdist_keeps_the_pipeline_fixtures_in_one_group_and_each_module_in_its_own():
+    """Under scripts/test.sh's options, every test that uses the smoke workflow or the SLURM cluster is in the
+    group "pipeline" (one worker: those session fixtures are made once, and one cluster owns slurm.conf); every
+    other test is in its module's group."""
+    used = _fixtures_per_test(GROUPING_FILES)
+    result = subprocess.run([sys.executable, "-m", "pytest", "-n", "2", "--dist", "loadgroup", "--no-loadscope-reorder",
+                             "--setup-plan", "-v", "-p", "no:cacheprovider", *GROUPING_FILES],
+                            capture_output=True, text=True, timeout=300, cwd=ROOT)
+    groups = dict(re.findall(r"^(tests/\S+?)@(\S+)\s*$", result.stdout, re.MULTILINE))
+    assert len(groups) == len(used) > 40, result.stdout[-3000:]
+    pipeline = set()
+    for nodeid, group in groups.items():
+        module, _, test = nodeid.partition("::")
+        if used[test] & set(PIPELINE_FIXTURES):
+            pipeline.add(test)
+            assert group == "pipeline", nodeid
+        else:
+            assert group == module, nodeid
+    assert {"test_cluster_node_is_idle_in_default_partition", "test_smoke_runs_table_has_every_run_at_every_milestone",
+            "test_killed_run_resumes_on_rerun_with_identical_numbers"} <= pipeline
