@@ -23,7 +23,6 @@ differs beyond noise and no verdict changed, 1 otherwise, 2 for unreadable input
 from __future__ import annotations
 
 import argparse
-import csv
 import json
 import math
 import sys
@@ -34,7 +33,7 @@ import pandas as pd
 from scipy import stats
 
 from dit.atomic import atomic_write_json
-from dit.provenance import VOLATILE_KEYS, without_volatile
+from dit.provenance import table_without_clocks, without_volatile
 
 DEFAULT_CONFIDENCE = 0.95
 LOSS_COLUMNS = ("train_loss", "validation_loss")
@@ -218,18 +217,10 @@ def compare_folders(folder_a: str | Path, folder_b: str | Path) -> Comparison:
     comparison.parameters = compare_laws(laws_a, laws_b)
     comparison.verdicts = compare_verdicts(folder_a, folder_b)
     comparison.identical_files = {
-        "runs.csv": _table_text(folder_a / "runs.csv") == _table_text(folder_b / "runs.csv"),
+        "runs.csv": table_without_clocks(folder_a / "runs.csv") == table_without_clocks(folder_b / "runs.csv"),
         "laws.json": _canonical(laws_a) == _canonical(laws_b),
     }
     return comparison
-
-
-def _table_text(path: Path) -> list[list[str]]:
-    """The CSV's cells as written, without the columns that hold clock readings (``VOLATILE_KEYS``)."""
-    with open(path, newline="") as handle:
-        rows = list(csv.reader(handle))
-    keep = [i for i, name in enumerate(rows[0]) if name not in VOLATILE_KEYS] if rows else []
-    return [[row[i] for i in keep] for row in rows]
 
 
 def _canonical(document: dict) -> str:

@@ -156,16 +156,20 @@ def file_sha256(path: str | os.PathLike) -> str:
     return digest.hexdigest()
 
 
-def table_sha256_without_clocks(path: str | os.PathLike) -> str:
-    """Hex SHA-256 of a CSV table's text with its clock columns (``VOLATILE_KEYS``) left out: the same for two
-    tables that differ only in their clock readings, as a regenerated runs table does."""
-    digest = hashlib.sha256()
+def table_without_clocks(path: str | os.PathLike) -> list[list[str]]:
+    """A CSV table's cells as written, header first, without its clock columns (``VOLATILE_KEYS``)."""
     with open(path, newline="") as handle:
-        reader = csv.reader(handle)
-        header = next(reader, [])
-        kept = [index for index, name in enumerate(header) if name not in VOLATILE_KEYS]
-        for row in [header, *reader]:
-            digest.update(json.dumps([row[index] for index in kept if index < len(row)]).encode() + b"\n")
+        rows = list(csv.reader(handle))
+    kept = [index for index, name in enumerate(rows[0]) if name not in VOLATILE_KEYS] if rows else []
+    return [[row[index] for index in kept if index < len(row)] for row in rows]
+
+
+def table_sha256_without_clocks(path: str | os.PathLike) -> str:
+    """Hex SHA-256 of ``table_without_clocks(path)``: the same for two tables that differ only in their clock
+    readings, as a regenerated runs table does."""
+    digest = hashlib.sha256()
+    for row in table_without_clocks(path) or [[]]:
+        digest.update(json.dumps(row).encode() + b"\n")
     return digest.hexdigest()
 
 

@@ -119,11 +119,12 @@ def pytest_collection_modifyitems(config, items):
     The pipeline group is the longest unit of work (its SLURM tests mostly wait), so under pytest-xdist it
     starts at once on one worker while the others take the remaining tests, the longest of them first: the
     caption-gain check (its run trains for about 90 s on one core)."""
-    pipeline = [item for item in items if in_pipeline_group(item)]
+    def rank(item) -> int:
+        return 0 if in_pipeline_group(item) else 1 if item.name == CAPTION_GAIN_CHECK else 2
+
     for item in items:
-        item.add_marker(pytest.mark.xdist_group(PIPELINE_GROUP if item in pipeline else item.nodeid.split("::")[0]))
-    caption_gain = [item for item in items if item.name == CAPTION_GAIN_CHECK]
-    items[:] = pipeline + caption_gain + [item for item in items if not in_pipeline_group(item) and item not in caption_gain]
+        item.add_marker(pytest.mark.xdist_group(PIPELINE_GROUP if rank(item) == 0 else item.nodeid.split("::")[0]))
+    items.sort(key=rank)  # stable: collection order within each rank
 
 
 @pytest.fixture(scope="session")
@@ -213,14 +214,18 @@ def workflow_environment(base: dict[str, str] | None = None) -> dict[str, str]:
     return env
 
 
+def bounded(command: list[str], timeout_s: float) -> list[str]:
+    """``command`` under ``timeout -k`` (the whole process group dies at the limit: exit 124/137)."""
+    return ["timeout", "-k", str(KILL_AFTER_S), str(int(timeout_s)), *map(str, command)]
+
+
 def run_bounded(command: list[str], *, timeout_s: float, env: dict[str, str] | None = None,
                 cwd: Path = REPOSITORY_ROOT) -> SnakemakeRun:
-    """Run ``command`` under ``timeout -k`` (the whole process group dies at the limit: exit 124/137)."""
+    """Run ``command`` under ``timeout -k`` (``bounded``) and wait for it."""
     started = time.monotonic()
     result = subprocess.run(
-        ["timeout", "-k", str(KILL_AFTER_S), str(int(timeout_s)), *map(str, command)],
-        cwd=cwd, env=workflow_environment(env), stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
-        timeout=timeout_s + KILL_AFTER_S + 30,
+        bounded(command, timeout_s), cwd=cwd, env=workflow_environment(env), stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT, text=True, timeout=timeout_s + KILL_AFTER_S + 30,
     )
     return SnakemakeRun(list(map(str, command)), result.returncode, result.stdout, time.monotonic() - started)
 
@@ -371,10 +376,8 @@ class BackgroundSnakemake:
         self.output.parent.mkdir(parents=True, exist_ok=True)
         self.started = time.monotonic()
         with open(self.output, "w") as handle:
-            self.process = subprocess.Popen(
-                ["timeout", "-k", str(KILL_AFTER_S), str(int(timeout_s)), *self.command], cwd=REPOSITORY_ROOT,
-                env=workflow_environment(env), stdout=handle, stderr=subprocess.STDOUT, start_new_session=True,
-            )
+            self.process = subprocess.Popen(bounded(self.command, timeout_s), cwd=REPOSITORY_ROOT, env=workflow_environment(env),
+                                            stdout=handle, stderr=subprocess.STDOUT, start_new_session=True)
         self.result: SnakemakeRun | None = None
 
     def wait(self) -> SnakemakeRun:
