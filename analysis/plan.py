@@ -132,14 +132,17 @@ def _conventional(laws: LawSet, flops: float, cap: float | None) -> dict:
 
 
 def _consistency_warnings(laws: LawSet, flops: float, recommended: dict, conventional: dict) -> list[str]:
-    """With the paper's laws: whether the published N_opt law's size has a lower published loss than the conventional size."""
+    """With the paper's laws: whether the published N_opt law's size has a lower published loss than the conventional
+    size. A property of the two laws, so the N_opt law's own size is compared, whatever size cap the plan has."""
     if laws.origin != "paper" or conventional.get("status") != "published point":
         return []
-    loss, other = recommended["predicted_loss"]["value"], conventional["predicted_loss"]["value"]
+    n_opt = recommended["unconstrained_parameters"]
+    loss = laws.loss_prediction(n_opt / BILLION, laws.tokens_for_budget(n_opt, flops) / BILLION)["value"]
+    other = conventional["predicted_loss"]["value"]
     if loss <= other:
         return []
     return [f"the published N_opt law and the published L(N, T) disagree: at {flops:.3g} FLOPs the N_opt law recommends "
-            f"{recommended['parameters']:.4g} parameters, whose published loss ({loss:.6f}) is higher than that of the "
+            f"{n_opt:.4g} parameters, whose published loss ({loss:.6f}) is higher than that of the "
             f"conventional {conventional['parameters']:.4g} ({other:.6f}); minimising L(N, T) itself would pick a larger model "
             "(FINDINGS.md, question 1)"]
 

@@ -159,6 +159,14 @@ def test_planner_text_and_caps(capsys):
     assert plan_main(["--flops", "1e22", "--paper", "--max-parameters", "1e9"]) == 0
     text = capsys.readouterr().out
     assert "model size N        1e+09" in text and "binding" in text and "Conventional alternative" in text
+    assert plan_main(["--flops", "1e22", "--paper", "--max-parameters", "1e9", "--json"]) == 0
+    plan = json.loads(capsys.readouterr().out)
+    n_opt = 0.8705 * 1e22**0.4294
+    assert plan["constraints"]["binding"] and plan["recommended"]["parameters"] == 1e9
+    assert plan["recommended"]["unconstrained_parameters"] == pytest.approx(n_opt, rel=1e-9)
+    # the laws' disagreement is about the N_opt law's own size, not the capped one
+    warning = next(w for w in plan["warnings"] if "disagree" in w)
+    assert f"recommends {n_opt:.4g} parameters" in warning and "recommends 1e+09" not in warning
     assert plan_main(["--flops", "1e21", "--paper", "--max-inference-flops", "1e14", "--json"]) == 0
     plan = json.loads(capsys.readouterr().out)
     assert plan["recommended"]["inference_flops_per_video"] <= 1e14 * (1 + 1e-9)

@@ -20,6 +20,7 @@ from analysis.blas import limit_openblas_threads
 from analysis.facts import main as facts_main
 from analysis.fit import main as fit_main
 from analysis.heldout import main as heldout_main
+from analysis.law_set import LawSet, read_laws
 from analysis.plan import main as plan_main
 from analysis.propose import extended_axis, main as propose_main, propose_cells
 from analysis.report import main as report_main
@@ -277,6 +278,22 @@ def test_proposal_flags(fitted, tmp_path, capsys):
     assert propose_main(["--laws", str(fitted["laws"]), "--size", "tiny-huge", "--batch-clips", "8", "16",
                          "--learning-rates", "1e-3", "2e-3", "--out", str(tmp_path / "bad.json")]) == 2
     assert "unknown size(s) tiny-huge" in capsys.readouterr().err and not (tmp_path / "bad.json").exists()
+
+
+def test_compute_size_sets_the_held_out_budget_where_the_laws_choose_that_size(fitted, tmp_path):
+    """--compute-size NAME: the compute-optimal run is NAME, at the budget C where the fitted N_opt(C) equals
+    its N, trained for C / C_token tokens; without the flag the first --size takes that role."""
+    laws = LawSet(read_laws(fitted["laws"]))
+    for options, name in ((("--compute-size", "tiny-590k"), "tiny-590k"), ((), "tiny-262k")):
+        proposal = _proposal(fitted, tmp_path, "--size", "tiny-262k", "--tokens", str(2**23), *options)
+        compute = next(group for group in proposal["groups"] if group["kind"] == "compute_optimal")
+        size = get_size(name)
+        assert compute["size"] == name and compute["law_optimal_parameters"] == size.non_embedding_parameters
+        assert laws.optimal_parameters(compute["flops"]) == pytest.approx(size.non_embedding_parameters, rel=1e-6)  # bisection
+        per_token = 0.75 * size.non_embedding_parameters * (7 + DESIGN.tokens_per_clip / size.width)  # the paper's C_token
+        assert compute["tokens"] == pytest.approx(compute["flops"] / per_token, rel=1e-9)
+        run, = (r for r in proposal["runs"] if r["series"] == "compute_optimal")
+        assert run["size"] == name and (run["batch_clips"], run["learning_rate"]) == tuple(compute["nearest_cell"].values())
 
 
 def test_too_few_runs_is_a_clear_error(tmp_path, capsys):

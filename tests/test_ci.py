@@ -1,8 +1,9 @@
 """The CI entry point (.ci/run): under CI=true it cannot pass by skipping the SLURM tests.
 
-``.ci/run`` is run with stand-ins first on PATH: ``id`` (root or not), ``apt-get`` (records that it was
-asked, then fails) and ``bash`` (records the command ``.ci/run`` hands over to, and its
-DIT_REQUIRE_SLURM, instead of running the suite).
+``.ci/run`` is run with a PATH of stand-ins only: ``id`` (root or not), ``apt-get`` when the case has one
+(records that it was asked, then fails), SLURM's programs when the case has them, and ``bash`` (records the
+command ``.ci/run`` hands over to, and its DIT_REQUIRE_SLURM, instead of running the suite); its daemons'
+folder (DIT_CI_SBIN) is an empty one, so every branch runs whatever this machine has installed.
 """
 
 from __future__ import annotations
@@ -20,24 +21,27 @@ ROOT = Path(__file__).resolve().parent.parent
 SLURM_PROGRAMS = ("slurmctld", "slurmd", "munged", "sbatch", "srun", "squeue", "scancel")
 
 
-def slurm_installed(path: str) -> bool:
-    return all(shutil.which(name, path=path) or os.access(f"/usr/sbin/{name}", os.X_OK) for name in SLURM_PROGRAMS)
-
-
-def run_ci(tmp_path: Path, *, user_id: int, ci: bool) -> tuple[subprocess.CompletedProcess, Path]:
-    fakes = tmp_path / "bin"
+def run_ci(tmp_path: Path, *, user_id: int, ci: bool, slurm: bool = False, apt_get: bool = True) -> tuple[subprocess.CompletedProcess, Path]:
+    """``.ci/run`` with PATH holding only the stand-ins (and ``dirname``): SLURM's programs are there when
+    ``slurm`` is true (the daemons' folder, DIT_CI_SBIN, is an empty one), apt-get when ``apt_get`` is."""
+    fakes, sbin = tmp_path / "bin", tmp_path / "sbin"
     fakes.mkdir()
+    sbin.mkdir()
     record = tmp_path / "record"
     scripts = {
         "id": f'#!/bin/sh\n[ "$1" = "-u" ] && echo {user_id} && exit 0\nexec /usr/bin/id "$@"\n',
-        "apt-get": f'#!/bin/sh\necho "apt-get $*" >> {record}\nexit 100\n',
         "bash": f'#!/bin/sh\necho "handed over: $* DIT_REQUIRE_SLURM=${{DIT_REQUIRE_SLURM:-unset}}" >> {record}\n',
     }
+    if apt_get:
+        scripts["apt-get"] = f'#!/bin/sh\necho "apt-get $*" >> {record}\nexit 100\n'
+    if slurm:
+        scripts.update({name: "#!/bin/sh\nexit 0\n" for name in SLURM_PROGRAMS})
     for name, text in scripts.items():
         (fakes / name).write_text(text)
         (fakes / name).chmod(0o755)
+    (fakes / "dirname").symlink_to(shutil.which("dirname"))
     env = {key: value for key, value in os.environ.items() if key not in ("CI", "DIT_REQUIRE_SLURM")}
-    env["PATH"] = f"{fakes}{os.pathsep}{env['PATH']}"
+    env.update(PATH=str(fakes), DIT_CI_SBIN=str(sbin))
     if ci:
         env["CI"] = "true"
     result = subprocess.run(["/bin/bash", str(ROOT / ".ci" / "run")], capture_output=True, text=True, env=env, timeout=60)
@@ -49,28 +53,43 @@ def recorded(record: Path) -> list[str]:
 
 
 def test_under_ci_a_machine_without_root_fails_before_the_tests(tmp_path):
-    result, record = run_ci(tmp_path, user_id=1000, ci=True)
+    result, record = run_ci(tmp_path, user_id=1000, ci=True, slurm=True)
     assert result.returncode == 1
     assert "ci: not root, so a local SLURM cluster cannot be started (CI=true needs the SLURM tests to run)" in result.stderr
     assert recorded(record) == []  # neither apt-get nor the test suite ran
 
 
 def test_outside_ci_a_machine_without_root_runs_the_suite_and_may_skip(tmp_path):
-    result, record = run_ci(tmp_path, user_id=1000, ci=False)
+    result, record = run_ci(tmp_path, user_id=1000, ci=False, slurm=True)
     assert result.returncode == 0, result.stderr
     assert "SLURM tests will be skipped" in result.stderr
     assert recorded(record) == ["handed over: scripts/test.sh DIT_REQUIRE_SLURM=unset"]
 
 
-def test_under_ci_as_root_the_suite_runs_with_slurm_required_or_ci_stops(tmp_path):
+def test_under_ci_as_root_with_slurm_installed_the_suite_runs_with_slurm_required(tmp_path):
+    result, record = run_ci(tmp_path, user_id=0, ci=True, slurm=True)
+    assert result.returncode == 0, result.stderr
+    assert recorded(record) == ["handed over: scripts/test.sh DIT_REQUIRE_SLURM=1"]  # nothing installed
+
+
+def test_under_ci_as_root_an_install_that_fails_stops_ci(tmp_path):
     result, record = run_ci(tmp_path, user_id=0, ci=True)
-    if slurm_installed(os.environ["PATH"]):
-        assert result.returncode == 0, result.stderr
-        assert recorded(record) == ["handed over: scripts/test.sh DIT_REQUIRE_SLURM=1"]
-    else:  # the stand-in apt-get fails to install: CI stops instead of skipping
+    assert result.returncode == 1
+    assert "ci: slurm-wlm/munge could not be installed (CI=true needs the SLURM tests to run)" in result.stderr
+    assert recorded(record)[-1].startswith("apt-get install") and not any("handed over" in r for r in recorded(record))
+
+
+@pytest.mark.parametrize("ci", [True, False])
+def test_as_root_without_slurm_or_apt_get_ci_stops_and_elsewhere_the_suite_may_skip(tmp_path, ci):
+    result, record = run_ci(tmp_path, user_id=0, ci=ci, apt_get=False)
+    reason = "slurm-wlm/munge are not installed and there is no apt-get to install them"
+    if ci:
         assert result.returncode == 1
-        assert "ci: slurm-wlm/munge could not be installed (CI=true needs the SLURM tests to run)" in result.stderr
-        assert recorded(record)[-1].startswith("apt-get install") and not any("handed over" in r for r in recorded(record))
+        assert f"ci: {reason} (CI=true needs the SLURM tests to run)" in result.stderr and recorded(record) == []
+    else:
+        assert result.returncode == 0, result.stderr
+        assert f"ci: {reason}; SLURM tests will be skipped" in result.stderr
+        assert recorded(record) == ["handed over: scripts/test.sh DIT_REQUIRE_SLURM=unset"]
 
 
 PIPELINE_FIXTURES = ("smoke_run", "slurm_cluster")
