@@ -29,7 +29,6 @@ from pathlib import Path
 from typing import Callable, Optional
 
 import torch
-import yaml
 
 from dit.attention import resolve_backend
 from dit.diffusion import NoiseSchedule
@@ -39,6 +38,7 @@ from dit.latent import latent_shape
 from dit.member_training import MemberAdamW, MemberParameters, accumulate_gradients
 from dit.model import VideoDiT, VideoDiTConfig
 from dit.text import BOS_ID, PAD_ID
+from pipeline.config import load_pipeline_config, validate_pipeline_config
 from pipeline.runs import grid_runs, training_jobs
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -59,8 +59,11 @@ class Experiment:
 
     @classmethod
     def load(cls, name: str) -> "Experiment":
-        """``name``: a file stem under ``config/`` (``"config"`` is the embedded default, ``"paper"`` the paper's)."""
-        return cls(name, yaml.safe_load((ROOT / "config" / f"{name}.yaml").read_text()))
+        """``name``: a file stem under ``config/`` (``"config"`` is the embedded default, ``"paper"`` the paper's),
+        validated with the schema's defaults filled in, as the pipeline loads it."""
+        config = load_pipeline_config(ROOT / "config" / f"{name}.yaml")
+        validate_pipeline_config(config)
+        return cls(name, config)
 
     @cached_property
     def clip(self) -> dict:

@@ -1,5 +1,6 @@
-"""The benchmark suites' steps build and run at every size they time, so a size added to the default cannot
-break a benchmark that only a benchmarker would run (benchmarks/ is not part of the test command)."""
+"""What the benchmark suites build, checked where a test runs it (benchmarks/ is not part of the test command):
+the configs as the pipeline reads them, each bench_ensemble step at every default size, and the training job
+file of bench_distributed. A size or a config key added to the default cannot break a benchmark unseen."""
 
 from __future__ import annotations
 
@@ -13,8 +14,12 @@ BENCHMARKS = Path(__file__).resolve().parent.parent / "benchmarks"
 if str(BENCHMARKS) not in sys.path:
     sys.path.append(str(BENCHMARKS))
 
+import bench_distributed  # noqa: E402
 import bench_ensemble  # noqa: E402
 from harness import FORMER_TINY_HEADS, Experiment, engine_training_step, torch_threads  # noqa: E402
+
+from dit.config import check_ensemble, load_ensemble  # noqa: E402
+from pipeline.config import load_pipeline_config, validate_pipeline_config  # noqa: E402
 
 DEFAULT = Experiment.load("config")
 
@@ -41,3 +46,24 @@ def test_bench_ensemble_steps_train_at_every_default_size(size):
             step = engine_training_step(DEFAULT, config, rates, batch_clips=1)
             assert step.members == len(rates) and step.flops > 0
             step.run()
+
+
+@pytest.mark.parametrize("name", ["config", "paper", "smoke", "test"])  # config/seed-1.yaml is an overlay of config.yaml
+def test_experiments_read_a_config_as_the_pipeline_does(name):
+    """Defaults filled in by the schema, as pipeline.runs expects them (a raw YAML read lacked e.g. model.frames)."""
+    expected = load_pipeline_config(BENCHMARKS.parent / "config" / f"{name}.yaml")
+    validate_pipeline_config(expected)
+    assert Experiment.load(name).config == expected
+
+
+def test_bench_distributed_writes_the_default_job_as_a_training_ensemble_file(tmp_path):
+    """The job file bench_distributed trains: the default's (size, batch) job, its members' runs shortened to the
+    benchmark's steps, and a file that dit.train's own reader accepts as one ensemble."""
+    path, members = bench_distributed._job_file(tmp_path, "job", tmp_path / "prepared", tmp_path / "codec.npz", threads=1)
+    loaded = load_ensemble(path)
+    check_ensemble([config for config, _ in loaded])
+    assert members == len(loaded) == len(DEFAULT.job_learning_rates(bench_distributed.SIZE, bench_distributed.BATCH_CLIPS))
+    tokens = bench_distributed.STEPS * bench_distributed.BATCH_CLIPS * DEFAULT.model_config(bench_distributed.SIZE).tokens_per_clip
+    for config, out in loaded:
+        assert config.schedule.milestones_tokens[-1] == tokens and config.model.size == bench_distributed.SIZE
+        assert config.batch.global_clips == bench_distributed.BATCH_CLIPS and tmp_path / "job" / "runs" in out.parents
