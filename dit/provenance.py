@@ -68,22 +68,33 @@ def package_versions() -> dict[str, str | None]:
     return versions
 
 
+#: Committed folders that the pipeline itself rewrites (its regenerated outputs): a change there is a result,
+#: not a change of the code, so it does not make the code version dirty.
+REGENERATED_OUTPUTS = ("results", "results-*")
+
+
 @lru_cache(maxsize=1)
 def code_version() -> dict[str, Any]:
-    """Git commit of the project and whether the work tree had uncommitted changes.
+    """Git commit of the project and whether its tracked files, apart from the regenerated outputs
+    (``REGENERATED_OUTPUTS``), had uncommitted changes.
 
     ``DIT_CODE_VERSION`` overrides the commit (for installs without a git checkout).
     """
+    return _code_version(PROJECT_ROOT)
+
+
+def _code_version(root: Path) -> dict[str, Any]:
     override = os.environ.get("DIT_CODE_VERSION")
     if override:
         return {"commit": override, "dirty": None, "source": "DIT_CODE_VERSION"}
     try:
         commit = subprocess.run(
-            ["git", "rev-parse", "HEAD"], cwd=PROJECT_ROOT, capture_output=True, text=True, timeout=10, check=True
+            ["git", "rev-parse", "HEAD"], cwd=root, capture_output=True, text=True, timeout=10, check=True
         ).stdout.strip()
         status = subprocess.run(
-            ["git", "status", "--porcelain", "--untracked-files=no"],
-            cwd=PROJECT_ROOT,
+            ["git", "status", "--porcelain", "--untracked-files=no", "--", ".",
+             *(f":(exclude,glob){pattern}/**" for pattern in REGENERATED_OUTPUTS)],
+            cwd=root,
             capture_output=True,
             text=True,
             timeout=10,

@@ -129,3 +129,34 @@ def test_provenance_names_the_cpu_and_the_math_libraries():
     assert libraries["torch_threads"] == torch.get_num_threads()
     capability = [line for line in libraries["torch_build"] if line.startswith("CPU capability")]
     assert capability and capability[0] in torch.__config__.show()
+
+
+def test_code_version_is_dirty_for_changed_code_not_for_regenerated_results(tmp_path, monkeypatch):
+    """A rerun of the pipeline rewrites the committed results/ (and results-seed-1/): that alone must not mark
+    the code version dirty; a changed tracked source file must; an untracked file does not."""
+    from dit.provenance import _code_version
+
+    monkeypatch.delenv("DIT_CODE_VERSION", raising=False)
+
+    def git(*args: str) -> str:
+        return subprocess.run(["git", "-c", "user.name=t", "-c", "user.email=t@t", *args], cwd=tmp_path,
+                              check=True, capture_output=True, text=True).stdout.strip()
+
+    for name in ("dit/model.py", "results/runs.csv", "results-seed-1/laws.json", "config/config.yaml"):
+        (tmp_path / name).parent.mkdir(parents=True, exist_ok=True)
+        (tmp_path / name).write_text("committed\n")
+    git("init", "-q")
+    git("add", "-A")
+    git("commit", "-qm", "start")
+    head = git("rev-parse", "HEAD")
+    assert _code_version(tmp_path) == {"commit": head, "dirty": False, "source": "git"}
+    (tmp_path / "results/runs.csv").write_text("regenerated\n")
+    (tmp_path / "results-seed-1/laws.json").write_text("regenerated\n")
+    (tmp_path / "notes.txt").write_text("untracked\n")
+    assert _code_version(tmp_path)["dirty"] is False
+    for name in ("dit/model.py", "config/config.yaml"):
+        (tmp_path / name).write_text("changed\n")
+        assert _code_version(tmp_path) == {"commit": head, "dirty": True, "source": "git"}
+        git("checkout", "--", name)
+    monkeypatch.setenv("DIT_CODE_VERSION", "v1")
+    assert _code_version(tmp_path) == {"commit": "v1", "dirty": None, "source": "DIT_CODE_VERSION"}
