@@ -38,17 +38,21 @@ SNAKEMAKE_TIMEOUT_S = 240
 
 SIGTERM_TRAP = textwrap.dedent(
     """
-    import signal, sys, time
+    import os, signal, sys, time
     from pathlib import Path
 
     folder = Path(sys.argv[1])
 
+    def write(name, text):  # whole or not at all: the test reads the file as soon as it exists
+        (folder / f"{name}.part").write_text(text)
+        os.replace(folder / f"{name}.part", folder / name)
+
     def checkpoint_and_exit(signum, frame):
-        (folder / "signal.txt").write_text(signal.Signals(signum).name)
+        write("signal.txt", signal.Signals(signum).name)
         sys.exit(75)
 
     signal.signal(signal.SIGTERM, checkpoint_and_exit)
-    (folder / "ready.txt").write_text("waiting")
+    write("ready.txt", "waiting")
     time.sleep(120)
     sys.exit(1)
     """
