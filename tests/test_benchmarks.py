@@ -9,6 +9,7 @@ from pathlib import Path
 
 import pytest
 import torch
+import yaml
 
 BENCHMARKS = Path(__file__).resolve().parent.parent / "benchmarks"
 if str(BENCHMARKS) not in sys.path:
@@ -19,7 +20,7 @@ import bench_ensemble  # noqa: E402
 from harness import FORMER_TINY_HEADS, Experiment, engine_training_step, torch_threads  # noqa: E402
 
 from dit.config import check_ensemble, load_ensemble  # noqa: E402
-from pipeline.config import load_pipeline_config, validate_pipeline_config  # noqa: E402
+from pipeline.runs import ensemble_config, grid_runs, training_jobs  # noqa: E402
 
 DEFAULT = Experiment.load("config")
 
@@ -49,11 +50,18 @@ def test_bench_ensemble_steps_train_at_every_default_size(size):
 
 
 @pytest.mark.parametrize("name", ["config", "paper", "smoke", "test"])  # config/seed-1.yaml is an overlay of config.yaml
-def test_experiments_read_a_config_as_the_pipeline_does(name):
-    """Defaults filled in by the schema, as pipeline.runs expects them (a raw YAML read lacked e.g. model.frames)."""
-    expected = load_pipeline_config(BENCHMARKS.parent / "config" / f"{name}.yaml")
-    validate_pipeline_config(expected)
-    assert Experiment.load(name).config == expected
+def test_every_training_job_of_an_experiment_builds_a_file_dit_train_reads(name, tmp_path):
+    """An Experiment's config goes through pipeline.runs as the pipeline's does (a raw YAML read lacked the
+    schema's defaults, e.g. model.frames): every grid job's ensemble file is one that dit.train accepts."""
+    experiment = Experiment.load(name)
+    jobs = training_jobs(grid_runs(experiment.config), experiment.config["training"]["ensemble"])
+    assert jobs
+    for job in jobs:
+        path = tmp_path / "job.yaml"
+        path.write_text(yaml.safe_dump(ensemble_config(experiment.config, job, str(tmp_path / "runs"), str(tmp_path / "data"))))
+        loaded = load_ensemble(path)
+        check_ensemble([config for config, _ in loaded])
+        assert [config.optimizer.lr for config, _ in loaded] == [run.learning_rate for run in job.runs]
 
 
 def test_bench_distributed_writes_the_default_job_as_a_training_ensemble_file(tmp_path):
