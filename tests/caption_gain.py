@@ -1,16 +1,14 @@
 """The caption-gain run of tests/test_evaluate.py's slow check, made in a background process.
 
-``BackgroundRun(folder)`` generates and prepares the data and trains the run (``python -m dit.train``
-through ``dit.train.main``) in one process of its own; ``wait()`` returns the run folder. The session
-fixture ``caption_gain_run`` (tests/conftest.py) starts it when first asked for, by the caption check,
+``command(folder)`` generates and prepares the data and trains the run (``python -m dit.train`` through
+``dit.train.main``) in one process of its own, into ``folder/run``. The session fixture
+``caption_gain_run`` (tests/conftest.py) starts it in the background when first asked for, by the caption check,
 which tests/conftest.py orders first after the pipeline group (under pytest-xdist the check runs on a
 worker of its own while the pipeline group's SLURM tests wait on theirs).
 """
 
 from __future__ import annotations
 
-import os
-import subprocess
 import sys
 from pathlib import Path
 
@@ -47,24 +45,8 @@ def make_run(folder: Path) -> int:
     return train_in_process({**CAPTION_GAIN_RUN, "data": {"root": str(data)}}, folder / "run")
 
 
-class BackgroundRun:
-    """``make_run(folder)`` in a process of its own, its output in ``folder/caption-gain.log``."""
-
-    def __init__(self, folder: Path) -> None:
-        self.folder = Path(folder)
-        self.log = self.folder / "caption-gain.log"
-        code = f"import sys; sys.path.insert(0, {str(TESTS)!r}); from caption_gain import make_run; sys.exit(make_run(__import__('pathlib').Path(sys.argv[1])))"
-        with open(self.log, "w") as log:
-            self.process = subprocess.Popen([sys.executable, "-c", code, str(self.folder)], stdout=log,
-                                            stderr=subprocess.STDOUT, env={**os.environ, "PYTHONPATH": str(TESTS.parent)})
-
-    def wait(self, timeout_s: float = 900) -> Path:
-        """The finished run's folder; an AssertionError with the log's end if the process failed."""
-        code = self.process.wait(timeout=timeout_s)
-        assert code == 0, f"the caption-gain run failed ({code}):\n{self.log.read_text()[-3000:]}"
-        return self.folder / "run"
-
-    def stop(self) -> None:
-        if self.process.poll() is None:
-            self.process.kill()
-            self.process.wait(timeout=30)
+def command(folder: Path) -> list[str]:
+    """The command that runs ``make_run(folder)`` in a process of its own (``conftest.BackgroundCommand`` starts it)."""
+    code = (f"import sys; sys.path[:0] = [{str(TESTS)!r}, {str(TESTS.parent)!r}]; from caption_gain import make_run; "
+            "sys.exit(make_run(__import__('pathlib').Path(sys.argv[1])))")
+    return [sys.executable, "-c", code, str(folder)]

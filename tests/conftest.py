@@ -46,7 +46,7 @@ REPOSITORY_ROOT = TESTS_DIRECTORY.parent
 if str(TESTS_DIRECTORY) not in sys.path:
     sys.path.insert(0, str(TESTS_DIRECTORY))
 
-from caption_gain import BackgroundRun  # noqa: E402
+import caption_gain  # noqa: E402
 from prepared_clips import prepare_clips  # noqa: E402
 from slurm_cluster import MARKER, SYSTEM_CONFIG, SlurmCluster, SlurmClusterError, missing_requirements  # noqa: E402
 from training_runs import tiny_run_config, train_in_process  # noqa: E402
@@ -128,11 +128,12 @@ def pytest_collection_modifyitems(config, items):
 
 
 @pytest.fixture(scope="session")
-def caption_gain_run(tmp_path_factory) -> BackgroundRun:
-    """The caption-gain run (tests/caption_gain.py), started in the background; ``.wait()`` gives its folder."""
-    run = BackgroundRun(tmp_path_factory.mktemp("caption-gain"))
-    yield run
-    run.stop()
+def caption_gain_run(tmp_path_factory):
+    """(run folder, BackgroundCommand): the caption-gain run (tests/caption_gain.py), started in the background."""
+    folder = tmp_path_factory.mktemp("caption-gain")
+    process = BackgroundCommand(caption_gain.command(folder), timeout_s=900, output=folder / "caption-gain.log")
+    yield folder / "run", process
+    process.stop()
 
 
 @pytest.fixture(scope="session")
@@ -367,9 +368,10 @@ def make_pipeline():
     return pipeline_in
 
 
-class BackgroundSnakemake:
-    """A snakemake command started under ``timeout -k`` in a process group of its own, its merged output in
-    ``output``; ``wait()`` gives the finished ``SnakemakeRun``, ``stop()`` kills what is left."""
+class BackgroundCommand:
+    """A command (a snakemake run, the caption-gain run) started under ``timeout -k`` in a process group of its
+    own, its merged output in ``output``; ``wait()`` gives the finished ``SnakemakeRun``, ``stop()`` kills what
+    is left."""
 
     def __init__(self, command: list[str], *, timeout_s: float, output: Path, env: dict[str, str] | None = None):
         self.command, self.timeout_s, self.output = list(map(str, command)), timeout_s, Path(output)
@@ -402,10 +404,10 @@ def pytest_collection_finish(session):
 
 @pytest.fixture(scope="session")
 def smoke_workflow(tmp_path_factory):
-    """(pipeline, BackgroundSnakemake): the tests' smoke workflow (config/test.yaml) started on the local profile
+    """(pipeline, BackgroundCommand): the tests' smoke workflow (config/test.yaml) started on the local profile
     with 2 cores, in its own folders under pytest's temporary directory (work/ is never touched)."""
     pipeline = pipeline_in(tmp_path_factory.mktemp("smoke-run"))
-    run = BackgroundSnakemake(pipeline.command("--cores", "2", "--profile", str(LOCAL_PROFILE)),
+    run = BackgroundCommand(pipeline.command("--cores", "2", "--profile", str(LOCAL_PROFILE)),
                               timeout_s=SMOKE_RUN_TIMEOUT_S, output=pipeline.config_path.parent / "snakemake.out")
     yield pipeline, run
     run.stop()

@@ -231,7 +231,9 @@ def test_a_cpu_trained_run_evaluates_on_cuda_close_to_the_cpu(trained_run):
 @pytest.mark.slow
 def test_captions_lower_the_validation_loss_by_more_than_the_protocol_spread(caption_gain_run, tmp_path):
     """tiny-590k, 1,500 steps of 16 one-object clips (tests/caption_gain.py has the settings and why)."""
-    run = caption_gain_run.wait()
+    run, process = caption_gain_run
+    result = process.wait()
+    assert result.returncode == 0, f"the caption-gain run failed ({result.returncode}):\n{result.tail(3000)}"
     spread_path, captions_path = tmp_path / "spread.json", tmp_path / "captions.json"
     assert evaluate.main(["spread", "--run", str(run), "--seeds", "4", "--out", str(spread_path)]) == 0
     assert evaluate.main(["captions", "--run", str(run), "--shuffled", "--out", str(captions_path)]) == 0

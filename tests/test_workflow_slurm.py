@@ -31,7 +31,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from conftest import REPOSITORY_ROOT, SLURM_PROFILE, BackgroundSnakemake, SnakemakeRun, copy_data, read_losses, workflow_environment
+from conftest import REPOSITORY_ROOT, SLURM_PROFILE, BackgroundCommand, SnakemakeRun, copy_data, read_losses, workflow_environment
 from slurm_cluster import wait_for_path
 
 pytestmark = [pytest.mark.slurm, pytest.mark.slow]
@@ -173,7 +173,7 @@ def run_preemption_scenario(scenario: PreemptionScenario, cluster, tmp_path: Pat
     profile = slurm_profile(cluster, tmp_path, retries=1)
     command = pipeline.command("--profile", str(profile), str(job_dir / "job.json"),
                                str(pipeline.workdir / "jobs" / scenario.failing / "job.json"))
-    run = BackgroundSnakemake(command, timeout_s=SLURM_ONE_RUN_TIMEOUT_S, output=tmp_path / "snakemake.out", env=cluster.env())
+    run = BackgroundCommand(command, timeout_s=SLURM_ONE_RUN_TIMEOUT_S, output=tmp_path / "snakemake.out", env=cluster.env())
     try:
         job = cluster.wait_for_rule_job("train_grid", "RUNNING", wildcards=scenario.preempted, timeout_s=240)
         wait_for_path(job_dir / "checkpoints" / "latest.pt", timeout_s=180, poll_s=0.05)
