@@ -10,7 +10,8 @@ claim tests:
    every optimum lies on the grid's edge.
 2. The loss is sensitive to B and LR: the grid's spread against the noise (``analysis.sensitivity``).
 3a. B_opt(N, T) and LR_opt(N, T) = a T^b N^c: each exponent, with the sign the paper found.
-   Untestable when most optima lie on the grid's edge along that axis.
+   Untestable when most optima lie on the grid's edge along that axis. Beside the batch-size law: where
+   the paper's own B_opt(N, T) falls at the grid's (size, budget) pairs, against the grid's batches.
 3b. The laws pick the best (B, LR) of a held-out size: the best other measured cell's loss over the
    predicted cell's, minus 1 (positive: the predicted cell is the best), +- the noise of a difference
    of two runs (z sqrt(2) sigma).
@@ -94,17 +95,36 @@ def sensitivity(sens: dict | None) -> dict:
     return {"verdict": test["verdict"], "tests": [test], "sensitivity": sens}
 
 
+def paper_batch_optima_on_grid(document: dict) -> dict | None:
+    """The paper's B_opt(N, T) (tokens) at each (size, budget) pair of the grid, against the grid's batch range.
+
+    Where the published law puts the optimum below the grid's smallest batch, the grid cannot bracket
+    it at this scale even if the paper's law holds here: an optimum at the smallest batch is then what
+    the paper predicts, not a defect of the fit. ``None`` without optima or grid cells.
+    """
+    optima = document.get("optima") or []
+    batches = [cell["batch_tokens"] for grid in document.get("grids") or [] for cell in grid["cells"]]
+    if not optima or not batches:
+        return None
+    values = paper.optimal_batch_tokens([o["N"] for o in optima], [o["T"] for o in optima])
+    low, high = float(min(batches)), float(max(batches))
+    return {"pairs": int(values.size), "min_tokens": float(values.min()), "max_tokens": float(values.max()),
+            "below_grid": int((values < low).sum()), "above_grid": int((values > high).sum()),
+            "grid_batch_tokens": [low, high]}
+
+
 def hyperparameter_law(document: dict, name: str, edge_fraction: float | None) -> dict:
     """Claim 3a for ``batch_size`` or ``learning_rate`` (module docstring)."""
     record = document["laws"].get(name, {})
     published = paper.BATCH_SIZE if name == "batch_size" else paper.LEARNING_RATE
     mostly_on_edge = edge_fraction is None or edge_fraction > MOSTLY_ON_EDGE
+    on_grid = {"paper_on_grid": paper_batch_optima_on_grid(document)} if name == "batch_size" else {}
     if record.get("status") != "fitted":
         return _not_tested(f"the law could not be fitted: {record.get('reason', 'absent from the laws file')}",
                            fitted=False, mostly_on_edge=mostly_on_edge, edge_fraction=edge_fraction,
-                           edge_points=record.get("edge_points"))
+                           edge_points=record.get("edge_points"), **on_grid)
     evidence = {"parameters": record["parameters"], "intervals": record.get("intervals") or {}, "paper": published,
-                "edge_fraction": edge_fraction, "scatter_rms_log": record["fit"]["rmse_log"]}
+                "edge_fraction": edge_fraction, "scatter_rms_log": record["fit"]["rmse_log"], **on_grid}
     if mostly_on_edge:
         return _not_tested("most optima lie on the grid's edge along this axis: the law would describe the grid's boundary",
                            fitted=True, mostly_on_edge=True, **evidence)

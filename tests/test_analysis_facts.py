@@ -61,7 +61,8 @@ def results(tmp_path_factory):
                        "--scorecard", str(card)]) == 0
     assert report_main(["--facts", str(facts), "--summary", str(summary), "--findings", str(folder / "FINDINGS.md")]) == 0
     return {"laws": json.loads(laws.read_text()), "heldout": json.loads(heldout.read_text()), "facts": json.loads(facts.read_text()),
-            "scorecard": json.loads(card.read_text()), "summary": summary.read_text(), "findings": (folder / "FINDINGS.md").read_text()}
+            "scorecard": json.loads(card.read_text()), "summary": summary.read_text(), "findings": (folder / "FINDINGS.md").read_text(),
+            "runs": runs}
 
 
 def claim_line(text: str, number: str) -> str:
@@ -164,6 +165,20 @@ def test_hyperparameter_laws_with_optima_mostly_on_the_edge_are_untested(results
     for test, key in zip(tested["tests"], ("b", "c")):
         low, high = test["exponent_interval"]
         assert test["verdict"] == verdicts.from_interval(sorted([signs[key] * low, signs[key] * high]))
+
+
+def test_claim_3a_places_the_papers_batch_optima_against_the_grid(results):
+    """The paper's B_opt = 21797 T^0.808 N^0.1906 (tokens; N, T in billions), recomputed from the runs table."""
+    runs = pd.read_csv(results["runs"])
+    grid = runs[(runs["series"] == "grid") & ~runs["size"].isin(DESIGN.heldout_sizes)]  # the fitting sizes' grid
+    pairs = grid[["non_embedding_parameters", "tokens"]].dropna().drop_duplicates()  # synthetic runs read at their budgets
+    expected = 21797.0 * (pairs["tokens"] / 1e9) ** 0.808 * (pairs["non_embedding_parameters"] / 1e9) ** 0.1906
+    low, high = grid["batch_tokens"].min(), grid["batch_tokens"].max()
+    placed = results["facts"]["claims"]["claim_3a_batch_size"]["paper_on_grid"]
+    assert placed["pairs"] == len(pairs) and placed["grid_batch_tokens"] == [low, high]
+    assert placed["min_tokens"] == pytest.approx(expected.min()) and placed["max_tokens"] == pytest.approx(expected.max())
+    assert placed["below_grid"] == int((expected < low).sum()) and placed["above_grid"] == int((expected > high).sum())
+    assert "paper_on_grid" not in results["facts"]["claims"]["claim_3a_learning_rate"]
 
 
 def test_claim_3b_compares_the_predicted_cell_with_its_best_neighbour_within_the_noise(results):
