@@ -134,6 +134,31 @@ def test_dry_run_builds_the_expected_dag(source, ensemble, grid_jobs, make_pipel
     assert not pipeline.workdir.exists(), "a dry run must not create the workdir"
 
 
+def test_noise_sources_plans_one_study_per_noise_cell_on_that_cells_training_config(make_pipeline, tmp_path):
+    import shlex
+
+    from pipeline.runs import grid_runs
+
+    pipeline = make_pipeline(tmp_path, "test", {"noise": {"sources": {"seeds": 4}}})
+    result = pipeline.run("--dry-run", "--printshellcmds", "--cores", "2", "noise_sources", timeout_s=DRY_RUN_TIMEOUT_S)
+    assert result.returncode == 0, result.tail()
+    cells = pipeline.config["noise"]["cells"]
+    assert result.job_counts().get("noise_sources_cell") == len(cells), result.job_counts()
+    commands = [shlex.split(line.partition(": ")[2]) for line in result.output.splitlines() if line.startswith("Shell command: python -m dit.noise_sources")]
+    assert len(commands) == len(cells)
+    runs = grid_runs(pipeline.config)
+    for command in commands:
+        study = json.loads(command[command.index("--config-json") + 1])
+        assert command[command.index("--seeds") + 1] == "4"
+        same_cell = [r for r in runs if r.run_id == study["run"]["id"]]
+        assert same_cell and any(
+            (r.size, r.batch_clips) == (c["size"], c["batch_clips"]) and math.isclose(r.learning_rate, c["learning_rate"])
+            for r in same_cell for c in cells)
+        assert study["model"]["size"] == same_cell[0].size and study["batch"]["global_clips"] == same_cell[0].batch_clips
+        assert study["optimizer"]["lr"] == pytest.approx(same_cell[0].learning_rate)
+        assert study["schedule"]["milestones_tokens"] == list(same_cell[0].milestones_tokens)
+
+
 def test_invalid_config_stops_before_any_job_naming_the_key(make_pipeline, tmp_path):
     pipeline = make_pipeline(tmp_path, "test", {"heldout": {"sizes": ["tiny-18k"]}})
     result = pipeline.run("--dry-run", "--cores", "2", timeout_s=DRY_RUN_TIMEOUT_S)

@@ -1,12 +1,14 @@
 # Shared by every stage: the validated config, the run list and the paths.
 
 import json
+import math
 import os
 import sys
 
 from pipeline.runs import (
     ensemble_config,
     find_job,
+    format_learning_rate,
     grid_runs,
     job_of,
     predicted_heldout_run,
@@ -81,6 +83,22 @@ def largest_run_job(wildcards=None):
     """The record of the job that trains the largest held-out run (evaluation and samples wait for it)."""
     run_id = predicted_heldout_run(proposal_file()).run_id
     return job_records([job_of(heldout_jobs(), run_id)])[0]
+
+
+def noise_cell_name(cell):
+    return f"{cell['size']}_b{cell['batch_clips']}_lr{format_learning_rate(float(cell['learning_rate']))}"
+
+
+NOISE_CELLS = {noise_cell_name(cell): cell for cell in config["noise"]["cells"]}
+
+
+def noise_cell_config(name):
+    """The training config of the cell's run as the grid trains it (JSON), the study's base."""
+    cell = NOISE_CELLS[name]
+    run = next(r for r in GRID_RUNS if r.size == cell["size"] and r.batch_clips == int(cell["batch_clips"])
+               and math.isclose(r.learning_rate, float(cell["learning_rate"]), rel_tol=1e-9))
+    members = ensemble_config(config, job_of(GRID_JOBS, run.run_id), f"{WORK}/runs", PREPARED, CODEC)["members"]
+    return json.dumps(next(m["config"] for m in members if m["config"]["run"]["id"] == run.run_id), sort_keys=True)
 
 
 wildcard_constraints:
