@@ -11,8 +11,7 @@ timing, and the training step exactly as ``dit.train`` takes it.
 * ``InterleavedTimer``: times several variants in turns in one process (device sync inside each
   timed call) so load from other processes falls on all of them alike; medians and spread in seconds.
 * ``engine_training_step``: ``MemberParameters.zero_grad``, ``dit.engine.accumulate_gradients`` and
-  ``MemberAdamW.step`` with the config's gradient clipping, bf16 autocast on CUDA (``precision: auto``), subnormals
-  flushed on a CPU (``dit.engine.flushed_denormals``), as the engine trains,
+  ``MemberAdamW.step`` with the config's gradient clipping, bf16 autocast on CUDA (``precision: auto``),
   for an ensemble of M members (one run trained alone is an ensemble of one); its FLOPs come from
   ``dit.flops.training_flops_per_clip``.
 
@@ -33,7 +32,6 @@ import torch
 
 from dit.attention import resolve_backend
 from dit.diffusion import NoiseSchedule
-from dit.engine import flushed_denormals
 from dit.ensemble import EnsembleDiT
 from dit.flops import training_flops_per_clip
 from dit.latent import latent_shape
@@ -258,10 +256,9 @@ def engine_training_step(experiment: Experiment, config: VideoDiTConfig, learnin
     active = [True] * members
 
     def run() -> None:
-        with flushed_denormals(device):  # as the engine trains (dit.engine.flushed_denormals)
-            parameters.zero_grad()
-            accumulate_gradients(model, schedule, video, timesteps, noise, captions, batch_clips, batch_clips, autocast)
-            optimizer.step(learning_rates, active, opt.get("grad_clip"))
+        parameters.zero_grad()
+        accumulate_gradients(model, schedule, video, timesteps, noise, captions, batch_clips, batch_clips, autocast)
+        optimizer.step(learning_rates, active, opt.get("grad_clip"))
 
     per_clip = training_flops_per_clip(config.forward_flops(), config.caption_feature_width, config.caption_length,
                                        config.width, text_input_gradient=config.caption_table == "learned")
