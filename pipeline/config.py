@@ -31,7 +31,7 @@ from dit.atomic import atomic_write_text
 from dit.config import ConfigError, config_from_dict, read_yaml_mapping
 from dit.flops import tokens_per_clip
 from dit.sizes import SIZES
-from pipeline.runs import RunSpec, grid_runs, training_config
+from pipeline.runs import SEED_STRIDE, RunSpec, grid_runs, grid_seeds, training_config
 
 SCHEMA_PATH = Path(__file__).resolve().parent.parent / "workflow" / "schemas" / "config.schema.yaml"
 
@@ -96,8 +96,9 @@ def _cross_check(config: Mapping[str, Any]) -> None:
         _known_size("heldout.compute_optimal_size", config["heldout"]["compute_optimal_size"])
     for i, cell in enumerate(config["noise"]["cells"]):
         _known_size(f"noise.cells[{i}].size", cell["size"])
-    if config["training"]["seed"] in config["noise"]["seeds"]:
-        _fail("noise.seeds", f"seed {config['training']['seed']} is the grid's own seed (training.seed)")
+    shared = sorted(set(grid_seeds(config)) & set(config["noise"]["seeds"]))
+    if shared:
+        _fail("noise.seeds", f"seed {shared[0]} is a grid seed (training.seed + j x {SEED_STRIDE} for j < grid.seeds_per_cell)")
     last = _check_milestones(grid)
     if config["heldout"]["tokens"] > last:
         _fail("heldout.tokens", f"{config['heldout']['tokens']} lies beyond the grid's last milestone {last}")

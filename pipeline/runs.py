@@ -113,15 +113,30 @@ def milestones_of(config: Mapping[str, Any], size: str) -> tuple[int, ...]:
     return tuple(int(m) for m in milestones)
 
 
-def grid_runs(config: Mapping[str, Any]) -> list[RunSpec]:
-    """Every run trained before the held-out stage: grid, conventional (if off-grid) and noise seeds."""
-    grid = config["grid"]
+#: Seed distance between the replicates of one grid cell: replicate j trains with ``training.seed + j * SEED_STRIDE``.
+SEED_STRIDE = 1000
+
+
+def grid_seeds(config: Mapping[str, Any]) -> list[int]:
+    """The seeds of every grid cell: ``grid.seeds_per_cell`` replicates from ``training.seed`` on, ``SEED_STRIDE`` apart.
+
+    A cell's loss is the mean of its replicates' losses (``analysis.selection``); they differ in
+    initialisation, data order and every per-step draw, and train in the cell's ensemble job.
+    """
     seed = int(config["training"]["seed"])
+    return [seed + j * SEED_STRIDE for j in range(int(config["grid"].get("seeds_per_cell", 1)))]
+
+
+def grid_runs(config: Mapping[str, Any]) -> list[RunSpec]:
+    """Every run trained before the held-out stage: grid and conventional (if off-grid) replicates, noise seeds."""
+    grid = config["grid"]
+    seeds = grid_seeds(config)
     runs = [
         RunSpec("grid", size, int(batch), float(lr), seed, milestones_of(config, size))
         for size in grid["sizes"]
         for batch in grid["batch_clips"]
         for lr in grid["learning_rates"]
+        for seed in seeds
     ]
     conventional = config["conventional"]
     on_grid = int(conventional["batch_clips"]) in [int(b) for b in grid["batch_clips"]] and any(
@@ -132,6 +147,7 @@ def grid_runs(config: Mapping[str, Any]) -> list[RunSpec]:
             RunSpec("conventional", size, int(conventional["batch_clips"]), float(conventional["learning_rate"]),
                     seed, milestones_of(config, size))
             for size in grid["sizes"]
+            for seed in seeds
         ]
     for cell in config["noise"]["cells"]:
         for extra_seed in config["noise"]["seeds"]:

@@ -50,7 +50,9 @@ def test_the_shipped_configs_are_valid(source, tmp_path):
         (changed(gird={"sizes": ["tiny-18k"]}), "config: Additional properties are not allowed ('gird' was unexpected)"),
         (changed(heldout={"sizes": ["tiny-18k"]}), "heldout.sizes[0]: tiny-18k is also a fitting size in grid.sizes"),
         (changed(noise={"cells": SMOKE["noise"]["cells"], "seeds": [1, SMOKE["training"]["seed"]]}),
-         "noise.seeds: seed 0 is the grid's own seed (training.seed)"),
+         "noise.seeds: seed 0 is a grid seed (training.seed + j x 1000 for j < grid.seeds_per_cell)"),
+        (changed(grid={"seeds_per_cell": 2}, noise={"cells": SMOKE["noise"]["cells"], "seeds": [1, SMOKE["training"]["seed"] + 1000]}),
+         "noise.seeds: seed 1000 is a grid seed"),
         (changed(grid={"milestones_tokens": [8192, 32768, 16384]}),
          "grid.milestones_tokens: token budgets must increase, got [8192, 32768, 16384]"),
         (changed(grid={"milestones_tokens": [8192, 8192, 16384]}), "grid.milestones_tokens: [8192, 8192, 16384] has non-unique"),
@@ -67,7 +69,7 @@ def test_the_shipped_configs_are_valid(source, tmp_path):
          "run grid/tiny-18k/b8_lr0.005_s0 cannot be split over training.processes=6"),
     ],
     ids=["negative-learning-rate", "unknown-size", "unknown-nested-key", "unknown-top-level-key", "heldout-in-grid",
-         "noise-seed-is-the-training-seed", "milestones-not-increasing", "milestones-repeated", "heldout-tokens-beyond",
+         "noise-seed-is-the-training-seed", "noise-seed-is-a-replicate-seed", "milestones-not-increasing", "milestones-repeated", "heldout-tokens-beyond",
          "model-patch", "latent-patch", "pixel-patch", "captions-without-source", "batch-over-processes",
          "batch-over-nodes"],
 )
@@ -98,3 +100,21 @@ def test_the_check_command(tmp_path, capsys):
     (tmp_path / "list.yaml").write_text("- a\n- b\n")
     assert main(["check", "--config", str(tmp_path / "list.yaml")]) == 2
     assert "must hold a mapping of sections" in capsys.readouterr().err
+
+
+def test_every_grid_cell_gets_its_replicate_seeds_in_the_cells_ensemble_job():
+    from pipeline.runs import grid_runs, training_jobs
+
+    config = changed(grid={"seeds_per_cell": 3})
+    validate_pipeline_config(config)
+    runs = [run for run in grid_runs(config) if run.series == "grid"]
+    cells = {(run.size, run.batch_clips, run.learning_rate) for run in runs}
+    seed = SMOKE["training"]["seed"]
+    assert len(runs) == 3 * len(cells)
+    for cell in cells:
+        assert sorted(run.seed for run in runs if (run.size, run.batch_clips, run.learning_rate) == cell) == [seed, seed + 1000, seed + 2000]
+    for job in training_jobs(grid_runs(config)):
+        shapes = {(run.size, run.batch_clips) for run in job.runs}
+        assert len(shapes) == 1
+        in_job = [run for run in runs if (run.size, run.batch_clips) in shapes]
+        assert set(in_job) <= set(job.runs)
