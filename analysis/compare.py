@@ -35,6 +35,8 @@ from scipy import stats
 from dit.atomic import atomic_write_json
 from dit.provenance import table_without_clocks, without_volatile
 
+from analysis.runs import run_relative_std
+
 DEFAULT_CONFIDENCE = 0.95
 LOSS_COLUMNS = ("train_loss", "validation_loss")
 
@@ -132,8 +134,8 @@ def _read_runs(folder: Path) -> pd.DataFrame:
 
 
 def _noise(laws: dict) -> float | None:
-    value = laws.get("setup", {}).get("noise", {}).get("relative_std")
-    return float(value) if isinstance(value, (int, float)) and math.isfinite(value) else None
+    """One run's relative std: validation losses are compared run by run."""
+    return run_relative_std(laws.get("setup", {}).get("noise"))
 
 
 def _relative(a: pd.Series, b: pd.Series) -> float:

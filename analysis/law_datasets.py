@@ -54,7 +54,7 @@ class OptimumPoints:
     @classmethod
     def find(cls, selection: Selection, noise: RunNoise | None, config: FitConfig) -> "OptimumPoints":
         """Optima of the measured losses (``noise`` None: row 0 only) and of every resample."""
-        optima = [find_optima(grid, None if noise is None else noise.losses(grid.run_ids, grid.losses),
+        optima = [find_optima(grid, None if noise is None else noise.losses(grid.replicates, grid.losses),
                               config.optimum_method, config.optimum_band, config.optimum_max_gain)
                   for grid in selection.fitting]
         budgets = selection.budgets
@@ -150,7 +150,7 @@ def all_runs_dataset(selection: Selection, noise: RunNoise, delta: float) -> Law
             t += list(budgets / BILLION)
             labels += [{"size": grid.size, "run_id": run_id, "N": grid.parameters / BILLION, "T": b / BILLION, "tokens": float(b)}
                        for b in budgets]
-        blocks.append(noise.losses(grid.run_ids, grid.losses).reshape(noise.resamples + 1, -1))
+        blocks.append(noise.losses(grid.replicates, grid.losses).reshape(noise.resamples + 1, -1))
     if not blocks:
         return None
     observed = np.concatenate(blocks, axis=1)

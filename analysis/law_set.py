@@ -20,6 +20,7 @@ from analysis.allocation import BILLION, AllocationSolver, FlopModel, inference_
 from analysis.config import InferenceSetup
 from analysis.intervals import percentile_interval
 from analysis.law_forms import get_form
+from analysis.runs import run_relative_std
 
 
 #: The laws document's format (2: optima interior flags, measured grids, recipe curves, run-noise bootstrap).
@@ -55,7 +56,7 @@ class LawSet:
         self.flop_model = FlopModel.from_dict(setup["flop_model"])
         self.context_tokens = float(setup.get("context_tokens", self.flop_model.context_tokens))
         self.inference = InferenceSetup(**setup["inference"]).resolved(int(self.context_tokens))
-        self.noise_relative_std = float((setup.get("noise") or {}).get("relative_std") or 0.0)
+        self.noise_relative_std = run_relative_std(setup.get("noise")) or 0.0  # a prediction interval is one run's
         self.level = float(level if level is not None else document.get("config", {}).get("confidence_level", 0.95))
         self.seed = seed
         self._solver: AllocationSolver | None = None

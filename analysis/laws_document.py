@@ -84,10 +84,11 @@ def fit_laws(table: RunsTable, config: FitConfig, log: Callable[[str], None] | N
     selection = select_runs(table, config)
     noise = RunNoise.draw(selection.resampled_run_ids(), config.bootstrap_resamples, config.seed)
     noise.relative_std, noise_source = _relative_noise(selection, config)
+    cell_std = noise.relative_std / np.sqrt(selection.seeds_per_cell)
     points = OptimumPoints.find(selection, noise, config)
     log(f"optima: {len(selection.fitting)} fitting sizes x {selection.budgets.size} budgets, {noise.resamples} resamples "
         f"({time.perf_counter() - started:.1f} s)")
-    delta = loss_delta(config, noise.relative_std)
+    delta = loss_delta(config, cell_std)
     datasets = optimum_datasets(points, selection.grid_run_ids, config, delta)
     curves, conventional_runs = cell_curves(selection, selection.conventional_cell, noise)
     datasets["loss_conventional"] = cell_dataset("loss_conventional", points, selection.conventional_cell, curves,
@@ -130,7 +131,8 @@ def _fit(data, log, started) -> LawFit:
 
 
 def _relative_noise(selection: Selection, config: FitConfig) -> tuple[float, str]:
-    """The run-to-run relative std and where it comes from: the noise-floor seeds, else the loss law's residuals."""
+    """The run-to-run relative std and where it comes from: the noise-floor seeds, else the loss law's residuals
+    (those of cells, scaled by the square root of the seeds per cell to one run's)."""
     if selection.noise:
         return float(selection.noise["relative_std"]), selection.noise["source"]
     points = OptimumPoints.find(selection, None, config)
@@ -138,7 +140,8 @@ def _relative_noise(selection: Selection, config: FitConfig) -> tuple[float, str
     fit = fit_full_data(optimum_datasets(points, selection.grid_run_ids, config, least_squares)["loss_optimal"])
     if not fit.fitted:
         return 0.0, "none: no noise-floor seeds, and L(N, T) could not be fitted to estimate it from residuals"
-    return float(fit.result.rmse_log), "RMS log residual of a least-squares fit of L(N, T) to the optima (no noise-floor seeds)"
+    return (float(fit.result.rmse_log) * float(np.sqrt(selection.seeds_per_cell)),
+            "RMS log residual of a least-squares fit of L(N, T) to the optima (no noise-floor seeds)")
 
 
 def _compute_optimal(selection: Selection, points: OptimumPoints, fits: dict, curves: np.ndarray, target) -> tuple[dict, dict]:
@@ -258,11 +261,20 @@ def _setup_record(selection: Selection, noise: RunNoise, noise_source: str) -> d
         "grid_cells": selection.cells,
         "conventional_cell": selection.conventional_cell,
         "conventional_cell_source": selection.conventional_cell_source,
-        "noise": {"relative_std": noise.relative_std, "source": noise_source, **({"detail": selection.noise} if selection.noise else {})},
-        "huber_delta_loss": loss_delta(config, noise.relative_std),
+        "noise": _noise_record(selection, noise, noise_source),
+        "huber_delta_loss": loss_delta(config, noise.relative_std / np.sqrt(selection.seeds_per_cell)),
         "bootstrap": {"resamples": noise.resamples, "seed": config.seed, "scheme": SCHEME, "level": config.confidence_level},
         "notes": selection.notes,
     }
+
+
+def _noise_record(selection: Selection, noise: RunNoise, source: str) -> dict:
+    """``setup.noise``: ``relative_std`` is the noise of the loss the laws are fitted to, a cell's (the mean of its
+    ``seeds_per_cell`` replicates): ``run_relative_std / sqrt(seeds_per_cell)``; ``run_relative_std`` is one run's."""
+    seeds = selection.seeds_per_cell
+    return {"relative_std": noise.relative_std / np.sqrt(seeds) if seeds > 1 else noise.relative_std,
+            "run_relative_std": noise.relative_std, "seeds_per_cell": seeds, "source": source,
+            **({"detail": selection.noise} if selection.noise else {})}
 
 
 def _runs_record(selection: Selection, conventional_runs: dict) -> dict:

@@ -14,7 +14,7 @@ import numpy as np
 from scipy.stats import binom
 
 from analysis import paper
-from analysis.runs import RunsTable
+from analysis.runs import RunsTable, run_relative_std
 from analysis.verdicts import from_interval
 
 #: Published value of each coefficient the summary sets beside ours: (law, parameter) -> value.
@@ -72,9 +72,11 @@ def noise(document: dict, validation_weights: str, dof: int | None, protocol_spr
     setup = document["setup"]
     measured = setup.get("noise") or {}
     sigma = measured.get("relative_std")
+    run_sigma = run_relative_std(measured)
     detail = measured.get("detail") or {}
     record = {
-        "relative_std": sigma, "source": measured.get("source"), "degrees_of_freedom": dof,
+        "relative_std": sigma, "run_relative_std": run_sigma, "seeds_per_cell": int(measured.get("seeds_per_cell", 1)),
+        "source": measured.get("source"), "degrees_of_freedom": dof,
         "loss_column": document["config"].get("loss_column"), "validation_weights": validation_weights,
         "seed_cells": [{k: g[k] for k in ("size", "batch_clips", "learning_rate", "seeds")} for g in detail.get("groups", [])],
         "huber_delta_loss": setup.get("huber_delta_loss"),
@@ -83,7 +85,7 @@ def noise(document: dict, validation_weights: str, dof: int | None, protocol_spr
     if protocol is not None:
         record["protocol_relative_std"] = protocol
         record["protocol_seeds"] = len(protocol_spread.get("seeds", []))
-        record["protocol_share"] = protocol / sigma if sigma else None
+        record["protocol_share"] = protocol / run_sigma if run_sigma else None
     return record
 
 
@@ -254,7 +256,7 @@ def data_reuse(table: RunsTable, manifest: dict, document: dict) -> dict | None:
     runs = table.completed(series=["grid"])
     if not train_clips or runs.empty:
         return None
-    sigma = (document["setup"].get("noise") or {}).get("relative_std") or 0.0
+    sigma = run_relative_std(document["setup"].get("noise")) or 0.0  # each run's curve is judged on its own
     turned_up, memorising, largest_rise = [], [], 0.0
     for run_id in runs.index:
         _, validation = table.curve(run_id)

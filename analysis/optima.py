@@ -48,7 +48,7 @@ BOUNDARY_TOLERANCE = 1e-9
 
 @dataclass
 class SizeGrid:
-    """The completed grid runs of one model size and their losses at the common budgets."""
+    """The completed grid cells of one model size and their losses at the common budgets (a cell: one run, or the mean of its replicates)."""
 
     size: str
     parameters: float  # N, raw count
@@ -60,6 +60,12 @@ class SizeGrid:
     flops_per_token: float  # measured C_token of this size (FLOPs per token)
     width: int = 0
     depth: int = 0
+    members: list[tuple[str, ...]] | None = None  # each row's replicate runs (None: each row is the run ``run_ids[i]``)
+
+    @property
+    def replicates(self) -> list[tuple[str, ...]]:
+        """The runs whose mean loss each row is: its replicate seeds, or the row's one run."""
+        return self.members if self.members is not None else [(run_id,) for run_id in self.run_ids]
 
 
 @dataclass

@@ -3,7 +3,8 @@
 A run's loss curve is one draw of the run-to-run noise (a seed gives the whole curve), so a resample
 scales each run's whole curve by ``1 + sigma z`` with ``z`` standard normal, one ``z`` per run and
 resample, and ``sigma`` the run-to-run relative standard deviation (from the noise-floor seeds, or
-the residuals of the loss law when there are none). Every law is refitted on the same resampled
+the residuals of the loss law when there are none). A grid cell whose loss is the mean of k replicate
+runs is scaled by ``1 + sigma`` times the mean of their k draws. Every law is refitted on the same resampled
 runs, so the precise and the conventional recipe are paired resample by resample; no design cell
 (size, batch size, learning rate) is ever left out or repeated, as resampling the runs themselves
 would do. Row 0 is the data as measured.
@@ -36,16 +37,22 @@ class RunNoise:
     def resamples(self) -> int:
         return int(self.draws.shape[0])
 
-    def factors(self, run_ids: list[str]) -> np.ndarray:
-        """``(resamples + 1, len(run_ids))`` multipliers of each run's losses; row 0 is all ones."""
+    def factors(self, run_ids: list) -> np.ndarray:
+        """``(resamples + 1, len(run_ids))`` multipliers of each run's losses; row 0 is all ones.
+
+        An entry may be a tuple of replicate runs, whose mean loss the row is: its multiplier is
+        ``1 + sigma`` times the mean of their draws (a relative std of ``sigma / sqrt(k)`` for k replicates).
+        """
         column = {run_id: i for i, run_id in enumerate(self.run_ids)}
+        units = [(unit,) if isinstance(unit, str) else tuple(unit) for unit in run_ids]
         try:
-            draws = self.draws[:, [column[run_id] for run_id in run_ids]]
+            draws = np.stack([self.draws[:, [column[run_id] for run_id in unit]].mean(axis=1) for unit in units], axis=1) \
+                if units else np.empty((self.resamples, 0))
         except KeyError as error:
             raise KeyError(f"run {error.args[0]!r} has no noise draws (not among the resampled runs)") from None
-        return np.concatenate([np.ones((1, len(run_ids))), 1 + self.relative_std * draws])
+        return np.concatenate([np.ones((1, len(units))), 1 + self.relative_std * draws])
 
-    def losses(self, run_ids: list[str], losses: np.ndarray) -> np.ndarray:
+    def losses(self, run_ids: list, losses: np.ndarray) -> np.ndarray:
         """``losses`` ``(runs, budgets)`` as measured (row 0) and in every resample: ``(resamples + 1, runs, budgets)``."""
         return self.factors(run_ids)[:, :, None] * np.asarray(losses, dtype=float)[None]
 

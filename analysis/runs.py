@@ -399,3 +399,11 @@ def run_to_run_noise(table: RunsTable, budgets: Sequence[float], column: str, to
         "groups": groups,
         "source": "noise-floor seeds (series=noise) and the grid run of the same cell",
     }
+
+
+def run_relative_std(noise: dict | None) -> float | None:
+    """One run's relative std from a laws document's ``setup.noise`` (whose ``relative_std`` is a cell's, the mean of
+    ``seeds_per_cell`` replicates); documents without replicates carry only ``relative_std``, which is then one run's."""
+    noise = noise or {}
+    value = noise.get("run_relative_std", noise.get("relative_std"))
+    return float(value) if isinstance(value, (int, float)) and np.isfinite(value) else None

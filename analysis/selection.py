@@ -2,7 +2,8 @@
 
 Completed runs only (diverged/failed are listed with their reasons by ``RunsTable.exclusions``);
 the grid runs of the fitting sizes, one ``SizeGrid`` per size with its losses interpolated to the
-common token budgets; the held-out sizes' grid and ``heldout`` runs; the grid cells (batch size,
+common token budgets, one row per (batch, learning rate) cell: the mean of the cell's replicate
+seeds (``grid.seeds_per_cell``), or the cell's one run; the held-out sizes' grid and ``heldout`` runs; the grid cells (batch size,
 learning rate) run at every fitting size, each a candidate fixed cell of the conventional recipe,
 and the configured one (or the cell of lowest mean loss rank); the run-to-run noise from the
 noise-floor seeds; and the FLOP model that counts compute.
@@ -45,7 +46,14 @@ class Selection:
 
     @property
     def grid_run_ids(self) -> list[str]:
-        return [run_id for grid in self.fitting for run_id in grid.run_ids]
+        """Every run behind the fitting sizes' cells (each cell's replicates, in order)."""
+        return [run_id for grid in self.fitting for replicates in grid.replicates for run_id in replicates]
+
+    @property
+    def seeds_per_cell(self) -> int:
+        """Replicates behind a fitting cell's loss (the median over cells; 1 when there are none)."""
+        counts = [len(replicates) for grid in self.fitting for replicates in grid.replicates]
+        return int(np.median(counts)) if counts else 1
 
     def cell_runs(self, cell: dict) -> dict[str, list[str]]:
         """Fitting size -> its completed grid or conventional runs at ``cell`` (sizes without one left out)."""
@@ -79,7 +87,7 @@ def select_runs(table: RunsTable, config: FitConfig) -> Selection:
     if budgets.size == 0:
         raise AnalysisError("no token budgets: there are no completed grid runs with milestones (series=grid, status=completed)")
     flop_model = FlopModel(config.flop_convention, float(_context_tokens(completed, config)), _width_rule(table, config, notes))
-    fitting = [_size_grid(table, grid_runs[grid_runs["size"] == size], size, budgets, config) for size in fitting_names]
+    fitting = [_cell_grid(table, grid_runs[grid_runs["size"] == size], size, budgets, config, notes) for size in fitting_names]
     heldout = []
     for size in config.heldout_sizes:
         runs = completed[(completed["size"] == size) & completed["series"].isin(["grid", "heldout"])]
@@ -92,6 +100,47 @@ def select_runs(table: RunsTable, config: FitConfig) -> Selection:
     source = "config" if config.conventional_cell else "lowest mean rank over the fitting sizes"
     noise = run_to_run_noise(table, budgets, config.loss_column, config.token_match_tolerance)
     return Selection(config, table, budgets, fitting, heldout, cell or {}, source, cells, flop_model, noise, notes)
+
+
+def _cell_grid(table: RunsTable, runs: pd.DataFrame, size: str, budgets, config: FitConfig, notes: list[str]) -> SizeGrid:
+    """A fitting size's grid with one row per (batch, learning rate) cell: the mean loss of the cell's replicates.
+
+    A cell's replicates are its grid runs with different seeds (``grid.seeds_per_cell``); a cell whose
+    replicates did not all complete is left out (its loss would be the mean of the stable ones only),
+    with a note. One replicate per cell gives the runs themselves, ids unchanged.
+    """
+    every = table.runs()
+    every = every[(every["series"] == "grid") & (every["size"] == size)]
+    cells = list(runs.groupby(["batch_clips", "learning_rate"], sort=False))
+    if all(len(group) == 1 for _, group in cells) and len(every) == len(runs):
+        return _size_grid(table, runs, size, budgets, config)
+    keep, replicates = [], []
+    for (batch, rate), group in cells:
+        planned = int(((every["batch_clips"] == batch) & same_learning_rate(every["learning_rate"], rate)).sum())
+        if len(group) < planned:
+            notes.append(f"{size} cell batch_clips={int(batch)}, learning_rate={rate:g}: {len(group)} of {planned} "
+                         "replicates completed; the cell is left out")
+            continue
+        keep.append(group.index[0])
+        replicates.append(tuple(group.sort_values("seed").index))
+    ids = [run_id for group in replicates for run_id in group]
+    losses = table.loss_matrix(ids, budgets, config.loss_column, config.token_match_tolerance)
+    rows = np.cumsum([0] + [len(group) for group in replicates])
+    first = runs.loc[keep]
+    return SizeGrid(
+        size=size,
+        parameters=float(first["non_embedding_parameters"].iloc[0]),
+        run_ids=["+".join(group) for group in replicates],
+        learning_rates=first["learning_rate"].to_numpy(float),
+        batch_tokens=first["batch_tokens"].to_numpy(float),
+        batch_clips=first["batch_clips"].to_numpy(float),
+        losses=np.stack([losses[a:b].mean(axis=0) for a, b in zip(rows[:-1], rows[1:])]) if replicates
+        else np.empty((0, len(budgets))),
+        flops_per_token=float(np.nanmedian(table.flops_per_token(ids, config.flop_convention))),
+        width=int(first["width"].iloc[0]),
+        depth=int(first["depth"].iloc[0]),
+        members=replicates,
+    )
 
 
 def _size_grid(table: RunsTable, runs: pd.DataFrame, size: str, budgets, config: FitConfig) -> SizeGrid:

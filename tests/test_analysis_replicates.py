@@ -1,0 +1,98 @@
+"""Grid cells trained with replicate seeds (``grid.seeds_per_cell``): a cell's loss is the mean of its seeds', its
+bootstrap noise the run-to-run noise over the square root of the seeds, and a cell with a failed seed is left out."""
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from analysis.blas import limit_openblas_threads
+from analysis.config import config_from_dict
+from analysis.laws_document import fit_laws
+from analysis.resampling import RunNoise
+from analysis.runs import RunsTable
+from analysis.selection import select_runs
+from analysis.synthetic_runs import SyntheticDesign, synthetic_runs
+
+limit_openblas_threads()
+
+DESIGN = SyntheticDesign(fitting_sizes=["tiny-8k", "tiny-18k", "tiny-33k", "tiny-66k"], heldout_sizes=[], noise_size="tiny-18k",
+                         include_failures=False)
+SEEDS = (0, 1000, 2000)
+
+
+def replicated(frame: pd.DataFrame, extra_seeds=SEEDS[1:], scale: float = 0.01, seed: int = 5) -> pd.DataFrame:
+    """``frame`` with every grid run repeated at ``extra_seeds``, each copy's losses times ``1 + scale z`` (one z per copy)."""
+    rng = np.random.default_rng(seed)
+    copies = []
+    for extra in extra_seeds:
+        for run_id, rows in frame[frame["series"] == "grid"].groupby("run_id", sort=False):
+            rows = rows.copy()
+            factor = 1 + scale * rng.standard_normal()
+            rows["run_id"], rows["seed"] = f"{run_id}_s{extra}", extra
+            rows["validation_loss"] *= factor
+            rows["train_loss"] *= factor
+            copies.append(rows)
+    return pd.concat([frame, *copies], ignore_index=True)
+
+
+@pytest.fixture(scope="module")
+def frame():
+    return replicated(synthetic_runs(design=DESIGN, seed=2))
+
+
+def test_a_cells_loss_is_the_mean_of_its_replicates(frame):
+    selection = select_runs(RunsTable.from_frame(frame), config_from_dict({}))
+    grid_rows = frame[frame["series"] == "grid"]
+    expected = grid_rows.groupby(["size", "batch_clips", "learning_rate", "tokens"])["validation_loss"].agg(["mean", "count"])
+    assert (expected["count"] == len(SEEDS)).all()
+    assert selection.seeds_per_cell == len(SEEDS)
+    for grid in selection.fitting:
+        assert len(grid.run_ids) == len(DESIGN.batch_clips) * len(DESIGN.learning_rates)
+        for i, replicates in enumerate(grid.replicates):
+            assert sorted(frame.set_index("run_id").loc[list(replicates), "seed"].unique()) == list(SEEDS)
+            assert grid.run_ids[i] == "+".join(replicates)
+            for j, budget in enumerate(selection.budgets):
+                mean = expected.loc[(grid.size, int(grid.batch_clips[i]), grid.learning_rates[i], int(budget)), "mean"]
+                assert grid.losses[i, j] == pytest.approx(mean, rel=1e-12)
+    assert len(selection.grid_run_ids) == len(set(selection.grid_run_ids)) == len(grid_rows["run_id"].unique())
+
+
+def test_a_cell_whose_replicate_diverged_is_left_out_with_a_note(frame):
+    victim = frame[(frame["series"] == "grid") & (frame["size"] == "tiny-33k") & (frame["seed"] == 1000)]["run_id"].iloc[0]
+    broken = frame.copy()
+    broken.loc[broken["run_id"] == victim, ["status", "status_reason"]] = ["diverged", "loss above 10.0 at step 12"]
+    selection = select_runs(RunsTable.from_frame(broken), config_from_dict({}))
+    grid = next(g for g in selection.fitting if g.size == "tiny-33k")
+    assert len(grid.run_ids) == len(DESIGN.batch_clips) * len(DESIGN.learning_rates) - 1
+    assert not any(victim in replicates for replicates in grid.replicates)
+    row = broken[broken["run_id"] == victim].iloc[0]
+    assert any(f"batch_clips={row['batch_clips']}, learning_rate={row['learning_rate']:g}: 2 of 3 replicates" in note
+               for note in selection.notes)
+
+
+def test_a_cells_resampled_factor_averages_its_replicates_draws():
+    noise = RunNoise.draw(["a", "b", "c", "d"], resamples=20000, seed=0)
+    noise.relative_std = 0.02
+    factors = noise.factors([("a", "b", "c"), "d"])
+    assert np.all(factors[0] == 1)
+    assert np.allclose(factors[1:, 0], 1 + 0.02 * noise.draws[:, :3].mean(axis=1))
+    assert np.allclose(factors[1:, 1], 1 + 0.02 * noise.draws[:, 3])
+    assert np.std(factors[1:, 0]) == pytest.approx(0.02 / np.sqrt(3), rel=0.03)
+
+
+def test_the_laws_see_the_noise_of_a_cells_mean(frame):
+    table = RunsTable.from_frame(frame)
+    document = fit_laws(table, config_from_dict({"bootstrap_resamples": 20, "seed": 1}))
+    noise = document["setup"]["noise"]
+    # The run-to-run noise, computed here from the noise cell's seeds: pooled relative std over the budgets.
+    cell = frame[(frame["size"] == DESIGN.noise_size) & (frame["batch_clips"] == DESIGN.conventional_cell[0])
+                 & np.isclose(frame["learning_rate"], DESIGN.conventional_cell[1])]
+    by_budget = cell.groupby("tokens")["validation_loss"]
+    assert cell["seed"].nunique() == len(SEEDS) + DESIGN.noise_seeds
+    run_std = float(np.sqrt(np.mean((by_budget.std(ddof=1) / by_budget.mean()) ** 2)))
+    assert noise["run_relative_std"] == pytest.approx(run_std, rel=1e-9)
+    assert noise["seeds_per_cell"] == len(SEEDS)
+    assert noise["relative_std"] == pytest.approx(run_std / np.sqrt(len(SEEDS)), rel=1e-12)
+    config = document["config"]
+    assert document["setup"]["huber_delta_loss"] == pytest.approx(max(config["huber_delta_in_noise_std"] * run_std / np.sqrt(3), 1e-3))
+    assert sorted(document["runs"]["grid"]) == sorted(frame[frame["series"] == "grid"]["run_id"].unique())
