@@ -14,7 +14,8 @@ from scipy import stats
 from analysis.compare import compare_folders, main
 
 REPOSITORY = Path(__file__).resolve().parent.parent
-NOISE = 0.02  # recorded relative std written into both folders' laws.json below
+NOISE = 0.02  # recorded run-to-run relative std written into both folders' laws.json below
+SEEDS_PER_CELL = 3  # the recorded cell noise is NOISE / sqrt(3), which the run-by-run comparison must not use
 
 
 def _folder(path: Path, runs: pd.DataFrame, laws: dict, verdicts: dict | None = None) -> Path:
@@ -32,7 +33,8 @@ def pair(tmp_path):
     runs = pd.read_csv(REPOSITORY / "results" / "runs.csv", dtype={"train_loss": str, "validation_loss": str},
                        keep_default_na=False)
     laws = json.loads((REPOSITORY / "results" / "laws.json").read_text())
-    laws["setup"]["noise"]["relative_std"] = NOISE
+    laws["setup"]["noise"].update(relative_std=NOISE / math.sqrt(SEEDS_PER_CELL), run_relative_std=NOISE,
+                                  seeds_per_cell=SEEDS_PER_CELL)
     laws["config"]["confidence_level"] = 0.9
     run_ids = sorted(set(runs["run_id"]))
     small, large, dropped = run_ids[0], run_ids[1], run_ids[2]
