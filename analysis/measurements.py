@@ -55,6 +55,7 @@ def design(document: dict) -> dict:
         "context_tokens": setup.get("context_tokens"), "flop_model": setup.get("flop_model_description"),
         "b_edge_fraction": _edge_fraction(optima, "interior_batch"),
         "lr_edge_fraction": _edge_fraction(optima, "interior_learning_rate"),
+        "lr_edges": learning_rate_edges(document),
         "optima": len(optima), "interior_rule": INTERIOR_RULE,
         "steps_at_smallest_budget": [min(setup["budgets_tokens"]) / (b * setup["context_tokens"]) for b in
                                      (max(c["batch_clips"] for c in cells), min(c["batch_clips"] for c in cells))] if cells else None,
@@ -65,6 +66,43 @@ def design(document: dict) -> dict:
 
 def _edge_fraction(optima: list[dict], key: str) -> float | None:
     return sum(not o[key] for o in optima) / len(optima) if optima else None
+
+
+#: Where the best measured cell of an optimum on the learning-rate edge sits (``learning_rate_edges``).
+LR_EDGE_PLACES = ("highest_rate", "lowest_rate", "next_to_left_out", "interpolated_to_edge")
+
+
+def learning_rate_edges(document: dict) -> dict[str, int]:
+    """Optima on the learning-rate edge, counted by where their best measured cell sits along LR (same batch).
+
+    ``highest_rate``/``lowest_rate``: at the grid's highest or lowest rate; ``next_to_left_out``: the cell at the next
+    rate above or below has no loss at that budget (left out: its replicates did not all complete, e.g. a seed diverged);
+    ``interpolated_to_edge``: both neighbours measured, the interpolated optimum on the boundary of the cells present.
+    The rates are those of the fitting sizes' cells together; a fitting cell's loss is its row of the grid's losses.
+    """
+    grids = {g["size"]: g for g in document.get("grids", []) if g.get("role") == "fitting"}
+    budgets = [float(b) for b in document["setup"]["budgets_tokens"]]
+    rates = sorted({float(c["learning_rate"]) for g in grids.values() for c in g["cells"]})
+    counts = dict.fromkeys(LR_EDGE_PLACES, 0)
+    for optimum in document.get("optima", []):
+        grid = grids.get(optimum["size"])
+        if optimum["interior_learning_rate"] or grid is None:
+            continue
+        column = np.array([row[budgets.index(float(optimum["tokens"]))] for row in grid["losses"]], dtype=float)
+        column[~np.isfinite(column)] = np.inf
+        best = grid["cells"][int(np.argmin(column))]
+        level = rates.index(float(best["learning_rate"]))
+        measured = {float(c["learning_rate"]) for c, loss in zip(grid["cells"], column)
+                    if c["batch_clips"] == best["batch_clips"] and np.isfinite(loss)}
+        if level == len(rates) - 1:
+            counts["highest_rate"] += 1
+        elif level == 0:
+            counts["lowest_rate"] += 1
+        elif rates[level + 1] not in measured or rates[level - 1] not in measured:
+            counts["next_to_left_out"] += 1
+        else:
+            counts["interpolated_to_edge"] += 1
+    return counts
 
 
 def noise(document: dict, validation_weights: str, dof: int | None, protocol_spread: dict | None) -> dict:

@@ -236,6 +236,25 @@ def test_scorecard_sections_and_keys(results):
                                                           "grid_fraction_of_matmul", "members_per_job"}
 
 
+def test_learning_rate_edges_are_counted_by_where_the_best_cell_sits():
+    """A grid built so that each place occurs a known number of times; interior optima are not counted."""
+    rates, batches, budgets = [1e-3, 2e-3, 4e-3, 8e-3], [1, 2], [100.0, 200.0, 300.0, 400.0, 500.0, 600.0]
+    cells = [{"batch_clips": b, "learning_rate": r} for b in batches for r in rates if (b, r) != (1, 4e-3)]  # (1, 4e-3) left out
+    best = {100.0: (2, 8e-3), 200.0: (1, 2e-3), 300.0: (2, 1e-3), 400.0: (2, 4e-3), 500.0: (2, 2e-3), 600.0: (2, 2e-3)}
+    losses = [[0.5 if (c["batch_clips"], c["learning_rate"]) == best[t] else 1.0 for t in budgets] for c in cells]
+    losses[cells.index({"batch_clips": 2, "learning_rate": 4e-3})][budgets.index(600.0)] = float("nan")  # no loss at 600
+    interior = {500.0}
+    document = {
+        "setup": {"budgets_tokens": budgets},
+        "grids": [{"size": "s", "role": "fitting", "cells": cells, "losses": losses},
+                  {"size": "h", "role": "heldout", "cells": cells[:1], "losses": [[1.0] * len(budgets)]}],
+        "optima": [{"size": "s", "tokens": t, "interior_learning_rate": t in interior} for t in budgets]
+        + [{"size": "h", "tokens": 100.0, "interior_learning_rate": False}],
+    }
+    assert measurements.learning_rate_edges(document) == {
+        "highest_rate": 1, "lowest_rate": 1, "next_to_left_out": 2, "interpolated_to_edge": 1}
+
+
 def test_caption_match_rates_are_judged_against_chance():
     match = {"confidence_level": 0.95, "samples": {"colour_present": {"rate": 0.5, "interval": [0.4, 0.6], "chance": 0.25, "count": 32, "of": 64},
                                                    "direction": {"rate": 0.3, "interval": [0.15, 0.45], "chance": 0.25, "count": 6, "of": 20}}}
