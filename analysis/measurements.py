@@ -15,6 +15,7 @@ from scipy.stats import binom
 
 from analysis import paper
 from analysis.runs import RunsTable, run_relative_std
+from analysis.sensitivity import grid_column
 from analysis.verdicts import from_interval
 
 #: Published value of each coefficient the summary sets beside ours: (law, parameter) -> value.
@@ -88,12 +89,12 @@ def learning_rate_edges(document: dict) -> dict[str, int]:
         grid = grids.get(optimum["size"])
         if optimum["interior_learning_rate"] or grid is None:
             continue
-        column = np.array([row[budgets.index(float(optimum["tokens"]))] for row in grid["losses"]], dtype=float)
-        column[~np.isfinite(column)] = np.inf
-        best = grid["cells"][int(np.argmin(column))]
-        level = rates.index(float(best["learning_rate"]))
-        measured = {float(c["learning_rate"]) for c, loss in zip(grid["cells"], column)
-                    if c["batch_clips"] == best["batch_clips"] and np.isfinite(loss)}
+        losses, batch, rate = grid_column(grid, budgets.index(float(optimum["tokens"])))
+        if not np.isfinite(losses).any():
+            continue
+        best = int(np.nanargmin(losses))
+        level = rates.index(rate[best])
+        measured = set(rate[np.isfinite(losses) & (batch == batch[best])])
         if level == len(rates) - 1:
             counts["highest_rate"] += 1
         elif level == 0:

@@ -48,15 +48,22 @@ def spread(values: np.ndarray) -> float:
     return float(np.max(values) / np.min(values) - 1) if values.size >= 2 else float("nan")
 
 
+def grid_column(grid: dict, budget_index: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """One size's grid (a ``laws.json`` ``grids`` record) at one budget: each cell's loss (NaN where it has none), batch
+    size in clips and learning rate."""
+    losses = np.array([np.nan if row[budget_index] is None else row[budget_index] for row in grid["losses"]], dtype=float)
+    batch = np.array([c["batch_clips"] for c in grid["cells"]], dtype=float)
+    rate = np.array([c["learning_rate"] for c in grid["cells"]], dtype=float)
+    return losses, batch, rate
+
+
 def grid_spreads(grid: dict, budget_index: int) -> dict | None:
     """The three spreads of one size's grid (a ``laws.json`` ``grids`` record) at one budget, with their cell counts."""
-    losses = np.array([np.nan if row[budget_index] is None else row[budget_index] for row in grid["losses"]], dtype=float)
+    losses, batch, rate = grid_column(grid, budget_index)
     present = np.isfinite(losses)
     if present.sum() < 2:
         return None
-    batch = np.array([c["batch_clips"] for c in grid["cells"]], dtype=float)
-    rate = np.array([c["learning_rate"] for c in grid["cells"]], dtype=float)
-    best = int(np.nanargmin(np.where(present, losses, np.nan)))
+    best = int(np.nanargmin(losses))
     along = {"whole": present, "batch": present & same_learning_rate(rate, rate[best]),
              "learning_rate": present & (batch == batch[best])}
     return {kind: {"spread": spread(losses[mask]), "cells": int(mask.sum())} for kind, mask in along.items()}
