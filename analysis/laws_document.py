@@ -278,8 +278,9 @@ def _noise_record(selection: Selection, noise: RunNoise, source: str) -> dict:
 
 
 def _runs_record(selection: Selection, conventional_runs: dict) -> dict:
+    counted = set(selection.grid_run_ids)  # a fitting cell's seed that diverged counts at the budgets it reached
     return {
-        "excluded": selection.table.exclusions(),
+        "excluded": [{**e, "counted_before_divergence": e["run_id"] in counted} for e in selection.table.exclusions()],
         "grid": selection.grid_run_ids,
         "conventional": [r for ids in conventional_runs.values() for r in ids],
         "noise": [r for g in (selection.noise or {}).get("groups", []) for r in g["runs"]],
@@ -325,12 +326,15 @@ def _batch_edge(points: OptimumPoints, selection: Selection) -> dict:
 
 
 def _grid_record(grid, role: str) -> dict:
-    """One size's measured grid: its cells and their losses at the budgets (``setup.budgets_tokens``; null: not reached)."""
+    """One size's measured grid: its cells and their losses at the budgets (``setup.budgets_tokens``; null: not reached),
+    and at which budgets each cell is unstable (a run of it diverged before: ``analysis.optima``)."""
+    unstable = np.zeros(grid.losses.shape, dtype=bool) if grid.unstable is None else np.asarray(grid.unstable, dtype=bool)
     return {
         "size": grid.size, "role": role, "N": grid.parameters / BILLION,
         "cells": [{"run_id": r, "batch_clips": int(b), "batch_tokens": float(t), "learning_rate": float(lr)}
                   for r, b, t, lr in zip(grid.run_ids, grid.batch_clips, grid.batch_tokens, grid.learning_rates)],
         "losses": [[None if not np.isfinite(v) else float(v) for v in row] for row in grid.losses],
+        "unstable": [[bool(v) for v in row] for row in unstable],
     }
 
 
@@ -354,6 +358,8 @@ def _optima_records(selection: Selection, points: OptimumPoints) -> list[dict]:
                 "loss": float(optimum.loss[0, t]), "method": METHOD_NAMES[int(optimum.method[0, t])],
                 "interior_learning_rate": bool(optimum.interior_learning_rate[0, t]),
                 "interior_batch": bool(optimum.interior_batch[0, t]),
+                "unstable_bound_learning_rate": bool(optimum.unstable_bound_learning_rate[0, t]),
+                "unstable_bound_batch": bool(optimum.unstable_bound_batch[0, t]),
                 "near_optimal": near_optimal_band(grid, t, selection.config.near_optimal_tolerance),
                 "cells": int(np.isfinite(grid.losses[:, t]).sum()),
             }

@@ -27,7 +27,8 @@ PAPER_COEFFICIENTS = {
     ("empirical_precise", "a"): paper.COMPUTE_OPTIMAL_EMPIRICAL["a"], ("conventional", "a"): None,
 }
 INTERIOR_RULE = ("interior along an axis: the best measured cell has a measured cell on each side along that axis, and the "
-                 "interpolated optimum lies strictly inside the grid along it")
+                 "interpolated optimum lies strictly inside the grid along it; a cell at which a run diverged before the budget "
+                 "counts as measured, with a loss above every stable cell's")
 #: Target of the caption gain: the caption-conditioning gain at least this many times the protocol's own spread.
 CAPTION_GAIN_TARGET = 5.0
 #: Points outside their prediction intervals that chance alone explains: this quantile of the binomial count.
@@ -57,6 +58,8 @@ def design(document: dict) -> dict:
         "b_edge_fraction": _edge_fraction(optima, "interior_batch"),
         "lr_edge_fraction": _edge_fraction(optima, "interior_learning_rate"),
         "lr_edges": learning_rate_edges(document),
+        "lr_unstable_bound": sum(bool(o.get("unstable_bound_learning_rate")) for o in optima),
+        "b_unstable_bound": sum(bool(o.get("unstable_bound_batch")) for o in optima),
         "optima": len(optima), "interior_rule": INTERIOR_RULE,
         "steps_at_smallest_budget": [min(setup["budgets_tokens"]) / (b * setup["context_tokens"]) for b in
                                      (max(c["batch_clips"] for c in cells), min(c["batch_clips"] for c in cells))] if cells else None,
@@ -77,9 +80,10 @@ def learning_rate_edges(document: dict) -> dict[str, int]:
     """Optima on the learning-rate edge, counted by where their best measured cell sits along LR (same batch).
 
     ``highest_rate``/``lowest_rate``: at the grid's highest or lowest rate; ``next_to_left_out``: the cell at the next
-    rate above or below has no loss at that budget (left out: its replicates did not all complete, e.g. a seed diverged);
-    ``interpolated_to_edge``: both neighbours measured, the interpolated optimum on the boundary of the cells present.
-    The rates are those of the fitting sizes' cells together; a fitting cell's loss is its row of the grid's losses.
+    rate above or below has no loss at that budget and is not unstable there (left out: a seed failed, or none reached
+    the budget); ``interpolated_to_edge``: both neighbours measured (a loss, or unstable), the interpolated optimum on the
+    boundary of the cells measured. The rates are those of the fitting sizes' cells together; a fitting cell's loss is
+    its row of the grid's losses.
     """
     grids = {g["size"]: g for g in document.get("grids", []) if g.get("role") == "fitting"}
     budgets = [float(b) for b in document["setup"]["budgets_tokens"]]
@@ -89,12 +93,14 @@ def learning_rate_edges(document: dict) -> dict[str, int]:
         grid = grids.get(optimum["size"])
         if optimum["interior_learning_rate"] or grid is None:
             continue
-        losses, batch, rate = grid_column(grid, budgets.index(float(optimum["tokens"])))
+        budget = budgets.index(float(optimum["tokens"]))
+        losses, batch, rate = grid_column(grid, budget)
         if not np.isfinite(losses).any():
             continue
+        unstable = np.array([bool(row[budget]) for row in grid.get("unstable") or [[False] * len(budgets)] * len(losses)])
         best = int(np.nanargmin(losses))
         level = rates.index(rate[best])
-        measured = set(rate[np.isfinite(losses) & (batch == batch[best])])
+        measured = set(rate[(np.isfinite(losses) | unstable) & (batch == batch[best])])
         if level == len(rates) - 1:
             counts["highest_rate"] += 1
         elif level == 0:

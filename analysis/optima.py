@@ -21,7 +21,11 @@ Method ``best_cell``: the lowest-loss cell and its loss.
 **Interior** along an axis (``Optima.interior_learning_rate`` / ``interior_batch``): the best
 measured cell has a measured cell on each side along that axis (same value of the other axis) and
 the interpolated optimum lies strictly inside the grid along it. Otherwise the optimum is *on the
-edge* there and the true optimum may lie outside the grid.
+edge* there and the true optimum may lie outside the grid. A cell that is *unstable* at a budget
+(``SizeGrid.unstable``: a run of it diverged before reaching that budget) is measured there: its loss,
+counting the divergence, is above every stable cell's, so it bounds the optimum on its side. It has
+no loss to fit, so it never enters the quadratic. An optimum that is interior only because an
+unstable cell bounds it is flagged (``Optima.unstable_bound_learning_rate`` / ``unstable_bound_batch``).
 
 Losses may be given per resample (``(R, cells, budgets)``); everything is vectorised over resamples
 and budgets. A missing loss is NaN.
@@ -61,6 +65,7 @@ class SizeGrid:
     width: int = 0
     depth: int = 0
     members: list[tuple[str, ...]] | None = None  # each row's replicate runs (None: each row is the run ``run_ids[i]``)
+    unstable: np.ndarray | None = None  # (k, budgets) bool: a run of the cell diverged before the budget (module docstring)
 
     @property
     def replicates(self) -> list[tuple[str, ...]]:
@@ -78,6 +83,8 @@ class Optima:
     interior_learning_rate: np.ndarray  # bool (module docstring)
     interior_batch: np.ndarray  # bool
     method: np.ndarray  # int codes (METHOD_NAMES); -1 when no cell has data
+    unstable_bound_learning_rate: np.ndarray  # bool: interior only because an unstable cell bounds it (module docstring)
+    unstable_bound_batch: np.ndarray  # bool
 
     @property
     def edge_learning_rate(self) -> np.ndarray:
@@ -146,13 +153,18 @@ def find_optima(
         _interpolate(axes, valley, log_values, best_loss, max_gain, (result_u, result_v, result_loss, codes))
     elif method != "best_cell":
         raise ValueError(f"unknown optimum method {method!r}; use 'quadratic' or 'best_cell'")
-    interior_u, interior_v = _interior(axes, present, best_index, result_u, result_v)
+    unstable = np.zeros(values.shape[1:], dtype=bool) if grid.unstable is None else np.asarray(grid.unstable, dtype=bool).T
+    if unstable.shape != values.shape[1:]:
+        raise ValueError(f"unstable flags of shape {unstable.T.shape} for losses of shape {values.shape[2:0:-1]} (cells, budgets)")
+    interior_u, interior_v = _interior(axes, present | (unstable & ~present), best_index, result_u, result_v)
+    stable_u, stable_v = _interior(axes, present, best_index, result_u, result_v)
     missing = codes < 0
     learning_rate = np.exp(axes.u_center + axes.u_scale * result_u)
     batch = np.exp(axes.v_center + axes.v_scale * result_v)
     for array in (learning_rate, batch, result_loss):
         array[missing] = np.nan
-    return Optima(learning_rate, batch, result_loss, interior_u & ~missing, interior_v & ~missing, codes)
+    return Optima(learning_rate, batch, result_loss, interior_u & ~missing, interior_v & ~missing, codes,
+                  interior_u & ~stable_u & ~missing, interior_v & ~stable_v & ~missing)
 
 
 def _window(axes: _Axes, best_index: np.ndarray) -> np.ndarray:
@@ -164,16 +176,17 @@ def _window(axes: _Axes, best_index: np.ndarray) -> np.ndarray:
     return centers[0] & centers[1]
 
 
-def _interior(axes: _Axes, present, best_index, result_u, result_v) -> tuple[np.ndarray, np.ndarray]:
-    """Interior flags per axis (module docstring): measured cells on both sides of the best one, optimum strictly inside."""
+def _interior(axes: _Axes, measured, best_index, result_u, result_v) -> tuple[np.ndarray, np.ndarray]:
+    """Interior flags per axis (module docstring): ``measured`` cells on both sides of the best one, optimum strictly inside
+    the span of the ``measured`` cells."""
     flags = []
     for along, other, result in ((axes.u, axes.v_index, result_u), (axes.v, axes.u_index, result_v)):
-        same_line = present & (other[None, None, :] == other[best_index][..., None])
+        same_line = measured & (other[None, None, :] == other[best_index][..., None])
         best = along[best_index][..., None]
         below = np.any(same_line & (along[None, None, :] < best - BOUNDARY_TOLERANCE), -1)
         above = np.any(same_line & (along[None, None, :] > best + BOUNDARY_TOLERANCE), -1)
-        low = np.where(present, along, np.inf).min(-1)
-        high = np.where(present, along, -np.inf).max(-1)
+        low = np.where(measured, along, np.inf).min(-1)
+        high = np.where(measured, along, -np.inf).max(-1)
         inside = (result > low + BOUNDARY_TOLERANCE) & (result < high - BOUNDARY_TOLERANCE)
         flags.append(below & above & inside)
     return flags[0], flags[1]

@@ -2,7 +2,9 @@
 
 One row per (run, token milestone); the columns are fixed by the project's contract (``COLUMNS``).
 Validation names the bad column and row (0-based data row; for CSV also the file line). Runs that
-diverged or failed stay in the table and are excluded from every fit with their reason recorded.
+diverged or failed stay in the table with their reason recorded (``RunsTable.exclusions``). A fitting grid
+cell counts a replicate that diverged at the budgets it reached before (``analysis.selection``); every
+other use takes completed runs only.
 
 Token budgets: milestones are reached at whole optimizer steps, so runs with different batch sizes
 reach a nominal budget at slightly different token counts. Each run's loss is interpolated to the

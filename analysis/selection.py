@@ -105,28 +105,36 @@ def select_runs(table: RunsTable, config: FitConfig) -> Selection:
 def _cell_grid(table: RunsTable, runs: pd.DataFrame, size: str, budgets, config: FitConfig, notes: list[str]) -> SizeGrid:
     """A fitting size's grid with one row per (batch, learning rate) cell: the mean loss of the cell's replicates.
 
-    A cell's replicates are its grid runs with different seeds (``grid.seeds_per_cell``); a cell whose
-    replicates did not all complete is left out (its loss would be the mean of the stable ones only),
-    with a note. One replicate per cell gives the runs themselves, ids unchanged.
+    A cell's replicates are its grid runs with different seeds (``grid.seeds_per_cell``). The learning rate is
+    constant after warm-up, so a run's loss at a budget is that of the same run trained to that budget: a run that
+    diverged later counts at the budgets it reached. At a budget that a replicate did not reach because it diverged,
+    the cell has no loss and is *unstable* there (``SizeGrid.unstable``: it bounds the optimum, ``analysis.optima``);
+    a mean of the stable replicates alone would be biased low. A cell with a replicate that failed for another reason
+    is left out, with a note. One completed replicate per cell gives the runs themselves, ids unchanged.
     """
     every = table.runs()
     every = every[(every["series"] == "grid") & (every["size"] == size)]
-    cells = list(runs.groupby(["batch_clips", "learning_rate"], sort=False))
-    if all(len(group) == 1 for _, group in cells) and len(every) == len(runs):
+    if all(len(group) == 1 for _, group in runs.groupby(["batch_clips", "learning_rate"], sort=False)) and len(every) == len(runs):
         return _size_grid(table, runs, size, budgets, config)
-    keep, replicates = [], []
-    for (batch, rate), group in cells:
-        planned = int(((every["batch_clips"] == batch) & same_learning_rate(every["learning_rate"], rate)).sum())
-        if len(group) < planned:
-            notes.append(f"{size} cell batch_clips={int(batch)}, learning_rate={rate:g}: {len(group)} of {planned} "
-                         "replicates completed; the cell is left out")
+    keep, replicates, diverged = [], [], []
+    for (batch, rate), group in every.groupby(["batch_clips", "learning_rate"], sort=False):
+        failed = group[~group["status"].isin(["completed", "diverged"])]
+        if len(failed):
+            notes.append(f"{size} cell batch_clips={int(batch)}, learning_rate={rate:g}: {len(failed)} of {len(group)} "
+                         f"replicates {'/'.join(sorted(set(failed['status'])))}; the cell is left out")
             continue
         keep.append(group.index[0])
         replicates.append(tuple(group.sort_values("seed").index))
+        diverged.append(group["status"].to_numpy() == "diverged")
     ids = [run_id for group in replicates for run_id in group]
     losses = table.loss_matrix(ids, budgets, config.loss_column, config.token_match_tolerance)
     rows = np.cumsum([0] + [len(group) for group in replicates])
-    first = runs.loc[keep]
+    cell_losses = np.stack([losses[a:b].mean(axis=0) for a, b in zip(rows[:-1], rows[1:])]) if replicates \
+        else np.empty((0, len(budgets)))
+    unstable = np.stack([np.any(flags[:, None] & np.isnan(losses[a:b]), axis=0)  # a diverged replicate stopped short
+                         & np.all(flags[:, None] | np.isfinite(losses[a:b]), axis=0)  # where the stable ones reached
+                         for flags, a, b in zip(diverged, rows[:-1], rows[1:])]) if replicates else np.empty((0, len(budgets)), bool)
+    first = every.loc[keep]
     return SizeGrid(
         size=size,
         parameters=float(first["non_embedding_parameters"].iloc[0]),
@@ -134,12 +142,12 @@ def _cell_grid(table: RunsTable, runs: pd.DataFrame, size: str, budgets, config:
         learning_rates=first["learning_rate"].to_numpy(float),
         batch_tokens=first["batch_tokens"].to_numpy(float),
         batch_clips=first["batch_clips"].to_numpy(float),
-        losses=np.stack([losses[a:b].mean(axis=0) for a, b in zip(rows[:-1], rows[1:])]) if replicates
-        else np.empty((0, len(budgets))),
+        losses=cell_losses,
         flops_per_token=float(np.nanmedian(table.flops_per_token(ids, config.flop_convention))),
         width=int(first["width"].iloc[0]),
         depth=int(first["depth"].iloc[0]),
         members=replicates,
+        unstable=unstable & np.isnan(cell_losses),
     )
 
 

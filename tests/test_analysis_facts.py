@@ -228,6 +228,11 @@ def test_scorecard_sections_and_keys(results):
     assert {"points", "verdict", "cell"} <= set(card["claim_3c"])
     optima = results["laws"]["optima"]
     assert card["design"]["b_edge_fraction"] == pytest.approx(sum(not o["interior_batch"] for o in optima) / len(optima))
+    # The synthetic grid's diverged run stopped after two milestones: its cell is unstable at every later budget.
+    unstable = [(g["size"], t) for g in results["laws"]["grids"] if g["role"] == "fitting"
+                for row in g["unstable"] for t, flag in zip(results["laws"]["setup"]["budgets_tokens"], row) if flag]
+    assert len(unstable) == len(results["laws"]["setup"]["budgets_tokens"]) - 2
+    assert results["facts"]["design"]["lr_unstable_bound"] == sum(o["unstable_bound_learning_rate"] for o in optima)
     assert card["design"]["n_span"] == pytest.approx(max(s["parameters"] for s in results["laws"]["setup"]["fitting_sizes"])
                                                      / min(s["parameters"] for s in results["laws"]["setup"]["fitting_sizes"]))
     performance = {"grid_model_flops": 2e12, "grid_job_seconds": 100.0, "matmul_flops_per_s": 1e11, "grid_fraction_of_matmul": 0.2,
@@ -238,21 +243,26 @@ def test_scorecard_sections_and_keys(results):
 
 def test_learning_rate_edges_are_counted_by_where_the_best_cell_sits():
     """A grid built so that each place occurs a known number of times; interior optima are not counted."""
-    rates, batches, budgets = [1e-3, 2e-3, 4e-3, 8e-3], [1, 2], [100.0, 200.0, 300.0, 400.0, 500.0, 600.0]
+    rates, batches, budgets = [1e-3, 2e-3, 4e-3, 8e-3], [1, 2], [100.0, 200.0, 300.0, 400.0, 500.0, 600.0, 700.0]
     cells = [{"batch_clips": b, "learning_rate": r} for b in batches for r in rates if (b, r) != (1, 4e-3)]  # (1, 4e-3) left out
-    best = {100.0: (2, 8e-3), 200.0: (1, 2e-3), 300.0: (2, 1e-3), 400.0: (2, 4e-3), 500.0: (2, 2e-3), 600.0: (2, 2e-3)}
+    best = {100.0: (2, 8e-3), 200.0: (1, 2e-3), 300.0: (2, 1e-3), 400.0: (2, 4e-3), 500.0: (2, 2e-3), 600.0: (2, 2e-3),
+            700.0: (2, 2e-3)}
     losses = [[0.5 if (c["batch_clips"], c["learning_rate"]) == best[t] else 1.0 for t in budgets] for c in cells]
-    losses[cells.index({"batch_clips": 2, "learning_rate": 4e-3})][budgets.index(600.0)] = float("nan")  # no loss at 600
+    unstable = [[False] * len(budgets) for _ in cells]
+    above = cells.index({"batch_clips": 2, "learning_rate": 4e-3})
+    losses[above][budgets.index(600.0)] = float("nan")  # no loss at 600 ...
+    losses[above][budgets.index(700.0)] = float("nan")  # ... nor at 700, where a seed of the cell had diverged
+    unstable[above][budgets.index(700.0)] = True
     interior = {500.0}
     document = {
         "setup": {"budgets_tokens": budgets},
-        "grids": [{"size": "s", "role": "fitting", "cells": cells, "losses": losses},
+        "grids": [{"size": "s", "role": "fitting", "cells": cells, "losses": losses, "unstable": unstable},
                   {"size": "h", "role": "heldout", "cells": cells[:1], "losses": [[1.0] * len(budgets)]}],
         "optima": [{"size": "s", "tokens": t, "interior_learning_rate": t in interior} for t in budgets]
         + [{"size": "h", "tokens": 100.0, "interior_learning_rate": False}],
     }
     assert measurements.learning_rate_edges(document) == {
-        "highest_rate": 1, "lowest_rate": 1, "next_to_left_out": 2, "interpolated_to_edge": 1}
+        "highest_rate": 1, "lowest_rate": 1, "next_to_left_out": 2, "interpolated_to_edge": 2}
 
 
 def test_caption_match_rates_are_judged_against_chance():

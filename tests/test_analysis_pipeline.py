@@ -98,7 +98,9 @@ def test_laws_file_records_everything(fitted):
     excluded = {e["status"] for e in document["runs"]["excluded"]}
     assert excluded == {"diverged", "failed"}
     used = set(document["laws"]["loss_optimal"]["runs"])
-    assert not used & {e["run_id"] for e in document["runs"]["excluded"]}
+    counted = {e["run_id"] for e in document["runs"]["excluded"] if e["counted_before_divergence"]}
+    assert used & {e["run_id"] for e in document["runs"]["excluded"]} == counted  # only at the budgets it reached
+    assert {e["status"] for e in document["runs"]["excluded"] if e["counted_before_divergence"]} == {"diverged"}
     assert not any(r.startswith("grid_tiny-262k") for r in used)  # held out
     assert document["setup"]["noise"]["source"].startswith("noise-floor seeds")
     assert document["setup"]["conventional_cell"] == {"batch_clips": 16, "learning_rate": 2e-3}
@@ -333,16 +335,18 @@ def table_row(text: str, label: str) -> list[str]:
 
 def grid_spreads(runs: pd.DataFrame, budgets) -> list[float]:
     """Per fitting size and budget: max / min - 1 of the grid runs' validation loss at the milestone nearest
-    the budget (the synthetic runs reach each milestone within one step)."""
+    the budget (the synthetic runs reach each milestone within one step); a run that diverged counts at the
+    milestones it reached."""
     spreads = []
-    for _, size_runs in runs[(runs["series"] == "grid") & (runs["status"] == "completed")].groupby("size"):
+    for _, size_runs in runs[(runs["series"] == "grid") & runs["status"].isin(["completed", "diverged"])].groupby("size"):
         if size_runs["size"].iloc[0] in DESIGN.heldout_sizes:
             continue
         for budget in budgets:
             losses = []
             for _, run in size_runs.groupby("run_id"):
                 nearest = run.iloc[int(np.argmin(np.abs(np.log(run["tokens"] / budget))))]
-                losses.append(nearest["validation_loss"])
+                if abs(np.log(nearest["tokens"] / budget)) < 0.05:
+                    losses.append(nearest["validation_loss"])
             spreads.append(max(losses) / min(losses) - 1)
     return spreads
 

@@ -1,5 +1,6 @@
 """Grid cells trained with replicate seeds (``grid.seeds_per_cell``): a cell's loss is the mean of its seeds', its
-bootstrap noise the run-to-run noise over the square root of the seeds, and a cell with a failed seed is left out."""
+bootstrap noise the run-to-run noise over the square root of the seeds; a seed that diverged counts at the budgets it
+reached and makes its cell unstable at the later ones, and a cell with a failed seed is left out."""
 
 import numpy as np
 import pandas as pd
@@ -57,16 +58,41 @@ def test_a_cells_loss_is_the_mean_of_its_replicates(frame):
     assert len(selection.grid_run_ids) == len(set(selection.grid_run_ids)) == len(grid_rows["run_id"].unique())
 
 
-def test_a_cell_whose_replicate_diverged_is_left_out_with_a_note(frame):
-    victim = frame[(frame["series"] == "grid") & (frame["size"] == "tiny-33k") & (frame["seed"] == 1000)]["run_id"].iloc[0]
+def _victim(frame: pd.DataFrame, size: str = "tiny-33k") -> pd.Series:
+    return frame[(frame["series"] == "grid") & (frame["size"] == size) & (frame["seed"] == 1000)].iloc[0]
+
+
+def test_a_replicate_that_diverged_counts_before_its_divergence_and_makes_its_cell_unstable_after(frame):
+    victim = _victim(frame)
+    budgets = sorted(frame[frame["run_id"] == victim["run_id"]]["tokens"].unique())
     broken = frame.copy()
-    broken.loc[broken["run_id"] == victim, ["status", "status_reason"]] = ["diverged", "loss above 10.0 at step 12"]
+    broken.loc[broken["run_id"] == victim["run_id"], ["status", "status_reason"]] = ["diverged", "loss above 10.0"]
+    broken = broken[~((broken["run_id"] == victim["run_id"]) & (broken["tokens"] > budgets[1]))]  # stopped after 2 milestones
+    selection = select_runs(RunsTable.from_frame(broken), config_from_dict({}))
+    grid = next(g for g in selection.fitting if g.size == "tiny-33k")
+    assert len(grid.run_ids) == len(DESIGN.batch_clips) * len(DESIGN.learning_rates)
+    row = next(i for i, replicates in enumerate(grid.replicates) if victim["run_id"] in replicates)
+    same_cell = broken[(broken["series"] == "grid") & (broken["size"] == "tiny-33k")
+                       & (broken["batch_clips"] == victim["batch_clips"]) & (broken["learning_rate"] == victim["learning_rate"])]
+    for j, budget in enumerate(selection.budgets):
+        losses = same_cell[same_cell["tokens"] == int(budget)]["validation_loss"]
+        if budget <= budgets[1]:
+            assert len(losses) == len(SEEDS) and grid.losses[row, j] == pytest.approx(losses.mean(), rel=1e-12)
+            assert not grid.unstable[row, j]
+        else:
+            assert len(losses) == len(SEEDS) - 1 and np.isnan(grid.losses[row, j]) and grid.unstable[row, j]
+    assert grid.unstable.sum() == len(selection.budgets) - 2  # no other cell is unstable anywhere
+
+
+def test_a_cell_whose_replicate_failed_is_left_out_with_a_note(frame):
+    victim = _victim(frame)
+    broken = frame.copy()
+    broken.loc[broken["run_id"] == victim["run_id"], ["status", "status_reason"]] = ["failed", "exit code 1"]
     selection = select_runs(RunsTable.from_frame(broken), config_from_dict({}))
     grid = next(g for g in selection.fitting if g.size == "tiny-33k")
     assert len(grid.run_ids) == len(DESIGN.batch_clips) * len(DESIGN.learning_rates) - 1
-    assert not any(victim in replicates for replicates in grid.replicates)
-    row = broken[broken["run_id"] == victim].iloc[0]
-    assert any(f"batch_clips={row['batch_clips']}, learning_rate={row['learning_rate']:g}: 2 of 3 replicates" in note
+    assert not any(victim["run_id"] in replicates for replicates in grid.replicates)
+    assert any(f"batch_clips={victim['batch_clips']}, learning_rate={victim['learning_rate']:g}: 1 of 3 replicates failed" in note
                for note in selection.notes)
 
 

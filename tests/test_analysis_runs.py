@@ -167,3 +167,25 @@ def test_plus_shaped_cells_use_the_separable_fallback_and_best_cell_method():
     assert optimum.learning_rate[0, 0] == pytest.approx(1.3e-3, rel=1e-6)
     best = find_optima(grid, method="best_cell")
     assert best.learning_rate[0, 0] == pytest.approx(1e-3) and best.batch_tokens[0, 0] == pytest.approx(4096)
+
+
+def test_an_unstable_cell_bounds_the_learning_rate_optimum_and_is_flagged():
+    # The valley falls towards 4e-3 (optimum at 8e-3, past it), where the runs diverged before the second budget.
+    grid = quadratic_grid(center_lr=8e-3)
+    grid.losses = np.repeat(grid.losses, 2, axis=1)
+    top = np.isclose(grid.learning_rates, 4e-3)
+    grid.losses[top, 1] = np.nan
+    open_edge = find_optima(grid)  # the cells at 4e-3 merely missing at the second budget
+    assert not open_edge.interior_learning_rate[0, 1] and not open_edge.unstable_bound_learning_rate[0, 1]
+    grid.unstable = np.zeros(grid.losses.shape, dtype=bool)
+    grid.unstable[top, 1] = True
+    bounded = find_optima(grid)
+    assert bounded.interior_learning_rate[0, 1] and bounded.unstable_bound_learning_rate[0, 1]
+    assert bounded.learning_rate[0, 1] == pytest.approx(open_edge.learning_rate[0, 1])  # never fitted: same optimum
+    assert bounded.learning_rate[0, 1] <= 2e-3 * (1 + 1e-9)  # inside the stable cells
+    # At the first budget every cell is measured: 4e-3 is the grid's highest rate and the optimum lies beyond it.
+    assert not bounded.interior_learning_rate[0, 0] and not bounded.unstable_bound_learning_rate[0, 0]
+    assert not bounded.unstable_bound_batch.any()
+    with pytest.raises(ValueError, match="unstable flags"):
+        grid.unstable = grid.unstable[:, :1]
+        find_optima(grid)
