@@ -88,13 +88,21 @@ def plan_members(configured: list[Member], finished: list[str | None], job_dir: 
     """The members this job trains: the unfinished ones, or those of the job's checkpoint when resuming.
 
     A checkpoint names its members (run folder and config hash); it resumes only when those are all
-    configured and every other configured run has finished. Otherwise it belongs to another ensemble
-    layout, and ``ConfigError`` says so.
+    configured and every other configured run has finished. A checkpoint whose members have all finished
+    is spent (their run folders hold everything it trained): when none of them is to be trained again
+    under another config, it is removed and the job starts afresh, as when a pipeline's proposal gives a
+    job folder new runs. Otherwise it belongs to another ensemble layout, and ``ConfigError`` says so.
     """
     path = job_dir / "checkpoints" / CHECKPOINT_NAME
+    layout = [tuple(entry) for entry in read_checkpoint(path).get("layout", [])] if path.exists() else []
+    to_train = {str(member.out_dir) for member, status in zip(configured, finished) if not status}
+    if layout and all(is_finished(out, resumable_hash) for out, resumable_hash in layout) \
+            and not to_train & {out for out, _ in layout}:  # a finished run is never trained over under another config
+        print(f"{path}: its runs {[Path(out).name for out, _ in layout]} have all finished; removed, starting afresh",
+              file=sys.stderr)
+        path.unlink()
     if not path.exists():  # a fresh job trains only what is unfinished
         return [member for member, status in zip(configured, finished) if not status]
-    layout = [tuple(entry) for entry in read_checkpoint(path).get("layout", [])]
     by_key = {(str(member.out_dir), member.resumable_hash): member for member in configured}
     outside = [m for m, status in zip(configured, finished) if not status and (str(m.out_dir), m.resumable_hash) not in layout]
     if not layout or any(key not in by_key for key in layout) or outside:

@@ -212,15 +212,38 @@ def test_ensemble_checkpoint_of_another_layout_is_refused(prepared_data, tiny_ru
     members = ensemble_members(prepared_data, tmp_path)
     job = tmp_path / "job"
     (job / "checkpoints").mkdir(parents=True)
-    original = tiny_run / "checkpoints" / "latest.pt"  # a job of one other run
-    (job / "checkpoints" / "latest.pt").write_bytes(original.read_bytes())
+    state = torch.load(tiny_run / "checkpoints" / "latest.pt", map_location="cpu", weights_only=True)
+    state["layout"][0][0] = str(tmp_path / "unfinished")  # a job of one other run, still training
+    torch.save(state, job / "checkpoints" / "latest.pt")
+    foreign = (job / "checkpoints" / "latest.pt").read_bytes()
     code = train_main(["--ensemble", str(write_ensemble(tmp_path / "e.yaml", members)), "--out", str(job)])
     assert code == 2
     assert "belongs to another ensemble layout" in capsys.readouterr().err
+    assert (job / "checkpoints" / "latest.pt").read_bytes() == foreign
     mismatched = ensemble_members(prepared_data, tmp_path, members=MEMBERS[:2])
     mismatched[1][0]["batch"]["global_clips"] = 8
     assert train_main(["--ensemble", str(write_ensemble(tmp_path / "m.yaml", mismatched)), "--out", str(job)]) == 2
     assert "members[1].config.batch.global_clips: 8 differs from members[0]'s 4" in capsys.readouterr().err
+
+
+def test_ensemble_job_whose_checkpoint_is_spent_trains_its_new_runs(prepared_data, uninterrupted, tmp_path, capsys):
+    """A pipeline's proposal can give a job folder other runs after its ensemble finished (the held-out runs after a
+    refit): the checkpoint of finished runs is spent, so it is removed, the new run trains and the finished one is
+    not trained again."""
+    job = tmp_path / "job"
+    (job / "checkpoints").mkdir(parents=True)
+    spent = uninterrupted[0].parent / "job" / "checkpoints" / "latest.pt"  # its runs m0, m1, m2 all completed
+    (job / "checkpoints" / "latest.pt").write_bytes(spent.read_bytes())
+    finished = (uninterrupted[0] / "metrics.csv").read_text()
+    new = member_config(prepared_data, 2e-3, 9, "m3")
+    path = write_ensemble(tmp_path / "e.yaml", [(member_config(prepared_data, *MEMBERS[0], "m0"), uninterrupted[0]),
+                                                (new, tmp_path / "m3")])
+    assert train_main(["--ensemble", str(path), "--out", str(job), "--quiet"]) == 0
+    assert "have all finished; removed, starting afresh" in capsys.readouterr().err
+    assert json.loads((tmp_path / "m3" / "summary.json").read_text())["status"] == "completed"
+    assert (uninterrupted[0] / "metrics.csv").read_text() == finished
+    layout = torch.load(job / "checkpoints" / "latest.pt", map_location="cpu", weights_only=True)["layout"]
+    assert [Path(out).name for out, _ in layout] == ["m3"]
 
 
 @pytest.mark.slow
