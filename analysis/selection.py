@@ -131,8 +131,10 @@ def _cell_grid(table: RunsTable, runs: pd.DataFrame, size: str, budgets, config:
     rows = np.cumsum([0] + [len(group) for group in replicates])
     cell_losses = np.stack([losses[a:b].mean(axis=0) for a, b in zip(rows[:-1], rows[1:])]) if replicates \
         else np.empty((0, len(budgets)))
-    unstable = np.stack([np.any(flags[:, None] & np.isnan(losses[a:b]), axis=0)  # a diverged replicate stopped short
-                         & np.all(flags[:, None] | np.isfinite(losses[a:b]), axis=0)  # where the stable ones reached
+    stopped = _stopped_short(table, ids, np.concatenate(diverged) if diverged else np.empty(0, bool),
+                             every.index, budgets, config.token_match_tolerance)
+    unstable = np.stack([np.any(stopped[a:b], axis=0)  # a diverged replicate stopped short of the budget ...
+                         & np.all(flags[:, None] | np.isfinite(losses[a:b]), axis=0)  # ... that the stable ones reached
                          for flags, a, b in zip(diverged, rows[:-1], rows[1:])]) if replicates else np.empty((0, len(budgets)), bool)
     first = every.loc[keep]
     return SizeGrid(
@@ -149,6 +151,28 @@ def _cell_grid(table: RunsTable, runs: pd.DataFrame, size: str, budgets, config:
         members=replicates,
         unstable=unstable & np.isnan(cell_losses),
     )
+
+
+def _stopped_short(table: RunsTable, run_ids: list[str], diverged: np.ndarray, size_runs, budgets, tolerance: float) -> np.ndarray:
+    """``(runs, budgets)``: the run diverged before reaching the budget, which lies inside the size's schedule (between
+    the first and the last milestone any of its grid runs reached); a budget outside the schedule is no run's."""
+    def milestones(run_id: str) -> np.ndarray:
+        tokens, losses = table.curve(run_id)
+        return tokens[np.isfinite(losses) & (tokens > 0)]
+
+    reached = [t for t in map(milestones, size_runs) if t.size]
+    budgets = np.asarray(budgets, dtype=float)
+    if not reached:
+        return np.zeros((len(run_ids), budgets.size), dtype=bool)
+    first, last = min(t.min() for t in reached), max(t.max() for t in reached)
+    inside = (budgets >= first * (1 - tolerance)) & (budgets <= last * (1 + tolerance))
+    out = np.zeros((len(run_ids), budgets.size), dtype=bool)
+    for i, run_id in enumerate(run_ids):
+        if diverged[i]:
+            run_tokens = milestones(run_id)
+            furthest = run_tokens.max() if run_tokens.size else 0.0
+            out[i] = inside & (budgets > furthest * (1 + tolerance))
+    return out
 
 
 def _size_grid(table: RunsTable, runs: pd.DataFrame, size: str, budgets, config: FitConfig) -> SizeGrid:

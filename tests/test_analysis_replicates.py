@@ -84,6 +84,23 @@ def test_a_replicate_that_diverged_counts_before_its_divergence_and_makes_its_ce
     assert grid.unstable.sum() == len(selection.budgets) - 2  # no other cell is unstable anywhere
 
 
+def test_a_cell_whose_seeds_all_diverged_is_unstable_only_inside_its_sizes_schedule(frame):
+    victim = _victim(frame)
+    cell = ((frame["series"] == "grid") & (frame["size"] == victim["size"]) & (frame["batch_clips"] == victim["batch_clips"])
+            & (frame["learning_rate"] == victim["learning_rate"]))
+    milestones = sorted(frame[cell]["tokens"].unique())
+    broken = frame.copy()
+    broken.loc[cell, ["status", "status_reason"]] = ["diverged", "loss above 10.0"]
+    broken = broken[~(cell & (broken["tokens"] > milestones[1]))]  # every seed stopped after 2 milestones
+    budgets = [float(milestones[0]) / 4] + [float(m) for m in milestones]  # the first budget lies before the schedule: no run's
+    selection = select_runs(RunsTable.from_frame(broken), config_from_dict({"token_budgets": budgets}))
+    grid = next(g for g in selection.fitting if g.size == victim["size"])
+    row = next(i for i, replicates in enumerate(grid.replicates) if victim["run_id"] in replicates)
+    assert np.isnan(grid.losses[:, 0]).all() and not grid.unstable[:, 0].any()
+    assert np.isfinite(grid.losses[row, 1:3]).all() and not grid.unstable[row, 1:3].any()
+    assert np.isnan(grid.losses[row, 3:]).all() and grid.unstable[row, 3:].all()
+
+
 def test_a_cell_whose_replicate_failed_is_left_out_with_a_note(frame):
     victim = _victim(frame)
     broken = frame.copy()
