@@ -54,6 +54,7 @@ def design(document: dict) -> dict:
         "t_span_min": min(spans) if spans else None,
         "budgets_tokens": setup["budgets_tokens"],
         "batch_clips": sorted({c["batch_clips"] for c in cells}), "learning_rates": sorted({c["learning_rate"] for c in cells}),
+        "extra_learning_rates": extra_learning_rates(document, {c["learning_rate"] for c in cells}),
         "context_tokens": setup.get("context_tokens"), "flop_model": setup.get("flop_model_description"),
         "b_edge_fraction": _edge_fraction(optima, "interior_batch"),
         "lr_edge_fraction": _edge_fraction(optima, "interior_learning_rate"),
@@ -66,6 +67,16 @@ def design(document: dict) -> dict:
         "conventional_cell": setup.get("conventional_cell"), "conventional_cell_source": setup.get("conventional_cell_source"),
         "bootstrap_resamples": setup.get("bootstrap", {}).get("resamples"), "bootstrap_scheme": setup.get("bootstrap", {}).get("scheme"),
     }
+
+
+def extra_learning_rates(document: dict, common: set[float]) -> dict[str, list[float]]:
+    """Fitting size -> the learning rates of its grid beyond those every fitting size has (``grid.extra_learning_rates``)."""
+    extra = {}
+    for grid in document.get("grids", []):
+        rates = sorted({c["learning_rate"] for c in grid["cells"]} - common)
+        if grid.get("role") == "fitting" and rates:
+            extra[grid["size"]] = rates
+    return extra
 
 
 def _edge_fraction(optima: list[dict], key: str) -> float | None:

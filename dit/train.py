@@ -89,15 +89,17 @@ def plan_members(configured: list[Member], finished: list[str | None], job_dir: 
 
     A checkpoint names its members (run folder and config hash); it resumes only when those are all
     configured and every other configured run has finished. A checkpoint whose members have all finished
-    is spent (their run folders hold everything it trained): when none of them is to be trained again
-    under another config, it is removed and the job starts afresh, as when a pipeline's proposal gives a
+    is spent (their run folders hold everything it trained): when the job folder is not itself a run
+    folder to train and none of those runs is to be trained again under another config, it is removed and
+    the job starts afresh, as when a pipeline's proposal gives a
     job folder new runs. Otherwise it belongs to another ensemble layout, and ``ConfigError`` says so.
     """
     path = job_dir / "checkpoints" / CHECKPOINT_NAME
     layout = [tuple(entry) for entry in read_checkpoint(path).get("layout", [])] if path.exists() else []
     to_train = {str(member.out_dir) for member, status in zip(configured, finished) if not status}
     if layout and all(is_finished(out, resumable_hash) for out, resumable_hash in layout) \
-            and not to_train & {out for out, _ in layout}:  # a finished run is never trained over under another config
+            and not to_train & ({out for out, _ in layout} | {str(job_dir)}):
+        # a finished run is never trained over, and a run folder's own checkpoint (one run trained alone) never dropped
         print(f"{path}: its runs {[Path(out).name for out, _ in layout]} have all finished; removed, starting afresh",
               file=sys.stderr)
         path.unlink()

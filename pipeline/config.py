@@ -31,7 +31,7 @@ from dit.atomic import atomic_write_text
 from dit.config import ConfigError, config_from_dict, read_yaml_mapping
 from dit.flops import tokens_per_clip
 from dit.sizes import SIZES
-from pipeline.runs import SEED_STRIDE, RunSpec, grid_runs, grid_seeds, training_config
+from pipeline.runs import SEED_STRIDE, RunSpec, grid_runs, grid_seeds, same_rate, training_config
 
 SCHEMA_PATH = Path(__file__).resolve().parent.parent / "workflow" / "schemas" / "config.schema.yaml"
 
@@ -94,6 +94,17 @@ def _cross_check(config: Mapping[str, Any]) -> None:
             _fail(f"heldout.sizes[{i}]", f"{name} is also a fitting size in grid.sizes")
     if config["heldout"]["compute_optimal_size"]:
         _known_size("heldout.compute_optimal_size", config["heldout"]["compute_optimal_size"])
+    seen = set()
+    for i, entry in enumerate(grid.get("extra_learning_rates") or []):
+        size, rates = entry["size"], entry["learning_rates"]
+        if size not in grid["sizes"]:
+            _fail(f"grid.extra_learning_rates[{i}].size", f"{size} is not one of grid.sizes")
+        if size in seen:
+            _fail(f"grid.extra_learning_rates[{i}].size", f"{size} has an entry already")
+        seen.add(size)
+        repeated = [lr for lr in rates if any(same_rate(float(lr), float(other)) for other in grid["learning_rates"])]
+        if repeated:
+            _fail(f"grid.extra_learning_rates[{i}].learning_rates", f"{repeated[0]} is already in grid.learning_rates")
     for i, cell in enumerate(config["noise"]["cells"]):
         _known_size(f"noise.cells[{i}].size", cell["size"])
     shared = sorted(set(grid_seeds(config)) & set(config["noise"]["seeds"]))

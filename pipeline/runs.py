@@ -113,6 +113,12 @@ def milestones_of(config: Mapping[str, Any], size: str) -> tuple[int, ...]:
     return tuple(int(m) for m in milestones)
 
 
+def learning_rates_of(config: Mapping[str, Any], size: str) -> tuple[float, ...]:
+    """The learning rates of ``size``'s grid: ``grid.learning_rates``, then its ``grid.extra_learning_rates`` entries."""
+    extra = [lr for entry in config["grid"].get("extra_learning_rates") or [] if entry["size"] == size for lr in entry["learning_rates"]]
+    return tuple(float(lr) for lr in config["grid"]["learning_rates"]) + tuple(float(lr) for lr in extra)
+
+
 #: Seed distance between the replicates of one grid cell: replicate j trains with ``training.seed + j * SEED_STRIDE``.
 SEED_STRIDE = 1000
 
@@ -135,12 +141,12 @@ def grid_runs(config: Mapping[str, Any]) -> list[RunSpec]:
         RunSpec("grid", size, int(batch), float(lr), seed, milestones_of(config, size))
         for size in grid["sizes"]
         for batch in grid["batch_clips"]
-        for lr in grid["learning_rates"]
+        for lr in learning_rates_of(config, size)
         for seed in seeds
     ]
     conventional = config["conventional"]
     on_grid = int(conventional["batch_clips"]) in [int(b) for b in grid["batch_clips"]] and any(
-        _same_rate(float(conventional["learning_rate"]), float(lr)) for lr in grid["learning_rates"]
+        same_rate(float(conventional["learning_rate"]), float(lr)) for lr in grid["learning_rates"]
     )
     if not on_grid:
         runs += [
@@ -246,7 +252,8 @@ def find_run(runs: Iterable[RunSpec], run_id: str) -> RunSpec:
     raise KeyError(f"no run {run_id!r} in the pipeline config")
 
 
-def _same_rate(a: float, b: float) -> bool:
+def same_rate(a: float, b: float) -> bool:
+    """Two learning rates are the same grid level (equal to 1e-9 relative)."""
     return abs(a - b) <= 1e-9 * max(abs(a), abs(b))
 
 
@@ -263,7 +270,7 @@ def predicted_heldout_run(proposal_path: str | Path) -> RunSpec:
             run.series == "heldout"
             and run.size == group["size"]
             and run.batch_clips == int(cell["batch_clips"])
-            and _same_rate(run.learning_rate, float(cell["learning_rate"]))
+            and same_rate(run.learning_rate, float(cell["learning_rate"]))
         ):
             return run
     raise ValueError(f"{proposal_path}: the predicted cell {cell} of {group['size']} is not among the runs")

@@ -351,3 +351,11 @@ def test_an_estimate_with_dropped_resamples_shows_the_interval_its_verdict_reads
     bounded = {"value": -1.4, "interval": kept, "dropped": 3, "interval_with_dropped": [-4.0, -0.5]}
     assert percent_estimate(bounded).endswith("counted at either extreme: [-400.0%, -50.0%])")
     assert "dropped" not in percent_estimate({"value": -1.4, "interval": kept, "dropped": 0})
+
+
+def test_extra_learning_rates_are_those_beyond_the_rates_every_fitting_size_has():
+    cells = [{"batch_clips": 1, "learning_rate": r} for r in (1e-3, 2e-3)]
+    document = {"grids": [{"size": "a", "role": "fitting", "cells": cells + [{"batch_clips": 2, "learning_rate": 4e-3}]},
+                          {"size": "b", "role": "fitting", "cells": cells},
+                          {"size": "h", "role": "heldout", "cells": [{"batch_clips": 1, "learning_rate": 8e-3}]}]}
+    assert measurements.extra_learning_rates(document, {1e-3, 2e-3}) == {"a": [4e-3]}

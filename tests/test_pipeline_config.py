@@ -67,11 +67,15 @@ def test_the_shipped_configs_are_valid(source, tmp_path):
          "run grid/tiny-18k/b8_lr0.005_s0 cannot be split over training.processes=3: batch.global_clips: 8 clips"),
         (changed(training={**SMOKE["training"], "processes": 2, "nodes": 3}),  # 2 processes on each of 3 nodes
          "run grid/tiny-18k/b8_lr0.005_s0 cannot be split over training.processes=6"),
+        (changed(grid={"extra_learning_rates": [{"size": "tiny-4k", "learning_rates": [4.0e-2]}]}),
+         "grid.extra_learning_rates[0].size: tiny-4k is not one of grid.sizes"),
+        (changed(grid={"extra_learning_rates": [{"size": "tiny-18k", "learning_rates": [1.0e-2]}]}),
+         "grid.extra_learning_rates[0].learning_rates: 0.01 is already in grid.learning_rates"),
     ],
     ids=["negative-learning-rate", "unknown-size", "unknown-nested-key", "unknown-top-level-key", "heldout-in-grid",
          "noise-seed-is-the-training-seed", "noise-seed-is-a-replicate-seed", "milestones-not-increasing", "milestones-repeated", "heldout-tokens-beyond",
          "model-patch", "latent-patch", "pixel-patch", "captions-without-source", "batch-over-processes",
-         "batch-over-nodes"],
+         "batch-over-nodes", "extra-rates-of-another-size", "extra-rate-already-in-the-grid"],
 )
 def test_an_invalid_config_is_refused_naming_the_key(config, message):
     with pytest.raises(PipelineConfigError) as error:
@@ -118,3 +122,19 @@ def test_every_grid_cell_gets_its_replicate_seeds_in_the_cells_ensemble_job():
         assert len(shapes) == 1
         in_job = [run for run in runs if (run.size, run.batch_clips) in shapes]
         assert set(in_job) <= set(job.runs)
+
+
+def test_a_sizes_extra_learning_rates_join_its_grid_and_its_ensemble_jobs_only():
+    from pipeline.runs import grid_runs, training_jobs
+
+    config = changed(grid={"extra_learning_rates": [{"size": "tiny-33k", "learning_rates": [4.0e-2, 2.5e-3]}]})
+    validate_pipeline_config(config)
+    runs = [run for run in grid_runs(config) if run.series == "grid"]
+    batches, rates = SMOKE["grid"]["batch_clips"], SMOKE["grid"]["learning_rates"]
+    for size in SMOKE["grid"]["sizes"]:
+        expected = {(b, float(lr)) for b in batches for lr in rates + ([4.0e-2, 2.5e-3] if size == "tiny-33k" else [])}
+        assert {(run.batch_clips, run.learning_rate) for run in runs if run.size == size} == expected
+    for job in training_jobs(grid_runs(config)):
+        if job.runs[0].series == "grid":
+            assert {run.learning_rate for run in job.runs} >= set(map(float, rates))
+            assert (4.0e-2 in {run.learning_rate for run in job.runs}) == (job.runs[0].size == "tiny-33k")
