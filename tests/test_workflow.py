@@ -236,8 +236,10 @@ def test_smoke_runs_table_has_every_run_at_every_milestone(smoke_run):
 
 @pytest.mark.slow
 def test_diverged_runs_are_left_out_of_the_fits_with_their_reason(smoke_run):
-    """README: a diverged run is recorded as diverged in results/runs.csv, left out of the fits with that reason,
-    and the pipeline goes on (the smoke run finished, its laws are fitted)."""
+    """README: a diverged run is recorded as diverged in results/runs.csv with that reason, and the pipeline goes on
+    (the smoke run finished, its laws are fitted). The smoke config's diverging runs are noise-floor seeds that
+    diverge before their first milestone: no fit uses them (a grid seed would count at the budgets it reached,
+    tests/test_analysis_replicates.py)."""
     rows = {row["run_id"]: row for row in read_rows(smoke_run.results / "runs.csv")}
     document = json.loads((smoke_run.results / "laws.json").read_text())
     diverging = diverging_run_ids(smoke_run.config)
