@@ -29,6 +29,7 @@ import sys
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
+import numpy as np
 import pandas as pd
 from scipy import stats
 
@@ -138,38 +139,50 @@ def _noise(laws: dict) -> float | None:
     return run_relative_std(laws.get("setup", {}).get("noise"))
 
 
-def _relative(a: pd.Series, b: pd.Series) -> float:
-    """Largest ``|a - b| / |b|`` over the milestones where both are numbers (empty cells are skipped)."""
-    first = pd.to_numeric(a.replace("", None)).to_numpy(float)
-    second = pd.to_numeric(b.replace("", None)).to_numpy(float)
-    differences = abs(first - second) / abs(second)
-    differences = differences[~pd.isna(differences)]
+def _relative(a: np.ndarray, b: np.ndarray) -> float:
+    """Largest ``|a - b| / |b|`` over the milestones where both are numbers (empty cells are NaN, skipped)."""
+    differences = np.abs(a - b) / np.abs(b)
+    differences = differences[~np.isnan(differences)]
     return float(differences.max()) if differences.size else 0.0
+
+
+def _by_run(runs: pd.DataFrame) -> dict[str, dict[str, np.ndarray]]:
+    """Each run's rows in milestone order: its milestones, statuses, and each loss column as text and as numbers.
+
+    One pass over the table: a mask per run would scan the whole table once per run."""
+    ordered = runs.sort_values(["run_id", "milestone_tokens"], kind="stable")
+    columns = {"milestone_tokens": ordered["milestone_tokens"].to_numpy(), "status": ordered["status"].to_numpy()}
+    for column in LOSS_COLUMNS:
+        columns[column] = ordered[column].to_numpy()
+        columns[f"{column} value"] = pd.to_numeric(ordered[column].replace("", None)).to_numpy(float)
+    ids = ordered["run_id"].to_numpy()
+    starts = np.flatnonzero(np.r_[True, ids[1:] != ids[:-1]]) if len(ids) else np.empty(0, int)
+    ends = np.r_[starts[1:], len(ids)]
+    return {ids[i]: {name: values[i:j] for name, values in columns.items()} for i, j in zip(starts, ends)}
 
 
 def compare_runs(runs_a: pd.DataFrame, runs_b: pd.DataFrame, tolerance: float | None) -> list[RunDifference]:
     """Run-by-run differences; ``tolerance`` is the relative validation-loss difference noise allows."""
     result = []
-    ids_a, ids_b = set(runs_a["run_id"]), set(runs_b["run_id"])
-    for run_id in sorted(ids_a | ids_b):
-        if run_id not in ids_b or run_id not in ids_a:
-            result.append(RunDifference(run_id, "only in A" if run_id in ids_a else "only in B"))
+    by_run_a, by_run_b = _by_run(runs_a), _by_run(runs_b)
+    for run_id in sorted(by_run_a.keys() | by_run_b.keys()):
+        if run_id not in by_run_b or run_id not in by_run_a:
+            result.append(RunDifference(run_id, "only in A" if run_id in by_run_a else "only in B"))
             continue
-        a = runs_a[runs_a["run_id"] == run_id].set_index("milestone_tokens").sort_index()
-        b = runs_b[runs_b["run_id"] == run_id].set_index("milestone_tokens").sort_index()
-        if set(a["status"]) != set(b["status"]) or list(a.index) != list(b.index):
-            result.append(RunDifference(run_id, "status differs", len(a)))
+        a, b = by_run_a[run_id], by_run_b[run_id]
+        if set(a["status"]) != set(b["status"]) or not np.array_equal(a["milestone_tokens"], b["milestone_tokens"]):
+            result.append(RunDifference(run_id, "status differs", len(a["status"])))
             continue
-        validation = _relative(a["validation_loss"], b["validation_loss"])
-        train = _relative(a["train_loss"], b["train_loss"])
-        same = all(a[c].equals(b[c]) for c in LOSS_COLUMNS)
+        validation = _relative(a["validation_loss value"], b["validation_loss value"])
+        train = _relative(a["train_loss value"], b["train_loss value"])
+        same = all(np.array_equal(a[c], b[c]) for c in LOSS_COLUMNS)
         if same:
             status = "identical"
         elif tolerance is not None and validation <= tolerance:
             status = "within noise"
         else:
             status = "beyond noise"
-        result.append(RunDifference(run_id, status, len(a), validation, train))
+        result.append(RunDifference(run_id, status, len(a["status"]), validation, train))
     return result
 
 

@@ -11,6 +11,8 @@ also on a real runs table (e.g. the smoke run's), and two same-process baselines
 ratios: the loss law fitted from its few variable-projection starts against the earlier method's
 64-start multi-start grid, on well-posed and on degenerate (``L_inf`` on its bound)
 data; and the vectorised bootstrap refit against warm-started scipy L-BFGS-B refits one by one.
+Under pytest also ``analysis.compare``'s run-by-run comparison of the committed runs table against a nudged
+copy, beside the former mask-per-run comparison (same process, medians of 5).
 Machine metadata (Python, numpy, scipy, cores, BLAS threads before and after
 ``analysis.blas.limit_openblas_threads``, git commit) is printed with the result.
 """
@@ -32,13 +34,16 @@ import json  # noqa: E402
 import platform  # noqa: E402
 import statistics  # noqa: E402
 import time  # noqa: E402
+from pathlib import Path  # noqa: E402
 
 import numpy as np  # noqa: E402
+import pandas as pd  # noqa: E402
 import scipy  # noqa: E402
 from scipy.optimize import nnls  # noqa: E402
 
 from dit.provenance import code_version  # noqa: E402
 
+from analysis.compare import LOSS_COLUMNS, _read_runs, compare_runs  # noqa: E402
 from analysis.config import config_from_dict, load_config  # noqa: E402
 from analysis.fitter import batched_refit, fit_law, refit  # noqa: E402
 from analysis.law_forms import LOSS_LAW  # noqa: E402
@@ -47,6 +52,7 @@ from analysis.runs import RunsTable, load_runs  # noqa: E402
 from analysis.synthetic_runs import SyntheticDesign, synthetic_runs  # noqa: E402
 
 BUDGET_SECONDS = 60.0
+COMMITTED_RUNS = Path(__file__).resolve().parent.parent / "results"
 
 
 def metadata() -> dict:
@@ -194,6 +200,65 @@ def test_loss_law_fit_against_dense_multistart(benchmark):
         benchmark.extra_info[name] = {k: (float(v) if isinstance(v, (int, float)) else v) for k, v in record.items()}
         print(f"loss-law fit, {name}: x{record['speedup']:.1f} faster than the dense multi-start")
         assert record["objective"] <= record["dense_objective"] * (1 + 1e-6) + 1e-9
+
+
+def _compare_runs_mask_per_run(runs_a, runs_b, tolerance) -> list[str]:
+    """The former ``analysis.compare.compare_runs`` (commit d96bd5e): a boolean mask over the whole table per run.
+    The statuses only, for the benchmark's baseline."""
+    def relative(a, b):
+        first = pd.to_numeric(a.replace("", None)).to_numpy(float)
+        second = pd.to_numeric(b.replace("", None)).to_numpy(float)
+        differences = abs(first - second) / abs(second)
+        differences = differences[~pd.isna(differences)]
+        return float(differences.max()) if differences.size else 0.0
+
+    statuses = []
+    ids_a, ids_b = set(runs_a["run_id"]), set(runs_b["run_id"])
+    for run_id in sorted(ids_a | ids_b):
+        if run_id not in ids_b or run_id not in ids_a:
+            statuses.append("only in A" if run_id in ids_a else "only in B")
+            continue
+        a = runs_a[runs_a["run_id"] == run_id].set_index("milestone_tokens").sort_index()
+        b = runs_b[runs_b["run_id"] == run_id].set_index("milestone_tokens").sort_index()
+        if set(a["status"]) != set(b["status"]) or list(a.index) != list(b.index):
+            statuses.append("status differs")
+            continue
+        validation = relative(a["validation_loss"], b["validation_loss"])
+        relative(a["train_loss"], b["train_loss"])
+        if all(a[c].equals(b[c]) for c in LOSS_COLUMNS):
+            statuses.append("identical")
+        else:
+            statuses.append("within noise" if tolerance is not None and validation <= tolerance else "beyond noise")
+    return statuses
+
+
+def test_compare_runs_against_a_mask_per_run(benchmark):
+    """``analysis.compare`` of the committed runs table against a copy with every loss nudged (every run shared,
+    the case of two regenerations of one default) against the former mask-per-run comparison, timed in turns in
+    one process (medians of 5); both must give the same statuses."""
+    runs_a = _read_runs(COMMITTED_RUNS)
+    runs_b = runs_a.copy()
+    for column in LOSS_COLUMNS:
+        numbers = pd.to_numeric(runs_b[column].replace("", None))
+        runs_b[column] = [repr(v * (1 + 1e-4)) if v == v else "" for v in numbers]
+    timings = {"one_pass": [], "mask_per_run": []}
+
+    def round_():
+        begin = time.perf_counter()
+        fast = compare_runs(runs_a, runs_b, 0.01)
+        timings["one_pass"].append(time.perf_counter() - begin)
+        begin = time.perf_counter()
+        slow = _compare_runs_mask_per_run(runs_a, runs_b, 0.01)
+        timings["mask_per_run"].append(time.perf_counter() - begin)
+        assert [run.status for run in fast] == slow
+
+    benchmark.pedantic(round_, rounds=5, iterations=1, warmup_rounds=1)
+    one_pass, mask = statistics.median(timings["one_pass"]), statistics.median(timings["mask_per_run"])
+    benchmark.extra_info.update(metadata())
+    benchmark.extra_info.update({"runs": int(runs_a["run_id"].nunique()), "rows": len(runs_a),
+                                 "one_pass_s": one_pass, "mask_per_run_s": mask, "speedup": mask / one_pass})
+    print(f"compare_runs on {runs_a['run_id'].nunique()} shared runs: {one_pass * 1e3:.0f} ms, "
+          f"mask per run {mask * 1e3:.0f} ms (x{mask / one_pass:.1f})")
 
 
 def main() -> None:
