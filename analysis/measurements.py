@@ -108,7 +108,8 @@ def learning_rate_edges(document: dict) -> dict[str, int]:
         losses, batch, rate = grid_column(grid, budget)
         if not np.isfinite(losses).any():
             continue
-        unstable = np.array([bool(row[budget]) for row in grid.get("unstable") or [[False] * len(budgets)] * len(losses)])
+        unstable = np.array([row[budget] for row in grid["unstable"]], dtype=bool) if grid.get("unstable") \
+            else np.zeros(len(losses), dtype=bool)
         best = int(np.nanargmin(losses))
         level = rates.index(rate[best])
         measured = set(rate[(np.isfinite(losses) | unstable) & (batch == batch[best])])

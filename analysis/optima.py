@@ -156,7 +156,7 @@ def find_optima(
     unstable = np.zeros(values.shape[1:], dtype=bool) if grid.unstable is None else np.asarray(grid.unstable, dtype=bool).T
     if unstable.shape != values.shape[1:]:
         raise ValueError(f"unstable flags of shape {unstable.T.shape} for losses of shape {values.shape[2:0:-1]} (cells, budgets)")
-    interior_u, interior_v = _interior(axes, present | (unstable & ~present), best_index, result_u, result_v)
+    interior_u, interior_v = _interior(axes, present | unstable, best_index, result_u, result_v)
     stable_u, stable_v = _interior(axes, present, best_index, result_u, result_v)
     missing = codes < 0
     learning_rate = np.exp(axes.u_center + axes.u_scale * result_u)
