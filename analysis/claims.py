@@ -154,7 +154,7 @@ def heldout_cells(heldout_runs: dict | None, noise_std: float | None, level: flo
             return bool(other["batch_clips"] * tokens_per_clip == cell["batch_tokens"]
                         and same_learning_rate(other["learning_rate"], cell["learning_rate"]))
 
-        others = [c["loss"] for c in group.get("cells", []) if not is_predicted(c) and np.isfinite(c["loss"])]
+        others = [c["loss"] for c in group.get("cells", []) if not is_predicted(c) and c["loss"] is not None]  # not unstable
         detail = {"size": group["size"], "tokens": group["tokens"], "predicted_cell": cell, "best_cell": group.get("best_cell"),
                   "cells": len(group.get("cells", []))}
         if cell.get("measured_loss") is None or not others:

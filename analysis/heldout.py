@@ -218,17 +218,22 @@ def evaluate_proposal(table: RunsTable, laws: LawSet, proposal: dict, config: Fi
             record["status"] = "no completed runs"
             groups.append(record)
             continue
-        runs = completed.loc[present]
         tokens = float(group["tokens"])
-        n_billions = float(runs["non_embedding_parameters"].iloc[0]) / BILLION
-        losses = table.loss_matrix(present, [tokens], config.loss_column, config.token_match_tolerance)
+        n_billions = float(completed.loc[present, "non_embedding_parameters"].iloc[0]) / BILLION
         prediction = laws.loss_prediction(n_billions, tokens / BILLION)
         record.update(tokens=tokens, N=n_billions, predicted_loss=prediction)
         if group["kind"] == "hyperparameters":
+            # A run that diverged counts as the fitting sizes' runs do: at the budget if it reached it, else unstable.
+            diverged = [r for r in dict.fromkeys(found) if r not in present and all_runs.loc[r, "status"] == "diverged"]
+            cells = present + diverged
+            runs = all_runs.loc[cells]
+            losses = table.loss_matrix(cells, [tokens], config.loss_column, config.token_match_tolerance)
+            unstable = np.isnan(losses) & np.isin(cells, diverged)[:, None]
             grid = SizeGrid(
-                size=group["size"], parameters=n_billions * BILLION, run_ids=present,
+                size=group["size"], parameters=n_billions * BILLION, run_ids=cells,
                 learning_rates=runs["learning_rate"].to_numpy(float), batch_tokens=runs["batch_tokens"].to_numpy(float),
                 batch_clips=runs["batch_clips"].to_numpy(float), losses=losses, flops_per_token=float("nan"),
+                unstable=unstable,
             )
             optimum = find_optima(grid, None, config.optimum_method, config.optimum_band, config.optimum_max_gain)
             measured = float(optimum.loss[0, 0])
@@ -236,14 +241,18 @@ def evaluate_proposal(table: RunsTable, laws: LawSet, proposal: dict, config: Fi
                 measured_optimum={
                     "loss": measured, "batch_tokens": float(optimum.batch_tokens[0, 0]),
                     "learning_rate": float(optimum.learning_rate[0, 0]), "method": METHOD_NAMES[int(optimum.method[0, 0])],
+                    "interior": {"batch": bool(optimum.interior_batch[0, 0]),
+                                 "learning_rate": bool(optimum.interior_learning_rate[0, 0])},
                 },
                 cells=[
-                    {"run_id": r, "batch_clips": int(b), "learning_rate": float(lr), "loss": float(v)}
-                    for r, b, lr, v in zip(present, grid.batch_clips, grid.learning_rates, losses[:, 0])
+                    {"run_id": r, "batch_clips": int(b), "learning_rate": float(lr),
+                     "loss": float(v) if np.isfinite(v) else None, "unstable": bool(u)}
+                    for r, b, lr, v, u in zip(cells, grid.batch_clips, grid.learning_rates, losses[:, 0], unstable[:, 0])
                 ],
                 **_cell_check(grid, 0, group["predicted"]["batch_tokens"], group["predicted"]["learning_rate"]),
             )
         else:
+            losses = table.loss_matrix(present, [tokens], config.loss_column, config.token_match_tolerance)
             measured = float(np.nanmean(losses[:, 0]))
             record["measured_loss"] = measured
         pi = prediction["prediction_interval"]

@@ -278,13 +278,13 @@ def _noise_record(selection: Selection, noise: RunNoise, source: str) -> dict:
 
 
 def _runs_record(selection: Selection, conventional_runs: dict) -> dict:
-    counted = set(selection.grid_run_ids)  # a fitting cell's seed that diverged counts at the budgets it reached
+    counted = set(selection.grid_run_ids + selection.heldout_run_ids)  # a diverged run counts at the budgets it reached
     return {
         "excluded": [{**e, "counted_before_divergence": e["run_id"] in counted} for e in selection.table.exclusions()],
         "grid": selection.grid_run_ids,
         "conventional": [r for ids in conventional_runs.values() for r in ids],
         "noise": [r for g in (selection.noise or {}).get("groups", []) for r in g["runs"]],
-        "heldout": [r for g in selection.heldout for r in g.run_ids],
+        "heldout": selection.heldout_run_ids,
     }
 
 

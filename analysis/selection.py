@@ -1,11 +1,11 @@
 """Which runs enter the fit: step 1 of ``analysis.laws_document``.
 
-Completed runs only (diverged/failed are listed with their reasons by ``RunsTable.exclusions``);
-the grid runs of the fitting sizes, one ``SizeGrid`` per size with its losses interpolated to the
-common token budgets, one row per (batch, learning rate) cell: the mean of the cell's replicate
-seeds (``grid.seeds_per_cell``), or the cell's one run; the held-out sizes' grid and ``heldout`` runs; the grid cells (batch size,
-learning rate) run at every fitting size, each a candidate fixed cell of the conventional recipe,
-and the configured one (or the cell of lowest mean loss rank); the run-to-run noise from the
+Completed runs, and diverged runs up to their divergence (failed runs are left out; ``RunsTable.exclusions``
+lists both with their reasons); the grid runs of the fitting sizes, one ``SizeGrid`` per size with its losses
+interpolated to the common token budgets, one row per (batch, learning rate) cell: the mean of the cell's replicate
+seeds (``grid.seeds_per_cell``), or the cell's one run; the held-out sizes' grid and ``heldout`` runs, cells by the
+same rule; the grid cells (batch size, learning rate) run at every fitting size, each a candidate fixed cell of the
+conventional recipe, and the configured one (or the cell of lowest mean loss rank); the run-to-run noise from the
 noise-floor seeds; and the FLOP model that counts compute.
 """
 
@@ -22,6 +22,9 @@ from analysis.allocation import FlopModel, WidthRule
 from analysis.config import FitConfig
 from analysis.optima import SizeGrid
 from analysis.runs import RunsTable, run_to_run_noise, same_learning_rate
+
+
+HELDOUT_SERIES = ("grid", "heldout")  # the runs that measure a held-out size's optima
 
 
 class AnalysisError(ValueError):
@@ -48,6 +51,11 @@ class Selection:
     def grid_run_ids(self) -> list[str]:
         """Every run behind the fitting sizes' cells (each cell's replicates, in order)."""
         return [run_id for grid in self.fitting for replicates in grid.replicates for run_id in replicates]
+
+    @property
+    def heldout_run_ids(self) -> list[str]:
+        """Every run behind the held-out sizes' cells (a diverged one included: it counts up to its divergence)."""
+        return [run_id for grid in self.heldout for replicates in grid.replicates for run_id in replicates]
 
     @property
     def seeds_per_cell(self) -> int:
@@ -90,11 +98,11 @@ def select_runs(table: RunsTable, config: FitConfig) -> Selection:
     fitting = [_cell_grid(table, grid_runs[grid_runs["size"] == size], size, budgets, config, notes) for size in fitting_names]
     heldout = []
     for size in config.heldout_sizes:
-        runs = completed[(completed["size"] == size) & completed["series"].isin(["grid", "heldout"])]
+        runs = completed[(completed["size"] == size) & completed["series"].isin(HELDOUT_SERIES)]
         if runs.empty:
             notes.append(f"held-out size {size} has no completed grid or heldout runs")
         else:
-            heldout.append(_size_grid(table, runs, size, budgets, config))
+            heldout.append(_cell_grid(table, runs, size, budgets, config, notes, series=HELDOUT_SERIES))
     cells = common_cells(fitting)
     cell = config.conventional_cell or _lowest_rank_cell(fitting, cells)
     source = "config" if config.conventional_cell else "lowest mean rank over the fitting sizes"
@@ -102,8 +110,12 @@ def select_runs(table: RunsTable, config: FitConfig) -> Selection:
     return Selection(config, table, budgets, fitting, heldout, cell or {}, source, cells, flop_model, noise, notes)
 
 
-def _cell_grid(table: RunsTable, runs: pd.DataFrame, size: str, budgets, config: FitConfig, notes: list[str]) -> SizeGrid:
-    """A fitting size's grid with one row per (batch, learning rate) cell: the mean loss of the cell's replicates.
+def _cell_grid(table: RunsTable, runs: pd.DataFrame, size: str, budgets, config: FitConfig, notes: list[str],
+               series: tuple[str, ...] = ("grid",)) -> SizeGrid:
+    """A size's grid with one row per (batch, learning rate) cell: the mean loss of the cell's replicates.
+
+    ``runs`` are the size's completed runs of ``series``: the grid runs of a fitting size, the grid and ``heldout``
+    runs of a held-out size (``HELDOUT_SERIES``), whose diverged runs count by the same rule as a fitting size's.
 
     A cell's replicates are its grid runs with different seeds (``grid.seeds_per_cell``). The learning rate is
     constant after warm-up, so a run's loss at a budget is that of the same run trained to that budget: a run that
@@ -113,7 +125,7 @@ def _cell_grid(table: RunsTable, runs: pd.DataFrame, size: str, budgets, config:
     is left out, with a note. One completed replicate per cell gives the runs themselves, ids unchanged.
     """
     every = table.runs()
-    every = every[(every["series"] == "grid") & (every["size"] == size)]
+    every = every[every["series"].isin(series) & (every["size"] == size)]
     if all(len(group) == 1 for _, group in runs.groupby(["batch_clips", "learning_rate"], sort=False)) and len(every) == len(runs):
         return _size_grid(table, runs, size, budgets, config)
     keep, replicates, diverged = [], [], []

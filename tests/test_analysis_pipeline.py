@@ -237,6 +237,40 @@ def test_proposal_and_heldout_evaluation(fitted, tmp_path, capsys):
     assert "predicted cell best: True" in capsys.readouterr().out
 
 
+def test_a_heldout_run_that_diverged_bounds_the_measured_optimum(fitted, tmp_path):
+    """A proposed run that diverged before the held-out budget is an unstable cell of its group, as a fitting size's is:
+    it has no loss, and it counts as a measured side of the optimum next to it."""
+    proposal_path = tmp_path / "proposal.json"
+    assert propose_main(["--laws", str(fitted["laws"]), "--size", "tiny-262k", "--tokens", str(2**24), "--batch-clips", "8", "16",
+                         "32", "--learning-rates", "5e-4,1e-3,2e-3,4e-3", "--out", str(proposal_path)]) == 0
+    proposal = json.loads(proposal_path.read_text())
+    drawn = synthetic_proposal_runs(proposal, TRUTH, DESIGN)
+    group = drawn[drawn["series"] == "heldout"]
+    fastest = group[group["batch_clips"] == group.sort_values("validation_loss").iloc[0]["batch_clips"]]
+    victim = fastest.sort_values("learning_rate").iloc[-1]["run_id"]  # the highest rate beside the best cell
+    first = drawn.loc[drawn["run_id"] == victim, "tokens"].min()
+    drawn.loc[drawn["run_id"] == victim, ["status", "status_reason"]] = ["diverged", "loss above 10.0"]
+    drawn = drawn[~((drawn["run_id"] == victim) & (drawn["tokens"] > first))]
+    runs, out = tmp_path / "runs.csv", tmp_path / "heldout.json"
+    pd.concat([pd.read_csv(fitted["runs"]), drawn], ignore_index=True).to_csv(runs, index=False)
+    assert heldout_main(["--runs", str(runs), "--laws", str(fitted["laws"]), "--proposal", str(proposal_path), "--out", str(out)]) == 0
+    hyper = json.loads(out.read_text())["groups"][0]
+    cell, = (c for c in hyper["cells"] if c["run_id"] == victim)
+    assert cell["loss"] is None and cell["unstable"] is True
+    assert victim not in hyper["runs"] and [e["run_id"] for e in hyper["excluded_runs"]] == [victim]
+    stable = [c for c in hyper["cells"] if not c["unstable"]]
+    best = min(stable, key=lambda c: c["loss"])
+    assert best["learning_rate"] < cell["learning_rate"] and best["batch_clips"] == cell["batch_clips"]
+    assert hyper["measured_optimum"]["interior"]["learning_rate"] is True
+    facts = tmp_path / "facts.json"
+    assert facts_main(["--laws", str(fitted["laws"]), "--runs", str(runs), "--heldout", str(out), "--out", str(facts)]) == 0
+    test = json.loads(facts.read_text())["claims"]["claim_3b"]["tests"][0]  # the unstable cell is no loss to compare
+    predicted, tokens_per_clip = hyper["predicted_cell"], fitted["document"]["setup"]["context_tokens"]
+    others = [c["loss"] for c in stable if (c["batch_clips"] * tokens_per_clip, c["learning_rate"])
+              != (predicted["batch_tokens"], predicted["learning_rate"])]
+    assert test["value"] == pytest.approx(min(others) / predicted["measured_loss"] - 1, rel=1e-12)
+
+
 def _proposal(fitted, tmp_path, *options) -> dict:
     out = tmp_path / f"proposal-{len(list(tmp_path.glob('proposal-*')))}.json"
     assert propose_main(["--laws", str(fitted["laws"]), "--batch-clips", "8", "16", "32",

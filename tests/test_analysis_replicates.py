@@ -139,3 +139,29 @@ def test_the_laws_see_the_noise_of_a_cells_mean(frame):
     config = document["config"]
     assert document["setup"]["huber_delta_loss"] == pytest.approx(max(config["huber_delta_in_noise_std"] * run_std / np.sqrt(3), 1e-3))
     assert sorted(document["runs"]["grid"]) == sorted(frame[frame["series"] == "grid"]["run_id"].unique())
+
+
+def test_a_heldout_run_that_diverged_counts_before_its_divergence_and_makes_its_cell_unstable_after():
+    design = SyntheticDesign(fitting_sizes=DESIGN.fitting_sizes, heldout_sizes=["tiny-262k"], noise_size="tiny-18k",
+                             include_failures=False)
+    frame = synthetic_runs(design=design, seed=2)
+    heldout_runs = frame[(frame["series"] == "grid") & (frame["size"] == "tiny-262k")]
+    victim = heldout_runs.iloc[0]
+    milestones = sorted(heldout_runs["tokens"].unique())
+    broken = frame.copy()
+    broken.loc[broken["run_id"] == victim["run_id"], ["status", "status_reason"]] = ["diverged", "loss above 10.0"]
+    broken = broken[~((broken["run_id"] == victim["run_id"]) & (broken["tokens"] > milestones[1]))]  # stopped after 2
+    selection = select_runs(RunsTable.from_frame(broken), config_from_dict({"heldout_sizes": ["tiny-262k"]}))
+    grid, = selection.heldout
+    assert len(grid.run_ids) == heldout_runs["run_id"].nunique()  # the diverged run's cell is kept
+    row = grid.run_ids.index(victim["run_id"])
+    victim_losses = broken[broken["run_id"] == victim["run_id"]].set_index("tokens")["validation_loss"]
+    for j, budget in enumerate(selection.budgets):
+        if budget <= milestones[1]:
+            assert np.isfinite(grid.losses[row, j]) == (budget >= milestones[0]) and not grid.unstable[row, j]
+            if budget >= milestones[0]:
+                assert grid.losses[row, j] == pytest.approx(victim_losses.loc[int(budget)], rel=1e-12)
+        else:
+            assert np.isnan(grid.losses[row, j]) and grid.unstable[row, j] == (budget <= milestones[-1])
+    assert grid.unstable.sum() == np.sum((selection.budgets > milestones[1]) & (selection.budgets <= milestones[-1]))
+    assert victim["run_id"] in selection.heldout_run_ids
