@@ -34,6 +34,7 @@ from pathlib import Path
 import torch
 import yaml
 
+from dit.allocator import retain_freed_memory
 from dit.atomic import atomic_path, atomic_write_text
 from dit.config import ConfigError, TrainConfig
 from dit.data.loader import ClipLoader, ShardDataset, limit_clips
@@ -98,6 +99,7 @@ class EnsembleTrainer:
         self.device = self.context.device
         if config.threads:
             torch.set_num_threads(config.threads)
+        self.malloc = retain_freed_memory() if self.device.type == "cpu" else {"applied": False, "reason": "not a CPU job"}
         self.micro_clips = config.validate_world_size(self.context.world_size)
         self.process_clips = config.batch.global_clips // self.context.world_size
         self._open_data(config)
@@ -184,7 +186,7 @@ class EnsembleTrainer:
             "model_input_shape": list(self.model_shape), "batch_tokens": self.tokens_per_step,
             "micro_clips": self.micro_clips, "processes": self.context.world_size,
             "flops_per_token": self.flops_per_token, "device": str(self.device), "precision": self.precision,
-            "model_config": self.model_config.to_dict(), "threads": torch.get_num_threads(),
+            "model_config": self.model_config.to_dict(), "threads": torch.get_num_threads(), "malloc": self.malloc,
         }
 
     # ---------------------------------------------------------------- helpers

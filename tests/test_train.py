@@ -12,6 +12,7 @@ import dataclasses
 import json
 import math
 import os
+import platform
 import re
 import shutil
 import signal
@@ -23,6 +24,7 @@ from pathlib import Path
 import pytest
 import yaml
 
+from dit.allocator import retain_freed_memory, user_chose_malloc_settings
 from dit.config import ConfigError, config_from_dict
 from dit.flops import paper_flops_per_token
 from dit.sizes import get_size
@@ -130,6 +132,33 @@ def test_sigkill_then_restart_reproduces_an_uninterrupted_run(prepared_data, tin
     resumed = re.search(r"resumed from \S+latest\.pt at step (\d+)", capsys.readouterr().err)
     assert resumed and int(resumed.group(1)) in (3, 6, 9, 12, 15, 18)  # a checkpoint every 3 steps, mid-run
     assert loss_rows(out) == loss_rows(tiny_run)
+
+
+@pytest.mark.skipif(platform.libc_ver()[0] != "glibc", reason="dit.allocator sets glibc's malloc thresholds only")
+def test_raised_malloc_thresholds_change_no_number(prepared_data, tiny_run, tmp_path):
+    """The reference run was trained with dit.allocator's raised thresholds; the same run in a process where the user
+    keeps glibc's initial mmap and trim thresholds (128 KiB: every larger block mapped afresh, memory given back at
+    once) has the same numbers to the bit, and its summary says the settings were left to the user."""
+    assert json.loads((tiny_run / "summary.json").read_text())["malloc"] == retain_freed_memory(environ={})
+    out = tmp_path / "run"
+    config_path = write_config(tmp_path / "run.yaml", tiny_run_config(prepared_data))
+    environ = {**TRAIN_ENV, "MALLOC_MMAP_THRESHOLD_": "131072", "MALLOC_TRIM_THRESHOLD_": "131072"}
+    result = subprocess.run(train_command(config_path, out), env=environ, capture_output=True, text=True, timeout=300)
+    assert result.returncode == 0, result.stderr[-3000:]
+    summary = json.loads((out / "summary.json").read_text())
+    assert summary["malloc"] == {"applied": False, "reason": "set by the user (MALLOC_MMAP_THRESHOLD_)"}
+    assert loss_rows(out) == loss_rows(tiny_run)
+
+
+@pytest.mark.parametrize("environ, chosen", [
+    ({}, None), ({"MALLOC_TRIM_THRESHOLD_": "0"}, "MALLOC_TRIM_THRESHOLD_"),
+    ({"GLIBC_TUNABLES": "glibc.malloc.mmap_threshold=65536"}, "GLIBC_TUNABLES"),
+    ({"GLIBC_TUNABLES": "glibc.rtld.nns=8"}, None),
+])
+def test_malloc_settings_the_user_chose_are_left_alone(environ, chosen):
+    assert user_chose_malloc_settings(environ) == chosen
+    if chosen:
+        assert retain_freed_memory(environ) == {"applied": False, "reason": f"set by the user ({chosen})"}
 
 
 def test_sigterm_writes_a_checkpoint_exits_75_and_resumes_exactly(prepared_data, tiny_run, tmp_path):
