@@ -270,6 +270,11 @@ def performance(record: dict | None) -> dict | None:
     out = {key: record.get(key) for key in keys}
     out["jobs"] = record.get("jobs")
     out["grid_model_flops_per_s"] = record["grid_model_flops"] / record["grid_job_seconds"] if record.get("grid_job_seconds") else None
+    parts = record.get("parts")  # training steps and validation passes (absent from records of older code)
+    if parts:
+        out["parts"] = [{"part": name, **part, "model_flops_per_s": part["model_flops"] / part["seconds"] if part["seconds"] else None}
+                        for name, part in parts.items()]
+        out["other_seconds"] = record["grid_job_seconds"] - sum(part["seconds"] for part in parts.values())
     return out
 
 

@@ -114,7 +114,8 @@ class EnsembleTrainer:
         }
         self.precision = resolve_precision(config.precision, self.device)
         self.step = 0
-        self.wall_time_s = 0.0
+        self.wall_time_s = 0.0  # seconds in training steps
+        self.validation_time_s = 0.0  # seconds in validation passes
         self.interval_train_time_s = 0.0
         self.interval_tokens = 0
         self.validation_passes = 0
@@ -241,6 +242,7 @@ class EnsembleTrainer:
                 "loaders": {str(seed): loader.state_dict() for seed, loader in self.loaders.items()},
                 "members": [member.state() for member in self.members],
                 "timing": [self.wall_time_s, self.interval_train_time_s, self.interval_tokens],
+                "validation_time_s": self.validation_time_s,
                 "validation_passes": self.validation_passes,
             }
             with atomic_path(self.job_dir / "checkpoints" / CHECKPOINT_NAME) as tmp:
@@ -268,6 +270,7 @@ class EnsembleTrainer:
         self.step = int(state["step"])
         self.wall_time_s, self.interval_train_time_s = float(state["timing"][0]), float(state["timing"][1])
         self.interval_tokens = int(state["timing"][2])
+        self.validation_time_s = float(state.get("validation_time_s", 0.0))  # absent from older checkpoints
         self.validation_passes = int(state["validation_passes"])
         self.progress.message(f"resumed from {path} at step {self.step} ({self.tokens_seen:,} tokens)")
         return True
@@ -387,7 +390,9 @@ class EnsembleTrainer:
                 self._finish(member, "diverged", f"training loss {loss} at step {self.step} ({why})")
 
     def _record_milestones(self, due: list[int]) -> None:
+        started = time.perf_counter()
         results = self.validate()
+        self.validation_time_s += time.perf_counter() - started
         lrs = self.learning_rates(self.step - 1)
         for member, (validation, per_timestep), lr in zip(self.members, results, lrs, strict=True):
             if not member.active:
@@ -445,7 +450,7 @@ class EnsembleTrainer:
         if self.context.is_main:
             members = [{"run_id": m.run_id, "run_dir": str(m.out_dir), "status": m.status} for m in self.members]
             write_job_record(self.job_dir, members, self.step, self.wall_time_s, self.model_flops(),
-                             self.model_config.to_dict())
+                             self.model_config.to_dict(), validation_wall_time_s=self.validation_time_s)
 
     def model_flops(self) -> dict[str, float]:
         """Matrix-product FLOPs this job computed (``dit.flops``' term-by-term count), all members included.

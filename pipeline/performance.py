@@ -10,6 +10,10 @@ term-by-term count of every matrix product of its training steps and validation 
 Snakemake's benchmark file records for the job (the whole job, start-up included), and their ratio as
 a fraction of the measured matmul rate. Keys (``performance`` of the scorecard): ``grid_model_flops``,
 ``grid_job_seconds``, ``matmul_flops_per_s``, ``grid_fraction_of_matmul``, ``members_per_job`` (median).
+``parts`` splits the jobs' time: ``training`` (the training steps: seconds from each ``job.json``'s
+``wall_time_s``, FLOPs from its ``model_flops.training``) and ``validation`` (the validation passes:
+``validation_wall_time_s``, ``model_flops.validation``), each with ``model_flops``, ``seconds`` and
+``fraction_of_matmul``; the rest of the job seconds is start-up, data, checkpoints and files.
 """
 
 from __future__ import annotations
@@ -68,7 +72,7 @@ def grid_performance(job_files: list[Path], benchmark_files: list[Path], matmul:
     flops = sum(float(job["model_flops"]["total"]) for job in jobs)
     seconds = sum(job_seconds(Path(path)) for path in benchmark_files)
     rate = float(matmul["flops_per_s"])
-    return {
+    record = {
         "grid_model_flops": flops,
         "grid_job_seconds": seconds,
         "matmul_flops_per_s": rate,
@@ -78,6 +82,18 @@ def grid_performance(job_files: list[Path], benchmark_files: list[Path], matmul:
         "runs": sum(len(job["members"]) for job in jobs),
         "matmul": matmul,
     }
+    if all("validation_wall_time_s" in job for job in jobs):  # job records of older code lack the validation seconds
+        record["parts"] = {part: _part(jobs, part, key, rate) for part, key in
+                           (("training", "wall_time_s"), ("validation", "validation_wall_time_s"))}
+    return record
+
+
+def _part(jobs: list[dict], part: str, seconds_key: str, rate: float) -> dict:
+    """One part of the jobs' time (training steps or validation passes): its model FLOPs, seconds, and their ratio
+    to the matmul rate."""
+    flops = sum(float(job["model_flops"][part]) for job in jobs)
+    seconds = sum(float(job[seconds_key]) for job in jobs)
+    return {"model_flops": flops, "seconds": seconds, "fraction_of_matmul": flops / seconds / rate if seconds > 0 else None}
 
 
 def main(argv: list[str] | None = None) -> int:

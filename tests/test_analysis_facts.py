@@ -239,6 +239,13 @@ def test_scorecard_sections_and_keys(results):
                    "members_per_job": 4.0, "jobs": 6}
     assert set(measurements.performance(performance)) >= {"grid_model_flops", "grid_job_seconds", "matmul_flops_per_s",
                                                           "grid_fraction_of_matmul", "members_per_job"}
+    assert "parts" not in measurements.performance(performance)  # a record of older code: no split of the seconds
+    parts = {"training": {"model_flops": 1.5e12, "seconds": 60.0, "fraction_of_matmul": 0.25},
+             "validation": {"model_flops": 0.5e12, "seconds": 25.0, "fraction_of_matmul": 0.2}}
+    split = measurements.performance({**performance, "parts": parts})
+    assert [p["part"] for p in split["parts"]] == ["training", "validation"]
+    assert [p["model_flops_per_s"] for p in split["parts"]] == [pytest.approx(1.5e12 / 60.0), pytest.approx(0.5e12 / 25.0)]
+    assert split["other_seconds"] == pytest.approx(100.0 - 60.0 - 25.0)
 
 
 def test_learning_rate_edges_are_counted_by_where_the_best_cell_sits():

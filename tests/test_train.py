@@ -64,6 +64,8 @@ def test_run_folder_records_metrics_summary_and_provenance(tiny_run):
         assert sum(1 for key in row if key.startswith("validation_loss_t")) == 4
     assert float(rows[-1]["validation_loss"]) < float(rows[0]["validation_loss"])
     assert (tiny_run / "checkpoints" / "latest.pt").exists()
+    job = json.loads((tiny_run / "job.json").read_text())  # the run trained alone: its folder is its job's
+    assert job["steps"] == 20 and 0 < job["validation_wall_time_s"] and 0 < job["wall_time_s"] == summary["wall_time_s"]
     assert yaml.safe_load((tiny_run / "config.yaml").read_text())["model"]["size"] == "tiny-8k"
 
 

@@ -335,6 +335,14 @@ def test_smoke_summary_has_every_section(smoke_run):
     for stage in ("train/grid/*", "train/heldout/*", "fit_grid", "fit_laws", "prepare_data"):
         assert f"| {stage} |" in timings, stage
     assert f"| train/grid/* | {len(grid_job_ids(smoke_run.config))} |" in timings
+    # the grid jobs' seconds split into training steps and validation passes, from their job records
+    jobs = [json.loads(path.read_text()) for path in (smoke_run.workdir / "jobs" / "grid").rglob("job.json")]
+    assert len(jobs) == len(grid_job_ids(smoke_run.config))
+    parts = {p["part"]: p for p in json.loads((smoke_run.results / "facts.json").read_text())["performance"]["parts"]}
+    for part, seconds in (("training", "wall_time_s"), ("validation", "validation_wall_time_s")):
+        assert parts[part]["seconds"] == pytest.approx(sum(job[seconds] for job in jobs)) and parts[part]["seconds"] > 0
+        assert parts[part]["model_flops"] == pytest.approx(sum(job["model_flops"][part] for job in jobs))
+        assert f"| {part} |" in timings
     assert all(size in text for size in smoke_run.config["heldout"]["sizes"])
     assert "%%" not in text, "a doubled percent sign (printf-style escaping left in the text)"
 
