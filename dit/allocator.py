@@ -1,4 +1,4 @@
-"""glibc malloc settings for a CPU training or evaluation process: freed blocks are kept for reuse.
+"""glibc malloc settings for a CPU training process: freed blocks are kept for reuse.
 
 Every training step and validation pass allocates the same large activation tensors (at the default's
 larger sizes, several MB each) and frees them again. On CPU PyTorch takes them from ``malloc``. With
