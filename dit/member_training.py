@@ -7,9 +7,9 @@ AdamW for all members is a handful of operations on two ``(members, P)`` tensors
 number of layers.
 
 ``accumulate_gradients`` runs every member's forward and backward on its own clips; ``power_ema_decay``
-is the decay of the EMA of the weights after a step. ``MemberAdamW`` is ``torch.optim.AdamW`` (fused), row by row: member ``m`` moves with its own learning
-rate ``lr[m]``, its gradient clipped by its own norm, and a member whose ``active[m]`` is False does
-not move at all (its moments stay as they were).
+is the decay of the EMA of the weights after a step. ``MemberAdamW`` is fused AdamW, row by row: member
+``m`` moves with its own learning rate ``lr[m]``, its gradient clipped by its own norm, and a member
+whose ``active[m]`` is False does not move at all (its moments stay as they were).
 """
 
 from __future__ import annotations
@@ -66,20 +66,30 @@ class MemberParameters:
 class MemberAdamW:
     """AdamW over ``MemberParameters``, one learning rate, gradient norm and activity flag per member.
 
-    Each member's row of the buffer is one parameter of ``torch.optim.AdamW(fused=True)`` in a param
-    group of its own, so every member is updated by the same fused kernel, with the same rounding,
-    as the same run trained alone, in one ``step`` call for all of them.
+    Member ``m``'s row is updated by ``torch._fused_adamw_``, the kernel behind
+    ``torch.optim.AdamW(fused=True)``, with the arguments that optimizer gives it for a param group of
+    that one row: so every member moves, to the bit, as the same run trained alone with fused AdamW.
+    Members with one learning rate share one kernel call (the kernel updates each tensor of its list
+    on its own). ``torch.optim.AdamW`` itself is not used: constructing it imports ``torch._dynamo``
+    (two to three seconds of every training process's start on a CPU), and its ``step`` adds
+    Python bookkeeping per param group to every step. ``state_dict`` has ``torch.optim.AdamW``'s
+    format (``state`` per member index: ``step``, ``exp_avg``, ``exp_avg_sq``; one param group per
+    member), so checkpoints of either load into the other.
     """
 
     def __init__(self, parameters: MemberParameters, betas: tuple[float, float] = (0.9, 0.999), eps: float = 1e-8,
                  weight_decay: float = 0.0):
+        if parameters.values.device.type not in ("cpu", "cuda"):
+            raise ValueError(f"fused AdamW runs on cpu or cuda, not {parameters.values.device.type}")
         self.parameters = parameters
-        self.rows = [nn.Parameter(parameters.values[m]) for m in range(parameters.members)]
-        for member, row in enumerate(self.rows):
-            row.grad = parameters.grads[member]
-        fused = parameters.values.device.type in ("cpu", "cuda")
-        self.optimizer = torch.optim.AdamW([{"params": [row]} for row in self.rows], lr=0.0, betas=tuple(betas),
-                                           eps=eps, weight_decay=weight_decay, fused=fused)
+        self.betas, self.eps, self.weight_decay = (float(betas[0]), float(betas[1])), float(eps), float(weight_decay)
+        values = parameters.values
+        self.exp_avg = torch.zeros_like(values)
+        self.exp_avg_sq = torch.zeros_like(values)
+        # One step count per member, a float32 scalar on the parameters' device, as fused AdamW keeps it.
+        self.steps = [torch.zeros((), dtype=torch.float32, device=values.device) for _ in range(parameters.members)]
+        self.started = [False] * parameters.members  # AdamW's state exists once a member has stepped
+        self.learning_rates = [0.0] * parameters.members
 
     def clip_coefficients(self, max_norm: float | None) -> torch.Tensor:
         """Per-member gradient scale ``min(1, max_norm / (norm + 1e-6))``, ``(members, 1)``, as ``clip_grad_norm_``."""
@@ -90,29 +100,63 @@ class MemberAdamW:
     def step(self, learning_rates: list[float], active: list[bool], max_grad_norm: float | None = None) -> None:
         """One step of each active member with ``learning_rates[m]``, its gradient clipped to ``max_grad_norm``.
 
-        An inactive member is left out of the step (its gradient is withheld): its parameters and
-        moments stay exactly as they are.
+        An inactive member is left out of the step: its parameters, moments and step count stay exactly
+        as they are.
         """
         members = self.parameters.members
         if len(learning_rates) != members or len(active) != members:
             raise ValueError(f"need {members} learning rates and activity flags, got {len(learning_rates)}, {len(active)}")
         if max_grad_norm is not None:
             self.parameters.grads.mul_(self.clip_coefficients(max_grad_norm))
-        for member, (group, row) in enumerate(zip(self.optimizer.param_groups, self.rows, strict=True)):
-            group["lr"] = learning_rates[member]
-            row.grad = self.parameters.grads[member] if active[member] else None
-        self.optimizer.step()
-        for member, row in enumerate(self.rows):
-            row.grad = self.parameters.grads[member]
+        by_rate: dict[float, list[int]] = {}
+        for member, (rate, moving) in enumerate(zip(learning_rates, active, strict=True)):
+            self.learning_rates[member] = float(rate)
+            if moving:
+                by_rate.setdefault(float(rate), []).append(member)
+                self.started[member] = True
+        values, grads = self.parameters.values, self.parameters.grads
+        for rate, rows in by_rate.items():
+            steps = [self.steps[m] for m in rows]
+            torch._foreach_add_(steps, 1)
+            torch._fused_adamw_(
+                [values[m] for m in rows], [grads[m] for m in rows], [self.exp_avg[m] for m in rows],
+                [self.exp_avg_sq[m] for m in rows], [], steps, amsgrad=False, lr=rate, beta1=self.betas[0],
+                beta2=self.betas[1], weight_decay=self.weight_decay, eps=self.eps, maximize=False,
+                grad_scale=None, found_inf=None,
+            )
 
     def state_dict(self) -> dict:
-        return self.optimizer.state_dict()
+        """``torch.optim.AdamW(fused=True)``'s state dict for one param group per member (tensors are copies)."""
+        state = {
+            m: {"step": self.steps[m].clone(), "exp_avg": self.exp_avg[m].clone(), "exp_avg_sq": self.exp_avg_sq[m].clone()}
+            for m in range(self.parameters.members) if self.started[m]
+        }
+        groups = [
+            {"lr": self.learning_rates[m], "betas": self.betas, "eps": self.eps, "weight_decay": self.weight_decay,
+             "amsgrad": False, "foreach": None, "maximize": False, "capturable": False, "differentiable": False,
+             "fused": True, "decoupled_weight_decay": True, "params": [m]}
+            for m in range(self.parameters.members)
+        ]
+        return {"state": state, "param_groups": groups}
 
     def load_state_dict(self, state: dict) -> None:
-        if len(state.get("param_groups", [])) != self.parameters.members:
-            raise ValueError(f"optimizer state of {len(state.get('param_groups', []))} members does not fit "
-                             f"{self.parameters.members}")
-        self.optimizer.load_state_dict(state)
+        groups = state.get("param_groups", [])
+        if len(groups) != self.parameters.members:
+            raise ValueError(f"optimizer state of {len(groups)} members does not fit {self.parameters.members}")
+        if any(list(group.get("params", [])) != [m] for m, group in enumerate(groups)):
+            raise ValueError("optimizer state is not one param group per member, in member order")
+        values = self.parameters.values
+        self.exp_avg.zero_()
+        self.exp_avg_sq.zero_()
+        for m, group in enumerate(groups):
+            self.learning_rates[m] = float(group["lr"])
+            saved = state["state"].get(m)
+            self.started[m] = saved is not None
+            self.steps[m] = torch.zeros((), dtype=torch.float32, device=values.device)
+            if saved is not None:
+                self.steps[m].copy_(saved["step"])
+                self.exp_avg[m].copy_(saved["exp_avg"])
+                self.exp_avg_sq[m].copy_(saved["exp_avg_sq"])
 
 
 def power_ema_decay(step: int, gamma: float) -> float:

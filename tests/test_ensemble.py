@@ -246,6 +246,57 @@ def test_ensemble_job_whose_checkpoint_is_spent_trains_its_new_runs(prepared_dat
     assert [Path(out).name for out, _ in layout] == ["m3"]
 
 
+def test_ensemble_optimizer_moves_each_member_as_fused_adamw_does_to_the_bit():
+    """``MemberAdamW`` against ``torch.optim.AdamW(fused=True)`` with one param group per member row (what it replaced):
+    two members sharing a learning rate, one frozen for a while, one skipping a step, gradients clipped by each
+    member's own norm; the parameters are equal to the bit after every step, and each state dict loads into the
+    other and steps on to the same bits."""
+    from torch import nn
+
+    from dit.member_training import MemberAdamW, MemberParameters
+
+    generator = torch.Generator().manual_seed(3)
+    members, rates = 4, [1e-2, 1e-2, 3e-3, 5e-2]
+
+    class Stacked(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.weight = nn.Parameter(torch.randn(members, 12, 40, generator=generator))
+            self.bias = nn.Parameter(torch.randn(members, 1, 40, generator=generator))
+
+    parameters = MemberParameters(Stacked(), members)
+    settings = {"betas": (0.9, 0.99), "eps": 1e-8, "weight_decay": 0.01}
+    optimizer = MemberAdamW(parameters, **settings)
+    rows = [nn.Parameter(parameters.values[m].clone()) for m in range(members)]
+    reference = torch.optim.AdamW([{"params": [row]} for row in rows], lr=0.0, fused=True, **settings)
+
+    def both_step(step: int) -> None:
+        gradient = torch.randn(parameters.grads.shape, generator=generator) * (20.0 if step % 3 == 0 else 0.1)
+        active = [True, True, not 3 <= step < 8, step != 5]
+        parameters.grads.copy_(gradient)
+        norms = torch.linalg.vector_norm(gradient, dim=1)
+        optimizer.step(rates, active, max_grad_norm=1.0)
+        for m, (group, row) in enumerate(zip(reference.param_groups, rows, strict=True)):
+            group["lr"] = rates[m]
+            row.grad = gradient[m] * (1.0 / (norms[m] + 1e-6)).clamp(max=1.0) if active[m] else None
+        reference.step()
+        for m in range(members):
+            assert torch.equal(parameters.values[m], rows[m].detach()), f"step {step}, member {m}"
+
+    for step in range(12):
+        both_step(step)
+    ours, theirs = optimizer.state_dict(), reference.state_dict()
+    assert [group["lr"] for group in ours["param_groups"]] == rates
+    assert sorted(ours["state"]) == sorted(theirs["state"]) == list(range(members))
+    assert {key: value for key, value in ours["param_groups"][0].items()} == theirs["param_groups"][0]
+    optimizer.load_state_dict(theirs)
+    reference.load_state_dict(ours)
+    for step in range(12, 16):
+        both_step(step)
+    with pytest.raises(ValueError, match="3 members does not fit 4"):
+        optimizer.load_state_dict({"state": {}, "param_groups": ours["param_groups"][:3]})
+
+
 @pytest.mark.slow
 def test_ensemble_in_two_processes_gives_the_one_process_losses(prepared_data, uninterrupted, tmp_path):
     members = ensemble_members(prepared_data, tmp_path)

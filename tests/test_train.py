@@ -17,6 +17,7 @@ import re
 import shutil
 import signal
 import subprocess
+import sys
 import threading
 import time
 from pathlib import Path
@@ -150,6 +151,22 @@ def test_raised_malloc_thresholds_change_no_number(prepared_data, tiny_run, tmp_
     summary = json.loads((out / "summary.json").read_text())
     assert summary["malloc"] == {"applied": False, "reason": "set by the user (MALLOC_MMAP_THRESHOLD_)"}
     assert loss_rows(out) == loss_rows(tiny_run)
+
+
+def test_a_training_process_does_not_import_torch_dynamo(prepared_data, tmp_path):
+    """``torch._dynamo`` (imported by constructing any ``torch.optim`` optimizer) costs two to three seconds of a
+    training job's start on a CPU; a training process, from its first import to its exit, never loads it."""
+    config_path = write_config(tmp_path / "run.yaml", tiny_run_config(prepared_data))
+    program = (
+        "import atexit, runpy, sys\n"
+        "atexit.register(lambda: print('torch._dynamo loaded:', 'torch._dynamo' in sys.modules))\n"
+        f"sys.argv = ['dit.train', '--config', {str(config_path)!r}, '--out', {str(tmp_path / 'run')!r}, '--quiet']\n"
+        "runpy.run_module('dit.train', run_name='__main__', alter_sys=True)\n"
+    )
+    result = subprocess.run([sys.executable, "-c", program], env=TRAIN_ENV, capture_output=True, text=True, timeout=300)
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert json.loads((tmp_path / "run" / "summary.json").read_text())["status"] == "completed"
+    assert "torch._dynamo loaded: False" in result.stdout
 
 
 @pytest.mark.parametrize("environ, chosen", [
