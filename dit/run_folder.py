@@ -18,12 +18,13 @@ import csv
 import io
 import json
 from pathlib import Path
-from typing import Any
-
-import torch
+from typing import TYPE_CHECKING, Any
 
 from dit.atomic import atomic_path, atomic_write_json, atomic_write_text
 from dit.provenance import provenance
+
+if TYPE_CHECKING:
+    import torch
 
 FINISHED_STATUSES = ("completed", "diverged")
 MODEL_FILE = "model.pt"
@@ -82,6 +83,8 @@ def is_finished(run_dir: str | Path, resumable_hash: str) -> str | None:
 
 def save_model(run_dir: str | Path, model_config: dict, state: dict[str, torch.Tensor], step: int) -> Path:
     """Write the run's model (a ``VideoDiT`` state dict) to ``checkpoints/model.pt`` atomically."""
+    import torch  # here, not at the top: the runs table (pipeline.collect) reads run folders without torch
+
     path = Path(run_dir) / "checkpoints" / MODEL_FILE
     record = {"format": MODEL_FORMAT, "model_config": model_config, "model": state, "step": step}
     with atomic_path(path) as tmp:
@@ -95,6 +98,8 @@ def load_trained_model(run_dir: str | Path, device: str | torch.device = "cpu", 
     ``attention`` overrides the backend recorded in the run (e.g. ``"sdpa"`` to sample on CPU a
     model trained with xformers). Loads with ``weights_only=True``.
     """
+    import torch
+
     from dit.model import VideoDiT, VideoDiTConfig
 
     path = Path(run_dir) / "checkpoints" / MODEL_FILE

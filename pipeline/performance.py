@@ -26,8 +26,6 @@ import sys
 import time
 from pathlib import Path
 
-import torch
-
 from dit.atomic import atomic_write_json
 from dit.provenance import provenance
 
@@ -36,6 +34,8 @@ MATMUL_SIZE = 1024
 
 def measure_matmul(threads: int, size: int = MATMUL_SIZE, repeats: int = 15) -> dict:
     """Median float32 ``torch.mm`` FLOP/s on this machine's CPU at ``threads`` threads."""
+    import torch  # here, not at the top: adding up the job records (``grid``) needs no torch
+
     previous = torch.get_num_threads()
     torch.set_num_threads(threads)
     try:

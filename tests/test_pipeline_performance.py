@@ -58,3 +58,29 @@ def test_a_missing_benchmark_is_a_clear_error(tmp_path, capsys):
     assert main(["grid", "--jobs", *map(str, jobs), "--benchmarks", str(benchmarks[0]), "--matmul", str(matmul),
                  "--out", str(out)]) == 2
     assert "need one benchmark file per job record" in capsys.readouterr().err and not out.exists()
+
+
+def test_adding_up_the_jobs_and_collecting_the_runs_table_run_without_torch(tmp_path):
+    """The grid's sums and the runs table read JSON and CSV only: their processes do not import torch (2 to 3 s of a
+    pipeline step's start on a CPU); measuring the matmul rate does."""
+    import subprocess
+    import sys
+
+    jobs, benchmarks = write_jobs(tmp_path)
+    (tmp_path / "matmul.json").write_text(json.dumps(MATMUL))
+    code = (
+        "import sys\n"
+        "import pipeline.collect\n"
+        "from pipeline.performance import main\n"
+        f"arguments = ['grid', '--jobs', *{[str(j) for j in jobs]!r}, '--benchmarks', *{[str(b) for b in benchmarks]!r},"
+        f" '--matmul', {str(tmp_path / 'matmul.json')!r}, '--out', {str(tmp_path / 'grid.json')!r}]\n"
+        "assert main(arguments) == 0\n"
+        "print('torch' in sys.modules)\n"
+        "import pipeline.performance\n"
+        "pipeline.performance.measure_matmul(1, size=64, repeats=1)\n"
+        "print('torch' in sys.modules)\n"
+    )
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert result.stdout.split() == ["False", "True"]
+    assert json.loads((tmp_path / "grid.json").read_text())["grid_job_seconds"] == pytest.approx(sum(j[-1] for j in JOBS))
