@@ -19,6 +19,11 @@ Member-steps per second: 1 / median seconds for ``before`` and ``solo``, M / med
 says whether tiny-18k reaches the target of 6x ``before`` (reported, never asserted: timings on a
 shared machine are noisy). CPU threads: those of one training job (``training.threads``); bf16
 autocast on CUDA, fp32 on a CPU.
+
+``test_member_optimizer_against_torch_adamw`` times the optimizer step alone, at the same members and
+parameter count (gradient clipping included): ``MemberAdamW`` (fused AdamW's kernel, one call per
+learning rate) against ``torch.optim.AdamW(fused=True)`` with one param group per member row, the
+engine's optimizer before a06e4bf; both give the same bits (``tests/test_ensemble.py``).
 """
 
 from __future__ import annotations
@@ -29,6 +34,8 @@ import pytest
 import torch
 
 from dit.diffusion import epsilon_mse
+from dit.ensemble import EnsembleDiT
+from dit.member_training import MemberAdamW, MemberParameters
 from dit.model import VideoDiT, VideoDiTConfig
 from dit.text import PAD_ID
 from harness import (
@@ -48,6 +55,7 @@ TARGET_SIZE, TARGET_RATIO = "tiny-18k", 6.0
 ROUNDS, WARMUP_ROUNDS = 20, 3
 
 _results: dict[str, dict] = {}
+_optimizer_results: dict[str, dict] = {}
 
 
 def former_solo_step(config: VideoDiTConfig, learning_rate: float, batch_clips: int, seed: int = 0):
@@ -79,6 +87,10 @@ def former_solo_step(config: VideoDiTConfig, learning_rate: float, batch_clips: 
 
 
 def summary_lines() -> list[str]:
+    return member_steps_summary_lines() + optimizer_summary_lines()
+
+
+def member_steps_summary_lines() -> list[str]:
     if not _results:
         return []
     first = next(iter(_results.values()))
@@ -96,6 +108,18 @@ def summary_lines() -> list[str]:
         verdict = "meets" if target["meets_target"] else "MISSES"
         lines.append(f"{TARGET_SIZE}: ensemble {target['ensemble_over_before']:.2f}x the member-steps/s of before "
                      f"({verdict} the {TARGET_RATIO:g}x target)")
+    return lines
+
+
+def optimizer_summary_lines() -> list[str]:
+    if not _optimizer_results:
+        return []
+    lines = ["", f"optimizer step (gradient clipping included), medians of {ROUNDS} interleaved rounds",
+             f"{'size':<10}{'M':>3}{'parameters':>12}{'rates':>6}{'torch AdamW ms':>16}{'MemberAdamW ms':>16}{'ratio':>7}"]
+    for size, r in _optimizer_results.items():
+        lines.append(f"{size:<10}{r['members']:>3}{r['parameters_per_member']:>12,}{r['learning_rates']:>6}"
+                     f"{r['torch_adamw']['median_s'] * 1e3:>16.3f}{r['member_adamw']['median_s'] * 1e3:>16.3f}"
+                     f"{r['torch_adamw_over_member_adamw']:>7.2f}")
     return lines
 
 
@@ -127,3 +151,53 @@ def test_solo_against_ensemble_member_steps(benchmark, training_threads, size):
         result.update(target_ratio=TARGET_RATIO, meets_target=result["ensemble_over_before"] >= TARGET_RATIO)
     benchmark.extra_info.update(result)
     _results[size] = result
+
+
+def torch_adamw_step(parameters: MemberParameters, learning_rates: list[float], max_norm: float | None):
+    """The engine's optimizer step before a06e4bf: ``torch.optim.AdamW(fused=True)``, one param group per member row."""
+    opt = DEFAULT.optimizer
+    rows = [torch.nn.Parameter(parameters.values[m]) for m in range(parameters.members)]
+    optimizer = torch.optim.AdamW([{"params": [row]} for row in rows], lr=0.0, betas=tuple(opt["betas"]), eps=opt["eps"],
+                                  weight_decay=opt["weight_decay"], fused=True)
+
+    def run() -> None:
+        if max_norm is not None:
+            norms = torch.linalg.vector_norm(parameters.grads, dim=1)
+            parameters.grads.mul_((max_norm / (norms + 1e-6)).clamp(max=1.0)[:, None])
+        for member, (group, row) in enumerate(zip(optimizer.param_groups, rows, strict=True)):
+            group["lr"] = learning_rates[member]
+            row.grad = parameters.grads[member]
+        optimizer.step()
+
+    return run
+
+
+@pytest.mark.parametrize("size", DEFAULT.sizes)
+def test_member_optimizer_against_torch_adamw(benchmark, training_threads, size):
+    learning_rates = DEFAULT.job_learning_rates(size, BATCH_CLIPS)
+    members = len(learning_rates)
+    config = DEFAULT.model_config(size)
+    variants = {}
+    for name in ("torch_adamw", "member_adamw"):
+        torch.manual_seed(0)
+        model = EnsembleDiT.from_members(config, [VideoDiT(config) for _ in range(members)]).to(DEVICE)
+        parameters = MemberParameters(model, members)
+        parameters.grads.copy_(torch.randn(parameters.grads.shape, generator=torch.Generator().manual_seed(1)))
+        max_norm = DEFAULT.optimizer.get("grad_clip")
+        if name == "torch_adamw":
+            variants[name] = torch_adamw_step(parameters, learning_rates, max_norm)
+        else:
+            opt = DEFAULT.optimizer
+            optimizer = MemberAdamW(parameters, betas=tuple(opt["betas"]), eps=opt["eps"], weight_decay=opt["weight_decay"])
+            variants[name] = (lambda o=optimizer: o.step(learning_rates, [True] * members, max_norm))
+    timer = InterleavedTimer(variants, DEVICE)
+    timer.warm_up(WARMUP_ROUNDS)
+    benchmark.extra_info.update(run_context(DEVICE, torch.float32, BATCH_CLIPS, DEFAULT.clip, config.attention,
+                                            members=members))
+    benchmark.pedantic(timer.round, rounds=ROUNDS, iterations=1)
+    spreads = timer.spreads()
+    result = {"size": size, "members": members, "parameters_per_member": parameters.values.shape[1],
+              "learning_rates": len(set(learning_rates)), **spreads,
+              "torch_adamw_over_member_adamw": spreads["torch_adamw"]["median_s"] / spreads["member_adamw"]["median_s"]}
+    benchmark.extra_info.update(result)
+    _optimizer_results[size] = result

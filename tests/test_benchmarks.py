@@ -49,6 +49,34 @@ def test_bench_ensemble_steps_train_at_every_default_size(size):
             step.run()
 
 
+def test_bench_ensemble_optimizer_baseline_does_the_engines_update():
+    """``bench_ensemble``'s optimizer baseline (``torch.optim.AdamW``, one param group per member) and the engine's
+    ``MemberAdamW`` move the same parameters from the same gradients to the same bits: the benchmark times equal work."""
+    from dit.member_training import MemberAdamW, MemberParameters
+    from dit.ensemble import EnsembleDiT
+    from dit.model import VideoDiT
+
+    size = DEFAULT.sizes[0]
+    rates = DEFAULT.job_learning_rates(size, DEFAULT.middle_batch_clips)
+    config, opt = DEFAULT.model_config(size), DEFAULT.optimizer
+    moved = []
+    for variant in ("baseline", "engine"):
+        torch.manual_seed(0)
+        parameters = MemberParameters(EnsembleDiT.from_members(config, [VideoDiT(config) for _ in rates]), len(rates))
+        start = parameters.values.clone()
+        if variant == "baseline":
+            step_all = bench_ensemble.torch_adamw_step(parameters, rates, opt["grad_clip"])
+        else:
+            optimizer = MemberAdamW(parameters, betas=tuple(opt["betas"]), eps=opt["eps"], weight_decay=opt["weight_decay"])
+            step_all = lambda: optimizer.step(rates, [True] * len(rates), opt["grad_clip"])  # noqa: E731
+        for step in range(3):
+            parameters.grads.copy_(torch.randn(parameters.grads.shape, generator=torch.Generator().manual_seed(step)))
+            step_all()
+        assert not torch.equal(parameters.values, start)
+        moved.append(parameters.values)
+    assert torch.equal(*moved)
+
+
 @pytest.mark.parametrize("name", ["config", "paper", "smoke", "test"])  # config/seed-1.yaml is an overlay of config.yaml
 def test_every_training_job_of_an_experiment_builds_a_file_dit_train_reads(name, tmp_path):
     """An Experiment's config goes through pipeline.runs as the pipeline's does (a raw YAML read lacked the
