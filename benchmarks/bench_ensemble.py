@@ -1,7 +1,7 @@
 """Member-steps per second: runs trained alone against runs trained as one ensemble, at each default size.
 
 Run: ``.venv/bin/python -m pytest benchmarks/bench_ensemble.py --benchmark-only -q``
-(under a minute on a 2-core CPU). ``scripts/gpu-check.sh`` runs ``-k tiny-18k`` on CUDA.
+(under a minute on a 2-core CPU). ``scripts/gpu-check.sh`` runs ``-k "tiny-18k and solo_against_ensemble"`` on CUDA.
 
 For each fitting size of the embedded default (``config/config.yaml``), at the grid's middle batch
 and with the members the default puts in one training job (its learning rates times the seeds of

@@ -99,7 +99,8 @@ def training_step_digest(records: list[dict]) -> list[dict]:
 def ensemble_digest(records: list[dict]) -> list[dict]:
     keys = ("size", "members", "before_member_steps_per_s", "solo_member_steps_per_s", "ensemble_member_steps_per_s",
             "ensemble_over_before", "ensemble_over_solo", "meets_target")
-    return [{key: record["extra_info"].get(key) for key in keys} for record in records]
+    return [{key: record["extra_info"].get(key) for key in keys} for record in records
+            if "ensemble_member_steps_per_s" in record["extra_info"]]  # bench_ensemble's optimizer records have none
 
 
 def summary_lines(report: dict) -> list[str]:

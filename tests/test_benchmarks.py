@@ -103,3 +103,16 @@ def test_bench_distributed_writes_the_default_job_as_a_training_ensemble_file(tm
     for config, out in loaded:
         assert config.schedule.milestones_tokens[-1] == tokens and config.model.size == bench_distributed.SIZE
         assert config.batch.global_clips == bench_distributed.BATCH_CLIPS and tmp_path / "job" / "runs" in out.parents
+
+
+def test_the_gpu_report_digests_ensemble_records_and_leaves_the_optimizer_records_out():
+    """``bench_ensemble``'s JSON holds member-steps records and optimizer records; the GPU report's ensemble rows
+    come from the first kind only (an optimizer record has no member-steps to print)."""
+    import gpu_check_report
+
+    steps = {"size": "tiny-18k", "members": 20, "before_member_steps_per_s": 100.0, "solo_member_steps_per_s": 120.0,
+             "ensemble_member_steps_per_s": 700.0, "ensemble_over_before": 7.0, "ensemble_over_solo": 700.0 / 120.0,
+             "meets_target": True}
+    optimizer = {"size": "tiny-18k", "members": 20, "torch_adamw_over_member_adamw": 1.7}
+    rows = gpu_check_report.ensemble_digest([{"extra_info": steps}, {"extra_info": optimizer}])
+    assert rows == [steps]
