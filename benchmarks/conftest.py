@@ -16,11 +16,6 @@ from harness import Experiment, torch_threads
 _SUMMARY_MODULES = pytest.StashKey[list]()
 
 
-def pytest_configure(config):
-    # dit.engine silences this at import; pytest restores warning filters per test, so say it here too.
-    config.addinivalue_line("filterwarnings", "ignore:grad and param do not obey the gradient layout contract")
-
-
 @pytest.fixture
 def training_threads():
     with torch_threads(Experiment.load("config").threads):

@@ -25,7 +25,6 @@ from pipeline.runs import ensemble_config, grid_runs, training_jobs  # noqa: E40
 DEFAULT = Experiment.load("config")
 
 
-@pytest.mark.filterwarnings("ignore:grad and param do not obey the gradient layout contract")  # as benchmarks/conftest.py
 @pytest.mark.parametrize("size", DEFAULT.sizes)
 def test_bench_ensemble_steps_train_at_every_default_size(size):
     """One step of each variant ``bench_ensemble`` times (before, solo, ensemble) at one clip per member:
