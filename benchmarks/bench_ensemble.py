@@ -1,7 +1,7 @@
 """Member-steps per second: runs trained alone against runs trained as one ensemble, at each default size.
 
 Run: ``.venv/bin/python -m pytest benchmarks/bench_ensemble.py --benchmark-only -q``
-(under a minute on a 2-core CPU). ``scripts/gpu-check.sh`` runs ``-k "tiny-18k and solo_against_ensemble"`` on CUDA.
+(under a minute on a 2-core CPU). ``scripts/gpu-check.sh`` runs ``-k tiny-18k`` on CUDA.
 
 For each fitting size of the embedded default (``config/config.yaml``), at the grid's middle batch
 and with the members the default puts in one training job (its learning rates times the seeds of
@@ -162,8 +162,7 @@ def torch_adamw_step(parameters: MemberParameters, learning_rates: list[float], 
 
     def run() -> None:
         if max_norm is not None:
-            norms = torch.linalg.vector_norm(parameters.grads, dim=1)
-            parameters.grads.mul_((max_norm / (norms + 1e-6)).clamp(max=1.0)[:, None])
+            parameters.clip_grads_(max_norm)
         for member, (group, row) in enumerate(zip(optimizer.param_groups, rows, strict=True)):
             group["lr"] = learning_rates[member]
             row.grad = parameters.grads[member]

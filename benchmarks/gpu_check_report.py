@@ -100,7 +100,7 @@ def ensemble_digest(records: list[dict]) -> list[dict]:
     keys = ("size", "members", "before_member_steps_per_s", "solo_member_steps_per_s", "ensemble_member_steps_per_s",
             "ensemble_over_before", "ensemble_over_solo", "meets_target")
     return [{key: record["extra_info"].get(key) for key in keys} for record in records
-            if "ensemble_member_steps_per_s" in record["extra_info"]]  # bench_ensemble's optimizer records have none
+            if "ensemble_member_steps_per_s" in record["extra_info"]]  # member-step records, not the optimizer's
 
 
 def summary_lines(report: dict) -> list[str]:

@@ -62,6 +62,10 @@ class MemberParameters:
         """Each member's gradient 2-norm over all its parameters, ``(members,)`` float32."""
         return torch.linalg.vector_norm(self.grads, dim=1)
 
+    def clip_grads_(self, max_norm: float) -> None:
+        """Scale each member's gradient by ``min(1, max_norm / (norm + 1e-6))`` of its own norm, as ``clip_grad_norm_``."""
+        self.grads.mul_((max_norm / (self.grad_norms() + CLIP_EPS)).clamp(max=1.0)[:, None])
+
 
 class MemberAdamW:
     """AdamW over ``MemberParameters``, one learning rate, gradient norm and activity flag per member.
@@ -86,15 +90,10 @@ class MemberAdamW:
         values = parameters.values
         self.exp_avg = torch.zeros_like(values)
         self.exp_avg_sq = torch.zeros_like(values)
-        # One step count per member, a float32 scalar on the parameters' device, as fused AdamW keeps it.
+        # One step count per member, a float32 scalar on the parameters' device, as fused AdamW keeps it; a member
+        # has AdamW state (in ``state_dict``) once its count is above 0.
         self.steps = [torch.zeros((), dtype=torch.float32, device=values.device) for _ in range(parameters.members)]
-        self.started = [False] * parameters.members  # AdamW's state exists once a member has stepped
-        self.learning_rates = [0.0] * parameters.members
-
-    def clip_coefficients(self, max_norm: float | None) -> torch.Tensor:
-        """Per-member gradient scale ``min(1, max_norm / (norm + 1e-6))``, ``(members, 1)``, as ``clip_grad_norm_``."""
-        norms = self.parameters.grad_norms()
-        return (max_norm / (norms + CLIP_EPS)).clamp(max=1.0)[:, None]
+        self.learning_rates = [0.0] * parameters.members  # each member's last, for ``state_dict``'s param groups
 
     @torch.no_grad()
     def step(self, learning_rates: list[float], active: list[bool], max_grad_norm: float | None = None) -> None:
@@ -107,13 +106,12 @@ class MemberAdamW:
         if len(learning_rates) != members or len(active) != members:
             raise ValueError(f"need {members} learning rates and activity flags, got {len(learning_rates)}, {len(active)}")
         if max_grad_norm is not None:
-            self.parameters.grads.mul_(self.clip_coefficients(max_grad_norm))
+            self.parameters.clip_grads_(max_grad_norm)
         by_rate: dict[float, list[int]] = {}
         for member, (rate, moving) in enumerate(zip(learning_rates, active, strict=True)):
             self.learning_rates[member] = float(rate)
             if moving:
                 by_rate.setdefault(float(rate), []).append(member)
-                self.started[member] = True
         values, grads = self.parameters.values, self.parameters.grads
         for rate, rows in by_rate.items():
             steps = [self.steps[m] for m in rows]
@@ -129,7 +127,7 @@ class MemberAdamW:
         """``torch.optim.AdamW(fused=True)``'s state dict for one param group per member (tensors are copies)."""
         state = {
             m: {"step": self.steps[m].clone(), "exp_avg": self.exp_avg[m].clone(), "exp_avg_sq": self.exp_avg_sq[m].clone()}
-            for m in range(self.parameters.members) if self.started[m]
+            for m in range(self.parameters.members) if self.steps[m] > 0
         }
         groups = [
             {"lr": self.learning_rates[m], "betas": self.betas, "eps": self.eps, "weight_decay": self.weight_decay,
@@ -145,14 +143,12 @@ class MemberAdamW:
             raise ValueError(f"optimizer state of {len(groups)} members does not fit {self.parameters.members}")
         if any(list(group.get("params", [])) != [m] for m, group in enumerate(groups)):
             raise ValueError("optimizer state is not one param group per member, in member order")
-        values = self.parameters.values
         self.exp_avg.zero_()
         self.exp_avg_sq.zero_()
         for m, group in enumerate(groups):
             self.learning_rates[m] = float(group["lr"])
             saved = state["state"].get(m)
-            self.started[m] = saved is not None
-            self.steps[m] = torch.zeros((), dtype=torch.float32, device=values.device)
+            self.steps[m].zero_()
             if saved is not None:
                 self.steps[m].copy_(saved["step"])
                 self.exp_avg[m].copy_(saved["exp_avg"])
