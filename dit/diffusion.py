@@ -308,15 +308,19 @@ def ensemble_validation_loss(
     """``validation_loss`` of every member of a ``dit.ensemble.EnsembleDiT``, one result per member.
 
     Every member sees the same clips, timesteps and noise: the noised clips are made once and given to
-    all members, which then differ only in their parameters. ``max_forward_clips`` counts clips of one
-    member (a forward pass holds ``members`` times as many).
+    all members, which then differ only in their parameters. A chunk's captions are encoded once and
+    serve it at every timestep. ``max_forward_clips`` counts clips of one member (a forward pass holds
+    ``members`` times as many).
     """
     members = ensemble.members
+    encoded: dict = {}  # the chunk's captions and their encoding, the same at every timestep
 
     def losses(x_t, timesteps, noise, captions):
         shared = lambda tensor: tensor.expand(members, *tensor.shape).contiguous()  # noqa: E731
-        prediction = ensemble(shared(x_t), shared(timesteps), shared(captions["caption_ids"]),
-                              shared(captions["caption_mask"]) if "caption_mask" in captions else None)
+        if encoded.get("captions") is not captions:
+            mask = shared(captions["caption_mask"]) if "caption_mask" in captions else None
+            encoded.update(captions=captions, context=ensemble.encode_captions(shared(captions["caption_ids"]), mask))
+        prediction = ensemble.denoise(shared(x_t), shared(timesteps), *encoded["context"])
         return member_clip_losses(prediction, shared(noise))
 
     device = model_device(ensemble)

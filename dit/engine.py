@@ -31,6 +31,7 @@ import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
 
+import numpy as np
 import torch
 import yaml
 
@@ -42,7 +43,7 @@ from dit.diffusion import NoiseSchedule, ensemble_validation_loss, validation_ti
 from dit.distributed import autocast, init_process_context, resolve_precision
 from dit.ensemble import EnsembleDiT
 from dit.flops import paper_flops_per_token, six_n_flops_per_token, training_flops_per_clip
-from dit.latent import CodecError, encoded_batches, load_model_space
+from dit.latent import CodecError, encode_split, encoded_batches, load_model_space
 from dit.member_training import MemberAdamW, MemberParameters, accumulate_gradients, power_ema_decay
 from dit.model import VideoDiT, VideoDiTConfig
 from dit.progress import PreemptionFlag, Progress
@@ -119,6 +120,7 @@ class EnsembleTrainer:
         self.interval_train_time_s = 0.0
         self.interval_tokens = 0
         self.validation_passes = 0
+        self.validation_batches: list[dict] | None = None  # this process's encoded validation batches
         self.preemption = PreemptionFlag()
         self.progress = Progress(self.total_tokens, config.progress.interval_seconds, config.progress.quiet,
                                  self.context.is_main)
@@ -141,6 +143,25 @@ class EnsembleTrainer:
             self.model_shape = self.space.latent_shape(self.frames, self.train_data.height, self.train_data.width)
         except CodecError as error:
             raise ConfigError(f"data.latent: {error}") from None
+        self.encoded_clips, self.encoded_clips_facts = self._encode_training_split()
+
+    def _encode_training_split(self) -> tuple[torch.Tensor | None, dict]:
+        """The training split in model space, encoded once (``dit.latent.encode_split``), so that a step gathers
+        its clips instead of encoding them; ``None`` where clips are cropped in time or it would not fit.
+
+        A batch gathered from it must equal the same batch encoded on its own to the bit (checked here, on the
+        first clips of the split in reverse order), or every step encodes its own batch, as before.
+        """
+        if self.frames != self.train_data.frames:
+            return None, {"used": False, "reason": "clips are cropped in time"}
+        encoded, reason = encode_split(self.space, self.train_data, self.device)
+        if encoded is None:
+            return None, {"used": False, "reason": reason}
+        check = np.arange(min(self.process_clips, len(self.train_data)))[::-1].copy()
+        alone = self.space.encode(self.train_data.get(check)["video"].to(self.device))
+        if not torch.equal(alone, encoded[torch.from_numpy(check).to(self.device)]):
+            return None, {"used": False, "reason": "a batch encoded on its own differs from the encoded split"}
+        return encoded, {"used": True, "clips": len(self.train_data), "bytes": encoded.numel() * encoded.element_size()}
 
     def _build_model(self, config: TrainConfig) -> None:
         channels, frames, height, width = self.model_shape
@@ -188,6 +209,7 @@ class EnsembleTrainer:
             "micro_clips": self.micro_clips, "processes": self.context.world_size,
             "flops_per_token": self.flops_per_token, "device": str(self.device), "precision": self.precision,
             "model_config": self.model_config.to_dict(), "threads": torch.get_num_threads(), "malloc": self.malloc,
+            "encoded_training_clips": self.encoded_clips_facts,
         }
 
     # ---------------------------------------------------------------- helpers
@@ -283,16 +305,21 @@ class EnsembleTrainer:
         part = slice(self.context.rank * self.process_clips, (self.context.rank + 1) * self.process_clips)
         by_seed = {}
         for seed in self.seeds:
-            batch = self.loaders[seed].next_batch()
+            if self.encoded_clips is None:
+                batch = self.loaders[seed].next_batch()
+                video = self.space.encode(batch["video"].to(self.device, non_blocking=True))
+                captions = batch["caption_ids"].to(self.device)
+            else:  # whole stored clips (no crop), already encoded
+                indices, _ = self.loaders[seed].next_clips()
+                video = self.encoded_clips[torch.from_numpy(indices).to(self.device)]
+                captions = self.train_data.caption_ids(indices).to(self.device)
             generator = torch.Generator(device=self.device).manual_seed(stable_seed(seed, "step", step))
             timesteps = torch.randint(0, self.schedule.num_timesteps, (global_clips,), generator=generator,
                                       device=self.device)
             noise = torch.randn((global_clips, c.in_channels, c.clip_frames, c.clip_height, c.clip_width),
                                 generator=generator, device=self.device)
             dropout = torch.rand((global_clips,), generator=generator, device=self.device) < self.shared.model.caption_dropout
-            captions = batch["caption_ids"].to(self.device)
             captions = torch.where(dropout[part, None], self.null_caption.to(self.device)[None, :], captions)
-            video = self.space.encode(batch["video"].to(self.device, non_blocking=True))
             by_seed[seed] = (video, timesteps[part], noise[part], captions)
         stacked = [torch.stack([by_seed[m.config.seed][i] for m in self.members]) for i in range(4)]
         return tuple(stacked)
@@ -316,9 +343,11 @@ class EnsembleTrainer:
         """Each member's validation loss and per-timestep losses on the fixed protocol (all processes)."""
         settings = self.shared.validation
         self.validation_passes += 1
-        batches = self.validation_data.iter_batches(settings.batch_clips, frames=self.frames)
-        batches = encoded_batches(limit_clips(batches, settings.max_clips), self.space)
-        mine = (b for i, b in enumerate(batches) if i % self.context.world_size == self.context.rank)
+        if self.validation_batches is None:  # the same clips every pass: read and encoded once
+            batches = self.validation_data.iter_batches(settings.batch_clips, frames=self.frames)
+            batches = encoded_batches(limit_clips(batches, settings.max_clips), self.space)
+            self.validation_batches = [b for i, b in enumerate(batches) if i % self.context.world_size == self.context.rank]
+        mine = iter(self.validation_batches)
         with self.autocast(), self.evaluated_weights():
             results = ensemble_validation_loss(self.model, self.schedule, mine, num_timesteps=settings.timesteps,
                                                seed=settings.seed, max_forward_clips=max(1, 256 // len(self.members)))

@@ -22,6 +22,7 @@ from __future__ import annotations
 import argparse
 import io
 import json
+import math
 import sys
 from dataclasses import dataclass
 from pathlib import Path
@@ -271,6 +272,28 @@ def encoded_batches(batches, space):
     """Loader batches with their uint8 "video" replaced by its model-space encoding."""
     for batch in batches:
         yield {**batch, "video": space.encode(batch["video"])}
+
+
+ENCODED_SPLIT_MAX_BYTES = 512 * 2**20
+
+
+def encode_split(space: "LatentCodec | PixelSpace", dataset: ShardDataset, device: torch.device | str = "cpu", chunk_clips: int = 256,
+                 max_bytes: int = ENCODED_SPLIT_MAX_BYTES) -> tuple[torch.Tensor | None, str]:
+    """Every clip of ``dataset`` (all its stored frames) in model space.
+
+    Returns float32 ``(clips, *space.latent_shape(...))`` on ``device``, encoded ``chunk_clips`` clips at a
+    time in stored order, and an empty string; or ``None`` and the reason where it would take more than
+    ``max_bytes``.
+    """
+    shape = space.latent_shape(dataset.frames, dataset.height, dataset.width)
+    size = len(dataset) * math.prod(shape) * 4
+    if size > max_bytes:
+        return None, f"the encoded split would take {size:,} bytes, above {max_bytes:,}"
+    encoded = torch.empty((len(dataset), *shape), dtype=torch.float32, device=device)
+    for start in range(0, len(dataset), chunk_clips):
+        clips = np.arange(start, min(start + chunk_clips, len(dataset)))
+        encoded[start:start + clips.size] = space.encode(dataset.get(clips)["video"].to(device))
+    return encoded, ""
 
 
 if __name__ == "__main__":

@@ -129,3 +129,18 @@ def test_verify_detects_a_changed_shard(prepared, tmp_path):
         ShardDataset(copy, "train").verify()
     with pytest.raises(FileNotFoundError, match="not a prepared data folder"):
         ShardDataset(tmp_path, "train")
+
+
+def test_next_clips_is_the_stream_of_next_batch_and_caption_ids_those_of_get(prepared):
+    dataset = ShardDataset(prepared, "train")
+    batches = ClipLoader(dataset, global_batch_clips=5, seed=3, frames=4)
+    clips = ClipLoader(dataset, global_batch_clips=5, seed=3, frames=4)
+    for _ in range(2 * len(dataset) // 5 + 1):  # across epochs, and crops that differ per epoch
+        batch = batches.next_batch()
+        indices, starts = clips.next_clips()
+        assert batch["index"].tolist() == indices.tolist()
+        assert torch.equal(dataset.get(indices, 4, starts)["video"], batch["video"])
+        assert torch.equal(dataset.caption_ids(indices), batch["caption_ids"])
+    assert clips.state_dict() == batches.state_dict()
+    with pytest.raises(IndexError):
+        dataset.caption_ids([len(dataset)])

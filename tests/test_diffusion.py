@@ -189,6 +189,36 @@ def test_validation_loss_is_bit_identical_across_calls_and_batch_splits():
     assert other_seed.mean != whole.mean
 
 
+
+def test_ensemble_validation_loss_is_every_members_forward_at_every_timestep_to_the_bit():
+    """The ensemble's protocol (captions encoded once per chunk of clips) equals a plain loop that runs the whole
+    forward pass, captions included, for each chunk at each timestep."""
+    from dit.diffusion import ensemble_validation_loss
+    from dit.ensemble import EnsembleDiT
+
+    members = [_model(seed=s) for s in (0, 1, 2)]
+    ensemble = EnsembleDiT.from_members(members[0].config, members).eval()
+    schedule, clips, chunk, seed = NoiseSchedule(), _clips(7), 3, 5
+    results = ensemble_validation_loss(ensemble, schedule, _split(clips, [2, 5]), num_timesteps=4, seed=seed,
+                                       max_forward_clips=chunk)
+    per_clip = {k: [] for k in range(4)}
+    with torch.no_grad():
+        for start in range(0, 7, chunk):
+            part = {key: value[start:start + chunk] for key, value in clips.items()}
+            x0 = video_to_model_space(part["video"])
+            for k, timestep in enumerate(validation_timesteps(schedule, 4)):
+                noise = torch.stack([validation_noise(seed, int(i), k, x0.shape[1:]) for i in part["index"]])
+                t = torch.full((len(noise),), timestep)
+                three = lambda x: x.expand(3, *x.shape).contiguous()  # noqa: E731
+                prediction = ensemble(three(q_sample(schedule, x0, t, noise)), three(t), three(part["caption_ids"]),
+                                      three(part["caption_mask"]))
+                per_clip[k].append((prediction - three(noise)).pow(2).flatten(2).mean(dim=2).double())
+    for member, result in enumerate(results):
+        losses = {k: torch.cat(values, dim=1)[member].tolist() for k, values in per_clip.items()}
+        assert result.clips == 7
+        assert result.per_timestep == {t: math.fsum(losses[k]) / 7 for k, t in enumerate(validation_timesteps(schedule, 4))}
+        assert result.mean == math.fsum(v for values in losses.values() for v in values) / 28
+
 def test_two_models_see_identical_noise():
     """Zero-output models (different weights) both score exactly the mean noise power of the fixed noise."""
     schedule = NoiseSchedule()

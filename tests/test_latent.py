@@ -127,3 +127,79 @@ def test_training_evaluation_and_samples_in_latent_space(tmp_path, prepared, cod
                         "--caption", "big red 7 moves left slowly"]) == 0
     videos = np.load(samples / "samples.npy")
     assert videos.shape == (1, 8, 16, 16, 3) and videos.dtype == np.uint8
+
+
+def _trainer(config: dict, out: Path, seeds=(1, 2)):
+    """An ``EnsembleTrainer`` of one member per seed of ``config`` (nothing trained yet)."""
+    from dit.config import config_from_dict, resumable_config_hash
+    from dit.engine import EnsembleTrainer, Member
+
+    threads = torch.get_num_threads()
+    members = []
+    for seed in seeds:
+        settings = config_from_dict({**config, "seed": seed, "run": {"id": f"s{seed}"}})
+        members.append(Member(settings, out / f"s{seed}", resumable_config_hash(settings)))
+    try:
+        return EnsembleTrainer(members, out / "job")
+    finally:
+        torch.set_num_threads(threads)
+
+
+def _latent_config(prepared: Path, codec_path: Path, **data) -> dict:
+    return {
+        "threads": 1, "model": {"size": "tiny-4k", "patch": [1, 1, 1], "attention": "sdpa"},
+        "data": {"root": str(prepared), "latent": str(codec_path), **data},
+        "optimizer": {"lr": 1e-3}, "batch": {"global_clips": 3}, "schedule": {"milestones_tokens": [1024]},
+        "validation": {"timesteps": 2, "batch_clips": 4, "max_clips": 10}, "progress": {"quiet": True},
+    }
+
+
+def test_encoded_split_equals_each_batch_encoded_on_its_own(prepared, codec):
+    from dit.latent import encode_split
+
+    dataset = ShardDataset(prepared, "train")
+    encoded, reason = encode_split(codec, dataset, chunk_clips=7)
+    assert reason == "" and encoded.shape == (len(dataset), 16, 4, 4, 4) and encoded.dtype == torch.float32
+    generator = np.random.default_rng(0)
+    for size in (1, 2, 3, 5, len(dataset)):
+        indices = generator.permutation(len(dataset))[:size]
+        assert torch.equal(encoded[torch.from_numpy(indices)], codec.encode(dataset.get(indices)["video"]))
+    pixels, _ = encode_split(PixelSpace(), dataset)
+    assert torch.equal(pixels[torch.tensor([4, 0])], PixelSpace().encode(dataset.get([4, 0])["video"]))
+    limit = len(dataset) * 16 * 4 * 4 * 4 * 4
+    assert encode_split(codec, dataset, max_bytes=limit)[0] is not None
+    too_large, reason = encode_split(codec, dataset, max_bytes=limit - 1)
+    assert too_large is None and f"{limit:,} bytes" in reason
+
+
+def test_training_steps_gather_their_clips_from_the_encoded_split_to_the_bit(tmp_path, prepared, codec):
+    """A step's inputs (clips, timesteps, noise, caption ids) are those of the former per-batch encoding, step
+    after step, across an epoch boundary; clips cropped in time are encoded per batch as before."""
+    codec_path = tmp_path / "codec.npz"
+    codec.save(codec_path)
+    config = _latent_config(prepared, codec_path)
+    gathered = _trainer(config, tmp_path / "gathered")
+    encoded_alone = _trainer(config, tmp_path / "alone")
+    assert gathered.encoded_clips is not None and gathered.encoded_clips_facts["used"] is True
+    assert gathered._job_facts()["encoded_training_clips"]["clips"] == len(gathered.train_data)
+    encoded_alone.encoded_clips = None  # the former path: every batch read from the shards and encoded
+    steps = len(gathered.train_data) // 3 + 2
+    for step in range(steps):
+        for mine, former in zip(gathered.step_inputs(step), encoded_alone.step_inputs(step), strict=True):
+            assert torch.equal(mine, former), step
+    assert gathered.loaders[1].epoch == 1
+
+    cropped = _trainer(_latent_config(prepared, codec_path, frames=6), tmp_path / "cropped")
+    assert cropped.encoded_clips is None
+    assert cropped.encoded_clips_facts == {"used": False, "reason": "clips are cropped in time"}
+    assert cropped.step_inputs(0)[0].shape == (2, 3, 16, 3, 4, 4)
+
+
+def test_validation_reads_and_encodes_its_clips_once(tmp_path, prepared, codec, monkeypatch):
+    codec_path = tmp_path / "codec.npz"
+    codec.save(codec_path)
+    trainer = _trainer(_latent_config(prepared, codec_path), tmp_path / "job")
+    first = trainer.validate()
+    monkeypatch.setattr(trainer.validation_data, "iter_batches", lambda *a, **k: pytest.fail("read the clips again"))
+    assert trainer.validate() == first and trainer.validation_passes == 2
+    assert sum(len(batch["index"]) for batch in trainer.validation_batches) == 10

@@ -133,19 +133,30 @@ class ShardDataset:
             if starts.size and (starts.min() < 0 or starts.max() > self.frames - frames):
                 raise ValueError(f"frame_starts must lie in [0, {self.frames - frames}]")
         video = np.empty((indices.size, frames, self.height, self.width, 3), dtype=np.uint8)
-        ids = np.empty((indices.size, self.caption_length), dtype=np.int64)
-        shard_of = np.searchsorted(self._starts, indices, side="right") - 1
-        rows = indices - self._starts[shard_of]
-        for position, (shard, row, start) in enumerate(zip(shard_of.tolist(), rows.tolist(), starts.tolist())):
+        for position, (shard, row, start) in enumerate(zip(*self._locate(indices), starts.tolist())):
             video[position] = self._frames[shard][row, start : start + frames]
-            ids[position] = self._ids[shard][row]
-        caption_ids = torch.from_numpy(ids)
+        caption_ids = self.caption_ids(indices)
         return {
             "video": torch.from_numpy(video),
             "caption_ids": caption_ids,
             "caption_mask": caption_ids != PAD_ID,
             "index": torch.from_numpy(indices.copy()),
         }
+
+    def caption_ids(self, indices: Sequence[int] | np.ndarray) -> torch.Tensor:
+        """The caption token ids ``(B, caption_length)`` (long) of the clips at ``indices``, without their frames."""
+        indices = np.asarray(indices, dtype=np.int64).reshape(-1)
+        if indices.size and (indices.min() < 0 or indices.max() >= self._length):
+            raise IndexError(f"clip indices must lie in [0, {self._length}), got {indices.min()}..{indices.max()}")
+        ids = np.empty((indices.size, self.caption_length), dtype=np.int64)
+        for position, (shard, row) in enumerate(zip(*self._locate(indices))):
+            ids[position] = self._ids[shard][row]
+        return torch.from_numpy(ids)
+
+    def _locate(self, indices: np.ndarray) -> tuple[list[int], list[int]]:
+        """Each clip's shard and row in it."""
+        shard_of = np.searchsorted(self._starts, indices, side="right") - 1
+        return shard_of.tolist(), (indices - self._starts[shard_of]).tolist()
 
     def iter_batches(self, batch_clips: int, frames: int | None = None) -> Iterator[dict[str, torch.Tensor]]:
         """The whole split in stored order, ``batch_clips`` clips at a time (the last batch may be smaller), centre crop."""
@@ -243,14 +254,19 @@ class ClipLoader:
             indices[chosen] = self.permutation(epoch)[offsets[chosen]]
         return indices, epochs
 
-    def next_batch(self) -> dict[str, torch.Tensor]:
-        """This rank's slice of the next global batch; advances the stream by ``global_batch_clips``."""
+    def next_clips(self) -> tuple[np.ndarray, np.ndarray]:
+        """The clip indices of this rank's slice of the next global batch and each clip's first frame;
+        advances the stream by ``global_batch_clips``. ``next_batch`` reads those clips."""
         local = self.local_batch_clips
         indices, epochs = self.stream(self.clips_consumed + self.rank * local, local)
         starts = temporal_crop_starts(self.seed, epochs, indices, self.dataset.frames - self.frames)
-        batch = self.dataset.get(indices, self.frames, starts)
         self.clips_consumed += self.global_batch_clips
-        return batch
+        return indices, starts
+
+    def next_batch(self) -> dict[str, torch.Tensor]:
+        """This rank's slice of the next global batch; advances the stream by ``global_batch_clips``."""
+        indices, starts = self.next_clips()
+        return self.dataset.get(indices, self.frames, starts)
 
     def __iter__(self) -> Iterator[dict[str, torch.Tensor]]:
         while True:
