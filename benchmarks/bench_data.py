@@ -22,6 +22,15 @@ Measured, each in clips per second:
 
 The loader, with the latent encoding, must deliver at least ``REQUIRED_RATIO`` times the training
 consumption; the script prints the ratio and exits with status 1 when it is lower.
+
+``test_step_inputs_from_the_encoded_split`` times what a training job does before each step's forward
+pass (``dit.engine.EnsembleTrainer.step_inputs``: every seed's clips, timesteps, noise and caption ids,
+stacked for the members) in the default's job with the most steps, its smallest size at its smallest
+batch, with that job's members (its learning rates times its seeds): clips gathered from the training
+split encoded once (``encoded``, the engine's path since a90589a) against clips read from the shards and
+encoded batch by batch (``per_batch``, the path before), in turns in one process, on a prepared set of
+the default's clip shape and latent codec. Both give the same tensors (``tests/test_latent.py``,
+``tests/test_benchmarks.py``).
 """
 
 from __future__ import annotations
@@ -30,6 +39,7 @@ import argparse
 import sys
 import tempfile
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 if __package__ in (None, ""):
@@ -150,6 +160,64 @@ def test_loader_outpaces_training_tenfold(benchmark):
     benchmark.extra_info.update(training["context"], training_step=training["step"], loader_batch_clips=LOADER_BATCH_CLIPS)
     print("\n" + "\n".join(report(results)))
     assert results["loader_over_training"] >= REQUIRED_RATIO
+
+
+def step_inputs_trainers(folder: Path, clips: int = 256) -> tuple[dict, dict]:
+    """Two ``EnsembleTrainer``s of the default's smallest size at 1 clip with that job's members on a set of
+    ``clips`` generated clips, ``encoded`` gathering encoded clips and ``per_batch`` encoding each batch
+    (module docstring), and the run context."""
+    from dit.config import config_from_dict, resumable_config_hash
+    from dit.engine import EnsembleTrainer, Member
+
+    source, _ = measure_generation(folder / "gen", clips, size=CLIP["height"])
+    prepare_dataset(source, folder / "prepared", PreparationSettings(workers=0, validation_fraction=0.05, **CLIP))
+    codec = fit_codec_from_data(folder / "prepared", _LATENT["patch"], _LATENT["channels"], max_clips=_LATENT["max_clips"])
+    codec.save(folder / "codec.npz")
+    experiment = Experiment.load("config")
+    size, batch_clips = _DEFAULT["grid"]["sizes"][0], min(_DEFAULT["grid"]["batch_clips"])
+    runs = experiment.job_runs(size, batch_clips)
+
+    def trainer(name: str) -> EnsembleTrainer:
+        members = []
+        for k, run in enumerate(runs):
+            config = config_from_dict({
+                "run": {"id": f"m{k}"}, "seed": run.seed, "threads": TRAINING_THREADS,
+                "model": {"size": size, "patch": _DEFAULT["model"]["patch"], "attention": "sdpa"},
+                "data": {"root": str(folder / "prepared"), "latent": str(folder / "codec.npz")},
+                "optimizer": {"lr": run.learning_rate}, "batch": {"global_clips": batch_clips},
+                "schedule": {"milestones_tokens": [1 << 20]}, "progress": {"quiet": True},
+            })
+            members.append(Member(config, folder / name / f"m{k}", resumable_config_hash(config)))
+        return EnsembleTrainer(members, folder / name / "job")
+
+    trainers = {"encoded": trainer("encoded"), "per_batch": trainer("per_batch")}
+    if trainers["encoded"].encoded_clips is None:
+        raise RuntimeError(f"the engine did not encode the training split: {trainers['encoded'].encoded_clips_facts}")
+    trainers["per_batch"].encoded_clips = None
+    context = run_context(torch.device("cpu"), torch.float32, batch_clips, experiment.clip, "sdpa",
+                          members=len(runs), threads=TRAINING_THREADS)
+    return trainers, {**context, "size": size, "seeds": len({run.seed for run in runs})}
+
+
+def _next_step_inputs(trainer) -> Callable[[], None]:
+    """A call that builds ``trainer``'s inputs of its next step each time."""
+    steps = iter(range(1 << 62))
+    return lambda: trainer.step_inputs(next(steps))
+
+
+def test_step_inputs_from_the_encoded_split(benchmark, tmp_path):
+    with torch_threads(TRAINING_THREADS):
+        trainers, context = step_inputs_trainers(tmp_path)
+        timer = InterleavedTimer({name: _next_step_inputs(job) for name, job in trainers.items()}, torch.device("cpu"))
+        timer.warm_up(20)
+        benchmark.pedantic(timer.round, rounds=400, iterations=1)
+    medians, spreads = timer.medians(), timer.spreads()
+    ratio = medians["per_batch"] / medians["encoded"]
+    benchmark.extra_info.update(context, spreads=spreads, per_batch_over_encoded=ratio)
+    print(f"\nstep inputs, {context['size']} at {context['batch_clips']} clip(s), {context['members']} members "
+          f"({context['seeds']} seeds), {TRAINING_THREADS} thread(s): encoded split {1e3 * medians['encoded']:.3f} ms, "
+          f"per batch {1e3 * medians['per_batch']:.3f} ms (medians of {spreads['encoded']['rounds']} rounds in turns), "
+          f"ratio {ratio:.2f}")
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -118,12 +118,16 @@ class Experiment:
         return NoiseSchedule(kind=d["beta_schedule"], num_timesteps=d["num_timesteps"], beta_start=d["beta_start"],
                              beta_end=d["beta_end"])
 
-    def job_learning_rates(self, size: str, batch_clips: int) -> list[float]:
-        """Learning rates of the runs one training job holds at (``size``, ``batch_clips``): one per member."""
+    def job_runs(self, size: str, batch_clips: int) -> list:
+        """The runs (``pipeline.runs.RunSpec``) one training job holds at (``size``, ``batch_clips``): its members."""
         for job in training_jobs(grid_runs(self.config), self.config["training"].get("ensemble", "auto")):
             if job.runs[0].size == size and job.runs[0].batch_clips == batch_clips:
-                return [run.learning_rate for run in job.runs]
+                return list(job.runs)
         raise KeyError(f"{self.name}: no training job trains {size} at {batch_clips} clips")
+
+    def job_learning_rates(self, size: str, batch_clips: int) -> list[float]:
+        """Learning rates of the runs one training job holds at (``size``, ``batch_clips``): one per member."""
+        return [run.learning_rate for run in self.job_runs(size, batch_clips)]
 
 
 def run_context(device: torch.device, dtype: torch.dtype, batch_clips: int, clip: dict, attention: str,

@@ -1,6 +1,7 @@
 """What the benchmark suites build, checked where a test runs it (benchmarks/ is not part of the test command):
-the configs as the pipeline reads them, each bench_ensemble step at every default size, and the training job
-file of bench_distributed. A size or a config key added to the default cannot break a benchmark unseen."""
+the configs as the pipeline reads them, each bench_ensemble step at every default size, the training job
+file of bench_distributed and bench_data's two ways of building a step's inputs. A size or a config key added
+to the default cannot break a benchmark unseen."""
 
 from __future__ import annotations
 
@@ -115,3 +116,18 @@ def test_the_gpu_report_digests_ensemble_records_and_leaves_the_optimizer_record
     optimizer = {"size": "tiny-18k", "members": 20, "torch_adamw_over_member_adamw": 1.7}
     rows = gpu_check_report.ensemble_digest([{"extra_info": steps}, {"extra_info": optimizer}])
     assert rows == [steps]
+
+
+def test_bench_data_step_inputs_variants_build_the_same_tensors(tmp_path):
+    """The step-inputs benchmark times equal work: the encoded-split and per-batch trainers build the same inputs."""
+    from bench_data import step_inputs_trainers
+
+    threads = torch.get_num_threads()
+    try:
+        trainers, context = step_inputs_trainers(tmp_path, clips=24)
+    finally:
+        torch.set_num_threads(threads)
+    assert context["members"] == len(trainers["encoded"].members) > 3 and context["seeds"] > 1
+    for step in range(30):  # past an epoch of the 22 or so training clips
+        for mine, former in zip(trainers["encoded"].step_inputs(step), trainers["per_batch"].step_inputs(step)):
+            assert torch.equal(mine, former)
