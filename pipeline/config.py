@@ -198,6 +198,17 @@ def load_pipeline_config(path: str | Path) -> dict[str, Any]:
     return dict(read_yaml_mapping(path, "pipeline config", PipelineConfigError))
 
 
+def model_tokens_per_clip(config: Mapping[str, Any]) -> int:
+    """Video tokens per clip the models see: the prepared clip's frames (``model.frames``, else all), height and width,
+    through the latent codec's patch (``data.latent``) and the DiT's patch (``model.patch``), which must tile them
+    (``validate_pipeline_config`` checks)."""
+    prepare = config["data"]["prepare"]
+    shape = (config["model"].get("frames") or prepare["frames"], prepare["height"], prepare["width"])
+    if config["data"].get("latent"):
+        shape = tuple(s // p for s, p in zip(shape, config["data"]["latent"]["patch"]))
+    return tokens_per_clip(*shape, config["model"]["patch"])
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m pipeline.config", description=__doc__.split("\n\n")[0])
     commands = parser.add_subparsers(dest="command", required=True)

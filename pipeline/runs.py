@@ -31,6 +31,8 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any, Iterable, Mapping
 
+from dit.flops import paper_flops_per_token
+from dit.sizes import get_size
 from pipeline.formats import PROPOSAL_SCHEMA, check_proposed_run
 
 
@@ -84,6 +86,29 @@ def training_jobs(runs: Iterable[RunSpec], ensemble: str = "auto") -> list[JobSp
             name = f"{name}_t{members[0].milestones_tokens[-1]}"
         jobs.append(JobSpec(name, tuple(members)))
     return jobs
+
+
+#: A training job's seconds per optimizer step (interpreter and kernel overhead, whatever the size) and the rate
+#: [FLOPs per second] at which its runs' training FLOPs (the paper's C per token times tokens) add to that, for
+#: ``job_cost`` only: least squares over the default's 15 grid jobs on a 2-core AVX-512 CPU (one thread per job,
+#: a90589a), which the two terms fit with jobs from 156 to 360 s.
+STEP_SECONDS = 0.0081
+TRAINING_FLOPS_PER_S = 2.0e10
+
+
+def job_cost(job: JobSpec, tokens_per_clip: int) -> float:
+    """A rough estimate of ``job``'s seconds on one CPU thread: its optimizer steps times ``STEP_SECONDS``, plus its
+    runs' training FLOPs (``dit.flops.paper_flops_per_token`` x tokens) at ``TRAINING_FLOPS_PER_S``.
+
+    The workflow starts jobs in this order, the costliest first (Snakemake's ``priority``), so that a stage of many
+    jobs does not end on one long job while the other cores wait.
+    """
+    run = job.runs[0]
+    size = get_size(run.size)
+    step_tokens = run.batch_clips * tokens_per_clip
+    steps = -(-max(run.milestones_tokens) // step_tokens)
+    per_token = paper_flops_per_token(size.non_embedding_parameters, tokens_per_clip, size.width)
+    return steps * STEP_SECONDS + len(job.runs) * per_token * steps * step_tokens / TRAINING_FLOPS_PER_S
 
 
 def job_of(jobs: Iterable[JobSpec], run_id: str) -> JobSpec:

@@ -241,6 +241,7 @@ class PlannedJob:
     wildcards: str
     resources: str
     local: bool  # printed as ``localrule``: run by this Snakemake process, not submitted to an executor
+    priority: float = 0.0  # printed only when not 0
 
 
 @dataclass
@@ -292,7 +293,7 @@ def planned_jobs(output: str) -> list[PlannedJob]:
             jobid = block.get("jobid")
             jobs.append(PlannedJob(block["rule"], int(jobid) if jobid and jobid.isdigit() else None,
                                    block.get("reason", ""), block.get("wildcards", ""), block.get("resources", ""),
-                                   block["local"] == "yes"))
+                                   block["local"] == "yes", float(block.get("priority", 0))))
 
     for line in output.splitlines():
         header = _JOB_HEADER.match(line)

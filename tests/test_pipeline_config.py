@@ -138,3 +138,33 @@ def test_a_sizes_extra_learning_rates_join_its_grid_and_its_ensemble_jobs_only()
         if job.runs[0].series == "grid":
             assert {run.learning_rate for run in job.runs} >= set(map(float, rates))
             assert (4.0e-2 in {run.learning_rate for run in job.runs}) == (job.runs[0].size == "tiny-33k")
+
+
+def test_a_jobs_cost_is_its_steps_and_its_runs_training_flops():
+    """``job_cost`` (the priority the workflow gives a training job) against a hand count for the default's jobs."""
+    from pipeline.config import model_tokens_per_clip
+    from pipeline.runs import STEP_SECONDS, TRAINING_FLOPS_PER_S, grid_runs, job_cost, training_jobs
+
+    config = yaml.safe_load((ROOT / "config" / "config.yaml").read_text())
+    validate_pipeline_config(config)
+    # 8x16x16 clips -> 2x4x4 latent tubelets -> a 4x4x4 grid of 1x1x1 DiT patches
+    assert model_tokens_per_clip(config) == 64
+    pixels = copy.deepcopy(config)
+    pixels["data"]["latent"], pixels["model"]["patch"] = None, [2, 4, 4]
+    assert model_tokens_per_clip(pixels) == 64
+    shorter = copy.deepcopy(config)
+    shorter["model"]["frames"] = 4
+    assert model_tokens_per_clip(shorter) == 32
+    jobs = {job.job_id: job for job in training_jobs(grid_runs(config))}
+    # tiny-4k at 1 clip: 2,097,152 tokens in 32,768 steps of 64 tokens, 18 runs of N = 4,096 at width 16
+    flops = 18 * 0.75 * 4096 * (7 + 64 / 16) * 2_097_152
+    assert job_cost(jobs["grid/tiny-4k/b1"], 64) == pytest.approx(32768 * STEP_SECONDS + flops / TRAINING_FLOPS_PER_S)
+    # tiny-262k at 4 clips: 262,144 tokens in 1,024 steps of 256 tokens, 15 runs of N = 262,144 at width 64
+    flops = 15 * 0.75 * 262144 * (7 + 64 / 64) * 262_144
+    assert job_cost(jobs["grid/tiny-262k/b4"], 64) == pytest.approx(1024 * STEP_SECONDS + flops / TRAINING_FLOPS_PER_S)
+    # a budget that is not a whole number of steps takes one more step
+    longer = copy.deepcopy(config)
+    longer["grid"]["milestones_tokens"]["tiny-4k"][-1] += 1
+    job = next(j for j in training_jobs(grid_runs(longer)) if j.job_id == "grid/tiny-4k/b1")
+    flops = 18 * 0.75 * 4096 * (7 + 64 / 16) * 32769 * 64
+    assert job_cost(job, 64) == pytest.approx(32769 * STEP_SECONDS + flops / TRAINING_FLOPS_PER_S)

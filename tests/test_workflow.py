@@ -24,6 +24,8 @@ from pathlib import Path
 import pytest
 
 from conftest import LOCAL_PROFILE, REPOSITORY_ROOT, copy_data, planned_jobs, read_losses, run_bounded, workflow_environment
+from pipeline.config import model_tokens_per_clip
+from pipeline.runs import grid_runs, job_cost, training_jobs
 
 DRY_RUN_TIMEOUT_S = 120
 KILL_RUN_TIMEOUT_S = 600
@@ -131,6 +133,11 @@ def test_dry_run_builds_the_expected_dag(source, ensemble, grid_jobs, make_pipel
     assert all(
         "Missing output files" in job.reason for job in result.jobs() if job.rule == "train_grid"
     ), "every training job of a fresh workdir must be planned because its outputs are missing"
+    # The costliest jobs start first: each job's priority is its estimated seconds.
+    jobs = {job.job_id: job for job in training_jobs(grid_runs(pipeline.config), ensemble)}
+    tokens = model_tokens_per_clip(pipeline.config)
+    priorities = {job.wildcards.removeprefix("grid_job="): job.priority for job in result.jobs() if job.rule == "train_grid"}
+    assert priorities == {job_id: round(job_cost(jobs[job_id], tokens), 1) for job_id in planned}
     assert not pipeline.workdir.exists(), "a dry run must not create the workdir"
 
 
@@ -384,6 +391,18 @@ def test_smoke_samples_and_evaluations(smoke_run):
 
 
 @pytest.mark.slow
+def test_smoke_training_jobs_started_costliest_first(smoke_run):
+    """Snakemake started the grid's jobs in the order of their priority, the estimated cost (pipeline.runs.job_cost):
+    the stage ends with its shortest jobs, not with one long job while the other core waits."""
+    started = [job for job in smoke_run.finished.jobs() if job.rule == "train_grid"]
+    assert {job.wildcards.removeprefix("grid_job=") for job in started} == grid_job_ids(smoke_run.config)
+    priorities = [job.priority for job in started]  # in the order Snakemake started them
+    assert all(priority > 0 for priority in priorities), priorities
+    # on 2 cores at most 2 jobs start at once (their blocks print in either order); any job started later has a
+    # priority no higher
+    assert all(priorities[i] >= later for i in range(len(priorities)) for later in priorities[i + 2:]), priorities
+
+
 def test_smoke_is_complete_and_a_rerun_does_nothing(smoke_run):
     result = smoke_run.run("--dry-run", "--cores", "2", timeout_s=DRY_RUN_TIMEOUT_S)
     assert result.returncode == 0, result.tail()

@@ -10,13 +10,14 @@ from pipeline.runs import (
     find_job,
     format_learning_rate,
     grid_runs,
+    job_cost,
     job_of,
     predicted_heldout_run,
     proposed_runs,
     training_jobs,
 )
 from analysis.config import config_from_dict as fit_settings
-from pipeline.config import PipelineConfigError, fit_config, validate_pipeline_config
+from pipeline.config import PipelineConfigError, fit_config, model_tokens_per_clip, validate_pipeline_config
 
 try:
     validate_pipeline_config(config)
@@ -35,6 +36,7 @@ GRID_RUNS = grid_runs(config)
 TRAINING = config["training"]
 ENSEMBLE = TRAINING["ensemble"]
 GRID_JOBS = training_jobs(GRID_RUNS, ENSEMBLE)
+TOKENS_PER_CLIP = model_tokens_per_clip(config)
 # Rules name the conda recipe, so `snakemake --sdm conda` builds the environment itself.
 CONDA_ENV = "../../environment.yml"
 
@@ -50,6 +52,11 @@ def job_dir(job_id):
 def job_records(jobs):
     """The record each training job writes when all its runs have finished (a job's output)."""
     return [f"{job_dir(job.job_id)}/job.json" for job in jobs]
+
+
+def job_priority(job):
+    """A training job's Snakemake priority: its estimated seconds (pipeline.runs.job_cost), so the longest start first."""
+    return round(job_cost(job, TOKENS_PER_CLIP), 1)
 
 
 def launch_ensemble(job):

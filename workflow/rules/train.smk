@@ -3,7 +3,8 @@
 # conventional-cell and noise-floor seeds, and, after the fit, the held-out runs the fitted laws
 # propose (fit.smk's checkpoint). Each job folder keeps checkpoints/latest.pt, so a killed or
 # preempted job resumes when rerun; each run still gets its own folder under runs/. A job's output
-# is its job.json, written when all its runs have finished.
+# is its job.json, written when all its runs have finished. Jobs start in the order of their estimated cost
+# (pipeline.runs.job_cost, as the priority), the longest first, so that a stage ends with its short jobs.
 
 TRAIN_RESOURCES = dict(
     mem_mb=3000,
@@ -25,6 +26,7 @@ rule train_grid:
     params:
         ensemble=lambda wildcards: launch_ensemble(find_job(GRID_JOBS, wildcards.grid_job)),
         job_dir=lambda wildcards: job_dir(wildcards.grid_job),
+    priority: lambda wildcards: job_priority(find_job(GRID_JOBS, wildcards.grid_job))
     threads: TRAINING["threads"] or 1
     resources:
         **TRAIN_RESOURCES,
@@ -48,6 +50,7 @@ rule train_heldout:
     params:
         ensemble=lambda wildcards: launch_ensemble(find_job(heldout_jobs(), wildcards.heldout_job)),
         job_dir=lambda wildcards: job_dir(wildcards.heldout_job),
+    priority: lambda wildcards: job_priority(find_job(heldout_jobs(), wildcards.heldout_job))
     threads: TRAINING["threads"] or 1
     resources:
         **TRAIN_RESOURCES,
