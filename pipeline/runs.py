@@ -90,8 +90,8 @@ def training_jobs(runs: Iterable[RunSpec], ensemble: str = "auto") -> list[JobSp
 
 #: A training job's seconds per optimizer step (interpreter and kernel overhead, whatever the size) and the rate
 #: [FLOPs per second] at which its runs' training FLOPs (the paper's C per token times tokens) add to that, for
-#: ``job_cost`` only: least squares over the default's 15 grid jobs on a 2-core AVX-512 CPU (one thread per job,
-#: a90589a), which the two terms fit with jobs from 156 to 360 s.
+#: ``job_cost`` only: fitted by least squares to the seconds of the default's 15 grid jobs (156 to 360 s each) on
+#: a 2-core AVX-512 CPU, one thread per job, at a90589a.
 STEP_SECONDS = 0.0081
 TRAINING_FLOPS_PER_S = 2.0e10
 
