@@ -134,3 +134,23 @@ def test_xdist_keeps_the_pipeline_fixtures_in_one_group_and_each_module_in_its_o
             assert group == module, nodeid
     assert {"test_cluster_node_is_idle_in_default_partition", "test_smoke_runs_table_has_every_run_at_every_milestone",
             "test_killed_run_resumes_on_rerun_with_identical_numbers"} <= pipeline
+
+
+def test_every_test_that_reads_the_smoke_workflow_is_marked_slow():
+    """The fast tier (``-m "not slow"``) must not start the smoke workflow, a minute or more of training: every test
+    that takes its fixture (``smoke_run`` or ``smoke_workflow``) is marked slow, itself or by its module."""
+    import importlib
+    import inspect
+
+    readers = []
+    for path in sorted((ROOT / "tests").glob("test_*.py")):
+        module = importlib.import_module(path.stem)
+        module_marks = {mark.name for mark in getattr(module, "pytestmark", [])}
+        for name, function in vars(module).items():
+            if not (name.startswith("test_") and inspect.isfunction(function)):
+                continue
+            if {"smoke_run", "smoke_workflow"} & set(inspect.signature(function).parameters):
+                marks = module_marks | {mark.name for mark in getattr(function, "pytestmark", [])}
+                readers.append((f"{path.name}::{name}", "slow" in marks))
+    assert len(readers) > 5, readers
+    assert [name for name, slow in readers if not slow] == []

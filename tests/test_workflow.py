@@ -403,6 +403,7 @@ def test_smoke_training_jobs_started_costliest_first(smoke_run):
     assert all(priorities[i] >= later for i in range(len(priorities)) for later in priorities[i + 2:]), priorities
 
 
+@pytest.mark.slow
 def test_smoke_is_complete_and_a_rerun_does_nothing(smoke_run):
     result = smoke_run.run("--dry-run", "--cores", "2", timeout_s=DRY_RUN_TIMEOUT_S)
     assert result.returncode == 0, result.tail()
