@@ -273,7 +273,8 @@ def validation_loss(
     """Validation loss of ``model`` on fixed clips, timesteps and noise (module docstring).
 
     Args:
-        model: an epsilon-prediction model (``dit.model.VideoDiT``); run in eval mode, then restored.
+        model: a ``dit.model.VideoDiT``, run in eval mode, then restored; a chunk's captions are encoded once
+            (``encode_captions``) and ``denoise`` runs at each timestep.
         batches: loader dicts with "video" uint8 ``(B, F, H, W, C)``, "index" ``(B,)`` clip indices and
             the caption keys ("caption_ids"/"caption_mask" or "caption_embeddings").
         num_timesteps: K, timesteps per clip (:func:`validation_timesteps`).
@@ -288,12 +289,16 @@ def validation_loss(
         No clips at all gives ``clips = 0`` and NaN losses (a data-parallel rank without a batch).
     """
 
-    def losses(x_t, timesteps, noise, captions):
-        prediction = model(x_t, timesteps, **captions)
+    def encode(captions, clips):
+        return model.encode_captions(clips, **captions)
+
+    def losses(x_t, timesteps, noise, context):
+        prediction = model.denoise(x_t, timesteps, *context)
         return (prediction.float() - noise.float()).pow(2).flatten(1).mean(dim=1)[None]
 
     device = torch.device(device) if device is not None else model_device(model)
-    return _validation_results(model, losses, 1, schedule, batches, num_timesteps, seed, device, max_forward_clips)[0]
+    return _validation_results(model, encode, losses, 1, schedule, batches, num_timesteps, seed, device,
+                               max_forward_clips)[0]
 
 
 @torch.no_grad()
@@ -308,23 +313,24 @@ def ensemble_validation_loss(
     """``validation_loss`` of every member of a ``dit.ensemble.EnsembleDiT``, one result per member.
 
     Every member sees the same clips, timesteps and noise: the noised clips are made once and given to
-    all members, which then differ only in their parameters. A chunk's captions are encoded once and
-    serve it at every timestep. ``max_forward_clips`` counts clips of one member (a forward pass holds
-    ``members`` times as many).
+    all members, which then differ only in their parameters. ``max_forward_clips`` counts clips of one
+    member (a forward pass holds ``members`` times as many).
     """
     members = ensemble.members
-    encoded: dict = {}  # the chunk's captions and their encoding, the same at every timestep
 
-    def losses(x_t, timesteps, noise, captions):
-        shared = lambda tensor: tensor.expand(members, *tensor.shape).contiguous()  # noqa: E731
-        if encoded.get("captions") is not captions:
-            mask = shared(captions["caption_mask"]) if "caption_mask" in captions else None
-            encoded.update(captions=captions, context=ensemble.encode_captions(shared(captions["caption_ids"]), mask))
-        prediction = ensemble.denoise(shared(x_t), shared(timesteps), *encoded["context"])
+    def shared(tensor):
+        return tensor.expand(members, *tensor.shape).contiguous()
+
+    def encode(captions, clips):
+        mask = shared(captions["caption_mask"]) if "caption_mask" in captions else None
+        return ensemble.encode_captions(shared(captions["caption_ids"]), mask)
+
+    def losses(x_t, timesteps, noise, context):
+        prediction = ensemble.denoise(shared(x_t), shared(timesteps), *context)
         return member_clip_losses(prediction, shared(noise))
 
     device = model_device(ensemble)
-    return _validation_results(ensemble, losses, members, schedule, batches, num_timesteps, seed, device,
+    return _validation_results(ensemble, encode, losses, members, schedule, batches, num_timesteps, seed, device,
                                max_forward_clips)
 
 
@@ -333,9 +339,10 @@ def member_clip_losses(prediction: torch.Tensor, noise: torch.Tensor) -> torch.T
     return (prediction.float() - noise.float()).pow(2).flatten(2).mean(dim=2)
 
 
-def _validation_results(model, losses_of, members, schedule, batches, num_timesteps, seed, device,
+def _validation_results(model, encode, losses_of, members, schedule, batches, num_timesteps, seed, device,
                         max_forward_clips) -> list[ValidationResult]:
-    """The shared protocol: ``losses_of(x_t, t, noise, captions)`` gives ``(members, clips)`` per-clip losses."""
+    """The shared protocol. ``encode(captions, clips)`` encodes a chunk's captions once, for all its timesteps;
+    ``losses_of(x_t, t, noise, context)`` gives ``(members, clips)`` per-clip losses from that encoding."""
     if not isinstance(max_forward_clips, int) or max_forward_clips < 1:
         raise ValueError(f"max_forward_clips must be a positive integer, got {max_forward_clips!r}")
     timesteps = validation_timesteps(schedule, num_timesteps)
@@ -354,10 +361,11 @@ def _validation_results(model, losses_of, members, schedule, batches, num_timest
             captions = {key: chunk[key].to(device) for key in _CAPTION_KEYS if key in chunk}
             if "caption_ids" in captions:
                 captions["caption_ids"] = captions["caption_ids"].long()
+            context = encode(captions, len(indices))
             for k, timestep in enumerate(timesteps):
                 noise = torch.stack([validation_noise(seed, index, k, x0.shape[1:]) for index in indices]).to(device)
                 t = torch.full((len(indices),), timestep, dtype=torch.long, device=device)
-                per_clip = losses_of(q_sample(schedule, x0, t, noise), t, noise, captions).double().tolist()
+                per_clip = losses_of(q_sample(schedule, x0, t, noise), t, noise, context).double().tolist()
                 for member in range(members):
                     losses[member][k].extend(per_clip[member])
     finally:

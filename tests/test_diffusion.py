@@ -190,6 +190,28 @@ def test_validation_loss_is_bit_identical_across_calls_and_batch_splits():
 
 
 
+def test_validation_loss_is_the_whole_forward_at_every_timestep_to_the_bit():
+    """The protocol encodes a chunk's captions once for all its timesteps; that equals running the whole forward
+    pass, captions included, at each timestep."""
+    model, schedule, clips, chunk, seed = _model(), NoiseSchedule(), _clips(7), 3, 5
+    result = validation_loss(model, schedule, _split(clips, [4, 3]), num_timesteps=4, seed=seed, max_forward_clips=chunk)
+    per_clip = {k: [] for k in range(4)}
+    model.eval()
+    with torch.no_grad():
+        for start in range(0, 7, chunk):
+            part = {key: value[start:start + chunk] for key, value in clips.items()}
+            x0 = video_to_model_space(part["video"])
+            for k, timestep in enumerate(validation_timesteps(schedule, 4)):
+                noise = torch.stack([validation_noise(seed, int(i), k, x0.shape[1:]) for i in part["index"]])
+                t = torch.full((len(noise),), timestep)
+                prediction = model(q_sample(schedule, x0, t, noise), t, caption_ids=part["caption_ids"],
+                                   caption_mask=part["caption_mask"])
+                per_clip[k] += (prediction - noise).pow(2).flatten(1).mean(dim=1).double().tolist()
+    steps = validation_timesteps(schedule, 4)
+    assert result.per_timestep == {t: math.fsum(per_clip[k]) / 7 for k, t in enumerate(steps)}
+    assert result.mean == math.fsum(v for values in per_clip.values() for v in values) / 28
+
+
 def test_ensemble_validation_loss_is_every_members_forward_at_every_timestep_to_the_bit():
     """The ensemble's protocol (captions encoded once per chunk of clips) equals a plain loop that runs the whole
     forward pass, captions included, for each chunk at each timestep."""
