@@ -120,9 +120,7 @@ class ShardDataset:
 
         ``frames`` (default: all stored) frames are taken from ``frame_starts`` (default: the centred window).
         """
-        indices = np.asarray(indices, dtype=np.int64).reshape(-1)
-        if indices.size and (indices.min() < 0 or indices.max() >= self._length):
-            raise IndexError(f"clip indices must lie in [0, {self._length}), got {indices.min()}..{indices.max()}")
+        indices, shards, rows = self._locate(indices)
         frames = self._check_frames(frames)
         if frame_starts is None:
             starts = np.full(indices.shape, (self.frames - frames) // 2, dtype=np.int64)
@@ -133,9 +131,9 @@ class ShardDataset:
             if starts.size and (starts.min() < 0 or starts.max() > self.frames - frames):
                 raise ValueError(f"frame_starts must lie in [0, {self.frames - frames}]")
         video = np.empty((indices.size, frames, self.height, self.width, 3), dtype=np.uint8)
-        for position, (shard, row, start) in enumerate(zip(*self._locate(indices), starts.tolist())):
+        for position, (shard, row, start) in enumerate(zip(shards, rows, starts.tolist())):
             video[position] = self._frames[shard][row, start : start + frames]
-        caption_ids = self.caption_ids(indices)
+        caption_ids = self._caption_ids(shards, rows)
         return {
             "video": torch.from_numpy(video),
             "caption_ids": caption_ids,
@@ -145,18 +143,22 @@ class ShardDataset:
 
     def caption_ids(self, indices: Sequence[int] | np.ndarray) -> torch.Tensor:
         """The caption token ids ``(B, caption_length)`` (long) of the clips at ``indices``, without their frames."""
+        _, shards, rows = self._locate(indices)
+        return self._caption_ids(shards, rows)
+
+    def _locate(self, indices: Sequence[int] | np.ndarray) -> tuple[np.ndarray, list[int], list[int]]:
+        """``indices`` as a flat int64 array (checked against the split's length), each clip's shard and its row there."""
         indices = np.asarray(indices, dtype=np.int64).reshape(-1)
         if indices.size and (indices.min() < 0 or indices.max() >= self._length):
             raise IndexError(f"clip indices must lie in [0, {self._length}), got {indices.min()}..{indices.max()}")
-        ids = np.empty((indices.size, self.caption_length), dtype=np.int64)
-        for position, (shard, row) in enumerate(zip(*self._locate(indices))):
+        shard_of = np.searchsorted(self._starts, indices, side="right") - 1
+        return indices, shard_of.tolist(), (indices - self._starts[shard_of]).tolist()
+
+    def _caption_ids(self, shards: list[int], rows: list[int]) -> torch.Tensor:
+        ids = np.empty((len(rows), self.caption_length), dtype=np.int64)
+        for position, (shard, row) in enumerate(zip(shards, rows)):
             ids[position] = self._ids[shard][row]
         return torch.from_numpy(ids)
-
-    def _locate(self, indices: np.ndarray) -> tuple[list[int], list[int]]:
-        """Each clip's shard and row in it."""
-        shard_of = np.searchsorted(self._starts, indices, side="right") - 1
-        return shard_of.tolist(), (indices - self._starts[shard_of]).tolist()
 
     def iter_batches(self, batch_clips: int, frames: int | None = None) -> Iterator[dict[str, torch.Tensor]]:
         """The whole split in stored order, ``batch_clips`` clips at a time (the last batch may be smaller), centre crop."""
