@@ -166,37 +166,31 @@ def step_inputs_trainers(folder: Path, clips: int = 256) -> tuple[dict, dict]:
     """Two ``EnsembleTrainer``s of the default's smallest size at 1 clip with that job's members on a set of
     ``clips`` generated clips, ``encoded`` gathering encoded clips and ``per_batch`` encoding each batch
     (module docstring), and the run context."""
-    from dit.config import config_from_dict, resumable_config_hash
+    from dit.config import ensemble_from_dict, resumable_config_hash
     from dit.engine import EnsembleTrainer, Member
+    from pipeline.runs import ensemble_config
 
     source, _ = measure_generation(folder / "gen", clips, size=CLIP["height"])
     prepare_dataset(source, folder / "prepared", PreparationSettings(workers=0, validation_fraction=0.05, **CLIP))
     codec = fit_codec_from_data(folder / "prepared", _LATENT["patch"], _LATENT["channels"], max_clips=_LATENT["max_clips"])
     codec.save(folder / "codec.npz")
     experiment = Experiment.load("config")
-    size, batch_clips = _DEFAULT["grid"]["sizes"][0], min(_DEFAULT["grid"]["batch_clips"])
-    runs = experiment.job_runs(size, batch_clips)
+    job = experiment.job(_DEFAULT["grid"]["sizes"][0], min(_DEFAULT["grid"]["batch_clips"]))
 
     def trainer(name: str) -> EnsembleTrainer:
-        members = []
-        for k, run in enumerate(runs):
-            config = config_from_dict({
-                "run": {"id": f"m{k}"}, "seed": run.seed, "threads": TRAINING_THREADS,
-                "model": {"size": size, "patch": _DEFAULT["model"]["patch"], "attention": "sdpa"},
-                "data": {"root": str(folder / "prepared"), "latent": str(folder / "codec.npz")},
-                "optimizer": {"lr": run.learning_rate}, "batch": {"global_clips": batch_clips},
-                "schedule": {"milestones_tokens": [1 << 20]}, "progress": {"quiet": True},
-            })
-            members.append(Member(config, folder / name / f"m{k}", resumable_config_hash(config)))
+        ensemble = ensemble_config(experiment.config, job, str(folder / name / "runs"), str(folder / "prepared"),
+                                   str(folder / "codec.npz"))
+        members = [Member(config, out, resumable_config_hash(config)) for config, out in ensemble_from_dict(ensemble)]
         return EnsembleTrainer(members, folder / name / "job")
 
     trainers = {"encoded": trainer("encoded"), "per_batch": trainer("per_batch")}
     if trainers["encoded"].encoded_clips is None:
         raise RuntimeError(f"the engine did not encode the training split: {trainers['encoded'].encoded_clips_facts}")
     trainers["per_batch"].encoded_clips = None
-    context = run_context(torch.device("cpu"), torch.float32, batch_clips, experiment.clip, "sdpa",
-                          members=len(runs), threads=TRAINING_THREADS)
-    return trainers, {**context, "size": size, "seeds": len({run.seed for run in runs})}
+    run = job.runs[0]
+    context = run_context(torch.device("cpu"), torch.float32, run.batch_clips, experiment.clip,
+                          experiment.config["model"]["attention"], members=len(job.runs), threads=TRAINING_THREADS)
+    return trainers, {**context, "size": run.size, "seeds": len({member.seed for member in job.runs})}
 
 
 def _next_step_inputs(trainer) -> Callable[[], None]:

@@ -29,7 +29,7 @@ import pytest
 import torch
 import yaml
 from harness import ROOT, Experiment, run_context
-from pipeline.runs import ensemble_config, grid_runs, training_jobs
+from pipeline.runs import ensemble_config
 
 DEFAULT = Experiment.load("config")
 SIZE = DEFAULT.sizes[-1]
@@ -65,8 +65,7 @@ def _prepared_data(base: Path) -> tuple[Path, Path]:
 def _job_file(base: Path, name: str, prepared: Path, codec: Path, threads: int) -> tuple[Path, int]:
     """The default's job at (``SIZE``, ``BATCH_CLIPS``) as a ``dit.train --ensemble`` file, shortened to
     ``STEPS`` steps; returns the file and the member count."""
-    job = next(job for job in training_jobs(grid_runs(DEFAULT.config))
-               if job.runs[0].series == "grid" and job.runs[0].size == SIZE and job.runs[0].batch_clips == BATCH_CLIPS)
+    job = DEFAULT.job(SIZE, BATCH_CLIPS)
     ensemble = ensemble_config(DEFAULT.config, job, str(base / name / "runs"), str(prepared), str(codec))
     tokens = STEPS * BATCH_CLIPS * DEFAULT.model_config(SIZE).tokens_per_clip
     for member in ensemble["members"]:

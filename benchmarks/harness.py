@@ -39,7 +39,7 @@ from dit.member_training import MemberAdamW, MemberParameters, accumulate_gradie
 from dit.model import VideoDiT, VideoDiTConfig
 from dit.text import BOS_ID, PAD_ID
 from pipeline.config import load_pipeline_config, validate_pipeline_config
-from pipeline.runs import grid_runs, training_jobs
+from pipeline.runs import JobSpec, grid_runs, training_jobs
 
 ROOT = Path(__file__).resolve().parent.parent
 DEVICE = torch.device("cuda" if torch.cuda.is_available() else "cpu")
@@ -118,16 +118,16 @@ class Experiment:
         return NoiseSchedule(kind=d["beta_schedule"], num_timesteps=d["num_timesteps"], beta_start=d["beta_start"],
                              beta_end=d["beta_end"])
 
-    def job_runs(self, size: str, batch_clips: int) -> list:
-        """The runs (``pipeline.runs.RunSpec``) one training job holds at (``size``, ``batch_clips``): its members."""
+    def job(self, size: str, batch_clips: int) -> JobSpec:
+        """The grid's training job at (``size``, ``batch_clips``): its runs are its members."""
         for job in training_jobs(grid_runs(self.config), self.config["training"].get("ensemble", "auto")):
             if job.runs[0].size == size and job.runs[0].batch_clips == batch_clips:
-                return list(job.runs)
+                return job
         raise KeyError(f"{self.name}: no training job trains {size} at {batch_clips} clips")
 
     def job_learning_rates(self, size: str, batch_clips: int) -> list[float]:
         """Learning rates of the runs one training job holds at (``size``, ``batch_clips``): one per member."""
-        return [run.learning_rate for run in self.job_runs(size, batch_clips)]
+        return [run.learning_rate for run in self.job(size, batch_clips).runs]
 
 
 def run_context(device: torch.device, dtype: torch.dtype, batch_clips: int, clip: dict, attention: str,
