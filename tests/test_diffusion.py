@@ -190,26 +190,42 @@ def test_validation_loss_is_bit_identical_across_calls_and_batch_splits():
 
 
 
-def test_validation_loss_is_the_whole_forward_at_every_timestep_to_the_bit():
-    """The protocol encodes a chunk's captions once for all its timesteps; that equals running the whole forward
-    pass, captions included, at each timestep."""
-    model, schedule, clips, chunk, seed = _model(), NoiseSchedule(), _clips(7), 3, 5
-    result = validation_loss(model, schedule, _split(clips, [4, 3]), num_timesteps=4, seed=seed, max_forward_clips=chunk)
-    per_clip = {k: [] for k in range(4)}
-    model.eval()
+def _whole_forward_losses(predict, clips, chunk: int, seed: int, members: int):
+    """The validation protocol written out with the whole forward pass, captions included, at every timestep:
+    ``predict(x_t, t, caption_ids, caption_mask)`` gives ``(members, clips, ...)`` predictions. Returns each member's
+    per-clip losses by timestep index."""
+    schedule, count = NoiseSchedule(), clips["video"].shape[0]
+    per_clip = [{k: [] for k in range(4)} for _ in range(members)]
     with torch.no_grad():
-        for start in range(0, 7, chunk):
+        for start in range(0, count, chunk):
             part = {key: value[start:start + chunk] for key, value in clips.items()}
             x0 = video_to_model_space(part["video"])
             for k, timestep in enumerate(validation_timesteps(schedule, 4)):
                 noise = torch.stack([validation_noise(seed, int(i), k, x0.shape[1:]) for i in part["index"]])
                 t = torch.full((len(noise),), timestep)
-                prediction = model(q_sample(schedule, x0, t, noise), t, caption_ids=part["caption_ids"],
-                                   caption_mask=part["caption_mask"])
-                per_clip[k] += (prediction - noise).pow(2).flatten(1).mean(dim=1).double().tolist()
-    steps = validation_timesteps(schedule, 4)
-    assert result.per_timestep == {t: math.fsum(per_clip[k]) / 7 for k, t in enumerate(steps)}
-    assert result.mean == math.fsum(v for values in per_clip.values() for v in values) / 28
+                prediction = predict(q_sample(schedule, x0, t, noise), t, part["caption_ids"], part["caption_mask"])
+                losses = (prediction - noise).pow(2).flatten(2).mean(dim=2).double()
+                for member in range(members):
+                    per_clip[member][k] += losses[member].tolist()
+    return per_clip
+
+
+def _assert_protocol_result(result, per_clip: dict, clips: int) -> None:
+    steps = validation_timesteps(NoiseSchedule(), 4)
+    assert result.clips == clips
+    assert result.per_timestep == {t: math.fsum(per_clip[k]) / clips for k, t in enumerate(steps)}
+    assert result.mean == math.fsum(v for values in per_clip.values() for v in values) / (clips * 4)
+
+
+def test_validation_loss_is_the_whole_forward_at_every_timestep_to_the_bit():
+    """The protocol encodes a chunk's captions once for all its timesteps; that equals running the whole forward
+    pass, captions included, at each timestep."""
+    model, clips = _model(), _clips(7)
+    result = validation_loss(model, NoiseSchedule(), _split(clips, [4, 3]), num_timesteps=4, seed=5, max_forward_clips=3)
+    model.eval()
+    per_clip = _whole_forward_losses(lambda x, t, ids, mask: model(x, t, caption_ids=ids, caption_mask=mask)[None],
+                                     clips, chunk=3, seed=5, members=1)
+    _assert_protocol_result(result, per_clip[0], 7)
 
 
 def test_ensemble_validation_loss_is_every_members_forward_at_every_timestep_to_the_bit():
@@ -220,26 +236,15 @@ def test_ensemble_validation_loss_is_every_members_forward_at_every_timestep_to_
 
     members = [_model(seed=s) for s in (0, 1, 2)]
     ensemble = EnsembleDiT.from_members(members[0].config, members).eval()
-    schedule, clips, chunk, seed = NoiseSchedule(), _clips(7), 3, 5
-    results = ensemble_validation_loss(ensemble, schedule, _split(clips, [2, 5]), num_timesteps=4, seed=seed,
-                                       max_forward_clips=chunk)
-    per_clip = {k: [] for k in range(4)}
-    with torch.no_grad():
-        for start in range(0, 7, chunk):
-            part = {key: value[start:start + chunk] for key, value in clips.items()}
-            x0 = video_to_model_space(part["video"])
-            for k, timestep in enumerate(validation_timesteps(schedule, 4)):
-                noise = torch.stack([validation_noise(seed, int(i), k, x0.shape[1:]) for i in part["index"]])
-                t = torch.full((len(noise),), timestep)
-                three = lambda x: x.expand(3, *x.shape).contiguous()  # noqa: E731
-                prediction = ensemble(three(q_sample(schedule, x0, t, noise)), three(t), three(part["caption_ids"]),
-                                      three(part["caption_mask"]))
-                per_clip[k].append((prediction - three(noise)).pow(2).flatten(2).mean(dim=2).double())
+    clips = _clips(7)
+    results = ensemble_validation_loss(ensemble, NoiseSchedule(), _split(clips, [2, 5]), num_timesteps=4, seed=5,
+                                       max_forward_clips=3)
+    three = lambda x: x.expand(3, *x.shape).contiguous()  # noqa: E731
+    per_clip = _whole_forward_losses(lambda x, t, ids, mask: ensemble(three(x), three(t), three(ids), three(mask)),
+                                     clips, chunk=3, seed=5, members=3)
     for member, result in enumerate(results):
-        losses = {k: torch.cat(values, dim=1)[member].tolist() for k, values in per_clip.items()}
-        assert result.clips == 7
-        assert result.per_timestep == {t: math.fsum(losses[k]) / 7 for k, t in enumerate(validation_timesteps(schedule, 4))}
-        assert result.mean == math.fsum(v for values in losses.values() for v in values) / 28
+        _assert_protocol_result(result, per_clip[member], 7)
+
 
 def test_two_models_see_identical_noise():
     """Zero-output models (different weights) both score exactly the mean noise power of the fixed noise."""
