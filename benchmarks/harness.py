@@ -45,8 +45,8 @@ ROOT = Path(__file__).resolve().parent.parent
 DEVICE = torch.device("cuda" if torch.cuda.is_available() else "cpu")
 
 #: Attention heads of the tiny sizes before commit f1962f2 (since then: one head up to width 127, 64-channel heads above).
-#: tiny-4k came later; its width, 16, would have had tiny-8k's 2 heads of 8 channels.
-FORMER_TINY_HEADS = {"tiny-4k": 2, "tiny-8k": 2, "tiny-18k": 3, "tiny-33k": 4, "tiny-66k": 4, "tiny-147k": 6, "tiny-262k": 8,
+#: tiny-4k and tiny-9k came later; at widths 16 and 24 they would have had tiny-8k's 2 and tiny-18k's 3 heads of 8 channels.
+FORMER_TINY_HEADS = {"tiny-4k": 2, "tiny-8k": 2, "tiny-9k": 3, "tiny-18k": 3, "tiny-33k": 4, "tiny-66k": 4, "tiny-147k": 6, "tiny-262k": 8,
                      "tiny-590k": 8, "tiny-1m": 8, "tiny-1.6m": 8, "tiny-2.5m": 10, "tiny-4.2m": 12}
 
 

@@ -105,6 +105,7 @@ SIZES: dict[str, ModelSize] = {
     for size in (
         _tiny("tiny-4k", 16, 1),  # N = 4,096
         _tiny("tiny-8k", 16, 2),  # N = 8,192
+        _tiny("tiny-9k", 24, 1),  # N = 9,216
         _tiny("tiny-18k", 24, 2),  # N = 18,432
         _tiny("tiny-33k", 32, 2),  # N = 32,768
         _tiny("tiny-66k", 32, 4),  # N = 65,536

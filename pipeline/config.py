@@ -133,6 +133,14 @@ def _cross_check(config: Mapping[str, Any]) -> None:
     except ValueError as error:
         where = "the latent grid" if latent else "the prepared clips"
         _fail("model.patch", f"does not tile {where} ({shape[0]}x{shape[1]}x{shape[2]}): {error}")
+    values = token_values(config)
+    for key, sizes in (("grid.sizes", grid["sizes"]), ("heldout.sizes", config["heldout"]["sizes"])):
+        for name in sizes:
+            width = SIZES[name].width
+            if width <= values:
+                _fail(key, f"{name} has width {width}, which does not exceed the {values} values each token carries "
+                           f"(data.latent channels x model.patch): the paper's widths (256 and up) exceed its 16, and "
+                           f"width-16 models on 16-value tokens lay far above the other sizes' loss law (README)")
     if config["data"]["source"] is None and config["data"]["captions"] is not None:
         _fail("data.captions", "a captions CSV needs data.source (the embedded set writes its own captions)")
     for run in grid_runs(config):
@@ -196,6 +204,15 @@ def fit_config(config: Mapping[str, Any]) -> dict[str, Any]:
 def load_pipeline_config(path: str | Path) -> dict[str, Any]:
     """Read a pipeline config file (``yaml.safe_load``); it still has to be validated."""
     return dict(read_yaml_mapping(path, "pipeline config", PipelineConfigError))
+
+
+def token_values(config: Mapping[str, Any]) -> int:
+    """Values each video token carries into the model: the latent channels (``data.latent``; 3 RGB channels without
+    one) times the DiT patch's volume (``model.patch``)."""
+    latent = config["data"].get("latent")
+    channels = latent["channels"] if latent else 3
+    patch = config["model"]["patch"]
+    return channels * patch[0] * patch[1] * patch[2]
 
 
 def model_tokens_per_clip(config: Mapping[str, Any]) -> int:

@@ -71,11 +71,16 @@ def test_the_shipped_configs_are_valid(source, tmp_path):
          "grid.extra_learning_rates[0].size: tiny-4k is not one of grid.sizes"),
         (changed(grid={"extra_learning_rates": [{"size": "tiny-18k", "learning_rates": [1.0e-2]}]}),
          "grid.extra_learning_rates[0].learning_rates: 0.01 is already in grid.learning_rates"),
+        (changed(heldout={**SMOKE["heldout"], "sizes": ["tiny-8k"]}),
+         "heldout.sizes: tiny-8k has width 16, which does not exceed the 16 values each token carries"),
+        (changed(data={"latent": {**SMOKE["data"]["latent"], "channels": 24}}),
+         "grid.sizes: tiny-18k has width 24, which does not exceed the 24 values each token carries"),
     ],
     ids=["negative-learning-rate", "unknown-size", "unknown-nested-key", "unknown-top-level-key", "heldout-in-grid",
          "noise-seed-is-the-training-seed", "noise-seed-is-a-replicate-seed", "milestones-not-increasing", "milestones-repeated", "heldout-tokens-beyond",
          "model-patch", "latent-patch", "pixel-patch", "captions-without-source", "batch-over-processes",
-         "batch-over-nodes", "extra-rates-of-another-size", "extra-rate-already-in-the-grid"],
+         "batch-over-nodes", "extra-rates-of-another-size", "extra-rate-already-in-the-grid", "heldout-size-too-narrow",
+         "grid-size-too-narrow"],
 )
 def test_an_invalid_config_is_refused_naming_the_key(config, message):
     with pytest.raises(PipelineConfigError) as error:
@@ -156,15 +161,15 @@ def test_a_jobs_cost_is_its_steps_and_its_runs_training_flops():
     shorter["model"]["frames"] = 4
     assert model_tokens_per_clip(shorter) == 32
     jobs = {job.job_id: job for job in training_jobs(grid_runs(config))}
-    # tiny-4k at 1 clip: 2,097,152 tokens in 32,768 steps of 64 tokens, 18 runs of N = 4,096 at width 16
-    flops = 18 * 0.75 * 4096 * (7 + 64 / 16) * 2_097_152
-    assert job_cost(jobs["grid/tiny-4k/b1"], 64) == pytest.approx(32768 * STEP_SECONDS + flops / TRAINING_FLOPS_PER_S)
+    # tiny-9k at 1 clip: 2,097,152 tokens in 32,768 steps of 64 tokens, 18 runs of N = 9,216 at width 24
+    flops = 18 * 0.75 * 9216 * (7 + 64 / 24) * 2_097_152
+    assert job_cost(jobs["grid/tiny-9k/b1"], 64) == pytest.approx(32768 * STEP_SECONDS + flops / TRAINING_FLOPS_PER_S)
     # tiny-262k at 4 clips: 262,144 tokens in 1,024 steps of 256 tokens, 15 runs of N = 262,144 at width 64
     flops = 15 * 0.75 * 262144 * (7 + 64 / 64) * 262_144
     assert job_cost(jobs["grid/tiny-262k/b4"], 64) == pytest.approx(1024 * STEP_SECONDS + flops / TRAINING_FLOPS_PER_S)
     # a budget that is not a whole number of steps takes one more step
     longer = copy.deepcopy(config)
-    longer["grid"]["milestones_tokens"]["tiny-4k"][-1] += 1
-    job = next(j for j in training_jobs(grid_runs(longer)) if j.job_id == "grid/tiny-4k/b1")
-    flops = 18 * 0.75 * 4096 * (7 + 64 / 16) * 32769 * 64
+    longer["grid"]["milestones_tokens"]["tiny-9k"][-1] += 1
+    job = next(j for j in training_jobs(grid_runs(longer)) if j.job_id == "grid/tiny-9k/b1")
+    flops = 18 * 0.75 * 9216 * (7 + 64 / 24) * 32769 * 64
     assert job_cost(job, 64) == pytest.approx(32769 * STEP_SECONDS + flops / TRAINING_FLOPS_PER_S)
