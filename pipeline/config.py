@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import argparse
 import copy
+import dataclasses
 import json
 import sys
 from pathlib import Path
@@ -25,7 +26,7 @@ from typing import Any, Mapping
 import jsonschema
 import yaml
 
-from analysis.config import FitConfigError
+from analysis.config import FitConfigError, InferenceSetup
 from analysis.config import config_from_dict as fit_config_from_dict
 from dit.atomic import atomic_write_text
 from dit.config import ConfigError, config_from_dict, read_yaml_mapping
@@ -148,6 +149,11 @@ def _cross_check(config: Mapping[str, Any]) -> None:
     for size in config["heldout"]["sizes"]:
         _check_run(config, RunSpec("heldout", size, grid["batch_clips"][0], grid["learning_rates"][0],
                                    config["training"]["seed"], (config["heldout"]["tokens"],)))
+    given = (config["analysis"] or {}).get("inference") or {}
+    for key, value in inference_shape(config).items():
+        if key in given and given[key] != value:
+            _fail(f"analysis.inference.{key}", f"{given[key]} differs from the {value} the models' inputs have "
+                                               f"(pipeline.config.inference_shape); leave it out")
     try:
         fit_config_from_dict(fit_config(config))
     except FitConfigError as error:
@@ -198,7 +204,23 @@ def fit_config(config: Mapping[str, Any]) -> dict[str, Any]:
             "learning_rate": float(config["conventional"]["learning_rate"]),
         },
     )
+    inference = {**inference_shape(config), **(record.get("inference") or {})}
+    record["inference"] = {key: inference[key] for key in sorted(inference, key=_inference_key_order)}
     return record
+
+
+#: ``analysis.inference`` keys in ``InferenceSetup``'s order (unknown keys are refused by ``analysis.config``).
+INFERENCE_KEYS = [field.name for field in dataclasses.fields(InferenceSetup)]
+
+
+def _inference_key_order(key: str) -> int:
+    return INFERENCE_KEYS.index(key) if key in INFERENCE_KEYS else len(INFERENCE_KEYS)
+
+
+def inference_shape(config: Mapping[str, Any]) -> dict[str, int]:
+    """What a generated video's cost takes from the models' inputs (``analysis.inference``): the values each video
+    token carries (``patch_dim``, ``token_values``) and the caption tokens (``text_tokens``, the prepared length)."""
+    return {"patch_dim": token_values(config), "text_tokens": int(config["data"]["prepare"]["caption_length"])}
 
 
 def load_pipeline_config(path: str | Path) -> dict[str, Any]:

@@ -75,12 +75,14 @@ def test_the_shipped_configs_are_valid(source, tmp_path):
          "heldout.sizes: tiny-8k has width 16, which does not exceed the 16 values each token carries"),
         (changed(data={"latent": {**SMOKE["data"]["latent"], "channels": 24}}),
          "grid.sizes: tiny-18k has width 24, which does not exceed the 24 values each token carries"),
+        (changed(analysis={**SMOKE["analysis"], "inference": {**SMOKE["analysis"]["inference"], "patch_dim": 96}}),
+         "analysis.inference.patch_dim: 96 differs from the 16 the models' inputs have"),
     ],
     ids=["negative-learning-rate", "unknown-size", "unknown-nested-key", "unknown-top-level-key", "heldout-in-grid",
          "noise-seed-is-the-training-seed", "noise-seed-is-a-replicate-seed", "milestones-not-increasing", "milestones-repeated", "heldout-tokens-beyond",
          "model-patch", "latent-patch", "pixel-patch", "captions-without-source", "batch-over-processes",
          "batch-over-nodes", "extra-rates-of-another-size", "extra-rate-already-in-the-grid", "heldout-size-too-narrow",
-         "grid-size-too-narrow"],
+         "grid-size-too-narrow", "inference-patch-values"],
 )
 def test_an_invalid_config_is_refused_naming_the_key(config, message):
     with pytest.raises(PipelineConfigError) as error:
@@ -173,3 +175,17 @@ def test_a_jobs_cost_is_its_steps_and_its_runs_training_flops():
     job = next(j for j in training_jobs(grid_runs(longer)) if j.job_id == "grid/tiny-9k/b1")
     flops = 18 * 0.75 * 9216 * (7 + 64 / 24) * 32769 * 64
     assert job_cost(job, 64) == pytest.approx(32769 * STEP_SECONDS + flops / TRAINING_FLOPS_PER_S)
+
+
+@pytest.mark.parametrize("name, patch_dim, text_tokens", [
+    ("config", 16 * 1 * 1 * 1, 24),   # 16 latent channels, 1x1x1 DiT patches; 24 caption tokens
+    ("paper", 16 * 1 * 2 * 2, 120),   # 16 latent channels, the paper's 1x2x2 patches; 120 caption tokens
+])
+def test_the_inference_cost_takes_token_values_and_caption_tokens_from_the_models_inputs(name, patch_dim, text_tokens):
+    from pipeline.config import fit_config, load_pipeline_config
+
+    config = load_pipeline_config(ROOT / "config" / f"{name}.yaml")
+    assert "patch_dim" not in config["analysis"]["inference"] and "text_tokens" not in config["analysis"]["inference"]
+    inference = fit_config(config)["inference"]
+    assert (inference["patch_dim"], inference["text_tokens"]) == (patch_dim, text_tokens)
+    assert inference["sampling_steps"] == config["analysis"]["inference"]["sampling_steps"]
