@@ -64,7 +64,7 @@ def loss_law(document: dict, noise_std: float | None) -> dict:
     record = document["laws"].get("loss_optimal", {})
     if record.get("status") != "fitted":
         return _not_tested(f"the law could not be fitted: {record.get('reason', 'absent from the laws file')}")
-    p, fit = record["parameters"], record["fit"]
+    p, fit, bootstrap = record["parameters"], record["fit"], record.get("bootstrap") or {}
     interval = (record.get("intervals") or {}).get("L_inf")
     edge = record.get("edge_points") or {}
     evidence = {
@@ -75,6 +75,8 @@ def loss_law(document: dict, noise_std: float | None) -> dict:
                   "excludes_zero": bool(interval and interval[0] > 0)},
         "all_optima_on_edge": bool(edge.get("optima") and edge.get("on_edge") == edge.get("optima")),
         "edge_optima": edge.get("on_edge"), "optima": edge.get("optima"), "one_clip_optima": edge.get("at_one_clip_batch"),
+        "resamples": bootstrap.get("resamples"), "dropped_resamples": bootstrap.get("failed", 0) + bootstrap.get("on_bound", 0),
+        "failed_resamples": bootstrap.get("failed", 0), "on_bound_resamples": bootstrap.get("on_bound", 0),
     }
     if fit["on_bound"]:
         return _not_tested("degenerate fit: a parameter ended on its bound", **evidence)

@@ -203,6 +203,26 @@ def test_claim_1_is_untested_on_a_degenerate_law(results):
     assert fitted["l_inf"]["excludes_zero"] == (l_inf[0] > 0) and not fitted["l_inf"]["on_bound"]
 
 
+def test_claim_1_reads_each_exponent_with_its_dropped_resamples_at_either_extreme_and_says_so(results):
+    from analysis.report import render
+
+    document = copy.deepcopy(results["laws"])
+    law = document["laws"]["loss_optimal"]
+    # 3 of the 40 resamples dropped: a 5% tail (level 0.9) holds 2, so at either extreme they leave both ends open
+    law["bootstrap"].update(failed=1, on_bound=2)
+    law["bootstrap"]["intervals_with_dropped"].update(alpha=[None, None], beta=[None, None])
+    claim = claims.loss_law(document, 0.01)
+    assert (claim["dropped_resamples"], claim["failed_resamples"], claim["on_bound_resamples"]) == (3, 1, 2)
+    assert claim["resamples"] == law["bootstrap"]["resamples"]
+    assert claim["tests"][0]["interval"] == [None, None] and claim["verdict"] == verdicts.INCONCLUSIVE
+    line = claim_line(render("summary.md.j2", {**results["facts"], "claims": {**results["facts"]["claims"], "claim_1": claim}}), "1")
+    assert f"the 3 of {law['bootstrap']['resamples']} bootstrap resamples that were dropped (2 put a parameter" in line
+    assert "1 did not converge" in line
+    kept = results["facts"]["claims"]["claim_1"]
+    if not kept.get("dropped_resamples"):
+        assert "bootstrap resamples that were dropped" not in claim_line(results["summary"], "1")
+
+
 def test_sensitivity_matches_the_grid_and_the_studentized_range(results):
     laws, sens = results["laws"], results["facts"]["sensitivity"]
     grid = next(g for g in laws["grids"] if g["role"] == "fitting")
