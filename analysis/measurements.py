@@ -269,6 +269,9 @@ def performance(record: dict | None) -> dict | None:
     keys = ("grid_model_flops", "grid_job_seconds", "matmul_flops_per_s", "grid_fraction_of_matmul", "members_per_job")
     out = {key: record.get(key) for key in keys}
     out["jobs"] = record.get("jobs")
+    matmul = record.get("matmul") or {}
+    out["matmul_jobs"] = matmul.get("jobs")
+    out["matmul_min_flops_per_s"], out["matmul_max_flops_per_s"] = matmul.get("min_flops_per_s"), matmul.get("max_flops_per_s")
     out["grid_model_flops_per_s"] = record["grid_model_flops"] / record["grid_job_seconds"] if record.get("grid_job_seconds") else None
     parts = record.get("parts")  # training steps and validation passes (absent from records of older code)
     if parts:

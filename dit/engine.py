@@ -44,6 +44,7 @@ from dit.distributed import autocast, init_process_context, resolve_precision
 from dit.ensemble import EnsembleDiT
 from dit.flops import paper_flops_per_token, six_n_flops_per_token, training_flops_per_clip
 from dit.latent import CodecError, encode_split, encoded_batches, load_model_space
+from dit.matmul_rate import measure_matmul
 from dit.member_training import MemberAdamW, MemberParameters, accumulate_gradients, power_ema_decay
 from dit.model import VideoDiT, VideoDiTConfig
 from dit.progress import PreemptionFlag, Progress
@@ -478,8 +479,10 @@ class EnsembleTrainer:
     def _write_job_file(self) -> None:
         if self.context.is_main:
             members = [{"run_id": m.run_id, "run_dir": str(m.out_dir), "status": m.status} for m in self.members]
+            # the yardstick of the job's FLOP/s, measured in the conditions its steps ran in (pipeline.performance)
             write_job_record(self.job_dir, members, self.step, self.wall_time_s, self.model_flops(),
-                             self.model_config.to_dict(), validation_wall_time_s=self.validation_time_s)
+                             self.model_config.to_dict(), validation_wall_time_s=self.validation_time_s,
+                             matmul=measure_matmul(torch.get_num_threads()))
 
     def model_flops(self) -> dict[str, float]:
         """Matrix-product FLOPs this job computed (``dit.flops``' term-by-term count), all members included.

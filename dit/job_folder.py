@@ -4,8 +4,8 @@ A job trains one run, or several as an ensemble (``dit.engine``). Its folder hol
 
     checkpoints/latest.pt   the whole job's resumable state (written atomically; format ``CHECKPOINT_FORMAT``)
     job.json                written when every run of the job has finished: its runs and their statuses,
-                            steps, seconds of training steps and of validation passes, and the model FLOPs
-                            it computed
+                            steps, seconds of training steps and of validation passes, the model FLOPs
+                            it computed, and the CPU's float32 matmul rate measured at its end
     ensemble.yaml           the members, when ``python -m dit.launch --ensemble-json`` started it
 
 A run trained alone with ``python -m dit.train --config FILE --out RUN_DIR`` uses its run folder as its
@@ -46,12 +46,15 @@ def read_checkpoint(path: Path) -> dict:
 
 
 def write_job_record(job_dir: Path, members: list[dict], steps: int, wall_time_s: float, model_flops: dict,
-                     model_config: dict | None = None, note: str | None = None, validation_wall_time_s: float = 0.0) -> None:
+                     model_config: dict | None = None, note: str | None = None, validation_wall_time_s: float = 0.0,
+                     matmul: dict | None = None) -> None:
     """Write ``job.json`` atomically: the runs (``run_id``, ``run_dir``, ``status``), the steps taken, the
-    seconds of training steps (``wall_time_s``) and of validation passes (``validation_wall_time_s``), and the
-    model FLOPs computed (``training``, ``validation``, ``total``)."""
+    seconds of training steps (``wall_time_s``) and of validation passes (``validation_wall_time_s``), the
+    model FLOPs computed (``training``, ``validation``, ``total``) and the matmul rate measured at the job's
+    end (``matmul``: ``dit.matmul_rate.measure_matmul``'s record)."""
     record = {"members": members, "steps": steps, "wall_time_s": wall_time_s,
-              "validation_wall_time_s": validation_wall_time_s, "model_flops": model_flops, "model_config": model_config}
+              "validation_wall_time_s": validation_wall_time_s, "model_flops": model_flops, "model_config": model_config,
+              "matmul": matmul}
     if note:
         record["note"] = note
     atomic_write_json(Path(job_dir) / JOB_FILE, record)

@@ -1,19 +1,19 @@
 """How much of the machine the training grid used: model FLOPs over job seconds, against the matmul rate.
 
-``python -m pipeline.performance matmul --threads T --out MATMUL.json`` measures this machine's float32
-matrix-multiply rate at ``T`` threads (the threads one training job gets): the median over repeats of
-``torch.mm`` on two ``size x size`` matrices, ``2 size^3`` FLOPs a call.
-
-``python -m pipeline.performance grid --jobs JOB.json ... --benchmarks DIR --matmul MATMUL.json --out OUT.json``
-adds up the grid's training jobs: the model FLOPs each job's ``job.json`` records (``dit.engine``: the
-term-by-term count of every matrix product of its training steps and validation passes), the seconds
-Snakemake's benchmark file records for the job (the whole job, start-up included), and their ratio as
-a fraction of the measured matmul rate. Keys (``performance`` of the scorecard): ``grid_model_flops``,
-``grid_job_seconds``, ``matmul_flops_per_s``, ``grid_fraction_of_matmul``, ``members_per_job`` (median).
-``parts`` splits the jobs' time: ``training`` (the training steps: seconds from each ``job.json``'s
-``wall_time_s``, FLOPs from its ``model_flops.training``) and ``validation`` (the validation passes:
-``validation_wall_time_s``, ``model_flops.validation``), each with ``model_flops``, ``seconds`` and
-``fraction_of_matmul``; the rest of the job seconds is start-up, data, checkpoints and files.
+``python -m pipeline.performance grid --jobs JOB.json ... --benchmarks DIR --out OUT.json`` adds up the
+grid's training jobs: the model FLOPs each job's ``job.json`` records (``dit.engine``: the term-by-term
+count of every matrix product of its training steps and validation passes), the seconds Snakemake's
+benchmark file records for the job (the whole job, start-up included), and their ratio as a fraction of
+the machine's float32 matmul rate: the median of the rates the jobs measured at their ends
+(``dit.matmul_rate``, ``job.json``'s ``matmul``: at each job's threads, under the load its steps ran
+under), so that the yardstick is taken over the grid's whole time, not at one moment. Keys
+(``performance`` of the scorecard): ``grid_model_flops``, ``grid_job_seconds``, ``matmul_flops_per_s``,
+``grid_fraction_of_matmul``, ``members_per_job`` (median); ``matmul`` gives the jobs' lowest and highest
+rates beside the median. ``parts`` splits the jobs' time: ``training`` (the training steps: seconds from
+each ``job.json``'s ``wall_time_s``, FLOPs from its ``model_flops.training``) and ``validation`` (the
+validation passes: ``validation_wall_time_s``, ``model_flops.validation``), each with ``model_flops``,
+``seconds`` and ``fraction_of_matmul``; the rest of the job seconds is start-up, data, checkpoints and
+files.
 """
 
 from __future__ import annotations
@@ -23,36 +23,10 @@ import csv
 import json
 import statistics
 import sys
-import time
 from pathlib import Path
 
 from dit.atomic import atomic_write_json
 from dit.provenance import provenance
-
-MATMUL_SIZE = 1024
-
-
-def measure_matmul(threads: int, size: int = MATMUL_SIZE, repeats: int = 15) -> dict:
-    """Median float32 ``torch.mm`` FLOP/s on this machine's CPU at ``threads`` threads."""
-    import torch  # here, not at the top: adding up the job records (``grid``) needs no torch
-
-    previous = torch.get_num_threads()
-    torch.set_num_threads(threads)
-    try:
-        generator = torch.Generator().manual_seed(0)
-        a, b = (torch.randn(size, size, generator=generator) for _ in range(2))
-        for _ in range(3):
-            torch.mm(a, b)
-        seconds = []
-        for _ in range(repeats):
-            started = time.perf_counter()
-            torch.mm(a, b)
-            seconds.append(time.perf_counter() - started)
-    finally:
-        torch.set_num_threads(previous)
-    median = statistics.median(seconds)
-    return {"flops_per_s": 2 * size**3 / median, "size": size, "threads": threads, "repeats": repeats,
-            "median_seconds": median, "dtype": "float32", "device": "cpu"}
 
 
 def job_seconds(benchmark_file: Path) -> float:
@@ -64,14 +38,33 @@ def job_seconds(benchmark_file: Path) -> float:
     return float(rows[-1]["s"])
 
 
-def grid_performance(job_files: list[Path], benchmark_files: list[Path], matmul: dict) -> dict:
-    """The grid's model FLOPs, job seconds and their ratio to the matmul rate (module docstring)."""
+def jobs_matmul(jobs: list[dict], job_files: list[Path]) -> dict:
+    """The median, lowest and highest of the matmul rates the jobs measured (those that trained: a job whose
+    runs had all finished before records none); ``ValueError`` naming a job that trained without one."""
+    rates = []
+    for job, path in zip(jobs, job_files):
+        if job.get("matmul"):
+            rates.append(job["matmul"])
+        elif job.get("steps"):
+            raise ValueError(f"{path}: no matmul rate recorded (a job record of older code): rerun the job")
+    if not rates:
+        raise ValueError("no job measured the matmul rate (none of them trained)")
+    values = [float(rate["flops_per_s"]) for rate in rates]
+    first = rates[0]
+    return {"flops_per_s": statistics.median(values), "min_flops_per_s": min(values), "max_flops_per_s": max(values),
+            "jobs": len(values), **{key: first[key] for key in ("size", "threads", "repeats", "dtype", "device")},
+            "source": "the median of the rates the grid's jobs measured at their ends (dit.matmul_rate)"}
+
+
+def grid_performance(job_files: list[Path], benchmark_files: list[Path]) -> dict:
+    """The grid's model FLOPs, job seconds and their ratio to the jobs' matmul rate (module docstring)."""
     if len(job_files) != len(benchmark_files) or not job_files:
         raise ValueError(f"need one benchmark file per job record, got {len(benchmark_files)} for {len(job_files)}")
     jobs = [json.loads(Path(path).read_text()) for path in job_files]
+    matmul = jobs_matmul(jobs, job_files)
     flops = sum(float(job["model_flops"]["total"]) for job in jobs)
     seconds = sum(job_seconds(Path(path)) for path in benchmark_files)
-    rate = float(matmul["flops_per_s"])
+    rate = matmul["flops_per_s"]
     record = {
         "grid_model_flops": flops,
         "grid_job_seconds": seconds,
@@ -99,28 +92,17 @@ def _part(jobs: list[dict], part: str, seconds_key: str, rate: float) -> dict:
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m pipeline.performance", description=__doc__.split("\n\n")[0])
     commands = parser.add_subparsers(dest="command", required=True)
-    matmul = commands.add_parser("matmul", help="measure the float32 matmul rate")
-    matmul.add_argument("--threads", type=int, default=1)
-    matmul.add_argument("--out", required=True, type=Path)
     grid = commands.add_parser("grid", help="the grid's model FLOPs over job seconds against the matmul rate")
     grid.add_argument("--jobs", nargs="+", required=True, type=Path, help="job.json of every grid job")
     grid.add_argument("--benchmarks", nargs="+", required=True, type=Path, help="each job's benchmark TSV, same order")
-    grid.add_argument("--matmul", required=True, type=Path)
     grid.add_argument("--out", required=True, type=Path)
     args = parser.parse_args(argv)
     try:
-        if args.command == "matmul":
-            if args.threads < 1:
-                raise ValueError(f"--threads must be at least 1, got {args.threads}")
-            record = measure_matmul(args.threads)
-            settings = {"threads": args.threads}
-        else:
-            record = grid_performance(args.jobs, args.benchmarks, json.loads(args.matmul.read_text()))
-            settings = {"jobs": [str(p) for p in args.jobs], "matmul": str(args.matmul)}
+        record = grid_performance(args.jobs, args.benchmarks)
     except (OSError, ValueError, KeyError) as error:
         print(f"pipeline.performance: {error}", file=sys.stderr)
         return 2
-    record["provenance"] = provenance(settings)
+    record["provenance"] = provenance({"jobs": [str(p) for p in args.jobs]})
     atomic_write_json(args.out, record)
     print(f"pipeline.performance {args.command}: wrote {args.out}", file=sys.stderr)
     return 0

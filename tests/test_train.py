@@ -67,6 +67,9 @@ def test_run_folder_records_metrics_summary_and_provenance(tiny_run):
     assert (tiny_run / "checkpoints" / "latest.pt").exists()
     job = json.loads((tiny_run / "job.json").read_text())  # the run trained alone: its folder is its job's
     assert job["steps"] == 20 and 0 < job["validation_wall_time_s"] and 0 < job["wall_time_s"] == summary["wall_time_s"]
+    # the yardstick of the job's FLOP/s: this CPU's float32 matmul rate at the job's threads, measured at its end
+    assert job["matmul"]["flops_per_s"] == pytest.approx(2 * job["matmul"]["size"] ** 3 / job["matmul"]["median_seconds"])
+    assert job["matmul"]["threads"] == 1 and job["matmul"]["dtype"] == "float32"
     assert yaml.safe_load((tiny_run / "config.yaml").read_text())["model"]["size"] == "tiny-8k"
 
 
@@ -95,7 +98,7 @@ def test_a_rerun_job_whose_runs_had_finished_still_writes_its_record(prepared_da
     assert "already completed" in capsys.readouterr().err
     record = json.loads((run / "job.json").read_text())
     assert record["members"] == [{"run_id": "run", "run_dir": str(run), "status": "completed"}]
-    assert record["model_flops"]["total"] == 0 and "trained nothing" in record["note"]
+    assert record["model_flops"]["total"] == 0 and "trained nothing" in record["note"] and record["matmul"] is None
     assert (run / "metrics.csv").read_text() == metrics
 
 

@@ -16,6 +16,7 @@ import math
 import os
 import re
 import signal
+import statistics
 import subprocess
 import sys
 import time
@@ -350,6 +351,8 @@ def test_smoke_summary_has_every_section(smoke_run):
         assert parts[part]["seconds"] == pytest.approx(sum(job[seconds] for job in jobs)) and parts[part]["seconds"] > 0
         assert parts[part]["model_flops"] == pytest.approx(sum(job["model_flops"][part] for job in jobs))
         assert f"| {part} |" in timings
+    performance = json.loads((smoke_run.results / "performance.json").read_text())
+    assert performance["matmul_flops_per_s"] == statistics.median(job["matmul"]["flops_per_s"] for job in jobs)
     assert all(size in text for size in smoke_run.config["heldout"]["sizes"])
     assert "%%" not in text, "a doubled percent sign (printf-style escaping left in the text)"
 
@@ -474,7 +477,7 @@ def test_changing_a_sampling_setting_reruns_only_what_reads_it(smoke_run, tmp_pa
     assert "facts" in rules and "Input files updated by another job" in rules["facts"].reason, rules.get("facts")
     untouched = {"prepare_data", "fit_config", "train_grid", "train_heldout", "collect_grid_runs", "fit_grid",
                  "collect_runs", "fit_laws", "evaluate_heldout", "validation_protocol_spread", "caption_conditioning",
-                 "measure_matmul", "grid_performance"}
+                 "grid_performance"}
     assert not untouched & set(rules), sorted(rules)
 
 

@@ -42,7 +42,7 @@ SUBMITTED = re.compile(r"Job (\d+) has been submitted with SLURM jobid (\d+) \(l
 # Rules that must run as SLURM jobs (the expensive ones); workflow/rules/*.smk marks the cheap
 # aggregates (tables, summary, figures, ...) ``localrule: True``.
 CLUSTER_RULES = {"prepare_data", "train_grid", "train_heldout", "fit_grid", "fit_laws", "samples",
-                 "validation_protocol_spread", "caption_conditioning", "caption_match", "measure_matmul"}
+                 "validation_protocol_spread", "caption_conditioning", "caption_match"}
 # Metrics that must match exactly between an interrupted run and an uninterrupted one (not the clocks).
 EXACT_METRICS = ("milestone_tokens", "step", "tokens", "clips", "flops", "flops_6n", "train_loss", "validation_loss", "lr")
 

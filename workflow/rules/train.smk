@@ -61,29 +61,9 @@ rule train_heldout:
         " --processes {resources.processes} --nodes {resources.nodes} > {log} 2>&1"
 
 
-rule measure_matmul:
-    input:
-        job_records(GRID_JOBS),  # after the grid, so that the measurement has the cores to itself
-    output:
-        f"{WORK}/analysis/matmul.json",
-    log:
-        f"{LOGS}/measure_matmul.log",
-    params:
-        threads=TRAINING["threads"] or 1,
-    threads: 2
-    resources:
-        mem_mb=1000,
-        runtime=10,
-    conda:
-        CONDA_ENV
-    shell:
-        "python -m pipeline.performance matmul --threads {params.threads} --out {output} > {log} 2>&1"
-
-
 rule grid_performance:
     input:
-        jobs=job_records(GRID_JOBS),
-        matmul=f"{WORK}/analysis/matmul.json",
+        jobs=job_records(GRID_JOBS),  # each records the matmul rate measured at its end (dit.matmul_rate)
     output:
         f"{RESULTS}/performance.json",
     log:
@@ -96,4 +76,4 @@ rule grid_performance:
         CONDA_ENV
     shell:
         "python -m pipeline.performance grid --jobs {input.jobs} --benchmarks {params.benchmarks}"
-        " --matmul {input.matmul} --out {output} > {log} 2>&1"
+        " --out {output} > {log} 2>&1"
