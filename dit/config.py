@@ -23,7 +23,8 @@ Example (every key, with its default where it has one)::
       frames: null        # frames the model takes (null: as stored; fewer: seeded temporal crop)
       latent: null        # a `python -m dit.latent fit` codec: diffuse in its latent space (null: pixels);
                           # model.patch then tiles the latent grid (e.g. [1, 1, 1])
-    diffusion: {num_timesteps: 1000, beta_schedule: linear, beta_start: 1.0e-4, beta_end: 0.02}
+    diffusion: {num_timesteps: 1000, beta_schedule: linear, beta_start: 1.0e-4, beta_end: 0.02,
+                timestep_sampling: uniform}   # uniform | low_discrepancy (dit.diffusion.training_timesteps)
     validation: {timesteps: 8, seed: 0, batch_clips: 64, max_clips: null, weights: ema}
     ema: {gamma: 6.94}    # power-function EMA of the weights (validation.weights: ema validates it)
     optimizer: {lr: 1.0e-3, betas: [0.9, 0.999], weight_decay: 0.0, eps: 1.0e-8, warmup_steps: 0, grad_clip: null}
@@ -45,6 +46,9 @@ import yaml
 
 from dit.provenance import config_hash
 from dit.sizes import SIZES
+
+#: The ways a training clip's timestep can be drawn (``dit.diffusion.training_timesteps``).
+TIMESTEP_SAMPLING = ("uniform", "low_discrepancy")
 
 
 class ConfigError(ValueError):
@@ -80,6 +84,10 @@ class DiffusionSection:
     beta_schedule: str = "linear"
     beta_start: float = 1e-4
     beta_end: float = 0.02
+    #: How a training clip's timestep is drawn (``dit.diffusion.training_timesteps``): "uniform", independent
+    #: uniform draws; "low_discrepancy", an additive golden-ratio sequence over the run's clips from a
+    #: random start per seed (uniform over the run, each timestep's share even within any stretch of steps).
+    timestep_sampling: str = "uniform"
 
 
 @dataclass
@@ -461,6 +469,9 @@ def _check_training(config: TrainConfig) -> None:
         _fail("diffusion.num_timesteps", f"must exceed 1, got {config.diffusion.num_timesteps}")
     if config.diffusion.beta_schedule not in ("linear", "cosine"):
         _fail("diffusion.beta_schedule", f"must be linear or cosine, got {config.diffusion.beta_schedule!r}")
+    if config.diffusion.timestep_sampling not in TIMESTEP_SAMPLING:
+        _fail("diffusion.timestep_sampling",
+              f"must be one of {', '.join(TIMESTEP_SAMPLING)}, got {config.diffusion.timestep_sampling!r}")
     if config.checkpoint.every_steps <= 0:
         _fail("checkpoint.every_steps", f"must be positive, got {config.checkpoint.every_steps}")
     if not config.divergence.max_loss > 0:

@@ -22,6 +22,9 @@ from typing import Callable, Iterable, Optional, Sequence, Union
 
 import torch
 
+from dit.config import TIMESTEP_SAMPLING
+from dit.seeds import stable_seed
+
 SCHEDULE_KINDS = ("linear", "cosine")
 
 
@@ -163,6 +166,35 @@ def epsilon_mse(
         x_t, timesteps, caption_ids=caption_ids, caption_mask=caption_mask, caption_embeddings=caption_embeddings
     )
     return (prediction.float() - noise.float()).pow(2).flatten(1).mean(dim=1)
+
+
+#: The golden ratio's fractional part, 1/phi: the additive step of the low-discrepancy timestep sequence.
+GOLDEN_STEP = (math.sqrt(5.0) - 1.0) / 2.0
+
+
+def training_timesteps(sampling: str, num_timesteps: int, seed: int, first_clip: int, clips: int,
+                       generator: torch.Generator, device=None) -> torch.Tensor:
+    """Timesteps (int64, ``(clips,)``) of a run's training clips ``first_clip .. first_clip + clips - 1``.
+
+    ``"uniform"``: independent uniform draws from ``generator`` (the step's own generator).
+    ``"low_discrepancy"``: clip ``n`` of the run (counted over the global batch, step after step) gets
+    ``floor(T * frac(u + n / phi))``, with ``u`` uniform in [0, 1) from ``seed`` alone, as in the
+    low-discrepancy sampler of Kingma et al. (2021, "Variational Diffusion Models") but along the run
+    rather than within one batch: any stretch of the run's clips covers [0, T) evenly, so the gradient's
+    noise from the timestep draw shrinks while every clip's timestep is still uniform over the seeds'
+    starts (the loss it estimates is the same). ``generator`` is not used, so the step's other draws
+    follow as they would. ``seed`` is the run's seed; ``first_clip`` counts the run's clips, so the
+    timesteps of a step do not depend on how its clips are split among processes or micro-batches.
+    """
+    if sampling == "uniform":
+        return torch.randint(0, num_timesteps, (clips,), generator=generator, device=device)
+    if sampling == "low_discrepancy":
+        start = torch.rand((), generator=torch.Generator().manual_seed(stable_seed(seed, "timestep-start")),
+                           dtype=torch.float64)
+        positions = torch.arange(first_clip, first_clip + clips, dtype=torch.float64)
+        fractions = torch.remainder(start + positions * GOLDEN_STEP, 1.0)
+        return (fractions * num_timesteps).floor().long().clamp_(max=num_timesteps - 1).to(device)
+    raise ValueError(f"unknown timestep sampling {sampling!r}; choose one of {', '.join(TIMESTEP_SAMPLING)}")
 
 
 # --------------------------------------------------------------------------------------------------

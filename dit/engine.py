@@ -39,7 +39,7 @@ from dit.allocator import retain_freed_memory
 from dit.atomic import atomic_path, atomic_write_text
 from dit.config import ConfigError, TrainConfig
 from dit.data.loader import ClipLoader, ShardDataset, limit_clips
-from dit.diffusion import NoiseSchedule, ensemble_validation_loss, validation_timesteps
+from dit.diffusion import NoiseSchedule, ensemble_validation_loss, training_timesteps, validation_timesteps
 from dit.distributed import autocast, init_process_context, resolve_precision
 from dit.ensemble import EnsembleDiT
 from dit.flops import paper_flops_per_token, six_n_flops_per_token, training_flops_per_clip
@@ -315,8 +315,8 @@ class EnsembleTrainer:
                 video = self.encoded_clips[torch.from_numpy(indices).to(self.device)]
                 captions = self.train_data.caption_ids(indices).to(self.device)
             generator = torch.Generator(device=self.device).manual_seed(stable_seed(seed, "step", step))
-            timesteps = torch.randint(0, self.schedule.num_timesteps, (global_clips,), generator=generator,
-                                      device=self.device)
+            timesteps = training_timesteps(self.shared.diffusion.timestep_sampling, self.schedule.num_timesteps,
+                                           seed, step * global_clips, global_clips, generator, self.device)
             noise = torch.randn((global_clips, c.in_channels, c.clip_frames, c.clip_height, c.clip_width),
                                 generator=generator, device=self.device)
             dropout = torch.rand((global_clips,), generator=generator, device=self.device) < self.shared.model.caption_dropout

@@ -12,6 +12,7 @@ from dit.diffusion import (
     epsilon_mse,
     model_space_to_video,
     q_sample,
+    training_timesteps,
     validation_loss,
     validation_loss_spread,
     validation_noise,
@@ -156,6 +157,42 @@ def test_training_a_tiny_model_lowers_epsilon_mse():
 
 
 # ---- validation protocol ---------------------------------------------------------------------------
+
+
+def test_uniform_training_timesteps_are_the_step_generators_draws():
+    drawn = training_timesteps("uniform", 1000, seed=5, first_clip=40, clips=6, generator=torch.Generator().manual_seed(3))
+    assert torch.equal(drawn, torch.randint(0, 1000, (6,), generator=torch.Generator().manual_seed(3)))
+
+
+def test_low_discrepancy_timesteps_follow_the_golden_ratio_sequence_from_a_start_per_seed():
+    generator = torch.Generator().manual_seed(3)
+    state = generator.get_state()
+    whole = training_timesteps("low_discrepancy", 1000, seed=7, first_clip=0, clips=5000, generator=generator)
+    assert torch.equal(generator.get_state(), state)  # the step's generator is left to its other draws
+    # an independent computation of floor(T * frac(u + n / phi)), u the sequence's start
+    start = whole[0].item() / 1000
+    golden = 2 / (1 + math.sqrt(5))
+    positions = [math.floor(1000 * math.fmod(start + n * golden, 1.0)) for n in range(5000)]
+    assert max(abs(a - b) for a, b in zip(whole.tolist(), positions)) <= 1  # start known to within one timestep
+    # a step's clips are the same whatever their split into steps (or processes)
+    pieces = [training_timesteps("low_discrepancy", 1000, 7, first, 8, generator) for first in range(0, 5000, 8)]
+    assert torch.equal(torch.cat(pieces)[:5000], whole)
+    # every stretch of 100 consecutive clips puts 8 to 12 into each tenth of [0, T); independent draws
+    # leave some tenth outside that range in most stretches
+    for first in (0, 137, 2901):
+        counts = torch.bincount(whole[first:first + 100] // 100, minlength=10)
+        assert counts.min() >= 8 and counts.max() <= 12, counts
+    uniform = torch.randint(0, 1000, (50, 100), generator=torch.Generator().manual_seed(0))
+    spread = [torch.bincount(row // 100, minlength=10) for row in uniform]
+    assert sum(int(c.min() < 8 or c.max() > 12) for c in spread) > 25
+    # seeds start at their own points; the values stay in [0, T)
+    others = {training_timesteps("low_discrepancy", 1000, seed, 0, 1, generator).item() for seed in range(20)}
+    assert len(others) >= 18 and whole.min() >= 0 and whole.max() <= 999 and whole.dtype == torch.int64
+
+
+def test_an_unknown_timestep_sampling_is_refused():
+    with pytest.raises(ValueError, match="unknown timestep sampling 'sobol'"):
+        training_timesteps("sobol", 1000, 0, 0, 4, torch.Generator())
 
 
 def test_validation_timesteps_are_bin_centres():

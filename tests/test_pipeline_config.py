@@ -189,3 +189,15 @@ def test_the_inference_cost_takes_token_values_and_caption_tokens_from_the_model
     inference = fit_config(config)["inference"]
     assert (inference["patch_dim"], inference["text_tokens"]) == (patch_dim, text_tokens)
     assert inference["sampling_steps"] == config["analysis"]["inference"]["sampling_steps"]
+
+
+def test_the_schema_offers_the_timestep_samplings_dit_config_knows():
+    from dit.config import TIMESTEP_SAMPLING
+
+    schema = yaml.safe_load(Path("workflow/schemas/config.schema.yaml").read_text())
+    diffusion = schema["properties"]["training"]["properties"]["diffusion"]["properties"]
+    assert tuple(diffusion["timestep_sampling"]["enum"]) == TIMESTEP_SAMPLING
+    with pytest.raises(PipelineConfigError, match="training.diffusion.timestep_sampling"):
+        validate_pipeline_config(changed(training={**SMOKE["training"],
+                                                   "diffusion": {**SMOKE["training"]["diffusion"],
+                                                                 "timestep_sampling": "sobol"}}))

@@ -331,6 +331,7 @@ def test_the_threshold_applies_from_the_first_step(prepared_data, tmp_path):
         ({"batch": {"global_clips": 8, "micro_clips": 3}}, "batch.micro_clips"),
         ({"schedule": {"milestones_tokens": [1024, 4096], "total_tokens": 2048}}, "schedule.milestones_tokens"),
         ({"optimizer": {"lr": 1e-3, "momentum": 0.9}}, "optimizer.momentum"),
+        ({"diffusion": {"timestep_sampling": "sobol"}}, "diffusion.timestep_sampling"),
     ],
 )
 def test_bad_config_fails_at_start_naming_the_key(tmp_path, capsys, changes, key):
