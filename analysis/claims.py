@@ -14,7 +14,7 @@ claim tests:
    the paper's own B_opt(N, T) falls at the grid's (size, budget) pairs, against the grid's batches.
 3b. The laws pick the best (B, LR) of a held-out size: the best other measured cell's loss over the
    predicted cell's, minus 1 (positive: the predicted cell is the best), +- the noise of a difference
-   of two runs (z sqrt(2) sigma).
+   of two runs (q sqrt(2) sigma, q the t quantile on the noise estimate's degrees of freedom).
 3c. The precise recipe's compute-optimal model is smaller: the paired interval of
    1 - N_precise / N_conventional at the target budget.
 4. The law predicts held-out sizes: the mean relative error of the predictions lies within +-sigma
@@ -28,7 +28,7 @@ import numpy as np
 from scipy import stats
 
 from analysis import paper
-from analysis.runs import same_learning_rate
+from analysis.runs import noise_quantile, same_learning_rate
 from analysis.verdicts import all_of, flipped, from_interval, not_tested
 
 #: Claim 3a is untestable when more than this fraction of the optima lie on the grid's edge along the law's axis.
@@ -140,14 +140,15 @@ def hyperparameter_law(document: dict, name: str, edge_fraction: float | None) -
     return {"verdict": all_of(t["verdict"] for t in tests), "tests": tests, "fitted": True, "mostly_on_edge": False, **evidence}
 
 
-def heldout_cells(heldout_runs: dict | None, noise_std: float | None, level: float, tokens_per_clip: float) -> dict:
+def heldout_cells(heldout_runs: dict | None, noise_std: float | None, level: float, tokens_per_clip: float,
+                  noise_dof: float | None = None) -> dict:
     """Claim 3b (module docstring), over every held-out hyperparameter group with the predicted cell measured."""
     groups = [g for g in (heldout_runs or {}).get("groups", []) if g.get("kind") == "hyperparameters" and g.get("status") == "evaluated"]
     if not groups:
         return _not_tested("no held-out hyperparameter runs were evaluated")
     if not noise_std:
         return _not_tested("no run-to-run noise estimate to compare the cells with")
-    half = float(stats.norm.ppf(0.5 + level / 2)) * np.sqrt(2) * noise_std
+    half = noise_quantile(level, noise_dof) * np.sqrt(2) * noise_std
     tests, details = [], []
     for group in groups:
         cell = group["predicted_cell"]

@@ -34,8 +34,8 @@ from analysis import claims, measurements, paper
 from analysis.law_set import LawSet, LawsFileError, read_laws
 from analysis.open_questions import derived_optimal_parameters, open_questions
 from analysis.optima import SizeGrid, find_optima
-from analysis.runs import RunsTableError, load_runs, run_relative_std
-from analysis.sensitivity import heatmap_spreads, noise_degrees_of_freedom, sensitivity
+from analysis.runs import RunsTableError, load_runs, noise_degrees_of_freedom, run_relative_std
+from analysis.sensitivity import heatmap_spreads, sensitivity
 from analysis.verdicts import RULE
 
 SCHEMA = "analysis.facts/1"
@@ -103,7 +103,8 @@ def _claims(document, inputs, sens, design, heldout, noise_std, level) -> dict:
         "claim_2": claims.sensitivity(sens),
         "claim_3a_batch_size": claims.hyperparameter_law(document, "batch_size", design["b_edge_fraction"]),
         "claim_3a_learning_rate": claims.hyperparameter_law(document, "learning_rate", design["lr_edge_fraction"]),
-        "claim_3b": claims.heldout_cells(inputs.get("heldout"), run_std, level, document["setup"]["context_tokens"]),
+        "claim_3b": claims.heldout_cells(inputs.get("heldout"), run_std, level, document["setup"]["context_tokens"],
+                                          noise_degrees_of_freedom(document["setup"].get("noise"))),
         "claim_3c": claims.recipe_comparison(document),
         "claim_4": claims.heldout_losses(heldout, run_std, level),
     }
@@ -194,7 +195,9 @@ def scorecard(facts: dict) -> dict:
                         if k in ("grid_model_flops", "grid_job_seconds", "matmul_flops_per_s", "grid_fraction_of_matmul", "members_per_job")} or None,
         "design": {"fitting_sizes": design["fitting_sizes"], "n_span": design["n_span"], "t_span_min": design["t_span_min"],
                    "b_edge_fraction": design["b_edge_fraction"], "lr_edge_fraction": design["lr_edge_fraction"],
-                   "noise_relative_std": facts["noise"]["relative_std"]},
+                   "noise_relative_std": facts["noise"]["relative_std"],
+                   "noise_relative_std_interval": facts["noise"].get("relative_std_interval"),
+                   "noise_degrees_of_freedom": facts["noise"]["degrees_of_freedom"]},
         "loss_law": {"l_inf": l_inf.get("value"), "l_inf_low": interval[0], "l_inf_high": interval[1], "on_bound": l_inf.get("on_bound")},
         "heldout": {"sizes": heldout["sizes"], "mean_abs_error": heldout["mean_abs_error"], "covered": heldout["covered"],
                     "points": heldout["with_interval"]},

@@ -4,7 +4,8 @@ Used by the planner, the proposal and held-out commands, the figures and the tab
 consumer evaluates a law the same way. Fitted documents carry bootstrap parameter samples; a
 prediction interval for a loss combines the bootstrap spread of the law with the run-to-run noise
 (``setup.noise.relative_std``: from the noise-floor seeds when there were any, else from the fit's
-residuals; for the paper, the published fit MSE).
+residuals; for the paper, the published fit MSE), with the uncertainty of that noise's own estimate
+(``analysis.resampling.std_factors``; Student's t for a prediction without bootstrap samples).
 """
 
 from __future__ import annotations
@@ -14,13 +15,13 @@ from pathlib import Path
 from typing import Mapping
 
 import numpy as np
-from scipy.stats import norm
 
 from analysis.allocation import BILLION, AllocationSolver, FlopModel, inference_flops, loss_law_callable
 from analysis.config import InferenceSetup
 from analysis.intervals import percentile_interval
 from analysis.law_forms import get_form
-from analysis.runs import run_relative_std
+from analysis.resampling import std_factors
+from analysis.runs import noise_degrees_of_freedom, noise_quantile, run_relative_std
 
 
 #: The laws document's format (2: optima interior flags, measured grids, recipe curves, run-noise bootstrap).
@@ -57,6 +58,7 @@ class LawSet:
         self.context_tokens = float(setup.get("context_tokens", self.flop_model.context_tokens))
         self.inference = InferenceSetup(**setup["inference"]).resolved(int(self.context_tokens))
         self.noise_relative_std = run_relative_std(setup.get("noise")) or 0.0  # a prediction interval is one run's
+        self.noise_dof = noise_degrees_of_freedom(setup.get("noise"))  # None: the noise treated as known
         self.level = float(level if level is not None else document.get("config", {}).get("confidence_level", 0.95))
         self.seed = seed
         self._solver: AllocationSolver | None = None
@@ -107,10 +109,12 @@ class LawSet:
         if samples is not None and samples.size >= 2:
             samples = samples[np.isfinite(samples)]
             record["interval"] = list(percentile_interval(samples, self.level))
-            noisy = samples * (1 + self.noise_relative_std * rng.standard_normal(samples.size))
+            sigma = self.noise_relative_std * (std_factors(self.noise_dof, samples.size, self.seed)
+                                               if self.noise_dof is not None else 1.0)
+            noisy = samples * (1 + sigma * rng.standard_normal(samples.size))
             record["prediction_interval"] = list(percentile_interval(noisy, self.level))
         elif self.noise_relative_std > 0:
-            half = norm.ppf(0.5 + self.level / 2) * self.noise_relative_std * value
+            half = noise_quantile(self.level, self.noise_dof) * self.noise_relative_std * value
             record["prediction_interval"] = [value - half, value + half]
         return record
 

@@ -53,7 +53,7 @@ from analysis.recipe_comparison import (
     reduction_curve,
 )
 from analysis.resampling import SCHEME, RunNoise
-from analysis.runs import RunsTable
+from analysis.runs import RunsTable, noise_degrees_of_freedom, noise_std_interval
 from analysis.selection import Selection, select_runs
 
 #: Laws without which the downstream commands cannot run. A batch-size law that cannot be fitted because its
@@ -83,7 +83,8 @@ def fit_laws(table: RunsTable, config: FitConfig, log: Callable[[str], None] | N
     started = time.perf_counter()
     selection = select_runs(table, config)
     noise = RunNoise.draw(selection.resampled_run_ids(), config.bootstrap_resamples, config.seed)
-    noise.relative_std, noise_source = _relative_noise(selection, config)
+    relative_std, noise_source, noise_dof = _relative_noise(selection, config)
+    noise.set_std(relative_std, noise_dof, config.seed)
     cell_std = noise.relative_std / np.sqrt(selection.seeds_per_cell)
     points = OptimumPoints.find(selection, noise, config)
     log(f"optima: {len(selection.fitting)} fitting sizes x {selection.budgets.size} budgets, {noise.resamples} resamples "
@@ -130,18 +131,21 @@ def _fit(data, log, started) -> LawFit:
     return fit
 
 
-def _relative_noise(selection: Selection, config: FitConfig) -> tuple[float, str]:
-    """The run-to-run relative std and where it comes from: the noise-floor seeds, else the loss law's residuals
-    (those of cells, scaled by the square root of the seeds per cell to one run's)."""
+def _relative_noise(selection: Selection, config: FitConfig) -> tuple[float, str, float | None]:
+    """The run-to-run relative std, where it comes from and the degrees of freedom of its estimate: the
+    noise-floor seeds, else the loss law's residuals (those of cells, scaled by the square root of the
+    seeds per cell to one run's; points minus the law's parameters)."""
     if selection.noise:
-        return float(selection.noise["relative_std"]), selection.noise["source"]
+        return float(selection.noise["relative_std"]), selection.noise["source"], noise_degrees_of_freedom({"detail": selection.noise})
     points = OptimumPoints.find(selection, None, config)
     least_squares = 1.0  # a Huber delta far above any log residual: plain least squares
     fit = fit_full_data(optimum_datasets(points, selection.grid_run_ids, config, least_squares)["loss_optimal"])
     if not fit.fitted:
-        return 0.0, "none: no noise-floor seeds, and L(N, T) could not be fitted to estimate it from residuals"
+        return 0.0, "none: no noise-floor seeds, and L(N, T) could not be fitted to estimate it from residuals", None
+    dof = fit.result.points - len(fit.result.parameters)
     return (float(fit.result.rmse_log) * float(np.sqrt(selection.seeds_per_cell)),
-            "RMS log residual of a least-squares fit of L(N, T) to the optima (no noise-floor seeds)")
+            "RMS log residual of a least-squares fit of L(N, T) to the optima (no noise-floor seeds)",
+            float(dof) if dof > 0 else None)
 
 
 def _compute_optimal(selection: Selection, points: OptimumPoints, fits: dict, curves: np.ndarray, target) -> tuple[dict, dict]:
@@ -271,9 +275,13 @@ def _setup_record(selection: Selection, noise: RunNoise, noise_source: str) -> d
 def _noise_record(selection: Selection, noise: RunNoise, source: str) -> dict:
     """``setup.noise``: ``relative_std`` is the noise of the loss the laws are fitted to, a cell's (the mean of its
     ``seeds_per_cell`` replicates): ``run_relative_std / sqrt(seeds_per_cell)``; ``run_relative_std`` is one run's."""
-    seeds = selection.seeds_per_cell
+    seeds, level = selection.seeds_per_cell, selection.config.confidence_level
+    dof = noise.degrees_of_freedom
+    interval = noise_std_interval(noise.relative_std, dof, level)
     return {"relative_std": noise.relative_std / np.sqrt(seeds) if seeds > 1 else noise.relative_std,
             "run_relative_std": noise.relative_std, "seeds_per_cell": seeds, "source": source,
+            "degrees_of_freedom": dof, "level": level, "run_relative_std_interval": interval,
+            "relative_std_interval": None if interval is None else [v / np.sqrt(seeds) for v in interval],
             **({"detail": selection.noise} if selection.noise else {})}
 
 

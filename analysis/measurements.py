@@ -134,6 +134,9 @@ def noise(document: dict, validation_weights: str, dof: int | None, protocol_spr
     record = {
         "relative_std": sigma, "run_relative_std": run_sigma, "seeds_per_cell": int(measured.get("seeds_per_cell", 1)),
         "source": measured.get("source"), "degrees_of_freedom": dof,
+        "degrees_of_freedom_range": detail.get("degrees_of_freedom_range"),
+        "relative_std_interval": measured.get("relative_std_interval"),
+        "run_relative_std_interval": measured.get("run_relative_std_interval"), "level": measured.get("level"),
         "loss_column": document["config"].get("loss_column"), "validation_weights": validation_weights,
         "seed_cells": [{k: g[k] for k in ("size", "batch_clips", "learning_rate", "seeds")} for g in detail.get("groups", [])],
         "huber_delta_loss": setup.get("huber_delta_loss"),

@@ -3,7 +3,10 @@
 A run's loss curve is one draw of the run-to-run noise (a seed gives the whole curve), so a resample
 scales each run's whole curve by ``1 + sigma z`` with ``z`` standard normal, one ``z`` per run and
 resample, and ``sigma`` the run-to-run relative standard deviation (from the noise-floor seeds, or
-the residuals of the loss law when there are none). A grid cell whose loss is the mean of k replicate
+the residuals of the loss law when there are none). ``sigma`` is itself an estimate, on ``nu`` degrees
+of freedom (``analysis.runs.effective_degrees_of_freedom``), so each resample draws its own:
+``sigma_hat * sqrt(nu / chi2_nu)`` (the scaled inverse chi-square distribution of a normal variance
+given its estimate), which gives the intervals the tails of Student's t with ``nu`` degrees of freedom. A grid cell whose loss is the mean of k replicate
 runs is scaled by ``1 + sigma`` times the mean of their k draws. Every law is refitted on the same resampled
 runs, so the precise and the conventional recipe are paired resample by resample; no design cell
 (size, batch size, learning rate) is ever left out or repeated, as resampling the runs themselves
@@ -17,7 +20,8 @@ from dataclasses import dataclass
 import numpy as np
 
 SCHEME = ("each run's loss curve scaled by 1 + sigma z (z standard normal, one per run and resample; sigma: "
-          "setup.noise.relative_std), the same resampled runs for every law")
+          "setup.noise.run_relative_std times sqrt(nu / chi2_nu), drawn once per resample, nu: "
+          "setup.noise.degrees_of_freedom), the same resampled runs for every law")
 
 
 @dataclass
@@ -27,11 +31,19 @@ class RunNoise:
     run_ids: list[str]
     draws: np.ndarray
     relative_std: float = 0.0
+    #: Per resample, the factor on ``relative_std`` for the uncertainty of its estimate; None: known exactly.
+    std_factors: np.ndarray | None = None
+    degrees_of_freedom: float | None = None
 
     @classmethod
     def draw(cls, run_ids: list[str], resamples: int, seed: int) -> "RunNoise":
         rng = np.random.default_rng(seed)
         return cls(list(run_ids), rng.standard_normal((resamples, len(run_ids))))
+
+    def set_std(self, relative_std: float, degrees_of_freedom: float | None, seed: int) -> None:
+        """The run-to-run relative std and the degrees of freedom of its estimate (None: known exactly)."""
+        self.relative_std, self.degrees_of_freedom = float(relative_std), degrees_of_freedom
+        self.std_factors = std_factors(degrees_of_freedom, self.resamples, seed)
 
     @property
     def resamples(self) -> int:
@@ -50,7 +62,8 @@ class RunNoise:
                 if units else np.empty((self.resamples, 0))
         except KeyError as error:
             raise KeyError(f"run {error.args[0]!r} has no noise draws (not among the resampled runs)") from None
-        return np.concatenate([np.ones((1, len(units))), 1 + self.relative_std * draws])
+        sigma = self.relative_std if self.std_factors is None else self.relative_std * self.std_factors[:, None]
+        return np.concatenate([np.ones((1, len(units))), 1 + sigma * draws])
 
     def losses(self, run_ids: list, losses: np.ndarray) -> np.ndarray:
         """``losses`` ``(runs, budgets)`` as measured (row 0) and in every resample: ``(resamples + 1, runs, budgets)``."""
@@ -62,3 +75,13 @@ class RunNoise:
         with np.errstate(invalid="ignore"):
             counts = np.isfinite(resampled).sum(1)
             return np.where(counts > 0, np.nansum(resampled, 1) / np.maximum(counts, 1), np.nan)
+
+
+def std_factors(degrees_of_freedom: float | None, resamples: int, seed: int) -> np.ndarray | None:
+    """``sqrt(nu / chi2_nu)`` draws ``(resamples,)``: a standard deviation estimated on ``nu`` degrees of freedom,
+    relative to its estimate (module docstring); None when ``nu`` is None (the std treated as known).
+    Drawn from their own stream (``seed`` and a constant), so the per-run draws do not depend on them."""
+    if degrees_of_freedom is None:
+        return None
+    rng = np.random.default_rng([int(seed), 0x5D])
+    return np.sqrt(degrees_of_freedom / rng.chisquare(degrees_of_freedom, resamples))

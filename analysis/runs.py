@@ -24,6 +24,7 @@ from typing import Iterable, Sequence
 
 import numpy as np
 import pandas as pd
+from scipy import stats
 
 from pipeline.formats import RUN_COLUMNS as WRITTEN_RUN_COLUMNS
 from pipeline.formats import RUNS_TABLE_COLUMNS as WRITTEN_COLUMNS
@@ -367,6 +368,10 @@ def run_to_run_noise(table: RunsTable, budgets: Sequence[float], column: str, to
     with the grid (or conventional) run of the same cell, which is one more seed; groups of at least
     two distinct seeds give a relative standard deviation (ddof=1) per budget; the pooled value is
     the root mean of the relative variances. ``None`` when no group has two completed seeds.
+
+    ``degrees_of_freedom`` is that of the pooled estimate (:func:`effective_degrees_of_freedom`): a seed
+    gives a run's whole curve, so its deviations at two budgets are correlated and the budgets are not
+    independent measurements of the noise.
     """
     noise = table.completed(series=["noise"])
     if noise.empty:
@@ -378,18 +383,22 @@ def run_to_run_noise(table: RunsTable, budgets: Sequence[float], column: str, to
     runs = runs[~runs.duplicated(subset=["size", "batch_clips", "learning_rate", "seed"], keep="first")]
     groups = []
     variances = []
+    deviations = []
     per_budget = {float(b): [] for b in budgets}
     for (size, batch, rate), group in runs.groupby(["size", "batch_clips", "learning_rate"]):
         if len(group) < 2:
             continue
         matrix = table.loss_matrix(list(group.index), budgets, column, tolerance)
-        relative = np.nanstd(matrix, axis=0, ddof=1) / np.nanmean(matrix, axis=0)
         counts = np.sum(np.isfinite(matrix), axis=0)
+        with np.errstate(invalid="ignore", divide="ignore"):
+            mean = np.where(counts > 0, np.nansum(matrix, axis=0) / np.maximum(counts, 1), np.nan)
+            relative = np.sqrt(np.nansum((matrix - mean) ** 2, axis=0) / np.maximum(counts - 1, 1)) / mean
         relative[counts < 2] = np.nan
         for budget, value in zip(budgets, relative):
             if np.isfinite(value):
                 per_budget[float(budget)].append(float(value))
                 variances.append(float(value) ** 2)
+        deviations.append(np.where(counts >= 2, matrix / mean - 1, np.nan))
         groups.append({"size": size, "batch_clips": int(batch), "learning_rate": float(rate), "seeds": len(group), "runs": list(group.index)})
     if not variances:
         return None
@@ -398,9 +407,83 @@ def run_to_run_noise(table: RunsTable, budgets: Sequence[float], column: str, to
         "relative_std_by_budget": [
             {"tokens": b, "relative_std": float(np.sqrt(np.mean(np.square(v)))) if v else None} for b, v in per_budget.items()
         ],
+        **effective_degrees_of_freedom(deviations),
         "groups": groups,
         "source": "noise-floor seeds (series=noise) and the grid run of the same cell",
     }
+
+
+def effective_degrees_of_freedom(deviations: list[np.ndarray]) -> dict:
+    """Degrees of freedom of a relative variance pooled over budgets, from each group's relative deviations.
+
+    ``deviations``: per group of replicate runs, ``(runs, budgets)`` relative deviations from the group's
+    mean (NaN where a run or the budget is missing). A group of ``n`` runs estimates the variance at one
+    budget on ``n - 1`` degrees of freedom; the mean over ``m`` budgets would have ``(n - 1) m`` if the
+    budgets were independent and ``n - 1`` if a run's deviation were the same at every budget. For normal
+    deviations whose correlation between budgets ``i`` and ``j`` is ``rho_ij``, the covariance of the two
+    sample variances is ``2 sigma^4 rho_ij^2 / (n - 1)``, so the mean over the budgets has
+    ``(n - 1) m^2 / sum_ij rho_ij^2`` degrees of freedom (Satterthwaite). ``rho_ij`` is the correlation of
+    the deviations pooled over the groups (squared sample correlations err upwards, so the count errs low);
+    each group's count is kept between the two extremes and the groups' counts add.
+
+    Returns ``degrees_of_freedom`` and ``degrees_of_freedom_range`` ([runs alone, runs x budgets]).
+    """
+    if not deviations:
+        return {"degrees_of_freedom": None, "degrees_of_freedom_range": None}
+    budgets = deviations[0].shape[1]
+    products, weights = np.zeros((budgets, budgets)), np.zeros((budgets, budgets))
+    for d in deviations:
+        for i in range(budgets):
+            for j in range(budgets):
+                both = np.isfinite(d[:, i]) & np.isfinite(d[:, j])
+                if both.sum() < 2:
+                    continue
+                norm = np.sqrt(np.sum(d[both, i] ** 2) * np.sum(d[both, j] ** 2))
+                if norm > 0:
+                    products[i, j] += (both.sum() - 1) * np.sum(d[both, i] * d[both, j]) / norm
+                    weights[i, j] += both.sum() - 1
+    with np.errstate(invalid="ignore"):
+        rho = np.where(weights > 0, products / np.where(weights > 0, weights, 1), 0.0)
+    np.fill_diagonal(rho, 1.0)
+    total = low = high = 0.0
+    for d in deviations:
+        used = np.flatnonzero(np.isfinite(d).sum(axis=0) >= 2)
+        if used.size == 0:
+            continue
+        runs = int(np.min(np.isfinite(d[:, used]).sum(axis=0)))
+        m = used.size
+        effective = (runs - 1) * m * m / float(np.sum(rho[np.ix_(used, used)] ** 2))
+        total += float(np.clip(effective, runs - 1, (runs - 1) * m))
+        low += runs - 1
+        high += (runs - 1) * m
+    return {"degrees_of_freedom": total, "degrees_of_freedom_range": [low, high]}
+
+
+def noise_degrees_of_freedom(noise: dict | None) -> float | None:
+    """Degrees of freedom of the run-to-run std in a laws document's ``setup.noise`` (its ``detail`` is
+    :func:`run_to_run_noise`'s record), or ``None`` (no estimate from seeds: treated as known)."""
+    detail = (noise or {}).get("detail") or {}
+    value = detail.get("degrees_of_freedom")
+    if isinstance(value, (int, float)) and np.isfinite(value) and value > 0:
+        return float(value)
+    groups = detail.get("groups") or []  # a record from before the effective count: the runs alone, the lower bound
+    runs = sum(max(int(g.get("seeds", 0)) - 1, 0) for g in groups)
+    return float(runs) if runs > 0 else None
+
+
+def noise_std_interval(relative_std: float, dof: float | None, level: float) -> list[float] | None:
+    """``level`` interval of a standard deviation estimated on ``dof`` degrees of freedom (chi-square)."""
+    if dof is None or not relative_std:
+        return None
+    tail = (1 - level) / 2
+    return [float(relative_std * np.sqrt(dof / stats.chi2.ppf(1 - tail, dof))),
+            float(relative_std * np.sqrt(dof / stats.chi2.ppf(tail, dof)))]
+
+
+def noise_quantile(level: float, dof: float | None) -> float:
+    """The two-sided ``level`` quantile of a difference in units of a noise estimated on ``dof`` degrees of
+    freedom: Student's t (the normal one when ``dof`` is None, the noise treated as known)."""
+    return float(stats.norm.ppf(0.5 + level / 2) if dof is None else stats.t.ppf(0.5 + level / 2, dof))
 
 
 def run_relative_std(noise: dict | None) -> float | None:

@@ -18,19 +18,9 @@ import functools
 import numpy as np
 from scipy.stats import studentized_range
 
-from analysis.runs import same_learning_rate
+from analysis.runs import noise_degrees_of_freedom, same_learning_rate
 
 KINDS = ("whole", "batch", "learning_rate")
-
-
-def noise_degrees_of_freedom(noise: dict) -> int | None:
-    """Degrees of freedom of the seeds' noise estimate: (seeds - 1) per cell, times the budgets it is pooled over."""
-    detail = noise.get("detail") or {}
-    groups = detail.get("groups") or []
-    if not groups:
-        return None
-    budgets = sum(1 for b in detail.get("relative_std_by_budget", []) if b.get("relative_std") is not None) or 1
-    return sum(max(int(g.get("seeds", 0)) - 1, 0) for g in groups) * budgets
 
 
 @functools.lru_cache(maxsize=None)

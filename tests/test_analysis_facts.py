@@ -189,7 +189,8 @@ def test_claim_3b_compares_the_predicted_cell_with_its_best_neighbour_within_the
     others = [c["loss"] for c in group["cells"] if not (np.isclose(c["batch_clips"] * per_clip, predicted["batch_tokens"])
                                                        and np.isclose(c["learning_rate"], predicted["learning_rate"]))]
     margin = min(others) / predicted["measured_loss"] - 1
-    half = stats.norm.ppf(0.5 + LEVEL / 2) * np.sqrt(2) * sigma
+    dof = results["laws"]["setup"]["noise"]["degrees_of_freedom"]
+    half = (stats.norm.ppf(0.5 + LEVEL / 2) if dof is None else stats.t.ppf(0.5 + LEVEL / 2, dof)) * np.sqrt(2) * sigma
     test = results["facts"]["claims"]["claim_3b"]["tests"][0]
     assert test["value"] == pytest.approx(margin) and test["interval"] == pytest.approx([margin - half, margin + half])
 
@@ -242,7 +243,14 @@ def test_sensitivity_matches_the_grid_and_the_studentized_range(results):
 def test_scorecard_sections_and_keys(results):
     card = results["scorecard"]
     assert {"performance", "design", "loss_law", "heldout", "empirical_nopt_fitted", "claim_3c", "verdicts"} <= set(card)
-    assert set(card["design"]) == {"fitting_sizes", "n_span", "t_span_min", "b_edge_fraction", "lr_edge_fraction", "noise_relative_std"}
+    assert set(card["design"]) == {"fitting_sizes", "n_span", "t_span_min", "b_edge_fraction", "lr_edge_fraction", "noise_relative_std",
+                                   "noise_relative_std_interval", "noise_degrees_of_freedom"}
+    noise = results["laws"]["setup"]["noise"]
+    dof, sigma = noise["degrees_of_freedom"], noise["relative_std"]
+    expected = [sigma * np.sqrt(dof / stats.chi2.ppf(1 - (1 - LEVEL) / 2, dof)), sigma * np.sqrt(dof / stats.chi2.ppf((1 - LEVEL) / 2, dof))]
+    assert card["design"]["noise_relative_std_interval"] == pytest.approx(expected)
+    low, high = noise["detail"]["degrees_of_freedom_range"]
+    assert card["design"]["noise_degrees_of_freedom"] == dof and low <= dof <= high
     assert set(card["loss_law"]) == {"l_inf", "l_inf_low", "l_inf_high", "on_bound"}
     assert set(card["heldout"]) == {"sizes", "mean_abs_error", "covered", "points"}
     assert {"points", "verdict", "cell"} <= set(card["claim_3c"])

@@ -5,6 +5,7 @@ reached and makes its cell unstable at the later ones, and a cell with a failed 
 import numpy as np
 import pandas as pd
 import pytest
+from scipy import stats
 
 from analysis.blas import limit_openblas_threads
 from analysis.config import config_from_dict
@@ -121,6 +122,23 @@ def test_a_cells_resampled_factor_averages_its_replicates_draws():
     assert np.allclose(factors[1:, 0], 1 + 0.02 * noise.draws[:, :3].mean(axis=1))
     assert np.allclose(factors[1:, 1], 1 + 0.02 * noise.draws[:, 3])
     assert np.std(factors[1:, 0]) == pytest.approx(0.02 / np.sqrt(3), rel=0.03)
+
+
+def test_each_resample_draws_the_noise_level_from_its_estimates_uncertainty():
+    noise = RunNoise.draw(["a", "b"], resamples=40000, seed=0)
+    noise.set_std(0.02, degrees_of_freedom=6.0, seed=0)
+    factors = noise.factors(["a", ("a", "b")])
+    # sigma_hat z sqrt(nu / chi2_nu) is sigma_hat times Student's t on nu degrees of freedom
+    t_draws = (factors[1:, 0] - 1) / 0.02
+    for q in (0.9, 0.975, 0.995):
+        assert np.quantile(t_draws, q) == pytest.approx(stats.t.ppf(q, 6), rel=0.04)
+    assert np.all(factors[0] == 1)
+    # the per-run draws are those of a known noise level, so the two schemes are paired run by run
+    known = RunNoise.draw(["a", "b"], resamples=40000, seed=0)
+    known.relative_std = 0.02
+    assert np.array_equal(np.sign(known.factors(["a"])[1:] - 1), np.sign(factors[1:, :1] - 1))
+    noise.set_std(0.02, degrees_of_freedom=None, seed=0)  # None: the level is known
+    assert np.array_equal(noise.factors(["a"]), known.factors(["a"]))
 
 
 def test_the_laws_see_the_noise_of_a_cells_mean(frame):

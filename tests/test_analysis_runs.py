@@ -3,10 +3,22 @@
 import numpy as np
 import pandas as pd
 import pytest
+from scipy import stats
 
 from analysis.blas import limit_openblas_threads
 from analysis.optima import SizeGrid, find_optima, near_optimal_band
-from analysis.runs import RunsTable, RunsTableError, cluster_budgets, interpolate_loglog, load_runs, run_to_run_noise
+from analysis.runs import (
+    RunsTable,
+    RunsTableError,
+    cluster_budgets,
+    effective_degrees_of_freedom,
+    interpolate_loglog,
+    load_runs,
+    noise_degrees_of_freedom,
+    noise_quantile,
+    noise_std_interval,
+    run_to_run_noise,
+)
 from analysis.synthetic_runs import SyntheticDesign, synthetic_runs
 
 limit_openblas_threads()  # as the fitting commands do: one OpenBLAS thread
@@ -112,6 +124,46 @@ def test_noise_floor_from_seeds(frame):
     noise = run_to_run_noise(table, table.default_budgets(0.05), "validation_loss", 0.05)
     assert noise is not None and 0 < noise["relative_std"] < 2e-3
     assert noise["groups"][0]["seeds"] == 5  # 4 noise seeds and the grid run of the same cell
+
+
+def test_the_noise_estimates_degrees_of_freedom_follow_the_correlation_between_budgets():
+    rng = np.random.default_rng(0)
+    runs, budgets, groups = 6, 5, 3
+
+    def deviations(rho):
+        # each run's relative deviations: equicorrelated normals across the budgets
+        shared = rng.standard_normal((runs, 1))
+        own = rng.standard_normal((runs, budgets))
+        d = np.sqrt(rho) * shared + np.sqrt(1 - rho) * own
+        return d - d.mean(axis=0)
+
+    same = effective_degrees_of_freedom([np.tile(rng.standard_normal((runs, 1)), (1, budgets)) for _ in range(groups)])
+    assert same["degrees_of_freedom"] == pytest.approx(groups * (runs - 1))  # one run, one deviation
+    assert same["degrees_of_freedom_range"] == [groups * (runs - 1), groups * (runs - 1) * budgets]
+    # Satterthwaite for equicorrelated budgets: (n - 1) m^2 / (m + m (m - 1) rho^2) per group; the correlation
+    # is estimated from 3 groups of 6 runs, so the count only roughly matches and errs low
+    for rho in (0.0, 0.5):
+        exact = groups * (runs - 1) * budgets / (1 + (budgets - 1) * rho**2)
+        counts = [effective_degrees_of_freedom([deviations(rho) for _ in range(groups)])["degrees_of_freedom"] for _ in range(200)]
+        assert 0.6 * exact < np.median(counts) <= 1.02 * exact
+    # a missing budget of one group is left out of that group's count
+    partial = [deviations(0.0) for _ in range(groups)]
+    partial[0][:, -1] = np.nan
+    assert effective_degrees_of_freedom(partial)["degrees_of_freedom_range"] == [groups * (runs - 1),
+                                                                                 (runs - 1) * (budgets - 1) + 2 * (runs - 1) * budgets]
+
+
+def test_noise_interval_and_quantile_are_the_chi_square_and_students_t():
+    low, high = noise_std_interval(0.02, 10.0, 0.95)
+    assert low == pytest.approx(0.02 * np.sqrt(10 / stats.chi2.ppf(0.975, 10)))
+    assert high == pytest.approx(0.02 * np.sqrt(10 / stats.chi2.ppf(0.025, 10)))
+    assert noise_std_interval(0.02, None, 0.95) is None
+    assert noise_quantile(0.95, 10.0) == pytest.approx(stats.t.ppf(0.975, 10))
+    assert noise_quantile(0.95, None) == pytest.approx(1.959964, rel=1e-6)
+    recorded = {"detail": {"degrees_of_freedom": 23.5, "groups": [{"seeds": 5}] * 3}}
+    assert noise_degrees_of_freedom(recorded) == 23.5
+    assert noise_degrees_of_freedom({"detail": {"groups": [{"seeds": 5}] * 3}}) == 12  # older record: the runs alone
+    assert noise_degrees_of_freedom(None) is None
 
 
 def quadratic_grid(center_lr=1.3e-3, center_batch=5000.0, lrs=(5e-4, 1e-3, 2e-3, 4e-3), batches=(2048, 4096, 8192)):
