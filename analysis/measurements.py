@@ -281,6 +281,8 @@ def performance(record: dict | None) -> dict | None:
         out["parts"] = [{"part": name, **part, "model_flops_per_s": part["model_flops"] / part["seconds"] if part["seconds"] else None}
                         for name, part in parts.items()]
         out["other_seconds"] = record["grid_job_seconds"] - sum(part["seconds"] for part in parts.values())
+    if record.get("by_shape"):  # per model shape (absent from records of older code)
+        out["by_shape"] = [dict(shape) for shape in record["by_shape"]]
     return out
 
 

@@ -20,6 +20,15 @@ says whether tiny-18k reaches the target of 6x ``before`` (reported, never asser
 shared machine are noisy). CPU threads: those of one training job (``training.threads``); bf16
 autocast on CUDA, fp32 on a CPU.
 
+``test_ensemble_member_scaling`` asks how far more members per job could go. At each fitting size and
+the grid's smallest batch (1 clip per member, where most of the grid's optima and job seconds lie), it
+times in turns the engine's step for k x M members (k = 1, 2, 4; M: the members of that size's job at
+that batch) and the matmul baseline (``harness.matmul_baseline``). A least-squares line through the
+three medians splits a step into a fixed part (per step, whatever the members) and a part per member;
+the model FLOP/s of M members and of the line's limit (the FLOPs of one member-step over the time per
+member) are given as fractions of the matmul rate. The limit bounds what packing more runs into a
+job can reach at that width.
+
 ``test_member_optimizer_against_torch_adamw`` times the optimizer step alone, at the same members and
 parameter count (gradient clipping included): ``MemberAdamW`` (fused AdamW's kernel, one call per
 learning rate) against ``torch.optim.AdamW(fused=True)`` with one param group per member row, the
@@ -45,6 +54,7 @@ from harness import (
     InterleavedTimer,
     caption_ids,
     engine_training_step,
+    matmul_baseline,
     run_context,
     training_dtype,
 )
@@ -54,8 +64,11 @@ BATCH_CLIPS = DEFAULT.middle_batch_clips
 TARGET_SIZE, TARGET_RATIO = "tiny-18k", 6.0
 ROUNDS, WARMUP_ROUNDS = 20, 3
 
+SCALING_FACTORS = (1, 2, 4)
+
 _results: dict[str, dict] = {}
 _optimizer_results: dict[str, dict] = {}
+_scaling_results: dict[str, dict] = {}
 
 
 def former_solo_step(config: VideoDiTConfig, learning_rate: float, batch_clips: int, seed: int = 0):
@@ -87,7 +100,7 @@ def former_solo_step(config: VideoDiTConfig, learning_rate: float, batch_clips: 
 
 
 def summary_lines() -> list[str]:
-    return member_steps_summary_lines() + optimizer_summary_lines()
+    return member_steps_summary_lines() + scaling_summary_lines() + optimizer_summary_lines()
 
 
 def member_steps_summary_lines() -> list[str]:
@@ -108,6 +121,23 @@ def member_steps_summary_lines() -> list[str]:
         verdict = "meets" if target["meets_target"] else "MISSES"
         lines.append(f"{TARGET_SIZE}: ensemble {target['ensemble_over_before']:.2f}x the member-steps/s of before "
                      f"({verdict} the {TARGET_RATIO:g}x target)")
+    return lines
+
+
+def scaling_summary_lines() -> list[str]:
+    if not _scaling_results:
+        return []
+    first = next(iter(_scaling_results.values()))
+    lines = ["", f"step time against members at {first['batch_clips']} clip(s) per member ({first['dtype']}, "
+                 f"{first['threads']} threads); medians of {ROUNDS} interleaved rounds with a {first['matmul_size']}^2 "
+                 "torch.mm; line: seconds = fixed + per member x members",
+             f"{'size':<10}{'M':>4}{'ms at M, 2M, 4M':>24}{'fixed ms':>10}{'per member ms':>15}{'matmul GFLOP/s':>16}"
+             f"{'fraction at M':>15}{'limit':>7}"]
+    for size, r in _scaling_results.items():
+        times = ", ".join(f"{point['median_s'] * 1e3:.2f}" for point in r["points"])
+        lines.append(f"{size:<10}{r['members']:>4}{times:>24}{r['fixed_s'] * 1e3:>10.2f}{r['per_member_s'] * 1e3:>15.3f}"
+                     f"{r['matmul_flops_per_s'] / 1e9:>16.1f}{r['fraction_at_job_members']:>15.3f}"
+                     f"{r['fraction_limit']:>7.3f}")
     return lines
 
 
@@ -151,6 +181,44 @@ def test_solo_against_ensemble_member_steps(benchmark, training_threads, size):
         result.update(target_ratio=TARGET_RATIO, meets_target=result["ensemble_over_before"] >= TARGET_RATIO)
     benchmark.extra_info.update(result)
     _results[size] = result
+
+
+def fit_line(members: list[int], seconds: list[float]) -> tuple[float, float]:
+    """Least-squares ``seconds = fixed + per_member * members``; returns ``(fixed, per_member)`` in seconds."""
+    x, y = torch.tensor(members, dtype=torch.float64), torch.tensor(seconds, dtype=torch.float64)
+    design = torch.stack([torch.ones_like(x), x], dim=1)
+    fixed, per_member = torch.linalg.lstsq(design, y[:, None]).solution[:, 0].tolist()
+    return fixed, per_member
+
+
+@pytest.mark.parametrize("size", DEFAULT.sizes)
+def test_ensemble_member_scaling(benchmark, training_threads, size):
+    batch_clips = min(int(b) for b in DEFAULT.config["grid"]["batch_clips"])
+    learning_rates = DEFAULT.job_learning_rates(size, batch_clips)
+    members = len(learning_rates)
+    config = DEFAULT.model_config(size)
+    dtype = training_dtype(DEVICE)
+    steps = {k * members: engine_training_step(DEFAULT, config, learning_rates * k, batch_clips) for k in SCALING_FACTORS}
+    baseline = matmul_baseline(DEVICE, dtype)
+    timer = InterleavedTimer({**{f"members={m}": step.run for m, step in steps.items()}, "matmul": baseline.run}, DEVICE)
+    timer.warm_up(WARMUP_ROUNDS)
+    benchmark.extra_info.update(run_context(DEVICE, dtype, batch_clips, DEFAULT.clip, config.attention, members=members))
+    benchmark.pedantic(timer.round, rounds=ROUNDS, iterations=1)
+    spreads = timer.spreads()
+    matmul_rate = baseline.flops / spreads["matmul"]["median_s"]
+    points = [{"members": m, **spreads[f"members={m}"], "flops": step.flops} for m, step in steps.items()]
+    fixed, per_member = fit_line([p["members"] for p in points], [p["median_s"] for p in points])
+    member_flops = steps[members].flops / members
+    result = {
+        "size": size, "members": members, "batch_clips": batch_clips, "points": points, "fixed_s": fixed,
+        "per_member_s": per_member, "member_step_flops": member_flops, "matmul_flops_per_s": matmul_rate,
+        "matmul_size": baseline.size, "matmul_spread": spreads["matmul"],
+        "fraction_at_job_members": steps[members].flops / points[0]["median_s"] / matmul_rate,
+        "fraction_limit": member_flops / per_member / matmul_rate,
+        "dtype": str(dtype).removeprefix("torch."), "threads": torch.get_num_threads(),
+    }
+    benchmark.extra_info.update(result)
+    _scaling_results[size] = result
 
 
 def torch_adamw_step(parameters: MemberParameters, learning_rates: list[float], max_norm: float | None):

@@ -13,7 +13,8 @@ rates beside the median. ``parts`` splits the jobs' time: ``training`` (the trai
 each ``job.json``'s ``wall_time_s``, FLOPs from its ``model_flops.training``) and ``validation`` (the
 validation passes: ``validation_wall_time_s``, ``model_flops.validation``), each with ``model_flops``,
 ``seconds`` and ``fraction_of_matmul``; the rest of the job seconds is start-up, data, checkpoints and
-files.
+files. ``by_shape`` gives the same figures per model shape (width x depth, from ``job.json``'s
+``model_config``), widest last: where the grid's fraction is lost.
 """
 
 from __future__ import annotations
@@ -78,7 +79,29 @@ def grid_performance(job_files: list[Path], benchmark_files: list[Path]) -> dict
     if all("validation_wall_time_s" in job for job in jobs):  # job records of older code lack the validation seconds
         record["parts"] = {part: _part(jobs, part, key, rate) for part, key in
                            (("training", "wall_time_s"), ("validation", "validation_wall_time_s"))}
+    if all(job.get("model_config") for job in jobs):
+        record["by_shape"] = _by_shape(jobs, [job_seconds(Path(path)) for path in benchmark_files], rate)
     return record
+
+
+def _by_shape(jobs: list[dict], seconds: list[float], rate: float) -> list[dict]:
+    """Per model shape (width, depth): jobs, runs, model FLOPs, job seconds and their fraction of ``rate``, and the
+    fraction of its training steps alone (``wall_time_s``, ``model_flops.training``); narrowest first."""
+    groups: dict[tuple[int, int], list[int]] = {}
+    for index, job in enumerate(jobs):
+        shape = (int(job["model_config"]["width"]), int(job["model_config"]["depth"]))
+        groups.setdefault(shape, []).append(index)
+    out = []
+    for (width, depth), indices in sorted(groups.items()):
+        flops = sum(float(jobs[i]["model_flops"]["total"]) for i in indices)
+        job_s = sum(seconds[i] for i in indices)
+        training_flops = sum(float(jobs[i]["model_flops"]["training"]) for i in indices)
+        training_s = sum(float(jobs[i]["wall_time_s"]) for i in indices)
+        out.append({"width": width, "depth": depth, "jobs": len(indices), "runs": sum(len(jobs[i]["members"]) for i in indices),
+                    "model_flops": flops, "job_seconds": job_s, "fraction_of_matmul": flops / job_s / rate if job_s > 0 else None,
+                    "training_seconds": training_s,
+                    "training_fraction_of_matmul": training_flops / training_s / rate if training_s > 0 else None})
+    return out
 
 
 def _part(jobs: list[dict], part: str, seconds_key: str, rate: float) -> dict:

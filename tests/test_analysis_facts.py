@@ -274,6 +274,10 @@ def test_scorecard_sections_and_keys(results):
     assert [p["part"] for p in split["parts"]] == ["training", "validation"]
     assert [p["model_flops_per_s"] for p in split["parts"]] == [pytest.approx(1.5e12 / 60.0), pytest.approx(0.5e12 / 25.0)]
     assert split["other_seconds"] == pytest.approx(100.0 - 60.0 - 25.0)
+    assert "by_shape" not in split
+    shapes = [{"width": 24, "depth": 1, "jobs": 3, "runs": 54, "model_flops": 1e12, "job_seconds": 70.0,
+               "fraction_of_matmul": 1e12 / 70.0 / 1e11, "training_seconds": 60.0, "training_fraction_of_matmul": 0.15}]
+    assert measurements.performance({**performance, "by_shape": shapes})["by_shape"] == shapes
 
 
 def test_learning_rate_edges_are_counted_by_where_the_best_cell_sits():

@@ -131,3 +131,15 @@ def test_bench_data_step_inputs_variants_build_the_same_tensors(tmp_path):
     for step in range(30):  # past an epoch of the 22 or so training clips
         for mine, former in zip(trainers["encoded"].step_inputs(step), trainers["per_batch"].step_inputs(step)):
             assert torch.equal(mine, former)
+
+
+def test_bench_ensemble_scaling_line_matches_numpy_polyfit():
+    """The member-scaling benchmark splits a step into fixed and per-member seconds by least squares; the split
+    equals numpy's degree-1 fit of the same points (and recovers an exact line)."""
+    import numpy as np
+
+    members, seconds = [18, 36, 72], [0.0078, 0.0123, 0.0219]
+    fixed, per_member = bench_ensemble.fit_line(members, seconds)
+    slope, intercept = np.polyfit(members, seconds, 1)
+    assert fixed == pytest.approx(intercept, rel=1e-9) and per_member == pytest.approx(slope, rel=1e-9)
+    assert bench_ensemble.fit_line([1, 2, 4], [1.5 + 0.25 * m for m in (1, 2, 4)]) == pytest.approx((1.5, 0.25))

@@ -24,11 +24,15 @@ def matmul(rate: float) -> dict:
     return {"flops_per_s": rate, "size": 1024, "threads": 1, "repeats": 7, "dtype": "float32", "device": "cpu"}
 
 
+SHAPES = [(24, 1), (96, 2), (24, 1)]  # each job's (width, depth)
+
+
 def write_jobs(folder, *, with_validation_seconds: bool = True, rates=True):
     jobs, benchmarks = [], []
     for i, (members, training, validation, train_s, validation_s, job_s, rate) in enumerate(JOBS):
         record = {"members": [{"run_id": f"r{i}_{m}"} for m in range(members)], "steps": 10, "wall_time_s": train_s,
-                  "model_flops": {"training": training, "validation": validation, "total": training + validation}}
+                  "model_flops": {"training": training, "validation": validation, "total": training + validation},
+                  "model_config": {"width": SHAPES[i][0], "depth": SHAPES[i][1], "heads": 1}}
         if with_validation_seconds:
             record["validation_wall_time_s"] = validation_s
         if rates:
@@ -56,6 +60,18 @@ def test_the_grid_and_its_parts_against_the_median_of_the_jobs_matmul_rates(tmp_
     assert training["seconds"] == 270.0 and validation["seconds"] == 50.0
     assert training["fraction_of_matmul"] == pytest.approx(9.0e12 / 270.0 / rate)
     assert validation["fraction_of_matmul"] == pytest.approx(2.5e12 / 50.0 / rate)
+
+
+def test_the_fraction_per_model_shape_against_sums_over_its_jobs(tmp_path):
+    jobs, benchmarks = write_jobs(tmp_path)
+    shapes = grid_performance(jobs, benchmarks)["by_shape"]
+    assert [(s["width"], s["depth"], s["jobs"], s["runs"]) for s in shapes] == [(24, 1, 2, 32), (96, 2, 1, 15)]
+    narrow = [j for j, shape in zip(JOBS, SHAPES) if shape == (24, 1)]
+    flops, seconds = sum(j[1] + j[2] for j in narrow), sum(j[5] for j in narrow)
+    assert shapes[0]["model_flops"] == flops and shapes[0]["job_seconds"] == seconds
+    assert shapes[0]["fraction_of_matmul"] == pytest.approx(flops / seconds / MEDIAN_RATE)
+    assert shapes[0]["training_fraction_of_matmul"] == pytest.approx(sum(j[1] for j in narrow) / sum(j[3] for j in narrow) / MEDIAN_RATE)
+    assert shapes[1]["fraction_of_matmul"] == pytest.approx(2.5e12 / 118.5 / MEDIAN_RATE)
 
 
 def test_a_job_that_trained_nothing_is_counted_without_a_rate(tmp_path):
