@@ -200,7 +200,7 @@ def scorecard(facts: dict) -> dict:
                    "noise_degrees_of_freedom": facts["noise"]["degrees_of_freedom"]},
         "loss_law": {"l_inf": l_inf.get("value"), "l_inf_low": interval[0], "l_inf_high": interval[1], "on_bound": l_inf.get("on_bound")},
         "heldout": {"sizes": heldout["sizes"], "mean_abs_error": heldout["mean_abs_error"], "covered": heldout["covered"],
-                    "points": heldout["with_interval"]},
+                    "points": heldout["with_interval"], "expected_mean_abs_error": heldout.get("expected_mean_abs_error")},
         "empirical_nopt_fitted": facts["empirical_compute_optimal"]["fitted"],
         "claim_3c": _claim_3c_card(facts),
         "verdicts": facts["verdicts"],

@@ -11,7 +11,7 @@ import csv
 from pathlib import Path
 
 import numpy as np
-from scipy.stats import binom
+from scipy.stats import binom, norm
 
 from analysis import paper
 from analysis.runs import RunsTable, run_relative_std
@@ -195,24 +195,37 @@ def allowed_misses(points: int, level: float) -> int:
 def heldout(document: dict, heldout_runs: dict | None, level: float) -> dict:
     """Held-out points (the fit's held-out sizes and the trained compute-optimal check): errors and coverage."""
     points = [{"kind": "heldout size", "size": r["size"], "tokens": r["tokens"], "predicted": r.get("predicted_loss"),
-               "measured": r["measured_loss"], "relative_error": r.get("relative_error"), "covered": r.get("covered")}
+               "measured": r["measured_loss"], "relative_error": r.get("relative_error"), "covered": r.get("covered"),
+               "prediction_interval": r.get("prediction_interval")}
               for r in document.get("heldout", {}).get("loss", []) if r.get("relative_error") is not None]
     groups = [g for g in (heldout_runs or {}).get("groups", [])]
     for g in groups:
         if g.get("kind") == "compute_optimal" and g.get("status") == "evaluated":
             points.append({"kind": "compute-optimal size", "size": g["size"], "tokens": g["tokens"],
                            "predicted": g["predicted_loss"]["value"], "measured": g.get("measured_loss"),
-                           "relative_error": g["relative_error"], "covered": g.get("covered")})
+                           "relative_error": g["relative_error"], "covered": g.get("covered"),
+                           "prediction_interval": g["predicted_loss"].get("prediction_interval")})
     errors = np.array([abs(p["relative_error"]) for p in points])
     with_interval = [p for p in points if p["covered"] is not None]
     misses = sum(not p["covered"] for p in with_interval)
+    expected = expected_abs_errors(points, level)
     return {
         "sizes": sorted({p["size"] for p in points}), "points": len(points), "level": level,
         "mean_abs_error": float(errors.mean()) if errors.size else None, "max_abs_error": float(errors.max()) if errors.size else None,
+        "expected_mean_abs_error": float(np.mean(expected)) if expected else None, "expected_points": len(expected),
         "with_interval": len(with_interval), "covered": len(with_interval) - misses, "misses": misses,
         "allowed_misses": allowed_misses(len(with_interval), level), "chance_quantile": CHANCE_QUANTILE,
         "table": points, "groups": [_heldout_group(g) for g in groups],
     }
+
+
+def expected_abs_errors(points: list[dict], level: float) -> list[float]:
+    """The |relative error| each point would show on average if its error were only what its prediction interval
+    holds (the law's uncertainty and one measurement's noise): sqrt(2/pi) s, with s the interval's half-width over
+    the normal quantile of ``level``, relative to the prediction (the interval read as a normal one)."""
+    z = float(norm.ppf(0.5 + level / 2))
+    return [float(np.sqrt(2 / np.pi) * (p["prediction_interval"][1] - p["prediction_interval"][0]) / (2 * z) / p["predicted"])
+            for p in points if p.get("prediction_interval") and p.get("predicted")]
 
 
 def _heldout_group(group: dict) -> dict:

@@ -252,7 +252,7 @@ def test_scorecard_sections_and_keys(results):
     low, high = noise["detail"]["degrees_of_freedom_range"]
     assert card["design"]["noise_degrees_of_freedom"] == dof and low <= dof <= high
     assert set(card["loss_law"]) == {"l_inf", "l_inf_low", "l_inf_high", "on_bound"}
-    assert set(card["heldout"]) == {"sizes", "mean_abs_error", "covered", "points"}
+    assert set(card["heldout"]) == {"sizes", "mean_abs_error", "covered", "points", "expected_mean_abs_error"}
     assert {"points", "verdict", "cell"} <= set(card["claim_3c"])
     optima = results["laws"]["optima"]
     assert card["design"]["b_edge_fraction"] == pytest.approx(sum(not o["interior_batch"] for o in optima) / len(optima))
@@ -398,3 +398,21 @@ def test_extra_learning_rates_are_those_beyond_the_rates_every_fitting_size_has(
                           {"size": "b", "role": "fitting", "cells": cells},
                           {"size": "h", "role": "heldout", "cells": [{"batch_clips": 1, "learning_rate": 8e-3}]}]}
     assert measurements.extra_learning_rates(document, {1e-3, 2e-3}) == {"a": [4e-3]}
+
+
+def test_the_held_out_error_expected_from_the_prediction_intervals_alone_against_a_simulation():
+    """Each point's 95% prediction interval, read as a normal spread s (relative to the prediction), gives the
+    |error| it would show on average; checked against the mean |error| of simulated normal errors."""
+    from scipy.stats import norm
+
+    level, z = 0.95, norm.ppf(0.975)
+    spreads = [0.012, 0.02, 0.008]  # relative std of each point's error
+    loss = [{"size": "tiny-1m", "tokens": 1e5 * (i + 1), "predicted_loss": 0.2, "measured_loss": 0.2 * (1 + e),
+             "relative_error": -e / (1 + e), "covered": True, "prediction_interval": [0.2 * (1 - z * s), 0.2 * (1 + z * s)]}
+             for i, (s, e) in enumerate(zip(spreads, [0.01, -0.02, 0.0]))]
+    loss.append({**loss[0], "tokens": 9e5, "prediction_interval": None, "covered": None})  # no interval: not counted
+    record = measurements.heldout({"heldout": {"loss": loss}}, None, level)
+    draws = np.random.default_rng(0).standard_normal((400_000, 1)) * np.array(spreads)
+    assert record["expected_points"] == 3
+    assert record["expected_mean_abs_error"] == pytest.approx(np.abs(draws).mean(), rel=5e-3)
+    assert record["mean_abs_error"] == pytest.approx(np.mean([abs(p["relative_error"]) for p in loss]))
