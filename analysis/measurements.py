@@ -11,10 +11,10 @@ import csv
 from pathlib import Path
 
 import numpy as np
-from scipy.stats import binom, norm
+from scipy.stats import binom
 
 from analysis import paper
-from analysis.runs import RunsTable, run_relative_std
+from analysis.runs import RunsTable, noise_quantile, run_relative_std
 from analysis.sensitivity import grid_column
 from analysis.verdicts import from_interval
 
@@ -223,7 +223,7 @@ def expected_abs_errors(points: list[dict], level: float) -> list[float]:
     """The |relative error| each point would show on average if its error were only what its prediction interval
     holds (the law's uncertainty and one measurement's noise): sqrt(2/pi) s, with s the interval's half-width over
     the normal quantile of ``level``, relative to the prediction (the interval read as a normal one)."""
-    z = float(norm.ppf(0.5 + level / 2))
+    z = noise_quantile(level, None)
     return [float(np.sqrt(2 / np.pi) * (p["prediction_interval"][1] - p["prediction_interval"][0]) / (2 * z) / p["predicted"])
             for p in points if p.get("prediction_interval") and p.get("predicted")]
 

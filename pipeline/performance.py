@@ -14,7 +14,7 @@ each ``job.json``'s ``wall_time_s``, FLOPs from its ``model_flops.training``) an
 validation passes: ``validation_wall_time_s``, ``model_flops.validation``), each with ``model_flops``,
 ``seconds`` and ``fraction_of_matmul``; the rest of the job seconds is start-up, data, checkpoints and
 files. ``by_shape`` gives the same figures per model shape (width x depth, from ``job.json``'s
-``model_config``), widest last: where the grid's fraction is lost.
+``model_config``), narrowest first: where the grid's fraction is lost.
 """
 
 from __future__ import annotations
@@ -64,7 +64,8 @@ def grid_performance(job_files: list[Path], benchmark_files: list[Path]) -> dict
     jobs = [json.loads(Path(path).read_text()) for path in job_files]
     matmul = jobs_matmul(jobs, job_files)
     flops = sum(float(job["model_flops"]["total"]) for job in jobs)
-    seconds = sum(job_seconds(Path(path)) for path in benchmark_files)
+    each_job_seconds = [job_seconds(Path(path)) for path in benchmark_files]
+    seconds = sum(each_job_seconds)
     rate = matmul["flops_per_s"]
     record = {
         "grid_model_flops": flops,
@@ -80,7 +81,7 @@ def grid_performance(job_files: list[Path], benchmark_files: list[Path]) -> dict
         record["parts"] = {part: _part(jobs, part, key, rate) for part, key in
                            (("training", "wall_time_s"), ("validation", "validation_wall_time_s"))}
     if all(job.get("model_config") for job in jobs):
-        record["by_shape"] = _by_shape(jobs, [job_seconds(Path(path)) for path in benchmark_files], rate)
+        record["by_shape"] = _by_shape(jobs, each_job_seconds, rate)
     return record
 
 
@@ -95,12 +96,10 @@ def _by_shape(jobs: list[dict], seconds: list[float], rate: float) -> list[dict]
     for (width, depth), indices in sorted(groups.items()):
         flops = sum(float(jobs[i]["model_flops"]["total"]) for i in indices)
         job_s = sum(seconds[i] for i in indices)
-        training_flops = sum(float(jobs[i]["model_flops"]["training"]) for i in indices)
-        training_s = sum(float(jobs[i]["wall_time_s"]) for i in indices)
+        training = _part([jobs[i] for i in indices], "training", "wall_time_s", rate)
         out.append({"width": width, "depth": depth, "jobs": len(indices), "runs": sum(len(jobs[i]["members"]) for i in indices),
                     "model_flops": flops, "job_seconds": job_s, "fraction_of_matmul": flops / job_s / rate if job_s > 0 else None,
-                    "training_seconds": training_s,
-                    "training_fraction_of_matmul": training_flops / training_s / rate if training_s > 0 else None})
+                    "training_seconds": training["seconds"], "training_fraction_of_matmul": training["fraction_of_matmul"]})
     return out
 
 
