@@ -11,7 +11,13 @@ reruns with each other). Three things are compared, each against what noise allo
   because both losses carry that noise; ``z`` the normal quantile of the confidence level (the
   fit's ``config.confidence_level``, 0.95 if absent). Runs found in one folder only are listed.
 * **Laws** (``laws.json``): every fitted parameter of every law, its value in each folder and
-  whether each value lies inside the other folder's interval.
+  whether each value lies inside the other folder's interval. That test is strict for two
+  estimates that both carry noise: with calibrated intervals of the same width, one value falls
+  outside the other's 95% interval about one time in six. So each parameter also gets the
+  difference in units of its standard error, ``(A - B) / sqrt(s_A**2 + s_B**2)``, each ``s`` read
+  from its folder's interval on the side facing the other value (half-width over ``z``), and the
+  chance that A's value would fall outside B's interval were both normal estimates of one value,
+  ``2 (1 - Phi(z s_B / sqrt(s_A**2 + s_B**2)))``; their sum is the count of such misses to expect.
 * **Verdicts** (``scorecard.json`` ``verdicts``, where present): one per claim, equal or changed.
 
 Finally, whether ``runs.csv`` and ``laws.json`` are identical apart from clock readings (the same cells
@@ -66,6 +72,13 @@ class ParameterDifference:
     identical: bool
     a_inside_b_interval: bool | None
     b_inside_a_interval: bool | None
+    #: (A - B) / sqrt(s_A**2 + s_B**2), standard errors from the intervals (module docstring); None without both intervals
+    difference_z: float | None = None
+    #: |difference_z| <= z at the confidence level: the two values agree within their joint uncertainty
+    consistent: bool | None = None
+    #: the chance that A would fall outside B's interval (and B outside A's) if both estimated one value
+    chance_a_outside_b: float | None = None
+    chance_b_outside_a: float | None = None
 
 
 @dataclass
@@ -87,6 +100,21 @@ class Comparison:
             counts[run.status] = counts.get(run.status, 0) + 1
         return counts
 
+    def interval_tests(self) -> dict[str, float | int]:
+        """Over the parameters with a value and an interval in both folders: how many values fall outside the
+        other folder's interval, how many such misses calibrated intervals would give (the sum of the chances),
+        and how many differences exceed z joint standard errors."""
+        tested = [p for p in self.parameters if p.difference_z is not None]
+        return {
+            "parameters": len(tested),
+            "a_outside_b_interval": sum(p.a_inside_b_interval is False for p in tested),
+            "a_outside_b_interval_expected": sum(p.chance_a_outside_b for p in tested),
+            "b_outside_a_interval": sum(p.b_inside_a_interval is False for p in tested),
+            "b_outside_a_interval_expected": sum(p.chance_b_outside_a for p in tested),
+            "inconsistent": sum(not p.consistent for p in tested),
+            "inconsistent_expected": (1.0 - self.confidence_level) * len(tested),
+        }
+
     @property
     def changed_verdicts(self) -> list[str]:
         return [claim for claim, (a, b) in self.verdicts.items() if a != b]
@@ -100,6 +128,7 @@ class Comparison:
         record = asdict(self)
         record["counts"] = self.counts()
         record["changed_verdicts"] = self.changed_verdicts
+        record["interval_tests"] = self.interval_tests()
         record["agrees"] = self.agrees
         return record
 
@@ -192,8 +221,36 @@ def _inside(value: float | None, interval) -> bool | None:
     return bool(interval[0] <= value <= interval[1])
 
 
-def compare_laws(laws_a: dict, laws_b: dict) -> list[ParameterDifference]:
-    """Every fitted parameter of every law present in either folder."""
+def _standard_error_toward(value: float, interval, other: float, z: float) -> float | None:
+    """``value``'s standard error read from its ``interval`` on the side that faces ``other`` (half-width over ``z``);
+    None without an interval, or when the value lies outside its own interval (no side to read)."""
+    if not _inside(value, interval):
+        return None
+    edge = interval[1] if other >= value else interval[0]
+    return abs(edge - value) / z
+
+
+def _joint(value_a, value_b, interval_a, interval_b, z: float) -> tuple:
+    """(difference_z, consistent, chance A outside B's interval, chance B outside A's) for one parameter."""
+    if value_a is None or value_b is None:
+        return None, None, None, None
+    s_a = _standard_error_toward(value_a, interval_a, value_b, z)
+    s_b = _standard_error_toward(value_b, interval_b, value_a, z)
+    if s_a is None or s_b is None:
+        return None, None, None, None
+    joint = math.hypot(s_a, s_b)
+    if joint == 0.0:
+        same = value_a == value_b
+        return (0.0 if same else math.copysign(math.inf, value_a - value_b)), same, 0.0, 0.0
+    difference = (value_a - value_b) / joint
+    outside_b = float(2.0 * stats.norm.sf(z * s_b / joint))
+    outside_a = float(2.0 * stats.norm.sf(z * s_a / joint))
+    return float(difference), bool(abs(difference) <= z), outside_b, outside_a
+
+
+def compare_laws(laws_a: dict, laws_b: dict, confidence: float = DEFAULT_CONFIDENCE) -> list[ParameterDifference]:
+    """Every fitted parameter of every law present in either folder; ``confidence``: the intervals' level."""
+    z = float(stats.norm.ppf(0.5 + confidence / 2))
     result = []
     fitted_a, fitted_b = laws_a.get("laws", {}), laws_b.get("laws", {})
     for law in sorted(set(fitted_a) | set(fitted_b)):
@@ -201,10 +258,11 @@ def compare_laws(laws_a: dict, laws_b: dict) -> list[ParameterDifference]:
         parameters_a, parameters_b = law_a.get("parameters") or {}, law_b.get("parameters") or {}
         for name in sorted(set(parameters_a) | set(parameters_b)):
             value_a, value_b = parameters_a.get(name), parameters_b.get(name)
+            interval_a, interval_b = (law_a.get("intervals") or {}).get(name), (law_b.get("intervals") or {}).get(name)
             result.append(ParameterDifference(
                 law, name, value_a, value_b, value_a == value_b,
-                _inside(value_a, (law_b.get("intervals") or {}).get(name)),
-                _inside(value_b, (law_a.get("intervals") or {}).get(name)),
+                _inside(value_a, interval_b), _inside(value_b, interval_a),
+                *_joint(value_a, value_b, interval_a, interval_b, z),
             ))
     return result
 
@@ -229,7 +287,7 @@ def compare_folders(folder_a: str | Path, folder_b: str | Path) -> Comparison:
     tolerance = z * math.sqrt(2.0) * noise if noise is not None else None
     comparison = Comparison(str(folder_a), str(folder_b), noise, confidence, tolerance)
     comparison.runs = compare_runs(_read_runs(folder_a), _read_runs(folder_b), tolerance)
-    comparison.parameters = compare_laws(laws_a, laws_b)
+    comparison.parameters = compare_laws(laws_a, laws_b, confidence)
     comparison.verdicts = compare_verdicts(folder_a, folder_b)
     comparison.identical_files = {
         "runs.csv": table_without_clocks(folder_a / "runs.csv") == table_without_clocks(folder_b / "runs.csv"),
@@ -266,8 +324,19 @@ def render(comparison: Comparison, limit: int = 20) -> str:
     unequal = [p for p in c.parameters if not p.identical]
     lines.append(f"law parameters: {len(c.parameters) - len(unequal)} of {len(c.parameters)} identical")
     for p in unequal:
+        joint = "" if p.difference_z is None else (
+            f"; (A - B) / joint standard error {p.difference_z:+.2f}, {'consistent' if p.consistent else 'inconsistent'}")
         lines.append(f"  {p.law}.{p.parameter}: A {p.value_a!r}, B {p.value_b!r}; A inside B's interval: "
-                     f"{_yes_no(p.a_inside_b_interval)}, B inside A's: {_yes_no(p.b_inside_a_interval)}")
+                     f"{_yes_no(p.a_inside_b_interval)}, B inside A's: {_yes_no(p.b_inside_a_interval)}{joint}")
+    tests = c.interval_tests()
+    if tests["parameters"]:
+        lines.append(
+            f"interval tests over {tests['parameters']} parameters with intervals in both folders: "
+            f"A outside B's interval {tests['a_outside_b_interval']} (calibrated intervals would give "
+            f"{tests['a_outside_b_interval_expected']:.2f}), B outside A's {tests['b_outside_a_interval']} "
+            f"({tests['b_outside_a_interval_expected']:.2f}); differences beyond z joint standard errors "
+            f"{tests['inconsistent']} ({tests['inconsistent_expected']:.2f})"
+        )
     if not c.verdicts:
         lines.append("verdicts: neither folder has scorecard.json")
     for claim, (a, b) in c.verdicts.items():

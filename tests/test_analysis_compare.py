@@ -11,7 +11,9 @@ import pandas as pd
 import pytest
 from scipy import stats
 
-from analysis.compare import compare_folders, main
+import numpy as np
+
+from analysis.compare import compare_folders, compare_laws, main
 
 REPOSITORY = Path(__file__).resolve().parent.parent
 NOISE = 0.02  # recorded run-to-run relative std written into both folders' laws.json below
@@ -45,7 +47,9 @@ def pair(tmp_path):
         changed.loc[rows, "validation_loss"] = [repr(float(v) * factor) for v in changed.loc[rows, "validation_loss"]]
     changed_laws = json.loads(json.dumps(laws))
     law = changed_laws["laws"]["learning_rate"]
-    law["parameters"]["b"] = law["intervals"]["b"][1] + 1.0  # outside A's interval
+    shift = law["intervals"]["b"][1] + 1.0 - law["parameters"]["b"]
+    law["parameters"]["b"] += shift  # outside A's interval, and B's interval moves with it
+    law["intervals"]["b"] = [edge + shift for edge in law["intervals"]["b"]]
     a = _folder(tmp_path / "a", runs, laws, {"claim_1": "supported", "claim_2": "inconclusive"})
     b = _folder(tmp_path / "b", changed, changed_laws, {"claim_1": "supported", "claim_2": "supported"})
     return a, b, {"small": small, "large": large, "dropped": dropped, "tolerance": tolerance, "runs": run_ids}
@@ -71,7 +75,14 @@ def test_law_parameters_and_verdicts_are_compared(pair):
     comparison = compare_folders(a, b)
     moved = [p for p in comparison.parameters if not p.identical]
     assert [(p.law, p.parameter) for p in moved] == [("learning_rate", "b")]
-    assert moved[0].b_inside_a_interval is False and moved[0].a_inside_b_interval is True
+    assert moved[0].b_inside_a_interval is False and moved[0].a_inside_b_interval is False
+    assert moved[0].consistent is False and moved[0].difference_z < 0  # moved 1.0 above A's upper edge
+    tests = comparison.interval_tests()
+    assert tests["b_outside_a_interval"] == tests["a_outside_b_interval"] == tests["inconsistent"] == 1
+    tested = [p for p in comparison.parameters if p.difference_z is not None]
+    assert tests["parameters"] == len(tested) > 1
+    assert tests["a_outside_b_interval_expected"] == pytest.approx(sum(p.chance_a_outside_b for p in tested))
+    assert tests["inconsistent_expected"] == pytest.approx(0.1 * len(tested))  # the pair's laws say 90%
     assert comparison.changed_verdicts == ["claim_2"]
     assert not comparison.agrees
 
@@ -107,3 +118,52 @@ def test_command_line_exit_status_and_json(pair, tmp_path, capsys):
     shutil.rmtree(b)
     assert main([str(a), str(b)]) == 2
     assert "laws.json: missing" in capsys.readouterr().err
+
+
+def _laws(parameters: dict, intervals: dict, confidence: float = 0.95) -> dict:
+    return {"config": {"confidence_level": confidence},
+            "laws": {"law": {"parameters": parameters, "intervals": intervals}}}
+
+
+def test_joint_standard_error_and_chance_of_a_miss_against_a_simulation():
+    """Two normal estimates of one value with standard errors 0.1 and 0.05 and symmetric 95% intervals: the
+    difference in joint standard errors is computed by hand; the chance that one falls outside the other's
+    interval is counted over simulated pairs."""
+    z = float(stats.norm.ppf(0.975))
+    s_a, s_b = 0.1, 0.05
+    a, b = 1.0, 1.12
+    comparison = compare_laws(
+        _laws({"x": a}, {"x": [a - z * s_a, a + z * s_a]}),
+        _laws({"x": b}, {"x": [b - z * s_b, b + z * s_b]}),
+    )
+    (parameter,) = comparison
+    assert parameter.difference_z == pytest.approx((a - b) / math.sqrt(s_a**2 + s_b**2))
+    assert parameter.consistent is True  # -1.07 joint standard errors
+    assert parameter.a_inside_b_interval is False  # 0.12 > 1.96 x 0.05
+    rng = np.random.default_rng(0)
+    draws_a, draws_b = rng.normal(0.0, s_a, 200_000), rng.normal(0.0, s_b, 200_000)
+    a_outside_b = np.mean(np.abs(draws_a - draws_b) > z * s_b)
+    b_outside_a = np.mean(np.abs(draws_b - draws_a) > z * s_a)
+    assert parameter.chance_a_outside_b == pytest.approx(a_outside_b, abs=0.005)
+    assert parameter.chance_b_outside_a == pytest.approx(b_outside_a, abs=0.005)
+    # equal widths: a calibrated 95% interval misses the other estimate about one time in six
+    (equal,) = compare_laws(_laws({"x": 0.0}, {"x": [-z, z]}), _laws({"x": 0.5}, {"x": [0.5 - z, 0.5 + z]}))
+    assert equal.chance_a_outside_b == pytest.approx(np.mean(np.abs(rng.normal(0, 1, 200_000) - rng.normal(0, 1, 200_000)) > z),
+                                                     abs=0.005)
+
+
+def test_joint_standard_error_reads_the_interval_side_that_faces_the_other_value():
+    z = float(stats.norm.ppf(0.975))
+    # A's interval is wide above and narrow below; B lies above A, so A's upper side counts, and B's lower side
+    (above,) = compare_laws(_laws({"x": 1.0}, {"x": [0.9, 1.0 + 4 * z]}), _laws({"x": 2.0}, {"x": [2.0 - 3 * z, 2.1]}))
+    assert above.difference_z == pytest.approx(-1.0 / 5.0)
+    (below,) = compare_laws(_laws({"x": 1.0}, {"x": [1.0 - 0.3 * z, 9.0]}), _laws({"x": 0.0}, {"x": [-5.0, 0.4 * z]}))
+    assert below.difference_z == pytest.approx(1.0 / 0.5)
+    assert below.consistent is False
+
+
+def test_parameters_without_an_interval_in_either_folder_are_not_tested():
+    (parameter,) = compare_laws(_laws({"x": 1.0}, {"x": [0.5, 1.5]}), _laws({"x": 1.2}, {}))
+    assert parameter.difference_z is None and parameter.consistent is None and parameter.chance_a_outside_b is None
+    (outside_own,) = compare_laws(_laws({"x": 1.0}, {"x": [1.1, 1.5]}), _laws({"x": 1.2}, {"x": [1.0, 1.4]}))
+    assert outside_own.difference_z is None and outside_own.b_inside_a_interval is True
