@@ -2,7 +2,11 @@
 
 ``python -m analysis.facts --laws results/laws.json --out results/facts.json --scorecard results/scorecard.json
 [--runs results/runs.csv] [--heldout results/heldout.json] [--protocol-spread FILE] [--caption-conditioning FILE]
-[--caption-match FILE] [--performance FILE] [--manifest FILE] [--benchmarks DIR]``
+[--caption-match FILE] [--compute-optimal-protocol-spread FILE] [--compute-optimal-caption-conditioning FILE]
+[--compute-optimal-caption-match FILE] [--performance FILE] [--manifest FILE] [--benchmarks DIR]``
+
+The first three evaluation files are the largest held-out model's, the ``--compute-optimal-*`` ones the
+compute-optimal held-out run's (``results/evaluation/{largest,compute_optimal}/``).
 
 ``facts.json`` top-level keys: ``schema``, ``provenance``, ``sources``, ``confidence_level``, ``verdict_rule``,
 ``paper`` (the published numbers the reports set beside ours), ``design``, ``noise``, ``claims`` (per claim:
@@ -14,7 +18,7 @@ verdict, tests, evidence; ``analysis.claims``), ``verdicts`` (claim -> verdict),
 (``analysis.open_questions``), ``notes`` (inputs given but unreadable, and the like).
 
 ``scorecard.json`` is the reader-facing subset: ``performance``, ``design``, ``loss_law``, ``heldout``,
-``empirical_nopt_fitted``, ``claim_3c``, ``verdicts`` (``analysis.compare`` reads ``verdicts``).
+``empirical_nopt_fitted``, ``claim_3c``, ``captions`` (per evaluated model), ``verdicts`` (``analysis.compare`` reads ``verdicts``).
 Rates, errors and noise are fractions everywhere; the confidence level is the fit config's.
 """
 
@@ -44,8 +48,11 @@ CLAIMS = ("claim_1", "claim_2", "claim_3a_batch_size", "claim_3a_learning_rate",
 #: Budgets (FLOPs) of the paper's compute-optimal figure: from the fitting runs' compute to past the target.
 PAPER_FIGURE_FLOPS = (1e18, 2 * paper.TARGET_FLOPS)
 INPUTS = {"heldout": "held-out evaluation", "protocol_spread": "validation-protocol spread",
-          "caption_conditioning": "caption conditioning", "caption_match": "caption match", "performance": "grid performance",
-          "manifest": "prepared data manifest"}
+          "caption_conditioning": "caption conditioning", "caption_match": "caption match",
+          "compute_optimal_protocol_spread": "validation-protocol spread of the compute-optimal run",
+          "compute_optimal_caption_conditioning": "caption conditioning of the compute-optimal run",
+          "compute_optimal_caption_match": "caption match of the compute-optimal run",
+          "performance": "grid performance", "manifest": "prepared data manifest"}
 
 
 def build_facts(document: dict, inputs: dict, table=None, benchmarks: str | None = None,
@@ -73,7 +80,7 @@ def build_facts(document: dict, inputs: dict, table=None, benchmarks: str | None
         "heldout": heldout, "empirical_compute_optimal": measurements.empirical_compute_optimal(document),
         "sensitivity": sens,
         "data_reuse": measurements.data_reuse(table, inputs["manifest"], document) if table is not None and inputs.get("manifest") else None,
-        "captions": measurements.captions(inputs.get("caption_conditioning"), inputs.get("caption_match"), inputs.get("protocol_spread")),
+        "captions": _captions(inputs),
         "performance": measurements.performance(inputs.get("performance")),
         "stage_timings": measurements.stage_timings(benchmarks, notes),
         "figures": figure_data(document),
@@ -84,6 +91,16 @@ def build_facts(document: dict, inputs: dict, table=None, benchmarks: str | None
     facts["verdicts"] = {name: facts["claims"][name]["verdict"] for name in CLAIMS}
     facts["notes"] = notes
     return facts
+
+
+def _captions(inputs: dict) -> dict:
+    """The caption checks of the largest held-out model (top level, the issue's target) and, under
+    ``compute_optimal``, of the compute-optimal held-out run when its evaluations were given."""
+    out = measurements.captions(inputs.get("caption_conditioning"), inputs.get("caption_match"), inputs.get("protocol_spread"))
+    names = ("caption_conditioning", "caption_match", "protocol_spread")
+    if any(inputs.get(f"compute_optimal_{name}") for name in names):
+        out["compute_optimal"] = measurements.captions(*(inputs.get(f"compute_optimal_{name}") for name in names))
+    return out
 
 
 def _law_summary(record: dict) -> dict:
@@ -203,8 +220,28 @@ def scorecard(facts: dict) -> dict:
                     "points": heldout["with_interval"], "expected_mean_abs_error": heldout.get("expected_mean_abs_error")},
         "empirical_nopt_fitted": facts["empirical_compute_optimal"]["fitted"],
         "claim_3c": _claim_3c_card(facts),
+        "captions": _captions_card(facts["captions"]),
         "verdicts": facts["verdicts"],
     }
+
+
+def _captions_card(captions: dict) -> dict:
+    """Per evaluated model (``largest``, ``compute_optimal``): its run, the caption gain (a fraction of the loss)
+    and its multiple of the validation protocol's spread, and the caption-match rates with their verdicts."""
+    card = {}
+    for model, block in (("largest", captions), ("compute_optimal", captions.get("compute_optimal"))):
+        if not block:
+            continue
+        gain, rates = block.get("gain") or {}, (block.get("match") or {}).get("rates") or {}
+        card[model] = {
+            "run_id": (block.get("run") or {}).get("run_id"),
+            "tokens_per_parameter": (block.get("run") or {}).get("tokens_per_parameter"),
+            "gain_relative": gain.get("relative"), "gain_multiple_of_protocol_spread": gain.get("multiple"),
+            "meets_target": gain.get("meets_target"),
+            **{f"{which}_rate": (rates.get(which) or {}).get("rate") for which in ("colour_present", "direction")},
+            **{f"{which}_verdict": (rates.get(which) or {}).get("verdict") for which in ("colour_present", "direction")},
+        }
+    return card
 
 
 def _claim_3c_card(facts: dict) -> dict:

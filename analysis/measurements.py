@@ -257,8 +257,14 @@ def empirical_compute_optimal(document: dict) -> dict:
 
 
 def captions(conditioning: dict | None, match: dict | None, protocol_spread: dict | None) -> dict:
-    """The caption-conditioning gain against the protocol's spread, and the caption-match rates against chance."""
+    """The caption-conditioning gain against the protocol's spread, and the caption-match rates against chance,
+    of one trained model (the three records' run); ``run``: which run, its size and training tokens."""
     out = {}
+    described = (conditioning or {}).get("run") or (protocol_spread or {}).get("run")
+    if described:
+        tokens, parameters = described.get("tokens"), described.get("non_embedding_parameters")
+        out["run"] = {"run_id": described.get("run_id"), "size": described.get("size"), "non_embedding_parameters": parameters,
+                      "tokens": tokens, "tokens_per_parameter": tokens / parameters if tokens and parameters else None}
     if conditioning:
         gain = conditioning.get("differences", {}).get("null_minus_captions", {})
         out["gain"] = {"absolute": gain.get("mean"), "relative": gain.get("relative"), "target_multiple": CAPTION_GAIN_TARGET}

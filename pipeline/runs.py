@@ -299,3 +299,26 @@ def predicted_heldout_run(proposal_path: str | Path) -> RunSpec:
         ):
             return run
     raise ValueError(f"{proposal_path}: the predicted cell {cell} of {group['size']} is not among the runs")
+
+
+def compute_optimal_run(proposal_path: str | Path) -> RunSpec | None:
+    """The compute-optimal held-out run (``heldout.compute_optimal_size``), or None when the proposal has none."""
+    runs = [run for run in proposed_runs(proposal_path) if run.series == "compute_optimal"]
+    if len(runs) > 1:
+        raise ValueError(f"{proposal_path}: {len(runs)} compute-optimal runs, expected at most one")
+    return runs[0] if runs else None
+
+
+#: The trained models the evaluations (validation-protocol spread, caption conditioning, caption match) read:
+#: the largest held-out size at the laws' predicted cell (also the one the samples show), and the
+#: compute-optimal held-out run, the one trained on the most tokens per parameter.
+EVALUATED_MODELS = ("largest", "compute_optimal")
+
+
+def evaluated_run(proposal_path: str | Path, model: str) -> RunSpec | None:
+    """The run behind ``model`` (one of ``EVALUATED_MODELS``); None for "compute_optimal" when there is none."""
+    if model == "largest":
+        return predicted_heldout_run(proposal_path)
+    if model == "compute_optimal":
+        return compute_optimal_run(proposal_path)
+    raise ValueError(f"unknown evaluated model {model!r}; choose one of {', '.join(EVALUATED_MODELS)}")

@@ -416,3 +416,48 @@ def test_the_held_out_error_expected_from_the_prediction_intervals_alone_against
     assert record["expected_points"] == 3
     assert record["expected_mean_abs_error"] == pytest.approx(np.abs(draws).mean(), rel=5e-3)
     assert record["mean_abs_error"] == pytest.approx(np.mean([abs(p["relative_error"]) for p in loss]))
+
+
+def _caption_records(run_id: str, size: str, parameters: int, tokens: int, gain: float, loss: float, spread: float) -> dict:
+    """The three evaluation records of one trained model, as dit.evaluate and dit.caption_match write them."""
+    run = {"run_id": run_id, "size": size, "non_embedding_parameters": parameters, "tokens": tokens}
+    return {
+        "caption_conditioning": {"run": run, "differences": {"null_minus_captions": {"mean": gain, "relative": gain / loss}}},
+        "protocol_spread": {"run": run, "relative_std": spread, "per_seed": {"0": loss, "1": loss * (1 + spread)}},
+        "caption_match": {"confidence_level": LEVEL, "samples": {
+            "colour_present": {"rate": 0.5, "interval": [0.4, 0.6], "chance": 0.25, "count": 32, "of": 64},
+            "direction": {"rate": 0.1, "interval": [0.03, 0.2], "chance": 0.25, "count": 2, "of": 20}}},
+    }
+
+
+def test_caption_checks_of_the_largest_and_the_compute_optimal_model(results, tmp_path):
+    """Both models' records through the command line: each gain over its own protocol spread, its run and tokens per
+    parameter, the target judged on the largest model only, and the scorecard's and summary's copies."""
+    laws = tmp_path / "laws.json"
+    laws.write_text(json.dumps(results["laws"]))
+    largest = _caption_records("heldout/tiny-1m/b1_lr0.00125_s0", "tiny-1m", 1_048_576, 131_072, 0.0002, 0.1, 0.003)
+    optimal = _caption_records("compute_optimal/tiny-147k/b1_lr0.000625_s0", "tiny-147k", 147_456, 2_097_152, 0.005, 0.08, 0.004)
+    arguments = []
+    for prefix, records in (("", largest), ("compute-optimal-", optimal)):
+        for name, record in records.items():
+            path = tmp_path / f"{prefix}{name}.json"
+            path.write_text(json.dumps(record))
+            arguments += [f"--{prefix}{name.replace('_', '-')}", str(path)]
+    facts, card, summary = tmp_path / "facts.json", tmp_path / "scorecard.json", tmp_path / "summary.md"
+    assert facts_main(["--laws", str(laws), "--out", str(facts), "--scorecard", str(card), *arguments]) == 0
+    assert report_main(["--facts", str(facts), "--summary", str(summary)]) == 0
+    captions, scorecard = json.loads(facts.read_text())["captions"], json.loads(card.read_text())["captions"]
+    for model, block, records in (("largest", captions, largest), ("compute_optimal", captions["compute_optimal"], optimal)):
+        run = records["caption_conditioning"]["run"]
+        relative = records["caption_conditioning"]["differences"]["null_minus_captions"]["relative"]
+        assert block["run"]["tokens_per_parameter"] == pytest.approx(run["tokens"] / run["non_embedding_parameters"])
+        assert block["gain"]["multiple"] == pytest.approx(relative / records["protocol_spread"]["relative_std"])
+        assert scorecard[model]["run_id"] == run["run_id"]
+        assert scorecard[model]["gain_multiple_of_protocol_spread"] == pytest.approx(block["gain"]["multiple"])
+        assert scorecard[model]["meets_target"] is (relative >= 5 * records["protocol_spread"]["relative_std"])
+        assert scorecard[model]["colour_present_verdict"] == verdicts.SUPPORTED
+        assert scorecard[model]["direction_verdict"] == verdicts.CONTRADICTED
+    assert scorecard["largest"]["meets_target"] is False and scorecard["compute_optimal"]["meets_target"] is True
+    text = summary.read_text()
+    assert "`compute_optimal/tiny-147k/b1_lr0.000625_s0`" in text and "`heldout/tiny-1m/b1_lr0.00125_s0`" in text
+    assert text.count("the target, set for the largest model") == 1

@@ -369,18 +369,29 @@ def test_smoke_samples_and_evaluations(smoke_run):
     assert (samples / "contact_sheet.png").read_bytes().startswith(b"\x89PNG")
     assert (samples / "samples.gif").read_bytes()[:4] == b"GIF8"
 
-    from pipeline.runs import predicted_heldout_run
+    from pipeline.runs import EVALUATED_MODELS, evaluated_run
 
-    largest = smoke_run.run_dir(predicted_heldout_run(smoke_run.workdir / "analysis" / "proposal.json").run_id)
-    spread = json.loads((smoke_run.results / "evaluation" / "validation_protocol_spread.json").read_text())
-    assert len(spread["per_seed"]) == smoke_run.config["evaluation"]["protocol_spread_seeds"]
-    assert all(math.isfinite(v) and 0 < v < 2 for v in spread["per_seed"].values())
-    assert spread["min"] <= spread["mean"] <= spread["max"] and len(set(spread["per_seed"].values())) > 1
-    assert Path(spread["provenance"]["config"]["run"]).resolve() == largest.resolve()
-    captions = json.loads((smoke_run.results / "evaluation" / "caption_conditioning.json").read_text())
-    for condition in ("captions", "null"):
-        assert math.isfinite(captions["conditions"][condition]["mean"]), condition
-    assert "code_version" in captions["provenance"]
+    proposal = smoke_run.workdir / "analysis" / "proposal.json"
+    facts = json.loads((smoke_run.results / "facts.json").read_text())
+    for model in EVALUATED_MODELS:  # the smoke config has a compute-optimal run, so both models are evaluated
+        run = evaluated_run(proposal, model)
+        folder = smoke_run.results / "evaluation" / model
+        spread = json.loads((folder / "validation_protocol_spread.json").read_text())
+        assert len(spread["per_seed"]) == smoke_run.config["evaluation"]["protocol_spread_seeds"]
+        assert all(math.isfinite(v) and 0 < v < 2 for v in spread["per_seed"].values())
+        assert spread["min"] <= spread["mean"] <= spread["max"] and len(set(spread["per_seed"].values())) > 1
+        assert Path(spread["provenance"]["config"]["run"]).resolve() == smoke_run.run_dir(run.run_id).resolve()
+        captions = json.loads((folder / "caption_conditioning.json").read_text())
+        for condition in ("captions", "null"):
+            assert math.isfinite(captions["conditions"][condition]["mean"]), condition
+        assert "code_version" in captions["provenance"] and captions["run"]["run_id"] == run.run_id
+        match = json.loads((folder / "caption_match.json").read_text())
+        assert Path(match["provenance"]["config"]["run"]).resolve() == smoke_run.run_dir(run.run_id).resolve()
+        block = facts["captions"] if model == "largest" else facts["captions"][model]
+        assert block["run"]["run_id"] == run.run_id
+        assert block["gain"]["relative"] == captions["differences"]["null_minus_captions"]["relative"]
+        assert block["gain"]["multiple"] == pytest.approx(block["gain"]["relative"] / spread["relative_std"])
+    assert evaluated_run(proposal, "compute_optimal").series == "compute_optimal"
 
     heldout = json.loads((smoke_run.results / "heldout.json").read_text())
     measured = {row["run_id"] for row in read_rows(smoke_run.results / "runs.csv")}

@@ -6,13 +6,14 @@ import os
 import sys
 
 from pipeline.runs import (
+    EVALUATED_MODELS,
     ensemble_config,
+    evaluated_run,
     find_job,
     format_learning_rate,
     grid_runs,
     job_cost,
     job_of,
-    predicted_heldout_run,
     proposed_runs,
     training_jobs,
 )
@@ -82,14 +83,28 @@ def heldout_run_ids(wildcards=None):
     return [run.run_id for run in proposed_runs(proposal_file())]
 
 
-def largest_run_dir(wildcards=None):
-    return run_dir(predicted_heldout_run(proposal_file()).run_id)
+def evaluated_run_dir(wildcards, model=None):
+    """The run folder of the evaluated model ``model`` (default ``wildcards.model``)."""
+    return run_dir(evaluated_run(proposal_file(), model or wildcards.model).run_id)
 
 
-def largest_run_job(wildcards=None):
-    """The record of the job that trains the largest held-out run (evaluation and samples wait for it)."""
-    run_id = predicted_heldout_run(proposal_file()).run_id
+def evaluated_run_job(wildcards, model=None):
+    """The record of the job that trains the evaluated model ``model`` (default ``wildcards.model``); its
+    evaluations wait for it."""
+    run_id = evaluated_run(proposal_file(), model or wildcards.model).run_id
     return job_records([job_of(heldout_jobs(), run_id)])[0]
+
+
+#: What each evaluated model gets under results/evaluation/MODEL/ (evaluate.smk): analysis.facts input -> file.
+EVALUATION_FILES = {"protocol_spread": "validation_protocol_spread.json", "caption_conditioning": "caption_conditioning.json",
+                    "caption_match": "caption_match.json"}
+
+
+def compute_optimal_evaluations():
+    """analysis.facts input -> the compute-optimal run's evaluation file; empty when the proposal has no such run."""
+    if evaluated_run(proposal_file(), "compute_optimal") is None:
+        return {}
+    return {name: f"{RESULTS}/evaluation/compute_optimal/{file}" for name, file in EVALUATION_FILES.items()}
 
 
 def noise_cell_name(cell):
@@ -111,3 +126,4 @@ def noise_cell_config(name):
 wildcard_constraints:
     grid_job=r"(grid|conventional|noise)/[^/]+/[^/]+",
     heldout_job=r"(heldout|compute_optimal)/[^/]+/[^/]+",
+    model="|".join(EVALUATED_MODELS),

@@ -1,5 +1,8 @@
 # Evaluation stage: held-out predictions against measurements, the validation protocol's own
-# spread, what the captions contribute, and sample videos from the largest trained model.
+# spread, what the captions contribute and whether samples follow them, each for two trained models
+# (results/evaluation/{model}/, pipeline.runs.EVALUATED_MODELS): the largest held-out size at the
+# laws' predicted cell, and the compute-optimal held-out run, trained on the most tokens per
+# parameter; sample videos from the largest.
 
 EVALUATION = config["evaluation"]
 SAMPLES = config["samples"]
@@ -28,15 +31,15 @@ rule evaluate_heldout:
 
 rule validation_protocol_spread:
     input:
-        largest_run_job,
+        evaluated_run_job,
     output:
-        f"{RESULTS}/evaluation/validation_protocol_spread.json",
+        f"{RESULTS}/evaluation/{{model}}/validation_protocol_spread.json",
     log:
-        f"{LOGS}/validation_protocol_spread.log",
+        f"{LOGS}/validation_protocol_spread/{{model}}.log",
     benchmark:
-        f"{BENCHMARKS}/validation_protocol_spread.tsv"
+        f"{BENCHMARKS}/validation_protocol_spread/{{model}}.tsv"
     params:
-        run=largest_run_dir,
+        run=evaluated_run_dir,
         seeds=EVALUATION["protocol_spread_seeds"],
     threads: 1
     resources:
@@ -50,13 +53,13 @@ rule validation_protocol_spread:
 
 rule caption_conditioning:
     input:
-        largest_run_job,
+        evaluated_run_job,
     output:
-        f"{RESULTS}/evaluation/caption_conditioning.json",
+        f"{RESULTS}/evaluation/{{model}}/caption_conditioning.json",
     log:
-        f"{LOGS}/caption_conditioning.log",
+        f"{LOGS}/caption_conditioning/{{model}}.log",
     params:
-        run=largest_run_dir,
+        run=evaluated_run_dir,
     threads: 1
     resources:
         mem_mb=2000,
@@ -69,7 +72,7 @@ rule caption_conditioning:
 
 rule samples:
     input:
-        largest_run_job,
+        lambda wildcards: evaluated_run_job(wildcards, "largest"),
     output:
         index=f"{RESULTS}/samples/index.json",
         sheet=report(
@@ -82,7 +85,7 @@ rule samples:
     benchmark:
         f"{BENCHMARKS}/samples.tsv"
     params:
-        run=largest_run_dir,
+        run=lambda wildcards: evaluated_run_dir(wildcards, "largest"),
         out=lambda wildcards, output: os.path.dirname(output.index),
         captions=" ".join(f"--caption {c!r}" for c in (SAMPLES["captions"] or [])),
         steps=SAMPLES["steps"],
@@ -102,15 +105,15 @@ rule samples:
 
 rule caption_match:
     input:
-        largest_run_job,
+        evaluated_run_job,
     output:
-        f"{RESULTS}/evaluation/caption_match.json",
+        f"{RESULTS}/evaluation/{{model}}/caption_match.json",
     log:
-        f"{LOGS}/caption_match.log",
+        f"{LOGS}/caption_match/{{model}}.log",
     benchmark:
-        f"{BENCHMARKS}/caption_match.tsv"
+        f"{BENCHMARKS}/caption_match/{{model}}.tsv"
     params:
-        run=largest_run_dir,
+        run=evaluated_run_dir,
         clips=EVALUATION["caption_match_clips"],
         steps=SAMPLES["steps"],
         guidance_scale=SAMPLES["guidance_scale"],

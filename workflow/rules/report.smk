@@ -6,9 +6,10 @@ rule facts:
     input:
         laws=f"{RESULTS}/laws.json",
         heldout=f"{RESULTS}/heldout.json",
-        spread=f"{RESULTS}/evaluation/validation_protocol_spread.json",
-        captions=f"{RESULTS}/evaluation/caption_conditioning.json",
-        caption_match=f"{RESULTS}/evaluation/caption_match.json",
+        spread=f"{RESULTS}/evaluation/largest/validation_protocol_spread.json",
+        captions=f"{RESULTS}/evaluation/largest/caption_conditioning.json",
+        caption_match=f"{RESULTS}/evaluation/largest/caption_match.json",
+        compute_optimal=lambda wildcards: list(compute_optimal_evaluations().values()),
         runs=f"{RESULTS}/runs.csv",
         performance=f"{RESULTS}/performance.json",
         prepared=PREPARED,
@@ -19,12 +20,16 @@ rule facts:
         f"{LOGS}/facts.log",
     params:
         benchmarks=BENCHMARKS,
+        compute_optimal=lambda wildcards: " ".join(
+            f"--compute-optimal-{name.replace('_', '-')} {path}" for name, path in compute_optimal_evaluations().items()
+        ),
     localrule: True
     conda:
         CONDA_ENV
     shell:
         "python -m analysis.facts --laws {input.laws} --runs {input.runs} --heldout {input.heldout}"
         " --protocol-spread {input.spread} --caption-conditioning {input.captions} --caption-match {input.caption_match}"
+        " {params.compute_optimal}"
         " --performance {input.performance} --manifest {input.prepared}/manifest.json --benchmarks {params.benchmarks}"
         " --out {output.facts} --scorecard {output.scorecard} > {log} 2>&1"
 
