@@ -567,3 +567,27 @@ def test_optima_at_one_clip_count_as_found_for_the_loss_law(tmp_path):
     loss = document["laws"]["loss_optimal"]["edge_points"]
     learning_rate_edges = sum(not optimum["interior_learning_rate"] for optimum in document["optima"])
     assert loss["at_one_clip_batch"] == points and loss["on_edge"] == learning_rate_edges < points
+
+
+def test_the_evaluated_models_of_a_proposal(fitted, tmp_path):
+    """The evaluations read the largest held-out size at its predicted cell and the compute-optimal run, when there is one."""
+    from pipeline.runs import EVALUATED_MODELS, evaluated_run
+
+    common = ["--laws", str(fitted["laws"]), "--size", "tiny-262k", "--tokens", str(2**24), "--batch-clips", "8", "16", "32",
+              "--learning-rates", "5e-4,1e-3,2e-3,4e-3"]
+    with_run, without = tmp_path / "with.json", tmp_path / "without.json"
+    assert propose_main([*common, "--out", str(with_run)]) == 0
+    assert propose_main([*common, "--no-compute-optimal", "--out", str(without)]) == 0
+    proposal = json.loads(with_run.read_text())
+    cell = next(g for g in proposal["groups"] if g["kind"] == "hyperparameters")["nearest_cell"]
+    largest = evaluated_run(with_run, "largest")
+    assert (largest.series, largest.size, largest.batch_clips) == ("heldout", "tiny-262k", cell["batch_clips"])
+    assert largest.learning_rate == pytest.approx(cell["learning_rate"])
+    (record,) = [r for r in proposal["runs"] if r["series"] == "compute_optimal"]
+    optimal = evaluated_run(with_run, "compute_optimal")
+    assert (optimal.series, optimal.size, optimal.milestones_tokens) == ("compute_optimal", record["size"],
+                                                                         tuple(record["milestones_tokens"]))
+    assert evaluated_run(without, "compute_optimal") is None and evaluated_run(without, "largest") == largest
+    assert EVALUATED_MODELS == ("largest", "compute_optimal")
+    with pytest.raises(ValueError, match="unknown evaluated model 'smallest'"):
+        evaluated_run(with_run, "smallest")
