@@ -238,8 +238,8 @@ def _captions_card(captions: dict) -> dict:
             "tokens_per_parameter": (block.get("run") or {}).get("tokens_per_parameter"),
             "gain_relative": gain.get("relative"), "gain_multiple_of_protocol_spread": gain.get("multiple"),
             "meets_target": gain.get("meets_target"),
-            **{f"{which}_rate": (rates.get(which) or {}).get("rate") for which in ("colour_present", "direction")},
-            **{f"{which}_verdict": (rates.get(which) or {}).get("verdict") for which in ("colour_present", "direction")},
+            **{f"{which}_rate": (rates.get(which) or {}).get("rate") for which in ("colour", "direction")},
+            **{f"{which}_verdict": (rates.get(which) or {}).get("verdict") for which in ("colour", "direction")},
         }
     return card
 

@@ -274,7 +274,7 @@ def captions(conditioning: dict | None, match: dict | None, protocol_spread: dic
                                meets_target=bool(gain["relative"] >= CAPTION_GAIN_TARGET * protocol))
     if match:
         out["match"] = {"level": match.get("confidence_level"), "rates": {}, "reference": {}}
-        for which in ("colour_present", "direction"):
+        for which in ("colour", "direction"):
             for block in ("samples", "reference"):
                 rate = (match.get(block) or {}).get(which)
                 if rate:

@@ -8,16 +8,22 @@ the training set never used, keeping only scenes whose objects do not bounce, so
 samples one clip per caption from the trained run, and reads each captioned object back from the
 pixels:
 
-* **colour**: a pixel belongs to the palette colour nearest to it (``COLOURS``), among pixels bright
-  enough to be an object (the background is black); the object is *present* when its colour holds at
-  least ``MIN_PIXELS`` pixels in at least half of the frames;
-* **direction**: the least-squares slope of its colour's centroid over the frames, along the axis
-  where it moves more, gives left, right, up or down.
+* **colour**: a pixel bright enough to be an object (the background is black) takes the palette colour
+  (``COLOURS``) whose direction in RGB space is nearest to its own (largest cosine), so that a dim or
+  blurred rendering of a colour reads as that colour: the nearest colour by RGB distance reads a dim
+  magenta as red. A colour is *visible* when it holds at least ``MIN_PIXELS`` pixels in at least half
+  of the frames, and a clip's *main colours* are its visible colours with the most pixels over all
+  frames, two at most. A captioned object's colour is *matched* when it is one of its clip's main
+  colours;
+* **direction**: for a matched object, the least-squares slope of its colour's centroid over the
+  frames, along the axis where it moves more, gives left, right, up or down.
 
-Rates are fractions (colour presence over the captioned objects, direction over the objects present),
-with Wilson intervals at ``--confidence``, beside what chance gives: a random clip of two distinct
-palette colours contains a given colour with probability 2/8, and a random direction is right with
-probability 1/4. The same reader applied to the generator's
+Rates are fractions (matched colours over the captioned objects, right directions over the matched
+objects), with Wilson intervals at ``--confidence``, beside what chance gives: a clip whose main
+colours do not depend on its caption has at most two of the eight palette colours, so it matches a
+captioned colour (each drawn uniformly from the palette) with probability at most 2/8, and a random
+direction is right with probability 1/4. Counting colours that are merely present would not have
+that bound: a clip of every colour would match every caption. The same reader applied to the generator's
 own frames of those captions (brought to the prepared size and through the run's latent codec, as
 training clips are) gives the reader's ceiling, recorded as ``reference``.
 """
@@ -47,8 +53,12 @@ BRIGHTNESS_THRESHOLD = 60
 #: Pixels of an object's colour a frame needs for the object to count as visible in that frame.
 MIN_PIXELS = 2
 PALETTE = np.array(list(COLOURS.values()), dtype=np.float64)
+#: The palette's directions in RGB space (unit vectors): a pixel's colour is the one nearest in direction.
+PALETTE_DIRECTIONS = PALETTE / np.linalg.norm(PALETTE, axis=-1, keepdims=True)
 NAMES = list(COLOURS)
-CHANCE = {"colour_present": 2 / len(COLOURS), "direction": 1 / len(DIRECTIONS)}
+#: A clip's main colours: this many at most.
+MAIN_COLOURS = 2
+CHANCE = {"colour": MAIN_COLOURS / len(COLOURS), "direction": 1 / len(DIRECTIONS)}
 
 
 def check_scenes(count: int, settings: GeneratorSettings):
@@ -63,22 +73,38 @@ def check_scenes(count: int, settings: GeneratorSettings):
 
 
 def colour_labels(frames: np.ndarray) -> np.ndarray:
-    """Per pixel: index of the nearest palette colour, or -1 for background; ``(F, H, W)``."""
+    """Per pixel: index of the palette colour nearest in direction (largest cosine), or -1 for background; ``(F, H, W)``."""
     pixels = frames.astype(np.float64)
-    distances = ((pixels[..., None, :] - PALETTE) ** 2).sum(axis=-1)
-    labels = distances.argmin(axis=-1)
+    directions = pixels / np.maximum(np.linalg.norm(pixels, axis=-1, keepdims=True), 1e-12)
+    labels = (directions @ PALETTE_DIRECTIONS.T).argmax(axis=-1)
     return np.where(pixels.max(axis=-1) > BRIGHTNESS_THRESHOLD, labels, -1)
+
+
+def _frames_showing(labels: np.ndarray, colour: str) -> np.ndarray:
+    """Per frame: whether ``colour`` holds at least ``MIN_PIXELS`` of its pixels."""
+    return (labels == NAMES.index(colour)).reshape(labels.shape[0], -1).sum(axis=1) >= MIN_PIXELS
+
+
+def visible(labels: np.ndarray, colour: str) -> bool:
+    """Whether ``colour`` holds at least ``MIN_PIXELS`` pixels in at least half of the frames."""
+    showing = _frames_showing(labels, colour)
+    return bool(showing.sum() * 2 >= len(showing))
+
+
+def main_colours(labels: np.ndarray) -> list[str]:
+    """The clip's visible colours with the most pixels over all frames, ``MAIN_COLOURS`` at most (ties: palette order)."""
+    shown = [name for name in NAMES if visible(labels, name)]
+    return sorted(shown, key=lambda name: -int((labels == NAMES.index(name)).sum()))[:MAIN_COLOURS]
 
 
 def read_object(labels: np.ndarray, colour: str) -> dict:
     """Whether an object of ``colour`` is visible, and the direction its pixels move (``None`` if not visible)."""
     mask = labels == NAMES.index(colour)
-    counts = mask.reshape(mask.shape[0], -1).sum(axis=1)
-    visible = counts >= MIN_PIXELS
-    present = bool(visible.sum() * 2 >= len(visible))
-    if visible.sum() < 2:
+    showing = _frames_showing(labels, colour)
+    present = visible(labels, colour)
+    if showing.sum() < 2:
         return {"present": present, "direction": None}
-    frames = np.nonzero(visible)[0]
+    frames = np.nonzero(showing)[0]
     rows = np.array([np.nonzero(mask[f])[0].mean() for f in frames])
     cols = np.array([np.nonzero(mask[f])[1].mean() for f in frames])
     row_slope, col_slope = np.polyfit(frames, rows, 1)[0], np.polyfit(frames, cols, 1)[0]
@@ -90,16 +116,17 @@ def read_object(labels: np.ndarray, colour: str) -> dict:
 
 
 def score(clips: np.ndarray, scenes) -> dict:
-    """Colour presence and direction rates of every captioned object of ``scenes`` in ``clips`` (uint8 ``(N, F, H, W, 3)``)."""
-    objects, present, right = 0, 0, 0
+    """Matched colours and right directions of every captioned object of ``scenes`` in ``clips`` (uint8 ``(N, F, H, W, 3)``)."""
+    objects, matched, right = 0, 0, 0
     for clip, scene in zip(clips, scenes, strict=True):
         labels = colour_labels(clip)
+        main = main_colours(labels)
         for obj in scene.objects:
-            reading = read_object(labels, obj.colour)
             objects += 1
-            present += reading["present"]
-            right += reading["present"] and reading["direction"] == obj.direction
-    return {"objects": objects, "colour_present": present, "direction_right": right}
+            if obj.colour in main:
+                matched += 1
+                right += read_object(labels, obj.colour)["direction"] == obj.direction
+    return {"objects": objects, "colour": matched, "direction_right": right}
 
 
 def wilson(successes: int, trials: int, confidence: float) -> list[float]:
@@ -114,10 +141,10 @@ def wilson(successes: int, trials: int, confidence: float) -> list[float]:
 
 
 def rates(counts: dict, confidence: float) -> dict:
-    """Colour presence over all captioned objects; direction over the objects present (the rate chance gives is 1/4)."""
+    """Matched colours over all captioned objects; right directions over the matched objects (module docstring)."""
     out = {"objects": counts["objects"]}
-    for key, hits, trials in (("colour_present", counts["colour_present"], counts["objects"]),
-                              ("direction", counts["direction_right"], counts["colour_present"])):
+    for key, hits, trials in (("colour", counts["colour"], counts["objects"]),
+                              ("direction", counts["direction_right"], counts["colour"])):
         out[key] = {"rate": hits / trials if trials else math.nan, "interval": wilson(hits, trials, confidence),
                     "chance": CHANCE[key], "count": hits, "of": trials}
     return out
@@ -146,7 +173,8 @@ def caption_match(run_dir: Path, clips: int, seed: int, steps: int, guidance_sca
         "reference": rates(score(reference_clips(scenes, settings, run), scenes), confidence),
         "confidence_level": confidence,
         "settings": {"clips": clips, "seed": seed, "steps": steps, "guidance_scale": guidance_scale,
-                     "check_seed": CHECK_SEED, "brightness_threshold": BRIGHTNESS_THRESHOLD, "min_pixels": MIN_PIXELS},
+                     "check_seed": CHECK_SEED, "brightness_threshold": BRIGHTNESS_THRESHOLD, "min_pixels": MIN_PIXELS,
+                     "main_colours": MAIN_COLOURS, "colour_reading": "palette colour nearest in RGB direction"},
     }
 
 
@@ -171,7 +199,7 @@ def main(argv: list[str] | None = None) -> int:
     result["provenance"] = provenance({**vars(args), "run": str(args.run), "out": str(args.out)})
     atomic_write_json(args.out, result)
     samples = result["samples"]
-    print(f"dit.caption_match: colour present {samples['colour_present']['rate']:.2f} (chance {CHANCE['colour_present']:.2f}), "
+    print(f"dit.caption_match: colour matched {samples['colour']['rate']:.2f} (chance {CHANCE['colour']:.2f}), "
           f"direction {samples['direction']['rate']:.2f} (chance {CHANCE['direction']:.2f}) over {samples['objects']} objects",
           file=sys.stderr)
     return 0

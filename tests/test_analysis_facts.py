@@ -305,10 +305,10 @@ def test_learning_rate_edges_are_counted_by_where_the_best_cell_sits():
 
 
 def test_caption_match_rates_are_judged_against_chance():
-    match = {"confidence_level": 0.95, "samples": {"colour_present": {"rate": 0.5, "interval": [0.4, 0.6], "chance": 0.25, "count": 32, "of": 64},
+    match = {"confidence_level": 0.95, "samples": {"colour": {"rate": 0.5, "interval": [0.4, 0.6], "chance": 0.25, "count": 32, "of": 64},
                                                    "direction": {"rate": 0.3, "interval": [0.15, 0.45], "chance": 0.25, "count": 6, "of": 20}}}
     rates = measurements.captions(None, match, None)["match"]["rates"]
-    assert rates["colour_present"]["verdict"] == verdicts.SUPPORTED and rates["direction"]["verdict"] == verdicts.INCONCLUSIVE
+    assert rates["colour"]["verdict"] == verdicts.SUPPORTED and rates["direction"]["verdict"] == verdicts.INCONCLUSIVE
     gain = measurements.captions({"differences": {"null_minus_captions": {"mean": 0.002, "relative": 0.01}}}, None, {"relative_std": 0.001})
     assert gain["gain"]["multiple"] == pytest.approx(10.0) and gain["gain"]["meets_target"]
 
@@ -425,7 +425,7 @@ def _caption_records(run_id: str, size: str, parameters: int, tokens: int, gain:
         "caption_conditioning": {"run": run, "differences": {"null_minus_captions": {"mean": gain, "relative": gain / loss}}},
         "protocol_spread": {"run": run, "relative_std": spread, "per_seed": {"0": loss, "1": loss * (1 + spread)}},
         "caption_match": {"confidence_level": LEVEL, "samples": {
-            "colour_present": {"rate": 0.5, "interval": [0.4, 0.6], "chance": 0.25, "count": 32, "of": 64},
+            "colour": {"rate": 0.5, "interval": [0.4, 0.6], "chance": 0.25, "count": 32, "of": 64},
             "direction": {"rate": 0.1, "interval": [0.03, 0.2], "chance": 0.25, "count": 2, "of": 20}}},
     }
 
@@ -455,7 +455,7 @@ def test_caption_checks_of_the_largest_and_the_compute_optimal_model(results, tm
         assert scorecard[model]["run_id"] == run["run_id"]
         assert scorecard[model]["gain_multiple_of_protocol_spread"] == pytest.approx(block["gain"]["multiple"])
         assert scorecard[model]["meets_target"] is (relative >= 5 * records["protocol_spread"]["relative_std"])
-        assert scorecard[model]["colour_present_verdict"] == verdicts.SUPPORTED
+        assert scorecard[model]["colour_verdict"] == verdicts.SUPPORTED
         assert scorecard[model]["direction_verdict"] == verdicts.CONTRADICTED
     assert scorecard["largest"]["meets_target"] is False and scorecard["compute_optimal"]["meets_target"] is True
     text = summary.read_text()
