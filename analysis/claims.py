@@ -148,10 +148,11 @@ def heldout_cells(heldout_runs: dict | None, noise_std: float | None, level: flo
         return _not_tested("no held-out hyperparameter runs were evaluated")
     if not noise_std:
         return _not_tested("no run-to-run noise estimate to compare the cells with")
-    half = noise_quantile(level, noise_dof) * np.sqrt(2) * noise_std
     tests, details = [], []
     for group in groups:
         cell = group["predicted_cell"]
+        # each cell's loss is the mean of the group's replicate runs: its noise is one run's / sqrt(replicates)
+        half = noise_quantile(level, noise_dof) * np.sqrt(2) * noise_std / np.sqrt(group.get("replicates") or 1)
 
         def is_predicted(other):
             return bool(other["batch_clips"] * tokens_per_clip == cell["batch_tokens"]
@@ -159,7 +160,7 @@ def heldout_cells(heldout_runs: dict | None, noise_std: float | None, level: flo
 
         others = [c["loss"] for c in group.get("cells", []) if not is_predicted(c) and c["loss"] is not None]  # not unstable
         detail = {"size": group["size"], "tokens": group["tokens"], "predicted_cell": cell, "best_cell": group.get("best_cell"),
-                  "cells": len(group.get("cells", []))}
+                  "cells": len(group.get("cells", [])), "replicates": group.get("replicates") or 1}
         if cell.get("measured_loss") is None or not others:
             details.append({**detail, "margin": None, "within_noise_of_best": None})
             continue
@@ -167,10 +168,12 @@ def heldout_cells(heldout_runs: dict | None, noise_std: float | None, level: flo
         tests.append(_test(f"{group['size']}: best other cell's loss / predicted cell's - 1", margin, [margin - half, margin + half],
                            unit="fraction"))
         details.append({**detail, "margin": margin, "margin_interval": [margin - half, margin + half],
-                        "within_noise_of_best": bool(margin + half >= 0)})
+                        "within_noise_of_best": bool(margin + half >= 0), "noise_half_width": half})
     if not tests:
         return _not_tested("the predicted cell or its neighbours were not run", groups=details)
-    return {"verdict": all_of(t["verdict"] for t in tests), "tests": tests, "groups": details, "noise_half_width": half}
+    halves = {d["noise_half_width"] for d in details if d.get("noise_half_width") is not None}
+    return {"verdict": all_of(t["verdict"] for t in tests), "tests": tests, "groups": details,
+            "noise_half_width": max(halves)}
 
 
 def recipe_comparison(document: dict) -> dict:
@@ -213,6 +216,7 @@ def heldout_losses(heldout: dict, noise_std: float | None, level: float) -> dict
         return _not_tested("fewer than two held-out points (heldout_sizes in the fit config, or no held-out runs trained)")
     if not noise_std:
         return _not_tested("no run-to-run noise estimate to set the tolerance")
+    noise_std = noise_std / np.sqrt(min(p.get("replicates") or 1 for p in heldout["table"]))  # a measured point's noise
     mean = float(errors.mean())
     half = float(stats.t.ppf(0.5 + level / 2, errors.size - 1) * errors.std(ddof=1) / np.sqrt(errors.size))
     low, high = mean - half, mean + half

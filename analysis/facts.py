@@ -113,7 +113,8 @@ def _law_summary(record: dict) -> dict:
 
 
 def _claims(document, inputs, sens, design, heldout, noise_std, level) -> dict:
-    # Claim 1 fits cells (the mean of their replicate seeds); claims 3b and 4 compare single held-out runs.
+    # Claim 1 fits cells (the mean of their replicate seeds); claims 3b and 4 compare held-out cells, each the mean of
+    # heldout.seeds_per_cell runs (the claims divide one run's noise by the square root of that count).
     run_std = run_relative_std(document["setup"].get("noise")) or None
     return {
         "claim_1": claims.loss_law(document, noise_std),

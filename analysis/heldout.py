@@ -28,6 +28,7 @@ from analysis.config import FitConfig, config_from_dict
 from analysis.law_set import LawSet, LawsFileError, read_laws
 from analysis.optima import METHOD_NAMES, SizeGrid, find_optima
 from analysis.runs import RunsTable, RunsTableError, load_runs, same_learning_rate
+from analysis.selection import cell_grid
 
 LOSS_BASELINES = ("loss_optimal", "kaplan", "chinchilla_all_runs", "loss_conventional")
 
@@ -87,15 +88,16 @@ def _loss_record(laws: LawSet, document: dict, grid: SizeGrid, optimum, t: int, 
     """One held-out (size, budget): the measured optimal loss against each loss law, and the fixed cell's loss."""
     n_billions, t_billions = grid.parameters / BILLION, tokens / BILLION
     measured = float(optimum.loss[0, t])
+    replicates = min(len(runs) for runs in grid.replicates)  # seeds per cell: the measured loss's noise is one run's / sqrt
     record = {
-        "size": grid.size, "N": n_billions, "tokens": tokens, "T": t_billions, "measured_loss": measured,
+        "size": grid.size, "N": n_billions, "tokens": tokens, "T": t_billions, "measured_loss": measured, "replicates": replicates,
         "measured_method": METHOD_NAMES[int(optimum.method[0, t])],
         "measured_interior": bool(optimum.interior_batch[0, t] and optimum.interior_learning_rate[0, t]),
         "cells": int(np.isfinite(grid.losses[:, t]).sum()), "predictions": {},
     }
     for name in (n for n in LOSS_BASELINES if laws.has(n)):
         if name == "loss_optimal":
-            prediction = laws.loss_prediction(n_billions, t_billions)
+            prediction = laws.loss_prediction(n_billions, t_billions, replicates=replicates)
             interval = prediction["prediction_interval"]
             record.update(predicted_loss=prediction["value"], interval=prediction["interval"], prediction_interval=interval,
                           relative_error=(prediction["value"] - measured) / measured,
@@ -107,7 +109,7 @@ def _loss_record(laws: LawSet, document: dict, grid: SizeGrid, optimum, t: int, 
         at_cell = (grid.batch_clips == cell["batch_clips"]) & same_learning_rate(grid.learning_rates, cell["learning_rate"])
         if at_cell.any() and np.isfinite(grid.losses[at_cell, t]).any():
             fixed = float(np.nanmean(grid.losses[at_cell, t]))
-            prediction = laws.loss_prediction(n_billions, t_billions, which="conventional")
+            prediction = laws.loss_prediction(n_billions, t_billions, which="conventional", replicates=replicates)
             record["conventional_cell"] = {"measured_loss": fixed, "predicted_loss": prediction["value"],
                                            "prediction_interval": prediction["prediction_interval"],
                                            "relative_error": (prediction["value"] - fixed) / fixed}
@@ -202,7 +204,7 @@ def evaluate_proposal(table: RunsTable, laws: LawSet, proposal: dict, config: Fi
             match = all_runs[
                 (all_runs["series"] == run["series"]) & (all_runs["size"] == run["size"])
                 & (all_runs["batch_clips"] == int(run["batch_clips"]))
-                & same_learning_rate(all_runs["learning_rate"], run["learning_rate"])
+                & same_learning_rate(all_runs["learning_rate"], run["learning_rate"]) & (all_runs["seed"] == int(run["seed"]))
             ]
             found += list(match.index)
             done = [r for r in match.index if r in completed.index]
@@ -220,23 +222,17 @@ def evaluate_proposal(table: RunsTable, laws: LawSet, proposal: dict, config: Fi
             continue
         tokens = float(group["tokens"])
         n_billions = float(completed.loc[present, "non_embedding_parameters"].iloc[0]) / BILLION
-        prediction = laws.loss_prediction(n_billions, tokens / BILLION)
-        record.update(tokens=tokens, N=n_billions, predicted_loss=prediction)
+        record.update(tokens=tokens, N=n_billions)
         if group["kind"] == "hyperparameters":
-            # A run that diverged counts as the fitting sizes' runs do: at the budget if it reached it, else unstable.
-            diverged = [r for r in dict.fromkeys(found) if r not in present and all_runs.loc[r, "status"] == "diverged"]
-            cells = present + diverged
-            runs = all_runs.loc[cells]
-            losses = table.loss_matrix(cells, [tokens], config.loss_column, config.token_match_tolerance)
-            unstable = np.isnan(losses) & np.isin(cells, diverged)[:, None]
-            grid = SizeGrid(
-                size=group["size"], parameters=n_billions * BILLION, run_ids=cells,
-                learning_rates=runs["learning_rate"].to_numpy(float), batch_tokens=runs["batch_tokens"].to_numpy(float),
-                batch_clips=runs["batch_clips"].to_numpy(float), losses=losses, flops_per_token=float("nan"),
-                unstable=unstable,
-            )
+            # one row per (B, LR) cell, the mean of its seeds; a diverged run counts as the fitting sizes' runs do: at the
+            # budget if it reached it, else its cell is unstable there (analysis.selection)
+            notes: list[str] = []
+            grid = cell_grid(table, completed.loc[present], group["size"], [tokens], config, notes, series=("heldout",),
+                             among=found)
+            replicates = min(len(runs) for runs in grid.replicates)
             optimum = find_optima(grid, None, config.optimum_method, config.optimum_band, config.optimum_max_gain)
             measured = float(optimum.loss[0, 0])
+            unstable = np.zeros_like(grid.losses, dtype=bool) if grid.unstable is None else np.asarray(grid.unstable)
             record.update(
                 measured_optimum={
                     "loss": measured, "batch_tokens": float(optimum.batch_tokens[0, 0]),
@@ -245,16 +241,22 @@ def evaluate_proposal(table: RunsTable, laws: LawSet, proposal: dict, config: Fi
                                  "learning_rate": bool(optimum.interior_learning_rate[0, 0])},
                 },
                 cells=[
-                    {"run_id": r, "batch_clips": int(b), "learning_rate": float(lr),
+                    {"run_id": r, "runs": list(members), "batch_clips": int(b), "learning_rate": float(lr),
                      "loss": float(v) if np.isfinite(v) else None, "unstable": bool(u)}
-                    for r, b, lr, v, u in zip(cells, grid.batch_clips, grid.learning_rates, losses[:, 0], unstable[:, 0])
+                    for r, members, b, lr, v, u in zip(grid.run_ids, grid.replicates, grid.batch_clips, grid.learning_rates,
+                                                       grid.losses[:, 0], unstable[:, 0])
                 ],
                 **_cell_check(grid, 0, group["predicted"]["batch_tokens"], group["predicted"]["learning_rate"]),
             )
+            if notes:
+                record["notes"] = notes
         else:
             losses = table.loss_matrix(present, [tokens], config.loss_column, config.token_match_tolerance)
+            replicates = int(np.isfinite(losses[:, 0]).sum())
             measured = float(np.nanmean(losses[:, 0]))
             record["measured_loss"] = measured
+        prediction = laws.loss_prediction(n_billions, tokens / BILLION, replicates=max(replicates, 1))
+        record.update(predicted_loss=prediction, replicates=replicates)
         pi = prediction["prediction_interval"]
         record.update(
             status="evaluated",

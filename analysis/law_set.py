@@ -99,22 +99,25 @@ class LawSet:
     def loss(self, n_billions, t_billions, which: str = "optimal") -> np.ndarray:
         return self.evaluate(f"loss_{which}", N=n_billions, T=t_billions)
 
-    def loss_prediction(self, n_billions: float, t_billions: float, which: str = "optimal") -> dict:
-        """Point prediction, confidence interval of the law and prediction interval of one run's loss."""
+    def loss_prediction(self, n_billions: float, t_billions: float, which: str = "optimal", replicates: int = 1) -> dict:
+        """Point prediction, confidence interval of the law and prediction interval of a measured loss: one run's, or
+        the mean of ``replicates`` runs' (their noise shrinks by sqrt(replicates))."""
+        if replicates < 1:
+            raise ValueError(f"replicates must be at least 1, got {replicates}")
         name = f"loss_{which}"
         value = float(self.loss(n_billions, t_billions, which))
         record = {"value": value, "interval": None, "prediction_interval": None, "level": self.level}
+        noise_std = self.noise_relative_std / np.sqrt(replicates)
         samples = self.evaluate_samples(name, N=np.array(n_billions), T=np.array(t_billions))
         rng = np.random.default_rng(self.seed)
         if samples is not None and samples.size >= 2:
             samples = samples[np.isfinite(samples)]
             record["interval"] = list(percentile_interval(samples, self.level))
-            sigma = self.noise_relative_std * (std_factors(self.noise_dof, samples.size, self.seed)
-                                               if self.noise_dof is not None else 1.0)
+            sigma = noise_std * (std_factors(self.noise_dof, samples.size, self.seed) if self.noise_dof is not None else 1.0)
             noisy = samples * (1 + sigma * rng.standard_normal(samples.size))
             record["prediction_interval"] = list(percentile_interval(noisy, self.level))
-        elif self.noise_relative_std > 0:
-            half = noise_quantile(self.level, self.noise_dof) * self.noise_relative_std * value
+        elif noise_std > 0:
+            half = noise_quantile(self.level, self.noise_dof) * noise_std * value
             record["prediction_interval"] = [value - half, value + half]
         return record
 

@@ -196,7 +196,7 @@ def heldout(document: dict, heldout_runs: dict | None, level: float) -> dict:
     """Held-out points (the fit's held-out sizes and the trained compute-optimal check): errors and coverage."""
     points = [{"kind": "heldout size", "size": r["size"], "tokens": r["tokens"], "predicted": r.get("predicted_loss"),
                "measured": r["measured_loss"], "relative_error": r.get("relative_error"), "covered": r.get("covered"),
-               "prediction_interval": r.get("prediction_interval")}
+               "prediction_interval": r.get("prediction_interval"), "replicates": r.get("replicates", 1)}
               for r in document.get("heldout", {}).get("loss", []) if r.get("relative_error") is not None]
     groups = [g for g in (heldout_runs or {}).get("groups", [])]
     for g in groups:
@@ -204,13 +204,15 @@ def heldout(document: dict, heldout_runs: dict | None, level: float) -> dict:
             points.append({"kind": "compute-optimal size", "size": g["size"], "tokens": g["tokens"],
                            "predicted": g["predicted_loss"]["value"], "measured": g.get("measured_loss"),
                            "relative_error": g["relative_error"], "covered": g.get("covered"),
-                           "prediction_interval": g["predicted_loss"].get("prediction_interval")})
+                           "prediction_interval": g["predicted_loss"].get("prediction_interval"),
+                           "replicates": g.get("replicates", 1)})
     errors = np.array([abs(p["relative_error"]) for p in points])
     with_interval = [p for p in points if p["covered"] is not None]
     misses = sum(not p["covered"] for p in with_interval)
     expected = expected_abs_errors(points, level)
     return {
         "sizes": sorted({p["size"] for p in points}), "points": len(points), "level": level,
+        "replicates": min((p["replicates"] for p in points), default=1),  # runs behind each measured point (the fewest)
         "mean_abs_error": float(errors.mean()) if errors.size else None, "max_abs_error": float(errors.max()) if errors.size else None,
         "expected_mean_abs_error": float(np.mean(expected)) if expected else None, "expected_points": len(expected),
         "with_interval": len(with_interval), "covered": len(with_interval) - misses, "misses": misses,

@@ -115,8 +115,13 @@ def budget_for_size(laws: LawSet, parameters: float) -> float:
 
 
 def make_proposal(laws: LawSet, sizes, tokens, batch_clips, learning_rates, neighbours="plus", milestones=None,
-                  compute_size=None, compute_flops=None, family=None, compute_optimal=True, seed: int = 0,
+                  compute_size=None, compute_flops=None, family=None, compute_optimal=True, seeds=(0,),
                   max_compute_tokens: float | None = None) -> dict:
+    """The held-out groups and their runs; each cell (and the compute-optimal run) gets one run per seed of ``seeds``,
+    whose mean loss the held-out check compares with the laws."""
+    seeds = [int(seed) for seed in seeds]
+    if not seeds or len(set(seeds)) != len(seeds):
+        raise ValueError(f"seeds must be distinct and at least one, got {seeds}")
     groups, runs, warnings = [], [], []
     for size_name in sizes:
         size = get_size(size_name)
@@ -133,8 +138,8 @@ def make_proposal(laws: LawSet, sizes, tokens, batch_clips, learning_rates, neig
         })
         run_milestones = _milestones(laws, tokens, milestones)
         for b, r in cells:
-            runs.append({"group": group, "series": "heldout", "size": size_name, "batch_clips": b, "learning_rate": r,
-                         "seed": seed, "milestones_tokens": run_milestones})
+            runs += [{"group": group, "series": "heldout", "size": size_name, "batch_clips": b, "learning_rate": r,
+                      "seed": seed, "milestones_tokens": run_milestones} for seed in seeds]
     if compute_optimal and (compute_size or compute_flops or sizes):
         if compute_flops is None:
             target = get_size(compute_size or sizes[0])
@@ -169,10 +174,10 @@ def make_proposal(laws: LawSet, sizes, tokens, batch_clips, learning_rates, neig
             "cells": [{"batch_clips": nearest[0], "learning_rate": nearest[1]}], "extended": extended,
         })
         run_milestones = _milestones(laws, target_tokens, None)
-        runs.append({
+        runs += [{
             "group": group, "series": "compute_optimal", "size": target.name, "batch_clips": nearest[0],
             "learning_rate": nearest[1], "seed": seed, "milestones_tokens": run_milestones,
-        })
+        } for seed in seeds]
     if any(group["predicted"]["batch_source"] == "grid_edge" for group in groups):
         warnings.append("the batch-size law was not fitted (most measured optima sit at one edge of the grid): the "
                         "proposal's batch is that edge, and only the learning rate is the laws' prediction")
@@ -201,7 +206,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--compute-flops", type=float, help="held-out budget C in FLOPs (the nearest registered size is trained)")
     parser.add_argument("--family", help="registry family for --compute-flops (default: the family of --size)")
     parser.add_argument("--no-compute-optimal", action="store_true", help="propose no compute-optimal run")
-    parser.add_argument("--seed", type=int, default=0, help="training seed of the proposed runs (default 0)")
+    parser.add_argument("--seed", type=int, nargs="+", default=[0],
+                        help="training seeds of the proposed runs (default 0): each cell gets one run per seed, and the "
+                             "held-out check compares their mean loss")
     parser.add_argument("--max-compute-tokens", type=float, help="cap on the compute-optimal run's tokens (its budget shrinks to match)")
     parser.add_argument("--out", required=True, help="proposal JSON to write (atomically)")
     args = parser.parse_args(argv)

@@ -95,14 +95,14 @@ def select_runs(table: RunsTable, config: FitConfig) -> Selection:
     if budgets.size == 0:
         raise AnalysisError("no token budgets: there are no completed grid runs with milestones (series=grid, status=completed)")
     flop_model = FlopModel(config.flop_convention, float(_context_tokens(completed, config)), _width_rule(table, config, notes))
-    fitting = [_cell_grid(table, grid_runs[grid_runs["size"] == size], size, budgets, config, notes) for size in fitting_names]
+    fitting = [cell_grid(table, grid_runs[grid_runs["size"] == size], size, budgets, config, notes) for size in fitting_names]
     heldout = []
     for size in config.heldout_sizes:
         runs = completed[(completed["size"] == size) & completed["series"].isin(HELDOUT_SERIES)]
         if runs.empty:
             notes.append(f"held-out size {size} has no completed grid or heldout runs")
         else:
-            heldout.append(_cell_grid(table, runs, size, budgets, config, notes, series=HELDOUT_SERIES))
+            heldout.append(cell_grid(table, runs, size, budgets, config, notes, series=HELDOUT_SERIES))
     cells = common_cells(fitting)
     cell = config.conventional_cell or _lowest_rank_cell(fitting, cells)
     source = "config" if config.conventional_cell else "lowest mean rank over the fitting sizes"
@@ -110,12 +110,13 @@ def select_runs(table: RunsTable, config: FitConfig) -> Selection:
     return Selection(config, table, budgets, fitting, heldout, cell or {}, source, cells, flop_model, noise, notes)
 
 
-def _cell_grid(table: RunsTable, runs: pd.DataFrame, size: str, budgets, config: FitConfig, notes: list[str],
-               series: tuple[str, ...] = ("grid",)) -> SizeGrid:
+def cell_grid(table: RunsTable, runs: pd.DataFrame, size: str, budgets, config: FitConfig, notes: list[str],
+              series: tuple[str, ...] = ("grid",), among=None) -> SizeGrid:
     """A size's grid with one row per (batch, learning rate) cell: the mean loss of the cell's replicates.
 
     ``runs`` are the size's completed runs of ``series``: the grid runs of a fitting size, the grid and ``heldout``
-    runs of a held-out size (``HELDOUT_SERIES``), whose diverged runs count by the same rule as a fitting size's.
+    runs of a held-out size (``HELDOUT_SERIES``), whose diverged runs count by the same rule as a fitting size's;
+    ``among``: if given, only these run ids take part (completed or not).
 
     A cell's replicates are its grid runs with different seeds (``grid.seeds_per_cell``). The learning rate is
     constant after warm-up, so a run's loss at a budget is that of the same run trained to that budget: a run that
@@ -126,6 +127,8 @@ def _cell_grid(table: RunsTable, runs: pd.DataFrame, size: str, budgets, config:
     """
     every = table.runs()
     every = every[every["series"].isin(series) & (every["size"] == size)]
+    if among is not None:  # only these runs (a held-out proposal's group), whatever their status
+        every = every[every.index.isin(list(among))]
     if all(len(group) == 1 for _, group in runs.groupby(["batch_clips", "learning_rate"], sort=False)) and len(every) == len(runs):
         return _size_grid(table, runs, size, budgets, config)
     keep, replicates, diverged = [], [], []

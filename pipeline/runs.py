@@ -154,8 +154,19 @@ def grid_seeds(config: Mapping[str, Any]) -> list[int]:
     A cell's loss is the mean of its replicates' losses (``analysis.selection``); they differ in
     initialisation, data order and every per-step draw, and train in the cell's ensemble job.
     """
+    return replicate_seeds(config, int(config["grid"].get("seeds_per_cell", 1)))
+
+
+def heldout_seeds(config: Mapping[str, Any]) -> list[int]:
+    """The seeds of every held-out cell and of the compute-optimal run: ``heldout.seeds_per_cell`` replicates from
+    ``training.seed`` on, as the grid's (``grid_seeds``); their mean loss is what the held-out check compares."""
+    return replicate_seeds(config, int(config["heldout"].get("seeds_per_cell", 1)))
+
+
+def replicate_seeds(config: Mapping[str, Any], count: int) -> list[int]:
+    """``count`` seeds from ``training.seed`` on, ``SEED_STRIDE`` apart."""
     seed = int(config["training"]["seed"])
-    return [seed + j * SEED_STRIDE for j in range(int(config["grid"].get("seeds_per_cell", 1)))]
+    return [seed + j * SEED_STRIDE for j in range(count)]
 
 
 def grid_runs(config: Mapping[str, Any]) -> list[RunSpec]:
@@ -283,7 +294,7 @@ def same_rate(a: float, b: float) -> bool:
 
 
 def predicted_heldout_run(proposal_path: str | Path) -> RunSpec:
-    """The held-out run at the cell nearest to what the laws predict for the largest held-out size."""
+    """The held-out run at the cell nearest to what the laws predict for the largest held-out size (its first seed's)."""
     proposal = read_proposal(proposal_path)
     groups = [g for g in proposal["groups"] if g["kind"] == "hyperparameters"]
     if not groups:
@@ -302,11 +313,10 @@ def predicted_heldout_run(proposal_path: str | Path) -> RunSpec:
 
 
 def compute_optimal_run(proposal_path: str | Path) -> RunSpec | None:
-    """The compute-optimal held-out run (``heldout.compute_optimal_size``), or None when the proposal has none."""
+    """The compute-optimal held-out run (``heldout.compute_optimal_size``; with several seeds, the first seed's), or
+    None when the proposal has none."""
     runs = [run for run in proposed_runs(proposal_path) if run.series == "compute_optimal"]
-    if len(runs) > 1:
-        raise ValueError(f"{proposal_path}: {len(runs)} compute-optimal runs, expected at most one")
-    return runs[0] if runs else None
+    return min(runs, key=lambda run: run.seed) if runs else None
 
 
 #: The trained models the evaluations (validation-protocol spread, caption conditioning, caption match) read:

@@ -591,3 +591,53 @@ def test_the_evaluated_models_of_a_proposal(fitted, tmp_path):
     assert EVALUATED_MODELS == ("largest", "compute_optimal")
     with pytest.raises(ValueError, match="unknown evaluated model 'smallest'"):
         evaluated_run(with_run, "smallest")
+
+
+def test_held_out_cells_with_several_seeds_are_compared_as_their_means(fitted, tmp_path):
+    """heldout.seeds_per_cell: every proposed cell (and the compute-optimal run) gets one run per seed; the check
+    compares each cell's mean loss, and its prediction interval and claim 3b's margin take a mean's noise."""
+    from analysis import claims
+    from analysis.runs import noise_quantile
+
+    seeds = [0, 1000, 2000]
+    common = ["--laws", str(fitted["laws"]), "--size", "tiny-262k", "--tokens", str(2**24), "--batch-clips", "8", "16", "32",
+              "--learning-rates", "5e-4,1e-3,2e-3,4e-3"]
+    proposal_path = tmp_path / "proposal.json"
+    assert propose_main([*common, "--seed", *map(str, seeds), "--out", str(proposal_path)]) == 0
+    proposal = json.loads(proposal_path.read_text())
+    hyper_cells = proposal["groups"][0]["cells"]
+    assert len(proposal["runs"]) == (len(hyper_cells) + 1) * len(seeds)
+    for group, cells in ((0, hyper_cells), (1, proposal["groups"][1]["cells"])):
+        for cell in cells:
+            assert sorted(r["seed"] for r in proposal["runs"] if r["group"] == group and r["batch_clips"] == cell["batch_clips"]
+                          and r["learning_rate"] == cell["learning_rate"]) == seeds
+    assert propose_main([*common, "--seed", "0", "0", "--out", str(tmp_path / "twice.json")]) == 2
+
+    drawn = synthetic_proposal_runs(proposal, TRUTH, DESIGN)
+    table = pd.concat([pd.read_csv(fitted["runs"]), drawn], ignore_index=True)
+    runs = tmp_path / "runs.csv"
+    table.to_csv(runs, index=False)
+    out = tmp_path / "heldout.json"
+    assert heldout_main(["--runs", str(runs), "--laws", str(fitted["laws"]), "--proposal", str(proposal_path), "--out", str(out)]) == 0
+    hyper, compute = json.loads(out.read_text())["groups"]
+    assert hyper["replicates"] == compute["replicates"] == len(seeds)
+    tokens = hyper["tokens"]
+    at_budget = drawn[np.isclose(drawn["tokens"], tokens)]
+    for cell in hyper["cells"]:
+        rows = at_budget[at_budget["run_id"].isin(cell["runs"])]
+        assert len(rows) == len(seeds) and set(rows["seed"]) == set(seeds)
+        assert cell["loss"] == pytest.approx(rows["validation_loss"].mean(), rel=1e-12)
+    compute_rows = drawn[(drawn["series"] == "compute_optimal") & np.isclose(drawn["tokens"], compute["tokens"], rtol=1e-3)]
+    assert len(compute_rows) == len(seeds)  # the budget lies a rounding step from the runs' last milestone: interpolated
+    assert compute["measured_loss"] == pytest.approx(compute_rows["validation_loss"].mean(), rel=1e-4)
+
+    laws = LawSet(read_laws(fitted["laws"]), level=0.9, seed=0)
+    laws.evaluate_samples = lambda *args, **kwargs: None  # no bootstrap samples: the interval is the noise's alone
+    one, three = (laws.loss_prediction(hyper["N"], tokens / 1e9, replicates=k)["prediction_interval"] for k in (1, 3))
+    assert (three[1] - three[0]) == pytest.approx((one[1] - one[0]) / np.sqrt(3))
+
+    sigma = 0.02
+    single = claims.heldout_cells({"groups": [{**hyper, "replicates": 1}]}, sigma, 0.9, 64)["groups"][0]
+    averaged = claims.heldout_cells({"groups": [hyper]}, sigma, 0.9, 64)["groups"][0]
+    assert single["noise_half_width"] == pytest.approx(noise_quantile(0.9, None) * np.sqrt(2) * sigma)
+    assert averaged["noise_half_width"] == pytest.approx(single["noise_half_width"] / np.sqrt(3))

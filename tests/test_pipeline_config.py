@@ -131,6 +131,21 @@ def test_every_grid_cell_gets_its_replicate_seeds_in_the_cells_ensemble_job():
         assert set(in_job) <= set(job.runs)
 
 
+def test_held_out_seeds_follow_the_master_seed_and_the_replicate_count():
+    """The held-out runs' seeds come from training.seed (a second master seed reaches them too) and
+    heldout.seeds_per_cell, SEED_STRIDE apart as the grid's replicates; the schema's default is one seed."""
+    from pipeline.runs import SEED_STRIDE, heldout_seeds
+
+    validated = changed()
+    validate_pipeline_config(validated)
+    assert validated["heldout"]["seeds_per_cell"] == 1 and heldout_seeds(validated) == [SMOKE["training"]["seed"]]
+    config = changed(training={"seed": 7}, heldout={"seeds_per_cell": 3})
+    validate_pipeline_config(config)
+    assert heldout_seeds(config) == [7, 7 + SEED_STRIDE, 7 + 2 * SEED_STRIDE]
+    with pytest.raises(PipelineConfigError, match="seeds_per_cell"):
+        validate_pipeline_config(changed(heldout={"seeds_per_cell": 0}))
+
+
 def test_a_sizes_extra_learning_rates_join_its_grid_and_its_ensemble_jobs_only():
     from pipeline.runs import grid_runs, training_jobs
 

@@ -12,6 +12,7 @@ from pipeline.runs import (
     find_job,
     format_learning_rate,
     grid_runs,
+    heldout_seeds,
     job_cost,
     job_of,
     proposed_runs,

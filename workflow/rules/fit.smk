@@ -68,6 +68,7 @@ checkpoint propose_heldout:
         batch_clips=config["grid"]["batch_clips"],
         learning_rates=config["grid"]["learning_rates"],
         neighbours=HELDOUT["neighbours"],
+        seeds=" ".join(str(seed) for seed in heldout_seeds(config)),
         compute=(
             f"--compute-size {HELDOUT['compute_optimal_size']}"
             if HELDOUT["compute_optimal_size"]
@@ -80,7 +81,7 @@ checkpoint propose_heldout:
     shell:
         "python -m analysis.propose --laws {input.laws} {params.sizes} --tokens {params.tokens}"
         " --batch-clips {params.batch_clips}"
-        " --learning-rates {params.learning_rates} --neighbours {params.neighbours}"
+        " --learning-rates {params.learning_rates} --neighbours {params.neighbours} --seed {params.seeds}"
         " {params.compute} --out {output.proposal} > {log} 2>&1"
 
 
