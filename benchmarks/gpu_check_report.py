@@ -116,9 +116,9 @@ def summary_lines(report: dict) -> list[str]:
         lines.append(f"  cuda tests: {tests['tests']} run, {tests['failures']} failed, {tests['errors']} errors, "
                      f"{tests['skipped']} skipped" + (f"; failing: {', '.join(tests['failing'])}" if tests["failing"] else ""))
     for row in report["attention"]:
-        if row["sdpa_over_xformers"] is not None:
-            lines.append(f"  attention {row['shape']} {row['kind']} {row['mode']}: xformers {row['median_ms']['xformers']:.3f} ms, "
-                         f"sdpa {row['median_ms']['sdpa']:.3f} ms (sdpa/xformers {row['sdpa_over_xformers']:.2f})")
+        timed = ", ".join(f"{backend} {ms:.3f} ms" for backend, ms in row["median_ms"].items())
+        ratio = f"sdpa/xformers {row['sdpa_over_xformers']:.2f}" if row["sdpa_over_xformers"] is not None else "xformers not timed"
+        lines.append(f"  attention {row['shape']} {row['kind']} {row['mode']}: {timed} ({ratio})")
     for row in report["training_step"]:
         lines.append(f"  training step {row['size']} ({row['batch_clips']} clips, {row['dtype']}, attention "
                      f"{row['attention_resolved']}): {row['flops_per_s'] / 1e12:.3g} model TFLOP/s, "

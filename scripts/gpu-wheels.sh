@@ -9,7 +9,10 @@
 #   xformers  the attention kernels the GPU check compares with SDPA (none for Python 3.12: said so,
 #             and the GPU check's xformers tests then fail);
 #   av, decord  the video writer and reader the CUDA evaluation test's data stage uses (about 47 MiB;
-#             --without-video leaves them out, and the GPU check then does not run that test).
+#             --without-video leaves them out, and the GPU check then does not run that test);
+#   jsonschema and what it needs (jsonschema-specifications, referencing, rpds-py), at the versions this
+#             interpreter has: the benchmarks read the pipeline's configuration, which jsonschema checks,
+#             and a GPU image with PyTorch need not have it (about 0.5 MiB).
 # Prints each wheel's size and the total against the 64 MiB a GPU machine's copy of the tree may hold.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -31,8 +34,12 @@ download() {  # download the wheel of $1==$2 for CPython 3.12 on manylinux x86_6
         -d "$folder" "$1==$2"
 }
 
+installed() {  # the version of package $1 this interpreter has (for what a pinned package needs)
+    "$python" -c 'import importlib.metadata as m, sys; print(m.version(sys.argv[1]))' "$1"
+}
+
 mkdir -p "$folder"
-packages=(xformers)
+packages=(xformers jsonschema)
 [ "$video" = 1 ] && packages+=(av decord)
 for package in "${packages[@]}"; do
     version="$(pin "$package")"
@@ -52,13 +59,20 @@ for package in "${packages[@]}"; do
     fi
 done
 
+for package in jsonschema-specifications referencing rpds-py; do
+    version="$(installed "$package")" || { echo "gpu-wheels: $python has no $package (install the suite first)" >&2; exit 1; }
+    rm -f "$folder/${package//-/_}"-*.whl
+    download "$package" "$version" || { echo "gpu-wheels: no $package $version wheel for CPython 3.12 on manylinux x86_64" >&2; exit 1; }
+    echo "gpu-wheels: $package $version (jsonschema needs it): $(ls "$folder/${package//-/_}"-*.whl)"
+done
+
 xformers_wheel="$(ls "$folder"/xformers-*.whl 2>/dev/null | head -n 1 || true)"
 if [ -n "$xformers_wheel" ]; then
     built_for="$("$python" -c 'import json, sys, zipfile
 build = json.loads(zipfile.ZipFile(sys.argv[1]).read("xformers/cpp_lib.json"))["version"]
 print("torch", build["torch"] + ", CUDA", build["cuda"])' "$xformers_wheel" 2>/dev/null || echo "unknown")"
     echo "gpu-wheels: the xformers wheel's C++ extensions were built for $built_for; on another torch they do not load" \
-         "and memory_efficient_attention runs PyTorch's own CUDA kernels (scripts/gpu-check.sh records which)"
+         "and none of memory_efficient_attention's operators runs (scripts/gpu-check.sh's xformers tests then fail)"
 fi
 
 wheels_bytes="$(du -cb "$folder"/*.whl | tail -n 1 | cut -f 1)"
