@@ -26,7 +26,7 @@ import pytest
 
 from conftest import LOCAL_PROFILE, REPOSITORY_ROOT, copy_data, planned_jobs, read_losses, run_bounded, workflow_environment
 from pipeline.config import model_tokens_per_clip
-from pipeline.runs import grid_runs, job_cost, training_jobs
+from pipeline.runs import grid_runs, heldout_seeds, job_cost, training_jobs
 
 DRY_RUN_TIMEOUT_S = 120
 KILL_RUN_TIMEOUT_S = 600
@@ -395,9 +395,10 @@ def test_smoke_samples_and_evaluations(smoke_run):
 
     heldout = json.loads((smoke_run.results / "heldout.json").read_text())
     measured = {row["run_id"] for row in read_rows(smoke_run.results / "runs.csv")}
+    seeds = len(heldout_seeds(smoke_run.config))
     for group in heldout["groups"]:
-        for cell in group.get("cells", []):
-            assert cell["run_id"] in measured and math.isfinite(cell["loss"]), cell
+        for cell in group.get("cells", []):  # a cell's loss is the mean of its replicates (heldout.seeds_per_cell)
+            assert len(cell["runs"]) == seeds and set(cell["runs"]) <= measured and math.isfinite(cell["loss"]), cell
     assert "code_version" in heldout["provenance"]
     findings = (smoke_run.results / "paper" / "FINDINGS.md").read_text()
     assert findings.startswith("# Findings on the paper's open questions"), findings[:200]
