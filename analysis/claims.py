@@ -28,7 +28,7 @@ import numpy as np
 from scipy import stats
 
 from analysis import paper
-from analysis.runs import noise_quantile, same_learning_rate
+from analysis.runs import mean_noise, noise_quantile, same_learning_rate
 from analysis.verdicts import all_of, flipped, from_interval, not_tested
 
 #: Claim 3a is untestable when more than this fraction of the optima lie on the grid's edge along the law's axis.
@@ -151,7 +151,7 @@ def heldout_cells(heldout_runs: dict | None, noise_std: float | None, level: flo
     tests, details = [], []
     for group in groups:
         cell = group["predicted_cell"]
-        # each cell's loss is the mean of the group's replicate runs: its noise is one run's / sqrt(replicates)
+        # each cell's loss is the mean of the group's replicate runs: the noise of a difference of two such means
         half = noise_quantile(level, noise_dof) * np.sqrt(2) * noise_std / np.sqrt(group.get("replicates") or 1)
 
         def is_predicted(other):
@@ -216,7 +216,7 @@ def heldout_losses(heldout: dict, noise_std: float | None, level: float) -> dict
         return _not_tested("fewer than two held-out points (heldout_sizes in the fit config, or no held-out runs trained)")
     if not noise_std:
         return _not_tested("no run-to-run noise estimate to set the tolerance")
-    noise_std = noise_std / np.sqrt(min(p.get("replicates") or 1 for p in heldout["table"]))  # a measured point's noise
+    noise_std = mean_noise(noise_std, min(p.get("replicates") or 1 for p in heldout["table"]))  # a measured point's noise
     mean = float(errors.mean())
     half = float(stats.t.ppf(0.5 + level / 2, errors.size - 1) * errors.std(ddof=1) / np.sqrt(errors.size))
     low, high = mean - half, mean + half

@@ -88,7 +88,7 @@ def _loss_record(laws: LawSet, document: dict, grid: SizeGrid, optimum, t: int, 
     """One held-out (size, budget): the measured optimal loss against each loss law, and the fixed cell's loss."""
     n_billions, t_billions = grid.parameters / BILLION, tokens / BILLION
     measured = float(optimum.loss[0, t])
-    replicates = min(len(runs) for runs in grid.replicates)  # seeds per cell: the measured loss's noise is one run's / sqrt
+    replicates = grid.fewest_replicates  # seeds per cell: the measured loss's noise is a mean's
     record = {
         "size": grid.size, "N": n_billions, "tokens": tokens, "T": t_billions, "measured_loss": measured, "replicates": replicates,
         "measured_method": METHOD_NAMES[int(optimum.method[0, t])],
@@ -229,7 +229,7 @@ def evaluate_proposal(table: RunsTable, laws: LawSet, proposal: dict, config: Fi
             notes: list[str] = []
             grid = cell_grid(table, completed.loc[present], group["size"], [tokens], config, notes, series=("heldout",),
                              among=found)
-            replicates = min(len(runs) for runs in grid.replicates)
+            replicates = grid.fewest_replicates
             optimum = find_optima(grid, None, config.optimum_method, config.optimum_band, config.optimum_max_gain)
             measured = float(optimum.loss[0, 0])
             unstable = np.zeros_like(grid.losses, dtype=bool) if grid.unstable is None else np.asarray(grid.unstable)

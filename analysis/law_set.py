@@ -21,7 +21,7 @@ from analysis.config import InferenceSetup
 from analysis.intervals import percentile_interval
 from analysis.law_forms import get_form
 from analysis.resampling import std_factors
-from analysis.runs import noise_degrees_of_freedom, noise_quantile, run_relative_std
+from analysis.runs import mean_noise, noise_degrees_of_freedom, noise_quantile, run_relative_std
 
 
 #: The laws document's format (2: optima interior flags, measured grids, recipe curves, run-noise bootstrap).
@@ -107,7 +107,7 @@ class LawSet:
         name = f"loss_{which}"
         value = float(self.loss(n_billions, t_billions, which))
         record = {"value": value, "interval": None, "prediction_interval": None, "level": self.level}
-        noise_std = self.noise_relative_std / np.sqrt(replicates)
+        noise_std = mean_noise(self.noise_relative_std, replicates)
         samples = self.evaluate_samples(name, N=np.array(n_billions), T=np.array(t_billions))
         rng = np.random.default_rng(self.seed)
         if samples is not None and samples.size >= 2:

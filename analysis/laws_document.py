@@ -53,7 +53,7 @@ from analysis.recipe_comparison import (
     reduction_curve,
 )
 from analysis.resampling import SCHEME, RunNoise
-from analysis.runs import RunsTable, noise_degrees_of_freedom, noise_std_interval
+from analysis.runs import RunsTable, mean_noise, noise_degrees_of_freedom, noise_std_interval
 from analysis.selection import Selection, select_runs
 
 #: Laws without which the downstream commands cannot run. A batch-size law that cannot be fitted because its
@@ -85,7 +85,7 @@ def fit_laws(table: RunsTable, config: FitConfig, log: Callable[[str], None] | N
     noise = RunNoise.draw(selection.resampled_run_ids(), config.bootstrap_resamples, config.seed)
     relative_std, noise_source, noise_dof = _relative_noise(selection, config)
     noise.set_std(relative_std, noise_dof, config.seed)
-    cell_std = noise.relative_std / np.sqrt(selection.seeds_per_cell)
+    cell_std = mean_noise(noise.relative_std, selection.seeds_per_cell)
     points = OptimumPoints.find(selection, noise, config)
     log(f"optima: {len(selection.fitting)} fitting sizes x {selection.budgets.size} budgets, {noise.resamples} resamples "
         f"({time.perf_counter() - started:.1f} s)")
@@ -266,7 +266,7 @@ def _setup_record(selection: Selection, noise: RunNoise, noise_source: str) -> d
         "conventional_cell": selection.conventional_cell,
         "conventional_cell_source": selection.conventional_cell_source,
         "noise": _noise_record(selection, noise, noise_source),
-        "huber_delta_loss": loss_delta(config, noise.relative_std / np.sqrt(selection.seeds_per_cell)),
+        "huber_delta_loss": loss_delta(config, mean_noise(noise.relative_std, selection.seeds_per_cell)),
         "bootstrap": {"resamples": noise.resamples, "seed": config.seed, "scheme": SCHEME, "level": config.confidence_level},
         "notes": selection.notes,
     }
@@ -278,10 +278,10 @@ def _noise_record(selection: Selection, noise: RunNoise, source: str) -> dict:
     seeds, level = selection.seeds_per_cell, selection.config.confidence_level
     dof = noise.degrees_of_freedom
     interval = noise_std_interval(noise.relative_std, dof, level)
-    return {"relative_std": noise.relative_std / np.sqrt(seeds) if seeds > 1 else noise.relative_std,
+    return {"relative_std": mean_noise(noise.relative_std, seeds),
             "run_relative_std": noise.relative_std, "seeds_per_cell": seeds, "source": source,
             "degrees_of_freedom": dof, "level": level, "run_relative_std_interval": interval,
-            "relative_std_interval": None if interval is None else [v / np.sqrt(seeds) for v in interval],
+            "relative_std_interval": None if interval is None else [mean_noise(v, seeds) for v in interval],
             **({"detail": selection.noise} if selection.noise else {})}
 
 

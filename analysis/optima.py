@@ -72,6 +72,11 @@ class SizeGrid:
         """The runs whose mean loss each row is: its replicate seeds, or the row's one run."""
         return self.members if self.members is not None else [(run_id,) for run_id in self.run_ids]
 
+    @property
+    def fewest_replicates(self) -> int:
+        """The fewest runs behind a row's loss (its noise is at most one run's / sqrt of this)."""
+        return min(len(runs) for runs in self.replicates)
+
 
 @dataclass
 class Optima:

@@ -486,6 +486,11 @@ def noise_quantile(level: float, dof: float | None) -> float:
     return float(stats.norm.ppf(0.5 + level / 2) if dof is None else stats.t.ppf(0.5 + level / 2, dof))
 
 
+def mean_noise(run_std: float, replicates: int) -> float:
+    """The noise of the mean of ``replicates`` independent runs whose own noise is ``run_std``: ``run_std / sqrt(replicates)``."""
+    return run_std / np.sqrt(replicates)
+
+
 def run_relative_std(noise: dict | None) -> float | None:
     """One run's relative std from a laws document's ``setup.noise`` (whose ``relative_std`` is a cell's, the mean of
     ``seeds_per_cell`` replicates); documents without replicates carry only ``relative_std``, which is then one run's."""
