@@ -77,6 +77,7 @@ def loss_law(document: dict, noise_std: float | None) -> dict:
         "edge_optima": edge.get("on_edge"), "optima": edge.get("optima"), "one_clip_optima": edge.get("at_one_clip_batch"),
         "resamples": bootstrap.get("resamples"), "dropped_resamples": bootstrap.get("failed", 0) + bootstrap.get("on_bound", 0),
         "failed_resamples": bootstrap.get("failed", 0), "on_bound_resamples": bootstrap.get("on_bound", 0),
+        "l_inf_zero_resamples": (bootstrap.get("at_constraint") or {}).get("L_inf", 0),
     }
     if fit["on_bound"]:
         return _not_tested("degenerate fit: a parameter ended on its bound", **evidence)

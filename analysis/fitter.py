@@ -246,7 +246,7 @@ def batched_refit(
     weights: np.ndarray | None = None,
     iterations: int = 300,
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """Refit many resamples at once from ``start``'s optimum: ``(theta (R, p), usable (R,), bound_hits (R, p))``.
+    """Refit many resamples at once from ``start``'s optimum: ``(theta (R, p), usable (R,), bound_sides (R, p))``.
 
     ``inputs`` are shared by all resamples (published units, shape ``(n,)``); ``observed`` is
     ``(R, n)`` and ``weights`` ``(R, n)`` (multiplicities; 0 drops a point, NaN observations must
@@ -254,7 +254,8 @@ def batched_refit(
     Levenberg-Marquardt on its iteratively reweighted least-squares form; a parameter on a bound
     whose gradient points outwards is held there (active set), the others are stepped and clipped
     to the bounds. ``usable``: finite, with a small Newton decrement over the free parameters.
-    ``bound_hits[r, i]``: parameter ``i`` of resample ``r`` ended on a bound.
+    ``bound_sides[r, i]``: -1 where parameter ``i`` of resample ``r`` ended on its lower bound, +1 on its
+    upper bound, 0 inside (``LawForm.constraint_bounds`` tells a bound of the model from a guard).
     """
     observed = np.atleast_2d(np.asarray(observed, dtype=float))
     resamples, _ = observed.shape
@@ -275,8 +276,10 @@ def batched_refit(
     finite = np.all(np.isfinite(theta), axis=1) & np.isfinite(objective)
     stationary = np.abs(decrement) <= STATIONARY_DECREMENT * np.maximum(1.0, objective)
     span = high - low
-    bound_hits = (theta <= low + BOUND_TOLERANCE * span) | (theta >= high - BOUND_TOLERANCE * span)
-    return theta, finite & stationary, bound_hits
+    sides = np.zeros(theta.shape, dtype=np.int8)
+    sides[theta <= low + BOUND_TOLERANCE * span] = -1
+    sides[theta >= high - BOUND_TOLERANCE * span] = 1
+    return theta, finite & stationary, sides
 
 
 def _levenberg_marquardt(form, log_x, log_y, weights, delta, theta, low, high, iterations):

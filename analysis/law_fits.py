@@ -9,7 +9,7 @@ percentile intervals and the bound the dropped resamples put on them (``analysis
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import numpy as np
 
@@ -53,7 +53,8 @@ class LawFit:
     samples: np.ndarray | None = None  # (R_kept, p) published units
     resample_index: np.ndarray | None = None  # which resamples (1..R) the samples came from
     failed: int = 0  # resamples whose refit did not converge
-    on_bound: int = 0  # converged resamples with a parameter on a bound the full-data fit is not on
+    on_bound: int = 0  # converged resamples with a parameter on a bound the full-data fit is not on (dropped)
+    at_constraint: dict = field(default_factory=dict)  # kept resamples on a bound of the model, per parameter
 
     @property
     def fitted(self) -> bool:
@@ -101,21 +102,33 @@ def bootstrap_law(fit: LawFit) -> None:
     """Refit resamples 1..R from the full-data optimum (vectorised) and keep the usable ones.
 
     A resample is kept when its refit converged and it put no parameter on a bound that the
-    full-data fit is not on. When the full-data fit itself holds a parameter on a bound (e.g.
-    ``L_inf = 0`` on degenerate data), resamples holding it there too are kept: the intervals are
-    then those of the bounded estimator, conditional on that bound (``law_record`` says so).
+    full-data fit is not on, other than a bound of the model itself (``LawForm.constraint_bounds``:
+    ``L_inf = 0``, a floor the loss can have). A resample there is the constrained estimate, the
+    same estimator as the full-data fit's, so it is kept at the bound (``at_constraint`` counts
+    them): dropping it would cut the interval short on that side, and an interval of ``L_inf`` would
+    exclude 0 only because the resamples at 0 were left out. When the full-data fit itself holds a
+    parameter on a bound (e.g. ``L_inf = 0`` on degenerate data), resamples holding it there too are
+    kept: the intervals are then those of the bounded estimator, conditional on that bound
+    (``law_record`` says so).
     """
     data = fit.data
     if not fit.fitted or data.observed.shape[0] <= 1:
         return
-    theta, usable, bound_hits = batched_refit(data.form, data.inputs, data.observed[1:], data.delta, fit.result,
-                                              weights=data.weights[1:])
+    theta, usable, sides = batched_refit(data.form, data.inputs, data.observed[1:], data.delta, fit.result,
+                                         weights=data.weights[1:])
     names = data.form.parameter_names
     held = np.array([name in fit.result.on_bound for name in names])
-    new_bound = np.any(bound_hits & ~held, axis=1)
+    constraint = dict(data.form.constraint_bounds)
+    allowed = np.zeros(sides.shape, dtype=bool)  # on a bound of the model: the constrained estimate, kept
+    for i, name in enumerate(names):
+        if name in constraint:
+            allowed[:, i] = sides[:, i] == (-1 if constraint[name] == "low" else 1)
+    new_bound = np.any((sides != 0) & ~held & ~allowed, axis=1)
     kept = usable & ~new_bound
     fit.failed = int(np.sum(~usable))
     fit.on_bound = int(np.sum(usable & new_bound))
+    fit.at_constraint = {name: int(np.sum(kept & allowed[:, i] & ~held[i])) for i, name in enumerate(names)
+                         if name in constraint}
     rows = [data.form.to_parameters(t, fit.result.scales) for t in theta[kept]]
     fit.samples = np.array([[row[n] for n in names] for row in rows]) if rows else np.empty((0, len(names)))
     fit.resample_index = np.flatnonzero(kept) + 1
@@ -161,6 +174,7 @@ def _bootstrap_record(fit: LawFit, level: float) -> dict:
         "usable": int(len(fit.samples)),
         "failed": fit.failed,
         "on_bound": fit.on_bound,
+        "at_constraint": dict(fit.at_constraint),
         "held_at_bound": list(fit.result.on_bound),
         "samples": [[float(f"{v:.10g}") for v in row] for row in fit.samples],
     }

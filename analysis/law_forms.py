@@ -108,6 +108,11 @@ class LawForm:
     #: Parameter names that are exponents (reported in the exponent figure/table).
     exponent_names: tuple[str, ...] = ()
 
+    #: Bounds that belong to the model, not to the optimiser: (parameter name, "low" or "high") pairs. A fit
+    #: that ends on such a bound is the constrained estimate (a loss floor of 0 is a possible answer); one that
+    #: ends on any other bound (a guard against runaway exponents and coefficients) is not identified there.
+    constraint_bounds: tuple[tuple[str, str], ...] = ()
+
     # --- evaluation in published units ----------------------------------------------------------
     def predict(self, parameters: Mapping[str, float], **inputs: np.ndarray) -> np.ndarray:
         """Evaluate the law at ``inputs`` (published units) with published ``parameters``."""
@@ -130,6 +135,8 @@ class SumOfPowerLaws(LawForm):
     output: str = "L"
     output_units: str = "validation loss"
     exponent_names: tuple[str, ...] = ("alpha", "beta")
+    #: The loss is a mean squared error, so its floor cannot be negative: L_inf = 0 is a possible answer.
+    constraint_bounds: tuple[tuple[str, str], ...] = (("L_inf", "low"),)
 
     def log_predict(self, theta, log_x):
         log_a, alpha, log_b, beta, floor = theta

@@ -163,6 +163,7 @@ def laws_table(document: dict) -> list[dict]:
                        on_bound=parameter in record["fit"]["on_bound"], degenerate=list(record["fit"]["on_bound"]),
                        edge_optima=edge.get("on_edge"), optima=edge.get("optima"), held_at_bound=bootstrap.get("held_at_bound", []),
                        usable=bootstrap.get("usable"), resamples=bootstrap.get("resamples"),
+                       at_constraint=(bootstrap.get("at_constraint") or {}).get(parameter, 0),
                        no_interval_reason=bootstrap.get("no_interval_reason"))
         else:
             row["reason"] = record.get("reason", "absent from the laws file")

@@ -116,8 +116,8 @@ def test_batched_refit_matches_single_refits():
     rng = np.random.default_rng(5)
     resamples = base[None, :] * (1 + 2e-4 * rng.standard_normal((8, base.size)))
     weights = rng.integers(0, 3, size=resamples.shape).astype(float)
-    theta, usable, on_bound = batched_refit(LOSS_LAW, {"N": N, "T": T}, resamples, 1e-3, start, weights=weights)
-    assert usable.all() and not on_bound.any()
+    theta, usable, sides = batched_refit(LOSS_LAW, {"N": N, "T": T}, resamples, 1e-3, start, weights=weights)
+    assert usable.all() and not sides.any()
     for r in range(3):
         keep = weights[r] > 0
         single, ok, _ = refit(LOSS_LAW, {"N": N[keep], "T": T[keep]}, resamples[r, keep], 1e-3, start, weights=weights[r, keep])
@@ -245,9 +245,10 @@ def test_batched_refit_converges_on_a_degenerate_fit_and_reports_the_bound():
     rng = np.random.default_rng(10)
     weights = rng.multinomial(9, np.full(9, 1 / 9), size=20).astype(float)
     observed = np.broadcast_to(DEGENERATE, weights.shape) * (1 + 0.002 * rng.standard_normal(weights.shape))
-    theta, usable, bound_hits = batched_refit(LOSS_LAW, inputs, observed, 1e-3, start, weights=weights)
+    theta, usable, sides = batched_refit(LOSS_LAW, inputs, observed, 1e-3, start, weights=weights)
     assert usable.mean() >= 0.9
-    assert bound_hits.shape == (20, 5) and bound_hits[:, 4].mean() >= 0.5 and not bound_hits[:, :4].any()
+    assert sides.shape == (20, 5) and (sides[:, 4] == -1).mean() >= 0.5 and not sides[:, :4].any()
+    assert not (sides == 1).any()  # L_inf's bound there is its lower one, 0
     # each usable refit is as good as scipy's one-at-a-time refit of the same resample
     log_x = LOSS_LAW.log_inputs(inputs, start.scales)
     for r in np.flatnonzero(usable)[:5]:
@@ -287,3 +288,52 @@ print(counts)
     if not counts:
         pytest.skip("numpy/scipy here are not linked against OpenBLAS")
     assert counts == [1] * len(counts)
+
+
+def test_bootstrap_keeps_resamples_whose_loss_floor_is_zero_and_the_interval_reaches_it():
+    """L_inf = 0 is a floor the loss can have (a bound of the model, not a guard of the optimiser): a resample
+    refitted there is the constrained estimate and is kept at 0, so when more than a tail's share of the
+    resamples land there, L_inf's interval starts at 0. Checked against scipy's one-at-a-time refits of the
+    same resamples, classified here from their parameters and the form's bounds."""
+    from analysis.law_fits import LawData, bootstrap_law, fit_full_data, law_record
+
+    n = np.repeat([1e-5, 3e-5, 1e-4, 3e-4], 4)
+    t = np.tile([1e-4, 3e-4, 1e-3, 3e-3], 4)
+    rng = np.random.default_rng(1)
+    truth = {"a": 0.004, "alpha": 0.3, "b": 0.006, "beta": 0.3, "L_inf": 0.01}
+    observed = LOSS_LAW.predict(truth, N=n, T=t) * (1 + 0.01 * rng.standard_normal(n.size))
+    resamples = 120
+    weights = np.ones((resamples + 1, n.size))
+    weights[1:] = rng.multinomial(n.size, np.full(n.size, 1 / n.size), size=resamples)
+    data = LawData("loss_optimal", LOSS_LAW, {"N": n, "T": t}, np.broadcast_to(observed, weights.shape).copy(), weights,
+                   1e-3, [{"point": i} for i in range(n.size)], ["run"], "test points", {"N": 2, "T": 2})
+    fit = fit_full_data(data)
+    assert fit.fitted and fit.result.on_bound == [] and fit.result.parameters["L_inf"] > 0
+    bootstrap_law(fit)
+    record = law_record(fit, 0.95)
+
+    # the reference: scipy refits, a resample at 0 kept there, one on another bound dropped
+    names = list(LOSS_LAW.parameter_names)
+    floors, dropped = [], 0
+    for r in range(1, resamples + 1):
+        keep = weights[r] > 0
+        theta, usable, _ = refit(LOSS_LAW, {"N": n[keep], "T": t[keep]}, observed[keep], 1e-3, fit.result,
+                                 weights=weights[r, keep])
+        bounds = LOSS_LAW.bounds(observed[keep])
+        tolerance = [1e-6 * (high - low) for low, high in bounds]
+        guard = [theta[i] <= bounds[i][0] + tolerance[i] or theta[i] >= bounds[i][1] - tolerance[i] for i in range(4)]
+        guard.append(theta[4] >= bounds[4][1] - tolerance[4])
+        if not usable or any(guard):
+            dropped += 1
+            continue
+        floors.append(0.0 if theta[names.index("L_inf")] <= tolerance[4] else LOSS_LAW.to_parameters(theta, fit.result.scales)["L_inf"])
+    at_zero = sum(value == 0.0 for value in floors)
+    assert at_zero > 0.025 * resamples  # more than the lower tail holds: the design of this test
+    bootstrap = record["bootstrap"]
+    assert bootstrap["on_bound"] == 0 and abs(bootstrap["at_constraint"]["L_inf"] - at_zero) <= 3
+    assert bootstrap["usable"] == resamples - bootstrap["failed"] and dropped <= bootstrap["failed"]
+    kept = np.array(bootstrap["samples"])[:, names.index("L_inf")]
+    assert int(np.sum(kept <= 1e-9)) == bootstrap["at_constraint"]["L_inf"]
+    low, high = record["intervals"]["L_inf"]
+    assert low == 0.0 and (low, high) == pytest.approx(percentile_interval(kept, 0.95))
+    assert high == pytest.approx(percentile_interval(np.array(floors), 0.95)[1], rel=0.1)
