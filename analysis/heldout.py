@@ -27,6 +27,7 @@ from analysis.allocation import BILLION
 from analysis.config import FitConfig, config_from_dict
 from analysis.law_set import LawSet, LawsFileError, read_laws
 from analysis.optima import METHOD_NAMES, SizeGrid, find_optima
+from analysis.resampling import RunNoise
 from analysis.runs import RunsTable, RunsTableError, load_runs, same_learning_rate
 from analysis.selection import cell_grid
 
@@ -63,10 +64,15 @@ def evaluate_heldout_grids(document: dict, grids: list[SizeGrid], budgets, confi
     laws = LawSet(document, level=config.confidence_level, seed=config.seed)
     loss_records, hp_records = [], []
     for grid in grids:
-        optimum = find_optima(grid, None, config.optimum_method, config.optimum_band, config.optimum_max_gain)
+        noise = measurement_noise(laws, [run_id for cell in grid.replicates for run_id in cell], config)
+        resampled = noise.losses(grid.replicates, grid.losses)
+        optimum = find_optima(grid, resampled, config.optimum_method, config.optimum_band, config.optimum_max_gain)
         for t, tokens in enumerate(budgets):
             if optimum.method[0, t] >= 0:
-                loss_records.append(_loss_record(laws, document, grid, optimum, t, float(tokens)))
+                record = _loss_record(laws, document, grid, optimum, t, float(tokens))
+                if "relative_error" in record:
+                    record["relative_error_resamples"] = _error_resamples(record["predicted_loss"], optimum.loss[1:, t])
+                loss_records.append(record)
                 hp_records.append(_hyperparameter_record(laws, document, grid, optimum, t, float(tokens)))
     covered = [r["covered"] for r in loss_records if r.get("covered") is not None]
     errors = [abs(r["relative_error"]) for r in loss_records if "relative_error" in r]
@@ -82,6 +88,20 @@ def evaluate_heldout_grids(document: dict, grids: list[SizeGrid], budgets, confi
             "level": config.confidence_level,
         },
     }
+
+
+def measurement_noise(laws: LawSet, run_ids: list[str], config: FitConfig) -> RunNoise:
+    """Resamples of held-out runs for the noise of what they measure: each run's curve scaled by ``1 + sigma z`` as
+    the fit's resamples scale the fitting runs (``analysis.resampling``), a stream of draws per run, ``sigma`` one
+    run's relative std with the uncertainty of its estimate. The law stays fixed: the check is of the law fitted."""
+    noise = RunNoise.draw_per_run(run_ids, config.bootstrap_resamples, config.seed)
+    noise.set_std(laws.noise_relative_std, laws.noise_dof, config.seed)
+    return noise
+
+
+def _error_resamples(predicted: float, measured: np.ndarray) -> list[float | None]:
+    """The relative error of ``predicted`` against each resampled measurement (None where there is none)."""
+    return [None if not np.isfinite(m) or m <= 0 else float(f"{(predicted - m) / m:.6g}") for m in np.asarray(measured, float)]
 
 
 def _loss_record(laws: LawSet, document: dict, grid: SizeGrid, optimum, t: int, tokens: float) -> dict:
@@ -230,8 +250,11 @@ def evaluate_proposal(table: RunsTable, laws: LawSet, proposal: dict, config: Fi
             grid = cell_grid(table, completed.loc[present], group["size"], [tokens], config, notes, series=("heldout",),
                              among=found)
             replicates = grid.fewest_replicates
-            optimum = find_optima(grid, None, config.optimum_method, config.optimum_band, config.optimum_max_gain)
+            noise = measurement_noise(laws, [run_id for cell in grid.replicates for run_id in cell], config)
+            optimum = find_optima(grid, noise.losses(grid.replicates, grid.losses), config.optimum_method,
+                                  config.optimum_band, config.optimum_max_gain)
             measured = float(optimum.loss[0, 0])
+            resampled = optimum.loss[1:, 0]
             unstable = np.zeros_like(grid.losses, dtype=bool) if grid.unstable is None else np.asarray(grid.unstable)
             record.update(
                 measured_optimum={
@@ -255,8 +278,10 @@ def evaluate_proposal(table: RunsTable, laws: LawSet, proposal: dict, config: Fi
             replicates = int(np.isfinite(losses[:, 0]).sum())
             measured = float(np.nanmean(losses[:, 0]))
             record["measured_loss"] = measured
+            resampled = measurement_noise(laws, list(present), config).mean_losses(list(present), losses)[1:, 0]
         prediction = laws.loss_prediction(n_billions, tokens / BILLION, replicates=max(replicates, 1))
-        record.update(predicted_loss=prediction, replicates=replicates)
+        record.update(predicted_loss=prediction, replicates=replicates,
+                      relative_error_resamples=_error_resamples(prediction["value"], resampled))
         pi = prediction["prediction_interval"]
         record.update(
             status="evaluated",

@@ -14,6 +14,7 @@ import numpy as np
 from scipy.stats import binom
 
 from analysis import paper
+from analysis.intervals import percentile_interval
 from analysis.runs import RunsTable, noise_quantile, run_relative_std
 from analysis.sensitivity import grid_column
 from analysis.verdicts import from_interval
@@ -207,11 +208,16 @@ def heldout(document: dict, heldout_runs: dict | None, level: float) -> dict:
                            "relative_error": g["relative_error"], "covered": g.get("covered"),
                            "prediction_interval": g["predicted_loss"].get("prediction_interval"),
                            "replicates": g.get("replicates", 1)})
+    resamples = [r.get("relative_error_resamples") for r in document.get("heldout", {}).get("loss", [])
+                 if r.get("relative_error") is not None]
+    resamples += [g.get("relative_error_resamples") for g in groups
+                  if g.get("kind") == "compute_optimal" and g.get("status") == "evaluated"]
     errors = np.array([abs(p["relative_error"]) for p in points])
     with_interval = [p for p in points if p["covered"] is not None]
     misses = sum(not p["covered"] for p in with_interval)
     expected = expected_abs_errors(points, level)
     return {
+        **mean_relative_error(points, resamples, level),
         "sizes": sorted({p["size"] for p in points}), "points": len(points), "level": level,
         "replicates": min((p["replicates"] for p in points), default=1),  # runs behind each measured point (the fewest)
         "mean_abs_error": float(errors.mean()) if errors.size else None, "max_abs_error": float(errors.max()) if errors.size else None,
@@ -220,6 +226,31 @@ def heldout(document: dict, heldout_runs: dict | None, level: float) -> dict:
         "allowed_misses": allowed_misses(len(with_interval), level), "chance_quantile": CHANCE_QUANTILE,
         "table": points, "groups": [_heldout_group(g) for g in groups],
     }
+
+
+def mean_relative_error(points: list[dict], resamples: list, level: float) -> dict:
+    """The held-out points' mean relative error and its interval over the noise unit, the run.
+
+    Each point's measurement is resampled with its runs (``analysis.heldout.measurement_noise``: every run's
+    curve scaled by one draw, the optimum found again on the resampled cells), so points measured by the same
+    runs, at several budgets of one size, move together as they do in the data; a t interval over the points
+    would count each as independent and be too narrow. A resample in which some point has no measurement is
+    dropped (counted). Without resamples for every point (a laws file written before them) there is no interval.
+    """
+    if not points:
+        return {"mean_relative_error": None, "mean_relative_error_interval": None}
+    record = {"mean_relative_error": float(np.mean([p["relative_error"] for p in points])), "mean_relative_error_interval": None}
+    lengths = {len(r) for r in resamples if r is not None}
+    if len(resamples) != len(points) or any(r is None for r in resamples) or len(lengths) != 1:
+        record["mean_relative_error_reason"] = "the held-out points carry no resampled measurements"
+        return record
+    matrix = np.array([[np.nan if v is None else v for v in r] for r in resamples], dtype=float)  # (points, R)
+    complete = np.all(np.isfinite(matrix), axis=0)
+    means = matrix[:, complete].mean(axis=0)
+    record.update(mean_relative_error_resamples=int(complete.sum()), mean_relative_error_dropped=int((~complete).sum()))
+    if means.size >= 2:
+        record["mean_relative_error_interval"] = list(percentile_interval(means, level))
+    return record
 
 
 def expected_abs_errors(points: list[dict], level: float) -> list[float]:

@@ -15,9 +15,20 @@ would do. Row 0 is the data as measured.
 
 from __future__ import annotations
 
+import hashlib
 from dataclasses import dataclass
 
 import numpy as np
+
+#: Stream tag of the held-out runs' draws (``RunNoise.draw_per_run``), apart from the fitting runs' stream.
+HELDOUT_STREAM = 0x4E1D
+
+
+def _id_words(run_id: str) -> list[int]:
+    """A run id as four 32-bit words (blake2b), a stable seed component across processes and Python versions."""
+    digest = hashlib.blake2b(run_id.encode("utf-8"), digest_size=16).digest()
+    return [int.from_bytes(digest[i : i + 4], "little") for i in range(0, 16, 4)]
+
 
 SCHEME = ("each run's loss curve scaled by 1 + sigma z (z standard normal, one per run and resample; sigma: "
           "setup.noise.run_relative_std times sqrt(nu / chi2_nu), drawn once per resample, nu: "
@@ -39,6 +50,14 @@ class RunNoise:
     def draw(cls, run_ids: list[str], resamples: int, seed: int) -> "RunNoise":
         rng = np.random.default_rng(seed)
         return cls(list(run_ids), rng.standard_normal((resamples, len(run_ids))))
+
+    @classmethod
+    def draw_per_run(cls, run_ids: list[str], resamples: int, seed: int) -> "RunNoise":
+        """Draws of each run from a stream of its own (``seed`` and its id): the same for a run whichever others are
+        drawn with it, and independent between runs drawn in separate calls (the held-out checks draw per group)."""
+        columns = [np.random.default_rng([int(seed), HELDOUT_STREAM, *_id_words(run_id)]).standard_normal(resamples)
+                   for run_id in run_ids]
+        return cls(list(run_ids), np.stack(columns, axis=1) if columns else np.empty((resamples, 0)))
 
     def set_std(self, relative_std: float, degrees_of_freedom: float | None, seed: int) -> None:
         """The run-to-run relative std and the degrees of freedom of its estimate (None: known exactly)."""

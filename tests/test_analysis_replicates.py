@@ -183,3 +183,37 @@ def test_a_heldout_run_that_diverged_counts_before_its_divergence_and_makes_its_
             assert np.isnan(grid.losses[row, j]) and grid.unstable[row, j] == (budget <= milestones[-1])
     assert grid.unstable.sum() == np.sum((selection.budgets > milestones[1]) & (selection.budgets <= milestones[-1]))
     assert victim["run_id"] in selection.heldout_run_ids
+
+
+def test_a_runs_own_draws_do_not_depend_on_the_runs_drawn_with_it():
+    """Held-out runs are drawn group by group (``RunNoise.draw_per_run``): a run's draws are the same in any
+    company, and two runs' draws are independent."""
+    alone = RunNoise.draw_per_run(["heldout/a"], 4000, seed=3).draws[:, 0]
+    together = RunNoise.draw_per_run(["heldout/b", "heldout/a"], 4000, seed=3).draws
+    assert np.array_equal(together[:, 1], alone)
+    assert abs(np.corrcoef(together[:, 0], together[:, 1])[0, 1]) < 4 / np.sqrt(4000)
+    assert abs(alone.mean()) < 4 / np.sqrt(4000) and abs(alone.std() - 1) < 0.05
+    assert not np.array_equal(RunNoise.draw_per_run(["heldout/a"], 4000, seed=4).draws[:, 0], alone)
+
+
+def test_the_mean_heldout_error_interval_counts_points_of_shared_runs_as_one():
+    """Claim 4's interval of the mean relative error: two points measured by the same runs (one draw moves both)
+    and one measured by others; the interval's half-width is the normal quantile times sigma sqrt(5) / 3 (the
+    mean of e + 2 d1 and d2 over 3 points), not the sigma / sqrt(3) of three independent points."""
+    from analysis.measurements import mean_relative_error
+
+    rng = np.random.default_rng(11)
+    sigma, resamples = 0.01, 40000
+    shared, own = rng.standard_normal(resamples) * sigma, rng.standard_normal(resamples) * sigma
+    points = [{"relative_error": e} for e in (0.004, 0.006, -0.002)]
+    record = mean_relative_error(points, [0.004 + shared, 0.006 + shared, -0.002 + own], 0.9)
+    low, high = record["mean_relative_error_interval"]
+    half = stats.norm.ppf(0.95) * sigma * np.sqrt(5) / 3
+    assert record["mean_relative_error"] == pytest.approx(0.008 / 3)
+    assert (high - low) / 2 == pytest.approx(half, rel=0.03) and (low + high) / 2 == pytest.approx(0.008 / 3, abs=3e-4)
+    assert record["mean_relative_error_resamples"] == resamples and record["mean_relative_error_dropped"] == 0
+    # a resample in which a point has no measurement is dropped and counted; none at all: no interval, a reason
+    gap = [list(0.004 + shared), list(0.006 + shared), [None] + list(-0.002 + own[1:])]
+    assert mean_relative_error(points, gap, 0.9)["mean_relative_error_dropped"] == 1
+    missing = mean_relative_error(points, [None, None, None], 0.9)
+    assert missing["mean_relative_error_interval"] is None and missing["mean_relative_error_reason"]
