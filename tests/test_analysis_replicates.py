@@ -212,6 +212,10 @@ def test_the_mean_heldout_error_interval_counts_points_of_shared_runs_as_one():
     assert record["mean_relative_error"] == pytest.approx(0.008 / 3)
     assert (high - low) / 2 == pytest.approx(half, rel=0.03) and (low + high) / 2 == pytest.approx(0.008 / 3, abs=3e-4)
     assert record["mean_relative_error_resamples"] == resamples and record["mean_relative_error_dropped"] == 0
+    # resamples shifted by a bias (the winner's curse of an optimum found again) shift the interval the other way
+    biased = mean_relative_error(points, [0.004 + shared + 0.003, 0.006 + shared + 0.003, -0.002 + own + 0.003], 0.9)
+    assert biased["mean_relative_error_resample_bias"] == pytest.approx(0.003, abs=2e-4)
+    assert biased["mean_relative_error_interval"] == pytest.approx([low - 0.003, high - 0.003], abs=2e-4)
     # a resample in which a point has no measurement is dropped and counted; none at all: no interval, a reason
     gap = [list(0.004 + shared), list(0.006 + shared), [None] + list(-0.002 + own[1:])]
     assert mean_relative_error(points, gap, 0.9)["mean_relative_error_dropped"] == 1
