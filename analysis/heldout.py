@@ -99,6 +99,22 @@ def measurement_noise(laws: LawSet, run_ids: list[str], config: FitConfig) -> Ru
     return noise
 
 
+def _margin_resamples(grid: SizeGrid, resampled: np.ndarray, predicted_cell: dict) -> list[float | None] | None:
+    """Claim 3b's margin (the best other cell's loss over the predicted cell's, minus 1) in each resample of the
+    held-out runs (``resampled``: ``(R + 1, cells, 1)``, row 0 as measured); None without both kinds of cell.
+    The best other cell is found again in every resample, so the margin carries the winner's curse of a minimum
+    over noisy cells as the measured one does."""
+    present = np.isfinite(grid.losses[:, 0])
+    match = present & (grid.batch_tokens == predicted_cell["batch_tokens"]) & same_learning_rate(
+        grid.learning_rates, predicted_cell["learning_rate"])
+    others = present & ~match
+    if not match.any() or not others.any():
+        return None
+    values = np.asarray(resampled, dtype=float)[1:, :, 0]
+    margins = np.min(values[:, others], axis=1) / np.min(values[:, match], axis=1) - 1
+    return [None if not np.isfinite(m) else float(f"{m:.6g}") for m in margins]
+
+
 def _error_resamples(predicted: float, measured: np.ndarray) -> list[float | None]:
     """The relative error of ``predicted`` against each resampled measurement (None where there is none)."""
     return [None if not np.isfinite(m) or m <= 0 else float(f"{(predicted - m) / m:.6g}") for m in np.asarray(measured, float)]
@@ -251,8 +267,8 @@ def evaluate_proposal(table: RunsTable, laws: LawSet, proposal: dict, config: Fi
                              among=found)
             replicates = grid.fewest_replicates
             noise = measurement_noise(laws, [run_id for cell in grid.replicates for run_id in cell], config)
-            optimum = find_optima(grid, noise.losses(grid.replicates, grid.losses), config.optimum_method,
-                                  config.optimum_band, config.optimum_max_gain)
+            optimum_losses = noise.losses(grid.replicates, grid.losses)
+            optimum = find_optima(grid, optimum_losses, config.optimum_method, config.optimum_band, config.optimum_max_gain)
             measured = float(optimum.loss[0, 0])
             resampled = optimum.loss[1:, 0]
             unstable = np.zeros_like(grid.losses, dtype=bool) if grid.unstable is None else np.asarray(grid.unstable)
@@ -271,6 +287,7 @@ def evaluate_proposal(table: RunsTable, laws: LawSet, proposal: dict, config: Fi
                 ],
                 **_cell_check(grid, 0, group["predicted"]["batch_tokens"], group["predicted"]["learning_rate"]),
             )
+            record["margin_resamples"] = _margin_resamples(grid, optimum_losses, record["predicted_cell"])
             if notes:
                 record["notes"] = notes
         else:

@@ -1,4 +1,4 @@
-"""Bootstrap intervals: equal-tailed percentile intervals, and how far dropped resamples could move them.
+"""Bootstrap intervals: equal-tailed percentile intervals, basic intervals, and how far dropped resamples could move them.
 
 A resample is *dropped* when its refit did not converge or ended on a bound the full-data fit is not
 on. Dropping is not random, so the interval of the kept resamples alone could be too narrow:
@@ -58,3 +58,17 @@ def estimate(value, samples, level: float, dropped: int = 0) -> dict:
         record["dropped"] = int(dropped + np.sum(~np.isfinite(samples)))
         record["interval_with_dropped"] = bounds_with_dropped(samples, record["dropped"], level)
     return record
+
+
+def basic_interval(value: float, resamples: list | None, level: float) -> list[float] | None:
+    """The basic (reverse percentile) bootstrap interval ``[2 v - q_high, 2 v - q_low]`` of ``value`` from its
+    resamples (None entries: resamples without a value, left out); None with fewer than two. It takes off a
+    shift of the resamples from the value, such as the winner's curse of a minimum found again among noisy cells."""
+    if resamples is None:
+        return None
+    values = np.array([np.nan if v is None else v for v in resamples], dtype=float)
+    values = values[np.isfinite(values)]
+    if values.size < 2:
+        return None
+    low, high = percentile_interval(values, level)
+    return [2 * value - high, 2 * value - low]

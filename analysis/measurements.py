@@ -14,7 +14,7 @@ import numpy as np
 from scipy.stats import binom
 
 from analysis import paper
-from analysis.intervals import percentile_interval
+from analysis.intervals import basic_interval
 from analysis.runs import RunsTable, noise_quantile, run_relative_std
 from analysis.sensitivity import grid_column
 from analysis.verdicts import from_interval
@@ -253,10 +253,8 @@ def mean_relative_error(points: list[dict], resamples: list, level: float) -> di
     means = matrix[:, complete].mean(axis=0)
     record.update(mean_relative_error_resamples=int(complete.sum()), mean_relative_error_dropped=int((~complete).sum()))
     if means.size >= 2:
-        mean = record["mean_relative_error"]
-        low, high = percentile_interval(means, level)
-        record.update(mean_relative_error_interval=[2 * mean - high, 2 * mean - low],
-                      mean_relative_error_resample_bias=float(means.mean() - mean))
+        record.update(mean_relative_error_interval=basic_interval(record["mean_relative_error"], list(means), level),
+                      mean_relative_error_resample_bias=float(means.mean() - record["mean_relative_error"]))
     return record
 
 
