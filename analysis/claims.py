@@ -29,8 +29,8 @@ from __future__ import annotations
 import numpy as np
 
 from analysis import paper
-from analysis.intervals import basic_interval
-from analysis.runs import mean_noise, noise_quantile, same_learning_rate
+from analysis.intervals import basic_interval, finite_values
+from analysis.runs import mean_noise, same_learning_rate
 from analysis.verdicts import all_of, flipped, from_interval, not_tested
 
 #: Claim 3a is untestable when more than this fraction of the optima lie on the grid's edge along the law's axis.
@@ -143,8 +143,7 @@ def hyperparameter_law(document: dict, name: str, edge_fraction: float | None) -
     return {"verdict": all_of(t["verdict"] for t in tests), "tests": tests, "fitted": True, "mostly_on_edge": False, **evidence}
 
 
-def heldout_cells(heldout_runs: dict | None, noise_std: float | None, level: float, tokens_per_clip: float,
-                  noise_dof: float | None = None) -> dict:
+def heldout_cells(heldout_runs: dict | None, noise_std: float | None, level: float, tokens_per_clip: float) -> dict:
     """Claim 3b (module docstring), over every held-out hyperparameter group with the predicted cell measured."""
     groups = [g for g in (heldout_runs or {}).get("groups", []) if g.get("kind") == "hyperparameters" and g.get("status") == "evaluated"]
     if not groups:
@@ -154,8 +153,6 @@ def heldout_cells(heldout_runs: dict | None, noise_std: float | None, level: flo
     tests, details = [], []
     for group in groups:
         cell = group["predicted_cell"]
-        # each cell's loss is the mean of the group's replicate runs: the noise of a difference of two such means
-        half = noise_quantile(level, noise_dof) * np.sqrt(2) * noise_std / np.sqrt(group.get("replicates") or 1)
 
         def is_predicted(other):
             return bool(other["batch_clips"] * tokens_per_clip == cell["batch_tokens"]
@@ -174,19 +171,15 @@ def heldout_cells(heldout_runs: dict | None, noise_std: float | None, level: flo
                             "reason": "the group carries no resampled margins"})
             continue
         tests.append(_test(f"{group['size']}: best other cell's loss / predicted cell's - 1", margin, interval, unit="fraction"))
+        resampled = finite_values(group["margin_resamples"])
         details.append({**detail, "margin": margin, "margin_interval": interval, "within_noise_of_best": bool(interval[1] >= 0),
-                        "noise_half_width": (interval[1] - interval[0]) / 2, "resamples": _finite_count(group["margin_resamples"]),
-                        "resample_shift": float(np.nanmean(np.array(group["margin_resamples"], dtype=float))) - margin,
-                        "t_half_width": half})
+                        "noise_half_width": (interval[1] - interval[0]) / 2, "resamples": int(resampled.size),
+                        "resample_shift": float(resampled.mean()) - margin})
     if not tests:
         return _not_tested("the predicted cell or its neighbours were not run", groups=details)
     halves = {d["noise_half_width"] for d in details if d.get("noise_half_width") is not None}
     return {"verdict": all_of(t["verdict"] for t in tests), "tests": tests, "groups": details,
             "noise_half_width": max(halves)}
-
-
-def _finite_count(values: list) -> int:
-    return int(sum(v is not None and np.isfinite(v) for v in values))
 
 
 def recipe_comparison(document: dict) -> dict:

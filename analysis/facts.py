@@ -121,8 +121,7 @@ def _claims(document, inputs, sens, design, heldout, noise_std, level) -> dict:
         "claim_2": claims.sensitivity(sens),
         "claim_3a_batch_size": claims.hyperparameter_law(document, "batch_size", design["b_edge_fraction"]),
         "claim_3a_learning_rate": claims.hyperparameter_law(document, "learning_rate", design["lr_edge_fraction"]),
-        "claim_3b": claims.heldout_cells(inputs.get("heldout"), run_std, level, document["setup"]["context_tokens"],
-                                          noise_degrees_of_freedom(document["setup"].get("noise"))),
+        "claim_3b": claims.heldout_cells(inputs.get("heldout"), run_std, level, document["setup"]["context_tokens"]),
         "claim_3c": claims.recipe_comparison(document),
         "claim_4": claims.heldout_losses(heldout, run_std, level),
     }

@@ -64,8 +64,7 @@ def evaluate_heldout_grids(document: dict, grids: list[SizeGrid], budgets, confi
     laws = LawSet(document, level=config.confidence_level, seed=config.seed)
     loss_records, hp_records = [], []
     for grid in grids:
-        noise = measurement_noise(laws, [run_id for cell in grid.replicates for run_id in cell], config)
-        resampled = noise.losses(grid.replicates, grid.losses)
+        resampled = measurement_noise(laws, grid.replicates, config).losses(grid.replicates, grid.losses)
         optimum = find_optima(grid, resampled, config.optimum_method, config.optimum_band, config.optimum_max_gain)
         for t, tokens in enumerate(budgets):
             if optimum.method[0, t] >= 0:
@@ -90,10 +89,12 @@ def evaluate_heldout_grids(document: dict, grids: list[SizeGrid], budgets, confi
     }
 
 
-def measurement_noise(laws: LawSet, run_ids: list[str], config: FitConfig) -> RunNoise:
+def measurement_noise(laws: LawSet, units: list, config: FitConfig) -> RunNoise:
     """Resamples of held-out runs for the noise of what they measure: each run's curve scaled by ``1 + sigma z`` as
     the fit's resamples scale the fitting runs (``analysis.resampling``), a stream of draws per run, ``sigma`` one
-    run's relative std with the uncertainty of its estimate. The law stays fixed: the check is of the law fitted."""
+    run's relative std with the uncertainty of its estimate. The law stays fixed: the check is of the law fitted.
+    ``units``: run ids, or tuples of replicate runs (a grid's cells), as ``RunNoise.factors`` takes them."""
+    run_ids = [run_id for unit in units for run_id in ((unit,) if isinstance(unit, str) else unit)]
     noise = RunNoise.draw_per_run(run_ids, config.bootstrap_resamples, config.seed)
     noise.set_std(laws.noise_relative_std, laws.noise_dof, config.seed)
     return noise
@@ -111,13 +112,19 @@ def _margin_resamples(grid: SizeGrid, resampled: np.ndarray, predicted_cell: dic
     if not match.any() or not others.any():
         return None
     values = np.asarray(resampled, dtype=float)[1:, :, 0]
-    margins = np.min(values[:, others], axis=1) / np.min(values[:, match], axis=1) - 1
-    return [None if not np.isfinite(m) else float(f"{m:.6g}") for m in margins]
+    return _stored(np.min(values[:, others], axis=1) / np.min(values[:, match], axis=1) - 1)
 
 
 def _error_resamples(predicted: float, measured: np.ndarray) -> list[float | None]:
     """The relative error of ``predicted`` against each resampled measurement (None where there is none)."""
-    return [None if not np.isfinite(m) or m <= 0 else float(f"{(predicted - m) / m:.6g}") for m in np.asarray(measured, float)]
+    measured = np.asarray(measured, dtype=float)
+    with np.errstate(divide="ignore", invalid="ignore"):
+        return _stored(np.where(measured > 0, (predicted - measured) / measured, np.nan))
+
+
+def _stored(values: np.ndarray) -> list[float | None]:
+    """Resampled values as the JSON files keep them: 6 significant digits, None where there is no value."""
+    return [float(f"{v:.6g}") if np.isfinite(v) else None for v in values]
 
 
 def _loss_record(laws: LawSet, document: dict, grid: SizeGrid, optimum, t: int, tokens: float) -> dict:
@@ -266,8 +273,7 @@ def evaluate_proposal(table: RunsTable, laws: LawSet, proposal: dict, config: Fi
             grid = cell_grid(table, completed.loc[present], group["size"], [tokens], config, notes, series=("heldout",),
                              among=found)
             replicates = grid.fewest_replicates
-            noise = measurement_noise(laws, [run_id for cell in grid.replicates for run_id in cell], config)
-            optimum_losses = noise.losses(grid.replicates, grid.losses)
+            optimum_losses = measurement_noise(laws, grid.replicates, config).losses(grid.replicates, grid.losses)
             optimum = find_optima(grid, optimum_losses, config.optimum_method, config.optimum_band, config.optimum_max_gain)
             measured = float(optimum.loss[0, 0])
             resampled = optimum.loss[1:, 0]

@@ -60,14 +60,19 @@ def estimate(value, samples, level: float, dropped: int = 0) -> dict:
     return record
 
 
+def finite_values(values: list) -> np.ndarray:
+    """The finite entries of ``values`` (None and NaN entries: resamples without a value, left out)."""
+    array = np.array([np.nan if v is None else v for v in values], dtype=float)
+    return array[np.isfinite(array)]
+
+
 def basic_interval(value: float, resamples: list | None, level: float) -> list[float] | None:
     """The basic (reverse percentile) bootstrap interval ``[2 v - q_high, 2 v - q_low]`` of ``value`` from its
     resamples (None entries: resamples without a value, left out); None with fewer than two. It takes off a
     shift of the resamples from the value, such as the winner's curse of a minimum found again among noisy cells."""
     if resamples is None:
         return None
-    values = np.array([np.nan if v is None else v for v in resamples], dtype=float)
-    values = values[np.isfinite(values)]
+    values = finite_values(resamples)
     if values.size < 2:
         return None
     low, high = percentile_interval(values, level)
