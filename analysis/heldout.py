@@ -335,7 +335,7 @@ def main(argv: list[str] | None = None) -> int:
         print(f"analysis.heldout: error: {error}", file=sys.stderr)
         return 2
     result["provenance"] = provenance({"runs": args.runs, "laws": args.laws, "proposal": args.proposal})
-    atomic_write_json(args.out, result)
+    atomic_write_json(args.out, result, flat_number_lists=True)  # the resampled margins and errors: a line each
     for group in result["groups"]:
         if group.get("status") != "evaluated":
             print(f"group {group['group']} ({group['kind']}, {group['size']}): {group['status']}; missing {group['missing_runs']}")

@@ -9,6 +9,7 @@ from __future__ import annotations
 import contextlib
 import json
 import os
+import re
 import shutil
 import tempfile
 from pathlib import Path
@@ -50,9 +51,20 @@ def atomic_write_text(path: str | os.PathLike, text: str) -> None:
     atomic_write_bytes(path, text.encode("utf-8"))
 
 
-def atomic_write_json(path: str | os.PathLike, obj: Any, indent: int = 2) -> None:
-    """Write ``obj`` as JSON (sorted keys, trailing newline) to ``path`` atomically."""
-    atomic_write_text(path, json.dumps(obj, indent=indent, sort_keys=True, default=_json_default) + "\n")
+#: A JSON array of numbers and nulls that ``json.dumps(..., indent=...)`` spread over several lines.
+_SPREAD_NUMBERS = re.compile(r"\[\n\s*((?:-?[0-9][0-9.eE+-]*|null)(?:,\n\s*(?:-?[0-9][0-9.eE+-]*|null))*)\n\s*\]")
+
+
+def atomic_write_json(path: str | os.PathLike, obj: Any, indent: int = 2, flat_number_lists: bool = False) -> None:
+    """Write ``obj`` as JSON (sorted keys, trailing newline) to ``path`` atomically.
+
+    ``flat_number_lists``: lists of numbers (and nulls) on one line each, for files of long resample lists; the
+    parsed document is the same.
+    """
+    text = json.dumps(obj, indent=indent, sort_keys=True, default=_json_default)
+    if flat_number_lists and indent is not None:
+        text = _SPREAD_NUMBERS.sub(lambda match: "[" + ", ".join(match.group(1).replace(",", " ").split()) + "]", text)
+    atomic_write_text(path, text + "\n")
 
 
 @contextlib.contextmanager
