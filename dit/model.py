@@ -39,6 +39,7 @@ from dataclasses import asdict, dataclass, fields
 from typing import Optional
 
 import torch
+import torch.nn.functional as F
 from torch import nn
 
 from dit.attention import BACKENDS, attention
@@ -52,6 +53,40 @@ from dit.text import BOS_ID, PAD_ID
 CAPTION_TABLES = ("learned", "frozen")
 #: Seed of the frozen caption table: one table per (vocab_size, text_width), shared by every run.
 FROZEN_CAPTION_TABLE_SEED = 20241126
+#: ATen's elementwise CPU loops take two vector registers of elements at a time and compute what is left at a
+#: tensor's end with the scalar formula, whose ``exp`` and ``erf`` round differently in the last bit. A tensor
+#: padded to a multiple of this many elements (two AVX-512 registers of float32, twice) has no such rest.
+CPU_VECTOR_ELEMENTS = 64
+
+
+def size_independent(function, x: torch.Tensor) -> torch.Tensor:
+    """``function(x)`` (an elementwise activation) with every element computed as it is in any other tensor.
+
+    On a CPU, which elements fall in a tensor's scalar rest depends on its size: in a ``(members, clips,
+    width)`` tensor they are the last member's, and a run alone has rests of its own. So a run computed other
+    bits alone than in an ensemble (and a long run amplifies a last bit, as any chaotic system does). Computed
+    on the flattened tensor padded with zeros to a multiple of ``CPU_VECTOR_ELEMENTS``, every element takes
+    the vector path; elements that took it before keep their bits. Other devices compute the function as is.
+    """
+    rest = -x.numel() % CPU_VECTOR_ELEMENTS
+    if x.device.type != "cpu" or (not rest and x.is_contiguous()):
+        return function(x)
+    flat = x.reshape(-1)
+    return function(F.pad(flat, (0, rest)))[:flat.numel()].view(x.shape)
+
+
+class SiLU(nn.SiLU):
+    """``nn.SiLU`` whose value at an element does not depend on the tensor's size (``size_independent``)."""
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return size_independent(F.silu, x)
+
+
+class GELU(nn.GELU):
+    """``nn.GELU`` (exact erf form) whose value at an element does not depend on the tensor's size."""
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return size_independent(F.gelu, x)
 
 
 # --------------------------------------------------------------------------------------------------
@@ -205,7 +240,7 @@ class TimestepEmbedder(nn.Module):
     def __init__(self, width: int, frequency_dim: int = TIMESTEP_FREQUENCY_DIM):
         super().__init__()
         self.frequency_dim = frequency_dim
-        self.mlp = nn.Sequential(nn.Linear(frequency_dim, width), nn.SiLU(), nn.Linear(width, width))
+        self.mlp = nn.Sequential(nn.Linear(frequency_dim, width), SiLU(), nn.Linear(width, width))
         for layer in (self.mlp[0], self.mlp[2]):
             nn.init.normal_(layer.weight, std=0.02)
             nn.init.zeros_(layer.bias)
@@ -232,7 +267,7 @@ class CaptionEmbedder(nn.Module):
             nn.init.normal_(self.position_embedding, std=0.02)
         self.projection = nn.Sequential(
             nn.Linear(feature_width, config.width),
-            nn.GELU(),
+            GELU(),
             nn.Linear(config.width, config.width),
         )
         for layer in (self.projection[0], self.projection[2]):
@@ -307,7 +342,7 @@ class Mlp(nn.Module):
     def __init__(self, width: int, ratio: int):
         super().__init__()
         self.fc1 = nn.Linear(width, ratio * width)
-        self.act = nn.GELU()
+        self.act = GELU()
         self.fc2 = nn.Linear(ratio * width, width)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
@@ -385,7 +420,7 @@ class VideoDiT(nn.Module):
         )
         self.timestep_embedder = TimestepEmbedder(d)
         # adaLN-single: one modulation linear shared by all blocks.
-        self.modulation = nn.Sequential(nn.SiLU(), nn.Linear(d, 6 * d))
+        self.modulation = nn.Sequential(SiLU(), nn.Linear(d, 6 * d))
         self.caption_embedder = CaptionEmbedder(config)
         self.blocks = nn.ModuleList(
             CrossDiTBlock(d, config.heads, config.mlp_ratio, config.attention) for _ in range(config.depth)
