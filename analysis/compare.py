@@ -20,6 +20,10 @@ reruns with each other). Three things are compared, each against what noise allo
   ``2 (1 - Phi(z s_B / sqrt(s_A**2 + s_B**2)))``; their sum is the count of such misses to expect.
 * **Verdicts** (``scorecard.json`` ``verdicts``, where present): one per claim, equal or changed.
 
+Either side may also be a bare runs table (a ``.csv`` file, say a cut grid's ``work/analysis/grid_runs.csv``):
+then only runs are compared, with the noise the other side records. ``--common`` leaves out the runs that one
+side lacks (a part of a grid against the whole).
+
 Finally, whether ``runs.csv`` and ``laws.json`` are identical apart from clock readings (the same cells
 as written, the same JSON content): what a rerun of the same command on the same machine must give.
 Clock readings (``dit.provenance.VOLATILE_KEYS``) are never compared. Exit status 0 when nothing
@@ -142,8 +146,14 @@ def _read_json(path: Path) -> dict:
         raise CompareError(f"{path}: cannot be read as JSON ({error})") from None
 
 
-def _read_runs(folder: Path) -> pd.DataFrame:
-    path = folder / "runs.csv"
+def _runs_path(source: Path) -> Path:
+    """A results folder's runs table, or ``source`` itself when it is a table (a ``.csv`` file)."""
+    return source if source.suffix == ".csv" else source / "runs.csv"
+
+
+def _read_runs(source: Path) -> pd.DataFrame:
+    path = _runs_path(source)
+    folder = path.parent
     try:
         # losses as the text written: "identical" means the same digits, so the same float64 bits
         frame = pd.read_csv(path, dtype={column: str for column in LOSS_COLUMNS}, keep_default_na=False)
@@ -154,12 +164,16 @@ def _read_runs(folder: Path) -> pd.DataFrame:
     missing = [c for c in ("run_id", "status", "milestone_tokens", *LOSS_COLUMNS) if c not in frame.columns]
     if missing:
         raise CompareError(f"{path}: missing columns {', '.join(missing)}")
-    for column in LOSS_COLUMNS:
+    for column in (*LOSS_COLUMNS, "milestone_tokens"):
+        text = frame[column].astype(str)
         numbers = pd.to_numeric(frame[column], errors="coerce")
-        bad = numbers.isna() & (frame[column] != "")
+        bad = numbers.isna() & (text != "")
         if bad.any():
             row = int(bad.to_numpy().nonzero()[0][0])
             raise CompareError(f"{path}: row {row + 2}, column {column}: {frame[column].iloc[row]!r} is not a number")
+    # milestones as numbers (a run that diverged before its first one has an empty cell): in order, and equal
+    # whether the table had such a cell (read as text) or not
+    frame["milestone_tokens"] = pd.to_numeric(frame["milestone_tokens"].replace("", None)).astype(float)
     return frame
 
 
@@ -190,16 +204,19 @@ def _by_run(runs: pd.DataFrame) -> dict[str, dict[str, np.ndarray]]:
     return {ids[i]: {name: values[i:j] for name, values in columns.items()} for i, j in zip(starts, ends)}
 
 
-def compare_runs(runs_a: pd.DataFrame, runs_b: pd.DataFrame, tolerance: float | None) -> list[RunDifference]:
-    """Run-by-run differences; ``tolerance`` is the relative validation-loss difference noise allows."""
+def compare_runs(runs_a: pd.DataFrame, runs_b: pd.DataFrame, tolerance: float | None,
+                 common: bool = False) -> list[RunDifference]:
+    """Run-by-run differences; ``tolerance`` is the relative validation-loss difference noise allows; ``common``:
+    only the runs both tables hold."""
     result = []
     by_run_a, by_run_b = _by_run(runs_a), _by_run(runs_b)
-    for run_id in sorted(by_run_a.keys() | by_run_b.keys()):
+    run_ids = by_run_a.keys() & by_run_b.keys() if common else by_run_a.keys() | by_run_b.keys()
+    for run_id in sorted(run_ids):
         if run_id not in by_run_b or run_id not in by_run_a:
             result.append(RunDifference(run_id, "only in A" if run_id in by_run_a else "only in B"))
             continue
         a, b = by_run_a[run_id], by_run_b[run_id]
-        if set(a["status"]) != set(b["status"]) or not np.array_equal(a["milestone_tokens"], b["milestone_tokens"]):
+        if set(a["status"]) != set(b["status"]) or not np.array_equal(a["milestone_tokens"], b["milestone_tokens"], equal_nan=True):
             result.append(RunDifference(run_id, "status differs", len(a["status"])))
             continue
         validation = _relative(a["validation_loss value"], b["validation_loss value"])
@@ -276,23 +293,24 @@ def compare_verdicts(folder_a: Path, folder_b: Path) -> dict[str, list[str | Non
     return {claim: [verdicts[0].get(claim), verdicts[1].get(claim)] for claim in sorted(set(verdicts[0]) | set(verdicts[1]))}
 
 
-def compare_folders(folder_a: str | Path, folder_b: str | Path) -> Comparison:
-    """Compare two results folders (each with ``runs.csv`` and ``laws.json``)."""
+def compare_folders(folder_a: str | Path, folder_b: str | Path, common: bool = False) -> Comparison:
+    """Compare two results folders (each with ``runs.csv`` and ``laws.json``), or runs tables (module docstring)."""
     folder_a, folder_b = Path(folder_a), Path(folder_b)
-    laws_a, laws_b = _read_json(folder_a / "laws.json"), _read_json(folder_b / "laws.json")
-    noises = [n for n in (_noise(laws_a), _noise(laws_b)) if n is not None]
+    laws_a, laws_b = (None if f.suffix == ".csv" else _read_json(f / "laws.json") for f in (folder_a, folder_b))
+    recorded = [laws for laws in (laws_a, laws_b) if laws is not None]
+    noises = [n for n in map(_noise, recorded) if n is not None]
     noise = max(noises) if noises else None
-    confidence = float(laws_a.get("config", {}).get("confidence_level", DEFAULT_CONFIDENCE))
+    confidence = float((recorded[0] if recorded else {}).get("config", {}).get("confidence_level", DEFAULT_CONFIDENCE))
     z = float(stats.norm.ppf(0.5 + confidence / 2))
     tolerance = z * math.sqrt(2.0) * noise if noise is not None else None
     comparison = Comparison(str(folder_a), str(folder_b), noise, confidence, tolerance)
-    comparison.runs = compare_runs(_read_runs(folder_a), _read_runs(folder_b), tolerance)
-    comparison.parameters = compare_laws(laws_a, laws_b, confidence)
-    comparison.verdicts = compare_verdicts(folder_a, folder_b)
+    comparison.runs = compare_runs(_read_runs(folder_a), _read_runs(folder_b), tolerance, common)
     comparison.identical_files = {
-        "runs.csv": table_without_clocks(folder_a / "runs.csv") == table_without_clocks(folder_b / "runs.csv"),
-        "laws.json": _canonical(laws_a) == _canonical(laws_b),
-    }
+        "runs.csv": table_without_clocks(_runs_path(folder_a)) == table_without_clocks(_runs_path(folder_b))}
+    if laws_a is not None and laws_b is not None:
+        comparison.parameters = compare_laws(laws_a, laws_b, confidence)
+        comparison.verdicts = compare_verdicts(folder_a, folder_b)
+        comparison.identical_files["laws.json"] = _canonical(laws_a) == _canonical(laws_b)
     return comparison
 
 
@@ -321,8 +339,11 @@ def render(comparison: Comparison, limit: int = 20) -> str:
                      f"{run.max_relative_validation_difference:.3g} relative over {run.milestones} milestones")
     if len(differing) > limit:
         lines.append(f"  ... and {len(differing) - limit} more (--json has them all)")
+    if "laws.json" not in c.identical_files:
+        lines.append("laws and verdicts: not compared (a side is a bare runs table)")
     unequal = [p for p in c.parameters if not p.identical]
-    lines.append(f"law parameters: {len(c.parameters) - len(unequal)} of {len(c.parameters)} identical")
+    if "laws.json" in c.identical_files:
+        lines.append(f"law parameters: {len(c.parameters) - len(unequal)} of {len(c.parameters)} identical")
     for p in unequal:
         joint = "" if p.difference_z is None else (
             f"; (A - B) / joint standard error {p.difference_z:+.2f}, {'consistent' if p.consistent else 'inconsistent'}")
@@ -337,7 +358,7 @@ def render(comparison: Comparison, limit: int = 20) -> str:
             f"({tests['b_outside_a_interval_expected']:.2f}); differences beyond z joint standard errors "
             f"{tests['inconsistent']} ({tests['inconsistent_expected']:.2f})"
         )
-    if not c.verdicts:
+    if not c.verdicts and "laws.json" in c.identical_files:
         lines.append("verdicts: neither folder has scorecard.json")
     for claim, (a, b) in c.verdicts.items():
         lines.append(f"verdict {claim}: {a} -> {b}" if a != b else f"verdict {claim}: {a} (same)")
@@ -357,13 +378,14 @@ def main(argv: list[str] | None = None) -> int:
         description="Report run by run, law by law and verdict by verdict how two results folders differ, "
         "and whether the differences are within the recorded run-to-run noise.",
     )
-    parser.add_argument("results_a", type=Path, help="a results folder (runs.csv, laws.json)")
-    parser.add_argument("results_b", type=Path, help="another results folder")
+    parser.add_argument("results_a", type=Path, help="a results folder (runs.csv, laws.json), or a runs table (.csv)")
+    parser.add_argument("results_b", type=Path, help="another results folder, or a runs table (.csv)")
+    parser.add_argument("--common", action="store_true", help="compare only the runs both sides hold")
     parser.add_argument("--json", type=Path, default=None, help="also write the whole comparison here")
     parser.add_argument("--limit", type=int, default=20, help="differing runs listed in the text report")
     args = parser.parse_args(argv)
     try:
-        comparison = compare_folders(args.results_a, args.results_b)
+        comparison = compare_folders(args.results_a, args.results_b, common=args.common)
     except CompareError as error:
         print(f"analysis.compare: {error}", file=sys.stderr)
         return 2

@@ -162,19 +162,26 @@ def _cross_check(config: Mapping[str, Any]) -> None:
 
 def _check_milestones(grid: Mapping[str, Any]) -> int:
     """Check that every list of milestones increases and that a per-size mapping covers the grid's sizes;
-    returns the largest milestone [tokens]."""
+    returns the largest milestone [tokens] of the grid's sizes.
+
+    A per-size mapping may name a known size that ``grid.sizes`` leaves out: an overlay config that cuts
+    the grid to fewer sizes cannot remove the default's entries (Snakemake merges mappings), and such an
+    entry is not used. A name that is no model size at all is an error."""
     milestones = grid["milestones_tokens"]
     lists = milestones if isinstance(milestones, Mapping) else {"": milestones}
+    used = {}
     for size, budgets in lists.items():
         key = f"grid.milestones_tokens.{size}" if size else "grid.milestones_tokens"
         if list(budgets) != sorted(budgets):
             _fail(key, f"token budgets must increase, got {list(budgets)}")
         if size and size not in grid["sizes"]:
-            _fail(key, f"{size} is not one of grid.sizes")
+            _known_size(key, size)
+            continue
+        used[size] = budgets
     missing = [size for size in grid["sizes"] if isinstance(milestones, Mapping) and size not in milestones]
     if missing:
         _fail("grid.milestones_tokens", f"no budgets for {', '.join(missing)} (give a list per size of grid.sizes)")
-    return max(max(budgets) for budgets in lists.values())
+    return max(max(budgets) for budgets in used.values())
 
 
 def _check_run(config: Mapping[str, Any], run) -> None:

@@ -70,6 +70,29 @@ def test_runs_are_classified_against_the_recorded_noise(pair):
     assert comparison.counts()["identical"] == len(others)
 
 
+def test_a_bare_runs_table_is_compared_run_by_run_with_the_other_sides_noise(pair, capsys):
+    """A part of a grid (one size, a runs table alone) against the whole folder: runs only; ``--common`` leaves
+    out the runs the part lacks, and a table whose runs are equal to the bit agrees."""
+    a, b, known = pair
+    runs = pd.read_csv(a / "runs.csv", dtype=str, keep_default_na=False)
+    part = runs[runs["run_id"].isin(known["runs"][3:6])]
+    table = b / "part.csv"
+    part.to_csv(table, index=False)
+    whole = compare_folders(a, table)
+    assert whole.tolerance_relative == pytest.approx(known["tolerance"])  # A's recorded noise
+    assert whole.counts() == {"identical": 3, "only in A": len(known["runs"]) - 3}
+    assert whole.parameters == [] and whole.verdicts == {} and set(whole.identical_files) == {"runs.csv"}
+    common = compare_folders(table, a, common=True)
+    assert common.counts() == {"identical": 3} and common.agrees
+    assert main([str(table), str(a), "--common"]) == 0
+    report = capsys.readouterr().out
+    assert "runs: 3 identical" in report and "laws and verdicts: not compared" in report
+    shifted = part.copy()
+    shifted["validation_loss"] = [repr(float(v) * (1 + 4 * known["tolerance"])) for v in shifted["validation_loss"]]
+    shifted.to_csv(table, index=False)
+    assert compare_folders(a, table, common=True).counts() == {"beyond noise": 3}
+
+
 def test_law_parameters_and_verdicts_are_compared(pair):
     a, b, _ = pair
     comparison = compare_folders(a, b)

@@ -39,9 +39,29 @@ def test_the_shipped_configs_are_valid(source, tmp_path):
     validate_pipeline_config(config)
 
 
+@pytest.mark.parametrize("overlay", ["seed-1", "ensemble-off"])
+def test_the_shipped_overlays_are_valid_over_the_default(overlay):
+    """An overlay merged into the default as ``snakemake --configfile config/config.yaml OVERLAY`` merges it
+    (mappings key by key, everything else replaced); ``ensemble-off`` cuts the grid to one size, one run a job."""
+    from snakemake.utils import update_config
+
+    from pipeline.runs import grid_runs, training_jobs
+
+    config = yaml.safe_load((ROOT / "config" / "config.yaml").read_text())
+    update_config(config, yaml.safe_load((ROOT / "config" / f"{overlay}.yaml").read_text()))
+    validate_pipeline_config(config)
+    if overlay == "ensemble-off":
+        runs = grid_runs(config)
+        assert {run.size for run in runs} == {"tiny-147k"} and {run.series for run in runs} == {"grid"}
+        jobs = training_jobs(runs, config["training"]["ensemble"])
+        assert len(jobs) == len(runs) == 45 and all(len(job.runs) == 1 for job in jobs)
+
+
 @pytest.mark.parametrize(
     "config, message",
     [
+        (changed(grid={"milestones_tokens": {"tiny-18k": [8192, 16384, 32768], "tiny-9000k": [8192]}}),
+         "grid.milestones_tokens.tiny-9000k: unknown model size 'tiny-9000k'"),
         (changed(grid={"learning_rates": [5.0e-3, -1.0e-2]}),
          "grid.learning_rates[1]: -0.01 is less than or equal to the minimum of 0"),
         (changed(grid={"sizes": ["tiny-18k", "tiny-9000k"]}), "grid.sizes[1]: unknown model size 'tiny-9000k'"),
@@ -78,7 +98,7 @@ def test_the_shipped_configs_are_valid(source, tmp_path):
         (changed(analysis={**SMOKE["analysis"], "inference": {**SMOKE["analysis"]["inference"], "patch_dim": 96}}),
          "analysis.inference.patch_dim: 96 differs from the 16 the models' inputs have"),
     ],
-    ids=["negative-learning-rate", "unknown-size", "unknown-nested-key", "unknown-top-level-key", "heldout-in-grid",
+    ids=["milestones-of-an-unknown-size", "negative-learning-rate", "unknown-size", "unknown-nested-key", "unknown-top-level-key", "heldout-in-grid",
          "noise-seed-is-the-training-seed", "noise-seed-is-a-replicate-seed", "milestones-not-increasing", "milestones-repeated", "heldout-tokens-beyond",
          "model-patch", "latent-patch", "pixel-patch", "captions-without-source", "batch-over-processes",
          "batch-over-nodes", "extra-rates-of-another-size", "extra-rate-already-in-the-grid", "heldout-size-too-narrow",
