@@ -29,6 +29,11 @@ the model FLOP/s of M members and of the line's limit (the FLOPs of one member-s
 member) are given as fractions of the matmul rate. The limit bounds what packing more runs into a
 job can reach at that width.
 
+``test_size_independent_activations`` prices ``dit.model.size_independent`` (SiLU computed on a tensor padded to
+whole vectors, so that a run's bits do not depend on its ensemble's size): at each fitting size and the grid's
+smallest batch, with the members of that job, the engine's step as it is against the same step with the plain
+``F.silu``, timed in turns.
+
 ``test_member_optimizer_against_torch_adamw`` times the optimizer step alone, at the same members and
 parameter count (gradient clipping included): ``MemberAdamW`` (fused AdamW's kernel, one call per
 learning rate) against ``torch.optim.AdamW(fused=True)`` with one param group per member row, the
@@ -42,6 +47,7 @@ import contextlib
 import pytest
 import torch
 
+import dit.model
 from dit.diffusion import epsilon_mse
 from dit.ensemble import EnsembleDiT
 from dit.member_training import MemberAdamW, MemberParameters
@@ -68,6 +74,7 @@ SCALING_FACTORS = (1, 2, 4)
 
 _results: dict[str, dict] = {}
 _optimizer_results: dict[str, dict] = {}
+_activation_results: dict[str, dict] = {}
 _scaling_results: dict[str, dict] = {}
 
 
@@ -100,7 +107,7 @@ def former_solo_step(config: VideoDiTConfig, learning_rate: float, batch_clips: 
 
 
 def summary_lines() -> list[str]:
-    return member_steps_summary_lines() + scaling_summary_lines() + optimizer_summary_lines()
+    return member_steps_summary_lines() + scaling_summary_lines() + optimizer_summary_lines() + activation_summary_lines()
 
 
 def member_steps_summary_lines() -> list[str]:
@@ -151,6 +158,55 @@ def optimizer_summary_lines() -> list[str]:
                      f"{r['torch_adamw']['median_s'] * 1e3:>16.3f}{r['member_adamw']['median_s'] * 1e3:>16.3f}"
                      f"{r['torch_adamw_over_member_adamw']:>7.2f}")
     return lines
+
+
+def activation_summary_lines() -> list[str]:
+    if not _activation_results:
+        return []
+    first = next(iter(_activation_results.values()))
+    lines = ["", f"training step with the size-independent SiLU against plain F.silu, {first['batch_clips']} "
+                 f"clip(s) per member; medians of {ROUNDS} interleaved rounds",
+             f"{'size':<10}{'M':>3}{'plain ms':>10}{'size-independent ms':>21}{'ratio':>7}"]
+    for size, r in _activation_results.items():
+        lines.append(f"{size:<10}{r['members']:>3}{r['plain']['median_s'] * 1e3:>10.2f}"
+                     f"{r['size_independent']['median_s'] * 1e3:>21.2f}{r['size_independent_over_plain']:>7.3f}")
+    return lines
+
+
+@contextlib.contextmanager
+def plain_activations():
+    """The model's SiLU as ``F.silu`` on the tensor as it is (before 95bcce9)."""
+    saved = dit.model.size_independent
+    dit.model.size_independent = lambda function, x: function(x)
+    try:
+        yield
+    finally:
+        dit.model.size_independent = saved
+
+
+@pytest.mark.parametrize("size", DEFAULT.sizes)
+def test_size_independent_activations(benchmark, training_threads, size):
+    batch_clips = min(int(b) for b in DEFAULT.config["grid"]["batch_clips"])
+    learning_rates = DEFAULT.job_learning_rates(size, batch_clips)
+    members = len(learning_rates)
+    config = DEFAULT.model_config(size)
+    padded = engine_training_step(DEFAULT, config, learning_rates, batch_clips).run
+    plain = engine_training_step(DEFAULT, config, learning_rates, batch_clips).run
+
+    def plain_step() -> None:
+        with plain_activations():
+            plain()
+
+    timer = InterleavedTimer({"plain": plain_step, "size_independent": padded}, DEVICE)
+    timer.warm_up(WARMUP_ROUNDS)
+    benchmark.extra_info.update(run_context(DEVICE, training_dtype(DEVICE), batch_clips, DEFAULT.clip, config.attention,
+                                            members=members))
+    benchmark.pedantic(timer.round, rounds=ROUNDS, iterations=1)
+    spreads = timer.spreads()
+    result = {"size": size, "members": members, "batch_clips": batch_clips, **spreads,
+              "size_independent_over_plain": spreads["size_independent"]["median_s"] / spreads["plain"]["median_s"]}
+    benchmark.extra_info.update(result)
+    _activation_results[size] = result
 
 
 @pytest.mark.parametrize("size", DEFAULT.sizes)

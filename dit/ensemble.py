@@ -30,7 +30,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from dit.attention import attention
-from dit.model import GELU, SiLU, VideoDiT, VideoDiTConfig, size_independent, timestep_embedding
+from dit.model import SiLU, VideoDiT, VideoDiTConfig, timestep_embedding
 from dit.patches import patchify, sincos_position_embedding_3d, unpatchify
 from dit.text import PAD_ID
 
@@ -100,7 +100,7 @@ class EnsembleMlp(nn.Module):
         self.fc2 = StackedLinear(members, ratio * width, width)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.fc2(size_independent(F.gelu, self.fc1(x)))
+        return self.fc2(F.gelu(self.fc1(x)))
 
 
 class EnsembleLayerNorm(nn.Module):
@@ -167,7 +167,7 @@ class EnsembleDiT(nn.Module):
             self.caption_embedder.token_embedding.weight = _stacked(m, config.vocab_size, text_width)
         self.caption_embedder.position_embedding = _stacked(m, config.caption_length, text_width)
         self.caption_embedder.projection = nn.ModuleList(
-            [StackedLinear(m, text_width, d), GELU(), StackedLinear(m, d, d)]
+            [StackedLinear(m, text_width, d), nn.GELU(), StackedLinear(m, d, d)]
         )
         self.blocks = nn.ModuleList(
             EnsembleBlock(m, d, config.heads, config.mlp_ratio, config.attention) for _ in range(config.depth)

@@ -54,8 +54,9 @@ CAPTION_TABLES = ("learned", "frozen")
 #: Seed of the frozen caption table: one table per (vocab_size, text_width), shared by every run.
 FROZEN_CAPTION_TABLE_SEED = 20241126
 #: ATen's elementwise CPU loops take two vector registers of elements at a time and compute what is left at a
-#: tensor's end with the scalar formula, whose ``exp`` and ``erf`` round differently in the last bit. A tensor
-#: padded to a multiple of this many elements (two AVX-512 registers of float32, twice) has no such rest.
+#: tensor's end with the scalar formula. SiLU's scalar ``exp`` rounds differently from its vector form in the
+#: last bit (GELU's ``erf`` does not, in tensors of two elements or more: ``tests/test_ensemble.py`` checks both).
+#: A tensor padded to a multiple of this many elements (two AVX-512 registers of float32, twice) has no such rest.
 CPU_VECTOR_ELEMENTS = 64
 
 
@@ -80,13 +81,6 @@ class SiLU(nn.SiLU):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return size_independent(F.silu, x)
-
-
-class GELU(nn.GELU):
-    """``nn.GELU`` (exact erf form) whose value at an element does not depend on the tensor's size."""
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return size_independent(F.gelu, x)
 
 
 # --------------------------------------------------------------------------------------------------
@@ -267,7 +261,7 @@ class CaptionEmbedder(nn.Module):
             nn.init.normal_(self.position_embedding, std=0.02)
         self.projection = nn.Sequential(
             nn.Linear(feature_width, config.width),
-            GELU(),
+            nn.GELU(),
             nn.Linear(config.width, config.width),
         )
         for layer in (self.projection[0], self.projection[2]):
@@ -342,7 +336,7 @@ class Mlp(nn.Module):
     def __init__(self, width: int, ratio: int):
         super().__init__()
         self.fc1 = nn.Linear(width, ratio * width)
-        self.act = GELU()
+        self.act = nn.GELU()
         self.fc2 = nn.Linear(ratio * width, width)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:

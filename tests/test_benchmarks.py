@@ -49,6 +49,24 @@ def test_bench_ensemble_steps_train_at_every_default_size(size):
             step.run()
 
 
+def test_bench_ensemble_plain_activations_are_the_plain_kernels_and_are_restored():
+    """``bench_ensemble.plain_activations`` (the baseline ``test_size_independent_activations`` times) gives the model's
+    SiLU as ``F.silu`` on the tensor as it is, which rounds a 24-element tensor's values (all in the kernel's scalar
+    rest) otherwise than the size-independent SiLU; on leaving, the model's own is back."""
+    import torch.nn.functional as F
+
+    from dit.model import SiLU
+
+    values = torch.randn(50, 24, generator=torch.Generator().manual_seed(0))
+    module = SiLU()
+    own = [module(row) for row in values]
+    with bench_ensemble.plain_activations():
+        plain = [module(row) for row in values]
+    assert all(torch.equal(p, F.silu(row)) for p, row in zip(plain, values, strict=True))
+    assert any(not torch.equal(p, o) for p, o in zip(plain, own, strict=True))
+    assert all(torch.equal(module(row), o) for row, o in zip(values, own, strict=True))
+
+
 def test_bench_ensemble_optimizer_baseline_does_the_engines_update():
     """``bench_ensemble``'s optimizer baseline (``torch.optim.AdamW``, one param group per member) and the engine's
     ``MemberAdamW`` move the same parameters from the same gradients to the same bits: the benchmark times equal work."""
