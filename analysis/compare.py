@@ -22,7 +22,7 @@ reruns with each other). Three things are compared, each against what noise allo
 
 Either side may also be a bare runs table (a ``.csv`` file, say a cut grid's ``work/analysis/grid_runs.csv``):
 then only runs are compared, with the noise the other side records. ``--common`` leaves out the runs that one
-side lacks (a part of a grid against the whole).
+side lacks (a part of a grid against the whole), and then no file is compared whole.
 
 Finally, whether ``runs.csv`` and ``laws.json`` are identical apart from clock readings (the same cells
 as written, the same JSON content): what a rerun of the same command on the same machine must give.
@@ -305,12 +305,14 @@ def compare_folders(folder_a: str | Path, folder_b: str | Path, common: bool = F
     tolerance = z * math.sqrt(2.0) * noise if noise is not None else None
     comparison = Comparison(str(folder_a), str(folder_b), noise, confidence, tolerance)
     comparison.runs = compare_runs(_read_runs(folder_a), _read_runs(folder_b), tolerance, common)
-    comparison.identical_files = {
-        "runs.csv": table_without_clocks(_runs_path(folder_a)) == table_without_clocks(_runs_path(folder_b))}
+    if not common:  # a part against the whole: no file is the other's
+        comparison.identical_files["runs.csv"] = (table_without_clocks(_runs_path(folder_a))
+                                                  == table_without_clocks(_runs_path(folder_b)))
     if laws_a is not None and laws_b is not None:
         comparison.parameters = compare_laws(laws_a, laws_b, confidence)
         comparison.verdicts = compare_verdicts(folder_a, folder_b)
-        comparison.identical_files["laws.json"] = _canonical(laws_a) == _canonical(laws_b)
+        if not common:
+            comparison.identical_files["laws.json"] = _canonical(laws_a) == _canonical(laws_b)
     return comparison
 
 
@@ -339,10 +341,11 @@ def render(comparison: Comparison, limit: int = 20) -> str:
                      f"{run.max_relative_validation_difference:.3g} relative over {run.milestones} milestones")
     if len(differing) > limit:
         lines.append(f"  ... and {len(differing) - limit} more (--json has them all)")
-    if "laws.json" not in c.identical_files:
+    tables_only = not c.parameters and not c.verdicts and "laws.json" not in c.identical_files
+    if tables_only:
         lines.append("laws and verdicts: not compared (a side is a bare runs table)")
     unequal = [p for p in c.parameters if not p.identical]
-    if "laws.json" in c.identical_files:
+    if not tables_only:
         lines.append(f"law parameters: {len(c.parameters) - len(unequal)} of {len(c.parameters)} identical")
     for p in unequal:
         joint = "" if p.difference_z is None else (
@@ -358,7 +361,7 @@ def render(comparison: Comparison, limit: int = 20) -> str:
             f"({tests['b_outside_a_interval_expected']:.2f}); differences beyond z joint standard errors "
             f"{tests['inconsistent']} ({tests['inconsistent_expected']:.2f})"
         )
-    if not c.verdicts and "laws.json" in c.identical_files:
+    if not c.verdicts and not tables_only:
         lines.append("verdicts: neither folder has scorecard.json")
     for claim, (a, b) in c.verdicts.items():
         lines.append(f"verdict {claim}: {a} -> {b}" if a != b else f"verdict {claim}: {a} (same)")
