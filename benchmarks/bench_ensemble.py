@@ -110,19 +110,24 @@ def summary_lines() -> list[str]:
     return member_steps_summary_lines() + scaling_summary_lines() + optimizer_summary_lines() + activation_summary_lines()
 
 
-def member_steps_summary_lines() -> list[str]:
-    if not _results:
+def _table(results: dict[str, dict], title, header: str, row) -> list[str]:
+    """A summary table: a blank line, ``title(first result)``, ``header``, then ``row(size, result)`` per size."""
+    if not results:
         return []
-    first = next(iter(_results.values()))
-    lines = ["", f"member-steps/s on {DEVICE} ({first['dtype']}, {first['threads']} threads, torch {torch.__version__}), "
-                 f"batch {BATCH_CLIPS} clips per member; medians of {ROUNDS} interleaved rounds",
-             f"{'size':<10}{'M':>3}{'before ms':>11}{'solo ms':>9}{'ensemble ms':>13}{'before/s':>10}{'solo/s':>9}"
-             f"{'ensemble/s':>12}{'ens/before':>12}{'ens/solo':>10}"]
-    for size, r in _results.items():
-        lines.append(f"{size:<10}{r['members']:>3}{r['before']['median_s'] * 1e3:>11.2f}{r['solo']['median_s'] * 1e3:>9.2f}"
-                     f"{r['ensemble']['median_s'] * 1e3:>13.2f}{r['before_member_steps_per_s']:>10.1f}"
-                     f"{r['solo_member_steps_per_s']:>9.1f}{r['ensemble_member_steps_per_s']:>12.1f}"
-                     f"{r['ensemble_over_before']:>12.2f}{r['ensemble_over_solo']:>10.2f}")
+    return ["", title(next(iter(results.values()))), header, *(row(size, r) for size, r in results.items())]
+
+
+def member_steps_summary_lines() -> list[str]:
+    lines = _table(
+        _results,
+        lambda first: f"member-steps/s on {DEVICE} ({first['dtype']}, {first['threads']} threads, torch {torch.__version__}), "
+                      f"batch {BATCH_CLIPS} clips per member; medians of {ROUNDS} interleaved rounds",
+        f"{'size':<10}{'M':>3}{'before ms':>11}{'solo ms':>9}{'ensemble ms':>13}{'before/s':>10}{'solo/s':>9}"
+        f"{'ensemble/s':>12}{'ens/before':>12}{'ens/solo':>10}",
+        lambda size, r: f"{size:<10}{r['members']:>3}{r['before']['median_s'] * 1e3:>11.2f}{r['solo']['median_s'] * 1e3:>9.2f}"
+                        f"{r['ensemble']['median_s'] * 1e3:>13.2f}{r['before_member_steps_per_s']:>10.1f}"
+                        f"{r['solo_member_steps_per_s']:>9.1f}{r['ensemble_member_steps_per_s']:>12.1f}"
+                        f"{r['ensemble_over_before']:>12.2f}{r['ensemble_over_solo']:>10.2f}")
     target = _results.get(TARGET_SIZE)
     if target is not None:
         verdict = "meets" if target["meets_target"] else "MISSES"
@@ -131,46 +136,41 @@ def member_steps_summary_lines() -> list[str]:
     return lines
 
 
+def _milliseconds(points: list[dict]) -> str:
+    return ", ".join(f"{point['median_s'] * 1e3:.2f}" for point in points)
+
+
 def scaling_summary_lines() -> list[str]:
-    if not _scaling_results:
-        return []
-    first = next(iter(_scaling_results.values()))
-    lines = ["", f"step time against members at {first['batch_clips']} clip(s) per member ({first['dtype']}, "
-                 f"{first['threads']} threads); medians of {ROUNDS} interleaved rounds with a {first['matmul_size']}^2 "
-                 "torch.mm; line: seconds = fixed + per member x members",
-             f"{'size':<10}{'M':>4}{'ms at M, 2M, 4M':>24}{'fixed ms':>10}{'per member ms':>15}{'matmul GFLOP/s':>16}"
-             f"{'fraction at M':>15}{'limit':>7}"]
-    for size, r in _scaling_results.items():
-        times = ", ".join(f"{point['median_s'] * 1e3:.2f}" for point in r["points"])
-        lines.append(f"{size:<10}{r['members']:>4}{times:>24}{r['fixed_s'] * 1e3:>10.2f}{r['per_member_s'] * 1e3:>15.3f}"
-                     f"{r['matmul_flops_per_s'] / 1e9:>16.1f}{r['fraction_at_job_members']:>15.3f}"
-                     f"{r['fraction_limit']:>7.3f}")
-    return lines
+    return _table(
+        _scaling_results,
+        lambda first: f"step time against members at {first['batch_clips']} clip(s) per member ({first['dtype']}, "
+                      f"{first['threads']} threads); medians of {ROUNDS} interleaved rounds with a {first['matmul_size']}^2 "
+                      "torch.mm; line: seconds = fixed + per member x members",
+        f"{'size':<10}{'M':>4}{'ms at M, 2M, 4M':>24}{'fixed ms':>10}{'per member ms':>15}{'matmul GFLOP/s':>16}"
+        f"{'fraction at M':>15}{'limit':>7}",
+        lambda size, r: f"{size:<10}{r['members']:>4}{_milliseconds(r['points']):>24}{r['fixed_s'] * 1e3:>10.2f}"
+                        f"{r['per_member_s'] * 1e3:>15.3f}{r['matmul_flops_per_s'] / 1e9:>16.1f}"
+                        f"{r['fraction_at_job_members']:>15.3f}{r['fraction_limit']:>7.3f}")
 
 
 def optimizer_summary_lines() -> list[str]:
-    if not _optimizer_results:
-        return []
-    lines = ["", f"optimizer step (gradient clipping included), medians of {ROUNDS} interleaved rounds",
-             f"{'size':<10}{'M':>3}{'parameters':>12}{'rates':>6}{'torch AdamW ms':>16}{'MemberAdamW ms':>16}{'ratio':>7}"]
-    for size, r in _optimizer_results.items():
-        lines.append(f"{size:<10}{r['members']:>3}{r['parameters_per_member']:>12,}{r['learning_rates']:>6}"
-                     f"{r['torch_adamw']['median_s'] * 1e3:>16.3f}{r['member_adamw']['median_s'] * 1e3:>16.3f}"
-                     f"{r['torch_adamw_over_member_adamw']:>7.2f}")
-    return lines
+    return _table(
+        _optimizer_results,
+        lambda first: f"optimizer step (gradient clipping included), medians of {ROUNDS} interleaved rounds",
+        f"{'size':<10}{'M':>3}{'parameters':>12}{'rates':>6}{'torch AdamW ms':>16}{'MemberAdamW ms':>16}{'ratio':>7}",
+        lambda size, r: f"{size:<10}{r['members']:>3}{r['parameters_per_member']:>12,}{r['learning_rates']:>6}"
+                        f"{r['torch_adamw']['median_s'] * 1e3:>16.3f}{r['member_adamw']['median_s'] * 1e3:>16.3f}"
+                        f"{r['torch_adamw_over_member_adamw']:>7.2f}")
 
 
 def activation_summary_lines() -> list[str]:
-    if not _activation_results:
-        return []
-    first = next(iter(_activation_results.values()))
-    lines = ["", f"training step with the size-independent SiLU against plain F.silu, {first['batch_clips']} "
-                 f"clip(s) per member; medians of {ROUNDS} interleaved rounds",
-             f"{'size':<10}{'M':>3}{'plain ms':>10}{'size-independent ms':>21}{'ratio':>7}"]
-    for size, r in _activation_results.items():
-        lines.append(f"{size:<10}{r['members']:>3}{r['plain']['median_s'] * 1e3:>10.2f}"
-                     f"{r['size_independent']['median_s'] * 1e3:>21.2f}{r['size_independent_over_plain']:>7.3f}")
-    return lines
+    return _table(
+        _activation_results,
+        lambda first: f"training step with the size-independent SiLU against plain F.silu, {first['batch_clips']} "
+                      f"clip(s) per member; medians of {ROUNDS} interleaved rounds",
+        f"{'size':<10}{'M':>3}{'plain ms':>10}{'size-independent ms':>21}{'ratio':>7}",
+        lambda size, r: f"{size:<10}{r['members']:>3}{r['plain']['median_s'] * 1e3:>10.2f}"
+                        f"{r['size_independent']['median_s'] * 1e3:>21.2f}{r['size_independent_over_plain']:>7.3f}")
 
 
 @contextlib.contextmanager
