@@ -97,6 +97,8 @@ class Comparison:
     verdicts: dict[str, list[str | None]] = field(default_factory=dict)
     #: file -> whether the two folders' copies are identical apart from clock readings
     identical_files: dict[str, bool] = field(default_factory=dict)
+    #: False when a side is a bare runs table: laws and verdicts were not compared
+    laws_compared: bool = True
 
     def counts(self) -> dict[str, int]:
         counts: dict[str, int] = {}
@@ -146,9 +148,14 @@ def _read_json(path: Path) -> dict:
         raise CompareError(f"{path}: cannot be read as JSON ({error})") from None
 
 
+def _is_table(source: Path) -> bool:
+    """Whether ``source`` is a bare runs table (a ``.csv`` file) rather than a results folder."""
+    return source.suffix == ".csv"
+
+
 def _runs_path(source: Path) -> Path:
-    """A results folder's runs table, or ``source`` itself when it is a table (a ``.csv`` file)."""
-    return source if source.suffix == ".csv" else source / "runs.csv"
+    """A results folder's runs table, or ``source`` itself when it is a table."""
+    return source if _is_table(source) else source / "runs.csv"
 
 
 def _read_runs(source: Path) -> pd.DataFrame:
@@ -165,15 +172,15 @@ def _read_runs(source: Path) -> pd.DataFrame:
     if missing:
         raise CompareError(f"{path}: missing columns {', '.join(missing)}")
     for column in (*LOSS_COLUMNS, "milestone_tokens"):
-        text = frame[column].astype(str)
         numbers = pd.to_numeric(frame[column], errors="coerce")
-        bad = numbers.isna() & (text != "")
+        bad = numbers.isna() & (frame[column] != "")
         if bad.any():
             row = int(bad.to_numpy().nonzero()[0][0])
             raise CompareError(f"{path}: row {row + 2}, column {column}: {frame[column].iloc[row]!r} is not a number")
-    # milestones as numbers (a run that diverged before its first one has an empty cell): in order, and equal
-    # whether the table had such a cell (read as text) or not
-    frame["milestone_tokens"] = pd.to_numeric(frame["milestone_tokens"].replace("", None)).astype(float)
+        if column == "milestone_tokens":
+            # as numbers (a run that diverged before its first milestone has an empty cell, NaN here): in order,
+            # and equal whether the table had such a cell (read as text) or not
+            frame[column] = numbers.astype(float)
     return frame
 
 
@@ -296,19 +303,20 @@ def compare_verdicts(folder_a: Path, folder_b: Path) -> dict[str, list[str | Non
 def compare_folders(folder_a: str | Path, folder_b: str | Path, common: bool = False) -> Comparison:
     """Compare two results folders (each with ``runs.csv`` and ``laws.json``), or runs tables (module docstring)."""
     folder_a, folder_b = Path(folder_a), Path(folder_b)
-    laws_a, laws_b = (None if f.suffix == ".csv" else _read_json(f / "laws.json") for f in (folder_a, folder_b))
+    laws_a, laws_b = (None if _is_table(f) else _read_json(f / "laws.json") for f in (folder_a, folder_b))
     recorded = [laws for laws in (laws_a, laws_b) if laws is not None]
     noises = [n for n in map(_noise, recorded) if n is not None]
     noise = max(noises) if noises else None
     confidence = float((recorded[0] if recorded else {}).get("config", {}).get("confidence_level", DEFAULT_CONFIDENCE))
     z = float(stats.norm.ppf(0.5 + confidence / 2))
     tolerance = z * math.sqrt(2.0) * noise if noise is not None else None
-    comparison = Comparison(str(folder_a), str(folder_b), noise, confidence, tolerance)
+    comparison = Comparison(str(folder_a), str(folder_b), noise, confidence, tolerance,
+                            laws_compared=laws_a is not None and laws_b is not None)
     comparison.runs = compare_runs(_read_runs(folder_a), _read_runs(folder_b), tolerance, common)
     if not common:  # a part against the whole: no file is the other's
         comparison.identical_files["runs.csv"] = (table_without_clocks(_runs_path(folder_a))
                                                   == table_without_clocks(_runs_path(folder_b)))
-    if laws_a is not None and laws_b is not None:
+    if comparison.laws_compared:
         comparison.parameters = compare_laws(laws_a, laws_b, confidence)
         comparison.verdicts = compare_verdicts(folder_a, folder_b)
         if not common:
@@ -341,11 +349,10 @@ def render(comparison: Comparison, limit: int = 20) -> str:
                      f"{run.max_relative_validation_difference:.3g} relative over {run.milestones} milestones")
     if len(differing) > limit:
         lines.append(f"  ... and {len(differing) - limit} more (--json has them all)")
-    tables_only = not c.parameters and not c.verdicts and "laws.json" not in c.identical_files
-    if tables_only:
+    if not c.laws_compared:
         lines.append("laws and verdicts: not compared (a side is a bare runs table)")
     unequal = [p for p in c.parameters if not p.identical]
-    if not tables_only:
+    if c.laws_compared:
         lines.append(f"law parameters: {len(c.parameters) - len(unequal)} of {len(c.parameters)} identical")
     for p in unequal:
         joint = "" if p.difference_z is None else (
@@ -361,7 +368,7 @@ def render(comparison: Comparison, limit: int = 20) -> str:
             f"({tests['b_outside_a_interval_expected']:.2f}); differences beyond z joint standard errors "
             f"{tests['inconsistent']} ({tests['inconsistent_expected']:.2f})"
         )
-    if not c.verdicts and not tables_only:
+    if not c.verdicts and c.laws_compared:
         lines.append("verdicts: neither folder has scorecard.json")
     for claim, (a, b) in c.verdicts.items():
         lines.append(f"verdict {claim}: {a} -> {b}" if a != b else f"verdict {claim}: {a} (same)")

@@ -186,7 +186,7 @@ def plain_activations():
 
 @pytest.mark.parametrize("size", DEFAULT.sizes)
 def test_size_independent_activations(benchmark, training_threads, size):
-    batch_clips = min(int(b) for b in DEFAULT.config["grid"]["batch_clips"])
+    batch_clips = DEFAULT.smallest_batch_clips
     learning_rates = DEFAULT.job_learning_rates(size, batch_clips)
     members = len(learning_rates)
     config = DEFAULT.model_config(size)
@@ -249,7 +249,7 @@ def fit_line(members: list[int], seconds: list[float]) -> tuple[float, float]:
 
 @pytest.mark.parametrize("size", DEFAULT.sizes)
 def test_ensemble_member_scaling(benchmark, training_threads, size):
-    batch_clips = min(int(b) for b in DEFAULT.config["grid"]["batch_clips"])
+    batch_clips = DEFAULT.smallest_batch_clips
     learning_rates = DEFAULT.job_learning_rates(size, batch_clips)
     members = len(learning_rates)
     config = DEFAULT.model_config(size)

@@ -93,6 +93,11 @@ class Experiment:
         return list((self.config.get("heldout") or {}).get("sizes", []))
 
     @property
+    def smallest_batch_clips(self) -> int:
+        """The grid's smallest batch size in clips."""
+        return min(int(b) for b in self.config["grid"]["batch_clips"])
+
+    @property
     def middle_batch_clips(self) -> int:
         """The grid's middle batch size in clips."""
         batches = sorted(int(b) for b in self.config["grid"]["batch_clips"])
