@@ -240,6 +240,8 @@ def _captions_card(captions: dict) -> dict:
             "meets_target": gain.get("meets_target"),
             **{f"{which}_rate": (rates.get(which) or {}).get("rate") for which in ("colour", "direction")},
             **{f"{which}_verdict": (rates.get(which) or {}).get("verdict") for which in ("colour", "direction")},
+            "contrasts": {c["condition"]: {"relative": c["relative"], "multiple_of_protocol_spread": c.get("multiple"),
+                                           "share_of_gain": c.get("share_of_gain")} for c in block.get("contrasts", [])},
         }
     return card
 

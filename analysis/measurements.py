@@ -311,6 +311,7 @@ def captions(conditioning: dict | None, match: dict | None, protocol_spread: dic
         if protocol and gain.get("relative") is not None:
             out["gain"].update(protocol_relative_std=protocol, multiple=gain["relative"] / protocol,
                                meets_target=bool(gain["relative"] >= CAPTION_GAIN_TARGET * protocol))
+        out["contrasts"] = caption_contrasts(conditioning, protocol)
     if match:
         out["match"] = {"level": match.get("confidence_level"), "rates": {}, "reference": {}}
         for which in ("colour", "direction"):
@@ -321,6 +322,30 @@ def captions(conditioning: dict | None, match: dict | None, protocol_spread: dic
                         **{k: rate[k] for k in ("rate", "interval", "chance", "count", "of")},
                         "verdict": from_interval(rate["interval"], rate["chance"])}
     return out
+
+
+def caption_contrasts(conditioning: dict, protocol_relative_std: float | None) -> list[dict]:
+    """Which caption words the model uses: per contrast of ``dit.evaluate captions`` (``swapped``: word pairs swapped in
+    every caption; ``exchanged``: the first two words of a set trade places), its words, the validation clips whose
+    caption it changed, and the loss it adds (absolute; relative to the contrast's loss; as a multiple of the
+    protocol's spread; as a share of the whole caption gain, the null caption's)."""
+    rows = []
+    differences = conditioning.get("differences", {})
+    gain = (differences.get("null_minus_captions") or {}).get("mean")
+    clips = (conditioning.get("validation") or {}).get("clips")
+    for name, record in (conditioning.get("contrasts") or {}).items():
+        difference = differences.get(f"{name}_minus_captions")
+        if not difference:
+            continue
+        row = {"condition": name, "pairs": record.get("pairs"), "words": record.get("words"),
+               "clips_changed": record.get("clips_changed"), "clips": clips,
+               "absolute": difference["mean"], "relative": difference["relative"]}
+        if gain:
+            row["share_of_gain"] = difference["mean"] / gain
+        if protocol_relative_std:
+            row["multiple"] = difference["relative"] / protocol_relative_std
+        rows.append(row)
+    return rows
 
 
 def performance(record: dict | None) -> dict | None:

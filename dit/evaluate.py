@@ -7,7 +7,7 @@
     (bit-identical on the device and precision it was trained with). Reports mean, sample standard
     deviation, relative standard deviation (std / mean), min, max and every seed's value.
 
-``python -m dit.evaluate captions --run RUN_DIR --out FILE.json [--shuffled] [--seeds N]``
+``python -m dit.evaluate captions --run RUN_DIR --out FILE.json [--shuffled] [--swap A:B ...] [--exchange W,W,...] [--seeds N]``
     The validation loss with the clips' own captions, with every caption replaced by the null caption
     (``tokenizer.encode("")``, the caption the model saw under caption dropout) and, with
     ``--shuffled``, with the captions permuted across clips so that no clip keeps its own. All
@@ -15,6 +15,15 @@
     ``differences.null_minus_captions.mean > 0`` means the model uses what the captions say
     (``relative``: that difference over the null-caption loss). With ``--seeds N >= 2`` the
     differences are also given per noise seed with their standard deviation.
+
+    Two contrasts ask which words the model uses. ``--swap A:B`` (repeatable): every word A of a
+    caption becomes B and every B becomes A (condition ``swapped``; for the embedded set
+    ``--swap left:right --swap up:down`` reverses every stated direction of motion). ``--exchange
+    W1,W2,...``: in each caption, the first two words of that set trade places (condition
+    ``exchanged``; with the embedded set's colour words the two objects trade colours, so a model that
+    ties a colour to its object's other words loses, and one that reads the caption as a bag of
+    colours does not). ``contrasts`` records the words and how many validation clips' captions each
+    contrast changed; a caption it leaves as it was counts as unchanged, with a difference of 0.
 
 Only completed runs are evaluated: a missing folder, a run without ``summary.json`` (not finished),
 or one whose status is not ``completed`` is refused with a message naming the file (exit status 2,
@@ -53,7 +62,7 @@ EXIT_OK = 0
 EXIT_INPUT_ERROR = 2
 
 #: Caption conditions of the ``captions`` command.
-CAPTION_CONDITIONS = ("captions", "null", "shuffled")
+CAPTION_CONDITIONS = ("captions", "null", "shuffled", "swapped", "exchanged")
 
 
 class EvaluationInputError(ValueError):
@@ -323,7 +332,76 @@ def with_captions(batches: Iterable[dict], caption_ids_of: Callable[[torch.Tenso
         yield {**batch, "caption_ids": ids, "caption_mask": ids != PAD_ID}
 
 
-def caption_condition_batches(run: TrainedRun, dataset: ShardDataset, condition: str, shuffle_seed: int = 0):
+def single_word_id(tokenizer, word: str) -> int:
+    """The id of ``word``, which must be one word to the tokenizer (``EvaluationInputError`` otherwise)."""
+    words = tokenizer.words(word)
+    if len(words) != 1:
+        raise EvaluationInputError(f"{word!r} is not one caption word (the tokenizer reads {words})")
+    return tokenizer.word_id(words[0])
+
+
+def swap_table(tokenizer, pairs: Sequence[tuple[str, str]]) -> dict[int, int]:
+    """Token id -> the id it becomes under ``--swap``: each pair's two ids, both ways."""
+    table: dict[int, int] = {}
+    for first, second in pairs:
+        a, b = single_word_id(tokenizer, first), single_word_id(tokenizer, second)
+        if a == b or a in table or b in table:
+            raise EvaluationInputError(
+                f"--swap {first}:{second}: each word may appear in one pair only, and the two words need distinct "
+                "token ids (the hashed tokenizer can map two words to one id)"
+            )
+        table[a], table[b] = b, a
+    return table
+
+
+def swapped_ids(ids: torch.Tensor, table: dict[int, int]) -> torch.Tensor:
+    """``ids`` (clips, tokens) with every id in ``table`` replaced by its partner, all at once."""
+    out = ids.clone()
+    for source, target in table.items():
+        out[ids == source] = target
+    return out
+
+
+def exchanged_ids(ids: torch.Tensor, word_ids: set[int]) -> torch.Tensor:
+    """``ids`` (clips, tokens) with, in each row, the first two ids of ``word_ids`` trading places."""
+    out = ids.clone()
+    members = torch.isin(ids, torch.tensor(sorted(word_ids), dtype=ids.dtype))
+    for row in range(ids.shape[0]):
+        positions = torch.nonzero(members[row]).flatten()[:2].tolist()
+        if len(positions) == 2:
+            first, second = positions
+            out[row, first], out[row, second] = ids[row, second], ids[row, first]
+    return out
+
+
+@dataclass(frozen=True)
+class CaptionContrasts:
+    """The words of the ``swapped`` and ``exchanged`` conditions (module docstring); empty: not evaluated."""
+
+    swap: tuple[tuple[str, str], ...] = ()
+    exchange: tuple[str, ...] = ()
+
+    def conditions(self) -> list[str]:
+        return (["swapped"] if self.swap else []) + (["exchanged"] if self.exchange else [])
+
+    def exchange_ids(self, tokenizer) -> set[int]:
+        ids = {single_word_id(tokenizer, word) for word in self.exchange}
+        if len(ids) != len(self.exchange):
+            raise EvaluationInputError(f"--exchange {','.join(self.exchange)}: two of the words share a token id "
+                                       "(or a word is given twice)")
+        return ids
+
+    def describe(self) -> dict:
+        out = {}
+        if self.swap:
+            out["swapped"] = {"pairs": [list(pair) for pair in self.swap]}
+        if self.exchange:
+            out["exchanged"] = {"words": list(self.exchange)}
+        return out
+
+
+def caption_condition_batches(run: TrainedRun, dataset: ShardDataset, condition: str, shuffle_seed: int = 0,
+                              contrasts: CaptionContrasts = CaptionContrasts()):
     """A function returning fresh validation batches under a caption ``condition`` of ``CAPTION_CONDITIONS``."""
     batches = run.validation_batches(dataset)
     if condition == "captions":
@@ -340,16 +418,41 @@ def caption_condition_batches(run: TrainedRun, dataset: ShardDataset, condition:
         return lambda: with_captions(
             batches(), lambda index, ids: torch.stack([captions[donor[int(i)]] for i in index.tolist()])
         )
+    if condition == "swapped":
+        if not contrasts.swap:
+            raise ValueError("the swapped condition needs word pairs (CaptionContrasts.swap)")
+        table = swap_table(dataset.tokenizer, contrasts.swap)
+        return lambda: with_captions(batches(), lambda index, ids: swapped_ids(ids, table))
+    if condition == "exchanged":
+        if not contrasts.exchange:
+            raise ValueError("the exchanged condition needs words (CaptionContrasts.exchange)")
+        word_ids = contrasts.exchange_ids(dataset.tokenizer)
+        return lambda: with_captions(batches(), lambda index, ids: exchanged_ids(ids, word_ids))
     raise ValueError(f"unknown caption condition {condition!r}; conditions are {', '.join(CAPTION_CONDITIONS)}")
 
 
-def caption_gain(run: TrainedRun, seeds: Sequence[int], shuffled: bool = False) -> dict:
-    """Validation loss with captions, with the null caption (and shuffled captions) on the same noise."""
+def changed_clips(original: Callable[[], Iterable[dict]], changed: Callable[[], Iterable[dict]]) -> int:
+    """How many clips' caption ids differ between two passes over the same validation batches."""
+    count = 0
+    for before, after in zip(original(), changed(), strict=True):
+        count += int((before["caption_ids"] != after["caption_ids"]).any(dim=1).sum())
+    return count
+
+
+def caption_gain(run: TrainedRun, seeds: Sequence[int], shuffled: bool = False,
+                 contrasts: CaptionContrasts = CaptionContrasts()) -> dict:
+    """Validation loss with captions, with the null caption (and shuffled captions, and the ``contrasts``) on the
+    same noise."""
     dataset = run.validation_split()
-    conditions = ["captions", "null"] + (["shuffled"] if shuffled else [])
+    conditions = ["captions", "null"] + (["shuffled"] if shuffled else []) + contrasts.conditions()
     results: dict[str, dict] = {}
+    described = contrasts.describe()
+    sources = {condition: caption_condition_batches(run, dataset, condition, shuffle_seed=run.config.validation.seed,
+                                                    contrasts=contrasts) for condition in conditions}
+    for condition in described:
+        described[condition]["clips_changed"] = changed_clips(sources["captions"], sources[condition])
     for condition in conditions:
-        source = caption_condition_batches(run, dataset, condition, shuffle_seed=run.config.validation.seed)
+        source = sources[condition]
         per_seed, per_timestep = {}, {}
         for seed in seeds:
             with autocast(run.precision, run.device):
@@ -377,6 +480,7 @@ def caption_gain(run: TrainedRun, seeds: Sequence[int], shuffled: bool = False) 
         "seeds": list(seeds),
         "conditions": results,
         "differences": gains,
+        "contrasts": described,
         "validation": validation_settings(run, dataset),
     }
 
@@ -409,14 +513,14 @@ def _run_captions(args: argparse.Namespace) -> dict:
     first = run.config.validation.seed if args.first_seed is None else args.first_seed
     seeds = noise_seeds(first, args.seeds)
     started = time.perf_counter()
-    record = caption_gain(run, seeds, shuffled=args.shuffled)
+    record = caption_gain(run, seeds, shuffled=args.shuffled, contrasts=args.contrasts)
     return {
         "kind": "caption_conditioning",
         **record,
         "run": run.describe(),
         "wall_time_s": time.perf_counter() - started,
         "provenance": provenance({"command": "captions", "run": str(args.run), "seeds": seeds,
-                                  "shuffled": args.shuffled, "device": str(run.device), "precision": run.precision}),
+                                  "shuffled": args.shuffled, **args.contrasts.describe(), "device": str(run.device), "precision": run.precision}),
     }
 
 
@@ -450,6 +554,10 @@ def build_parser() -> argparse.ArgumentParser:
     )
     captions.add_argument("--seeds", type=int, default=1, help="number of noise seeds (default %(default)s)")
     captions.add_argument("--shuffled", action="store_true", help="also evaluate with captions shuffled across clips")
+    captions.add_argument("--swap", action="append", default=[], metavar="A:B",
+                          help="also evaluate with every word A of a caption made B and every B made A (repeatable)")
+    captions.add_argument("--exchange", default=None, metavar="W1,W2,...",
+                          help="also evaluate with the first two of these words in each caption trading places")
     for sub in (spread, captions):
         sub.add_argument("--run", required=True, type=Path, help="run folder written by python -m dit.train")
         sub.add_argument("--out", required=True, type=Path, help="result JSON file (written atomically)")
@@ -460,10 +568,26 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def parse_contrasts(swap: Sequence[str], exchange: str | None) -> CaptionContrasts:
+    """``--swap A:B`` values and the ``--exchange`` list as ``CaptionContrasts`` (``EvaluationInputError`` when malformed)."""
+    pairs = []
+    for value in swap:
+        words = value.split(":")
+        if len(words) != 2 or not all(word.strip() for word in words):
+            raise EvaluationInputError(f"--swap {value!r}: expected two words as A:B")
+        pairs.append((words[0].strip(), words[1].strip()))
+    words = tuple(word.strip() for word in exchange.split(",")) if exchange is not None else ()
+    if exchange is not None and (len(words) < 2 or not all(words)):
+        raise EvaluationInputError(f"--exchange {exchange!r}: expected two or more words separated by commas")
+    return CaptionContrasts(swap=tuple(pairs), exchange=words)
+
+
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     command = {"spread": _run_spread, "captions": _run_captions}[args.command]
     try:
+        if args.command == "captions":
+            args.contrasts = parse_contrasts(args.swap, args.exchange)
         record = command(args)
     except EvaluationInputError as error:
         print(f"dit.evaluate {args.command}: {error}", file=sys.stderr)

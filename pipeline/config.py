@@ -19,6 +19,7 @@ import argparse
 import copy
 import dataclasses
 import json
+import shlex
 import sys
 from pathlib import Path
 from typing import Any, Mapping
@@ -32,6 +33,7 @@ from dit.atomic import atomic_write_text
 from dit.config import ConfigError, config_from_dict, read_yaml_mapping
 from dit.flops import tokens_per_clip
 from dit.sizes import SIZES
+from dit.text import CaptionTokenizer
 from pipeline.runs import SEED_STRIDE, RunSpec, grid_runs, grid_seeds, same_rate, training_config
 
 SCHEMA_PATH = Path(__file__).resolve().parent.parent / "workflow" / "schemas" / "config.schema.yaml"
@@ -144,6 +146,7 @@ def _cross_check(config: Mapping[str, Any]) -> None:
                            f"width-16 models on 16-value tokens lay far above the other sizes' loss law (README)")
     if config["data"]["source"] is None and config["data"]["captions"] is not None:
         _fail("data.captions", "a captions CSV needs data.source (the embedded set writes its own captions)")
+    _check_caption_contrasts(caption_contrasts(config))
     for run in grid_runs(config):
         _check_run(config, run)
     for size in config["heldout"]["sizes"]:
@@ -158,6 +161,20 @@ def _cross_check(config: Mapping[str, Any]) -> None:
         fit_config_from_dict(fit_config(config))
     except FitConfigError as error:
         _fail("analysis", str(error))
+
+
+def _check_caption_contrasts(words: Mapping[str, list]) -> None:
+    key = "evaluation.caption_contrasts"
+    for word in [w for pair in words["swap"] for w in pair] + words["exchange"]:
+        if len(CaptionTokenizer.words(word)) != 1:
+            _fail(key, f"{word!r} is not one caption word (the tokenizer reads {CaptionTokenizer.words(word)})")
+        if word in (":", ","):
+            _fail(key, f"{word!r} separates the words of dit.evaluate's --swap A:B and --exchange W1,W2 and cannot be one")
+    swapped = [CaptionTokenizer.words(w)[0] for pair in words["swap"] for w in pair]
+    if len(set(swapped)) != len(swapped):
+        _fail(f"{key}.swap", f"each word may appear in one pair only, got {words['swap']}")
+    if len(words["exchange"]) == 1:
+        _fail(f"{key}.exchange", "needs two or more words (the first two in a caption trade places)")
 
 
 def _check_milestones(grid: Mapping[str, Any]) -> int:
@@ -228,6 +245,28 @@ def inference_shape(config: Mapping[str, Any]) -> dict[str, int]:
     """What a generated video's cost takes from the models' inputs (``analysis.inference``): the values each video
     token carries (``patch_dim``, ``token_values``) and the caption tokens (``text_tokens``, the prepared length)."""
     return {"patch_dim": token_values(config), "text_tokens": int(config["data"]["prepare"]["caption_length"])}
+
+
+def caption_contrasts(config: Mapping[str, Any]) -> dict[str, list]:
+    """``{"swap": [[A, B], ...], "exchange": [W, ...]}`` of ``evaluation.caption_contrasts`` (``auto``: the embedded
+    set's words when ``data.source`` is null, none otherwise)."""
+    given = config["evaluation"].get("caption_contrasts", "auto")
+    if given == "auto":
+        if config["data"]["source"] is not None:
+            return {"swap": [], "exchange": []}
+        from dit.data.synthetic import caption_contrast_words
+
+        return caption_contrast_words()
+    return {"swap": [list(pair) for pair in given.get("swap", [])], "exchange": list(given.get("exchange", []))}
+
+
+def caption_contrast_arguments(config: Mapping[str, Any]) -> str:
+    """The ``--swap``/``--exchange`` arguments of ``python -m dit.evaluate captions`` for ``caption_contrasts``."""
+    words = caption_contrasts(config)
+    arguments = [f"--swap {shlex.quote(f'{first}:{second}')}" for first, second in words["swap"]]
+    if words["exchange"]:
+        arguments.append("--exchange " + shlex.quote(",".join(words["exchange"])))
+    return " ".join(arguments)
 
 
 def load_pipeline_config(path: str | Path) -> dict[str, Any]:

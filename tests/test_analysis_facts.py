@@ -431,8 +431,13 @@ def test_the_held_out_error_expected_from_the_prediction_intervals_alone_against
 def _caption_records(run_id: str, size: str, parameters: int, tokens: int, gain: float, loss: float, spread: float) -> dict:
     """The three evaluation records of one trained model, as dit.evaluate and dit.caption_match write them."""
     run = {"run_id": run_id, "size": size, "non_embedding_parameters": parameters, "tokens": tokens}
+    differences = {"null_minus_captions": {"mean": gain, "relative": gain / loss},
+                   "swapped_minus_captions": {"mean": gain / 400, "relative": gain / 400 / loss},
+                   "exchanged_minus_captions": {"mean": -gain / 900, "relative": -gain / 900 / loss}}
+    contrasts = {"swapped": {"pairs": [["down", "up"], ["left", "right"]], "clips_changed": 120},
+                 "exchanged": {"words": ["red", "green", "blue"], "clips_changed": 97}}
     return {
-        "caption_conditioning": {"run": run, "differences": {"null_minus_captions": {"mean": gain, "relative": gain / loss}}},
+        "caption_conditioning": {"run": run, "differences": differences, "contrasts": contrasts, "validation": {"clips": 128}},
         "protocol_spread": {"run": run, "relative_std": spread, "per_seed": {"0": loss, "1": loss * (1 + spread)}},
         "caption_match": {"confidence_level": LEVEL, "samples": {
             "colour": {"rate": 0.5, "interval": [0.4, 0.6], "chance": 0.25, "count": 32, "of": 64},
@@ -467,7 +472,22 @@ def test_caption_checks_of_the_largest_and_the_compute_optimal_model(results, tm
         assert scorecard[model]["meets_target"] is (relative >= 5 * records["protocol_spread"]["relative_std"])
         assert scorecard[model]["colour_verdict"] == verdicts.SUPPORTED
         assert scorecard[model]["direction_verdict"] == verdicts.CONTRADICTED
+        spread = records["protocol_spread"]["relative_std"]
+        differences = records["caption_conditioning"]["differences"]
+        contrasts = {c["condition"]: c for c in block["contrasts"]}
+        assert sorted(contrasts) == ["exchanged", "swapped"]
+        for name, row in contrasts.items():
+            difference = differences[f"{name}_minus_captions"]
+            assert row["clips_changed"] == records["caption_conditioning"]["contrasts"][name]["clips_changed"]
+            assert row["clips"] == 128
+            assert row["multiple"] == pytest.approx(difference["relative"] / spread)
+            assert row["share_of_gain"] == pytest.approx(difference["mean"] / differences["null_minus_captions"]["mean"])
+            assert scorecard[model]["contrasts"][name]["multiple_of_protocol_spread"] == pytest.approx(row["multiple"])
+        assert contrasts["swapped"]["pairs"] == [["down", "up"], ["left", "right"]]
+        assert contrasts["exchanged"]["words"] == ["red", "green", "blue"]
     assert scorecard["largest"]["meets_target"] is False and scorecard["compute_optimal"]["meets_target"] is True
     text = summary.read_text()
     assert "`compute_optimal/tiny-147k/b1_lr0.000625_s0`" in text and "`heldout/tiny-1m/b1_lr0.00125_s0`" in text
     assert text.count("the target, set for the largest model") == 1
+    assert text.count("down and up, left and right swapped in every caption (120 of 128 validation captions changed)") == 2
+    assert text.count("the first two of red, green, blue in each caption trading places (97 of 128") == 2

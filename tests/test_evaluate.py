@@ -15,6 +15,8 @@ import yaml
 
 from dit import evaluate
 from dit.data.loader import ShardDataset
+from dit.data.synthetic import caption_contrast_words
+from dit.text import CaptionTokenizer
 from dit.distributed import resolve_precision
 
 
@@ -128,6 +130,65 @@ def test_caption_conditions_replace_the_captions_they_claim(trained_run):
     assert all(not torch.equal(shuffled[i], original[i]) for i in original)  # no clip keeps its caption
     as_rows = lambda table: sorted(tuple(ids.tolist()) for ids in table.values())  # noqa: E731
     assert as_rows(shuffled) == as_rows(original)  # the same captions, moved
+
+
+def _rewritten(text: str, swap: dict[str, str], exchange: set[str]) -> str:
+    """``text``'s words with ``swap`` applied to each, then the first two words of ``exchange`` trading places."""
+    words = [swap.get(word, word) for word in CaptionTokenizer.words(text)]
+    at = [i for i, word in enumerate(words) if word in exchange][:2]
+    if len(at) == 2:
+        words[at[0]], words[at[1]] = words[at[1]], words[at[0]]
+    return " ".join(words)
+
+
+def test_caption_contrasts_change_exactly_the_words_they_name(trained_run, tmp_path):
+    """The swapped and exchanged captions, id by id, against the clips' caption texts rewritten word by word and
+    encoded again; the counts of changed captions and the differences the command writes."""
+    words = caption_contrast_words()
+    assert words["swap"] == [["down", "up"], ["left", "right"]] and len(words["exchange"]) == 8
+    partner = {a: b for pair in words["swap"] for a, b in (pair, pair[::-1])}
+    run = evaluate.open_trained_run(trained_run, "cpu")
+    dataset = run.validation_split()
+    texts, tokenizer = dataset.captions, dataset.tokenizer
+    contrasts = evaluate.CaptionContrasts(swap=tuple(map(tuple, words["swap"])), exchange=tuple(words["exchange"]))
+    changed = {}
+    for condition, swap, exchange in (("swapped", partner, set()), ("exchanged", {}, set(words["exchange"]))):
+        changed[condition] = 0
+        for batch in evaluate.caption_condition_batches(run, dataset, condition, contrasts=contrasts)():
+            for index, ids, mask in zip(batch["index"].tolist(), batch["caption_ids"], batch["caption_mask"]):
+                expected = tokenizer.encode(_rewritten(texts[index], swap, exchange))
+                assert ids.tolist() == expected.tolist()
+                assert torch.equal(mask, ids != 0)
+                changed[condition] += _rewritten(texts[index], swap, exchange) != _rewritten(texts[index], {}, set())
+    assert changed["swapped"] == changed["exchanged"] == len(dataset) > 2  # every embedded caption has both
+
+    out = tmp_path / "contrasts.json"
+    arguments = ["--swap", "down:up", "--swap", "left:right", "--exchange", ",".join(words["exchange"])]
+    assert evaluate.main(["captions", "--run", str(trained_run), "--out", str(out), "--device", "cpu", *arguments]) == 0
+    record = read_json(out)
+    assert record["contrasts"] == {"swapped": {"pairs": words["swap"], "clips_changed": changed["swapped"]},
+                                   "exchanged": {"words": words["exchange"], "clips_changed": changed["exchanged"]}}
+    conditions = record["conditions"]
+    for name in ("swapped", "exchanged"):
+        difference = record["differences"][f"{name}_minus_captions"]
+        assert difference["mean"] == pytest.approx(conditions[name]["mean"] - conditions["captions"]["mean"], abs=1e-15)
+        assert difference["relative"] == pytest.approx(difference["mean"] / conditions[name]["mean"])
+        assert conditions[name]["mean"] != conditions["captions"]["mean"]
+    assert record["provenance"]["config"]["swapped"]["pairs"] == words["swap"]
+
+
+@pytest.mark.parametrize("arguments, message", [
+    (["--swap", "left"], "expected two words as A:B"),
+    (["--swap", "left:left"], "one pair only"),
+    (["--swap", "left:right", "--swap", "right:up"], "one pair only"),
+    (["--swap", "left:moves right"], "is not one caption word"),
+    (["--exchange", "red"], "two or more words"),
+    (["--exchange", "red,red"], "share a token id"),
+])
+def test_malformed_caption_contrasts_are_refused(trained_run, tmp_path, capsys, arguments, message):
+    out = tmp_path / "contrasts.json"
+    assert evaluate.main(["captions", "--run", str(trained_run), "--out", str(out), "--device", "cpu", *arguments]) == 2
+    assert message in capsys.readouterr().err and not out.exists()
 
 
 def test_shuffled_caption_order_is_a_seeded_cycle():

@@ -13,7 +13,13 @@ from pathlib import Path
 import pytest
 import yaml
 
-from pipeline.config import PipelineConfigError, main, validate_pipeline_config
+from pipeline.config import (
+    PipelineConfigError,
+    caption_contrast_arguments,
+    caption_contrasts,
+    main,
+    validate_pipeline_config,
+)
 
 ROOT = Path(__file__).resolve().parent.parent
 SMOKE = yaml.safe_load((ROOT / "config" / "smoke.yaml").read_text())
@@ -97,17 +103,41 @@ def test_the_shipped_overlays_are_valid_over_the_default(overlay):
          "grid.sizes: tiny-18k has width 24, which does not exceed the 24 values each token carries"),
         (changed(analysis={**SMOKE["analysis"], "inference": {**SMOKE["analysis"]["inference"], "patch_dim": 96}}),
          "analysis.inference.patch_dim: 96 differs from the 16 the models' inputs have"),
+        (changed(evaluation={"caption_contrasts": {"swap": [["left", "moves right"]]}}),
+         "evaluation.caption_contrasts: 'moves right' is not one caption word"),
+        (changed(evaluation={"caption_contrasts": {"swap": [["left", "right"], ["up", "Left"]]}}),
+         "evaluation.caption_contrasts.swap: each word may appear in one pair only"),
+        (changed(evaluation={"caption_contrasts": {"exchange": ["red", ","]}}),
+         "evaluation.caption_contrasts: ',' separates the words"),
+        (changed(evaluation={"caption_contrasts": {"exchange": ["red"]}}),
+         "evaluation.caption_contrasts.exchange: needs two or more words"),
+        (changed(evaluation={"caption_contrasts": "embedded"}), "evaluation.caption_contrasts: 'auto' was expected"),
     ],
     ids=["milestones-of-an-unknown-size", "negative-learning-rate", "unknown-size", "unknown-nested-key", "unknown-top-level-key", "heldout-in-grid",
          "noise-seed-is-the-training-seed", "noise-seed-is-a-replicate-seed", "milestones-not-increasing", "milestones-repeated", "heldout-tokens-beyond",
          "model-patch", "latent-patch", "pixel-patch", "captions-without-source", "batch-over-processes",
          "batch-over-nodes", "extra-rates-of-another-size", "extra-rate-already-in-the-grid", "heldout-size-too-narrow",
-         "grid-size-too-narrow", "inference-patch-values"],
+         "grid-size-too-narrow", "inference-patch-values", "contrast-of-two-words", "contrast-word-in-two-pairs",
+         "exchange-of-a-comma", "exchange-of-one-word", "contrasts-neither-auto-nor-words"],
 )
 def test_an_invalid_config_is_refused_naming_the_key(config, message):
     with pytest.raises(PipelineConfigError) as error:
         validate_pipeline_config(config)
     assert message in str(error.value)
+
+
+def test_caption_contrasts_are_the_embedded_sets_words_or_the_configs():
+    """auto: the generator's opposite directions and colours with the embedded set, nothing with a source folder;
+    given words pass through, quoted for the shell."""
+    config = changed()
+    validate_pipeline_config(config)
+    assert caption_contrast_arguments(config) == (
+        "--swap down:up --swap left:right --exchange red,green,blue,yellow,cyan,magenta,white,orange")
+    config = changed(data={"source": "videos"})
+    assert caption_contrasts(config) == {"swap": [], "exchange": []} and caption_contrast_arguments(config) == ""
+    config = changed(evaluation={"caption_contrasts": {"swap": [["day", "night"]], "exchange": ["&", "dog"]}})
+    validate_pipeline_config(config)
+    assert caption_contrast_arguments(config) == "--swap day:night --exchange '&,dog'"
 
 
 def test_a_batch_the_processes_can_split_is_accepted():

@@ -145,6 +145,14 @@ def caption_vocabulary() -> list[str]:
     return words + list(DIRECTIONS) + list(SPEEDS) + list(CONNECTIVES)
 
 
+def caption_contrast_words() -> dict:
+    """The words of ``python -m dit.evaluate captions``'s contrasts for this set: ``swap``, the pairs of opposite
+    directions (reversing every stated motion), and ``exchange``, the colour words (the two objects trade colours)."""
+    pairs = sorted(tuple(sorted((a, b))) for a, (dy, dx) in DIRECTIONS.items() for b, move in DIRECTIONS.items()
+                   if move == (-dy, -dx) and a < b)
+    return {"swap": [list(pair) for pair in pairs], "exchange": list(COLOURS)}
+
+
 @lru_cache(maxsize=None)
 def _font_path() -> str:
     from matplotlib import font_manager  # deferred: its import loads, or first builds, matplotlib's font cache

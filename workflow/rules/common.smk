@@ -19,7 +19,13 @@ from pipeline.runs import (
     training_jobs,
 )
 from analysis.config import config_from_dict as fit_settings
-from pipeline.config import PipelineConfigError, fit_config, model_tokens_per_clip, validate_pipeline_config
+from pipeline.config import (
+    PipelineConfigError,
+    caption_contrast_arguments,
+    fit_config,
+    model_tokens_per_clip,
+    validate_pipeline_config,
+)
 
 try:
     validate_pipeline_config(config)

@@ -60,6 +60,7 @@ rule caption_conditioning:
         f"{LOGS}/caption_conditioning/{{model}}.log",
     params:
         run=evaluated_run_dir,
+        contrasts=caption_contrast_arguments(config),
     threads: 1
     resources:
         mem_mb=2000,
@@ -67,7 +68,7 @@ rule caption_conditioning:
     conda:
         CONDA_ENV
     shell:
-        "python -m dit.evaluate captions --run {params.run} --out {output} > {log} 2>&1"
+        "python -m dit.evaluate captions --run {params.run} {params.contrasts} --out {output} > {log} 2>&1"
 
 
 rule samples:
