@@ -7,13 +7,17 @@ Every writer goes to a temporary file in the destination folder, flushes and fsy
 from __future__ import annotations
 
 import contextlib
+import hashlib
 import json
 import os
 import re
 import shutil
+import signal
+import socket
 import tempfile
+import threading
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any, Callable, Iterator
 
 
 @contextlib.contextmanager
@@ -67,30 +71,139 @@ def atomic_write_json(path: str | os.PathLike, obj: Any, indent: int = 2, flat_n
     atomic_write_text(path, text + "\n")
 
 
+class OutputPathError(ValueError):
+    """``atomic_directory`` will not replace what is at its path; the message names the path and what is there."""
+
+
+class Terminated(BaseException):
+    """SIGTERM arrived while an ``atomic_directory`` was being built (raised so that its clean-up runs)."""
+
+
 @contextlib.contextmanager
-def atomic_directory(path: str | os.PathLike) -> Iterator[Path]:
+def atomic_directory(
+    path: str | os.PathLike, replaces: Callable[[Path], bool] = lambda folder: False, kind: str = "output"
+) -> Iterator[Path]:
     """Yield a temporary folder beside ``path``; on success it replaces ``path`` as a whole.
 
-    An existing ``path`` is replaced only after the new one is complete. On error the temporary
-    folder is removed and ``path`` is left as it was.
+    An existing ``path`` is replaced only after the new one is complete, and only when it is an
+    empty folder or ``replaces(path)`` recognises it as an earlier output of the same writer (a
+    ``kind``, named in the message); anything else raises ``OutputPathError`` and is left alone.
+    A symbolic link at ``path`` stays: the folder is built where it points. On error, and on
+    SIGTERM (raised as ``Terminated`` in the main thread), the temporary folder is removed and
+    ``path`` is left as it was. Temporary folders of ``path`` left by a killed process of this
+    host are removed first.
     """
     final = Path(path)
+    if final.is_symlink():
+        final = Path(os.path.realpath(final))
+    _check_replaceable(final, replaces, kind)
     final.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{final.name}.", suffix=".tmp", dir=final.parent))
+    remove_stale_temporaries(final)
+    with _sigterm_raises():
+        tmp = Path(tempfile.mkdtemp(prefix=_temporary_prefix(final), suffix=".tmp", dir=final.parent))
+        try:
+            yield tmp
+            _fsync_dir(tmp)
+            _check_replaceable(final, replaces, kind)  # again: something may have been put there meanwhile
+            if final.exists():
+                old = Path(tempfile.mkdtemp(prefix=_temporary_prefix(final), suffix=".old", dir=final.parent))
+                os.replace(final, old / final.name)
+                os.replace(tmp, final)
+                shutil.rmtree(old, ignore_errors=True)
+            else:
+                os.replace(tmp, final)
+            _fsync_dir(final.parent)
+        except BaseException:
+            shutil.rmtree(tmp, ignore_errors=True)
+            raise
+
+
+def _check_replaceable(final: Path, replaces: Callable[[Path], bool], kind: str) -> None:
+    """Raise ``OutputPathError`` unless ``final`` is absent, an empty folder or an earlier output (``replaces``)."""
+    if not os.path.lexists(final):
+        return
+    if final.is_symlink() or not final.is_dir():
+        what = "a symbolic link" if final.is_symlink() else "a file" if final.is_file() else "not a folder"
+        raise OutputPathError(f"refusing to replace {final}: it is {what}, not an earlier {kind}")
     try:
-        yield tmp
-        _fsync_dir(tmp)
-        if final.exists():
-            old = Path(tempfile.mkdtemp(prefix=f".{final.name}.", suffix=".old", dir=final.parent))
-            os.replace(final, old / final.name)
-            os.replace(tmp, final)
-            shutil.rmtree(old, ignore_errors=True)
-        else:
-            os.replace(tmp, final)
-        _fsync_dir(final.parent)
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
+        entries = sorted(os.listdir(final))
+    except OSError as error:
+        raise OutputPathError(f"cannot read {final}: {error.strerror or error}") from None
+    if not entries or replaces(final):
+        return
+    shown = ", ".join(entries[:5]) + (f" and {len(entries) - 5} more" if len(entries) > 5 else "")
+    raise OutputPathError(
+        f"refusing to replace {final}: it is a folder holding {shown}, not an earlier {kind}; "
+        "choose another output folder or empty this one"
+    )
+
+
+def _temporary_prefix(final: Path) -> str:
+    """``.NAME.HOST-PID.``: temporary folders name their host and process, so a later run can tell stale ones."""
+    return f".{final.name}.{_host_tag()}-{os.getpid()}."
+
+
+def _host_tag() -> str:
+    return hashlib.sha256(socket.gethostname().encode("utf-8", "surrogateescape")).hexdigest()[:8]
+
+
+def remove_stale_temporaries(final: Path) -> list[Path]:
+    """Remove ``.NAME.HOST-PID.*.tmp`` / ``.old`` folders beside ``final`` whose process (on this host) is gone.
+
+    Those of a process still running, or of another host (whose processes cannot be checked), stay.
+    Returns the folders removed.
+    """
+    pattern = re.compile(rf"\.{re.escape(final.name)}\.([0-9a-f]{{8}})-([0-9]+)\.[a-z0-9_]+\.(?:tmp|old)")
+    removed = []
+    try:
+        names = os.listdir(final.parent)
+    except OSError:
+        return removed
+    host = _host_tag()
+    for name in names:
+        match = pattern.fullmatch(name)
+        if match is None or match.group(1) != host or _process_alive(int(match.group(2))):
+            continue
+        shutil.rmtree(final.parent / name, ignore_errors=True)
+        removed.append(final.parent / name)
+    return removed
+
+
+def _process_alive(pid: int) -> bool:
+    if pid == os.getpid():
+        return True
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except OSError:  # PermissionError: another user's process
+        return True
+    return True
+
+
+@contextlib.contextmanager
+def _sigterm_raises() -> Iterator[None]:
+    """Within this block SIGTERM (as SLURM and Snakemake send on cancel) raises ``Terminated`` in the main thread.
+
+    The previous handler is put back when the block ends, and as soon as the signal arrives (so a
+    second SIGTERM during the clean-up acts as it did before).
+    """
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    previous = signal.getsignal(signal.SIGTERM)
+    if previous is None:  # a handler not installed from Python cannot be put back; the default is closest
+        previous = signal.SIG_DFL
+
+    def _raise(signum, frame):
+        signal.signal(signal.SIGTERM, previous)
+        raise Terminated(f"terminated by {signal.Signals(signum).name}")
+
+    signal.signal(signal.SIGTERM, _raise)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGTERM, previous)
 
 
 def _umask() -> int:

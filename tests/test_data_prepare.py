@@ -5,6 +5,7 @@ This module does not import torch at the top: worker processes import it to find
 
 import json
 import os
+import shutil
 import signal
 import subprocess
 import sys
@@ -262,17 +263,18 @@ def test_too_many_skipped_files_fail_and_leave_no_output(tmp_path):
     assert "empty_file: clips/empty.mp4: file has zero bytes" in result.stderr
     assert not out.exists()
     assert [p.name for p in tmp_path.iterdir() if p.name.startswith(".prepared")] == []
-    # an existing complete output survives a failed run untouched
-    out.mkdir()
+    # a higher limit accepts the same folder
+    accepting = PreparationSettings(validation_fraction=0.5, max_skipped_fraction=0.2, workers=0)
+    summary = prepare_dataset(source, out, accepting)
+    assert summary.usable == 5 and (out / "manifest.json").is_file()
+    # an existing complete output survives a failed run untouched; a run that succeeds replaces it as a whole
     (out / "marker").write_text("old")
+    listing = sorted(p.name for p in out.iterdir())
     with pytest.raises(PreparationError, match="skipped"):
         prepare_dataset(source, out, PreparationSettings(validation_fraction=0.5, workers=0))
-    assert [p.name for p in out.iterdir()] == ["marker"]
-    # a higher limit accepts the same folder
-    summary = prepare_dataset(
-        source, out, PreparationSettings(validation_fraction=0.5, max_skipped_fraction=0.2, workers=0)
-    )
-    assert summary.usable == 5 and (out / "manifest.json").is_file() and not (out / "marker").exists()
+    assert sorted(p.name for p in out.iterdir()) == listing
+    assert prepare_dataset(source, out, accepting).usable == 5
+    assert (out / "manifest.json").is_file() and not (out / "marker").exists()
 
 
 def test_nothing_usable_fails_with_a_clear_message(tmp_path, capsys):
@@ -387,8 +389,10 @@ def test_prepare_command_takes_captions_from_the_folder_csv_another_csv_or_folde
         ("Walking/a.mp4,one\n,a row without a file\n", "row 3: empty file name"),
         ("{outside},a file outside\n", "row 2: file '{outside}' lies outside the source folder"),
         ("Walking/a.mp4,one\n./Walking/a.mp4,again\n", "file 'Walking/a.mp4' appears twice (rows 2 and 3)"),
+        ("Walking/a.mp4,one\nWalking/b.mp4,a red ball, then a blue cube\n",
+         "row 3: 3 fields where the header has 2; put a caption that contains commas in double quotes"),
     ],
-    ids=["empty-file-name", "outside-the-source", "listed-twice"],
+    ids=["empty-file-name", "outside-the-source", "listed-twice", "unquoted-comma"],
 )
 def test_bad_csv_rows_stop_the_preparation_naming_the_row(tmp_path, capsys, rows, message):
     source = _captioned_folder(tmp_path / "source")
@@ -412,3 +416,146 @@ def test_a_file_with_an_empty_caption_or_no_row_is_skipped_with_the_reason(tmp_p
     assert {entry["reason"] for entry in skipped.values()} == {"missing_caption"}
     assert f"empty caption in {captions}" in skipped["Walking/b.mp4"]["message"]
     assert f"no row for this file in {captions}" in skipped["Jumping/c.mp4"]["message"]
+
+
+@pytest.mark.parametrize(
+    "content, message",
+    [
+        ("file,caption\nWalking/a.mp4,café\n".encode("latin-1"), "is not UTF-8 (line 2: byte 0xe9); save it as UTF-8"),
+        ("file,caption\nWalking/a.mp4,café\n".encode("utf-16"), "is UTF-16 (it starts with a UTF-16 byte-order mark); "
+         "save it as UTF-8"),
+        ("file,caption\nWalking/a.mp4,cafe\n".encode("utf-16-le"), "line 1 holds NUL bytes: UTF-16 or not text; "
+         "save it as UTF-8"),
+        (b"file,caption\nWalking/a.mp4,one\nWalking/b.mp4," + b"x" * 200_000 + b"\n",
+         "row 3: field larger than field limit (131072) (a caption that long, or an unmatched double quote)"),
+    ],
+    ids=["latin-1", "utf-16", "utf-16-without-bom", "huge-field"],
+)
+def test_a_captions_csv_in_another_encoding_or_with_a_huge_field_stops_the_preparation(tmp_path, capsys, content, message):
+    source = _captioned_folder(tmp_path / "source")
+    captions = tmp_path / "captions.csv"
+    captions.write_bytes(content)
+    assert _prepare(source, tmp_path / "out", "--captions", str(captions)) == 1
+    error = capsys.readouterr().err
+    assert f"error: preparation failed: captions CSV {captions}" in error and message in error
+    assert not (tmp_path / "out").exists()
+
+
+def test_a_file_name_that_is_not_utf8_is_skipped_with_the_reason(tmp_path, capsys):
+    source = _captioned_folder(tmp_path / "source")
+    (source / "captions.csv").unlink()
+    try:
+        shutil.copy(source / "Walking" / "a.mp4", os.fsencode(source / "Walking") + b"/caf\xe9.mp4")
+    except OSError:
+        pytest.skip("this file system takes UTF-8 file names only")
+    assert _prepare(source, tmp_path / "strict") == 1  # 1 of 4 files skipped: over the 5% limit
+    assert "unreadable: Walking/caf\\xe9.mp4: file name is not valid UTF-8; rename the file" in capsys.readouterr().err
+    assert _prepare(source, tmp_path / "out", "--max-skipped-fraction", "0.5") == 0
+    manifest = json.loads((tmp_path / "out" / "manifest.json").read_bytes().decode("utf-8"))
+    assert manifest["skipped"] == [{"path": "Walking/caf\\xe9.mp4", "split": split_of("Walking/caf\\xe9.mp4", 0.0),
+                                    "reason": "unreadable", "message": "file name is not valid UTF-8; rename the file"}]
+    assert manifest["counts"]["clips"] == 3
+
+
+def test_an_out_that_is_not_an_earlier_prepared_folder_is_refused_and_kept(tmp_path, capsys):
+    source = _captioned_folder(tmp_path / "source")
+    notes = tmp_path / "notes.txt"
+    notes.write_text("precious")
+    mine = tmp_path / "mywork"
+    mine.mkdir()
+    (mine / "thesis.tex").write_text("thesis")
+    generated = generate_dataset(tmp_path / "generated", GeneratorSettings(clips=1)).out  # another command's output
+    for out, there in [(notes, "it is a file"), (mine, "it is a folder holding thesis.tex"),
+                       (generated, "it is a folder holding captions.csv, clips, generation.json")]:
+        assert _prepare(source, out) == 2
+        assert f"error: refusing to replace {out}: {there}, not an earlier prepared data folder" in capsys.readouterr().err
+    assert notes.read_text() == "precious" and [p.name for p in mine.iterdir()] == ["thesis.tex"]
+    assert sorted(p.name for p in generated.iterdir()) == ["captions.csv", "clips", "generation.json"]
+    # an empty folder is filled; through a symbolic link the data goes where it points, and the link stays
+    prepared = tmp_path / "prepared"
+    prepared.mkdir()
+    assert _prepare(source, prepared) == 0
+    (tmp_path / "link").symlink_to(prepared)
+    assert _prepare(source, tmp_path / "link", "--folder-captions") == 0
+    assert (tmp_path / "link").is_symlink() and _captions_of(prepared)["Walking/a.mp4"] == "walking"
+    # a captions CSV kept in the output folder is not deleted by preparing into that folder again
+    kept = prepared / "mine.csv"
+    shutil.copy(source / "captions.csv", kept)
+    assert _prepare(source, prepared, "--captions", str(kept)) == 1
+    assert f"output folder {prepared} would replace the captions CSV {kept}" in capsys.readouterr().err
+    assert kept.read_bytes() == (source / "captions.csv").read_bytes()
+    assert not [p.name for p in tmp_path.iterdir() if p.name.endswith((".tmp", ".old"))]
+
+
+@pytest.mark.parametrize(
+    "options, message",
+    [
+        (["--decode-timeout", "0"], "error: decode_timeout_s must be a positive number of seconds, got 0.0"),
+        (["--shard-megabytes", "inf"], "error: shard_megabytes must be a positive number, got inf"),
+        (["--shard-megabytes", "nan"], "error: shard_megabytes must be a positive number, got nan"),
+        (["--out", "{tmp}/afile/sub"], "error: cannot write {tmp}/afile/sub: [Errno 17] File exists"),
+        (["--out", "/proc/x"], "error: cannot write /proc/x: "),
+    ],
+    ids=["timeout-0", "shard-inf", "shard-nan", "under-a-file", "proc"],
+)
+def test_bad_option_values_and_unwritable_outputs_exit_2_with_a_message(tmp_path, capsys, options, message):
+    if "/proc/x" in options and not os.path.isdir("/proc"):
+        pytest.skip("no /proc")
+    source = _captioned_folder(tmp_path / "source")
+    (tmp_path / "afile").write_text("a file")
+    assert _prepare(source, tmp_path / "out", *[option.format(tmp=tmp_path) for option in options]) == 2
+    assert message.format(tmp=tmp_path) in capsys.readouterr().err
+    assert (tmp_path / "afile").read_text() == "a file" and not (tmp_path / "out").exists()
+
+
+#: ``python -m dit.data`` whose decoding sleeps 60 s on files named ``hang*`` (``decode_or_crash``).
+_HANGING_PREPARE = """
+import functools, sys
+import dit.data.prepare as prepare
+from dit.data.__main__ import main
+from dit.data.workers import DecodePool
+from test_data_prepare import decode_or_crash
+prepare.DecodePool = functools.partial(DecodePool, decode=decode_or_crash)
+sys.exit(main(sys.argv[1:]))
+"""
+
+
+def _interrupted_prepare(source: Path, out: Path, workers: int, signal_number: int, ready) -> subprocess.CompletedProcess:
+    """Run a prepare that hangs on a file, send ``signal_number`` once ``ready(temporary folder)``, return its outcome."""
+    command = [sys.executable, "-c", _HANGING_PREPARE, "prepare", "--source", str(source), "--out", str(out),
+               "--frames", "4", "--height", "16", "--width", "16", "--validation-fraction", "0",
+               "--workers", str(workers)]
+    environment = {**os.environ, "PYTHONPATH": os.pathsep.join([str(PROJECT_ROOT), str(Path(__file__).parent)])}
+    process = subprocess.Popen(command, stderr=subprocess.PIPE, text=True, env=environment)
+    deadline = time.monotonic() + 120
+    while not [path for path in out.parent.glob(f".{out.name}.*.tmp") if ready(path)]:
+        assert process.poll() is None, process.stderr.read()
+        assert time.monotonic() < deadline, "the preparation did not start decoding"
+        time.sleep(0.05)
+    process.send_signal(signal_number)
+    _, stderr = process.communicate(timeout=60)
+    return subprocess.CompletedProcess(command, process.returncode, "", stderr)
+
+
+def test_an_interrupted_preparation_leaves_no_temporary_folder_behind(tmp_path):
+    source = _captioned_folder(tmp_path / "source")
+    shutil.copy(source / "Walking" / "a.mp4", source / "Walking" / "hang.mp4")
+    with open(source / "captions.csv", "a") as handle:
+        handle.write("Walking/hang.mp4,a walk that hangs\n")
+    out = tmp_path / "prepared"
+    assert _prepare(source, out, "--folder-captions") == 0
+    before = (out / "manifest.json").read_bytes()
+    temporaries = lambda: sorted(p.name for p in tmp_path.iterdir() if p.name.startswith(".prepared."))  # noqa: E731
+
+    # SIGTERM (a cancelled SLURM or Snakemake job), while workers decode: their log folder lies in the temporary one
+    result = _interrupted_prepare(source, out, 1, signal.SIGTERM, lambda tmp: any(tmp.glob("dit-decode-logs-*")))
+    assert result.returncode == 128 + signal.SIGTERM
+    assert f"error: terminated by SIGTERM; nothing was written to {out}" in result.stderr
+    assert temporaries() == [] and (out / "manifest.json").read_bytes() == before
+
+    # SIGKILL leaves the temporary folder; the next run into the same output removes it
+    result = _interrupted_prepare(source, out, 0, signal.SIGKILL, lambda tmp: True)
+    assert result.returncode == -signal.SIGKILL
+    assert len(temporaries()) == 1 and (out / "manifest.json").read_bytes() == before
+    assert _prepare(source, out) == 0
+    assert temporaries() == [] and _captions_of(out)["Walking/hang.mp4"] == "a walk that hangs"

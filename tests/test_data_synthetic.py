@@ -151,3 +151,23 @@ def test_bad_generator_settings_are_rejected(capsys):
         GeneratorSettings(min_objects=3, max_objects=2)
     assert main(["generate", "--out", "unused", "--clips", "0"]) == 2
     assert "clips must be at least 1" in capsys.readouterr().err
+
+
+def test_bad_generate_options_and_an_out_that_is_not_an_earlier_generated_folder_exit_2(tmp_path, capsys):
+    for options, message in [(["--crf", "99"], "crf must lie in [0, 51], got 99"),
+                             (["--fps", "nan"], "fps must be a positive number, got nan"),
+                             (["--fps", "inf"], "fps must be a positive number, got inf")]:
+        assert main(["generate", "--out", str(tmp_path / "gen"), "--clips", "1", *options]) == 2
+        assert f"error: {message}" in capsys.readouterr().err
+    notes = tmp_path / "notes.txt"
+    notes.write_text("precious")
+    assert main(["generate", "--out", str(notes), "--clips", "1"]) == 2
+    assert f"error: refusing to replace {notes}: it is a file" in capsys.readouterr().err
+    assert main(["generate", "--out", str(tmp_path / "data" / "gen"), "--clips", "1"]) == 0  # parents are made
+    assert main(["generate", "--out", str(notes / "gen"), "--clips", "1"]) == 2
+    assert f"error: cannot write {notes / 'gen'}: " in capsys.readouterr().err
+    assert notes.read_text() == "precious"
+    # a rerun replaces its own earlier output
+    assert main(["generate", "--out", str(tmp_path / "data" / "gen"), "--clips", "2", "--size", "16"]) == 0
+    assert len(list((tmp_path / "data" / "gen" / "clips").iterdir())) == 2
+    assert sorted(p.name for p in (tmp_path / "data").iterdir()) == ["gen"]

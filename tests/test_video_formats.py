@@ -117,6 +117,23 @@ def test_a_codec_neither_decoder_reads_is_unsupported(tmp_path):
         decode_clip(str(path), "unknown.mp4", ClipSettings(frames=4))
 
 
+def test_an_mp4_cut_inside_its_index_is_corrupt_not_a_missing_stream_or_codec(tmp_path):
+    # an interrupted download: x264's MP4 keeps its 'moov' index at the end, so the cut lands inside it
+    data = write_video(tmp_path / "full.mp4", textured_clip(20, 64, 96)).read_bytes()
+    moov = data.rfind(b"moov") - 4
+    codes = {}
+    for cut in [moov + 25, moov + 325, *range(moov, len(data), 40)]:
+        path = tmp_path / f"cut_{cut}.mp4"
+        path.write_bytes(data[:cut])
+        try:
+            decode_clip(str(path), path.name, ClipSettings(frames=4, height=64, width=96))
+            codes[cut] = "ok"  # cut after all that decoding needs
+        except SkipReason as reason:
+            codes[cut] = reason.code
+    assert codes[moov + 25] == codes[moov + 325] == "corrupt"  # no stream listed; a track without codec parameters
+    assert set(codes.values()) <= {"corrupt", "ok"}, codes
+
+
 @pytest.mark.parametrize("pixel_format", ["yuv420p", "yuv444p"])
 @pytest.mark.parametrize("start", ["center", "random"])
 def test_decord_and_pyav_give_the_same_clip(tmp_path, pixel_format, start):

@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 import argparse
+import signal
 import sys
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 
+from dit.atomic import OutputPathError, Terminated
 from dit.data.decode import REASONS
 from dit.data.prepare import PreparationError, PreparationSettings, prepare_dataset
 from dit.data.sources import VIDEO_EXTENSIONS
@@ -21,7 +23,9 @@ def _generate_parser(commands) -> None:
         description="Write seeded, captioned clips of moving glyphs and shapes as H.264 MP4 files, "
         "plus captions.csv (columns file,caption) and generation.json, into a new folder.",
     )
-    parser.add_argument("--out", required=True, help="output folder (replaced as a whole when complete)")
+    parser.add_argument(
+        "--out", required=True, help="output folder; an empty one or an earlier output of this command is replaced"
+    )
     parser.add_argument("--clips", type=int, default=defaults.clips, help="number of clips (default %(default)s)")
     parser.add_argument("--seed", type=int, default=defaults.seed, help="random seed (default %(default)s)")
     parser.add_argument("--frames", type=int, default=defaults.frames, help="frames per clip (default %(default)s)")
@@ -55,10 +59,13 @@ def _prepare_parser(commands) -> None:
         "fixed-size clip each, tokenize its caption, and write memory-mappable shards and manifest.json "
         "into --out. Files that cannot be used are listed in the manifest with a reason: "
         + ", ".join(REASONS)
-        + ". Exit status 1 when too many are skipped or nothing usable is found (--out is then left as it was).",
+        + ". Exit status 1 when too many are skipped or nothing usable is found, 2 for a bad option or an --out "
+        "that is neither empty nor an earlier prepared folder (--out is then left as it was).",
     )
     parser.add_argument("--source", required=True, help="folder searched recursively for video files")
-    parser.add_argument("--out", required=True, help="output folder (replaced as a whole when complete)")
+    parser.add_argument(
+        "--out", required=True, help="output folder; an empty one or an earlier output of this command is replaced"
+    )
     parser.add_argument(
         "--captions",
         default=None,
@@ -141,7 +148,9 @@ def generate_main(args: argparse.Namespace) -> int:
     except ValueError as error:
         print(f"error: {error}", file=sys.stderr)
         return 2
-    summary = generate_dataset(args.out, settings)
+    status, summary = _write_output(args.out, lambda: generate_dataset(args.out, settings))
+    if summary is None:
+        return status
     print(
         f"wrote {summary.clips} clips ({settings.frames} frames at {settings.height}x{settings.width} pixels, "
         f"{settings.fps:g} fps, seed {settings.seed}) to {summary.out} in {summary.seconds:.1f} s "
@@ -171,8 +180,11 @@ def prepare_main(args: argparse.Namespace) -> int:
         print(f"error: {error}", file=sys.stderr)
         return 2
     try:
-        summary = prepare_dataset(
-            args.source, args.out, settings, captions_csv=args.captions, folder_captions=args.folder_captions
+        status, summary = _write_output(
+            args.out,
+            lambda: prepare_dataset(
+                args.source, args.out, settings, captions_csv=args.captions, folder_captions=args.folder_captions
+            ),
         )
     except PreparationError as error:
         print(f"error: preparation failed: {error}", file=sys.stderr)
@@ -181,10 +193,27 @@ def prepare_main(args: argparse.Namespace) -> int:
                 print(line, file=sys.stderr)
         print(f"nothing was written to {args.out}", file=sys.stderr)
         return 1
+    if summary is None:
+        return status
     for line in summary.lines(examples_per_reason=3):
         print(line)
     print(f"wrote {args.out} ({summary.clips_per_second():.0f} clips/s)")
     return 0
+
+
+def _write_output(out: str, write: Callable):
+    """``(0, write())``; or ``(status, None)`` with a message when ``out`` may not or cannot be written, or on SIGTERM."""
+    try:
+        return 0, write()
+    except OutputPathError as error:
+        print(f"error: {error}", file=sys.stderr)
+        return 2, None
+    except OSError as error:
+        print(f"error: cannot write {out}: {error}", file=sys.stderr)
+        return 2, None
+    except Terminated as error:
+        print(f"error: {error}; nothing was written to {out}", file=sys.stderr)
+        return 128 + signal.SIGTERM, None
 
 
 def main(argv: Sequence[str] | None = None) -> int:

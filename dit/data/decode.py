@@ -301,6 +301,9 @@ def _decode_with_pyav(
     """
     if facts is None or not _has_container_signature(path):
         raise _classify_failure(path, decord_says or "not tried")
+    if not facts.codec and facts.container.startswith("mov,mp4") and not facts.declared_frames:
+        # a complete MP4/MOV track declares its frame count; one with neither codec nor count was cut in its index
+        raise SkipReason("corrupt", "video track without codec parameters or frame count: the index is truncated")
     if not facts.codec:
         decord_part = f" (decord: {decord_says})" if decord_says else ""
         message = f"neither decord nor PyAV has a decoder for this stream's codec{decord_part}"
@@ -409,6 +412,10 @@ def _classify_failure(path: str, decord_says: str) -> SkipReason:
     except Exception as error:
         return SkipReason("corrupt", f"container unreadable, likely truncated or damaged ({_first_line(error)})")
     with container:
+        mp4 = container.format.name.startswith("mov,mp4")
+        if not container.streams or (mp4 and not any(stream.frames for stream in container.streams)):
+            # a complete MP4/MOV track declares its sample count: a file cut inside its index lists none
+            return SkipReason("corrupt", "container lists no stream with any frames: its index is likely truncated")
         if not container.streams.video:
             kinds = sorted({stream.type for stream in container.streams}) or ["none"]
             return SkipReason("no_video_stream", f"no video stream (streams: {', '.join(kinds)})")

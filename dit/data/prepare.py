@@ -11,7 +11,8 @@ file's split is fixed by a hash of its relative path alone, so adding files neve
 ones between ``train`` and ``validation``. Files that cannot be used are listed in the manifest
 with a reason code and message; the run fails (``PreparationError``) when their share exceeds
 ``max_skipped_fraction`` or nothing usable remains. The output folder is built aside and renamed
-into place at the end, so it is complete or absent.
+into place at the end, so it is complete or absent; an existing one is replaced only when it is
+empty or an earlier prepared folder (``dit.atomic.OutputPathError`` otherwise).
 
 Output folder::
 
@@ -26,6 +27,8 @@ Output folder::
 
 from __future__ import annotations
 
+import contextlib
+import math
 import os
 import time
 from collections import Counter
@@ -34,13 +37,15 @@ from pathlib import Path
 
 from dit.atomic import atomic_directory, atomic_write_json
 from dit.data.decode import REASONS, ClipSettings, DecodedClip, SkipReason, check_readable
-from dit.data.shards import MANIFEST_FORMAT, MANIFEST_NAME, MANIFEST_VERSION, SPLITS, ShardWriter
+from dit.data.shards import MANIFEST_FORMAT, MANIFEST_NAME, MANIFEST_VERSION, SPLITS, ShardWriter, is_prepared_folder
 from dit.data.sources import (
     DEFAULT_CAPTIONS_NAME,
     VIDEO_EXTENSIONS,
     CaptionsCsvError,
     caption_for,
     find_video_files,
+    is_utf8_path,
+    printable_path,
     read_captions_csv,
     split_of,
 )
@@ -102,10 +107,12 @@ class PreparationSettings:
             raise ValueError(f"validation_fraction must lie in [0, 1), got {self.validation_fraction}")
         if not 0.0 <= self.max_skipped_fraction <= 1.0:
             raise ValueError(f"max_skipped_fraction must lie in [0, 1], got {self.max_skipped_fraction}")
-        if self.shard_megabytes <= 0:
-            raise ValueError(f"shard_megabytes must be positive, got {self.shard_megabytes}")
+        if not (math.isfinite(self.shard_megabytes) and self.shard_megabytes > 0):
+            raise ValueError(f"shard_megabytes must be a positive number, got {self.shard_megabytes}")
         if self.workers < 0:
             raise ValueError(f"workers must be >= 0, got {self.workers}")
+        if not (math.isfinite(self.decode_timeout_s) and self.decode_timeout_s > 0):
+            raise ValueError(f"decode_timeout_s must be a positive number of seconds, got {self.decode_timeout_s}")
 
     def clip_settings(self) -> ClipSettings:
         return ClipSettings(
@@ -254,6 +261,8 @@ def prepare_dataset(
         csv_path = Path(captions_csv)
     elif not folder_captions and (source_path / DEFAULT_CAPTIONS_NAME).is_file():
         csv_path = source_path / DEFAULT_CAPTIONS_NAME
+    if csv_path is not None and out_path.resolve() in (csv_path.resolve(), *csv_path.resolve().parents):
+        raise PreparationError(f"output folder {out_path} would replace the captions CSV {csv_path}")
     try:
         captions = read_captions_csv(csv_path, source_path) if csv_path is not None else None
     except CaptionsCsvError as error:
@@ -262,6 +271,7 @@ def prepare_dataset(
     videos, others = find_video_files(source_path)
     if csv_path is not None and csv_path.resolve().parent == source_path.resolve():
         others = [name for name in others if name != csv_path.name]
+    others = [printable_path(name) for name in others]
     summary = PreparationSummary(
         source=str(source_path),
         out=str(out_path),
@@ -277,11 +287,12 @@ def prepare_dataset(
     unmatched = sorted(set(captions) - set(videos)) if captions is not None else []
     summary.captions_without_video = len(unmatched)
 
-    with atomic_directory(out_path) as folder:
+    kind = f"prepared data folder (with a {MANIFEST_NAME})"
+    with atomic_directory(out_path, replaces=is_prepared_folder, kind=kind) as folder:
         writers = {
             split: ShardWriter(folder, split, settings.shard_clips, settings.caption_length) for split in SPLITS
         }
-        sources, truncated = _decode_into_shards(tasks, writers, settings, tokenizer, summary, started)
+        sources, truncated = _decode_into_shards(tasks, writers, settings, tokenizer, summary, started, folder)
         summary.truncated_captions = len(truncated)
         summary.skipped.sort(key=lambda item: item.path)
         summary.seconds = time.perf_counter() - started
@@ -313,6 +324,13 @@ def _decode_tasks(
     """The video files to decode; files unreadable or without a caption go to ``summary.skipped``."""
     tasks: list[_Task] = []
     for relative in videos:
+        if not is_utf8_path(relative):
+            # Skipped rather than carried along with surrogateescape: the manifest and the shards' JSON then hold
+            # valid Unicode only, and the recorded name (bytes as \xNN) is the same on every run.
+            shown = printable_path(relative)
+            split = split_of(shown, settings.validation_fraction)
+            summary.skipped.append(SkippedFile(shown, split, "unreadable", "file name is not valid UTF-8; rename the file"))
+            continue
         split = split_of(relative, settings.validation_fraction)
         absolute = str(source_path / relative)
         try:
@@ -332,26 +350,30 @@ def _decode_into_shards(
     tokenizer: CaptionTokenizer,
     summary: PreparationSummary,
     started: float,
+    log_parent: Path | None = None,
 ) -> tuple[list[dict], list[str]]:
     """Decode ``tasks`` in worker processes into the split's shards; returns the manifest's source entries and
-    the relative paths of truncated captions. Skipped files go to ``summary.skipped``, clip counts to ``summary.clips``."""
+    the relative paths of truncated captions. Skipped files go to ``summary.skipped``, clip counts to ``summary.clips``.
+    The workers' log folder is made in ``log_parent`` (the output being built), and removed before this returns."""
     sources: list[dict] = []
     truncated: list[str] = []
-    pool = DecodePool(settings.clip_settings(), settings.workers, settings.decode_timeout_s)
-    for index, status, payload in pool.run([(index, absolute, relative) for index, absolute, relative, _, _ in tasks]):
-        summary.last_result_s = time.perf_counter() - started
-        if not summary.first_result_s:
-            summary.first_result_s = summary.last_result_s
-        _, _, relative, split, caption = tasks[index]
-        if status != "ok":
-            code, message = payload
-            summary.skipped.append(SkippedFile(relative, split, code, message))
-            continue
-        clip: DecodedClip = payload
-        if tokenizer.truncated(caption):
-            truncated.append(relative)
-        shard, row = writers[split].add(clip.frames, clip.start_frame, tokenizer.encode(caption), caption, relative)
-        sources.append(_source_entry(clip, relative, split, shard, row, caption))
+    pool = DecodePool(settings.clip_settings(), settings.workers, settings.decode_timeout_s, log_parent=log_parent)
+    tasks_sent = [(index, absolute, relative) for index, absolute, relative, _, _ in tasks]
+    with contextlib.closing(pool.run(tasks_sent)) as results:  # closed on an error too: workers stop, logs go
+        for index, status, payload in results:
+            summary.last_result_s = time.perf_counter() - started
+            if not summary.first_result_s:
+                summary.first_result_s = summary.last_result_s
+            _, _, relative, split, caption = tasks[index]
+            if status != "ok":
+                code, message = payload
+                summary.skipped.append(SkippedFile(relative, split, code, message))
+                continue
+            clip: DecodedClip = payload
+            if tokenizer.truncated(caption):
+                truncated.append(relative)
+            shard, row = writers[split].add(clip.frames, clip.start_frame, tokenizer.encode(caption), caption, relative)
+            sources.append(_source_entry(clip, relative, split, shard, row, caption))
     for writer in writers.values():
         writer.flush()
         summary.clips[writer.split] = writer.count

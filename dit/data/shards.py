@@ -90,6 +90,16 @@ class ShardWriter:
         self._reset()
 
 
+def is_prepared_folder(root: str | os.PathLike) -> bool:
+    """Whether ``root`` holds a ``manifest.json`` of this format (any version): a folder ``prepare`` wrote."""
+    try:
+        with open(Path(root) / MANIFEST_NAME, encoding="utf-8") as handle:
+            manifest = json.load(handle)
+    except (OSError, ValueError):
+        return False
+    return isinstance(manifest, dict) and manifest.get("format") == MANIFEST_FORMAT
+
+
 def read_manifest(root: str | os.PathLike) -> dict:
     """The manifest of a prepared folder; a missing or foreign manifest raises ``FileNotFoundError``/``ValueError``."""
     path = Path(root) / MANIFEST_NAME

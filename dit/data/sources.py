@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import csv
 import hashlib
+import io
 import os
 import re
 from pathlib import Path
@@ -72,20 +73,36 @@ def _normalize_relative(path: str) -> str:
 
 
 def read_captions_csv(path: Path, source: Path) -> dict[str, str]:
-    """``{relative path: caption}`` from a CSV with columns ``file`` and ``caption``.
+    """``{relative path: caption}`` from a CSV with columns ``file`` and ``caption``, encoded as UTF-8.
 
     ``file`` is relative to ``source`` (an absolute path inside ``source`` is accepted). A missing
-    column, a path outside the source folder or a file listed twice raises ``CaptionsCsvError``.
+    column, a path outside the source folder, a file listed twice, another encoding, a row with
+    more fields than the header (an unquoted comma in a caption) or a field over ``csv``'s size
+    limit raises ``CaptionsCsvError``.
     """
     try:
-        handle = open(path, newline="", encoding="utf-8-sig")
+        data = Path(path).read_bytes()
     except OSError as error:
         raise CaptionsCsvError(f"cannot read captions CSV {path}: {error.strerror or error}") from None
+    if data[:2] in (b"\xff\xfe", b"\xfe\xff"):
+        raise CaptionsCsvError(f"captions CSV {path} is UTF-16 (it starts with a UTF-16 byte-order mark); save it as UTF-8")
+    if b"\0" in data:  # UTF-16 without a byte-order mark has a NUL byte beside every ASCII character
+        line = data[: data.index(b"\0")].count(b"\n") + 1
+        raise CaptionsCsvError(f"captions CSV {path} line {line} holds NUL bytes: UTF-16 or not text; save it as UTF-8")
+    try:
+        text = data.decode("utf-8-sig")
+    except UnicodeDecodeError as error:
+        line = data[: error.start].count(b"\n") + 1
+        raise CaptionsCsvError(
+            f"captions CSV {path} is not UTF-8 (line {line}: byte 0x{data[error.start]:02x}); save it as UTF-8"
+        ) from None
     captions: dict[str, str] = {}
     rows: dict[str, int] = {}
-    with handle:
-        reader = csv.DictReader(handle)
+    reader = csv.DictReader(io.StringIO(text, newline=""))
+    row_number = 0  # the last row read (1: the header)
+    try:
         columns = reader.fieldnames or []
+        row_number = 1
         missing = [column for column in ("file", "caption") if column not in columns]
         if missing:
             raise CaptionsCsvError(
@@ -93,6 +110,11 @@ def read_captions_csv(path: Path, source: Path) -> dict[str, str]:
             )
         source_resolved = source.resolve()
         for row_number, row in enumerate(reader, start=2):
+            if any((field or "").strip() for field in row.get(None, [])):  # DictReader puts extra fields under None
+                raise CaptionsCsvError(
+                    f"captions CSV {path} row {row_number}: {len(columns) + len(row[None])} fields where the header "
+                    f"has {len(columns)}; put a caption that contains commas in double quotes (\"a, b\")"
+                )
             name = row["file"] or ""
             if os.path.isabs(name):
                 try:
@@ -110,7 +132,25 @@ def read_captions_csv(path: Path, source: Path) -> dict[str, str]:
                 )
             captions[name] = (row["caption"] or "").strip()
             rows[name] = row_number
+    except csv.Error as error:  # in the row after the last one read: a field over the size limit, a NUL byte
+        hint = " (a caption that long, or an unmatched double quote)" if "field limit" in str(error) else ""
+        raise CaptionsCsvError(f"captions CSV {path} row {row_number + 1}: {error}{hint}") from None
     return captions
+
+
+def printable_path(relative: str) -> str:
+    """``relative`` as valid Unicode: the bytes of a file name that are not UTF-8 (which ``os`` hands over as
+    lone surrogates) written as ``\\xNN``, so that the name can go into JSON and be hashed."""
+    return relative.encode("utf-8", "surrogateescape").decode("utf-8", "backslashreplace")
+
+
+def is_utf8_path(relative: str) -> bool:
+    """Whether the file name ``relative`` (as ``os`` decodes it) was valid UTF-8."""
+    try:
+        relative.encode("utf-8")
+    except UnicodeEncodeError:
+        return False
+    return True
 
 
 def caption_for(relative: str, captions: dict[str, str] | None, csv_path: Path | None) -> str:

@@ -26,6 +26,8 @@ from __future__ import annotations
 
 import csv
 import io
+import json
+import math
 import time
 from dataclasses import asdict, dataclass, field
 from functools import lru_cache
@@ -104,8 +106,10 @@ class GeneratorSettings:
             value = getattr(self, name)
             if value < 16 or value % 2:
                 raise ValueError(f"{name} must be an even number of pixels >= 16, got {value}")
-        if self.fps <= 0:
-            raise ValueError(f"fps must be positive, got {self.fps}")
+        if not (math.isfinite(self.fps) and self.fps > 0):
+            raise ValueError(f"fps must be a positive number, got {self.fps}")
+        if not 0 <= self.crf <= 51:  # x264's range, as write_mp4 checks
+            raise ValueError(f"crf must lie in [0, 51], got {self.crf}")
         if not 1 <= self.min_objects <= self.max_objects <= len(COLOURS):
             raise ValueError(
                 f"need 1 <= min_objects <= max_objects <= {len(COLOURS)}, got {self.min_objects}, {self.max_objects}"
@@ -352,12 +356,14 @@ def generate_dataset(out: str | Path, settings: GeneratorSettings) -> Generation
     """Write ``settings.clips`` MP4 files and ``captions.csv`` (columns ``file,caption``) into ``out``.
 
     Also writes ``generation.json`` (settings, every clip's objects, provenance). The folder is
-    built aside and appears complete or not at all.
+    built aside and appears complete or not at all. An existing ``out`` is replaced only when it is
+    empty or a folder this function wrote (``dit.atomic.OutputPathError`` otherwise).
     """
     started = time.perf_counter()
     out = Path(out)
     rows, scenes = [], []
-    with atomic_directory(out) as tmp:
+    kind = "generated data folder (with a generation.json)"
+    with atomic_directory(out, replaces=is_generated_folder, kind=kind) as tmp:
         (tmp / "clips").mkdir()
         for index in range(settings.clips):
             scene = sample_scene(settings, index)
@@ -382,6 +388,16 @@ def generate_dataset(out: str | Path, settings: GeneratorSettings) -> Generation
         )
         publish_permissions(tmp)
     return GenerationSummary(out=out, clips=settings.clips, seconds=time.perf_counter() - started)
+
+
+def is_generated_folder(folder: str | Path) -> bool:
+    """Whether ``folder`` holds the ``generation.json`` that ``generate_dataset`` writes."""
+    try:
+        with open(Path(folder) / "generation.json", encoding="utf-8") as handle:
+            record = json.load(handle)
+        return isinstance(record["settings"], dict) and "generator" in record["provenance"]["config"]
+    except (OSError, ValueError, KeyError, TypeError):
+        return False
 
 
 def _object_record(obj: SceneObject) -> dict:

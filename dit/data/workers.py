@@ -138,9 +138,18 @@ class DecodePool:
         timeout_s: seconds one file may take before its worker is killed (worker start-up not included).
         decode: the function run per file, ``decode(path, relative_path, settings) -> DecodedClip``
             (must be importable by name, as it is sent to the workers).
+        log_parent: folder in which the workers' log folder is made (default: the system's temporary folder);
+            ``dit.data.prepare`` passes the output folder being built, so a killed run leaves no log folder behind.
     """
 
-    def __init__(self, settings: ClipSettings, workers: int, timeout_s: float = 120.0, decode: Callable = decode_clip):
+    def __init__(
+        self,
+        settings: ClipSettings,
+        workers: int,
+        timeout_s: float = 120.0,
+        decode: Callable = decode_clip,
+        log_parent: str | os.PathLike | None = None,
+    ):
         if workers < 0:
             raise ValueError(f"workers must be >= 0, got {workers}")
         if timeout_s <= 0:
@@ -149,6 +158,7 @@ class DecodePool:
         self.workers = workers
         self.timeout_s = timeout_s
         self.decode = decode
+        self.log_parent = log_parent
         self.startup_timeout_s = 300.0
 
     def run(self, tasks: Iterable[Task], window: int | None = None) -> Iterator[Result]:
@@ -166,7 +176,7 @@ class DecodePool:
     def _run_in_workers(self, tasks: list[Task], window: int) -> Iterator[Result]:
         context = multiprocessing.get_context("forkserver")
         context.set_forkserver_preload(_PRELOAD)
-        log_folder = Path(tempfile.mkdtemp(prefix="dit-decode-logs-"))
+        log_folder = Path(tempfile.mkdtemp(prefix="dit-decode-logs-", dir=self.log_parent))
         workers: list[_Worker] = []
         order = [task[0] for task in tasks]
         finished: dict[int, Result] = {}
