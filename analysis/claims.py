@@ -6,8 +6,9 @@ resample can only widen it), the reference it is compared with and its own verdi
 claim tests:
 
 1. L(N, T) = a T^-alpha + b N^-beta + L_inf at the best (B, LR): the exponents alpha and beta
-   (positive: the loss falls with T and with N). Untestable when a parameter ends on its bound or
-   every optimum lies on the grid's edge.
+   (positive: the loss falls with T and with N). Untestable when a parameter ends on a guard bound of the
+   optimiser (the law is not identified there; ``analysis.law_fits.guard_bounds_of``) or every optimum lies on the
+   grid's edge. L_inf at 0, its floor, is a bound of the model itself: the constrained estimate, tested as any fit.
 2. The loss is sensitive to B and LR: the grid's spread against the noise (``analysis.sensitivity``).
 3a. B_opt(N, T) and LR_opt(N, T) = a T^b N^c: each exponent, with the sign the paper found.
    Untestable when most optima lie on the grid's edge along that axis. Beside the batch-size law: where
@@ -15,10 +16,14 @@ claim tests:
 3b. The laws pick the best (B, LR) of a held-out size: the best other measured cell's loss over the
    predicted cell's, minus 1 (positive: the predicted cell is the best), its basic bootstrap interval
    over resampled held-out runs with the best other cell found again in each resample (a minimum over
-   noisy cells lies low: the interval takes that winner's curse off).
+   noisy cells lies low: the interval takes that winner's curse off). Each group's ``comparison`` reads the
+   interval: ``better`` (above 0: better than every other cell beyond the noise), ``within`` (contains 0: within
+   the noise of the best other cell), ``worse`` (below 0).
 3c. The precise recipe's compute-optimal model is smaller: the paired interval of
-   1 - N_precise / N_conventional at the target budget.
-4. The law predicts held-out sizes: the mean relative error of the predictions lies within +-sigma
+   1 - N_precise / N_conventional at the target budget. Untestable when either loss law ends on a guard bound;
+   so is each fixed cell's row whose loss law does.
+4. The law predicts held-out sizes: over the held-out sizes' points (a compute-optimal run at a fitting size is a
+   budget extrapolation, checked apart: ``analysis.measurements.heldout``), the mean relative error lies within +-sigma
    (the run-to-run noise) with the configured confidence (two one-sided tests; the interval of the mean
    over resampled runs, so points measured by the same runs are not counted as independent); points outside
    their prediction intervals are shown beside chance's count.
@@ -30,6 +35,7 @@ import numpy as np
 
 from analysis import paper
 from analysis.intervals import basic_interval, finite_values
+from analysis.law_fits import guard_bounds_of
 from analysis.runs import mean_noise, same_learning_rate
 from analysis.verdicts import all_of, flipped, from_interval, not_tested
 
@@ -69,11 +75,13 @@ def loss_law(document: dict, noise_std: float | None) -> dict:
     p, fit, bootstrap = record["parameters"], record["fit"], record.get("bootstrap") or {}
     interval = (record.get("intervals") or {}).get("L_inf")
     edge = record.get("edge_points") or {}
+    guard = guard_bounds_of(fit, p, record.get("form"))
     evidence = {
         "points": fit["points"], "rms_log_residual": fit["rmse_log"], "noise_relative_std": noise_std,
         "residual_over_noise": fit["rmse_log"] / noise_std if noise_std else None,
-        "parameters": p, "intervals": record.get("intervals") or {}, "on_bound": fit["on_bound"],
+        "parameters": p, "intervals": record.get("intervals") or {}, "on_bound": fit["on_bound"], "guard_bounds": guard,
         "l_inf": {"value": p["L_inf"], "interval": interval, "on_bound": "L_inf" in fit["on_bound"],
+                  "at_floor": "L_inf" in fit["on_bound"] and "L_inf" not in guard,  # 0: a bound of the model, kept
                   "excludes_zero": bool(interval and interval[0] > 0)},
         "all_optima_on_edge": bool(edge.get("optima") and edge.get("on_edge") == edge.get("optima")),
         "edge_optima": edge.get("on_edge"), "optima": edge.get("optima"), "one_clip_optima": edge.get("at_one_clip_batch"),
@@ -81,8 +89,9 @@ def loss_law(document: dict, noise_std: float | None) -> dict:
         "failed_resamples": bootstrap.get("failed", 0), "on_bound_resamples": bootstrap.get("on_bound", 0),
         "l_inf_zero_resamples": (bootstrap.get("at_constraint") or {}).get("L_inf", 0),
     }
-    if fit["on_bound"]:
-        return _not_tested("degenerate fit: a parameter ended on its bound", **evidence)
+    if guard:
+        return _not_tested(f"degenerate fit: {', '.join(guard)} ended on a guard bound of the optimiser, where the law is not "
+                           "identified", **evidence)
     if evidence["all_optima_on_edge"]:
         return _not_tested("every optimum lies on the grid's edge: each optimal loss is only an upper bound", **evidence)
     tests = [_test(f"exponent {name}", p[name], _law_interval(record, name)) for name in ("alpha", "beta")]
@@ -172,7 +181,7 @@ def heldout_cells(heldout_runs: dict | None, noise_std: float | None, level: flo
             continue
         tests.append(_test(f"{group['size']}: best other cell's loss / predicted cell's - 1", margin, interval, unit="fraction"))
         resampled = finite_values(group["margin_resamples"])
-        details.append({**detail, "margin": margin, "margin_interval": interval, "within_noise_of_best": bool(interval[1] >= 0),
+        details.append({**detail, "margin": margin, "margin_interval": interval, **_margin_comparison(interval),
                         "noise_half_width": (interval[1] - interval[0]) / 2, "resamples": int(resampled.size),
                         "resample_shift": float(resampled.mean()) - margin})
     if not tests:
@@ -180,6 +189,13 @@ def heldout_cells(heldout_runs: dict | None, noise_std: float | None, level: flo
     halves = {d["noise_half_width"] for d in details if d.get("noise_half_width") is not None}
     return {"verdict": all_of(t["verdict"] for t in tests), "tests": tests, "groups": details,
             "noise_half_width": max(halves)}
+
+
+def _margin_comparison(interval: list) -> dict:
+    """Where the predicted cell stands against the best other cell, read from the margin's interval (module docstring)."""
+    low, high = interval
+    comparison = "better" if low > 0 else "worse" if high < 0 else "within"
+    return {"comparison": comparison, "within_noise_of_best": comparison == "within"}
 
 
 def recipe_comparison(document: dict) -> dict:
@@ -191,24 +207,41 @@ def recipe_comparison(document: dict) -> dict:
     interval = _interval(reduction)
     evidence = {"target_flops": comparison["target_flops"], "model_size_reduction": reduction,
                 "inference_flops_reduction": comparison["inference_flops_reduction"],
-                "paired_resamples": comparison.get("paired_resamples"), "dropped_resamples": comparison.get("dropped_resamples")}
+                "paired_resamples": comparison.get("paired_resamples"), "dropped_resamples": comparison.get("dropped_resamples"),
+                "by_cell": _reductions_by_cell(document.get("recipe_curves", {}))}
+    laws = document.get("laws", {})
+    guarded = {name: guard_bounds_of(laws.get(name, {}).get("fit"), laws.get(name, {}).get("parameters"), laws.get(name, {}).get("form"))
+               for name in ("loss_optimal", "loss_conventional")}
+    guarded = {name: bounds for name, bounds in guarded.items() if bounds}
+    if guarded:
+        return _not_tested("a loss law is not identified: " + "; ".join(f"{name} has {', '.join(bounds)} on a guard bound of the "
+                                                                          "optimiser" for name, bounds in guarded.items()), **evidence)
     if interval is None:
         return _not_tested("no bootstrap interval (bootstrap_resamples is 0 or too few resamples were kept)", **evidence)
     test = _test("model-size reduction 1 - N_precise / N_conventional at the target budget", reduction["value"], interval,
                  unit="fraction")
-    return {"verdict": test["verdict"], "tests": [test], "by_cell": _reductions_by_cell(document.get("recipe_curves", {})), **evidence}
+    return {"verdict": test["verdict"], "tests": [test], **evidence}
 
 
 def _reductions_by_cell(curves: dict) -> list[dict]:
-    """Each fixed cell's model-size reduction at the curves' largest budget, with its verdict."""
+    """Each fixed cell's model-size reduction at the curves' largest budget, with its verdict: untestable where the cell's
+    loss law ended on a guard bound of the optimiser (not identified there)."""
     rows = []
     for record in curves.get("cells", []):
         row = {"batch_clips": record["batch_clips"], "learning_rate": record["learning_rate"], "conventional": record["conventional"]}
         if record.get("status") == "computed":
             last = record["points"][-1]
             interval = _interval(last["model_size_reduction"])
+            law = record.get("loss_law") or {}
+            guard = guard_bounds_of(law, law.get("parameters"))
             row.update(flops=last["flops"], model_size_reduction=last["model_size_reduction"], verdict=from_interval(interval),
-                       inference_flops_reduction=last["inference_flops_reduction"], dropped_resamples=record["dropped_resamples"])
+                       inference_flops_reduction=last["inference_flops_reduction"], dropped_resamples=record["dropped_resamples"],
+                       guard_bounds=guard)
+            if guard:
+                row.update(verdict=not_tested(), reason=f"the cell's loss law is not identified: {', '.join(guard)} ended on a "
+                                                        "guard bound of the optimiser")
+            elif interval is None:
+                row["reason"] = f"no bootstrap interval ({record['dropped_resamples']} resamples dropped)"
         else:
             row.update(verdict=not_tested(), reason=record.get("reason"))
         rows.append(row)

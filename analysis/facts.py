@@ -108,7 +108,7 @@ def _law_summary(record: dict) -> dict:
     keep = ("status", "form", "formula", "parameters", "intervals", "warning", "reason", "description", "edge_points", "conventional_cell")
     summary = {key: record[key] for key in keep if key in record}
     if "fit" in record:
-        summary["fit"] = {key: record["fit"][key] for key in ("on_bound", "points", "rmse_log", "mse")}
+        summary["fit"] = {key: record["fit"][key] for key in ("on_bound", "guard_bounds", "points", "rmse_log", "mse") if key in record["fit"]}
     return summary
 
 

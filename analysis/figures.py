@@ -45,6 +45,7 @@ from analysis.figure_style import (
     set_title,
 )
 from analysis.formatting import count
+from analysis.law_fits import guard_bounds_of
 from analysis.law_set import LawSet, LawsFileError, read_laws
 
 FIGURE_NAMES = ("loss_vs_tokens", "heatmaps", "loss_law", "compute_optimal", "exponents")
@@ -56,9 +57,9 @@ def law_caveat(document: dict, name: str) -> str | None:
     if record.get("status") != "fitted":
         return f"{name}: not fitted ({record.get('reason', 'absent from the laws file')})"
     caveats = []
-    bound = (record.get("fit") or {}).get("on_bound") or []
-    if bound:
-        caveats.append(f"{', '.join(bound)} ended on its bound (degenerate fit)")
+    guard = guard_bounds_of(record.get("fit"), record.get("parameters"), record.get("form"))
+    if guard:  # a bound of the model (L_inf at its floor 0) is the constrained estimate, not a caveat
+        caveats.append(f"{', '.join(guard)} ended on a bound of the optimiser (degenerate fit)")
     edge = record.get("edge_points") or {}
     if edge.get("used") and edge.get("used_on_edge") == edge.get("used"):
         caveats.append("every optimum used lies on the grid's edge")
@@ -165,8 +166,7 @@ def runs_compute_optimal(document: dict):
     fig, axes = new_figure(3.0)
     ax = axes[0, 0]
     target = comparison.get("target_flops")
-    setup = document.get("setup", {})
-    run_flops = [s["flops_per_token"] * t for s in setup.get("fitting_sizes", []) for t in setup.get("budgets_tokens", [])]
+    run_flops = [o["flops"] for o in document.get("optima", [])]  # the (size, budget) pairs run
     low = min(run_flops or [target / 1e3 if target else 1e10])
     flops = np.geomspace(low, (target or low * 1e3) * 1.5, 100)
     if run_flops:

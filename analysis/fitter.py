@@ -11,7 +11,10 @@ more than ``POLISHED_STARTS`` starts, each first runs ``SCOUT_ITERATIONS`` itera
 best ``POLISHED_STARTS`` continue (bounded cost on ill-posed data).
 
 A fit is *usable* when it converged to finite parameters that sit on no bound; the result says
-which parameters ended on a bound (``on_bound``) so that callers can report it.
+which parameters ended on a bound (``on_bound``) so that callers can report it, and which of them on a
+*guard* bound (``guard_bounds``): any bound but the side a parameter has as a bound of the model itself
+(``LawForm.constraint_bounds``: ``L_inf = 0``, a floor the loss can have, is the constrained estimate;
+an exponent at the optimiser's cap of 5 is not identified).
 
 Bootstrap refits start from the full-data optimum: ``batched_refit`` refits every resample at once
 (vectorised Levenberg-Marquardt); ``refit`` is the one-at-a-time scipy reference.
@@ -67,6 +70,7 @@ class FitResult:
     starts: int = 1
     message: str = ""
     extra: dict = field(default_factory=dict)
+    guard_bounds: list[str] = field(default_factory=list)  # on a bound other than a bound of the model (module docstring)
 
     @property
     def finite(self) -> bool:
@@ -85,6 +89,7 @@ class FitResult:
             "converged": self.converged,
             "finite": self.finite,
             "on_bound": list(self.on_bound),
+            "guard_bounds": list(self.guard_bounds),
             "points": self.points,
             "mse": self.mse,
             "rmse_log": self.rmse_log,
@@ -105,14 +110,26 @@ def _objective(form: LawForm, log_x, log_y, weights, delta):
     return function
 
 
-def _on_bound(theta: np.ndarray, bounds: Sequence[tuple[float, float]], names: Sequence[str]) -> list[str]:
-    hits = []
+def _bound_sides(theta: np.ndarray, bounds: Sequence[tuple[float, float]], names: Sequence[str]) -> dict[str, str]:
+    """Parameter name -> ``"low"`` or ``"high"``: the bound each parameter on a bound sits on."""
+    sides = {}
     for value, (low, high), name in zip(theta, bounds, names):
         span = high - low
         tolerance = BOUND_TOLERANCE * (span if np.isfinite(span) and span > 0 else 1.0)
-        if value <= low + tolerance or value >= high - tolerance:
-            hits.append(name)
-    return hits
+        if value <= low + tolerance:
+            sides[name] = "low"
+        elif value >= high - tolerance:
+            sides[name] = "high"
+    return sides
+
+
+def _on_bound(theta: np.ndarray, bounds: Sequence[tuple[float, float]], names: Sequence[str]) -> list[str]:
+    return list(_bound_sides(theta, bounds, names))
+
+
+def guard_bounds(form: LawForm, sides: Mapping[str, str]) -> list[str]:
+    """The parameters of ``sides`` (name -> bound side) on a guard bound: every bound but a bound of the model."""
+    return [name for name, side in sides.items() if (name, side) not in form.constraint_bounds]
 
 
 def _prepare(form: LawForm, inputs: Mapping[str, np.ndarray], observed: np.ndarray, weights):
@@ -188,6 +205,7 @@ def _result(form, theta, objective, converged, message, scales, log_x, observed,
     log_prediction, _ = form.log_predict(theta, log_x)
     residual_log = log_prediction - np.log(observed)
     prediction = np.exp(log_prediction)
+    sides = _bound_sides(theta, bounds, form.parameter_names)
     return FitResult(
         form=form,
         parameters=form.to_parameters(theta, scales),
@@ -195,12 +213,13 @@ def _result(form, theta, objective, converged, message, scales, log_x, observed,
         scales=dict(scales),
         objective=float(objective),
         converged=converged,
-        on_bound=_on_bound(theta, bounds, form.parameter_names),
+        on_bound=list(sides),
         points=int(observed.size),
         mse=float(np.mean((prediction - observed) ** 2)),
         rmse_log=float(np.sqrt(np.mean(residual_log**2))),
         starts=starts,
         message=message,
+        guard_bounds=guard_bounds(form, sides),
     )
 
 

@@ -27,6 +27,16 @@ def percent(value, digits: int = 1, signed: bool = False) -> str:
     return f"{text}%"
 
 
+def percent_significant(value, digits: int = 3, signed: bool = False) -> str:
+    """A fraction as a percentage to ``digits`` significant digits, in fixed notation: 3.91e-5 -> '0.00391%', 0.0485 ->
+    '4.85%', so a small value that is not 0 never reads as 0.00%; '-' when missing."""
+    if not _finite(value):
+        return "-"
+    scaled = float(f"{100 * float(value):.{digits}g}")  # rounded first: 0.009999 -> 1.00%, not 1.000%
+    decimals = max(0, digits - 1 - math.floor(math.log10(abs(scaled)))) if scaled else 0
+    return f"{scaled:{'+' if signed else ''}.{decimals}f}%"
+
+
 def level(value) -> str:
     """A confidence level as a percentage: 0.95 -> '95%', 0.9 -> '90%', 0.975 -> '97.5%'."""
     return f"{100 * float(value):g}%"
@@ -58,6 +68,14 @@ def percent_interval(pair, digits: int = 1) -> str:
     if not pair or len(pair) != 2:
         return ""
     return f" [{_end(pair[0], lambda v: percent(v, digits), '-')}, {_end(pair[1], lambda v: percent(v, digits), '+')}]"
+
+
+def percent_significant_interval(pair, digits: int = 3) -> str:
+    """' [low%, high%]' of an interval of fractions, each end to ``digits`` significant digits (``percent_significant``)."""
+    if not pair or len(pair) != 2:
+        return ""
+    return (f" [{_end(pair[0], lambda v: percent_significant(v, digits), '-')}, "
+            f"{_end(pair[1], lambda v: percent_significant(v, digits), '+')}]")
 
 
 def percent_estimate(estimate, digits: int = 1) -> str:

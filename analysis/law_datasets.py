@@ -42,7 +42,7 @@ class OptimumPoints:
 
     n_billions: np.ndarray  # (points,)
     t_billions: np.ndarray  # (points,)
-    flops: np.ndarray  # (points,) measured C_token x tokens
+    flops: np.ndarray  # (points,) measured C_token x tokens, at every (size, budget) pair, run or not (``measured_flops``)
     labels: list[dict]
     loss: np.ndarray
     learning_rate: np.ndarray
@@ -77,6 +77,12 @@ class OptimumPoints:
     @property
     def finite(self) -> np.ndarray:
         return np.isfinite(self.loss)
+
+    @property
+    def measured_flops(self) -> np.ndarray:
+        """Compute of the (size, budget) pairs that were run: those with a measured optimum (row 0). ``flops`` holds
+        every fitting size at every budget of any size, pairs never run included."""
+        return self.flops[self.finite[0]] if self.loss.size else np.empty(0)
 
 
 #: Smallest Huber delta of the loss laws (log residual, i.e. 0.1% of the loss): noise-free or nearly identical seeds

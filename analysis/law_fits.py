@@ -13,9 +13,9 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from analysis.fitter import FitResult, InsufficientDataError, batched_refit, fit_law
+from analysis.fitter import BOUND_TOLERANCE, FitResult, InsufficientDataError, batched_refit, fit_law
 from analysis.intervals import bounds_with_dropped, percentile_interval
-from analysis.law_forms import LawForm
+from analysis.law_forms import FORMS, LOSS_LAW, LawForm
 
 #: What each variable of a law means, as every record states it.
 UNITS = {
@@ -156,13 +156,31 @@ def law_record(fit: LawFit, level: float) -> dict:
                 for label, v, w in zip(data.labels, data.observed[0], data.weights[0]) if w > 0],
         intervals={},
     )
-    warnings = ([f"parameters ended on a bound: {', '.join(result.on_bound)}"] if result.on_bound else []) + (
+    model = [name for name in result.on_bound if name not in result.guard_bounds]
+    warnings = ([f"parameters ended on a guard bound of the optimiser (not identified): {', '.join(result.guard_bounds)}"]
+                if result.guard_bounds else []) + (
+        [f"parameters at a bound of the model (the constrained estimate): {', '.join(model)}"] if model else []) + (
         [] if result.converged else ["optimiser did not report convergence"])
     if warnings:
         record["warning"] = "; ".join(warnings)
     if fit.samples is not None:
         record.update(_bootstrap_record(fit, level))
     return record
+
+
+def guard_bounds_of(fit_summary: dict | None, parameters: dict | None, form: str | None = None) -> list[str]:
+    """The parameters of a recorded fit (a law's ``fit`` summary, or a recipe-curve cell's ``loss_law``) that ended on
+    a guard bound of the optimiser, where the fit is not identified (``analysis.fitter``); a bound of the model itself
+    (``L_inf = 0``, the constrained estimate) is none. A record written before ``guard_bounds`` existed names only
+    ``on_bound``: a parameter there whose model bound is its lower one counts as on that bound when it is at 0 (the
+    only such bound is a floor at 0), as on a guard bound otherwise (its upper end)."""
+    fit_summary = fit_summary or {}
+    if "guard_bounds" in fit_summary:
+        return list(fit_summary["guard_bounds"])
+    floors = {name for name, side in FORMS.get(form or LOSS_LAW.name, LOSS_LAW).constraint_bounds if side == "low"}
+    values = parameters or {}
+    return [name for name in fit_summary.get("on_bound") or []
+            if not (name in floors and abs(values.get(name, np.inf)) <= BOUND_TOLERANCE)]
 
 
 def _bootstrap_record(fit: LawFit, level: float) -> dict:

@@ -98,7 +98,8 @@ def fit_laws(table: RunsTable, config: FitConfig, log: Callable[[str], None] | N
     if all_runs is not None:
         datasets["chinchilla_all_runs"] = all_runs
     fits = {name: _fit(data, log, started) for name, data in datasets.items()}
-    target = config.target_flops or (TARGET_MULTIPLE * float(np.nanmax(points.flops)) if points.flops.size else None)
+    measured = points.measured_flops  # the (size, budget) pairs run, not every size at every budget of any size
+    target = config.target_flops or (TARGET_MULTIPLE * float(measured.max()) if measured.size else None)
     compute, comparison = _compute_optimal(selection, points, fits, curves, target)
     recipe_curves = _recipe_curves(selection, points, fits, noise, delta, log, started)
     log(f"compute-optimal allocation and recipe curves ({time.perf_counter() - started:.1f} s)")
@@ -152,7 +153,8 @@ def _compute_optimal(selection: Selection, points: OptimumPoints, fits: dict, cu
     """``compute_optimal`` (law-derived and empirical N_opt laws, exponent gaps) and ``comparison`` at the target."""
     config, level = selection.config, selection.config.confidence_level
     compute, exponents = {}, {}
-    compute_range = config.compute_range_flops or ([float(np.nanmin(points.flops)), float(target)] if target else None)
+    measured = points.measured_flops
+    compute_range = config.compute_range_flops or ([float(measured.min()), float(target)] if target and measured.size else None)
     solver = _solver(selection)
     allocations = {}
     for which, label in (("optimal", "precise"), ("conventional", "conventional")):
@@ -223,9 +225,10 @@ def _solver(selection: Selection) -> AllocationSolver:
 
 def _recipe_curves(selection: Selection, points: OptimumPoints, fits: dict, noise: RunNoise, delta: float, log, started) -> dict:
     """Claim 3c: the reductions over budgets with every common grid cell (and the configured cell) as the fixed one."""
-    if not fits["loss_optimal"].fitted or not points.flops.size:
+    measured = points.measured_flops  # the (size, budget) pairs run
+    if not fits["loss_optimal"].fitted or not measured.size:
         return {"status": "not computed", "reason": f"loss_optimal: {fits['loss_optimal'].reason or 'no fitting runs'}"}
-    flops = np.geomspace(float(np.nanmin(points.flops)), TARGET_MULTIPLE * float(np.nanmax(points.flops)), CURVE_POINTS)
+    flops = np.geomspace(float(measured.min()), TARGET_MULTIPLE * float(measured.max()), CURVE_POINTS)
     solver = _solver(selection)
     precise = allocate(fits["loss_optimal"], solver, flops)
     inference = selection.config.inference.resolved(int(selection.flop_model.context_tokens))
@@ -243,13 +246,14 @@ def _recipe_curves(selection: Selection, points: OptimumPoints, fits: dict, nois
         if fit.fitted:
             record.update(reduction_curve(precise, allocate(fit, solver, flops), flops, selection.flop_model, inference,
                                           selection.config.confidence_level))
-            record["loss_law"] = {"parameters": dict(fit.result.parameters), "on_bound": list(fit.result.on_bound)}
+            record["loss_law"] = {"parameters": dict(fit.result.parameters), "on_bound": list(fit.result.on_bound),
+                                  "guard_bounds": list(fit.result.guard_bounds)}
         else:
             record.update(status="not computed", reason=fit.reason)
         records.append(record)
     log(f"recipe curves: {len(records)} fixed cells ({time.perf_counter() - started:.1f} s)")
     return {"status": "computed", "flops": [float(c) for c in flops], "cells": records, "definitions": REDUCTION_DEFINITIONS,
-            "range": f"from the smallest fitting run's compute to {TARGET_MULTIPLE:g}x the largest"}
+            "range": f"from the smallest fitting run's compute to {TARGET_MULTIPLE:g}x the largest, over the (size, budget) pairs run"}
 
 
 def _setup_record(selection: Selection, noise: RunNoise, noise_source: str) -> dict:

@@ -15,6 +15,7 @@ from scipy.stats import binom
 
 from analysis import paper
 from analysis.intervals import basic_interval
+from analysis.law_fits import guard_bounds_of
 from analysis.runs import RunsTable, noise_quantile, run_relative_std
 from analysis.sensitivity import grid_column
 from analysis.verdicts import from_interval
@@ -160,8 +161,10 @@ def laws_table(document: dict) -> list[dict]:
         if row["fitted"]:
             bootstrap = record.get("bootstrap") or {}
             edge = record.get("edge_points") or {}
+            guard = guard_bounds_of(record["fit"], record["parameters"], record.get("form"))
             row.update(value=record["parameters"][parameter], interval=(record.get("intervals") or {}).get(parameter),
-                       on_bound=parameter in record["fit"]["on_bound"], degenerate=list(record["fit"]["on_bound"]),
+                       on_bound=parameter in record["fit"]["on_bound"], degenerate=guard,  # guard bounds: not identified
+                       at_model_bound=parameter in record["fit"]["on_bound"] and parameter not in guard,  # L_inf at 0
                        edge_optima=edge.get("on_edge"), optima=edge.get("optima"), held_at_bound=bootstrap.get("held_at_bound", []),
                        usable=bootstrap.get("usable"), resamples=bootstrap.get("resamples"),
                        at_constraint=(bootstrap.get("at_constraint") or {}).get(parameter, 0),
@@ -175,7 +178,8 @@ def laws_table(document: dict) -> list[dict]:
         if row["fitted"]:
             source = document["laws"].get("loss_conventional" if key == "conventional" else "loss_optimal", {})
             row.update(value=record["parameters"]["a"], interval=(record.get("intervals") or {}).get("a"),
-                       degenerate=list((source.get("fit") or {}).get("on_bound", [])) if key != "empirical_precise" else [])
+                       degenerate=guard_bounds_of(source.get("fit"), source.get("parameters"), source.get("form"))
+                       if key != "empirical_precise" else [])
         else:
             row["reason"] = record.get("reason", "absent from the laws file")
         rows.append(row)
@@ -195,23 +199,26 @@ def allowed_misses(points: int, level: float) -> int:
 
 
 def heldout(document: dict, heldout_runs: dict | None, level: float) -> dict:
-    """Held-out points (the fit's held-out sizes and the trained compute-optimal check): errors and coverage."""
+    """Held-out points (the fit's held-out sizes at each budget and the trained compute-optimal run): errors, coverage
+    and where each point's optimum sits among its cells (``heldout_place``). A compute-optimal run at a *fitting* size
+    is a budget extrapolation at a size the law was fitted on (its runs are that grid cell's seeds trained further), not
+    a held-out size: it is checked apart (``fitting_size_checks``) and left out of every statistic here, claim 4's."""
+    fitting = {s["size"] for s in document.get("setup", {}).get("fitting_sizes", [])}
+    context = document.get("setup", {}).get("context_tokens")
+    places = {(h["size"], h["tokens"]): h for h in document.get("heldout", {}).get("hyperparameters", [])}
+    records = [r for r in document.get("heldout", {}).get("loss", []) if r.get("relative_error") is not None]
     points = [{"kind": "heldout size", "size": r["size"], "tokens": r["tokens"], "predicted": r.get("predicted_loss"),
                "measured": r["measured_loss"], "relative_error": r.get("relative_error"), "covered": r.get("covered"),
-               "prediction_interval": r.get("prediction_interval"), "replicates": r.get("replicates", 1)}
-              for r in document.get("heldout", {}).get("loss", []) if r.get("relative_error") is not None]
-    groups = [g for g in (heldout_runs or {}).get("groups", [])]
-    for g in groups:
-        if g.get("kind") == "compute_optimal" and g.get("status") == "evaluated":
-            points.append({"kind": "compute-optimal size", "size": g["size"], "tokens": g["tokens"],
-                           "predicted": g["predicted_loss"]["value"], "measured": g.get("measured_loss"),
-                           "relative_error": g["relative_error"], "covered": g.get("covered"),
-                           "prediction_interval": g["predicted_loss"].get("prediction_interval"),
-                           "replicates": g.get("replicates", 1)})
-    resamples = [r.get("relative_error_resamples") for r in document.get("heldout", {}).get("loss", [])
-                 if r.get("relative_error") is not None]
-    resamples += [g.get("relative_error_resamples") for g in groups
-                  if g.get("kind") == "compute_optimal" and g.get("status") == "evaluated"]
+               "prediction_interval": r.get("prediction_interval"), "replicates": r.get("replicates", 1),
+               **heldout_place(places.get((r["size"], r["tokens"])), r, context)} for r in records]
+    resamples = [r.get("relative_error_resamples") for r in records]
+    groups, checks = list((heldout_runs or {}).get("groups", [])), []
+    for g in (g for g in groups if g.get("kind") == "compute_optimal" and g.get("status") == "evaluated"):
+        if g["size"] in fitting:
+            checks.append(_fitting_size_check(_compute_optimal_point(g), g, document, level))
+        else:
+            points.append(_compute_optimal_point(g))
+            resamples.append(g.get("relative_error_resamples"))
     errors = np.array([abs(p["relative_error"]) for p in points])
     with_interval = [p for p in points if p["covered"] is not None]
     misses = sum(not p["covered"] for p in with_interval)
@@ -224,8 +231,55 @@ def heldout(document: dict, heldout_runs: dict | None, level: float) -> dict:
         "expected_mean_abs_error": float(np.mean(expected)) if expected else None, "expected_points": len(expected),
         "with_interval": len(with_interval), "covered": len(with_interval) - misses, "misses": misses,
         "allowed_misses": allowed_misses(len(with_interval), level), "chance_quantile": CHANCE_QUANTILE,
-        "table": points, "groups": [_heldout_group(g) for g in groups],
+        "edges": heldout_edge_counts(points), "table": points, "fitting_size_checks": checks,
+        "groups": [_heldout_group(g) for g in groups],
     }
+
+
+def heldout_place(optimum: dict | None, loss: dict, context_tokens: float | None) -> dict:
+    """Where a held-out size's measured optimum (``optimum``: its record in the laws file's ``heldout.hyperparameters``)
+    sits among its held-out cells at that budget (``INTERIOR_RULE``): interior along B and along LR, at one clip per step
+    (the smallest batch there is, where the loss is the best feasible one, as claim 1 counts it), and ``on_edge``:
+    off the interior along LR, or along B short of one clip, where the measured loss is only an upper bound of the
+    optimum."""
+    if optimum is None:  # no location recorded: the loss record's flag for both axes
+        interior, batch = {"batch": bool(loss.get("measured_interior")), "learning_rate": bool(loss.get("measured_interior"))}, None
+    else:
+        interior, batch = dict(optimum["measured_interior"]), optimum.get("measured_batch_tokens")
+    one_clip = bool(not interior["batch"] and batch is not None and context_tokens and batch <= context_tokens * (1 + 1e-9))
+    return {"cells": loss.get("cells"), "single_cell": False, "interior": interior, "at_one_clip_batch": one_clip,
+            "on_edge": bool(not interior["learning_rate"] or (not interior["batch"] and not one_clip))}
+
+
+def heldout_edge_counts(points: list[dict]) -> dict:
+    """How many held-out points have their optimum on the edge of their cells (``heldout_place``), and along which axis;
+    a point measured at a single cell (the compute-optimal run) has no neighbours and counts as on the edge."""
+    grids = [p for p in points if not p.get("single_cell")]
+    return {"on_edge": sum(bool(p.get("on_edge")) for p in points),
+            "learning_rate": sum(not p["interior"]["learning_rate"] for p in grids),
+            "batch": sum(not p["interior"]["batch"] and not p["at_one_clip_batch"] for p in grids),
+            "one_clip_batch": sum(bool(p.get("at_one_clip_batch")) for p in points),
+            "single_cell": sum(bool(p.get("single_cell")) for p in points)}
+
+
+def _compute_optimal_point(group: dict) -> dict:
+    """The compute-optimal run of ``heldout.json``: one cell, the laws' predicted one, with no neighbours to bound it."""
+    return {"kind": "compute-optimal size", "size": group["size"], "tokens": group["tokens"],
+            "predicted": group["predicted_loss"]["value"], "measured": group.get("measured_loss"),
+            "relative_error": group["relative_error"], "covered": group.get("covered"),
+            "prediction_interval": group["predicted_loss"].get("prediction_interval"), "replicates": group.get("replicates", 1),
+            "cells": 1, "single_cell": True, "interior": {"batch": False, "learning_rate": False}, "at_one_clip_batch": False,
+            "on_edge": True}
+
+
+def _fitting_size_check(point: dict, group: dict, document: dict, level: float) -> dict:
+    """A compute-optimal run at a fitting size: the law's error at that size beyond its largest fitted budget (the
+    largest budget with an optimum of that size in the fit), with the error's basic interval over resampled runs."""
+    fitted = [o["tokens"] for o in document.get("optima", []) if o["size"] == group["size"]]
+    largest = max(fitted) if fitted else None
+    return {**point, "kind": "compute-optimal run at a fitting size", "largest_fitted_tokens": largest,
+            "budget_multiple": group["tokens"] / largest if largest else None,
+            "relative_error_interval": basic_interval(group["relative_error"], group.get("relative_error_resamples"), level)}
 
 
 def mean_relative_error(points: list[dict], resamples: list, level: float) -> dict:

@@ -28,6 +28,8 @@ from analysis.formatting import (
     percent,
     percent_estimate,
     percent_interval,
+    percent_significant,
+    percent_significant_interval,
     significant,
 )
 
@@ -35,7 +37,8 @@ TEMPLATES = Path(__file__).parent / "templates"
 
 
 FILTERS = {"sig": significant, "pct": percent, "level": level, "count": count, "interval": interval,
-           "pct_interval": percent_interval, "pct_estimate": percent_estimate, "estimate": estimate_text, "cell": cell}
+           "pct_interval": percent_interval, "pct_estimate": percent_estimate, "estimate": estimate_text, "cell": cell,
+           "pct_sig": percent_significant, "pct_sig_interval": percent_significant_interval}
 
 
 def environment() -> jinja2.Environment:

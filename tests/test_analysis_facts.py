@@ -17,12 +17,15 @@ from scipy import stats
 
 from analysis import claims, measurements, verdicts
 from analysis.blas import limit_openblas_threads
-from analysis.facts import CLAIMS
+from analysis.config import load_config
+from analysis.facts import CLAIMS, build_facts, scorecard
 from analysis.facts import main as facts_main
 from analysis.fit import main as fit_main
-from analysis.formatting import level, percent, percent_estimate
+from analysis.formatting import level, percent, percent_estimate, percent_significant, percent_significant_interval
 from analysis.heldout import main as heldout_main
+from analysis.intervals import basic_interval, bounds_with_dropped
 from analysis.law_forms import LOSS_LAW
+from analysis.laws_document import fit_laws
 from analysis.propose import main as propose_main
 from analysis.report import main as report_main
 from analysis.runs import RunsTable
@@ -205,13 +208,64 @@ def test_claim_3b_compares_the_predicted_cell_with_its_best_neighbour_within_the
     assert test["interval"] == pytest.approx([2 * margin - q_high, 2 * margin - q_low])  # the basic bootstrap interval
 
 
-def test_claim_1_is_untested_on_a_degenerate_law(results):
+def test_claim_1_is_untested_on_a_guard_bound_of_the_optimiser_only(results):
+    """An exponent at the optimiser's cap (a guard bound) leaves the law not identified: not tested. L_inf at 0 is a bound
+    of the model (the constrained estimate): tested. A laws file written before ``guard_bounds`` names only ``on_bound``."""
     document = copy.deepcopy(results["laws"])
-    document["laws"]["loss_optimal"]["fit"]["on_bound"] = ["L_inf"]
+    fit, parameters = document["laws"]["loss_optimal"]["fit"], document["laws"]["loss_optimal"]["parameters"]
+    fit.update(on_bound=["beta"], guard_bounds=["beta"])
+    guarded = claims.loss_law(document, 0.01)
+    assert guarded["verdict"] == verdicts.NOT_TESTED and "beta" in guarded["reason"] and guarded["guard_bounds"] == ["beta"]
+    fit.update(on_bound=["L_inf"], guard_bounds=[])
+    parameters["L_inf"] = 0.0
+    at_floor = claims.loss_law(document, 0.01)
+    assert at_floor["tests"] and at_floor["l_inf"]["on_bound"] and at_floor["l_inf"]["at_floor"]
+    assert at_floor["verdict"] == verdicts.all_of(verdicts.from_interval(t["interval"]) for t in at_floor["tests"])
+    del fit["guard_bounds"]  # an older laws file: L_inf at 0 is its floor, beta at 5 a guard
+    assert claims.loss_law(document, 0.01)["tests"]
+    fit["on_bound"] = ["beta"]
     assert claims.loss_law(document, 0.01)["verdict"] == verdicts.NOT_TESTED
     fitted = claims.loss_law(results["laws"], 0.01)
     l_inf = results["laws"]["laws"]["loss_optimal"]["intervals"]["L_inf"]
     assert fitted["l_inf"]["excludes_zero"] == (l_inf[0] > 0) and not fitted["l_inf"]["on_bound"]
+
+
+def test_claim_1_with_l_inf_at_its_floor_is_read_from_its_exponents():
+    """Synthetic runs with a true L_inf of 0 whose full-data fit puts L_inf at 0 (seed 5): claim 1's verdict follows from
+    the exponents' intervals, recomputed from the kept bootstrap samples, and L_inf is still reported on its bound."""
+    truth = SyntheticTruth(loss={"a": 0.02, "alpha": 0.28, "b": 0.0025, "beta": 0.32, "L_inf": 0.0}, run_noise=3e-3)
+    frame = synthetic_runs(truth, SyntheticDesign(include_failures=False), seed=5)
+    config = load_config(None, {"bootstrap_resamples": 50, "heldout_sizes": ["tiny-262k", "tiny-590k"]})
+    document = json.loads(json.dumps(fit_laws(RunsTable.from_frame(frame), config), default=float))
+    law = document["laws"]["loss_optimal"]
+    assert law["fit"]["on_bound"] == ["L_inf"] and law["parameters"]["L_inf"] == 0.0
+    claim = claims.loss_law(document, document["setup"]["noise"]["relative_std"])
+    samples, bootstrap = np.array(law["bootstrap"]["samples"]), law["bootstrap"]
+    dropped = bootstrap["failed"] + bootstrap["on_bound"]
+    expected = []
+    for name in ("alpha", "beta"):
+        column = samples[:, LOSS_LAW.parameter_names.index(name)]
+        tail = 100 * (1 - config.confidence_level) / 2
+        interval = bounds_with_dropped(column, dropped, config.confidence_level) if dropped else list(np.percentile(column, [tail, 100 - tail]))
+        expected.append(verdicts.from_interval(interval))
+    assert claim["verdict"] == verdicts.all_of(expected) != verdicts.NOT_TESTED
+    assert claim["l_inf"]["on_bound"] and claim["l_inf"]["at_floor"] and law["fit"]["guard_bounds"] == []
+    card = scorecard(build_facts(document, {}))
+    assert card["loss_law"]["on_bound"] is True and card["loss_law"]["l_inf"] == 0.0
+
+
+def test_laws_table_flags_guard_bounds_as_degenerate_and_l_inf_at_zero_as_the_models_floor(results):
+    document = copy.deepcopy(results["laws"])
+    law = document["laws"]["loss_optimal"]
+    law["fit"].update(on_bound=["L_inf"], guard_bounds=[])
+    law["parameters"]["L_inf"] = 0.0
+    rows = {(r["law"], r["parameter"]): r for r in measurements.laws_table(document)}
+    assert rows[("loss_optimal", "L_inf")]["at_model_bound"] and rows[("loss_optimal", "L_inf")]["on_bound"]
+    assert rows[("loss_optimal", "alpha")]["degenerate"] == [] and rows[("precise", "a")]["degenerate"] == []
+    law["fit"].update(on_bound=["beta"], guard_bounds=["beta"])
+    rows = {(r["law"], r["parameter"]): r for r in measurements.laws_table(document)}
+    assert rows[("loss_optimal", "alpha")]["degenerate"] == ["beta"] and rows[("precise", "a")]["degenerate"] == ["beta"]
+    assert not rows[("loss_optimal", "L_inf")]["at_model_bound"]
 
 
 def test_claim_1_reads_each_exponent_with_its_dropped_resamples_at_either_extreme_and_says_so(results):
@@ -491,3 +545,215 @@ def test_caption_checks_of_the_largest_and_the_compute_optimal_model(results, tm
     assert text.count("the target, set for the largest model") == 1
     assert text.count("down and up, left and right swapped in every caption (120 of 128 validation captions changed)") == 2
     assert text.count("the first two of red, green, blue in each caption trading places (97 of 128") == 2
+
+
+# ---------------------------------------------------------------------------------------------- bounds, edges, budgets
+def _facts_of(results, document, heldout):
+    """Facts built in memory from a laws document and a held-out evaluation, with the fixture's sources to render."""
+    facts = build_facts(document, {"heldout": heldout})
+    return {**facts, "provenance": results["facts"]["provenance"], "sources": results["facts"]["sources"]}
+
+
+def test_claim_3c_rows_whose_loss_law_is_on_a_guard_bound_are_not_tested(results):
+    """Per fixed cell: a loss law on a guard bound (beta at the optimiser's cap) is not identified, so its row is not
+    tested, with the reason in the summary's table; L_inf at its floor 0 is a bound of the model and keeps its verdict.
+    The headline follows the same rule for the precise and conventional laws."""
+    from analysis.report import render
+
+    document = copy.deepcopy(results["laws"])
+    cells = [c for c in document["recipe_curves"]["cells"] if c.get("status") == "computed" and not c["conventional"]]
+    guarded, floored, old_style = cells[:3]
+    guarded["loss_law"].update(on_bound=["beta"], guard_bounds=["beta"])
+    guarded["loss_law"]["parameters"]["beta"] = 5.0
+    floored["loss_law"].update(on_bound=["L_inf"], guard_bounds=[])
+    floored["loss_law"]["parameters"]["L_inf"] = 0.0
+    old_style["loss_law"] = {"parameters": {**old_style["loss_law"]["parameters"], "beta": 5.0}, "on_bound": ["beta"]}
+    claim = claims.recipe_comparison(document)
+    rows = {(r["batch_clips"], r["learning_rate"]): r for r in claim["by_cell"]}
+    for cell in (guarded, old_style):
+        row = rows[(cell["batch_clips"], cell["learning_rate"])]
+        assert row["verdict"] == verdicts.NOT_TESTED and "beta ended on a guard bound" in row["reason"]
+    last = floored["points"][-1]["model_size_reduction"]
+    interval = last.get("interval_with_dropped") if last.get("dropped") else last["interval"]
+    assert rows[(floored["batch_clips"], floored["learning_rate"])]["verdict"] == verdicts.from_interval(interval or last["interval"])
+    text = render("summary.md.j2", {**results["facts"], "claims": {**results["facts"]["claims"], "claim_3c": claim}})
+    row_line = next(line for line in text.splitlines()
+                    if line.startswith(f"| B = {guarded['batch_clips']} clips, LR = {guarded['learning_rate']:.4g} |"))
+    assert row_line.endswith(f"{verdicts.NOT_TESTED}: {rows[(guarded['batch_clips'], guarded['learning_rate'])]['reason']} |")
+    document["laws"]["loss_conventional"]["fit"].update(on_bound=["beta"], guard_bounds=["beta"])
+    headline = claims.recipe_comparison(document)
+    assert headline["verdict"] == verdicts.NOT_TESTED and "loss_conventional has beta" in headline["reason"] and headline["by_cell"]
+
+
+def test_the_target_budget_and_the_curves_span_only_the_size_budget_pairs_run():
+    """Sizes with different budget ranges: the largest size stops early and the smallest starts late, so every size
+    times every budget includes pairs never run. The target is 100x the largest run pair's compute and the curves
+    start at the smallest, both read off the runs table."""
+    design = SyntheticDesign(heldout_sizes=[], include_failures=False)
+    frame = synthetic_runs(TRUTH, design, seed=2)
+    largest, smallest = design.fitting_sizes[-1], design.fitting_sizes[0]
+    frame = frame[~((frame["size"] == largest) & (frame["tokens"] > 2**22)) & ~((frame["size"] == smallest) & (frame["tokens"] < 2**20))]
+    config = load_config(None, {"bootstrap_resamples": 8, "heldout_sizes": []})
+    document = fit_laws(RunsTable.from_frame(frame), config)
+    grid = frame[(frame["series"] == "grid") & frame["size"].isin(design.fitting_sizes)]
+    assert (grid["tokens"] % grid["batch_tokens"] == 0).all()  # every milestone reached exactly: run compute = budget compute
+    assert document["comparison"]["target_flops"] == pytest.approx(100 * grid["flops"].max(), rel=1e-9)
+    assert document["recipe_curves"]["flops"][0] == pytest.approx(grid["flops"].min(), rel=1e-9)
+    assert document["recipe_curves"]["flops"][-1] == pytest.approx(100 * grid["flops"].max(), rel=1e-9)
+    per_token = grid.groupby("size")["flops"].max() / grid.groupby("size")["tokens"].max()
+    assert 100 * per_token.max() * grid["tokens"].max() > 1.5 * document["comparison"]["target_flops"]  # the pairs never run
+    assert document["compute_optimal"]["precise"]["fit_range_flops"][0] == pytest.approx(grid["flops"].min(), rel=1e-9)
+
+
+def _margin_classes(margin, resamples, level):
+    low, high = basic_interval(margin, resamples, level)
+    return "better" if low > 0 else "worse" if high < 0 else "within"
+
+
+def test_claim_3b_says_where_the_predicted_cell_stands_as_its_interval_does(results):
+    """The margin's basic interval, recomputed, classifies the predicted cell: above 0 better than every other cell
+    beyond the noise, containing 0 within the noise, below 0 worse; the summary's words and printed interval follow."""
+    from analysis.report import render
+
+    heldout = copy.deepcopy(results["heldout"])
+    group = next(g for g in heldout["groups"] if g["kind"] == "hyperparameters")
+    per_clip = results["laws"]["setup"]["context_tokens"]
+    predicted = group["predicted_cell"]
+    others = [c["loss"] for c in group["cells"] if not (np.isclose(c["batch_clips"] * per_clip, predicted["batch_tokens"])
+                                                       and np.isclose(c["learning_rate"], predicted["learning_rate"]))]
+    margin = min(others) / predicted["measured_loss"] - 1
+    base = np.array(group["margin_resamples"], dtype=float)
+    phrases = {"better": "better than every other cell beyond the noise", "within": "within the noise of the best measured neighbour",
+               "worse": "worse than the best measured neighbour beyond the noise"}
+    seen = set()
+    # the basic interval [2 m - q_high, 2 m - q_low] moves by -shift: wholly below 0, wholly above, centred on 0
+    for shift in (0.0, 2 * margin - base.min() + 0.02, 2 * margin - base.max() - 0.02, 2 * margin - np.median(base)):
+        group["margin_resamples"] = list(base + shift)
+        expected = _margin_classes(margin, group["margin_resamples"], LEVEL)
+        claim = claims.heldout_cells(heldout, 0.01, LEVEL, per_clip)
+        detail = claim["groups"][0]
+        assert detail["comparison"] == expected and detail["within_noise_of_best"] == (expected == "within")
+        assert claim["tests"][0]["verdict"] == {"better": verdicts.SUPPORTED, "within": verdicts.INCONCLUSIVE,
+                                                "worse": verdicts.CONTRADICTED}[expected]
+        line = claim_line(render("summary.md.j2", {**results["facts"], "claims": {**results["facts"]["claims"], "claim_3b": claim}}), "3b")
+        assert f"so the predicted cell is {phrases[expected]}" in line
+        assert percent_significant_interval(basic_interval(margin, group["margin_resamples"], LEVEL)) in line
+        seen.add(expected)
+    assert seen == {"better", "within", "worse"}
+
+
+def test_a_small_positive_interval_end_does_not_read_zero():
+    assert percent_significant(3.91e-5) == "0.00391%" and percent_significant(0.0485261) == "4.85%"
+    assert percent_significant(-0.0311182) == "-3.11%" and percent_significant(0.009999) == "1.00%"
+    assert percent_significant_interval([3.91e-5, 0.0485261]) == " [0.00391%, 4.85%]"
+    assert percent(3.91e-5, 2) == "0.00%"  # what the fixed two decimals printed before
+
+
+def _independent_place(grid, t, batch_tokens_optimum, per_clip):
+    """Interior flags of the best measured cell among a held-out size's cells at budget ``t`` (neighbours both sides)."""
+    cells = grid["cells"]
+    losses = np.array([np.nan if row[t] is None else row[t] for row in grid["losses"]], dtype=float)
+    unstable = [bool(row[t]) for row in grid["unstable"]]
+    measured = [np.isfinite(v) or u for v, u in zip(losses, unstable)]
+    best = cells[int(np.nanargmin(losses))]
+
+    def interior(axis, other):
+        line = [c[axis] for c, ok in zip(cells, measured) if ok and np.isclose(c[other], best[other])]
+        return any(v < best[axis] * (1 - 1e-9) for v in line) and any(v > best[axis] * (1 + 1e-9) for v in line)
+
+    lr, batch = interior("learning_rate", "batch_clips"), interior("batch_clips", "learning_rate")
+    one_clip = not batch and batch_tokens_optimum <= per_clip * (1 + 1e-9)
+    return {"learning_rate": lr, "batch": batch, "one_clip": one_clip, "on_edge": not lr or (not batch and not one_clip)}
+
+
+def test_held_out_optima_on_the_edge_of_their_cells_are_reported(results):
+    """Each held-out size's point: whether its best measured cell is interior along B and LR among that size's cells,
+    recomputed from the cells; the counts in the facts and claim 4's sentence; the summary's table column."""
+    laws, facts = results["laws"], results["facts"]
+    per_clip, budgets = laws["setup"]["context_tokens"], laws["setup"]["budgets_tokens"]
+    grids = {g["size"]: g for g in laws["grids"] if g["role"] == "heldout"}
+    optima = {(h["size"], h["tokens"]): h for h in laws["heldout"]["hyperparameters"]}
+    points = [p for p in facts["heldout"]["table"] if p["kind"] == "heldout size"]
+    assert len(points) == len(laws["heldout"]["loss"]) > 0
+    expected = []
+    for point in points:
+        place = _independent_place(grids[point["size"]], budgets.index(point["tokens"]),
+                                   optima[(point["size"], point["tokens"])]["measured_batch_tokens"], per_clip)
+        assert point["interior"] == {"batch": place["batch"], "learning_rate": place["learning_rate"]}
+        assert point["on_edge"] == place["on_edge"] and point["at_one_clip_batch"] == place["one_clip"]
+        expected.append(place)
+    single = [p for p in facts["heldout"]["table"] if p["kind"] == "compute-optimal size"]
+    edges = facts["heldout"]["edges"]
+    assert edges["on_edge"] == sum(p["on_edge"] for p in expected) + len(single)
+    assert edges["learning_rate"] == sum(not p["learning_rate"] for p in expected) and edges["single_cell"] == len(single)
+    assert edges["batch"] == sum(not p["batch"] and not p["one_clip"] for p in expected)
+    line = claim_line(results["summary"], "4")
+    assert f"{edges['on_edge']} of {facts['heldout']['points']} points have their optimum on the edge of their held-out cells" in line
+    assert "optimum along B / LR among its cells" in results["summary"]
+
+
+def test_held_out_optima_at_one_clip_per_step_are_not_on_the_edge_along_b():
+    """Constructed records: one clip per step along B is the smallest batch there is (as claim 1 counts it), an edge
+    along LR or along B above one clip is an edge."""
+    def loss(tokens):
+        return {"size": "h", "tokens": tokens, "predicted_loss": 0.2, "measured_loss": 0.2, "relative_error": 0.0, "covered": True,
+                "prediction_interval": [0.19, 0.21], "cells": 4, "measured_interior": False}
+
+    places = [({"batch": False, "learning_rate": True}, 64.0), ({"batch": False, "learning_rate": False}, 64.0),
+              ({"batch": False, "learning_rate": True}, 128.0), ({"batch": True, "learning_rate": True}, 128.0)]
+    hyper = [{"size": "h", "tokens": float(i), "measured_interior": interior, "measured_batch_tokens": batch}
+             for i, (interior, batch) in enumerate(places)]
+    document = {"setup": {"context_tokens": 64, "fitting_sizes": []},
+                "heldout": {"loss": [loss(float(i)) for i in range(4)], "hyperparameters": hyper}}
+    record = measurements.heldout(document, None, 0.95)
+    assert [p["on_edge"] for p in record["table"]] == [False, True, True, False]
+    assert [p["at_one_clip_batch"] for p in record["table"]] == [True, True, False, False]
+    assert record["edges"] == {"on_edge": 2, "learning_rate": 1, "batch": 1, "one_clip_batch": 2, "single_cell": 0}
+
+
+def test_a_compute_optimal_run_at_a_held_out_size_stays_in_claim_4(results):
+    facts, laws, heldout = results["facts"], results["laws"], results["heldout"]
+    group = next(g for g in heldout["groups"] if g["kind"] == "compute_optimal")
+    assert group["size"] not in facts["design"]["fitting_sizes"]
+    assert facts["heldout"]["fitting_size_checks"] == []
+    assert facts["heldout"]["points"] == len(laws["heldout"]["loss"]) + 1
+    assert group["size"] in facts["heldout"]["sizes"] and results["scorecard"]["heldout"]["sizes"] == facts["heldout"]["sizes"]
+
+
+def test_a_compute_optimal_run_at_a_fitting_size_is_a_separate_check_not_claim_4(results):
+    """The compute-optimal run at a fitting size extrapolates the law in budget at a size it was fitted on: claim 4's
+    statistics and the scorecard's held-out section are those of the held-out sizes alone, recomputed from the laws
+    file; the run is checked apart, at its multiple of the size's largest fitted budget."""
+    from analysis.report import render
+
+    laws, heldout = results["laws"], copy.deepcopy(results["heldout"])
+    fitting = DESIGN.fitting_sizes[-1]
+    group = next(g for g in heldout["groups"] if g["kind"] == "compute_optimal")
+    group["size"] = fitting
+    facts = _facts_of(results, laws, heldout)
+    records = laws["heldout"]["loss"]
+    errors = np.array([r["relative_error"] for r in records])
+    resampled = np.array([r["relative_error_resamples"] for r in records], dtype=float).mean(axis=0)
+    q_low, q_high = np.percentile(resampled, [50 - 50 * LEVEL, 50 + 50 * LEVEL])
+    claim = facts["claims"]["claim_4"]
+    assert claim["mean_relative_error"] == pytest.approx(errors.mean())
+    assert claim["mean_relative_error_interval"] == pytest.approx([2 * errors.mean() - q_high, 2 * errors.mean() - q_low], rel=1e-5)
+    covered = [r["covered"] for r in records if r["covered"] is not None]
+    z = stats.norm.ppf(0.5 + LEVEL / 2)
+    expected = [np.sqrt(2 / np.pi) * (r["prediction_interval"][1] - r["prediction_interval"][0]) / (2 * z) / r["predicted_loss"]
+                for r in records if r["prediction_interval"]]
+    record = facts["heldout"]
+    assert record["points"] == len(records) and record["misses"] == sum(not c for c in covered)
+    assert record["expected_mean_abs_error"] == pytest.approx(np.mean(expected))
+    assert record["mean_abs_error"] == pytest.approx(np.abs(errors).mean())
+    card = scorecard(facts)["heldout"]
+    assert card["sizes"] == sorted({r["size"] for r in records}) and fitting not in card["sizes"]
+    assert card["points"] == len(covered) and card["covered"] == sum(covered)
+    assert card["mean_abs_error"] == pytest.approx(np.abs(errors).mean())
+    (check,) = record["fitting_size_checks"]
+    largest = max(o["tokens"] for o in laws["optima"] if o["size"] == fitting)
+    assert check["relative_error"] == group["relative_error"] and check["budget_multiple"] == pytest.approx(group["tokens"] / largest)
+    assert check["relative_error_interval"] == pytest.approx(basic_interval(group["relative_error"], group["relative_error_resamples"], LEVEL))
+    text = render("summary.md.j2", facts)
+    assert f"A separate check, not of a held-out size: the compute-optimal run of {fitting}" in text
+    assert f"{group['tokens'] / largest:.3g}x its largest fitted budget" in claim_line(text, "4")

@@ -104,6 +104,18 @@ def test_fit_ending_on_a_bound_is_flagged():
     assert not fit.usable
 
 
+def test_a_guard_bound_of_the_optimiser_is_told_from_the_models_floor():
+    """An N term that falls faster than any exponent the optimiser allows puts beta on its cap (a guard: not identified);
+    losses falling faster than any floor put L_inf at 0, a bound of the model (the constrained estimate)."""
+    steep = 0.02 * T**-0.28 + 0.3 + 0.05 * (N / N.min()) ** -8.0
+    fit = fit_law(LOSS_LAW, {"N": N, "T": T}, steep, delta=1e-3)
+    high = LOSS_LAW.bounds(steep)[LOSS_LAW.parameter_names.index("beta")][1]
+    assert fit.parameters["beta"] == pytest.approx(high) and fit.on_bound == ["beta"] and fit.guard_bounds == ["beta"]
+    assert fit.summary()["guard_bounds"] == ["beta"]
+    floor = fit_law(LOSS_LAW, {"N": N, "T": T}, 0.5 * T**-0.3 * N**-0.1 / 50, delta=1e-3)
+    assert floor.parameters["L_inf"] == 0.0 and floor.on_bound == ["L_inf"] and floor.guard_bounds == []
+
+
 def test_too_few_points_is_an_error_that_says_so():
     with pytest.raises(InsufficientDataError, match="3 points, need at least 6"):
         fit_law(LOSS_LAW, {"N": N[:3], "T": T[:3]}, np.full(3, 0.5), delta=1e-3)

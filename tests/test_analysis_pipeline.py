@@ -468,7 +468,7 @@ def test_figures_of_degenerate_or_missing_laws_say_so(fitted):
 
     document = copy.deepcopy(fitted["document"])
     document["laws"]["loss_optimal"] = {"status": "not fitted", "reason": "not enough data: 1 distinct N (need 2)"}
-    document["laws"]["loss_conventional"]["fit"]["on_bound"] = ["L_inf"]
+    document["laws"]["loss_conventional"]["fit"].update(on_bound=["beta"], guard_bounds=["beta"])
     document["laws"]["batch_size"]["edge_points"] = {"used_on_edge": 30, "used": 30, "policy": "include"}
 
     def caveat(fig):
@@ -477,7 +477,7 @@ def test_figures_of_degenerate_or_missing_laws_say_so(fitted):
     fig = figures.runs_loss_vs_tokens(document)
     text = caveat(fig)
     assert "loss_optimal: not fitted (not enough data: 1 distinct N (need 2))" in text
-    assert "loss_conventional: L_inf ended on its bound (degenerate fit)" in text
+    assert "loss_conventional: beta ended on a bound of the optimiser (degenerate fit)" in text
     solid = [line for line in fig.axes[0].get_lines() if line.get_linestyle() == "-" and len(line.get_xdata()) > 3]
     assert not solid  # no curve of the law that was not fitted
     fig = figures.runs_loss_law(document)
@@ -488,8 +488,11 @@ def test_figures_of_degenerate_or_missing_laws_say_so(fitted):
     assert "loss_conventional" in caveat(figures.runs_compute_optimal(document))
     fig = figures.exponents_of_runs(document)
     assert sum(t.get_text() == "not fitted" for t in _texts(fig)) == 2  # alpha and beta of the missing loss law
-    # the untouched document needs no caveat
+    # the untouched document needs no caveat, nor does L_inf at its floor 0, a bound of the model (the constrained estimate)
     assert caveat(figures.runs_loss_vs_tokens(fitted["document"])) == ""
+    floored = copy.deepcopy(fitted["document"])
+    floored["laws"]["loss_conventional"]["fit"].update(on_bound=["L_inf"], guard_bounds=[])
+    assert caveat(figures.runs_loss_vs_tokens(floored)) == ""
     figures.plt.close("all")
 
 
