@@ -387,8 +387,9 @@ def caption_contrasts(conditioning: dict, protocol_relative_std: float | None) -
     differences = conditioning.get("differences", {})
     gain = (differences.get("null_minus_captions") or {}).get("mean")
     clips = (conditioning.get("validation") or {}).get("clips")
-    for name, record in (conditioning.get("contrasts") or {}).items():
-        difference = differences.get(f"{name}_minus_captions")
+    contrasts = conditioning.get("contrasts") or {}
+    for name in sorted(contrasts, key=lambda name: (name != "swapped", name)):
+        record, difference = contrasts[name], differences.get(f"{name}_minus_captions")
         if not difference:
             continue
         row = {"condition": name, "pairs": record.get("pairs"), "words": record.get("words"),

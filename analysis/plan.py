@@ -30,6 +30,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import math
 import sys
 
 import numpy as np
@@ -43,8 +44,7 @@ from analysis.law_set import LawSet, LawsFileError, read_laws
 def make_plan(laws: LawSet, flops: float, max_parameters: float | None = None, max_inference_flops: float | None = None,
               laws_label: str = "") -> dict:
     """The plan as a dict (keys in the module docstring)."""
-    if not flops > 0:
-        raise ValueError(f"--flops must be positive, got {flops}")
+    _check_positive("--flops", flops)
     cap = _size_cap(laws, max_parameters, max_inference_flops)
     unconstrained = laws.optimal_parameters(flops)
     recommended = _recommended(laws, flops, cap, unconstrained)
@@ -73,14 +73,19 @@ def make_plan(laws: LawSet, flops: float, max_parameters: float | None = None, m
     }
 
 
+def _check_positive(option: str, value: float) -> None:
+    if not (math.isfinite(value) and value > 0):
+        raise ValueError(f"{option} must be a positive finite number, got {value}")
+
+
 def _size_cap(laws: LawSet, max_parameters: float | None, max_inference_flops: float | None) -> float | None:
     """The tighter of the size cap and the size an inference budget allows (raw parameters), or None."""
     caps = []
     if max_parameters is not None:
-        if not max_parameters > 0:
-            raise ValueError(f"--max-parameters must be positive, got {max_parameters}")
+        _check_positive("--max-parameters", max_parameters)
         caps.append(float(max_parameters))
     if max_inference_flops is not None:
+        _check_positive("--max-inference-flops", max_inference_flops)
         caps.append(parameters_for_inference_budget(max_inference_flops, laws.flop_model.width_rule, laws.inference))
     return min(caps) if caps else None
 

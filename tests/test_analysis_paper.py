@@ -172,3 +172,15 @@ def test_planner_text_and_caps(capsys):
     assert plan["recommended"]["inference_flops_per_video"] <= 1e14 * (1 + 1e-9)
     assert plan["conventional"]["status"] == "not published"
     assert plan_main(["--flops", "-1", "--paper"]) == 2
+
+
+@pytest.mark.parametrize("arguments, option", [
+    (["--flops", "inf"], "--flops"), (["--flops", "nan"], "--flops"),
+    (["--flops", "1e22", "--max-inference-flops", "nan"], "--max-inference-flops"),
+    (["--flops", "1e22", "--max-inference-flops", "0"], "--max-inference-flops"),
+    (["--flops", "1e22", "--max-parameters", "inf"], "--max-parameters"),
+])
+def test_planner_refuses_budgets_and_caps_that_are_not_positive_finite_numbers(capsys, arguments, option):
+    assert plan_main([*arguments, "--paper", "--json"]) == 2
+    captured = capsys.readouterr()
+    assert f"{option} must be a positive finite number" in captured.err and captured.out == ""
