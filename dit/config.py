@@ -1,5 +1,9 @@
 """Training-run configuration: one YAML file, validated at start with messages that name the bad key.
 
+Every number must be finite (NaN and infinity are refused like any other value out of range), except
+``divergence.max_loss``, which may be infinite (no threshold). Whether the device and the attention
+backend exist on this machine is checked where the job starts (``dit.engine.check_runtime``).
+
 A run trains one model size at one (batch size, learning rate) with a constant learning rate after
 a linear warmup, and records the validation loss at every token milestone along the way, so one run
 gives the loss at every training budget T in ``schedule.milestones_tokens``.
@@ -25,7 +29,8 @@ Example (every key, with its default where it has one)::
                           # model.patch then tiles the latent grid (e.g. [1, 1, 1])
     diffusion: {num_timesteps: 1000, beta_schedule: linear, beta_start: 1.0e-4, beta_end: 0.02,
                 timestep_sampling: uniform}   # uniform | low_discrepancy (dit.diffusion.training_timesteps)
-    validation: {timesteps: 8, seed: 0, batch_clips: 64, max_clips: null, weights: ema}
+                          # 0 < beta_start <= beta_end < 1
+    validation: {timesteps: 8, seed: 0, batch_clips: 64, max_clips: null, weights: ema}  # timesteps <= num_timesteps
     ema: {gamma: 6.94}    # power-function EMA of the weights (validation.weights: ema validates it)
     optimizer: {lr: 1.0e-3, betas: [0.9, 0.999], weight_decay: 0.0, eps: 1.0e-8, warmup_steps: 0, grad_clip: null}
     batch: {global_clips: 32, micro_clips: null}   # micro_clips null: global_clips / processes
@@ -38,6 +43,7 @@ Example (every key, with its default where it has one)::
 from __future__ import annotations
 
 import copy
+import math
 from dataclasses import asdict, dataclass, field, fields, is_dataclass
 from pathlib import Path
 from typing import Any, Mapping
@@ -418,18 +424,19 @@ def _check_model_and_data(config: TrainConfig) -> None:
 
 
 def _check_training(config: TrainConfig) -> None:
-    if config.optimizer.lr <= 0 or config.optimizer.lr != config.optimizer.lr:
-        _fail("optimizer.lr", f"learning rate must be positive, got {config.optimizer.lr}")
+    # NaN fails every comparison, so each check below is written to fail on it; infinities are refused too
+    if not 0 < config.optimizer.lr < math.inf:
+        _fail("optimizer.lr", f"learning rate must be positive and finite, got {config.optimizer.lr}")
     if not all(0.0 <= b < 1.0 for b in config.optimizer.betas):
         _fail("optimizer.betas", f"each beta must be in [0, 1), got {list(config.optimizer.betas)}")
-    if config.optimizer.weight_decay < 0:
-        _fail("optimizer.weight_decay", f"must be non-negative, got {config.optimizer.weight_decay}")
-    if config.optimizer.eps <= 0:
-        _fail("optimizer.eps", f"must be positive, got {config.optimizer.eps}")
+    if not 0 <= config.optimizer.weight_decay < math.inf:
+        _fail("optimizer.weight_decay", f"must be non-negative and finite, got {config.optimizer.weight_decay}")
+    if not 0 < config.optimizer.eps < math.inf:
+        _fail("optimizer.eps", f"must be positive and finite, got {config.optimizer.eps}")
     if config.optimizer.warmup_steps < 0:
         _fail("optimizer.warmup_steps", f"must be non-negative, got {config.optimizer.warmup_steps}")
-    if config.optimizer.grad_clip is not None and config.optimizer.grad_clip <= 0:
-        _fail("optimizer.grad_clip", f"must be positive or null, got {config.optimizer.grad_clip}")
+    if config.optimizer.grad_clip is not None and not 0 < config.optimizer.grad_clip < math.inf:
+        _fail("optimizer.grad_clip", f"must be positive and finite, or null; got {config.optimizer.grad_clip}")
     if config.batch.global_clips <= 0:
         _fail("batch.global_clips", f"must be positive, got {config.batch.global_clips}")
     if config.batch.micro_clips is not None:
@@ -455,18 +462,25 @@ def _check_training(config: TrainConfig) -> None:
         beyond = [m for m in milestones if m > total]
         if beyond:
             _fail("schedule.milestones_tokens", f"milestones {beyond} lie beyond the budget total_tokens={total}")
-    if config.validation.timesteps <= 0:
-        _fail("validation.timesteps", f"must be positive, got {config.validation.timesteps}")
     if config.validation.batch_clips <= 0:
         _fail("validation.batch_clips", f"must be positive, got {config.validation.batch_clips}")
     if config.validation.max_clips is not None and config.validation.max_clips <= 0:
         _fail("validation.max_clips", f"must be positive or null, got {config.validation.max_clips}")
     if config.validation.weights not in ("ema", "raw"):
         _fail("validation.weights", f"must be ema or raw; got {config.validation.weights!r}")
-    if not config.ema.gamma > 0:
-        _fail("ema.gamma", f"must be positive, got {config.ema.gamma}")
+    if not 0 < config.ema.gamma < math.inf:
+        _fail("ema.gamma", f"must be positive and finite, got {config.ema.gamma}")
     if config.diffusion.num_timesteps <= 1:
         _fail("diffusion.num_timesteps", f"must exceed 1, got {config.diffusion.num_timesteps}")
+    if not 0 < config.validation.timesteps <= config.diffusion.num_timesteps:
+        _fail("validation.timesteps", f"must be positive and at most diffusion.num_timesteps="
+              f"{config.diffusion.num_timesteps}, got {config.validation.timesteps}")
+    diffusion = config.diffusion
+    if not 0.0 < diffusion.beta_start <= diffusion.beta_end < 1.0:  # dit.diffusion.NoiseSchedule's condition
+        key = "diffusion.beta_end" if 0.0 < diffusion.beta_start < 1.0 and not diffusion.beta_end < 1.0 \
+            else "diffusion.beta_start"  # the one out of (0, 1), else beta_start above beta_end
+        _fail(key, f"need 0 < beta_start <= beta_end < 1, got beta_start={diffusion.beta_start}, "
+                   f"beta_end={diffusion.beta_end}")
     if config.diffusion.beta_schedule not in ("linear", "cosine"):
         _fail("diffusion.beta_schedule", f"must be linear or cosine, got {config.diffusion.beta_schedule!r}")
     if config.diffusion.timestep_sampling not in TIMESTEP_SAMPLING:
@@ -476,8 +490,8 @@ def _check_training(config: TrainConfig) -> None:
         _fail("checkpoint.every_steps", f"must be positive, got {config.checkpoint.every_steps}")
     if not config.divergence.max_loss > 0:
         _fail("divergence.max_loss", f"must be positive, got {config.divergence.max_loss}")
-    if config.progress.interval_seconds <= 0:
-        _fail("progress.interval_seconds", f"must be positive, got {config.progress.interval_seconds}")
+    if not 0 < config.progress.interval_seconds < math.inf:
+        _fail("progress.interval_seconds", f"must be positive and finite, got {config.progress.interval_seconds}")
 
 
 def _plain(obj: Any) -> Any:

@@ -16,8 +16,13 @@ operations for all of them. A run trained alone is an ensemble of one. Per membe
 A member whose loss is non-finite or above ``divergence.max_loss`` is recorded as ``diverged`` and
 frozen; the others go on. The job folder keeps the whole ensemble's resumable state in
 ``checkpoints/latest.pt`` (written atomically every ``checkpoint.every_steps`` steps and at the end),
-so a rerun after SIGKILL ends with the metrics of an uninterrupted run. SIGTERM or SIGUSR1 writes a
-checkpoint and stops (exit 75 from ``dit.train``); a checkpoint of another set of members is refused.
+so a rerun after SIGKILL ends with the metrics of an uninterrupted run; the last checkpoint, written
+before the members' summaries, also holds the job's record (``job_record``), so a job killed before
+its ``job.json`` gets it on the rerun (``dit.train``). Temporary files of a checkpoint write that was
+killed are removed when the job starts. SIGTERM or SIGUSR1 writes a checkpoint and stops (exit 75
+from ``dit.train``); a checkpoint of another set of members is refused. A device or attention
+backend this machine lacks and a data folder without training or validation clips are refused as
+``ConfigError`` before anything is written.
 With ``torchrun`` each process takes its slice of every member's batch and the gradients of all
 members are averaged in one all-reduce.
 """
@@ -26,6 +31,7 @@ from __future__ import annotations
 
 import contextlib
 import math
+import os
 import time
 import warnings
 from dataclasses import dataclass, field
@@ -37,10 +43,11 @@ import yaml
 
 from dit.allocator import retain_freed_memory
 from dit.atomic import atomic_path, atomic_write_text
+from dit.attention import AttentionBackendUnavailable, resolve_backend
 from dit.config import ConfigError, TrainConfig
 from dit.data.loader import ClipLoader, ShardDataset, limit_clips
 from dit.diffusion import NoiseSchedule, ensemble_validation_loss, training_timesteps, validation_timesteps
-from dit.distributed import autocast, init_process_context, resolve_precision
+from dit.distributed import DeviceUnavailable, autocast, init_process_context, resolve_device, resolve_precision
 from dit.ensemble import EnsembleDiT
 from dit.flops import paper_flops_per_token, six_n_flops_per_token, training_flops_per_clip
 from dit.latent import CodecError, encode_split, encoded_batches, load_model_space
@@ -49,7 +56,14 @@ from dit.member_training import MemberAdamW, MemberParameters, accumulate_gradie
 from dit.model import VideoDiT, VideoDiTConfig
 from dit.progress import PreemptionFlag, Progress
 from dit.seeds import stable_seed
-from dit.job_folder import CHECKPOINT_FORMAT, CHECKPOINT_NAME, CheckpointError, read_checkpoint, write_job_record
+from dit.job_folder import (
+    CHECKPOINT_FORMAT,
+    CHECKPOINT_NAME,
+    CheckpointError,
+    read_checkpoint,
+    remove_checkpoint_temporaries,
+    write_job_record,
+)
 from dit.run_folder import save_model, write_metrics, write_run_summary
 from dit.sizes import get_size
 
@@ -57,6 +71,23 @@ from dit.sizes import get_size
 # Parameters are strided views of one (members, P) buffer (dit.member_training); autograd warns once
 # that such gradients skip its preferred layout, which costs nothing measurable here.
 warnings.filterwarnings("ignore", message="grad and param do not obey the gradient layout contract")
+
+
+def check_runtime(config: TrainConfig, local_rank: int | None = None) -> torch.device:
+    """The device this process trains on, checked before anything is written: ``ConfigError`` naming ``device``
+    when this machine lacks it (``device: cuda`` without a GPU), or ``model.attention`` when the backend cannot
+    run on it (``xformers`` on a CPU). ``local_rank``: this process's (``torchrun``'s ``LOCAL_RANK``, else 0)."""
+    if local_rank is None:
+        local_rank = int(os.environ.get("LOCAL_RANK", "0"))
+    try:
+        device = resolve_device(config.device, local_rank)
+    except DeviceUnavailable as error:
+        raise ConfigError(str(error)) from None
+    try:
+        resolve_backend(config.model.attention, device)
+    except AttentionBackendUnavailable as error:
+        raise ConfigError(f"model.attention: {error}") from None
+    return device
 
 
 @dataclass
@@ -97,6 +128,7 @@ class EnsembleTrainer:
         self.members = members
         self.job_dir = Path(job_dir)
         self.shared = config = members[0].config
+        check_runtime(config)  # device and attention backend, as ConfigError
         self.context = init_process_context(config.device)
         self.device = self.context.device
         if config.threads:
@@ -133,6 +165,10 @@ class EnsembleTrainer:
                               "run `python -m dit.data prepare` first")
         self.train_data = ShardDataset(config.data.root, split="train")
         self.validation_data = ShardDataset(config.data.root, split="validation")
+        for split, data in (("train", self.train_data), ("validation", self.validation_data)):
+            if len(data) == 0:  # refused here, not at the first step or milestone
+                raise ConfigError(f"data.root: {config.data.root} holds no {split} clips (its {split} split is empty); "
+                                  "prepare it again from more videos")
         self.frames = config.data.frames or self.train_data.frames
         if self.frames > self.train_data.frames:
             raise ConfigError(f"data.frames: the model takes {self.frames} frames but {config.data.root} stores "
@@ -252,7 +288,10 @@ class EnsembleTrainer:
         return [[str(member.out_dir), member.resumable_hash] for member in self.members]
 
     # ------------------------------------------------------------- checkpoint
-    def save_checkpoint(self) -> None:
+    def save_checkpoint(self, final: bool = False) -> None:
+        """Write the job's resumable state; the ``final`` one (every member at its end, before any of their
+        summaries is finalised) also holds the job's record (``job_record``), from which a rerun writes
+        ``job.json`` if this process is killed before it does (``dit.train``)."""
         if self.context.is_main:
             state = {
                 "format": CHECKPOINT_FORMAT,
@@ -268,6 +307,8 @@ class EnsembleTrainer:
                 "validation_time_s": self.validation_time_s,
                 "validation_passes": self.validation_passes,
             }
+            if final:
+                state["job_record"] = self.job_record()
             with atomic_path(self.job_dir / "checkpoints" / CHECKPOINT_NAME) as tmp:
                 torch.save(state, tmp)
         self.context.barrier()
@@ -366,6 +407,9 @@ class EnsembleTrainer:
     # ------------------------------------------------------------ the loop
     def run(self) -> list[str]:
         """Train every member to the end of the budget; returns each member's final status."""
+        if self.context.is_main:  # the only process that writes the job's checkpoint
+            for stale in remove_checkpoint_temporaries(self.job_dir):
+                self.progress.message(f"removed {stale}, left by a checkpoint write that was killed")
         self.preemption.install()
         try:
             self.try_resume()
@@ -404,7 +448,7 @@ class EnsembleTrainer:
                 self._record_milestones(due)
             if self.step % every == 0:
                 self.save_checkpoint()
-        self.save_checkpoint()
+        self.save_checkpoint(final=True)
         self.progress.update(self.step, self.tokens_seen, _mean_active(self.members, losses), force=True)
         for member in self.members:
             if member.active:
@@ -476,13 +520,18 @@ class EnsembleTrainer:
                 save_model(member.out_dir, self.model_config.to_dict(), self.model.member_state_dict(index), self.step)
         self.write_summary(member, status, reason)
 
+    def job_record(self) -> dict:
+        """What ``job.json`` says of the job's training, bar its members and matmul rate: steps, seconds of
+        training steps and of validation passes, validation passes, model FLOPs and the model config."""
+        return {"steps": self.step, "wall_time_s": self.wall_time_s, "validation_wall_time_s": self.validation_time_s,
+                "validation_passes": self.validation_passes, "model_flops": self.model_flops(),
+                "model_config": self.model_config.to_dict()}
+
     def _write_job_file(self) -> None:
         if self.context.is_main:
             members = [{"run_id": m.run_id, "run_dir": str(m.out_dir), "status": m.status} for m in self.members]
             # the yardstick of the job's FLOP/s, measured in the conditions its steps ran in (pipeline.performance)
-            write_job_record(self.job_dir, members, self.step, self.wall_time_s, self.model_flops(),
-                             self.model_config.to_dict(), validation_wall_time_s=self.validation_time_s,
-                             matmul=measure_matmul(torch.get_num_threads()))
+            write_finished_job_record(self.job_dir, members, self.job_record(), measure_matmul(torch.get_num_threads()))
 
     def model_flops(self) -> dict[str, float]:
         """Matrix-product FLOPs this job computed (``dit.flops``' term-by-term count), all members included.
@@ -509,6 +558,16 @@ class EnsembleTrainer:
         }
         write_run_summary(member.out_dir, status, reason, config, member.metrics, {**self._job_facts(), **progress},
                           member.resumable_hash)
+
+
+def write_finished_job_record(job_dir: Path, members: list[dict], record: dict, matmul: dict | None,
+                              recorded_after_restart: bool = False) -> None:
+    """``job.json`` of a job that trained: its ``members`` (run id, folder, status), its training facts (``record``,
+    ``EnsembleTrainer.job_record``'s, from the trainer or, ``recorded_after_restart``, from the job's final checkpoint)
+    and the matmul rate."""
+    write_job_record(job_dir, members, int(record["steps"]), float(record["wall_time_s"]), dict(record["model_flops"]),
+                     record["model_config"], validation_wall_time_s=float(record["validation_wall_time_s"]),
+                     matmul=matmul, recorded_after_restart=recorded_after_restart)
 
 
 def _mean_active(members: list[Member], losses: list[float]) -> float:

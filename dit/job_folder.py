@@ -2,10 +2,14 @@
 
 A job trains one run, or several as an ensemble (``dit.engine``). Its folder holds::
 
-    checkpoints/latest.pt   the whole job's resumable state (written atomically; format ``CHECKPOINT_FORMAT``)
+    checkpoints/latest.pt   the whole job's resumable state (written atomically; format ``CHECKPOINT_FORMAT``);
+                            the last one, written before the runs' summaries, also holds the job's record
+                            (``job_record``) bar its matmul rate
     job.json                written when every run of the job has finished: its runs and their statuses,
                             steps, seconds of training steps and of validation passes, the model FLOPs
-                            it computed, and the CPU's float32 matmul rate measured at its end
+                            it computed, and the CPU's float32 matmul rate measured at its end (a job
+                            killed after its runs' summaries and before job.json gets it on its rerun,
+                            from that last checkpoint, with the rate measured then)
     ensemble.yaml           the members, when ``python -m dit.launch --ensemble-json`` started it
 
 A run trained alone with ``python -m dit.train --config FILE --out RUN_DIR`` uses its run folder as its
@@ -45,16 +49,32 @@ def read_checkpoint(path: Path) -> dict:
     return state
 
 
+def remove_checkpoint_temporaries(job_dir: Path) -> list[Path]:
+    """Remove the temporary files that checkpoint writes killed before their rename left beside this job folder's
+    ``checkpoints/latest.pt`` (``.latest.pt.*.tmp``, ``dit.atomic.atomic_path``'s), and only those; returns them.
+
+    Only the job's own writer may call it, before it writes a checkpoint (``dit.engine``: the main process at
+    the job's start), so no write in progress is removed."""
+    removed = []
+    for path in sorted((Path(job_dir) / "checkpoints").glob(f".{CHECKPOINT_NAME}.*.tmp")):
+        if path.is_file() and not path.is_symlink():
+            path.unlink(missing_ok=True)
+            removed.append(path)
+    return removed
+
+
 def write_job_record(job_dir: Path, members: list[dict], steps: int, wall_time_s: float, model_flops: dict,
                      model_config: dict | None = None, note: str | None = None, validation_wall_time_s: float = 0.0,
-                     matmul: dict | None = None) -> None:
+                     matmul: dict | None = None, recorded_after_restart: bool = False) -> None:
     """Write ``job.json`` atomically: the runs (``run_id``, ``run_dir``, ``status``), the steps taken, the
     seconds of training steps (``wall_time_s``) and of validation passes (``validation_wall_time_s``), the
     model FLOPs computed (``training``, ``validation``, ``total``) and the matmul rate measured at the job's
-    end (``matmul``: ``dit.matmul_rate.measure_matmul``'s record)."""
+    end (``matmul``: ``dit.matmul_rate.measure_matmul``'s record). ``recorded_after_restart``: the record was
+    written by a later process from the job's final checkpoint (its training had finished before), so the
+    wall time of the process that wrote it is not the training's."""
     record = {"members": members, "steps": steps, "wall_time_s": wall_time_s,
               "validation_wall_time_s": validation_wall_time_s, "model_flops": model_flops, "model_config": model_config,
-              "matmul": matmul}
+              "matmul": matmul, "recorded_after_restart": recorded_after_restart}
     if note:
         record["note"] = note
     atomic_write_json(Path(job_dir) / JOB_FILE, record)

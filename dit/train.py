@@ -15,7 +15,11 @@ by ``(seed, s)`` for the whole global batch, and each process takes its slice, s
 (and any micro-batch split) compute the same update up to floating-point summation order. A run
 restarted with the same command resumes from the job folder's checkpoint and, on CPU, ends with
 metrics identical to an uninterrupted run. A run whose folder already holds a finished summary of
-the same config is not trained again.
+the same config is not trained again. A job killed after its runs' summaries and before its
+``job.json`` writes that record on its rerun from its final checkpoint (``train_ensemble``).
+Settings this machine cannot honour (``device: cuda`` without a GPU, ``xformers`` on a CPU) and a
+data folder without training or validation clips are configuration errors, found before anything is
+written or trained.
 
 Exit codes: 0 every run completed or diverged (``summary.json`` says which), 1 failed, 2 bad
 configuration, 75 preempted (SIGTERM or SIGUSR1: a checkpoint was written; rerun to resume).
@@ -24,13 +28,17 @@ configuration, 75 preempted (SIGTERM or SIGUSR1: a checkpoint was written; rerun
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 import traceback
 from pathlib import Path
 
+import torch
+
+from dit import matmul_rate
 from dit.atomic import atomic_write_json
 from dit.config import ConfigError, TrainConfig, check_ensemble, load_config, load_ensemble, resumable_config_hash
-from dit.engine import EnsembleTrainer, Member
+from dit.engine import EnsembleTrainer, Member, check_runtime, write_finished_job_record
 from dit.job_folder import CHECKPOINT_NAME, JOB_FILE, CheckpointError, read_checkpoint, write_job_record
 from dit.provenance import provenance
 from dit.run_folder import is_finished
@@ -44,28 +52,36 @@ EXIT_PREEMPTED = 75
 def train_ensemble(members: list[tuple[TrainConfig, Path]], job_dir: Path) -> list[str]:
     """Train (or resume) several runs as one ensemble with its state in ``job_dir``; returns their statuses.
 
-    Runs already finished with the same config are not trained again; when all are, nothing runs.
+    Runs already finished with the same config are not trained again; when all are, nothing runs, and
+    the job's ``job.json``, if missing, is written by ``record_finished_job``. The device and attention
+    backend are checked (``ConfigError``) before any file is written or removed.
     """
     check_ensemble([config for config, _ in members])
+    job_dir = Path(job_dir)
     configured = [Member(config, Path(out), resumable_config_hash(config)) for config, out in members]
     finished = [is_finished(member.out_dir, member.resumable_hash) for member in configured]
+    resumed = None
     if all(finished):
         for member, status in zip(configured, finished):
             print(f"{member.out_dir}: already {status}; nothing to do", file=sys.stderr)
-        if not (Path(job_dir) / JOB_FILE).exists():  # the job's record, so that a rerun of the job completes
-            members = [{"run_id": m.run_id, "run_dir": str(m.out_dir), "status": s} for m, s in zip(configured, finished)]
-            write_job_record(Path(job_dir), members, 0, 0.0, {"training": 0.0, "validation": 0.0, "total": 0.0},
-                             note="every run had finished already; this job trained nothing")
-        return list(finished)
+        if (job_dir / JOB_FILE).exists():
+            return list(finished)
+        resumed = record_finished_job(configured, finished, job_dir)  # the job's record, so that its rerun completes
+        if resumed is None:
+            return list(finished)
+    check_runtime(configured[0].config)
+    if resumed is not None:
+        planned = resumed
+    else:
+        try:
+            planned = plan_members(configured, finished, job_dir)
+        except CheckpointError as error:
+            for member, status in zip(configured, finished):
+                if not status:
+                    _record_failure(member, str(error))
+            raise
     try:
-        planned = plan_members(configured, finished, Path(job_dir))
-    except CheckpointError as error:
-        for member, status in zip(configured, finished):
-            if not status:
-                _record_failure(member, str(error))
-        raise
-    try:
-        trainer = EnsembleTrainer(planned, Path(job_dir))
+        trainer = EnsembleTrainer(planned, job_dir)
     except ConfigError:
         raise
     except Exception as error:
@@ -84,27 +100,73 @@ def train_ensemble(members: list[tuple[TrainConfig, Path]], job_dir: Path) -> li
     return [statuses.get(Path(out)) or is_finished(out, resumable_config_hash(config)) for config, out in members]
 
 
-def plan_members(configured: list[Member], finished: list[str | None], job_dir: Path) -> list[Member]:
-    """The members this job trains: the unfinished ones, or those of the job's checkpoint when resuming.
+def record_finished_job(configured: list[Member], finished: list[str], job_dir: Path) -> list[Member] | None:
+    """Write ``job.json`` of a job whose runs have all finished, or return the members to resume to write it.
 
-    A checkpoint names its members (run folder and config hash); it resumes only when those are all
-    configured and every other configured run has finished. A checkpoint whose members have all finished
-    is spent (their run folders hold everything it trained): when the job folder is not itself a run
-    folder to train and none of those runs is to be trained again under another config, it is removed and
-    the job starts afresh, as when a pipeline's proposal gives a
-    job folder new runs. Otherwise it belongs to another ensemble layout, and ``ConfigError`` says so.
+    When the job folder's checkpoint trained some of these runs (its members are all configured, with
+    these config hashes), the job was killed after their summaries and before its record (or its
+    record was removed since): the final checkpoint holds the record's training facts (steps, seconds
+    of training steps and validation passes, model FLOPs), written before any summary, and the matmul
+    rate is measured now, at the job's threads. A checkpoint of these runs without them (written
+    before the last of them diverged, or by older code) is returned to be resumed: the job then ends
+    as it did, and writes its record. Otherwise this job trained nothing, and its record says so.
+    Of the processes of a ``torchrun`` job, only the main one (``RANK`` 0) writes the record.
     """
     path = job_dir / "checkpoints" / CHECKPOINT_NAME
-    layout = [tuple(entry) for entry in read_checkpoint(path).get("layout", [])] if path.exists() else []
-    to_train = {str(member.out_dir) for member, status in zip(configured, finished) if not status}
-    if layout and all(is_finished(out, resumable_hash) for out, resumable_hash in layout) \
-            and not to_train & ({out for out, _ in layout} | {str(job_dir)}):
-        # a finished run is never trained over, and a run folder's own checkpoint (one run trained alone) never dropped
-        print(f"{path}: its runs {[Path(out).name for out, _ in layout]} have all finished; removed, starting afresh",
-              file=sys.stderr)
-        path.unlink()
-    if not path.exists():  # a fresh job trains only what is unfinished
-        return [member for member, status in zip(configured, finished) if not status]
+    note = "every run had finished already; this job trained nothing"
+    try:
+        state = _read_if_present(path)
+    except CheckpointError as error:  # the runs are done: their job's record must not fail on it
+        state, note = None, f"every run had finished already; this job's training is not recorded: {error}"
+    by_key = {(str(m.out_dir), m.resumable_hash): (m, status) for m, status in zip(configured, finished)}
+    layout = [tuple(entry) for entry in state.get("layout", [])] if state else []
+    if layout and all(key in by_key for key in layout):
+        record = state.get("job_record")
+        if record is None:
+            print(f"{path}: written at step {state['step']}, before its runs ended; resuming it to end the job "
+                  "as it did and write its record", file=sys.stderr)
+            return [by_key[key][0] for key in layout]
+        if _is_main_process():
+            members = [{"run_id": m.run_id, "run_dir": str(m.out_dir), "status": status}
+                       for m, status in (by_key[key] for key in layout)]
+            threads = configured[0].config.threads or torch.get_num_threads()
+            write_finished_job_record(job_dir, members, record, matmul_rate.measure_matmul(threads),
+                                      recorded_after_restart=True)
+            print(f"{job_dir / JOB_FILE}: written from {path}, the job's final checkpoint", file=sys.stderr)
+        return None
+    if _is_main_process():
+        members = [{"run_id": m.run_id, "run_dir": str(m.out_dir), "status": s} for m, s in zip(configured, finished)]
+        write_job_record(job_dir, members, 0, 0.0, {"training": 0.0, "validation": 0.0, "total": 0.0}, note=note)
+    return None
+
+
+def plan_members(configured: list[Member], finished: list[str | None], job_dir: Path,
+                 is_main: bool | None = None) -> list[Member]:
+    """The members this job trains: the unfinished ones, or those of the job's checkpoint when resuming.
+
+    A checkpoint names its members (run folder and config hash). One whose members have all finished
+    is spent (their run folders hold everything it trained): it is removed and the job starts afresh
+    with its unfinished runs, whatever their configs (a run it trained that is now configured otherwise
+    is trained again under the new config, as it would be without the checkpoint), as when a pipeline's
+    proposal gives a job folder new runs. Otherwise it resumes only when its members are all configured
+    and every other configured run has finished; else it belongs to another ensemble layout, and
+    ``ConfigError`` says so.
+
+    Every process of a ``torchrun`` job plans, before their process group exists: only the main one
+    (``is_main``; by default ``RANK`` 0) removes a spent checkpoint, and one already removed is no error.
+    """
+    path = job_dir / "checkpoints" / CHECKPOINT_NAME
+    state = _read_if_present(path)
+    fresh = [member for member, status in zip(configured, finished) if not status]
+    if state is None:  # a fresh job trains only what is unfinished
+        return fresh
+    layout = [tuple(entry) for entry in state.get("layout", [])]
+    if layout and all(is_finished(out, resumable_hash) for out, resumable_hash in layout):
+        if is_main if is_main is not None else _is_main_process():
+            print(f"{path}: its runs {[Path(out).name for out, _ in layout]} have all finished; removed, "
+                  "starting afresh", file=sys.stderr)
+            path.unlink(missing_ok=True)
+        return fresh
     by_key = {(str(member.out_dir), member.resumable_hash): member for member in configured}
     outside = [m for m, status in zip(configured, finished) if not status and (str(m.out_dir), m.resumable_hash) not in layout]
     if not layout or any(key not in by_key for key in layout) or outside:
@@ -114,6 +176,24 @@ def plan_members(configured: list[Member], finished: list[str | None], job_dir: 
             "use a new job folder, or delete the checkpoint to start over"
         )
     return [by_key[key] for key in layout]
+
+
+def _is_main_process() -> bool:
+    """Whether this is the main process of its job (``torchrun``'s ``RANK`` 0, or the only one), before any
+    process group exists."""
+    return int(os.environ.get("RANK", "0")) == 0
+
+
+def _read_if_present(path: Path) -> dict | None:
+    """The job checkpoint at ``path``, or None when there is none (also when another process removed it meanwhile)."""
+    if not path.exists():
+        return None
+    try:
+        return read_checkpoint(path)
+    except CheckpointError:
+        if not path.exists():
+            return None
+        raise
 
 
 def train(config: TrainConfig, out_dir: Path) -> str:

@@ -15,6 +15,11 @@ validation passes: ``validation_wall_time_s``, ``model_flops.validation``), each
 ``seconds`` and ``fraction_of_matmul``; the rest of the job seconds is start-up, data, checkpoints and
 files. ``by_shape`` gives the same figures per model shape (width x depth, from ``job.json``'s
 ``model_config``), narrowest first: where the grid's fraction is lost.
+
+A job whose record was written after a restart (``job.json``'s ``recorded_after_restart``: its process was
+killed after its runs had finished and before its record, and a rerun wrote the record from the job's
+final checkpoint) has Snakemake seconds of that rerun, not of its training: such jobs are left out of
+every figure and counted in ``jobs_recorded_after_restart``.
 """
 
 from __future__ import annotations
@@ -62,6 +67,12 @@ def grid_performance(job_files: list[Path], benchmark_files: list[Path]) -> dict
     if len(job_files) != len(benchmark_files) or not job_files:
         raise ValueError(f"need one benchmark file per job record, got {len(benchmark_files)} for {len(job_files)}")
     jobs = [json.loads(Path(path).read_text()) for path in job_files]
+    timed = [i for i, job in enumerate(jobs) if not job.get("recorded_after_restart")]
+    if not timed:
+        raise ValueError("every job's record was written after a restart (its training had finished in a killed "
+                         "process), so no job's seconds are its training's: rerun the grid's jobs to measure")
+    restarted = len(jobs) - len(timed)
+    jobs, job_files, benchmark_files = ([items[i] for i in timed] for items in (jobs, job_files, benchmark_files))
     matmul = jobs_matmul(jobs, job_files)
     flops = sum(float(job["model_flops"]["total"]) for job in jobs)
     each_job_seconds = [job_seconds(Path(path)) for path in benchmark_files]
@@ -74,6 +85,7 @@ def grid_performance(job_files: list[Path], benchmark_files: list[Path]) -> dict
         "grid_fraction_of_matmul": flops / seconds / rate,
         "members_per_job": statistics.median(len(job["members"]) for job in jobs),
         "jobs": len(jobs),
+        "jobs_recorded_after_restart": restarted,
         "runs": sum(len(job["members"]) for job in jobs),
         "matmul": matmul,
     }

@@ -5,7 +5,8 @@ the same run trained alone and of an independent reference loop (``VideoDiT`` wi
 ``torch.optim.AdamW`` and ``clip_grad_norm_``, the textbook step); a diverging member is frozen
 while the others go on; SIGKILL and SIGTERM mid-run followed by a rerun end with the metrics of an
 uninterrupted ensemble; two processes give the one-process losses; a checkpoint of another layout
-is refused.
+is refused, and a spent one removed (by one process only) whatever the new configs; a job killed
+before its job.json writes it on the rerun.
 """
 
 from __future__ import annotations
@@ -244,6 +245,113 @@ def test_ensemble_job_whose_checkpoint_is_spent_trains_its_new_runs(prepared_dat
     assert (uninterrupted[0] / "metrics.csv").read_text() == finished
     layout = torch.load(job / "checkpoints" / "latest.pt", map_location="cpu", weights_only=True)["layout"]
     assert [Path(out).name for out, _ in layout] == ["m3"]
+
+
+def _spent_job(prepared_data, tiny_run, tmp_path) -> tuple[list, list, Path]:
+    """A job folder holding a spent checkpoint (the tiny run's, which completed) and configured with one new run."""
+    from dit.config import resumable_config_hash
+    from dit.engine import Member
+
+    job = tmp_path / "job"
+    (job / "checkpoints").mkdir(parents=True)
+    (job / "checkpoints" / "latest.pt").write_bytes((tiny_run / "checkpoints" / "latest.pt").read_bytes())
+    config = config_from_dict(member_config(prepared_data, 2e-3, 9, "new"))
+    return [Member(config, tmp_path / "new", resumable_config_hash(config))], [None], job
+
+
+@pytest.mark.parametrize("rank, removes", [("0", True), ("1", False)])
+def test_only_the_main_process_removes_a_spent_checkpoint(prepared_data, tiny_run, tmp_path, monkeypatch, capsys,
+                                                          rank, removes):
+    """Every process of a torchrun job plans before the process group exists: each starts afresh, and only rank 0
+    removes the spent checkpoint (two removers: the slower one failed on the file the other had removed)."""
+    from dit.train import plan_members
+
+    configured, finished, job = _spent_job(prepared_data, tiny_run, tmp_path)
+    monkeypatch.setenv("RANK", rank)
+    assert plan_members(configured, finished, job) == configured
+    assert (job / "checkpoints" / "latest.pt").exists() is not removes
+    assert ("have all finished; removed" in capsys.readouterr().err) is removes
+    assert plan_members(configured, finished, job, is_main=True) == configured  # is_main overrides RANK
+    assert not (job / "checkpoints" / "latest.pt").exists()
+    assert plan_members(configured, finished, job, is_main=False) == configured  # once removed: a fresh job
+
+
+def test_a_spent_checkpoint_another_process_removes_while_it_is_read_is_no_error(prepared_data, tiny_run, tmp_path,
+                                                                                 monkeypatch):
+    import dit.train
+
+    configured, finished, job = _spent_job(prepared_data, tiny_run, tmp_path)
+    real = dit.train.read_checkpoint
+
+    def removed_meanwhile(path):
+        path.unlink()  # rank 0 removes it between this process's look and its read
+        return real(path)
+
+    monkeypatch.setattr(dit.train, "read_checkpoint", removed_meanwhile)
+    assert dit.train.plan_members(configured, finished, job, is_main=False) == configured
+
+
+def test_ensemble_whose_finished_runs_are_configured_anew_trains_them_under_the_new_config(prepared_data, tmp_path,
+                                                                                          capsys):
+    """A finished ensemble rerun with a changed shared setting (Snakemake after a config edit): its checkpoint is
+    spent, removed, and every run trains under the new config, to the numbers of a fresh job folder."""
+    short = {"schedule__milestones_tokens": [512, 1024]}  # 4 steps
+    before = ensemble_members(prepared_data, tmp_path, members=MEMBERS[:2], **short)
+    job = tmp_path / "job"
+    assert train_main(["--ensemble", str(write_ensemble(tmp_path / "a.yaml", before)), "--out", str(job), "--quiet"]) == 0
+    after = ensemble_members(prepared_data, tmp_path, members=MEMBERS[:2], optimizer__warmup_steps=2, **short)
+    fresh = ensemble_members(prepared_data, tmp_path / "fresh", members=MEMBERS[:2], optimizer__warmup_steps=2, **short)
+    assert train_main(["--ensemble", str(write_ensemble(tmp_path / "f.yaml", fresh)), "--out", str(tmp_path / "fresh" / "job"),
+                       "--quiet"]) == 0
+    old_losses = [losses(out) for _, out in before]
+    capsys.readouterr()
+    assert train_main(["--ensemble", str(write_ensemble(tmp_path / "b.yaml", after)), "--out", str(job), "--quiet"]) == 0
+    stderr = capsys.readouterr().err
+    assert "its runs ['m0', 'm1'] have all finished; removed, starting afresh" in stderr
+    from dit.config import resumable_config_hash
+
+    for (config, out), (_, alone), old in zip(after, fresh, old_losses, strict=True):
+        summary = json.loads((out / "summary.json").read_text())
+        assert summary["status"] == "completed"
+        assert summary["provenance"]["resumable_config_hash"] == resumable_config_hash(config_from_dict(config))
+        assert losses(out) == losses(alone) != old, out.name
+    assert json.loads((job / "job.json").read_text())["steps"] == 4
+
+
+def test_ensemble_killed_before_its_record_writes_it_on_the_rerun(prepared_data, tmp_path, monkeypatch, capsys):
+    """Killed after every member's summary (one diverged, one completed) and before job.json: the rerun's record has
+    the uninterrupted job's members, steps and model FLOPs, and this job's own seconds."""
+    import dit.engine
+
+    class Killed(BaseException):
+        pass
+
+    changes = {"schedule__milestones_tokens": [512, 1024], "divergence": {"max_loss": 1.1}}
+    members = MEMBERS[:1] + ((0.5, 8),)  # the second diverges
+    reference = ensemble_members(prepared_data, tmp_path / "reference", members=members, **changes)
+    assert train_main(["--ensemble", str(write_ensemble(tmp_path / "r.yaml", reference)),
+                       "--out", str(tmp_path / "reference" / "job"), "--quiet"]) == 0
+    uninterrupted = json.loads((tmp_path / "reference" / "job" / "job.json").read_text())
+    assert [m["status"] for m in uninterrupted["members"]] == ["completed", "diverged"]
+    killed = ensemble_members(prepared_data, tmp_path, members=members, **changes)
+    arguments = ["--ensemble", str(write_ensemble(tmp_path / "k.yaml", killed)), "--out", str(tmp_path / "job"), "--quiet"]
+
+    def kill(threads):
+        raise Killed
+
+    with monkeypatch.context() as patch:
+        patch.setattr(dit.engine, "measure_matmul", kill)
+        with pytest.raises(Killed):
+            train_main(arguments)
+    assert not (tmp_path / "job" / "job.json").exists()
+    assert train_main(arguments) == 0
+    record = json.loads((tmp_path / "job" / "job.json").read_text())
+    assert [{**m, "run_dir": Path(m["run_dir"]).name} for m in record["members"]] == \
+        [{**m, "run_dir": Path(m["run_dir"]).name} for m in uninterrupted["members"]]
+    for key in ("steps", "model_flops", "model_config"):
+        assert record[key] == uninterrupted[key], key
+    assert record["wall_time_s"] == json.loads((tmp_path / "m0" / "summary.json").read_text())["wall_time_s"] > 0
+    assert record["matmul"]["threads"] == 1 and "note" not in record
 
 
 def test_ensemble_optimizer_moves_each_member_as_fused_adamw_does_to_the_bit():

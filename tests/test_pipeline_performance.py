@@ -84,6 +84,26 @@ def test_a_job_that_trained_nothing_is_counted_without_a_rate(tmp_path):
     assert out["matmul"]["jobs"] == 2 and out["matmul_flops_per_s"] == statistics.median([0.9e11, 1.0e11])
 
 
+def test_a_job_recorded_after_a_restart_is_left_out_of_every_figure(tmp_path):
+    """Its Snakemake seconds are those of the rerun that wrote its record, not of its training."""
+    jobs, benchmarks = write_jobs(tmp_path)
+    record = json.loads(jobs[0].read_text())
+    jobs[0].write_text(json.dumps({**record, "recorded_after_restart": True}))
+    benchmarks[0].write_text("s\th:m:s\tmax_rss\n3.5\t0:00:03\t100\n")
+    out = grid_performance(jobs, benchmarks)
+    kept = JOBS[1:]
+    flops, seconds = sum(j[1] + j[2] for j in kept), sum(j[5] for j in kept)
+    rate = statistics.median(j[6] for j in kept)
+    assert out["jobs"] == 2 and out["jobs_recorded_after_restart"] == 1 and out["runs"] == 30
+    assert out["grid_model_flops"] == flops and out["grid_job_seconds"] == seconds and out["matmul_flops_per_s"] == rate
+    assert out["grid_fraction_of_matmul"] == pytest.approx(flops / seconds / rate)
+    assert sum(shape["jobs"] for shape in out["by_shape"]) == 2
+    for path in jobs[1:]:
+        path.write_text(json.dumps({**json.loads(path.read_text()), "recorded_after_restart": True}))
+    with pytest.raises(ValueError, match="every job's record was written after a restart"):
+        grid_performance(jobs, benchmarks)
+
+
 def test_a_job_record_without_a_rate_is_a_clear_error(tmp_path):
     jobs, benchmarks = write_jobs(tmp_path, rates=False)
     with pytest.raises(ValueError, match=r"job0.json: no matmul rate recorded .*rerun the job"):

@@ -1,6 +1,8 @@
 """The training engine: exact resume after SIGKILL, SIGTERM and SIGUSR1 preemption, micro-batch and
 multi-process equivalence, divergence at any step (above the threshold, non-finite training or
-validation loss), config errors, checkpoints of another config, --quiet, and the run folder's records.
+validation loss), config errors (also a device, attention backend or data split this machine or folder
+lacks), checkpoints of another config and spent ones, a job record written on the rerun of a job killed
+before it, temporary files of a killed checkpoint write, --quiet, and the run folder's records.
 
 The uninterrupted reference is the suite's tiny run (``tiny_run``, tests/conftest.py): interrupted and
 split runs of the same config must reproduce its numbers.
@@ -23,6 +25,7 @@ import time
 from pathlib import Path
 
 import pytest
+import torch
 import yaml
 
 from dit.allocator import retain_freed_memory, user_chose_malloc_settings
@@ -88,18 +91,131 @@ def test_rerun_of_a_completed_run_does_nothing(prepared_data, tiny_run, tmp_path
     assert (run / "summary.json").stat().st_mtime_ns == mtime
 
 
-def test_a_rerun_job_whose_runs_had_finished_still_writes_its_record(prepared_data, tiny_run, tmp_path, capsys):
-    """Snakemake can rerun a job whose runs all finished (a changed parameter): the job trains nothing and
-    still leaves its job.json, the rule's output, saying so."""
+class _Killed(BaseException):
+    """Stands for SIGKILL in-process: nothing catches it, so the job stops where it is raised."""
+
+
+def _kill_when(monkeypatch, module, name: str, when=lambda *args, **kwargs: True) -> None:
+    """Raise ``_Killed`` where ``module.name`` is called and ``when`` holds (else call it)."""
+    real = getattr(module, name)
+
+    def killed(*args, **kwargs):
+        if when(*args, **kwargs):
+            raise _Killed
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(module, name, killed)
+
+
+def _files(folder: Path) -> set[str]:
+    return {str(path.relative_to(folder)) for path in folder.rglob("*") if path.is_file()}
+
+
+def _job_record(run: Path) -> dict:
+    """The run's job.json with its own folder written as RUN, so the records of two folders compare."""
+    return json.loads((run / "job.json").read_text().replace(str(run), "RUN"))
+
+
+def test_a_job_killed_before_its_record_writes_it_on_the_rerun_from_its_final_checkpoint(
+        prepared_data, tiny_run, tmp_path, monkeypatch, capsys):
+    """Killed after its run's summary and before its job.json (in the matmul measurement, the job's last act):
+    the rerun writes the record of the uninterrupted job (steps, FLOPs, seconds of training and validation) and
+    measures the matmul rate itself."""
+    import dit.engine
+
+    out = tmp_path / "run"
+    with monkeypatch.context() as patch:
+        _kill_when(patch, dit.engine, "measure_matmul")
+        with pytest.raises(_Killed):
+            train_in_process(tiny_run_config(prepared_data), out)
+    summary = json.loads((out / "summary.json").read_text())
+    assert summary["status"] == "completed"
+    # the state a completed job is in without its job.json
+    assert _files(out) == _files(tiny_run) - {"job.json"}
+    assert train_in_process(tiny_run_config(prepared_data), out) == 0
+    stderr = capsys.readouterr().err
+    assert "already completed" in stderr and "written from" in stderr and "final checkpoint" in stderr
+    record, uninterrupted = _job_record(out), _job_record(tiny_run)
+    assert record["members"] == uninterrupted["members"] == [{"run_id": "run", "run_dir": "RUN", "status": "completed"}]
+    for key in ("steps", "model_flops", "model_config"):
+        assert record[key] == uninterrupted[key], key
+    assert record["steps"] == 20 and record["model_flops"]["training"] > 0 and record["model_flops"]["validation"] > 0
+    # the clock readings are this job's own, as its killed process would have written them
+    assert record["wall_time_s"] == summary["wall_time_s"] > 0 and record["validation_wall_time_s"] > 0
+    assert "note" not in record
+    assert record["matmul"]["threads"] == 1 and record["matmul"]["flops_per_s"] > 0
+
+
+def test_a_removed_job_record_is_written_again_from_the_final_checkpoint(prepared_data, tmp_path, capsys):
+    """The same state as a kill before job.json: the record comes back as it was, bar the matmul rate (measured
+    again: its flops_per_s and median_seconds are clock readings)."""
+    run = tmp_path / "run"  # trained here: its checkpoint names its own folder
+    assert train_in_process(tiny_run_config(prepared_data), run) == 0
+    uninterrupted = json.loads((run / "job.json").read_text())
+    (run / "job.json").unlink()
+    metrics, summary = (run / "metrics.csv").read_text(), (run / "summary.json").read_text()
+    capsys.readouterr()
+    assert train_in_process(tiny_run_config(prepared_data), run) == 0
+    assert "already completed" in capsys.readouterr().err
+    record = json.loads((run / "job.json").read_text())
+    assert record["matmul"]["threads"] == uninterrupted["matmul"]["threads"] == 1
+    # the rerun's wall time is not the training's: pipeline.performance leaves such a job out
+    assert record["recorded_after_restart"] is True and uninterrupted["recorded_after_restart"] is False
+    clocks = ("matmul", "recorded_after_restart")
+    assert {k: v for k, v in record.items() if k not in clocks} == {k: v for k, v in uninterrupted.items() if k not in clocks}
+    assert (run / "metrics.csv").read_text() == metrics and (run / "summary.json").read_text() == summary
+
+
+def test_a_job_whose_runs_had_finished_without_its_checkpoint_records_that_it_trained_nothing(
+        prepared_data, tiny_run, tmp_path, capsys):
+    """Snakemake can rerun a job whose runs all finished elsewhere (a new job folder, a spent checkpoint): the job
+    trains nothing and still leaves its job.json, the rule's output, saying so."""
     run = copy_run(tiny_run, tmp_path / "run")
     (run / "job.json").unlink()
+    (run / "checkpoints" / "latest.pt").unlink()
     metrics = (run / "metrics.csv").read_text()
     assert train_in_process(tiny_run_config(prepared_data), run) == 0
     assert "already completed" in capsys.readouterr().err
     record = json.loads((run / "job.json").read_text())
     assert record["members"] == [{"run_id": "run", "run_dir": str(run), "status": "completed"}]
     assert record["model_flops"]["total"] == 0 and "trained nothing" in record["note"] and record["matmul"] is None
+    assert record["recorded_after_restart"] is False  # it trained nothing, and says so: counted with 0 FLOPs
     assert (run / "metrics.csv").read_text() == metrics
+
+
+def test_a_job_killed_after_its_last_run_diverged_and_before_its_final_checkpoint_ends_as_it_did(
+        prepared_data, tmp_path, monkeypatch, capsys):
+    """Its run's summary says diverged, its checkpoint is of an earlier step and has no record: the rerun resumes
+    it to the same end (the divergence again, to the bit) and writes the uninterrupted job's record."""
+    import dit.engine
+
+    real_step = dit.engine.EnsembleTrainer.train_step
+
+    def diverging_at_step_7(self):
+        losses = real_step(self)
+        return [loss * 100 for loss in losses] if self.step >= 7 else losses
+
+    monkeypatch.setattr(dit.engine.EnsembleTrainer, "train_step", diverging_at_step_7)
+    config = tiny_run_config(prepared_data)
+    reference = tmp_path / "reference" / "run"
+    assert train_in_process(config, reference) == 0
+    out = tmp_path / "run"
+    with monkeypatch.context() as patch:
+        _kill_when(patch, dit.engine.EnsembleTrainer, "save_checkpoint", lambda self, final=False: final)
+        with pytest.raises(_Killed):
+            train_in_process(config, out)
+    assert json.loads((out / "summary.json").read_text())["status"] == "diverged" and not (out / "job.json").exists()
+    capsys.readouterr()
+    assert train_in_process(config, out) == 0
+    assert "before its runs ended; resuming it" in capsys.readouterr().err
+    record, uninterrupted = _job_record(out), _job_record(reference)
+    for key in ("members", "steps", "model_flops", "model_config"):
+        assert record[key] == uninterrupted[key], key
+    assert record["steps"] == 8 and record["members"][0]["status"] == "diverged"
+    assert loss_rows(out) == loss_rows(reference)
+    for run in (out, reference):
+        summary = json.loads((run / "summary.json").read_text())
+        assert summary["steps"] == 7 and "training loss" in summary["status_reason"] and "at step 7" in summary["status_reason"]
 
 
 def _milestone_rows(out: Path) -> int:
@@ -332,6 +448,20 @@ def test_the_threshold_applies_from_the_first_step(prepared_data, tmp_path):
         ({"schedule": {"milestones_tokens": [1024, 4096], "total_tokens": 2048}}, "schedule.milestones_tokens"),
         ({"optimizer": {"lr": 1e-3, "momentum": 0.9}}, "optimizer.momentum"),
         ({"diffusion": {"timestep_sampling": "sobol"}}, "diffusion.timestep_sampling"),
+        ({"diffusion": {"beta_start": 0.05, "beta_end": 0.02}}, "diffusion.beta_start"),
+        ({"diffusion": {"beta_end": 1.5}}, "diffusion.beta_end"),
+        ({"diffusion": {"beta_end": 1.0}}, "diffusion.beta_end"),
+        ({"diffusion": {"beta_start": 0.0}}, "diffusion.beta_start"),
+        ({"diffusion": {"beta_end": math.nan}}, "diffusion.beta_end"),
+        ({"diffusion": {"num_timesteps": 4}, "validation": {"timesteps": 8, "batch_clips": 4}}, "validation.timesteps"),
+        ({"optimizer": {"lr": 3e-3, "grad_clip": math.nan}}, "optimizer.grad_clip"),
+        ({"optimizer": {"lr": 3e-3, "grad_clip": math.inf}}, "optimizer.grad_clip"),
+        ({"optimizer": {"lr": 3e-3, "eps": math.nan}}, "optimizer.eps"),
+        ({"optimizer": {"lr": 3e-3, "weight_decay": math.nan}}, "optimizer.weight_decay"),
+        ({"optimizer": {"lr": 3e-3, "weight_decay": math.inf}}, "optimizer.weight_decay"),
+        ({"optimizer": {"lr": math.inf}}, "optimizer.lr"),
+        ({"ema": {"gamma": math.inf}}, "ema.gamma"),
+        ({"progress": {"interval_seconds": math.nan}}, "progress.interval_seconds"),
     ],
 )
 def test_bad_config_fails_at_start_naming_the_key(tmp_path, capsys, changes, key):
@@ -342,6 +472,47 @@ def test_bad_config_fails_at_start_naming_the_key(tmp_path, capsys, changes, key
     stderr = capsys.readouterr().err
     assert key in stderr and "Traceback" not in stderr
     assert not (tmp_path / "run").exists()
+
+
+def test_values_at_the_edges_of_their_ranges_are_accepted(prepared_data):
+    config = config_from_dict(tiny_run_config(
+        prepared_data, diffusion={"num_timesteps": 4, "beta_start": 0.02, "beta_end": 0.02},
+        validation={"timesteps": 4}, optimizer={"lr": 3e-3, "weight_decay": 0.0, "grad_clip": 1.0},
+        divergence={"max_loss": math.inf}))  # no divergence threshold
+    assert config.validation.timesteps == config.diffusion.num_timesteps == 4
+    assert config.divergence.max_loss == math.inf
+
+
+@pytest.mark.parametrize("changes, key", [
+    ({"device": "cuda"}, "device 'cuda': no CUDA device"),
+    ({"device": "cpu", "model": {"size": "tiny-8k", "patch": [2, 4, 4], "attention": "xformers"}}, "model.attention"),
+], ids=["cuda-without-a-gpu", "xformers-on-a-cpu"])
+def test_a_device_or_attention_backend_this_machine_lacks_fails_before_anything_is_written(
+        prepared_data, tmp_path, monkeypatch, capsys, changes, key):
+    """Valid settings this machine cannot honour: a configuration error (exit 2) naming the setting, before any
+    file of the run is written (no summary saying it failed, no config.yaml, no metrics)."""
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)  # this machine has no GPU, whatever it has
+    config = tiny_run_config(prepared_data, **changes)
+    config_from_dict(config)  # the config itself is valid
+    assert train_in_process(config, tmp_path / "run") == 2
+    stderr = capsys.readouterr().err
+    assert "configuration error" in stderr and key in stderr and "Traceback" not in stderr
+    assert not (tmp_path / "run").exists()
+
+
+@pytest.mark.parametrize("split", ["validation", "train"])
+def test_a_data_folder_with_an_empty_split_is_refused_before_training(prepared_data, tmp_path, capsys, split):
+    """A prepared folder whose validation (or training) split holds no clips: refused at start, naming the folder,
+    not after training to the first milestone."""
+    data = tmp_path / "prepared"
+    shutil.copytree(prepared_data, data)
+    manifest = json.loads((data / "manifest.json").read_text())
+    manifest["splits"][split] = {"clips": 0, "shards": []}
+    (data / "manifest.json").write_text(json.dumps(manifest))
+    assert train_in_process(tiny_run_config(data), tmp_path / "run") == 2
+    stderr = capsys.readouterr().err
+    assert f"data.root: {data} holds no {split} clips" in stderr and "Traceback" not in stderr
+    assert not (tmp_path / "run" / "summary.json").exists() and not (tmp_path / "run" / "metrics.csv").exists()
 
 
 def test_batch_not_divisible_by_processes_names_the_key(prepared_data):
@@ -376,15 +547,60 @@ def test_unreadable_checkpoint_is_a_clear_failure_and_is_kept(prepared_data, tmp
 def test_a_checkpoint_of_another_config_is_refused_and_left_alone(prepared_data, tiny_run, tmp_path, capsys):
     """Resuming into a folder whose checkpoint was written under another config would mix two runs."""
     run = copy_run(tiny_run, tmp_path / "run")
+    state = torch.load(run / "checkpoints" / "latest.pt", map_location="cpu", weights_only=True)
+    state["layout"][0][0] = str(run)  # as if trained here
+    torch.save(state, run / "checkpoints" / "latest.pt")
     checkpoint = (run / "checkpoints" / "latest.pt").read_bytes()
     metrics = (run / "metrics.csv").read_text()
-    (run / "summary.json").unlink()  # an unfinished run, so the trainer looks at its checkpoint
+    (run / "summary.json").unlink()  # an unfinished run, so its checkpoint is not spent
     other = tiny_run_config(prepared_data, optimizer={"lr": 1e-3, "warmup_steps": 2})
     assert train_in_process(other, run) == 2
     stderr = capsys.readouterr().err
     assert f"{run / 'checkpoints' / 'latest.pt'} belongs to another ensemble layout" in stderr and "Traceback" not in stderr
     assert (run / "checkpoints" / "latest.pt").read_bytes() == checkpoint
     assert (run / "metrics.csv").read_text() == metrics
+
+
+def test_a_spent_checkpoint_of_a_run_is_removed_and_the_run_trained_under_its_new_config(
+        prepared_data, tiny_run, tmp_path, capsys):
+    """A finished run's folder is its job's: rerun under another config, its checkpoint is spent (its run finished),
+    removed, and the run is trained afresh, to the numbers of the new config trained in a fresh folder."""
+    other = tiny_run_config(prepared_data, optimizer={"lr": 1e-3, "warmup_steps": 2})
+    fresh = tmp_path / "fresh" / "run"
+    assert train_in_process(other, fresh) == 0
+    run = tmp_path / "run"
+    assert train_in_process(tiny_run_config(prepared_data), run) == 0  # here: its checkpoint names this folder
+    capsys.readouterr()
+    assert train_in_process(other, run) == 0
+    stderr = capsys.readouterr().err
+    assert f"{run / 'checkpoints' / 'latest.pt'}: its runs ['run'] have all finished; removed, starting afresh" in stderr
+    assert "resumed from" not in stderr
+    summary = json.loads((run / "summary.json").read_text())
+    assert summary["status"] == "completed" and summary["learning_rate"] == 1e-3
+    assert loss_rows(run) == loss_rows(fresh) != loss_rows(tiny_run)
+
+
+def test_stale_temporary_files_of_a_killed_checkpoint_write_are_removed_when_the_job_starts(
+        prepared_data, tiny_run, tmp_path, capsys):
+    """A SIGKILL while ``latest.pt`` was being written leaves its temporary file (``dit.atomic.atomic_path``'s
+    name); the job's next start removes those of its own checkpoint folder and nothing else."""
+    import tempfile
+
+    out = tmp_path / "run"
+    (out / "checkpoints").mkdir(parents=True)
+    stale = [Path(tempfile.mkstemp(prefix=".latest.pt.", suffix=".tmp", dir=out / "checkpoints")[1]) for _ in range(2)]
+    for path in stale:
+        path.write_bytes(b"half a checkpoint")
+    kept = [out / "checkpoints" / ".model.pt.abcd1234.tmp", out / "checkpoints" / "notes.tmp",
+            tmp_path / "other-job" / "checkpoints" / ".latest.pt.abcd1234.tmp"]
+    for path in kept:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_bytes(b"not this job's")
+    assert train_in_process(tiny_run_config(prepared_data), out) == 0
+    stderr = capsys.readouterr().err
+    assert all(f"removed {path}, left by a checkpoint write that was killed" in stderr for path in stale)
+    assert not any(path.exists() for path in stale) and all(path.exists() for path in kept)
+    assert loss_rows(out) == loss_rows(tiny_run)
 
 
 def test_quiet_silences_progress_lines_and_changes_no_number(prepared_data, tiny_run, tmp_path, capsys):
