@@ -163,8 +163,11 @@ class EnsembleTrainer:
         if not (Path(config.data.root) / "manifest.json").is_file():
             raise ConfigError(f"data.root: {config.data.root} is not a prepared data folder (no manifest.json); "
                               "run `python -m dit.data prepare` first")
-        self.train_data = ShardDataset(config.data.root, split="train")
-        self.validation_data = ShardDataset(config.data.root, split="validation")
+        try:
+            self.train_data = ShardDataset(config.data.root, split="train")
+            self.validation_data = ShardDataset(config.data.root, split="validation")
+        except (OSError, ValueError) as error:  # a damaged manifest or shard, named in the message
+            raise ConfigError(f"data.root: {error}") from None
         for split, data in (("train", self.train_data), ("validation", self.validation_data)):
             if len(data) == 0:  # refused here, not at the first step or milestone
                 raise ConfigError(f"data.root: {config.data.root} holds no {split} clips (its {split} split is empty); "

@@ -515,6 +515,30 @@ def test_a_data_folder_with_an_empty_split_is_refused_before_training(prepared_d
     assert not (tmp_path / "run" / "summary.json").exists() and not (tmp_path / "run" / "metrics.csv").exists()
 
 
+@pytest.mark.parametrize("damage", ["truncated manifest", "manifest not an object", "missing shard", "truncated shard"])
+def test_a_damaged_data_folder_is_refused_naming_the_file(prepared_data, tmp_path, capsys, damage):
+    """A manifest or shard file that cannot be read stops the job at start with the file's name (exit 2), not a traceback."""
+    data = tmp_path / "prepared"
+    shutil.copytree(prepared_data, data)
+    shard = sorted(data.glob("train-*.frames.npy"))[0]
+    if damage == "truncated manifest":
+        damaged = data / "manifest.json"
+        damaged.write_text(damaged.read_text()[:100])
+    elif damage == "manifest not an object":
+        damaged = data / "manifest.json"
+        damaged.write_text("[1, 2]")
+    elif damage == "missing shard":
+        damaged = shard
+        shard.unlink()
+    else:
+        damaged = shard
+        shard.write_bytes(shard.read_bytes()[:200])
+    assert train_in_process(tiny_run_config(data), tmp_path / "run") == 2
+    stderr = capsys.readouterr().err
+    assert f"data.root: {damaged}" in stderr and "Traceback" not in stderr
+    assert not (tmp_path / "run" / "summary.json").exists()
+
+
 def test_batch_not_divisible_by_processes_names_the_key(prepared_data):
     config = config_from_dict(tiny_run_config(prepared_data, batch={"global_clips": 12, "micro_clips": 4}))
     assert config.validate_world_size(1) == 4 and config.validate_world_size(3) == 4

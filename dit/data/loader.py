@@ -56,8 +56,7 @@ class ShardDataset:
         self._ids: list[np.ndarray] = []
         expected_clip = (self.frames, self.height, self.width, 3)
         for shard in self._shards:
-            frames = np.load(self.root / shard["files"]["frames"], mmap_mode="r")
-            ids = np.load(self.root / shard["files"]["caption_ids"], mmap_mode="r")
+            frames, ids = (self._load_shard_file(shard["files"][role]) for role in ("frames", "caption_ids"))
             count = int(shard["clips"])
             if frames.shape != (count, *expected_clip) or frames.dtype != np.uint8:
                 raise ValueError(
@@ -75,6 +74,14 @@ class ShardDataset:
         self._length = int(self._starts[-1])
         if self._length != int(self.manifest["splits"][split]["clips"]):
             raise ValueError(f"{self.root}: shards of split {split} hold {self._length} clips, manifest says otherwise")
+
+    def _load_shard_file(self, name: str) -> np.ndarray:
+        """A shard's array, memory-mapped; a missing, truncated or foreign file raises ``ValueError`` naming it."""
+        path = self.root / name
+        try:
+            return np.load(path, mmap_mode="r")
+        except (OSError, ValueError) as error:
+            raise ValueError(f"{path}: cannot be read as a shard of {self.root} ({error}); prepare the folder again") from None
 
     def __len__(self) -> int:
         """Number of clips."""

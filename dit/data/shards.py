@@ -105,8 +105,13 @@ def read_manifest(root: str | os.PathLike) -> dict:
     path = Path(root) / MANIFEST_NAME
     if not path.is_file():
         raise FileNotFoundError(f"{path} not found: {root} is not a prepared data folder (run python -m dit.data prepare)")
-    with open(path, encoding="utf-8") as handle:
-        manifest = json.load(handle)
+    try:
+        with open(path, encoding="utf-8") as handle:
+            manifest = json.load(handle)
+    except ValueError as error:  # json.JSONDecodeError and UnicodeDecodeError
+        raise ValueError(f"{path} is damaged (not a JSON document: {error}); prepare the folder again") from None
+    if not isinstance(manifest, dict):
+        raise ValueError(f"{path} is not a {MANIFEST_FORMAT} manifest (a JSON {type(manifest).__name__}, not an object)")
     if manifest.get("format") != MANIFEST_FORMAT:
         raise ValueError(f"{path} is not a {MANIFEST_FORMAT} manifest (format {manifest.get('format')!r})")
     if manifest.get("format_version") != MANIFEST_VERSION:
