@@ -581,8 +581,12 @@ def test_claim_3c_rows_whose_loss_law_is_on_a_guard_bound_are_not_tested(results
                     if line.startswith(f"| B = {guarded['batch_clips']} clips, LR = {guarded['learning_rate']:.4g} |"))
     assert row_line.endswith(f"{verdicts.NOT_TESTED}: {rows[(guarded['batch_clips'], guarded['learning_rate'])]['reason']} |")
     document["laws"]["loss_conventional"]["fit"].update(on_bound=["beta"], guard_bounds=["beta"])
+    document["comparison"]["dropped_resamples"] = 7  # the headline untested, with dropped resamples: it still renders
     headline = claims.recipe_comparison(document)
     assert headline["verdict"] == verdicts.NOT_TESTED and "loss_conventional has beta" in headline["reason"] and headline["by_cell"]
+    text = render("summary.md.j2", {**results["facts"], "claims": {**results["facts"]["claims"], "claim_3c": headline}})
+    line = next(line for line in text.splitlines() if line.startswith("- **Claim 3c"))
+    assert f"{verdicts.NOT_TESTED}.** A loss law is not identified: loss_conventional has beta" in line and "7 dropped)" in line
 
 
 def test_the_target_budget_and_the_curves_span_only_the_size_budget_pairs_run():
