@@ -401,7 +401,11 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     print(render(comparison, limit=args.limit))
     if args.json is not None:
-        atomic_write_json(args.json, comparison.to_dict())
+        try:
+            atomic_write_json(args.json, comparison.to_dict())
+        except OSError as error:
+            print(f"analysis.compare: cannot write --json {args.json}: {error.strerror or error}", file=sys.stderr)
+            return 2
     return 0 if comparison.agrees else 1
 
 

@@ -124,6 +124,13 @@ def test_files_identical_apart_from_clock_readings(pair, tmp_path):
     assert compare_folders(a, b).identical_files == {"runs.csv": False, "laws.json": False}
 
 
+def test_a_json_path_that_cannot_be_written_is_a_clear_error(pair, tmp_path, capsys):
+    a, b, _ = pair
+    (tmp_path / "a-file").write_text("not a folder")
+    assert main([str(a), str(b), "--json", str(tmp_path / "a-file" / "comparison.json")]) == 2
+    assert f"cannot write --json {tmp_path / 'a-file' / 'comparison.json'}" in capsys.readouterr().err
+
+
 def test_command_line_exit_status_and_json(pair, tmp_path, capsys):
     a, b, known = pair
     assert main([str(a), str(a)]) == 0
