@@ -86,7 +86,8 @@ def percent_estimate(estimate, digits: int = 1) -> str:
     if estimate.get("dropped"):  # the verdict reads the interval with the dropped resamples at either extreme
         bounded = estimate.get("interval_with_dropped") or [None, None]
         within = percent_interval(bounded, digits) if all(_finite(v) for v in bounded) else " unbounded"
-        text += f" ({estimate['dropped']} resamples dropped; counted at either extreme:{within})"
+        noun = "resample" if estimate["dropped"] == 1 else "resamples"
+        text += f" ({estimate['dropped']} {noun} dropped; counted at either extreme:{within})"
     return text
 
 

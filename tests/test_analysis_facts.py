@@ -454,6 +454,7 @@ def test_an_estimate_with_dropped_resamples_shows_the_interval_its_verdict_reads
     bounded = {"value": -1.4, "interval": kept, "dropped": 3, "interval_with_dropped": [-4.0, -0.5]}
     assert percent_estimate(bounded).endswith("counted at either extreme: [-400.0%, -50.0%])")
     assert "dropped" not in percent_estimate({"value": -1.4, "interval": kept, "dropped": 0})
+    assert "(1 resample dropped;" in percent_estimate({**bounded, "dropped": 1})
 
 
 def test_extra_learning_rates_are_those_beyond_the_rates_every_fitting_size_has():
@@ -578,7 +579,8 @@ def test_claim_3c_rows_whose_loss_law_is_on_a_guard_bound_are_not_tested(results
     assert rows[(floored["batch_clips"], floored["learning_rate"])]["verdict"] == verdicts.from_interval(interval or last["interval"])
     text = render("summary.md.j2", {**results["facts"], "claims": {**results["facts"]["claims"], "claim_3c": claim}})
     row_line = next(line for line in text.splitlines()
-                    if line.startswith(f"| B = {guarded['batch_clips']} clips, LR = {guarded['learning_rate']:.4g} |"))
+                    if line.startswith(f"| B = {guarded['batch_clips']} clip{'s' if guarded['batch_clips'] != 1 else ''}, "
+                                       f"LR = {guarded['learning_rate']:.4g} |"))
     assert row_line.endswith(f"{verdicts.NOT_TESTED}: {rows[(guarded['batch_clips'], guarded['learning_rate'])]['reason']} |")
     document["laws"]["loss_conventional"]["fit"].update(on_bound=["beta"], guard_bounds=["beta"])
     document["comparison"]["dropped_resamples"] = 7  # the headline untested, with dropped resamples: it still renders
