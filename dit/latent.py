@@ -58,6 +58,8 @@ class LatentCodec:
 
     patch: tuple[int, int, int]
     channels: int
+    #: Latents are scaled to unit variance, not bounded: a sampler must not clamp them to [-1, 1].
+    bounded = False
     basis: np.ndarray
     mean: np.ndarray
     scale: float
@@ -250,6 +252,8 @@ class PixelSpace:
     """The identity "codec": the model works on RGB pixels in ``[-1, 1]`` (``dit.diffusion``)."""
 
     channels: int = 3
+    #: Pixels lie in [-1, 1]: a sampler may clamp its predicted clean clip to that range.
+    bounded = True
 
     def latent_shape(self, frames: int, height: int, width: int) -> tuple[int, int, int, int]:
         return self.channels, frames, height, width

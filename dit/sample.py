@@ -110,7 +110,10 @@ def sample_videos(
     eta: float = 0.0,
     seed: int = 0,
 ) -> np.ndarray:
-    """One clip per caption row of ``caption_ids`` ``(B, caption_length)``: uint8 ``(B, F, H, W, 3)``."""
+    """One clip per caption row of ``caption_ids`` ``(B, caption_length)``: uint8 ``(B, F, H, W, 3)``.
+
+    Each predicted clean clip is clamped to ``[-1, 1]`` in pixel space only: the latent codec's latents have unit
+    variance, and many of their values lie outside that range."""
     c = run.model_config
     videos = []
     for position, ids in enumerate(caption_ids):
@@ -127,6 +130,7 @@ def sample_videos(
                 guidance_scale=guidance_scale,
                 eta=eta,
                 generator=generator,
+                clip_denoised=run.space.bounded,  # pixels lie in [-1, 1]; unit-variance latents do not
             )
         videos.append(run.space.decode(x.float().cpu()).numpy()[0])
     return np.stack(videos)

@@ -192,3 +192,40 @@ def test_guidance_eta_and_fps_flags_do_what_they_say(trained_run, tmp_path):
     assert np.array_equal(videos["slow"], videos["default"])
     for name, fps in (("default", 8.0), ("slow", 4.0)):
         assert VideoReader(str(tmp_path / name / "sample_000.mp4"), num_threads=1).get_avg_fps() == pytest.approx(fps)
+
+
+class _Oracle(torch.nn.Module):
+    """Predicts the exact noise of one fixed clean clip ``x0`` (model space): a sampler must return ``x0``."""
+
+    def __init__(self, x0: torch.Tensor, schedule):
+        super().__init__()
+        self.x0, self.alpha_bar, self.weight = x0, schedule.alphas_cumprod(), torch.nn.Parameter(torch.zeros(1))
+
+    def encode_captions(self, batch, *args, **kwargs):
+        return torch.zeros(batch, 1, 1), torch.ones(batch, 1, dtype=torch.bool)
+
+    def denoise(self, x, t, context, mask):
+        a = self.alpha_bar[t].float().view(-1, 1, 1, 1, 1)
+        return (x - a.sqrt() * self.x0) / (1 - a).sqrt()
+
+
+def test_samples_in_latent_space_are_not_clamped_to_the_pixel_range():
+    """The latent codec's latents have unit variance, so many lie outside [-1, 1]: clamping the predicted clean latent
+    there (DDIM's pixel-space default) would cut them off. With an oracle model the sample decodes to the clip itself."""
+    from types import SimpleNamespace
+
+    from dit.diffusion import NoiseSchedule
+    from dit.latent import PixelSpace, fit_codec
+
+    generator = torch.Generator().manual_seed(0)
+    base = torch.rand(8, 8, 16, 16, 3, generator=generator).permute(0, 4, 1, 2, 3)
+    videos = (torch.nn.functional.avg_pool3d(base, 3, 1, 1).permute(0, 2, 3, 4, 1) * 255).round().to(torch.uint8)
+    codec = fit_codec(videos, (2, 4, 4), 16)
+    z = codec.encode(videos[:1])
+    assert (z.abs() > 1).any() and codec.bounded is False and PixelSpace().bounded is True
+    schedule = NoiseSchedule()
+    config = SimpleNamespace(in_channels=16, clip_frames=4, clip_height=4, clip_width=4)
+    run = SimpleNamespace(model=_Oracle(z, schedule), schedule=schedule, device=torch.device("cpu"), precision="fp32",
+                          space=codec, model_config=config)
+    clips = sample.sample_videos(run, torch.ones(1, 4, dtype=torch.long), steps=20, guidance_scale=1.0)
+    assert np.abs(clips[0].astype(int) - codec.decode(z).numpy()[0].astype(int)).max() <= 1
