@@ -270,7 +270,7 @@ def engine_training_step(experiment: Experiment, config: VideoDiTConfig, learnin
         optimizer.step(learning_rates, active, opt.get("grad_clip"))
 
     per_clip = training_flops_per_clip(config.forward_flops(), config.caption_feature_width, config.caption_length,
-                                       config.width, text_input_gradient=config.caption_table == "learned")
+                                       config.width, text_input_gradient=config.caption_features_have_gradient)
     return TrainingStep(run, members, batch_clips, members * batch_clips * per_clip, config)
 
 

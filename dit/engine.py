@@ -232,7 +232,7 @@ class EnsembleTrainer:
         self.forward_flops_per_clip = forward.total
         self.training_flops_per_clip = training_flops_per_clip(
             forward, self.model_config.caption_feature_width, self.model_config.caption_length, self.size.width,
-            text_input_gradient=self.model_config.caption_table == "learned")
+            text_input_gradient=self.model_config.caption_features_have_gradient)
         self.flops_6n_per_token = six_n_flops_per_token(self.non_embedding_parameters)
         self.total_tokens = config.total_tokens
         self.total_steps = math.ceil(self.total_tokens / self.tokens_per_step)

@@ -177,8 +177,10 @@ def training_flops_per_clip(forward: ForwardFlops, text_width: int, text_tokens:
 
     The backward computes no gradient of the inputs of the first layers: the patch embedding's and
     the timestep MLP's first linear, and the caption projection's first linear unless the caption
-    features themselves learn (``text_input_gradient``: a learned token table does, a frozen one or
-    external embeddings do not). ``FlopCounterMode`` measures exactly this with "math" attention.
+    features themselves learn (``text_input_gradient``, ``VideoDiTConfig.caption_features_have_gradient``:
+    features of caption ids do, as the caption position embedding learns whether the token table is
+    learned or frozen; external embeddings do not). ``FlopCounterMode`` measures exactly this with
+    "math" attention.
     """
     skipped = forward.patch_embedding + 2.0 * frequency_dim * width
     if not text_input_gradient:

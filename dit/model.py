@@ -186,6 +186,13 @@ class VideoDiTConfig:
             return self.external_text_width
         return self.text_width if self.text_width is not None else self.width
 
+    @property
+    def caption_features_have_gradient(self) -> bool:
+        """Whether a training step's backward computes the gradient of the caption features (the input of the caption
+        projection): it does for caption ids, whose features carry the learned caption position embedding (and, with
+        ``caption_table: learned``, the table's rows), and not for external embeddings, which are data."""
+        return self.external_text_width is None
+
     def forward_flops(self, text_tokens: Optional[int] = None) -> ForwardFlops:
         """FLOPs of one forward pass on one clip, term by term (``dit.flops.forward_flops_per_clip``)."""
         if self.mlp_ratio != 4:

@@ -21,6 +21,7 @@ from dit.flops import (
     inference_flops_per_video,
     paper_flops_per_token,
     six_n_flops_per_token,
+    training_flops_per_clip,
 )
 from dit.model import VideoDiT, VideoDiTConfig
 
@@ -48,6 +49,28 @@ def _count(function) -> tuple[int, dict]:
     with FlopCounterMode(display=False) as counter:
         function()
     return counter.get_total_flops(), {str(op): flops for op, flops in counter.get_flop_counts()["Global"].items()}
+
+
+@pytest.mark.parametrize("caption_table", ["frozen", "learned", "external"])
+def test_the_engines_training_count_matches_the_measurement_for_every_caption_input(caption_table):
+    """``training_flops_per_clip`` as the engine and the benchmarks call it: the frozen table's features carry the
+    learned caption position embedding, so backward computes the caption projection's input gradient, as for a
+    learned table; external embeddings are data and get none."""
+    overrides = {"external_text_width": 12} if caption_table == "external" else {"caption_table": caption_table}
+    model = _model("tiny-18k", **overrides)
+    config = model.config
+    x0, noise, timesteps, ids = _batch(config)
+    inputs = {"caption_embeddings": torch.randn(BATCH, config.caption_length, 12)} if caption_table == "external" else {}
+    caption = None if caption_table == "external" else ids
+
+    def training_step():
+        epsilon_mse(model, NoiseSchedule(), x0, timesteps, noise, caption, **inputs).mean().backward()
+
+    measured, _ = _count(training_step)
+    per_clip = training_flops_per_clip(config.forward_flops(), config.caption_feature_width, config.caption_length,
+                                       config.width, text_input_gradient=config.caption_features_have_gradient)
+    assert config.caption_features_have_gradient is (caption_table != "external")
+    assert measured == BATCH * per_clip
 
 
 @pytest.mark.parametrize("size", ["tiny-33k", "tiny-262k", "tiny-1m"])
