@@ -10,9 +10,18 @@ thread. Nothing happens on import.
 
 from __future__ import annotations
 
+import contextlib
 import ctypes
 import os
+from typing import Iterator
 
+#: Names of OpenBLAS's thread-count getter, in the order of ``SETTERS``.
+GETTERS = (
+    "openblas_get_num_threads",
+    "openblas_get_num_threads64_",
+    "scipy_openblas_get_num_threads",
+    "scipy_openblas_get_num_threads64_",
+)
 #: Names of OpenBLAS's thread-count setter in the builds numpy and scipy ship (and in plain OpenBLAS).
 SETTERS = (
     "openblas_set_num_threads",
@@ -20,6 +29,52 @@ SETTERS = (
     "scipy_openblas_set_num_threads",
     "scipy_openblas_set_num_threads64_",
 )
+
+
+def _loaded_openblas() -> list[tuple[str, ctypes.CDLL]]:
+    """The OpenBLAS libraries mapped into this process (``/proc/self/maps``), with their handles."""
+    try:
+        with open("/proc/self/maps") as handle:
+            paths = {line.split(maxsplit=5)[-1].strip() for line in handle if "openblas" in line.lower()}
+    except OSError:
+        return []
+    libraries = []
+    for path in sorted(p for p in paths if p.startswith("/")):
+        try:
+            libraries.append((path, ctypes.CDLL(path)))
+        except OSError:
+            continue
+    return libraries
+
+
+def openblas_threads() -> dict[str, int]:
+    """Each loaded OpenBLAS library's thread count (path -> threads)."""
+    counts = {}
+    for path, library in _loaded_openblas():
+        getter = next((getattr(library, name) for name in GETTERS if hasattr(library, name)), None)
+        if getter is not None:
+            getter.restype = ctypes.c_int
+            counts[path] = int(getter())
+    return counts
+
+
+@contextlib.contextmanager
+def one_openblas_thread() -> Iterator[list[str]]:
+    """``limit_openblas_threads()`` for the block, then ``OPENBLAS_NUM_THREADS`` and every library's count as before."""
+    variable = os.environ.get("OPENBLAS_NUM_THREADS")
+    before = openblas_threads()
+    try:
+        yield limit_openblas_threads()
+    finally:
+        if variable is None:
+            os.environ.pop("OPENBLAS_NUM_THREADS", None)
+        else:
+            os.environ["OPENBLAS_NUM_THREADS"] = variable
+        for path, library in _loaded_openblas():
+            setter = next((getattr(library, name) for name in SETTERS if hasattr(library, name)), None)
+            if setter is not None and path in before:
+                setter.argtypes = [ctypes.c_int]
+                setter(before[path])
 
 
 def limit_openblas_threads() -> list[str]:
@@ -30,17 +85,8 @@ def limit_openblas_threads() -> list[str]:
     without it only the environment variable applies).
     """
     os.environ["OPENBLAS_NUM_THREADS"] = "1"
-    try:
-        with open("/proc/self/maps") as handle:
-            paths = {line.split(maxsplit=5)[-1].strip() for line in handle if "openblas" in line.lower()}
-    except OSError:
-        return []
     limited = []
-    for path in sorted(p for p in paths if p.startswith("/")):
-        try:
-            library = ctypes.CDLL(path)
-        except OSError:
-            continue
+    for path, library in _loaded_openblas():
         for name in SETTERS:
             setter = getattr(library, name, None)
             if setter is not None:

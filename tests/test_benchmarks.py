@@ -5,6 +5,8 @@ to the default cannot break a benchmark unseen."""
 
 from __future__ import annotations
 
+import json
+import os
 import sys
 from pathlib import Path
 
@@ -161,3 +163,30 @@ def test_bench_ensemble_scaling_line_matches_numpy_polyfit():
     slope, intercept = np.polyfit(members, seconds, 1)
     assert fixed == pytest.approx(intercept, rel=1e-9) and per_member == pytest.approx(slope, rel=1e-9)
     assert bench_ensemble.fit_line([1, 2, 4], [1.5 + 0.25 * m for m in (1, 2, 4)]) == pytest.approx((1.5, 0.25))
+
+
+def test_no_benchmark_module_changes_thread_counts_on_import():
+    """Importing every benchmark module (as ``pytest benchmarks/`` does) leaves torch's threads, OPENBLAS_NUM_THREADS
+    and every loaded OpenBLAS's thread count as they were; bench_analysis's fits take one thread within its tests."""
+    import subprocess
+
+    script = f"""
+import json, os, sys
+sys.path.insert(0, {str(BENCHMARKS)!r})
+import numpy, scipy.linalg, torch
+from analysis.blas import one_openblas_thread, openblas_threads
+def state():
+    return [torch.get_num_threads(), os.environ.get("OPENBLAS_NUM_THREADS"), openblas_threads()]
+before = state()
+import bench_analysis, bench_attention, bench_data, bench_distributed, bench_ensemble, bench_model_flops
+after = state()
+with one_openblas_thread():
+    inside = state()
+print(json.dumps([before, after, inside, state()]))
+"""
+    environment = {key: value for key, value in os.environ.items() if key != "OPENBLAS_NUM_THREADS"}
+    result = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, env=environment,
+                            cwd=BENCHMARKS.parent, check=True)
+    before, after, inside, restored = json.loads(result.stdout.strip().splitlines()[-1])
+    assert before == after == restored and before[1] is None
+    assert inside[1] == "1" and set(inside[2].values()) == {1} and inside[2].keys() == before[2].keys()
