@@ -32,6 +32,11 @@ TRACKED_PACKAGES = (
     "matplotlib",
     "snakemake",
     "pyyaml",
+    "pyarrow",
+    "pygments",
+    "jinja2",
+    "tabulate",
+    "jsonschema",
 )
 
 PROJECT_ROOT = Path(__file__).resolve().parent.parent

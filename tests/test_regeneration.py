@@ -108,6 +108,27 @@ def test_colour_conversion_matches_bt601_and_the_encoder_input_layout():
     assert set(PIXEL_FORMATS) == {"yuv444p", "yuv420p"}
 
 
+def test_provenance_records_every_pinned_runtime_package():
+    """Each package pyproject.toml pins for running the suite (its ``dependencies``) has its version in provenance:
+    pyarrow reads the runs tables, tabulate writes the Markdown tables, jinja2 renders the reports."""
+    import importlib.metadata
+    import re
+    import tomllib
+
+    from dit.provenance import provenance
+
+    pinned = tomllib.loads((Path(__file__).resolve().parent.parent / "pyproject.toml").read_text())["project"]["dependencies"]
+    names = [re.split(r"[=<>!~ ;\[]", requirement, maxsplit=1)[0].lower() for requirement in pinned]
+    packages = provenance({})["packages"]
+    for name in names:
+        assert name in packages, f"{name} is pinned but not recorded"
+        try:
+            installed = importlib.metadata.version(name)
+        except importlib.metadata.PackageNotFoundError:
+            installed = None
+        assert packages[name] == installed or (installed is None and packages[name] is None)
+
+
 def test_provenance_names_the_cpu_and_the_math_libraries():
     import platform
 
