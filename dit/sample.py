@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import argparse
 import math
+import re
 import sys
 import textwrap
 import time
@@ -277,7 +278,21 @@ def sample_run(
     }
     record = index_record(run, captions, entries, videos.shape[1:4], settings, sampling_seconds, tokenizer)
     atomic_write_json(out / INDEX_NAME, record)
+    remove_stale_samples(out, len(captions))
     return record
+
+
+def remove_stale_samples(out: Path, count: int) -> list[Path]:
+    """Remove the ``sample_NNN.mp4`` files of an earlier call with more captions (``NNN >= count``): the folder then
+    holds exactly what its ``index.json`` lists. Returns the files removed."""
+    pattern = re.compile(MP4_NAME.replace("{index:03d}", "([0-9]{3,})").replace(".", "\\."))
+    removed = []
+    for path in sorted(Path(out).glob("sample_*.mp4")):
+        match = pattern.fullmatch(path.name)
+        if match is not None and int(match.group(1)) >= count:
+            path.unlink()
+            removed.append(path)
+    return removed
 
 
 def index_record(run: TrainedRun, captions: Sequence[str], entries: list[dict], clip_shape: Sequence[int],

@@ -147,6 +147,11 @@ def _cross_check(config: Mapping[str, Any]) -> None:
     if config["data"]["source"] is None and config["data"]["captions"] is not None:
         _fail("data.captions", "a captions CSV needs data.source (the embedded set writes its own captions)")
     _check_caption_contrasts(caption_contrasts(config))
+    for key, value in (("workdir", config["workdir"]), ("results", config["results"]),
+                       ("data.source", config["data"]["source"]), ("data.captions", config["data"]["captions"])):
+        if value is not None and any(character.isspace() for character in str(value)):
+            _fail(key, f"{value!r} contains whitespace, which the pipeline's shell commands do not quote: use a path "
+                       "without spaces (a symbolic link to the folder will do)")
     for run in grid_runs(config):
         _check_run(config, run)
     for size in config["heldout"]["sizes"]:
@@ -267,6 +272,11 @@ def caption_contrast_arguments(config: Mapping[str, Any]) -> str:
     if words["exchange"]:
         arguments.append("--exchange " + shlex.quote(",".join(words["exchange"])))
     return " ".join(arguments)
+
+
+def sample_caption_arguments(config: Mapping[str, Any]) -> str:
+    """The ``--caption`` arguments of ``python -m dit.sample`` for ``samples.captions``, each quoted for the shell."""
+    return " ".join(f"--caption {shlex.quote(caption)}" for caption in (config["samples"]["captions"] or []))
 
 
 def load_pipeline_config(path: str | Path) -> dict[str, Any]:

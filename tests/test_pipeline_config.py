@@ -18,6 +18,7 @@ from pipeline.config import (
     caption_contrast_arguments,
     caption_contrasts,
     main,
+    sample_caption_arguments,
     validate_pipeline_config,
 )
 
@@ -112,13 +113,16 @@ def test_the_shipped_overlays_are_valid_over_the_default(overlay):
         (changed(evaluation={"caption_contrasts": {"exchange": ["red"]}}),
          "evaluation.caption_contrasts.exchange: needs two or more words"),
         (changed(evaluation={"caption_contrasts": "embedded"}), "evaluation.caption_contrasts: 'auto' was expected"),
+        (changed(workdir="work/my run"), "workdir: 'work/my run' contains whitespace"),
+        (changed(data={"source": "/videos/my\tclips"}), "data.source: '/videos/my\\tclips' contains whitespace"),
     ],
     ids=["milestones-of-an-unknown-size", "negative-learning-rate", "unknown-size", "unknown-nested-key", "unknown-top-level-key", "heldout-in-grid",
          "noise-seed-is-the-training-seed", "noise-seed-is-a-replicate-seed", "milestones-not-increasing", "milestones-repeated", "heldout-tokens-beyond",
          "model-patch", "latent-patch", "pixel-patch", "captions-without-source", "batch-over-processes",
          "batch-over-nodes", "extra-rates-of-another-size", "extra-rate-already-in-the-grid", "heldout-size-too-narrow",
          "grid-size-too-narrow", "inference-patch-values", "contrast-of-two-words", "contrast-word-in-two-pairs",
-         "exchange-of-a-comma", "exchange-of-one-word", "contrasts-neither-auto-nor-words"],
+         "exchange-of-a-comma", "exchange-of-one-word", "contrasts-neither-auto-nor-words", "workdir-with-a-space",
+         "source-with-a-tab"],
 )
 def test_an_invalid_config_is_refused_naming_the_key(config, message):
     with pytest.raises(PipelineConfigError) as error:
@@ -138,6 +142,19 @@ def test_caption_contrasts_are_the_embedded_sets_words_or_the_configs():
     config = changed(evaluation={"caption_contrasts": {"swap": [["day", "night"]], "exchange": ["&", "dog"]}})
     validate_pipeline_config(config)
     assert caption_contrast_arguments(config) == "--swap day:night --exchange '&,dog'"
+
+
+def test_sample_captions_reach_dit_sample_as_written():
+    """Quotes, dollars and backslashes in ``samples.captions`` are the caption's own characters, not the shell's."""
+    import shlex
+    import subprocess
+
+    captions = ["it's a \"big\" red 7 for $HOME", "back\\slash `tick` ;&|"]
+    arguments = sample_caption_arguments(changed(samples={**SMOKE["samples"], "captions": captions}))
+    echoed = subprocess.run(["bash", "-c", f"printf '%s\\n' {arguments}"], capture_output=True, text=True, check=True)
+    assert echoed.stdout.splitlines() == ["--caption", captions[0], "--caption", captions[1]]
+    assert shlex.split(arguments) == ["--caption", captions[0], "--caption", captions[1]]
+    assert sample_caption_arguments(changed(samples={**SMOKE["samples"], "captions": None})) == ""
 
 
 def test_a_batch_the_processes_can_split_is_accepted():

@@ -229,3 +229,12 @@ def test_samples_in_latent_space_are_not_clamped_to_the_pixel_range():
                           space=codec, model_config=config)
     clips = sample.sample_videos(run, torch.ones(1, 4, dtype=torch.long), steps=20, guidance_scale=1.0)
     assert np.abs(clips[0].astype(int) - codec.decode(z).numpy()[0].astype(int)).max() <= 1
+
+
+def test_a_rerun_with_fewer_captions_leaves_only_the_samples_its_index_lists(trained_run, tmp_path):
+    out = tmp_path / "out"
+    for captions in (CAPTIONS, CAPTIONS[:1]):
+        arguments = [item for caption in captions for item in ("--caption", caption)]
+        assert sample.main(["--run", str(trained_run), "--out", str(out), *arguments, "--steps", "2", "--device", "cpu"]) == 0
+    index = json.loads((out / "index.json").read_text())
+    assert index["files"]["mp4"] == sorted(p.name for p in out.glob("sample_*.mp4")) == ["sample_000.mp4"]

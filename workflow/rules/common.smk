@@ -19,11 +19,13 @@ from pipeline.runs import (
     training_jobs,
 )
 from analysis.config import config_from_dict as fit_settings
+from dit.data.sources import source_fingerprint
 from pipeline.config import (
     PipelineConfigError,
     caption_contrast_arguments,
     fit_config,
     model_tokens_per_clip,
+    sample_caption_arguments,
     validate_pipeline_config,
 )
 
@@ -80,6 +82,14 @@ def training_inputs(wildcards=None):
 def proposal_file():
     """The held-out proposal (fit.smk's checkpoint); calling this makes the caller wait for it."""
     return checkpoints.propose_heldout.get().output.proposal
+
+
+def heldout_training_inputs(wildcards=None):
+    """A held-out job's inputs: ``training_inputs``, once the proposal exists. The proposal file itself is not an
+    input: a refit that proposes the same runs (a changed fit setting, a new bootstrap) rewrites it, and its runs'
+    configs, the job's ``ensemble`` param, decide whether the job trains again."""
+    proposal_file()  # waits for the checkpoint
+    return training_inputs()
 
 
 def heldout_jobs(wildcards=None):

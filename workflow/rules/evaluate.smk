@@ -88,7 +88,7 @@ rule samples:
     params:
         run=lambda wildcards: evaluated_run_dir(wildcards, "largest"),
         out=lambda wildcards, output: os.path.dirname(output.index),
-        captions=" ".join(f"--caption {c!r}" for c in (SAMPLES["captions"] or [])),
+        captions=sample_caption_arguments(config),
         steps=SAMPLES["steps"],
         guidance_scale=SAMPLES["guidance_scale"],
         seed=SAMPLES["seed"],
