@@ -559,3 +559,28 @@ def test_an_interrupted_preparation_leaves_no_temporary_folder_behind(tmp_path):
     assert len(temporaries()) == 1 and (out / "manifest.json").read_bytes() == before
     assert _prepare(source, out) == 0
     assert temporaries() == [] and _captions_of(out)["Walking/hang.mp4"] == "a walk that hangs"
+
+
+def test_the_source_fingerprint_changes_with_any_file_below_the_folder(tmp_path):
+    """What the pipeline passes to prepare_data so that your own folder is prepared again when a file below it is
+    added, removed, replaced or edited in place (the folder's own time does not change then)."""
+    import os
+
+    from dit.data.sources import source_fingerprint
+
+    source = tmp_path / "videos"
+    (source / "Walking").mkdir(parents=True)
+    (source / "Walking" / "a.mp4").write_bytes(b"0" * 10)
+    (source / "captions.csv").write_text("file,caption\nWalking/a.mp4,a walk\n")
+    seen = [source_fingerprint(source)]
+    assert source_fingerprint(source) == seen[0] and len(seen[0]) == 64
+    os.utime(source / "Walking" / "a.mp4", ns=(1, 1))  # replaced by a file of the same size: another time
+    seen.append(source_fingerprint(source))
+    (source / "Walking" / "b.mp4").write_bytes(b"1" * 10)  # added in a subfolder
+    seen.append(source_fingerprint(source))
+    (source / "captions.csv").write_text("file,caption\nWalking/a.mp4,a slow walk\n")  # a caption edited
+    seen.append(source_fingerprint(source))
+    (source / "Walking" / "b.mp4").unlink()
+    seen.append(source_fingerprint(source))
+    assert len(set(seen)) == len(seen)
+    assert source_fingerprint(tmp_path / "nowhere") == ""

@@ -39,6 +39,25 @@ def caption_from_folder_name(name: str) -> str:
     return " ".join(spaced.lower().split())
 
 
+def source_fingerprint(source: str | os.PathLike) -> str:
+    """A sha256 of every file under ``source`` (relative path, size, modification time in ns): it changes when a
+    video or caption file is added, removed, replaced or edited in place. The pipeline passes it to the data
+    preparation as a parameter, so that such a change prepares the folder again (a folder's own time does not
+    change when a file below it is edited). ``""`` for a folder that does not exist."""
+    root = Path(source)
+    if not root.is_dir():
+        return ""
+    digest = hashlib.sha256()
+    videos, others = find_video_files(root)
+    for relative in sorted(videos + others):
+        try:
+            status = (root / relative).stat()
+        except OSError:
+            continue
+        digest.update(f"{relative}\0{status.st_size}\0{status.st_mtime_ns}\n".encode("utf-8", "surrogateescape"))
+    return digest.hexdigest()
+
+
 def find_video_files(source: Path) -> tuple[list[str], list[str]]:
     """Relative paths (POSIX, sorted) of entries with a video extension, and of the other files.
 

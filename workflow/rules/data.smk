@@ -26,7 +26,8 @@ if config["data"]["source"] is None:
 
 rule prepare_data:
     input:
-        SOURCE,
+        source=SOURCE,
+        captions=config["data"]["captions"] or [],  # an edited captions CSV prepares the folder again
     output:
         directory(PREPARED),
     log:
@@ -36,6 +37,8 @@ rule prepare_data:
     params:
         settings=config["data"]["prepare"],
         captions=f"--captions {config['data']['captions']}" if config["data"]["captions"] else "",
+        # your own folder's files (paths, sizes, times): a video added, replaced or edited below it prepares it again
+        source_files=source_fingerprint(config["data"]["source"]) if config["data"]["source"] else "",
     threads: 2
     resources:
         mem_mb=4000,
@@ -43,7 +46,7 @@ rule prepare_data:
     conda:
         CONDA_ENV
     shell:
-        "python -m dit.data prepare --source {input} --out {output} {params.captions}"
+        "python -m dit.data prepare --source {input.source} --out {output} {params.captions}"
         " --frames {params.settings[frames]} --stride {params.settings[stride]}"
         " --start {params.settings[start]} --height {params.settings[height]}"
         " --width {params.settings[width]} --seed {params.settings[seed]}"
