@@ -39,8 +39,7 @@ rule train_grid:
 
 rule train_heldout:
     input:
-        data=training_inputs,
-        proposal=f"{WORK}/analysis/proposal.json",
+        data=heldout_training_inputs,
     output:
         f"{WORK}/jobs/{{heldout_job}}/job.json",
     log:
