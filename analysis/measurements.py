@@ -407,6 +407,8 @@ def performance(record: dict | None) -> dict | None:
     """The scorecard's performance section, from ``performance.json``."""
     if not record:
         return None
+    if record.get("status") == "not measured":
+        return {"status": "not measured", "reason": record.get("reason"), "jobs": record.get("jobs")}
     keys = ("grid_model_flops", "grid_job_seconds", "matmul_flops_per_s", "grid_fraction_of_matmul", "members_per_job")
     out = {key: record.get(key) for key in keys}
     out["jobs"] = record.get("jobs")

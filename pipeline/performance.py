@@ -19,7 +19,9 @@ files. ``by_shape`` gives the same figures per model shape (width x depth, from 
 A job whose record was written after a restart (``job.json``'s ``recorded_after_restart``: its process was
 killed after its runs had finished and before its record, and a rerun wrote the record from the job's
 final checkpoint) has Snakemake seconds of that rerun, not of its training: such jobs are left out of
-every figure and counted in ``jobs_recorded_after_restart``.
+every figure and counted in ``jobs_recorded_after_restart``. When no job is left that trained in its own
+execution (a rerun of the grid whose runs had all finished), the record says ``status: not measured`` and why,
+and the reports leave the figures out.
 """
 
 from __future__ import annotations
@@ -68,10 +70,13 @@ def grid_performance(job_files: list[Path], benchmark_files: list[Path]) -> dict
         raise ValueError(f"need one benchmark file per job record, got {len(benchmark_files)} for {len(job_files)}")
     jobs = [json.loads(Path(path).read_text()) for path in job_files]
     timed = [i for i, job in enumerate(jobs) if not job.get("recorded_after_restart")]
-    if not timed:
-        raise ValueError("every job's record was written after a restart (its training had finished in a killed "
-                         "process), so no job's seconds are its training's: rerun the grid's jobs to measure")
     restarted = len(jobs) - len(timed)
+    if not timed or not any(jobs[i].get("steps") for i in timed):
+        reason = ("every job's record was written after a restart (its training had finished in an earlier process), "
+                  "so no job's seconds are its training's" if not timed else
+                  "no job trained in this execution (every run had finished already)")
+        return {"status": "not measured", "reason": f"{reason}; train the grid again to measure",
+                "jobs": len(jobs), "jobs_recorded_after_restart": restarted}
     jobs, job_files, benchmark_files = ([items[i] for i in timed] for items in (jobs, job_files, benchmark_files))
     matmul = jobs_matmul(jobs, job_files)
     flops = sum(float(job["model_flops"]["total"]) for job in jobs)
@@ -79,6 +84,7 @@ def grid_performance(job_files: list[Path], benchmark_files: list[Path]) -> dict
     seconds = sum(each_job_seconds)
     rate = matmul["flops_per_s"]
     record = {
+        "status": "measured",
         "grid_model_flops": flops,
         "grid_job_seconds": seconds,
         "matmul_flops_per_s": rate,

@@ -344,6 +344,21 @@ def test_scorecard_sections_and_keys(results):
     assert measurements.performance({**performance, "by_shape": shapes})["by_shape"] == shapes
 
 
+
+def test_a_grid_performance_that_was_not_measured_renders_as_such(results):
+    """A rerun of a grid whose runs had all finished measures nothing: the facts carry the reason, the scorecard no
+    figures, and the summary says so instead of failing."""
+    from analysis.report import render
+
+    record = {"status": "not measured", "reason": "no job trained in this execution", "jobs": 6}
+    performance = measurements.performance(record)
+    assert performance == {"status": "not measured", "reason": "no job trained in this execution", "jobs": 6}
+    facts = {**results["facts"], "performance": performance}
+    assert scorecard(facts)["performance"] is None
+    text = render("summary.md.j2", facts)
+    assert "Grid training jobs, all together (`performance.json`): not measured (6 jobs): no job trained" in text
+
+
 def test_learning_rate_edges_are_counted_by_where_the_best_cell_sits():
     """A grid built so that each place occurs a known number of times; interior optima are not counted."""
     rates, batches, budgets = [1e-3, 2e-3, 4e-3, 8e-3], [1, 2], [100.0, 200.0, 300.0, 400.0, 500.0, 600.0, 700.0]

@@ -100,8 +100,19 @@ def test_a_job_recorded_after_a_restart_is_left_out_of_every_figure(tmp_path):
     assert sum(shape["jobs"] for shape in out["by_shape"]) == 2
     for path in jobs[1:]:
         path.write_text(json.dumps({**json.loads(path.read_text()), "recorded_after_restart": True}))
-    with pytest.raises(ValueError, match="every job's record was written after a restart"):
-        grid_performance(jobs, benchmarks)
+    out = grid_performance(jobs, benchmarks)  # a rerun of a grid whose runs had all finished: nothing to measure
+    assert out["status"] == "not measured" and "every job's record was written after a restart" in out["reason"]
+    assert out["jobs"] == 3 and out["jobs_recorded_after_restart"] == 3 and "grid_model_flops" not in out
+
+
+def test_a_grid_that_trained_nothing_is_not_measured(tmp_path):
+    jobs, benchmarks = write_jobs(tmp_path)
+    for path in jobs:
+        record = json.loads(path.read_text())
+        record.update(steps=0, matmul=None, model_flops={"training": 0.0, "validation": 0.0, "total": 0.0})
+        path.write_text(json.dumps(record))
+    out = grid_performance(jobs, benchmarks)
+    assert out["status"] == "not measured" and "no job trained" in out["reason"]
 
 
 def test_a_job_record_without_a_rate_is_a_clear_error(tmp_path):
