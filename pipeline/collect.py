@@ -5,6 +5,10 @@
 folder holds) and writes one row per (run, token milestone), with the columns of
 ``pipeline.formats.RUNS_TABLE_COLUMNS``. A diverged or failed run keeps the milestones it reached; a
 run that reached none appears once with empty losses, so no run is silently dropped.
+
+Beside the table, ``provenance_path(out)`` (``runs.provenance.json`` for ``runs.csv``) records the
+collection's provenance (``dit.provenance``: code version, packages, the run folders) and each run's own:
+the code version and config hash its ``summary.json`` records.
 """
 
 from __future__ import annotations
@@ -18,7 +22,8 @@ import sys
 from pathlib import Path
 from typing import Iterable
 
-from dit.atomic import atomic_write_text
+from dit.atomic import atomic_write_json, atomic_write_text
+from dit.provenance import provenance
 from dit.run_folder import read_summary
 from pipeline.formats import MILESTONE_COLUMNS, RUN_COLUMNS, RUNS_TABLE_COLUMNS
 
@@ -80,6 +85,22 @@ def write_runs_table(path: Path, rows: list[dict]) -> None:
     atomic_write_text(path, buffer.getvalue())
 
 
+def provenance_path(out: Path) -> Path:
+    """Where the provenance of the runs table ``out`` goes: ``NAME.provenance.json`` beside it."""
+    return Path(out).with_suffix(".provenance.json")
+
+
+def table_provenance(run_dirs: list[Path]) -> dict:
+    """The runs table's provenance: this collection's, and per run the code version and config hash it was trained with."""
+    runs = {}
+    for run_dir in run_dirs:
+        summary = read_summary(run_dir)
+        recorded = summary.get("provenance") or {}
+        runs[str(summary.get("run_id") or Path(run_dir).name)] = {
+            "code_version": recorded.get("code_version"), "config_hash": recorded.get("config_hash")}
+    return {"provenance": provenance({"run_dirs": [str(path) for path in run_dirs]}), "runs": runs}
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m pipeline.collect", description=__doc__.split("\n\n")[0])
     parser.add_argument("--out", required=True, type=Path, help="CSV to write (e.g. results/runs.csv)")
@@ -91,6 +112,7 @@ def main(argv: list[str] | None = None) -> int:
         print(f"pipeline.collect: {error}", file=sys.stderr)
         return 1
     write_runs_table(args.out, rows)
+    atomic_write_json(provenance_path(args.out), table_provenance(args.run_dirs))
     statuses: dict[str, int] = {}
     for run_dir in args.run_dirs:
         status = read_summary(run_dir)["status"]

@@ -52,6 +52,12 @@ def test_a_completed_run_gives_one_row_per_milestone_with_its_summary(tiny_run, 
         for key in ("flops", "flops_6n", "train_loss", "validation_loss", "wall_time_s"):
             assert float(row[key]) == float(milestone[key]), key  # the values themselves, not rounded
     assert int(rows[-1]["tokens"]) == summary["tokens"] == int(rows[-1]["step"]) * summary["batch_tokens"]
+    # beside the table: the collection's provenance and each run's own code version and config hash
+    recorded = json.loads((tmp_path / "runs.provenance.json").read_text())
+    assert recorded["provenance"]["packages"]["pandas"] and recorded["provenance"]["code_version"]["commit"]
+    assert recorded["provenance"]["config"]["run_dirs"] == [str(tiny_run)]
+    assert recorded["runs"] == {summary["run_id"]: {"code_version": summary["provenance"]["code_version"],
+                                                    "config_hash": summary["provenance"]["config_hash"]}}
 
 
 def test_a_diverged_run_keeps_the_milestones_it_reached_and_one_that_reached_none_appears_once(tiny_run, tmp_path):

@@ -23,7 +23,8 @@ rule collect_grid_runs:
     input:
         job_records(GRID_JOBS),
     output:
-        f"{WORK}/analysis/grid_runs.csv",
+        table=f"{WORK}/analysis/grid_runs.csv",
+        provenance=f"{WORK}/analysis/grid_runs.provenance.json",
     log:
         f"{LOGS}/collect_grid_runs.log",
     params:
@@ -32,7 +33,7 @@ rule collect_grid_runs:
     conda:
         CONDA_ENV
     shell:
-        "python -m pipeline.collect --out {output} {params.run_dirs} > {log} 2>&1"
+        "python -m pipeline.collect --out {output.table} {params.run_dirs} > {log} 2>&1"
 
 
 rule fit_grid:
@@ -90,7 +91,8 @@ rule collect_runs:
         grid=job_records(GRID_JOBS),
         heldout=lambda wildcards: job_records(heldout_jobs()),
     output:
-        f"{RESULTS}/runs.csv",
+        table=f"{RESULTS}/runs.csv",
+        provenance=f"{RESULTS}/runs.provenance.json",
     log:
         f"{LOGS}/collect_runs.log",
     params:
@@ -99,7 +101,7 @@ rule collect_runs:
     conda:
         CONDA_ENV
     shell:
-        "python -m pipeline.collect --out {output} {params.run_dirs} > {log} 2>&1"
+        "python -m pipeline.collect --out {output.table} {params.run_dirs} > {log} 2>&1"
 
 
 rule fit_laws:
