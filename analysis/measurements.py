@@ -383,23 +383,16 @@ def caption_contrasts(conditioning: dict, protocol_relative_std: float | None) -
     every caption; ``exchanged``: the first two words of a set trade places), its words, the validation clips whose
     caption it changed, and the loss it adds (absolute; relative to the contrast's loss; as a multiple of the
     protocol's spread; as a share of the whole caption gain, the null caption's)."""
-    rows = []
-    differences = conditioning.get("differences", {})
+    rows, differences, contrasts = [], conditioning.get("differences", {}), conditioning.get("contrasts") or {}
     gain = (differences.get("null_minus_captions") or {}).get("mean")
-    clips = (conditioning.get("validation") or {}).get("clips")
-    contrasts = conditioning.get("contrasts") or {}
     for name in sorted(contrasts, key=lambda name: (name != "swapped", name)):
         record, difference = contrasts[name], differences.get(f"{name}_minus_captions")
-        if not difference:
-            continue
-        row = {"condition": name, "pairs": record.get("pairs"), "words": record.get("words"),
-               "clips_changed": record.get("clips_changed"), "clips": clips,
-               "absolute": difference["mean"], "relative": difference["relative"]}
-        if gain:
-            row["share_of_gain"] = difference["mean"] / gain
-        if protocol_relative_std:
-            row["multiple"] = difference["relative"] / protocol_relative_std
-        rows.append(row)
+        if difference:
+            rows.append({"condition": name, "pairs": record.get("pairs"), "words": record.get("words"),
+                         "clips_changed": record.get("clips_changed"), "clips": (conditioning.get("validation") or {}).get("clips"),
+                         "absolute": difference["mean"], "relative": difference["relative"],
+                         **({"share_of_gain": difference["mean"] / gain} if gain else {}),
+                         **({"multiple": difference["relative"] / protocol_relative_std} if protocol_relative_std else {})})
     return rows
 
 
