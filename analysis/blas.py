@@ -71,10 +71,8 @@ def one_openblas_thread() -> Iterator[list[str]]:
         else:
             os.environ["OPENBLAS_NUM_THREADS"] = variable
         for path, library in _loaded_openblas():
-            setter = next((getattr(library, name) for name in SETTERS if hasattr(library, name)), None)
-            if setter is not None and path in before:
-                setter.argtypes = [ctypes.c_int]
-                setter(before[path])
+            if path in before:
+                _set_threads(library, before[path])
 
 
 def limit_openblas_threads() -> list[str]:
@@ -85,13 +83,14 @@ def limit_openblas_threads() -> list[str]:
     without it only the environment variable applies).
     """
     os.environ["OPENBLAS_NUM_THREADS"] = "1"
-    limited = []
-    for path, library in _loaded_openblas():
-        for name in SETTERS:
-            setter = getattr(library, name, None)
-            if setter is not None:
-                setter.argtypes = [ctypes.c_int]
-                setter(1)
-                limited.append(path)
-                break
-    return limited
+    return [path for path, library in _loaded_openblas() if _set_threads(library, 1)]
+
+
+def _set_threads(library: ctypes.CDLL, threads: int) -> bool:
+    """Call ``library``'s thread setter (the first of ``SETTERS`` it has); whether it had one."""
+    setter = next((getattr(library, name) for name in SETTERS if hasattr(library, name)), None)
+    if setter is None:
+        return False
+    setter.argtypes = [ctypes.c_int]
+    setter(threads)
+    return True

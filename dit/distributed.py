@@ -113,10 +113,16 @@ def autocast(precision: str, device: torch.device) -> contextlib.AbstractContext
     return contextlib.nullcontext()
 
 
+def environment_rank() -> int:
+    """This process's rank as ``torchrun`` sets it in the environment (0 without torchrun), readable before any
+    process group exists."""
+    return int(os.environ.get("RANK", "0"))
+
+
 def init_process_context(requested_device: str, timeout_minutes: float = 30.0) -> ProcessContext:
     """Join the process group that ``torchrun`` describes in the environment, if any."""
     world_size = int(os.environ.get("WORLD_SIZE", "1"))
-    rank = int(os.environ.get("RANK", "0"))
+    rank = environment_rank()
     local_rank = int(os.environ.get("LOCAL_RANK", "0"))
     device = resolve_device(requested_device, local_rank)
     if world_size > 1 and not dist.is_initialized():

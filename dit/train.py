@@ -28,7 +28,6 @@ configuration, 75 preempted (SIGTERM or SIGUSR1: a checkpoint was written; rerun
 from __future__ import annotations
 
 import argparse
-import os
 import sys
 import traceback
 from pathlib import Path
@@ -38,6 +37,7 @@ import torch
 from dit import matmul_rate
 from dit.atomic import atomic_write_json
 from dit.config import ConfigError, TrainConfig, check_ensemble, load_config, load_ensemble, resumable_config_hash
+from dit.distributed import environment_rank
 from dit.engine import EnsembleTrainer, Member, check_runtime, write_finished_job_record
 from dit.job_folder import CHECKPOINT_NAME, JOB_FILE, CheckpointError, read_checkpoint, write_job_record
 from dit.provenance import provenance
@@ -126,7 +126,7 @@ def record_finished_job(configured: list[Member], finished: list[str], job_dir: 
             print(f"{path}: written at step {state['step']}, before its runs ended; resuming it to end the job "
                   "as it did and write its record", file=sys.stderr)
             return [by_key[key][0] for key in layout]
-        if _is_main_process():
+        if environment_rank() == 0:
             members = [{"run_id": m.run_id, "run_dir": str(m.out_dir), "status": status}
                        for m, status in (by_key[key] for key in layout)]
             threads = configured[0].config.threads or torch.get_num_threads()
@@ -134,7 +134,7 @@ def record_finished_job(configured: list[Member], finished: list[str], job_dir: 
                                       recorded_after_restart=True)
             print(f"{job_dir / JOB_FILE}: written from {path}, the job's final checkpoint", file=sys.stderr)
         return None
-    if _is_main_process():
+    if environment_rank() == 0:
         members = [{"run_id": m.run_id, "run_dir": str(m.out_dir), "status": s} for m, s in zip(configured, finished)]
         write_job_record(job_dir, members, 0, 0.0, {"training": 0.0, "validation": 0.0, "total": 0.0}, note=note)
     return None
@@ -162,7 +162,7 @@ def plan_members(configured: list[Member], finished: list[str | None], job_dir: 
         return fresh
     layout = [tuple(entry) for entry in state.get("layout", [])]
     if layout and all(is_finished(out, resumable_hash) for out, resumable_hash in layout):
-        if is_main if is_main is not None else _is_main_process():
+        if is_main if is_main is not None else environment_rank() == 0:
             print(f"{path}: its runs {[Path(out).name for out, _ in layout]} have all finished; removed, "
                   "starting afresh", file=sys.stderr)
             path.unlink(missing_ok=True)
@@ -176,12 +176,6 @@ def plan_members(configured: list[Member], finished: list[str | None], job_dir: 
             "use a new job folder, or delete the checkpoint to start over"
         )
     return [by_key[key] for key in layout]
-
-
-def _is_main_process() -> bool:
-    """Whether this is the main process of its job (``torchrun``'s ``RANK`` 0, or the only one), before any
-    process group exists."""
-    return int(os.environ.get("RANK", "0")) == 0
 
 
 def _read_if_present(path: Path) -> dict | None:
