@@ -19,6 +19,8 @@ import jinja2
 
 from dit.atomic import atomic_write_text
 
+from analysis.facts import SCHEMA
+
 from analysis.formatting import (
     cell,
     count,
@@ -67,10 +69,26 @@ def main(argv: list[str] | None = None) -> int:
     except (OSError, json.JSONDecodeError) as error:
         print(f"analysis.report: error: cannot read facts {args.facts}: {error}", file=sys.stderr)
         return 2
+    if not isinstance(facts, dict) or facts.get("schema") != SCHEMA:
+        found = facts.get("schema") if isinstance(facts, dict) else type(facts).__name__
+        print(f"analysis.report: error: {args.facts} is not a facts document of schema {SCHEMA} (found {found!r}); "
+              "write one with python -m analysis.facts", file=sys.stderr)
+        return 2
+    rendered = {}
     for path, template in ((args.summary, "summary.md.j2"), (args.findings, "findings.md.j2")):
         if path:
-            atomic_write_text(Path(path), render(template, facts))
-            print(f"wrote {path}")
+            try:
+                rendered[path] = render(template, facts)
+            except jinja2.UndefinedError as error:
+                commit = facts.get("provenance", {}).get("code_version", {}).get("commit") or "unknown"
+                print(f"analysis.report: error: {args.facts} lacks a fact the template {template} shows ({error.message}): "
+                      f"it was written by analysis.facts at commit {commit[:12]}, before this report's facts; write it "
+                      "again with this code's python -m analysis.facts from its laws file (nothing was written)",
+                      file=sys.stderr)
+                return 2
+    for path, text in rendered.items():
+        atomic_write_text(Path(path), text)
+        print(f"wrote {path}")
     return 0
 
 

@@ -424,6 +424,22 @@ def test_rendered_reports_have_no_missing_values(results):
         assert "%%" not in text and "nan" not in text.lower() and not re.search(r"\bNone\b(?! that)", text)
 
 
+def test_facts_from_older_code_are_refused_with_their_commit_and_nothing_written(results, tmp_path, capsys):
+    """A facts document that lacks a fact the templates show (one written before the fact existed) is an error that
+    names the commit that wrote it; a document of another schema is refused before rendering; no report is written."""
+    older = json.loads(json.dumps(results["facts"]))
+    del older["claims"]["claim_3b"]
+    older["provenance"]["code_version"]["commit"] = "0123456789abcdef"
+    path, summary, findings = tmp_path / "facts.json", tmp_path / "summary.md", tmp_path / "FINDINGS.md"
+    path.write_text(json.dumps(older))
+    assert report_main(["--facts", str(path), "--summary", str(summary), "--findings", str(findings)]) == 2
+    error = capsys.readouterr().err
+    assert "claim_3b" in error and "0123456789ab" in error and not summary.exists() and not findings.exists()
+    path.write_text(json.dumps({**results["facts"], "schema": "analysis.facts/0"}))
+    assert report_main(["--facts", str(path), "--summary", str(summary)]) == 2
+    assert "analysis.facts/0" in capsys.readouterr().err and not summary.exists()
+
+
 # ---------------------------------------------------------------------------------------------- shape
 def analysis_sources():
     return sorted(ANALYSIS.rglob("*.py")) + sorted(ANALYSIS.rglob("*.j2"))
