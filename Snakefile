@@ -39,4 +39,5 @@ rule all:
         f"{RESULTS}/samples/index.json",
         f"{RESULTS}/summary.md",
         f"{RESULTS}/scorecard.json",
+        f"{RESULTS}/batch_axis.json",
     default_target: True

@@ -3,7 +3,7 @@
 ``python -m analysis.facts --laws results/laws.json --out results/facts.json --scorecard results/scorecard.json
 [--runs results/runs.csv] [--heldout results/heldout.json] [--protocol-spread FILE] [--caption-conditioning FILE]
 [--caption-match FILE] [--compute-optimal-protocol-spread FILE] [--compute-optimal-caption-conditioning FILE]
-[--compute-optimal-caption-match FILE] [--performance FILE] [--manifest FILE] [--benchmarks DIR]``
+[--compute-optimal-caption-match FILE] [--performance FILE] [--manifest FILE] [--batch-axis FILE] [--benchmarks DIR]``
 
 The first three evaluation files are the largest held-out model's, the ``--compute-optimal-*`` ones the
 compute-optimal held-out run's (``results/evaluation/{largest,compute_optimal}/``).
@@ -13,7 +13,8 @@ compute-optimal held-out run's (``results/evaluation/{largest,compute_optimal}/`
 verdict, tests, evidence; ``analysis.claims``), ``verdicts`` (claim -> verdict), ``laws_table``,
 ``fit_errors``, ``comparison``, ``recipe_curves``, ``laws``, ``compute_optimal``, ``baselines`` and
 ``heldout_predictions`` (from ``laws.json``, without points and bootstrap samples), ``heldout``,
-``empirical_compute_optimal``, ``sensitivity``, ``data_reuse``, ``captions``, ``performance``,
+``empirical_compute_optimal``, ``sensitivity``, ``data_reuse``, ``captions``, ``performance``, ``batch_axis``
+(``analysis.batch_axis.summary``),
 ``stage_timings``, ``figures`` (what the figures draw beyond the laws), ``open_questions``
 (``analysis.open_questions``), ``notes`` (inputs given but unreadable, and the like).
 
@@ -34,7 +35,7 @@ import numpy as np
 from dit.atomic import atomic_write_json
 from dit.provenance import provenance
 
-from analysis import claims, measurements, paper
+from analysis import batch_axis, claims, measurements, paper
 from analysis.law_set import LawSet, LawsFileError, read_laws
 from analysis.open_questions import derived_optimal_parameters, open_questions
 from analysis.optima import SizeGrid, find_optima
@@ -52,7 +53,7 @@ INPUTS = {"heldout": "held-out evaluation", "protocol_spread": "validation-proto
           "compute_optimal_protocol_spread": "validation-protocol spread of the compute-optimal run",
           "compute_optimal_caption_conditioning": "caption conditioning of the compute-optimal run",
           "compute_optimal_caption_match": "caption match of the compute-optimal run",
-          "performance": "grid performance", "manifest": "prepared data manifest"}
+          "performance": "grid performance", "manifest": "prepared data manifest", "batch_axis": "batch-axis reading"}
 
 
 def build_facts(document: dict, inputs: dict, table=None, benchmarks: str | None = None,
@@ -82,6 +83,7 @@ def build_facts(document: dict, inputs: dict, table=None, benchmarks: str | None
         "data_reuse": measurements.data_reuse(table, inputs["manifest"], document) if table is not None and inputs.get("manifest") else None,
         "captions": _captions(inputs),
         "performance": measurements.performance(inputs.get("performance")),
+        "batch_axis": batch_axis.summary(inputs.get("batch_axis")),
         "stage_timings": measurements.stage_timings(benchmarks, notes),
         "figures": figure_data(document),
         "open_questions": open_questions(document.get("compute_optimal", {}).get("exponent_gap")),

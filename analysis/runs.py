@@ -381,14 +381,21 @@ def run_to_run_noise(table: RunsTable, budgets: Sequence[float], column: str, to
     in_cell = [cell in cells for cell in zip(base["size"], base["batch_clips"], base["learning_rate"])]
     runs = pd.concat([noise, base[in_cell]])
     runs = runs[~runs.duplicated(subset=["size", "batch_clips", "learning_rate", "seed"], keep="first")]
-    groups = []
-    variances = []
-    deviations = []
-    per_budget = {float(b): [] for b in budgets}
-    for (size, batch, rate), group in runs.groupby(["size", "batch_clips", "learning_rate"]):
-        if len(group) < 2:
+    groups = [({"size": size, "batch_clips": int(batch), "learning_rate": float(rate)}, list(group.index))
+              for (size, batch, rate), group in runs.groupby(["size", "batch_clips", "learning_rate"])]
+    pooled = pooled_relative_std(table, groups, budgets, column, tolerance)
+    return None if pooled is None else {**pooled, "source": "noise-floor seeds (series=noise) and the grid run of the same cell"}
+
+
+def pooled_relative_std(table: RunsTable, groups: list[tuple[dict, list[str]]], budgets: Sequence[float], column: str,
+                        tolerance: float) -> dict | None:
+    """The relative std between the replicate runs of each group (``(description, run ids)``), pooled over groups and
+    budgets as :func:`run_to_run_noise` describes; None when no group has two runs with a loss at one budget."""
+    variances, deviations, kept, per_budget = [], [], [], {float(b): [] for b in budgets}
+    for description, run_ids in groups:
+        if len(run_ids) < 2:
             continue
-        matrix = table.loss_matrix(list(group.index), budgets, column, tolerance)
+        matrix = table.loss_matrix(run_ids, budgets, column, tolerance)
         counts = np.sum(np.isfinite(matrix), axis=0)
         with np.errstate(invalid="ignore", divide="ignore"):
             mean = np.where(counts > 0, np.nansum(matrix, axis=0) / np.maximum(counts, 1), np.nan)
@@ -399,18 +406,12 @@ def run_to_run_noise(table: RunsTable, budgets: Sequence[float], column: str, to
                 per_budget[float(budget)].append(float(value))
                 variances.append(float(value) ** 2)
         deviations.append(np.where(counts >= 2, matrix / mean - 1, np.nan))
-        groups.append({"size": size, "batch_clips": int(batch), "learning_rate": float(rate), "seeds": len(group), "runs": list(group.index)})
+        kept.append({**description, "seeds": len(run_ids), "runs": list(run_ids)})
     if not variances:
         return None
-    return {
-        "relative_std": float(np.sqrt(np.mean(variances))),
-        "relative_std_by_budget": [
-            {"tokens": b, "relative_std": float(np.sqrt(np.mean(np.square(v)))) if v else None} for b, v in per_budget.items()
-        ],
-        **effective_degrees_of_freedom(deviations),
-        "groups": groups,
-        "source": "noise-floor seeds (series=noise) and the grid run of the same cell",
-    }
+    by_budget = [{"tokens": b, "relative_std": float(np.sqrt(np.mean(np.square(v)))) if v else None} for b, v in per_budget.items()]
+    return {"relative_std": float(np.sqrt(np.mean(variances))), "relative_std_by_budget": by_budget,
+            **effective_degrees_of_freedom(deviations), "groups": kept}
 
 
 def effective_degrees_of_freedom(deviations: list[np.ndarray]) -> dict:

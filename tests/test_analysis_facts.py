@@ -16,6 +16,7 @@ import yaml
 from scipy import stats
 
 from analysis import claims, measurements, verdicts
+from analysis.batch_axis import main as batch_axis_main
 from analysis.blas import limit_openblas_threads
 from analysis.config import load_config
 from analysis.facts import CLAIMS, build_facts, scorecard
@@ -60,12 +61,14 @@ def results(tmp_path_factory):
     assert heldout_main(["--runs", str(folder / "runs_all.csv"), "--laws", str(laws), "--proposal", str(proposal),
                          "--out", str(heldout)]) == 0
     facts, card, summary = folder / "facts.json", folder / "scorecard.json", folder / "summary.md"
-    assert facts_main(["--laws", str(laws), "--runs", str(runs), "--heldout", str(heldout), "--out", str(facts),
-                       "--scorecard", str(card)]) == 0
+    batch_axis = folder / "batch_axis.json"
+    assert batch_axis_main(["--runs", str(runs), "--config", str(folder / "fit.yaml"), "--out", str(batch_axis)]) == 0
+    assert facts_main(["--laws", str(laws), "--runs", str(runs), "--heldout", str(heldout), "--batch-axis", str(batch_axis),
+                       "--out", str(facts), "--scorecard", str(card)]) == 0
     assert report_main(["--facts", str(facts), "--summary", str(summary), "--findings", str(folder / "FINDINGS.md")]) == 0
     return {"laws": json.loads(laws.read_text()), "heldout": json.loads(heldout.read_text()), "facts": json.loads(facts.read_text()),
             "scorecard": json.loads(card.read_text()), "summary": summary.read_text(), "findings": (folder / "FINDINGS.md").read_text(),
-            "runs": runs}
+            "runs": runs, "batch_axis": json.loads(batch_axis.read_text())}
 
 
 def claim_line(text: str, number: str) -> str:
@@ -422,6 +425,23 @@ def test_formatting():
 def test_rendered_reports_have_no_missing_values(results):
     for text in (results["summary"], results["findings"]):
         assert "%%" not in text and "nan" not in text.lower() and not re.search(r"\bNone\b(?! that)", text)
+
+
+def test_the_batch_axis_counts_are_those_of_its_reading(results):
+    """The facts' batch-axis summary counts, per larger batch, the (size, budget) pairs of the reading by the verdict
+    of their excess, and takes the median of the excesses."""
+    facts, document = results["facts"]["batch_axis"], results["batch_axis"]
+    entries = [e for size in document["sizes"] for p in size["points"] for e in p["batches"] if "verdict" in e]
+    assert entries and [b["batch_clips"] for b in facts["batches"]] == sorted({e["batch_clips"] for e in entries})
+    for record in facts["batches"]:
+        mine = [e for e in entries if e["batch_clips"] == record["batch_clips"]]
+        assert record["pairs"] == len(mine)
+        assert record["worse"] == sum(e["verdict"] == verdicts.SUPPORTED for e in mine)
+        assert record["better"] == sum(e["verdict"] == verdicts.CONTRADICTED for e in mine)
+        assert record["within_noise"] == sum(e["verdict"] == verdicts.INCONCLUSIVE for e in mine)
+        assert record["median_excess"] == pytest.approx(float(np.median([e["excess"] for e in mine])))
+    assert facts["smallest_batch_clips"] == min(DESIGN.batch_clips)
+    assert results["facts"]["sources"]["paths"]["batch_axis"].endswith("batch_axis.json")
 
 
 def test_facts_from_older_code_are_refused_with_their_commit_and_nothing_written(results, tmp_path, capsys):

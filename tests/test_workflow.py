@@ -295,6 +295,25 @@ def test_smoke_laws_have_parameters_intervals_and_provenance(smoke_run):
     assert provenance["packages"]["torch"] == torch.__version__.split("+")[0]
 
 
+def test_smoke_batch_axis_reads_the_grid_of_the_runs_table(smoke_run):
+    """``all`` writes the batch-axis reading (analysis.batch_axis): one record per fitting size and budget, whose best
+    cell per batch is the lowest loss among that batch's grid runs in the runs table."""
+    import pandas as pd
+
+    document = json.loads((smoke_run.results / "batch_axis.json").read_text())
+    runs = pd.read_csv(smoke_run.results / "runs.csv")
+    grid = runs[(runs["series"] == "grid") & (runs["status"] == "completed")]
+    assert [size["size"] for size in document["sizes"]] == smoke_run.config["grid"]["sizes"]
+    for size in document["sizes"]:
+        rows = grid[grid["size"] == size["size"]]
+        for point in size["points"]:
+            at = rows[rows["tokens"] == point["tokens"]]
+            for entry in point["batches"]:
+                losses = at[at["batch_clips"] == entry["batch_clips"]].groupby("learning_rate")["validation_loss"].mean()
+                assert entry["best_loss"] == pytest.approx(losses.min(), rel=1e-9), (size["size"], point["tokens"])
+    assert re.fullmatch(r"[0-9a-f]{40}", document["provenance"]["code_version"]["commit"])
+
+
 @pytest.mark.slow
 def test_smoke_figures_are_listed_and_are_real_images(smoke_run):
     folder = smoke_run.results / "figures"

@@ -122,3 +122,21 @@ rule fit_laws:
         CONDA_ENV
     shell:
         "python -m analysis.fit --runs {input.runs} --config {input.config} --out {output} > {log} 2>&1"
+
+
+# Batch-axis reading (`snakemake --cores all batch_axis`, also part of `all`): at each size and budget of the grid,
+# every batch size's best cell against the smallest batch's (python -m analysis.batch_axis). With
+# config/batch-axis.yaml laid over the default, the grid it reads is tiny-9k trained 4x further.
+rule batch_axis:
+    input:
+        runs=rules.collect_grid_runs.output.table,
+        config=f"{WORK}/analysis/fit.yaml",
+    output:
+        f"{RESULTS}/batch_axis.json",
+    log:
+        f"{LOGS}/batch_axis.log",
+    localrule: True
+    conda:
+        CONDA_ENV
+    shell:
+        "python -m analysis.batch_axis --runs {input.runs} --config {input.config} --out {output} > {log} 2>&1"

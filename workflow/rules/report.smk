@@ -12,6 +12,7 @@ rule facts:
         compute_optimal=lambda wildcards: list(compute_optimal_evaluations().values()),
         runs=f"{RESULTS}/runs.csv",
         performance=f"{RESULTS}/performance.json",
+        batch_axis=f"{RESULTS}/batch_axis.json",
         prepared=PREPARED,
     output:
         facts=f"{RESULTS}/facts.json",
@@ -30,7 +31,8 @@ rule facts:
         "python -m analysis.facts --laws {input.laws} --runs {input.runs} --heldout {input.heldout}"
         " --protocol-spread {input.spread} --caption-conditioning {input.captions} --caption-match {input.caption_match}"
         " {params.compute_optimal}"
-        " --performance {input.performance} --manifest {input.prepared}/manifest.json --benchmarks {params.benchmarks}"
+        " --performance {input.performance} --batch-axis {input.batch_axis} --manifest {input.prepared}/manifest.json"
+        " --benchmarks {params.benchmarks}"
         " --out {output.facts} --scorecard {output.scorecard} > {log} 2>&1"
 
 
