@@ -12,6 +12,7 @@ from analysis.blas import limit_openblas_threads
 from analysis import open_questions, paper
 from analysis.allocation import AllocationSolver, FlopModel, WidthRule, inference_flops, loss_law_callable
 from analysis.config import PAPER_INFERENCE
+from analysis.facts import SCHEMA as FACTS_SCHEMA
 from analysis.facts import published_numbers
 from analysis.plan import main as plan_main
 from analysis.report import main as report_main
@@ -102,7 +103,7 @@ def test_open_questions_answer_the_three_questions():
 
 def test_findings_report_writes_the_numbers_of_the_published_laws(tmp_path):
     """The markdown's numbers against the same quantities computed here from the printed laws."""
-    facts = {"open_questions": open_questions.open_questions(), "paper": published_numbers(), "confidence_level": 0.95,
+    facts = {"schema": FACTS_SCHEMA, "open_questions": open_questions.open_questions(), "paper": published_numbers(), "confidence_level": 0.95,
              "provenance": provenance({}), "sources": {"paths": {"laws": "results/laws.json"}}}
     (tmp_path / "facts.json").write_text(json.dumps(facts))
     out = tmp_path / "paper" / "FINDINGS.md"

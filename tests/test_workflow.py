@@ -295,6 +295,7 @@ def test_smoke_laws_have_parameters_intervals_and_provenance(smoke_run):
     assert provenance["packages"]["torch"] == torch.__version__.split("+")[0]
 
 
+@pytest.mark.slow
 def test_smoke_batch_axis_reads_the_grid_of_the_runs_table(smoke_run):
     """``all`` writes the batch-axis reading (analysis.batch_axis): one record per fitting size and budget, whose best
     cell per batch is the lowest loss among that batch's grid runs in the runs table."""
