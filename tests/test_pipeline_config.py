@@ -46,7 +46,7 @@ def test_the_shipped_configs_are_valid(source, tmp_path):
     validate_pipeline_config(config)
 
 
-@pytest.mark.parametrize("overlay", ["seed-1", "ensemble-off"])
+@pytest.mark.parametrize("overlay", ["seed-1", "ensemble-off", "batch-axis", "isoflop"])
 def test_the_shipped_overlays_are_valid_over_the_default(overlay):
     """An overlay merged into the default as ``snakemake --configfile config/config.yaml OVERLAY`` merges it
     (mappings key by key, everything else replaced); ``ensemble-off`` cuts the grid to one size, one run a job."""
@@ -62,6 +62,17 @@ def test_the_shipped_overlays_are_valid_over_the_default(overlay):
         assert {run.size for run in runs} == {"tiny-147k"} and {run.series for run in runs} == {"grid"}
         jobs = training_jobs(runs, config["training"]["ensemble"])
         assert len(jobs) == len(runs) == 45 and all(len(job.runs) == 1 for job in jobs)
+    if overlay == "batch-axis":  # tiny-9k at 1, 2 and 4 clips to 8.4M tokens: one ensemble job per batch
+        runs = grid_runs(config)
+        assert {run.size for run in runs} == {"tiny-9k"} and len(runs) == 3 * 4 * 3
+        assert [len(job.runs) for job in training_jobs(runs, config["training"]["ensemble"])] == [12, 12, 12]
+        assert config["grid"]["milestones_tokens"]["tiny-9k"][-1] == 2**23 and config["workdir"] != "work"
+    if overlay == "isoflop":  # four sizes at one clip, each trained past the default's budgets
+        runs = grid_runs(config)
+        assert {run.batch_clips for run in runs} == {1} and len(runs) == 4 * 4 * 3
+        default = yaml.safe_load((ROOT / "config" / "config.yaml").read_text())["grid"]["milestones_tokens"]
+        assert all(config["grid"]["milestones_tokens"][size][-1] >= 4 * default[size][-1] for size in config["grid"]["sizes"])
+        assert config["workdir"] != "work"
 
 
 @pytest.mark.parametrize(
