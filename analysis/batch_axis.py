@@ -196,7 +196,7 @@ def main(argv: list[str] | None = None) -> int:
             excess = ", ".join(f"{b['batch_clips']} clips {100 * b['excess']:+.2f}% "
                                + ("(no interval)" if b["excess_interval"] is None else
                                   "[{:+.2f}%, {:+.2f}%]".format(*(100 * v for v in b["excess_interval"])))
-                               + f" {b['verdict']}" for b in point["batches"] if b.get("excess") is not None)
+                               + f" {b['verdict']}" for b in point["batches"] if b.get("excess") is not None) or "no larger batch"
             print(f"{size['size']} at {point['tokens']:.4g} tokens: optimum {point['optimum']['batch_clips']:.3g} clips "
                   f"({'interior' if point['optimum']['interior_batch'] else 'edge'}); excess over "
                   f"{size['batch_clips'][0]} clip{'s' if size['batch_clips'][0] > 1 else ''}: {excess}")
