@@ -67,12 +67,10 @@ def _best_cells(grid: SizeGrid, losses: np.ndarray, batch: float) -> tuple[np.nd
     return np.where(np.isfinite(loss), loss, np.nan), rows[best]
 
 
-def _rate_on_edge(grid: SizeGrid, row: int, budget: int) -> bool:
-    """Whether the best cell's learning rate has no measured rate of the same batch on one side of it (an unstable cell
-    counts as measured: it bounds the optimum from its side, as in ``analysis.optima``)."""
-    unstable = np.zeros(grid.losses.shape, bool) if grid.unstable is None else np.asarray(grid.unstable, bool)
-    same = (grid.batch_clips == grid.batch_clips[row]) & (np.isfinite(grid.losses[:, budget]) | unstable[:, budget])
-    rates = grid.learning_rates[same]
+def _rate_on_edge(grid: SizeGrid, measured: np.ndarray, row: int, budget: int) -> bool:
+    """Whether the best cell's learning rate has no measured rate of the same batch on one side of it (``measured``:
+    ``(cells, budgets)``, a loss or an unstable cell, which bounds the optimum from its side as in ``analysis.optima``)."""
+    rates = grid.learning_rates[(grid.batch_clips == grid.batch_clips[row]) & measured[:, budget]]
     return bool(grid.learning_rates[row] <= rates.min() or grid.learning_rates[row] >= rates.max())
 
 
@@ -84,29 +82,31 @@ def best_rows(grid: SizeGrid) -> list[int]:
 
 def size_record(grid: SizeGrid, budgets: list[float], noise: RunNoise, level: float) -> dict:
     losses = noise.losses(grid.replicates, grid.losses)  # (R + 1, cells, budgets), row 0 as measured
+    measured = np.isfinite(grid.losses) | (False if grid.unstable is None else np.asarray(grid.unstable, bool))
     optima = find_optima(grid)
     batches = sorted(set(grid.batch_clips.tolist()))
-    smallest, smallest_rows = _best_cells(grid, losses, batches[0])
+    best = {batch: _best_cells(grid, losses, batch) for batch in batches}  # (loss, row), each (R + 1, budgets)
+    smallest = best[batches[0]][0]
     points = []
     for t, tokens in enumerate(budgets):
         by_batch = []
         for batch in batches:
-            loss, rows = _best_cells(grid, losses, batch) if batch != batches[0] else (smallest, smallest_rows)
-            row = int(rows[0, t])
-            entry = {"batch_clips": int(batch), "best_loss": None if not np.isfinite(loss[0, t]) else float(loss[0, t]),
-                     "learning_rate": None if not np.isfinite(loss[0, t]) else float(grid.learning_rates[row]),
-                     "learning_rate_on_edge": None if not np.isfinite(loss[0, t]) else _rate_on_edge(grid, row, t)}
+            loss, rows = best[batch]
+            entry = {"batch_clips": int(batch), "best_loss": None, "learning_rate": None, "learning_rate_on_edge": None}
+            if np.isfinite(loss[0, t]):
+                row = int(rows[0, t])
+                entry.update(best_loss=float(loss[0, t]), learning_rate=float(grid.learning_rates[row]),
+                             learning_rate_on_edge=_rate_on_edge(grid, measured, row, t))
             if batch != batches[0]:
                 excess = loss[:, t] / smallest[:, t] - 1
                 interval = list(percentile_interval(excess[1:], level)) if np.isfinite(excess[1:]).any() else None
                 entry.update(excess=float(excess[0]) if np.isfinite(excess[0]) else None, excess_interval=interval,
                              verdict=verdicts.from_interval(interval))
             by_batch.append(entry)
-        interior = bool(optima.interior_batch[0, t])
         points.append({
             "tokens": float(tokens), "tokens_per_parameter": float(tokens / grid.parameters),
             "optimum": {"batch_clips": float(optima.batch_tokens[0, t] / (grid.batch_tokens[0] / grid.batch_clips[0])),
-                        "learning_rate": float(optima.learning_rate[0, t]), "interior_batch": interior},
+                        "learning_rate": float(optima.learning_rate[0, t]), "interior_batch": bool(optima.interior_batch[0, t])},
             "batches": by_batch,
             "turned": any(entry.get("verdict") == verdicts.CONTRADICTED for entry in by_batch),
         })
@@ -130,12 +130,11 @@ def batch_axis(table: RunsTable, resamples: int = 1000, seed: int = 0, level: fl
     if noise_record is None:
         noise_record, source = run_to_run_noise(table, *args), "noise-floor seeds (series=noise) and the grid run of the same cell"
     noise = RunNoise.draw([run for grid, _ in grids for members in grid.replicates for run in members], resamples, seed)
-    if noise_record is None:
+    if noise_record is None:  # an unknown std: every resample's losses are NaN, so no excess has an interval
         notes.append("no grid cell has two replicate seeds and no noise-floor seeds were run: the noise of a cell is "
                      "unknown, so no excess has an interval")
-        noise.draws[:] = np.nan
-    else:
-        noise.set_std(noise_record["relative_std"], noise_record["degrees_of_freedom"], seed)
+    noise.set_std(np.nan if noise_record is None else noise_record["relative_std"],
+                  None if noise_record is None else noise_record["degrees_of_freedom"], seed)
     return {
         "schema": SCHEMA, "level": level, "resamples": resamples, "seed": seed,
         "loss": f"{config.loss_column}, a cell's the mean over its replicate seeds",
