@@ -51,7 +51,7 @@ def openblas_threads() -> dict[str, int]:
     """Each loaded OpenBLAS library's thread count (path -> threads)."""
     counts = {}
     for path, library in _loaded_openblas():
-        getter = next((getattr(library, name) for name in GETTERS if hasattr(library, name)), None)
+        getter = _first_function(library, GETTERS)
         if getter is not None:
             getter.restype = ctypes.c_int
             counts[path] = int(getter())
@@ -88,9 +88,14 @@ def limit_openblas_threads() -> list[str]:
 
 def _set_threads(library: ctypes.CDLL, threads: int) -> bool:
     """Call ``library``'s thread setter (the first of ``SETTERS`` it has); whether it had one."""
-    setter = next((getattr(library, name) for name in SETTERS if hasattr(library, name)), None)
+    setter = _first_function(library, SETTERS)
     if setter is None:
         return False
     setter.argtypes = [ctypes.c_int]
     setter(threads)
     return True
+
+
+def _first_function(library: ctypes.CDLL, names: tuple[str, ...]):
+    """The first of ``names`` that ``library`` exports (OpenBLAS builds name their functions differently), or None."""
+    return next((getattr(library, name) for name in names if hasattr(library, name)), None)

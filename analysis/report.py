@@ -20,7 +20,6 @@ import jinja2
 from dit.atomic import atomic_write_text
 
 from analysis.facts import SCHEMA
-
 from analysis.formatting import (
     cell,
     count,

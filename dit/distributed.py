@@ -119,11 +119,16 @@ def environment_rank() -> int:
     return int(os.environ.get("RANK", "0"))
 
 
+def environment_local_rank() -> int:
+    """This process's rank on its node (``torchrun``'s ``LOCAL_RANK``, 0 without torchrun): the GPU it takes."""
+    return int(os.environ.get("LOCAL_RANK", "0"))
+
+
 def init_process_context(requested_device: str, timeout_minutes: float = 30.0) -> ProcessContext:
     """Join the process group that ``torchrun`` describes in the environment, if any."""
     world_size = int(os.environ.get("WORLD_SIZE", "1"))
     rank = environment_rank()
-    local_rank = int(os.environ.get("LOCAL_RANK", "0"))
+    local_rank = environment_local_rank()
     device = resolve_device(requested_device, local_rank)
     if world_size > 1 and not dist.is_initialized():
         if device.type == "cuda":

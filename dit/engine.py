@@ -31,7 +31,6 @@ from __future__ import annotations
 
 import contextlib
 import math
-import os
 import time
 import warnings
 from dataclasses import dataclass, field
@@ -47,7 +46,14 @@ from dit.attention import AttentionBackendUnavailable, resolve_backend
 from dit.config import ConfigError, TrainConfig
 from dit.data.loader import ClipLoader, ShardDataset, limit_clips
 from dit.diffusion import NoiseSchedule, ensemble_validation_loss, training_timesteps, validation_timesteps
-from dit.distributed import DeviceUnavailable, autocast, init_process_context, resolve_device, resolve_precision
+from dit.distributed import (
+    DeviceUnavailable,
+    autocast,
+    environment_local_rank,
+    init_process_context,
+    resolve_device,
+    resolve_precision,
+)
 from dit.ensemble import EnsembleDiT
 from dit.flops import paper_flops_per_token, six_n_flops_per_token, training_flops_per_clip
 from dit.latent import CodecError, encode_split, encoded_batches, load_model_space
@@ -77,10 +83,8 @@ def check_runtime(config: TrainConfig, local_rank: int | None = None) -> torch.d
     """The device this process trains on, checked before anything is written: ``ConfigError`` naming ``device``
     when this machine lacks it (``device: cuda`` without a GPU), or ``model.attention`` when the backend cannot
     run on it (``xformers`` on a CPU). ``local_rank``: this process's (``torchrun``'s ``LOCAL_RANK``, else 0)."""
-    if local_rank is None:
-        local_rank = int(os.environ.get("LOCAL_RANK", "0"))
     try:
-        device = resolve_device(config.device, local_rank)
+        device = resolve_device(config.device, environment_local_rank() if local_rank is None else local_rank)
     except DeviceUnavailable as error:
         raise ConfigError(str(error)) from None
     try:
