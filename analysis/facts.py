@@ -3,7 +3,8 @@
 ``python -m analysis.facts --laws results/laws.json --out results/facts.json --scorecard results/scorecard.json
 [--runs results/runs.csv] [--heldout results/heldout.json] [--protocol-spread FILE] [--caption-conditioning FILE]
 [--caption-match FILE] [--compute-optimal-protocol-spread FILE] [--compute-optimal-caption-conditioning FILE]
-[--compute-optimal-caption-match FILE] [--performance FILE] [--manifest FILE] [--batch-axis FILE] [--benchmarks DIR]``
+[--compute-optimal-caption-match FILE] [--performance FILE] [--manifest FILE] [--batch-axis FILE] [--benchmarks DIR
+[--benchmark-files FILE ...]]``
 
 The first three evaluation files are the largest held-out model's, the ``--compute-optimal-*`` ones the
 compute-optimal held-out run's (``results/evaluation/{largest,compute_optimal}/``).
@@ -15,7 +16,7 @@ verdict, tests, evidence; ``analysis.claims``), ``verdicts`` (claim -> verdict),
 ``heldout_predictions`` (from ``laws.json``, without points and bootstrap samples), ``heldout``,
 ``empirical_compute_optimal``, ``sensitivity``, ``data_reuse``, ``captions``, ``performance``, ``batch_axis``
 (``analysis.batch_axis.summary``),
-``stage_timings``, ``figures`` (what the figures draw beyond the laws), ``open_questions``
+``stage_timings`` (the benchmark files of ``--benchmark-files``, or all of ``--benchmarks``), ``figures`` (what the figures draw beyond the laws), ``open_questions``
 (``analysis.open_questions``), ``notes`` (inputs given but unreadable, and the like).
 
 ``scorecard.json`` is the reader-facing subset: ``performance``, ``design``, ``loss_law``, ``heldout``,
@@ -57,8 +58,9 @@ INPUTS = {"heldout": "held-out evaluation", "protocol_spread": "validation-proto
 
 
 def build_facts(document: dict, inputs: dict, table=None, benchmarks: str | None = None,
-                notes: list[str] | None = None) -> dict:
-    """The facts document from the laws document and the other inputs (``inputs``: name -> parsed JSON or None)."""
+                notes: list[str] | None = None, benchmark_files: list[str] | None = None) -> dict:
+    """The facts document from the laws document and the other inputs (``inputs``: name -> parsed JSON or None);
+    the stage timings from ``benchmark_files`` under the folder ``benchmarks`` (all its files when None)."""
     notes = list(notes or [])
     level = float(document["config"]["confidence_level"])
     noise_std = (document["setup"].get("noise") or {}).get("relative_std") or None
@@ -84,7 +86,7 @@ def build_facts(document: dict, inputs: dict, table=None, benchmarks: str | None
         "captions": _captions(inputs),
         "performance": measurements.performance(inputs.get("performance")),
         "batch_axis": batch_axis.summary(inputs.get("batch_axis")),
-        "stage_timings": measurements.stage_timings(benchmarks, notes),
+        "stage_timings": measurements.stage_timings(benchmarks, notes, benchmark_files),
         "figures": figure_data(document),
         "open_questions": open_questions(document.get("compute_optimal", {}).get("exponent_gap")),
         "setup": {key: document["setup"].get(key) for key in ("context_tokens", "flop_model_description", "conventional_cell",
@@ -288,6 +290,8 @@ def main(argv: list[str] | None = None) -> int:
     for name, label in INPUTS.items():
         parser.add_argument(f"--{name.replace('_', '-')}", help=f"{label} JSON")
     parser.add_argument("--benchmarks", help="folder of Snakemake benchmark TSV files")
+    parser.add_argument("--benchmark-files", nargs="+", metavar="FILE",
+                        help="only these benchmark files (under --benchmarks): the jobs the facts come from")
     args = parser.parse_args(argv)
     notes: list[str] = []
     try:
@@ -302,8 +306,8 @@ def main(argv: list[str] | None = None) -> int:
             table = load_runs(args.runs)
         except RunsTableError as error:
             notes.append(f"runs table: {error}")
-    facts = build_facts(document, inputs, table, args.benchmarks, notes)
-    sources = {"laws": args.laws, "runs": args.runs, "benchmarks": args.benchmarks,
+    facts = build_facts(document, inputs, table, args.benchmarks, notes, args.benchmark_files)
+    sources = {"laws": args.laws, "runs": args.runs, "benchmarks": args.benchmarks, "benchmark_files": args.benchmark_files,
                **{name: getattr(args, name) for name in INPUTS}}
     facts["sources"] = {"paths": sources, "laws_provenance": {k: document.get("provenance", {}).get(k) for k in ("code_version", "config")}}
     facts["provenance"] = provenance(sources)

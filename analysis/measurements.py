@@ -7,7 +7,6 @@ Rates, errors and noise are fractions.
 
 from __future__ import annotations
 
-import csv
 from pathlib import Path
 
 import numpy as np
@@ -19,6 +18,7 @@ from analysis.law_fits import guard_bounds_of
 from analysis.runs import RunsTable, noise_quantile, run_relative_std
 from analysis.sensitivity import grid_column
 from analysis.verdicts import from_interval
+from pipeline.formats import benchmark_rows
 
 #: Published value of each coefficient the summary sets beside ours: (law, parameter) -> value.
 PAPER_COEFFICIENTS = {
@@ -419,23 +419,27 @@ def performance(record: dict | None) -> dict | None:
     return out
 
 
-def stage_timings(folder: str | None, notes: list[str]) -> list[dict]:
-    """Snakemake benchmark files grouped by stage (``train/grid/*`` for every grid job): jobs, seconds, max RSS."""
+def stage_timings(folder: str | None, notes: list[str], files: list[str] | None = None) -> list[dict]:
+    """Snakemake benchmark files grouped by stage (``train/grid/*`` for every grid job): jobs, seconds, max RSS.
+
+    ``files``: the files to read, each under ``folder``, in their order (the facts rule names those of the jobs
+    upstream of it, so that files other workflows or earlier runs left in the folder do not count); a named
+    file that cannot be read is noted. Without ``files``, every TSV under ``folder``, sorted.
+    """
     if not folder:
         return []
-    path = Path(folder)
-    if not path.is_dir():
+    root = Path(folder)
+    if files is None and not root.is_dir():
         notes.append(f"benchmarks folder {folder} does not exist")
         return []
     groups: dict[str, dict] = {}
-    for tsv in sorted(path.rglob("*.tsv")):
+    for tsv in [Path(name) for name in files] if files is not None else sorted(root.rglob("*.tsv")):
         try:
-            with tsv.open() as handle:
-                records = list(csv.DictReader(handle, delimiter="\t"))
-        except OSError as error:
+            parts = tsv.relative_to(root).with_suffix("").parts
+            records = benchmark_rows(tsv)
+        except (OSError, ValueError) as error:
             notes.append(f"benchmark {tsv}: {error}")
             continue
-        parts = tsv.relative_to(path).with_suffix("").parts
         stage = "/".join(parts[:2]) + "/*" if len(parts) > 2 else "/".join(parts)
         group = groups.setdefault(stage, {"jobs": 0, "seconds": [], "rss": []})
         group["jobs"] += 1

@@ -14,9 +14,15 @@ A run that reached no milestone has one row with empty losses.
 ``groups`` (what the laws predict for each held-out check) and ``runs``: one record per run to train
 with exactly ``PROPOSED_RUN_KEYS``: group (index into groups), series (heldout | compute_optimal),
 size, batch_clips [clips], learning_rate, seed, milestones_tokens [tokens].
+
+**Snakemake benchmark files** (``work/benchmarks/STAGE.tsv``, written by Snakemake when a job ends): tab-separated,
+one row per repeat, columns ``s`` [seconds], ``max_rss`` [MB], ...; read by ``benchmark_rows``.
 """
 
 from __future__ import annotations
+
+import csv
+from pathlib import Path
 
 #: Series of runs: the grid's cells, the conventional cell off the grid, extra seeds for run-to-run
 #: noise, the held-out sizes, and the compute-optimal check.
@@ -43,3 +49,9 @@ def check_proposed_run(record: dict, where: str) -> dict:
     if record["series"] not in PROPOSED_SERIES:
         raise ValueError(f"{where}: run series {record['series']!r} is not one of {', '.join(PROPOSED_SERIES)}")
     return record
+
+
+def benchmark_rows(benchmark_file: str | Path) -> list[dict]:
+    """The rows of one Snakemake benchmark file, one per repeat (columns ``s``, ``max_rss``, ...)."""
+    with open(benchmark_file) as handle:
+        return list(csv.DictReader(handle, delimiter="\t"))

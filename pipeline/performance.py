@@ -27,7 +27,6 @@ and the reports leave the figures out.
 from __future__ import annotations
 
 import argparse
-import csv
 import json
 import statistics
 import sys
@@ -35,12 +34,12 @@ from pathlib import Path
 
 from dit.atomic import atomic_write_json
 from dit.provenance import provenance
+from pipeline.formats import benchmark_rows
 
 
 def job_seconds(benchmark_file: Path) -> float:
     """Wall seconds of one job from its Snakemake benchmark file (column ``s``, the last repeat)."""
-    with open(benchmark_file) as handle:
-        rows = list(csv.DictReader(handle, delimiter="\t"))
+    rows = benchmark_rows(benchmark_file)
     if not rows or rows[-1].get("s") in (None, "", "NA"):
         raise ValueError(f"{benchmark_file}: no seconds recorded")
     return float(rows[-1]["s"])

@@ -814,3 +814,26 @@ def test_a_compute_optimal_run_at_a_fitting_size_is_a_separate_check_not_claim_4
     text = render("summary.md.j2", facts)
     assert f"A separate check, not of a held-out size: the compute-optimal run of {fitting}" in text
     assert f"{group['tokens'] / largest:.3g}x its largest fitted budget" in claim_line(text, "4")
+
+
+def test_stage_timings_read_only_the_named_benchmark_files_in_their_order(tmp_path):
+    """Files other targets or earlier runs left in the folder do not count when the files are named; a named file
+    that is missing, or lies outside the folder, is noted, not read."""
+    root = tmp_path / "benchmarks"
+    seconds = {"prepare_data": [4.0], "train/grid/tiny-9k/b1": [10.0], "train/grid/tiny-9k/b2": [30.0],
+               "train/grid/tiny-18k/b1": [20.0], "fit_laws": [2.5], "figures": [7.0], "samples": [9.0]}
+    for name, values in seconds.items():
+        path = root / f"{name}.tsv"
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text("s\th:m:s\tmax_rss\n" + "".join(f"{s}\t0:00:{int(s):02d}\t{100 + 10 * s}\n" for s in values))
+    (tmp_path / "elsewhere.tsv").write_text("s\th:m:s\tmax_rss\n1.0\t0:00:01\t5\n")
+    named = ["prepare_data", "train/grid/tiny-9k/b1", "train/grid/tiny-9k/b2", "train/grid/tiny-18k/b1", "fit_laws",
+             "caption_match/largest"]
+    notes: list[str] = []
+    rows = measurements.stage_timings(str(root), notes, [str(root / f"{n}.tsv") for n in named] + [str(tmp_path / "elsewhere.tsv")])
+    assert [r["stage"] for r in rows] == ["prepare_data", "train/grid/*", "fit_laws"]
+    grid = rows[1]
+    assert grid["jobs"] == 3 and grid["median_seconds"] == 20.0 and grid["total_seconds"] == 60.0 and grid["max_rss_mb"] == 400.0
+    assert len(notes) == 2 and "caption_match/largest.tsv" in notes[0] and "elsewhere.tsv" in notes[1]
+    everything = measurements.stage_timings(str(root), [])
+    assert {r["stage"] for r in everything} == {"prepare_data", "train/grid/*", "fit_laws", "figures", "samples"}

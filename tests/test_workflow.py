@@ -363,6 +363,18 @@ def test_smoke_summary_has_every_section(smoke_run):
     for stage in ("train/grid/*", "train/heldout/*", "fit_grid", "fit_laws", "prepare_data"):
         assert f"| {stage} |" in timings, stage
     assert f"| train/grid/* | {len(grid_job_ids(smoke_run.config))} |" in timings
+    # only the jobs the facts come from: not samples or figures, which ran too (before or after the facts)
+    config = smoke_run.config
+    evaluated = ["largest"] + ["compute_optimal"] * bool(config["heldout"].get("compute_optimal_size"))
+    expected = {"prepare_data", "train/grid/*", "train/heldout/*", "fit_grid", "fit_laws"}
+    expected |= {name for name, used in (("generate_data", config["data"]["source"] is None),
+                                         ("fit_latent_codec", bool(config["data"]["latent"])),
+                                         ("train/compute_optimal/*", "compute_optimal" in evaluated)) if used}
+    expected |= {f"{stage}/{model}" for stage in ("validation_protocol_spread", "caption_conditioning", "caption_match")
+                 for model in evaluated}
+    facts = json.loads((smoke_run.results / "facts.json").read_text())
+    assert {row["stage"] for row in facts["stage_timings"]} == expected and not facts["notes"]
+    assert (smoke_run.workdir / "benchmarks" / "samples.tsv").exists()
     # the grid jobs' seconds split into training steps and validation passes, from their job records
     jobs = [json.loads(path.read_text()) for path in (smoke_run.workdir / "jobs" / "grid").rglob("job.json")]
     assert len(jobs) == len(grid_job_ids(smoke_run.config))

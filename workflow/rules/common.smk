@@ -124,6 +124,17 @@ def compute_optimal_evaluations():
     return {name: f"{RESULTS}/evaluation/compute_optimal/{file}" for name, file in EVALUATION_FILES.items()}
 
 
+def facts_benchmarks(wildcards=None):
+    """The benchmark files of the jobs the facts depend on, in the workflow's order. Benchmark files are not
+    outputs, so these are named, not found: files that earlier runs or other targets (figures, samples,
+    noise_sources) left in the folder do not enter the summary's stage table."""
+    data = ["generate_data"] * (config["data"]["source"] is None) + ["prepare_data"] + ["fit_latent_codec"] * bool(config["data"]["latent"])
+    jobs = [f"train/{job.job_id}" for job in [*GRID_JOBS, *heldout_jobs()]]
+    models = ["largest", *(["compute_optimal"] if compute_optimal_evaluations() else [])]
+    evaluations = [f"{stage}/{model}" for stage in ("validation_protocol_spread", "caption_conditioning", "caption_match") for model in models]
+    return [f"{BENCHMARKS}/{name}.tsv" for name in [*data, *jobs, "fit_grid", "fit_laws", *evaluations]]
+
+
 def noise_cell_name(cell):
     return f"{cell['size']}_b{cell['batch_clips']}_lr{format_learning_rate(float(cell['learning_rate']))}"
 

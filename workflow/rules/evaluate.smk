@@ -58,6 +58,8 @@ rule caption_conditioning:
         f"{RESULTS}/evaluation/{{model}}/caption_conditioning.json",
     log:
         f"{LOGS}/caption_conditioning/{{model}}.log",
+    benchmark:
+        f"{BENCHMARKS}/caption_conditioning/{{model}}.tsv"
     params:
         run=evaluated_run_dir,
         contrasts=caption_contrast_arguments(config),

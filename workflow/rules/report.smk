@@ -21,6 +21,7 @@ rule facts:
         f"{LOGS}/facts.log",
     params:
         benchmarks=BENCHMARKS,
+        benchmark_files=facts_benchmarks,
         compute_optimal=lambda wildcards: " ".join(
             f"--compute-optimal-{name.replace('_', '-')} {path}" for name, path in compute_optimal_evaluations().items()
         ),
@@ -32,7 +33,7 @@ rule facts:
         " --protocol-spread {input.spread} --caption-conditioning {input.captions} --caption-match {input.caption_match}"
         " {params.compute_optimal}"
         " --performance {input.performance} --batch-axis {input.batch_axis} --manifest {input.prepared}/manifest.json"
-        " --benchmarks {params.benchmarks}"
+        " --benchmarks {params.benchmarks} --benchmark-files {params.benchmark_files}"
         " --out {output.facts} --scorecard {output.scorecard} > {log} 2>&1"
 
 
