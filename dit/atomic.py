@@ -17,7 +17,7 @@ import socket
 import tempfile
 import threading
 from pathlib import Path
-from typing import Any, Callable, Iterator
+from typing import Any, Callable, Iterable, Iterator
 
 
 @contextlib.contextmanager
@@ -73,6 +73,33 @@ def atomic_write_json(path: str | os.PathLike, obj: Any, indent: int = 2, flat_n
 
 class OutputPathError(ValueError):
     """``atomic_directory`` will not replace what is at its path; the message names the path and what is there."""
+
+
+def check_output_files(outputs: Iterable[str | os.PathLike | None], inputs: Iterable[str | os.PathLike | None] = ()) -> None:
+    """Raise ``OutputPathError`` before any work when an output file cannot be written where it is asked for.
+
+    Refused: an output that is a folder, one below a file or below a folder this process cannot write,
+    one that is also an input (writing it would destroy that input), and one file named twice. ``None``
+    entries (options not given) are skipped. A CLI calls this first, so bad paths cost nothing and lose nothing.
+    """
+    read = {os.path.realpath(path) for path in inputs if path is not None}
+    seen: set[str] = set()
+    for path in outputs:
+        if path is None:
+            continue
+        final, real = Path(path), os.path.realpath(path)
+        if final.is_dir():
+            raise OutputPathError(f"output {final} is a folder; give the path of a file")
+        ancestor = next(parent for parent in final.absolute().parents if parent.exists())
+        if not ancestor.is_dir():
+            raise OutputPathError(f"output {final} cannot be written: {ancestor} is a file, not a folder")
+        if not os.access(ancestor, os.W_OK | os.X_OK):
+            raise OutputPathError(f"output {final} cannot be written: no permission to write in {ancestor}")
+        if real in read:
+            raise OutputPathError(f"output {final} is also an input; writing it would destroy that input")
+        if real in seen:
+            raise OutputPathError(f"output {final} is named twice; give each output its own path")
+        seen.add(real)
 
 
 class Terminated(BaseException):

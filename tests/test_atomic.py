@@ -143,3 +143,25 @@ def test_sigterm_removes_the_temporary_folder_and_the_next_run_removes_a_killed_
         running.send_signal(signal.SIGTERM)
         running.wait(timeout=30)
     assert _temporaries(tmp_path) == [other.name]
+
+
+def test_output_files_that_cannot_be_written_are_refused_before_any_work(tmp_path):
+    """A folder, a path below a file, an input, or one file named twice: each refused with its reason; nothing is
+    created or changed."""
+    from dit.atomic import check_output_files
+
+    data = tmp_path / "runs.csv"
+    data.write_text("kept\n")
+    folder = tmp_path / "folder"
+    folder.mkdir()
+    check_output_files([tmp_path / "new" / "deeper" / "out.json", None], [data, None])
+    cases = {
+        "is a folder": ([folder], []),
+        "is a file, not a folder": ([data / "out.json"], []),
+        "is also an input": ([tmp_path / "." / "runs.csv"], [data]),
+        "named twice": ([tmp_path / "a.json", tmp_path / "x" / ".." / "a.json"], []),
+    }
+    for reason, (outputs, inputs) in cases.items():
+        with pytest.raises(OutputPathError, match=reason):
+            check_output_files(outputs, inputs)
+    assert data.read_text() == "kept\n" and sorted(p.name for p in tmp_path.iterdir()) == ["folder", "runs.csv"]
