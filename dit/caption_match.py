@@ -26,6 +26,11 @@ direction is right with probability 1/4. Counting colours that are merely presen
 that bound: a clip of every colour would match every caption. The same reader applied to the generator's
 own frames of those captions (brought to the prepared size and through the run's latent codec, as
 training clips are) gives the reader's ceiling, recorded as ``reference``.
+
+Refused before sampling (exit status 2, nothing written): ``--clips`` below 1, a ``--confidence`` outside (0, 1),
+the DDIM settings ``dit.sample.check_ddim_settings`` refuses (``--steps`` outside the run's schedule, a non-finite
+``--guidance-scale``), a run that is not ready (``dit.evaluate.open_trained_run``), and an ``--out`` that is a
+folder, lies below a file or is a file of the run.
 """
 
 from __future__ import annotations
@@ -39,12 +44,12 @@ import numpy as np
 import torch
 from scipy import stats
 
-from dit.atomic import atomic_write_json
+from dit.atomic import OutputPathError, atomic_write_json, check_output_files
 from dit.data.decode import resize_and_crop
 from dit.data.synthetic import COLOURS, DIRECTIONS, GeneratorSettings, caption_scene, render_scene, sample_scene
-from dit.evaluate import EvaluationInputError, RunNotReady, open_trained_run
+from dit.evaluate import EvaluationInputError, RunNotReady, open_trained_run, run_files
 from dit.provenance import provenance
-from dit.sample import sample_videos
+from dit.sample import check_ddim_settings, sample_videos
 
 #: Seed of the held-aside scenes (the default data set uses seed 0; any other seed gives other scenes).
 CHECK_SEED = 20_241_126
@@ -161,6 +166,7 @@ def reference_clips(scenes, settings: GeneratorSettings, run) -> np.ndarray:
 def caption_match(run_dir: Path, clips: int, seed: int, steps: int, guidance_scale: float, confidence: float) -> dict:
     """Sample one clip per held-aside caption from the run and score it and the reference frames (module docstring)."""
     run = open_trained_run(run_dir)
+    check_ddim_settings(run, steps, guidance_scale)
     settings = GeneratorSettings(clips=clips, seed=CHECK_SEED)
     scenes = check_scenes(clips, settings)
     captions = [caption_scene(scene) for scene in scenes]
@@ -190,6 +196,11 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     if args.clips < 1 or not 0 < args.confidence < 1:
         print("dit.caption_match: --clips must be positive and --confidence inside (0, 1)", file=sys.stderr)
+        return 2
+    try:
+        check_output_files([args.out], run_files(args.run))
+    except OutputPathError as error:
+        print(f"dit.caption_match: {error}", file=sys.stderr)
         return 2
     try:
         result = caption_match(args.run, args.clips, args.seed, args.steps, args.guidance_scale, args.confidence)

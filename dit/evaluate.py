@@ -26,10 +26,12 @@
     contrast changed; a caption it leaves as it was counts as unchanged, with a difference of 0.
 
 Only completed runs are evaluated: a missing folder, a run without ``summary.json`` (not finished),
-or one whose status is not ``completed`` is refused with a message naming the file (exit status 2,
-as for other bad arguments; nothing is written). ``--device auto`` uses CUDA when available; a run
-trained with xformers attention is evaluated with sdpa on a CPU, and the run's ``precision``
-setting is resolved for the evaluation device (``auto``: bf16 autocast on CUDA, fp32 on a CPU).
+one whose status is not ``completed`` and one whose ``checkpoints/model.pt`` is unreadable (truncated)
+are refused with a message naming the file (exit status 2, as for other bad arguments; nothing is
+written); so is an ``--out`` that is a folder, lies below a file or is a file of the run, before the
+run is read. ``--device auto`` uses CUDA when available; a run trained with xformers attention is
+evaluated with sdpa on a CPU, and the run's ``precision`` setting is resolved for the evaluation
+device (``auto``: bf16 autocast on CUDA, fp32 on a CPU).
 Losses are mean squared errors of the epsilon prediction (dimensionless); clips are counted in clips.
 """
 
@@ -47,7 +49,7 @@ from typing import Callable, Iterable, Iterator, Sequence
 import numpy as np
 import torch
 
-from dit.atomic import atomic_write_json
+from dit.atomic import OutputPathError, atomic_write_json, check_output_files
 from dit.config import ConfigError, TrainConfig, load_config
 from dit.data.loader import ShardDataset, limit_clips
 from dit.diffusion import NoiseSchedule, validation_loss, validation_loss_spread
@@ -55,7 +57,7 @@ from dit.distributed import DeviceUnavailable, autocast, resolve_device, resolve
 from dit.latent import CodecError, LatentCodec, PixelSpace, encoded_batches, load_model_space
 from dit.model import VideoDiTConfig
 from dit.provenance import provenance
-from dit.run_folder import MODEL_FILE, load_trained_model, read_summary
+from dit.run_folder import MODEL_FILE, ModelFileError, load_trained_model, read_summary
 from dit.text import PAD_ID
 
 EXIT_OK = 0
@@ -229,7 +231,10 @@ def open_trained_run(run_dir: str | Path, device: str = "auto", threads: int | N
     if threads or config.threads:
         torch.set_num_threads(threads or config.threads)
     attention = evaluation_attention(config.model.attention, torch_device)
-    model, model_config = load_trained_model(run_dir, torch_device, attention=attention)
+    try:
+        model, model_config = load_trained_model(run_dir, torch_device, attention=attention)
+    except ModelFileError as error:
+        raise RunNotReady(str(error)) from None
     try:
         space = load_model_space(config.data.latent)
     except CodecError as error:
@@ -582,10 +587,19 @@ def parse_contrasts(swap: Sequence[str], exchange: str | None) -> CaptionContras
     return CaptionContrasts(swap=tuple(pairs), exchange=words)
 
 
+def run_files(run_dir: Path) -> list[Path]:
+    """The files of a run folder that evaluating or sampling it reads (an output must not be one of them)."""
+    return [run_dir / "summary.json", run_dir / "config.yaml", run_dir / "checkpoints" / MODEL_FILE]
+
+
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     command = {"spread": _run_spread, "captions": _run_captions}[args.command]
     try:
+        try:
+            check_output_files([args.out], run_files(args.run))
+        except OutputPathError as error:
+            raise EvaluationInputError(f"--out: {error}") from None
         if args.command == "captions":
             args.contrasts = parse_contrasts(args.swap, args.exchange)
         record = command(args)

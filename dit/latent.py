@@ -14,7 +14,9 @@ Latents are scaled by one global factor to unit variance (as latent-diffusion mo
 latents). ``decode`` maps back to pixels for samples; its round-trip PSNR is recorded in the codec
 file. Files are ``.npz`` arrays plus a JSON header, read with ``allow_pickle=False``.
 
-``python -m dit.latent fit --data PREPARED --out codec.npz [--patch 2 4 4] [--channels 16]``
+``python -m dit.latent fit --data PREPARED --out codec.npz [--patch 2 4 4] [--channels 16]``; non-positive counts,
+a negative seed, a bad ``--out`` path and a fit with non-finite values are refused (exit status 2) and nothing is
+written. A codec file with non-finite values is refused when read (``CodecError`` naming the file).
 """
 
 from __future__ import annotations
@@ -31,7 +33,7 @@ from typing import Sequence
 import numpy as np
 import torch
 
-from dit.atomic import atomic_write_bytes
+from dit.atomic import atomic_write_bytes, check_output_files
 from dit.data.loader import ShardDataset
 from dit.diffusion import model_space_to_video, video_to_model_space
 from dit.provenance import provenance
@@ -115,7 +117,17 @@ class LatentCodec:
         pixels = pixels.permute(0, 1, 4, 2, 5, 3, 6, 7).reshape(batch, gf * pt, gh * ph, gw * pw, self.channels)
         return ((pixels.clamp(-1.0, 1.0) + 1.0) * 127.5).round().to(torch.uint8)
 
+    def check_finite(self, where: str) -> None:
+        """``CodecError`` naming ``where`` when the basis, mean or scale holds a NaN or an infinity (a fit on clips
+        without variance, or a damaged file): such a codec would turn every clip into NaNs."""
+        bad = [name for name, values in (("basis", self.basis), ("mean", self.mean), ("scale", self.scale))
+               if not np.isfinite(values).all()]
+        if bad:
+            raise CodecError(f"{where}: non-finite values (NaN or infinity) in the codec's {' and '.join(bad)}; "
+                             "fit it again on clips that vary")
+
     def to_bytes(self) -> bytes:
+        self.check_finite("latent codec")
         header = {
             "format": FORMAT,
             "patch": list(self.patch),
@@ -155,6 +167,7 @@ class LatentCodec:
         )
         if basis.shape[0] != codec.patch_values or mean.shape != (codec.patch_values,):
             raise CodecError(f"{path}: basis {basis.shape} / mean {mean.shape} do not match patch {codec.patch}")
+        codec.check_finite(str(path))
         return codec
 
 
@@ -210,6 +223,18 @@ def fit_codec_from_data(data_root: str | Path, patch: Sequence[int], latent_chan
     return fit_codec(videos, patch, latent_channels, metadata={"provenance": provenance(settings)})
 
 
+def check_fit_options(args: argparse.Namespace) -> None:
+    """Before any work: ``CodecError`` naming the option for a non-positive ``--patch``, ``--channels`` or
+    ``--max-clips`` and a negative ``--seed``; ``OutputPathError`` for an ``--out`` that is a folder, lies below a
+    file or is a file of the ``--data`` folder."""
+    for option, values in (("--patch", args.patch), ("--channels", [args.channels]), ("--max-clips", [args.max_clips])):
+        if any(value < 1 for value in values):
+            raise CodecError(f"{option} must be positive, got {' '.join(map(str, values))}")
+    if args.seed < 0:
+        raise CodecError(f"--seed must be a non-negative integer, got {args.seed}")
+    check_output_files([args.out], list(args.data.iterdir()) if args.data.is_dir() else [])
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m dit.latent", description=__doc__.split("\n\n")[0])
     commands = parser.add_subparsers(dest="command", required=True)
@@ -222,7 +247,9 @@ def main(argv: list[str] | None = None) -> int:
     fit.add_argument("--seed", type=int, default=0, help="seed of the choice of clips")
     args = parser.parse_args(argv)
     try:
+        check_fit_options(args)
         codec = fit_codec_from_data(args.data, args.patch, args.channels, args.max_clips, args.seed)
+        codec.check_finite(f"{args.out} (not written)")
     except (CodecError, FileNotFoundError, ValueError) as error:
         print(f"dit.latent: {error}", file=sys.stderr)
         return 2

@@ -26,6 +26,7 @@ RUN.yaml`` for one run's training config (``--config-json`` for the same as JSON
 noise_sources`` runs it at every noise cell of the pipeline config (``noise.sources``). The job folder (``--work``, by default next to ``--out``)
 keeps the ensemble's checkpoint, so a rerun after an interruption resumes; its member folders record
 each run's data seed as its ``seed`` (their initialisations come from the row's seed, as the output says).
+Bad options and output paths are refused before any training (``check_options``; exit status 2).
 """
 
 from __future__ import annotations
@@ -34,18 +35,20 @@ import argparse
 import copy
 import json
 import math
+import os
 import sys
 from pathlib import Path
 
 import numpy as np
 import torch
 
-from dit.atomic import atomic_write_json
+from dit.atomic import OutputPathError, atomic_write_json, check_output_files
 from dit.config import ConfigError, TrainConfig, config_from_dict, load_config, load_ensemble, resumable_config_hash
 from dit.engine import EnsembleTrainer, Member
 from dit.model import VideoDiT
 from dit.provenance import provenance
 from dit.seeds import stable_seed
+from dit.train import check_output_folder
 
 DEFAULT_TARGETS = (0.007, 0.005)
 
@@ -168,14 +171,35 @@ def _base_config(args) -> TrainConfig:
     return chosen[0]
 
 
+def check_options(args, work: Path) -> None:
+    """Before any training: ``ConfigError`` for ``--seeds`` below 2, a ``--target`` or ``--learning-rate`` that is not
+    positive and finite; ``OutputPathError`` for an ``--out`` that is a folder, lies below a file or is the config or
+    ensemble file, and for a job folder (``--work``) that is a file, lies below one or is ``--out``."""
+    if args.seeds < 2:
+        raise ConfigError(f"--seeds must be at least 2 (a k x k design needs k >= 2), got {args.seeds}")
+    for target in args.target:
+        if not 0 < target < math.inf:
+            raise ConfigError(f"--target must be positive and finite (a relative std), got {target}")
+    if args.learning_rate is not None and not 0 < args.learning_rate < math.inf:
+        raise ConfigError(f"--learning-rate must be positive and finite, got {args.learning_rate}")
+    check_output_files([args.out], [args.config, args.ensemble])
+    check_output_folder(work, "--work")
+    if os.path.realpath(work) == os.path.realpath(args.out):
+        raise OutputPathError(f"--work {work} is also --out; give the job folder a path of its own")
+
+
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     try:
-        base = _base_config(args)
         work = args.work or args.out.with_suffix(".work")
+        check_options(args, work)
+        base = _base_config(args)
         document = study(base, args.seeds, args.first_seed, work, tuple(args.target))
     except ConfigError as error:
         print(f"dit.noise_sources: configuration error: {error}", file=sys.stderr)
+        return 2
+    except OutputPathError as error:
+        print(f"dit.noise_sources: {error}", file=sys.stderr)
         return 2
     document["provenance"] = provenance({"config": base.to_dict(), "seeds": args.seeds, "first_seed": args.first_seed,
                                          "targets": args.target})

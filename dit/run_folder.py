@@ -92,12 +92,20 @@ def save_model(run_dir: str | Path, model_config: dict, state: dict[str, torch.T
     return path
 
 
+class ModelFileError(ValueError):
+    """A run's ``checkpoints/model.pt`` is unreadable (truncated, damaged) or not a model of ``save_model``; the
+    message names the file."""
+
+
 def load_trained_model(run_dir: str | Path, device: str | torch.device = "cpu", attention: str | None = None):
     """The model in a run folder's ``checkpoints/model.pt``, in eval mode, and its ``VideoDiTConfig``.
 
     ``attention`` overrides the backend recorded in the run (e.g. ``"sdpa"`` to sample on CPU a
-    model trained with xformers). Loads with ``weights_only=True``.
+    model trained with xformers). Loads with ``weights_only=True``. A file that cannot be read
+    (truncated or damaged) or is not a model written by ``save_model`` raises ``ModelFileError``.
     """
+    import pickle
+
     import torch
 
     from dit.model import VideoDiT, VideoDiTConfig
@@ -105,16 +113,31 @@ def load_trained_model(run_dir: str | Path, device: str | torch.device = "cpu", 
     path = Path(run_dir) / "checkpoints" / MODEL_FILE
     if not path.exists():
         raise FileNotFoundError(f"{path}: no trained model (has the run in {run_dir} finished?)")
-    state = torch.load(path, map_location="cpu", weights_only=True)
+    try:
+        state = torch.load(path, map_location="cpu", weights_only=True)
+    except (RuntimeError, OSError, EOFError, pickle.UnpicklingError, ValueError) as error:
+        raise ModelFileError(f"{path}: unreadable model file, truncated or damaged ({_first_sentence(error)}); "
+                             "train the run again") from None
     if not isinstance(state, dict) or state.get("format") != MODEL_FORMAT:
-        raise ValueError(f"{path}: not a run model written by dit.train (format {state.get('format') if isinstance(state, dict) else None!r})")
-    record = dict(state["model_config"])
-    if attention is not None:
-        record["attention"] = attention
-    model_config = VideoDiTConfig(**{**record, "patch": tuple(record["patch"])})
-    model = VideoDiT(model_config)
-    model.load_state_dict(state["model"])
+        recorded = state.get("format") if isinstance(state, dict) else None
+        raise ModelFileError(f"{path}: not a run model written by dit.train (format {recorded!r})")
+    try:
+        record = dict(state["model_config"])
+        if attention is not None:
+            record["attention"] = attention
+        model_config = VideoDiTConfig(**{**record, "patch": tuple(record["patch"])})
+        model = VideoDiT(model_config)
+        model.load_state_dict(state["model"])
+    except (KeyError, TypeError, ValueError, RuntimeError) as error:
+        raise ModelFileError(f"{path}: its model config or weights do not make a model ({type(error).__name__}: "
+                             f"{_first_sentence(error)})") from None
     return model.to(device).eval(), model_config
+
+
+def _first_sentence(error: BaseException) -> str:
+    """The first sentence of an error's message (torch's messages run on for several), or its type's name."""
+    text = str(error).strip()
+    return text.splitlines()[0].split(". ")[0].rstrip(".") if text else type(error).__name__
 
 
 def write_run_summary(run_dir: Path, status: str, reason: str, config, metrics: list[dict], job: dict[str, Any],

@@ -32,7 +32,7 @@ from typing import Sequence
 import numpy as np
 import torch
 
-from dit.atomic import atomic_path, atomic_write_json
+from dit.atomic import OutputPathError, atomic_path, atomic_write_json, check_output_files
 from dit.data.loader import ShardDataset
 from dit.data.video_io import enlarge, write_gif, write_mp4
 from dit.ddim import ddim_sample
@@ -207,19 +207,29 @@ def training_vocabulary(run: TrainedRun) -> set[str]:
     return words
 
 
+def check_ddim_settings(run: TrainedRun, steps: int, guidance_scale: float, eta: float = 0.0) -> None:
+    """``EvaluationInputError`` naming the flag for DDIM settings ``sample_videos`` cannot use: ``--steps`` outside
+    ``[1, num_timesteps]`` of the run's schedule, a non-finite ``--guidance-scale`` (NaN or infinity turns every
+    sample black), and an ``--eta`` that is negative or not finite."""
+    if not 1 <= steps <= run.schedule.num_timesteps:
+        raise EvaluationInputError(f"--steps must lie in [1, {run.schedule.num_timesteps}], got {steps}")
+    if not math.isfinite(guidance_scale):
+        raise EvaluationInputError(f"--guidance-scale must be a finite number, got {guidance_scale}")
+    if not 0 <= eta < math.inf:
+        raise EvaluationInputError(f"--eta must be >= 0 and finite, got {eta}")
+
+
 def check_sampler_settings(run: TrainedRun, captions: Sequence[str], steps: int, eta: float, upscale: int,
-                           fps: float) -> None:
-    """``EvaluationInputError`` naming the flag for settings ``sample_run`` cannot use."""
+                           fps: float, guidance_scale: float = 3.0) -> None:
+    """``EvaluationInputError`` naming the flag for settings ``sample_run`` cannot use (``check_ddim_settings``, and
+    no captions, a non-positive ``--upscale``, a ``--fps`` that is not positive and finite)."""
     if not captions:
         raise EvaluationInputError("no captions to sample")
     if upscale < 1:
         raise EvaluationInputError(f"--upscale must be a positive integer, got {upscale}")
-    if not fps > 0:
-        raise EvaluationInputError(f"--fps must be positive, got {fps}")
-    if not 1 <= steps <= run.schedule.num_timesteps:
-        raise EvaluationInputError(f"--steps must lie in [1, {run.schedule.num_timesteps}], got {steps}")
-    if eta < 0:
-        raise EvaluationInputError(f"--eta must be >= 0, got {eta}")
+    if not 0 < fps < math.inf:
+        raise EvaluationInputError(f"--fps must be positive and finite, got {fps}")
+    check_ddim_settings(run, steps, guidance_scale, eta)
 
 
 def sample_run(
@@ -234,7 +244,7 @@ def sample_run(
     fps: float = 8.0,
 ) -> dict:
     """Sample one video per caption and write the files of the module docstring; returns the index record."""
-    check_sampler_settings(run, captions, steps, eta, upscale, fps)
+    check_sampler_settings(run, captions, steps, eta, upscale, fps, guidance_scale)
     out = Path(out)
     tokenizer = run.validation_split().tokenizer
     caption_ids = torch.as_tensor(tokenizer.encode_batch(captions), dtype=torch.long)
@@ -345,10 +355,23 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def output_files(out: str | Path, count: int) -> list[Path]:
+    """The files ``sample_run`` writes into ``out`` for ``count`` captions."""
+    out = Path(out)
+    return [*(out / MP4_NAME.format(index=i) for i in range(count)), out / GIF_NAME, out / SAMPLES_NAME,
+            out / CONTACT_SHEET_NAME, out / INDEX_NAME]
+
+
 def main(argv: list[str] | None = None) -> int:
+    """Refused before any sampling (exit status 2): bad flags (``check_sampler_settings``), a run that is not
+    ready, and an ``--out`` that is a file or lies below one, or whose files would be folders or the captions file."""
     args = build_parser().parse_args(argv)
     try:
         captions = caption_list(args.caption, args.captions_file)
+        try:
+            check_output_files(output_files(args.out, len(captions)), [args.captions_file])
+        except OutputPathError as error:
+            raise EvaluationInputError(f"--out: {error}") from None
         run = open_trained_run(args.run, args.device, args.threads)
         record = sample_run(
             run,

@@ -17,9 +17,9 @@ restarted with the same command resumes from the job folder's checkpoint and, on
 metrics identical to an uninterrupted run. A run whose folder already holds a finished summary of
 the same config is not trained again. A job killed after its runs' summaries and before its
 ``job.json`` writes that record on its rerun from its final checkpoint (``train_ensemble``).
-Settings this machine cannot honour (``device: cuda`` without a GPU, ``xformers`` on a CPU) and a
-data folder without training or validation clips are configuration errors, found before anything is
-written or trained.
+Settings this machine cannot honour (``device: cuda`` without a GPU, ``xformers`` on a CPU), a
+data folder without training or validation clips, and an ``--out`` (or ensemble member ``out``) that is
+a file or lies below one are configuration errors, found before anything is written or trained.
 
 Exit codes: 0 every run completed or diverged (``summary.json`` says which), 1 failed, 2 bad
 configuration, 75 preempted (SIGTERM or SIGUSR1: a checkpoint was written; rerun to resume).
@@ -28,6 +28,7 @@ configuration, 75 preempted (SIGTERM or SIGUSR1: a checkpoint was written; rerun
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 import traceback
 from pathlib import Path
@@ -35,7 +36,7 @@ from pathlib import Path
 import torch
 
 from dit import matmul_rate
-from dit.atomic import atomic_write_json
+from dit.atomic import OutputPathError, atomic_write_json
 from dit.config import ConfigError, TrainConfig, check_ensemble, load_config, load_ensemble, resumable_config_hash
 from dit.distributed import environment_rank
 from dit.engine import EnsembleTrainer, Member, check_runtime, write_finished_job_record
@@ -205,6 +206,17 @@ def _record_failure(member: Member, reason: str) -> None:
     })
 
 
+def check_output_folder(path: Path, option: str = "--out") -> None:
+    """``OutputPathError`` when ``path`` cannot be a run or job folder: something that is not a folder is there
+    (a file, such as the config itself), or it lies below a file."""
+    path = Path(path)
+    if os.path.lexists(path) and not path.is_dir():
+        raise OutputPathError(f"{option} {path} is a file, not a run or job folder; give the path of a folder")
+    ancestor = next(parent for parent in path.absolute().parents if parent.exists())
+    if not ancestor.is_dir():
+        raise OutputPathError(f"{option} {path} cannot be a folder: {ancestor} is a file")
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="python -m dit.train",
@@ -224,12 +236,18 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     try:
+        check_output_folder(args.out)
         members = [(load_config(args.config), args.out)] if args.config else load_ensemble(args.ensemble)
+        for position, (_, out) in enumerate(members if args.ensemble else []):
+            check_output_folder(out, f"members[{position}].out")
         for config, _ in members:
             config.progress.quiet = config.progress.quiet or args.quiet
         statuses = train_ensemble(members, args.out)
     except ConfigError as error:
         print(f"dit.train: configuration error: {error}", file=sys.stderr)
+        return EXIT_CONFIG_ERROR
+    except OutputPathError as error:
+        print(f"dit.train: {error}", file=sys.stderr)
         return EXIT_CONFIG_ERROR
     except CheckpointError as error:
         print(f"dit.train: {error}", file=sys.stderr)

@@ -10,7 +10,8 @@ key, e.g. ``grid.learning_rates[2]: -0.01 is less than or equal to the minimum o
 ``python -m pipeline.config fit-config (--config FILE | --fit-json JSON) --out FIT.yaml`` writes
 the fit config that ``python -m analysis.fit`` reads: the ``analysis`` section plus the fitting sizes,
 held-out sizes and conventional cell that the grid defines (``fit_config``), validated by
-``analysis.config``.
+``analysis.config``. Refused before anything is written (exit status 2): ``--fit-json`` text that is not
+a JSON object, and an ``--out`` that is a folder, lies below a file or is the ``--config`` file.
 """
 
 from __future__ import annotations
@@ -29,7 +30,7 @@ import yaml
 
 from analysis.config import FitConfigError, InferenceSetup
 from analysis.config import config_from_dict as fit_config_from_dict
-from dit.atomic import atomic_write_text
+from dit.atomic import OutputPathError, atomic_write_text, check_output_files
 from dit.config import ConfigError, config_from_dict, read_yaml_mapping
 from dit.flops import tokens_per_clip
 from dit.sizes import SIZES
@@ -304,6 +305,19 @@ def model_tokens_per_clip(config: Mapping[str, Any]) -> int:
     return tokens_per_clip(*shape, config["model"]["patch"])
 
 
+def fit_json_record(text: str) -> dict[str, Any]:
+    """The fit config given as ``--fit-json`` text; ``PipelineConfigError`` unless it is a JSON object."""
+    try:
+        record = json.loads(text)
+    except ValueError as error:
+        raise PipelineConfigError(f"--fit-json: not valid JSON ({error})") from None
+    if not isinstance(record, dict):
+        shown = json.dumps(record)
+        raise PipelineConfigError(f"--fit-json: must be a JSON object (the fit config), got "
+                                  f"{shown if len(shown) <= 40 else shown[:37] + '...'}")
+    return record
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m pipeline.config", description=__doc__.split("\n\n")[0])
     commands = parser.add_subparsers(dest="command", required=True)
@@ -321,8 +335,13 @@ def main(argv: list[str] | None = None) -> int:
             validate_pipeline_config(config)
             print(f"{args.config}: valid")
             return 0
-        if args.fit_json:
-            record = json.loads(args.fit_json)
+        try:
+            check_output_files([args.out], [args.config])
+        except OutputPathError as error:
+            print(f"pipeline.config: {error}", file=sys.stderr)
+            return 2
+        if args.fit_json is not None:
+            record = fit_json_record(args.fit_json)
         else:
             config = load_pipeline_config(args.config)
             validate_pipeline_config(config)

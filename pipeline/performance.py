@@ -22,27 +22,85 @@ final checkpoint) has Snakemake seconds of that rerun, not of its training: such
 every figure and counted in ``jobs_recorded_after_restart``. When no job is left that trained in its own
 execution (a rerun of the grid whose runs had all finished), the record says ``status: not measured`` and why,
 and the reports leave the figures out.
+
+Refused before anything is written (exit status 2, the message naming the file): a job file or benchmark file
+given twice, a ``job.json`` that is not a job record (``read_job``), a benchmark file whose seconds are missing or
+not positive and finite, and an ``--out`` that is a folder, lies below a file or is one of the inputs.
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import math
+import os
 import statistics
 import sys
 from pathlib import Path
 
-from dit.atomic import atomic_write_json
+from dit.atomic import atomic_write_json, check_output_files
 from dit.provenance import provenance
 from pipeline.formats import benchmark_rows
 
+#: What ``matmul`` of a job record gives beside its rate (``dit.matmul_rate.measure_matmul``).
+MATMUL_KEYS = ("size", "threads", "repeats", "dtype", "device")
+
 
 def job_seconds(benchmark_file: Path) -> float:
-    """Wall seconds of one job from its Snakemake benchmark file (column ``s``, the last repeat)."""
+    """Wall seconds of one job from its Snakemake benchmark file (column ``s``, the last repeat); ``ValueError``
+    naming the file when they are missing, not a number, or not positive and finite."""
     rows = benchmark_rows(benchmark_file)
     if not rows or rows[-1].get("s") in (None, "", "NA"):
         raise ValueError(f"{benchmark_file}: no seconds recorded")
-    return float(rows[-1]["s"])
+    try:
+        seconds = float(rows[-1]["s"])
+    except ValueError:
+        raise ValueError(f"{benchmark_file}: seconds (column s) {rows[-1]['s']!r} is not a number") from None
+    if not 0 < seconds < math.inf:
+        raise ValueError(f"{benchmark_file}: seconds (column s) must be positive and finite, got {rows[-1]['s']}")
+    return seconds
+
+
+def _is_number(value) -> bool:
+    return isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
+
+
+def read_job(path: Path) -> dict:
+    """One job's ``job.json``; ``ValueError`` naming the file and the field when it is not JSON, not an object, or a
+    field this module reads is missing or of the wrong kind."""
+    try:
+        job = json.loads(Path(path).read_text())
+    except ValueError as error:
+        raise ValueError(f"{path}: not valid JSON ({error})") from None
+    if not isinstance(job, dict):
+        raise ValueError(f"{path}: not a job record (a JSON object), got {json.dumps(job)[:40]}")
+
+    def bad(field: str, expected: str) -> ValueError:
+        return ValueError(f"{path}: {field} must be {expected}, got {job.get(field)!r}")
+
+    if not isinstance(job.get("members"), list):
+        raise bad("members", "a list of the job's runs")
+    steps = job.get("steps")
+    if steps is not None and not (isinstance(steps, int) and not isinstance(steps, bool) and steps >= 0):
+        raise bad("steps", "a non-negative whole number")
+    flops = job.get("model_flops")
+    if not isinstance(flops, dict) or not _is_number(flops.get("total")) or not all(
+            _is_number(flops[part]) for part in ("training", "validation") if part in flops):
+        raise bad("model_flops", "an object of numbers (total, training, validation)")
+    for field in ("wall_time_s", "validation_wall_time_s"):
+        if field in job and not (_is_number(job[field]) and job[field] >= 0):
+            raise bad(field, "a non-negative number of seconds")
+    if "validation_wall_time_s" in job and "wall_time_s" not in job:
+        raise bad("wall_time_s", "a non-negative number of seconds")
+    matmul = job.get("matmul")
+    if matmul and not (isinstance(matmul, dict) and _is_number(matmul.get("flops_per_s")) and matmul["flops_per_s"] > 0
+                       and all(key in matmul for key in MATMUL_KEYS)):
+        raise bad("matmul", f"an object with a positive flops_per_s and {', '.join(MATMUL_KEYS)}")
+    config = job.get("model_config")
+    if config and not (isinstance(config, dict) and all(
+            isinstance(config.get(key), int) and not isinstance(config.get(key), bool) for key in ("width", "depth"))):
+        raise bad("model_config", "an object with whole numbers width and depth")
+    return job
 
 
 def jobs_matmul(jobs: list[dict], job_files: list[Path]) -> dict:
@@ -59,7 +117,7 @@ def jobs_matmul(jobs: list[dict], job_files: list[Path]) -> dict:
     values = [float(rate["flops_per_s"]) for rate in rates]
     first = rates[0]
     return {"flops_per_s": statistics.median(values), "min_flops_per_s": min(values), "max_flops_per_s": max(values),
-            "jobs": len(values), **{key: first[key] for key in ("size", "threads", "repeats", "dtype", "device")},
+            "jobs": len(values), **{key: first[key] for key in MATMUL_KEYS},
             "source": "the median of the rates the grid's jobs measured at their ends (dit.matmul_rate)"}
 
 
@@ -67,7 +125,14 @@ def grid_performance(job_files: list[Path], benchmark_files: list[Path]) -> dict
     """The grid's model FLOPs, job seconds and their ratio to the jobs' matmul rate (module docstring)."""
     if len(job_files) != len(benchmark_files) or not job_files:
         raise ValueError(f"need one benchmark file per job record, got {len(benchmark_files)} for {len(job_files)}")
-    jobs = [json.loads(Path(path).read_text()) for path in job_files]
+    for files, what in ((job_files, "job file"), (benchmark_files, "benchmark file")):
+        seen: dict[str, Path] = {}
+        for path in files:
+            real = os.path.realpath(path)
+            if real in seen:
+                raise ValueError(f"{path}: {what} given twice (also as {seen[real]}); each job counts once")
+            seen[real] = Path(path)
+    jobs = [read_job(Path(path)) for path in job_files]
     timed = [i for i, job in enumerate(jobs) if not job.get("recorded_after_restart")]
     restarted = len(jobs) - len(timed)
     if not timed or not any(jobs[i].get("steps") for i in timed):
@@ -137,6 +202,7 @@ def main(argv: list[str] | None = None) -> int:
     grid.add_argument("--out", required=True, type=Path)
     args = parser.parse_args(argv)
     try:
+        check_output_files([args.out], [*args.jobs, *args.benchmarks])
         record = grid_performance(args.jobs, args.benchmarks)
     except (OSError, ValueError, KeyError) as error:
         print(f"pipeline.performance: {error}", file=sys.stderr)

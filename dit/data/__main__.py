@@ -130,14 +130,23 @@ def _prepare_parser(commands) -> None:
 
 
 def generate_main(args: argparse.Namespace) -> int:
+    """Write the generated set; a negative ``--seed`` and a non-positive ``--size``, ``--height`` or ``--width``
+    are refused (exit status 2) before anything is written."""
     base = GeneratorSettings()
     size = args.size
+    if args.seed < 0:
+        print(f"error: --seed must be a non-negative integer, got {args.seed}", file=sys.stderr)
+        return 2
+    for option, value in (("--size", size), ("--height", args.height), ("--width", args.width)):
+        if value is not None and value < 1:
+            print(f"error: {option} must be a positive number of pixels, got {value}", file=sys.stderr)
+            return 2
     try:
         settings = GeneratorSettings(
             clips=args.clips,
             frames=args.frames,
-            height=args.height or size or base.height,
-            width=args.width or size or base.width,
+            height=args.height if args.height is not None else size if size is not None else base.height,
+            width=args.width if args.width is not None else size if size is not None else base.width,
             fps=args.fps,
             seed=args.seed,
             min_objects=args.min_objects,
