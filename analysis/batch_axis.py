@@ -1,7 +1,8 @@
 """Where the batch axis turns: at each size and budget, the best cell of every batch size against the smallest batch's.
 
 ``python -m analysis.batch_axis --runs RUNS [--config FIT_YAML] --out OUT.json``: the fit config's
-``bootstrap_resamples``, ``seed`` and ``confidence_level`` set the resamples and the level.
+``bootstrap_resamples``, ``seed`` and ``confidence_level`` set the resamples and the level. An ``--out`` that is a
+folder, below a file or one of the inputs is refused (exit 2) before any work.
 
 The default grid's optima along B sit at one clip per step, the smallest batch there is (README, step 2). Whether
 the loss turns at longer budgets is measured by training a size further (``config/batch-axis.yaml``, then
@@ -39,7 +40,7 @@ from analysis.optima import SizeGrid, find_optima
 from analysis.resampling import RunNoise
 from analysis.runs import RunsTable, RunsTableError, load_runs, pooled_relative_std, run_to_run_noise
 from analysis.selection import cell_grid
-from dit.atomic import atomic_write_json
+from dit.atomic import OutputPathError, atomic_write_json, check_output_files
 from dit.provenance import provenance
 
 SCHEMA = "analysis.batch_axis/1"
@@ -183,9 +184,10 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--out", required=True, help="output JSON (written atomically)")
     args = parser.parse_args(argv)
     try:
+        check_output_files([args.out], [args.runs, args.config])
         config = load_config(args.config)
         document = batch_axis(load_runs(args.runs), config.bootstrap_resamples, config.seed, config.confidence_level, config)
-    except (FitConfigError, RunsTableError, OSError, ValueError) as error:
+    except (FitConfigError, RunsTableError, OutputPathError, OSError, ValueError) as error:
         print(f"analysis.batch_axis: error: {error}", file=sys.stderr)
         return 2
     document["provenance"] = provenance({"runs": args.runs, "fit_config": config.to_dict()})

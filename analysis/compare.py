@@ -27,7 +27,9 @@ side lacks (a part of a grid against the whole), and then no file is compared wh
 Finally, whether ``runs.csv`` and ``laws.json`` are identical apart from clock readings (the same cells
 as written, the same JSON content): what a rerun of the same command on the same machine must give.
 Clock readings (``dit.provenance.VOLATILE_KEYS``) are never compared. Exit status 0 when nothing
-differs beyond noise and no verdict changed, 1 otherwise, 2 for unreadable input.
+differs beyond noise and no verdict changed, 1 otherwise, 2 for unreadable input: a runs table that cannot be read,
+a ``laws.json`` that is not a laws document (``analysis.law_set.check_laws_document``), or a ``--json`` that is a
+folder, lies below a file or is one of the inputs (refused before any work).
 """
 
 from __future__ import annotations
@@ -43,9 +45,10 @@ import numpy as np
 import pandas as pd
 from scipy import stats
 
-from dit.atomic import atomic_write_json
+from dit.atomic import OutputPathError, atomic_write_json, check_output_files
 from dit.provenance import table_without_clocks, without_volatile
 
+from analysis.law_set import LawsFileError, check_laws_document
 from analysis.runs import run_relative_std
 
 DEFAULT_CONFIDENCE = 0.95
@@ -146,6 +149,14 @@ def _read_json(path: Path) -> dict:
         raise CompareError(f"{path}: missing (is {path.parent} a results folder?)") from None
     except (OSError, ValueError) as error:
         raise CompareError(f"{path}: cannot be read as JSON ({error})") from None
+
+
+def _read_laws(path: Path) -> dict:
+    """A results folder's laws file, refused (``CompareError``) as ``analysis.law_set.check_laws_document`` refuses it."""
+    try:
+        return check_laws_document(_read_json(path), path)
+    except LawsFileError as error:
+        raise CompareError(str(error)) from None
 
 
 def _is_table(source: Path) -> bool:
@@ -303,7 +314,7 @@ def compare_verdicts(folder_a: Path, folder_b: Path) -> dict[str, list[str | Non
 def compare_folders(folder_a: str | Path, folder_b: str | Path, common: bool = False) -> Comparison:
     """Compare two results folders (each with ``runs.csv`` and ``laws.json``), or runs tables (module docstring)."""
     folder_a, folder_b = Path(folder_a), Path(folder_b)
-    laws_a, laws_b = (None if _is_table(f) else _read_json(f / "laws.json") for f in (folder_a, folder_b))
+    laws_a, laws_b = (None if _is_table(f) else _read_laws(f / "laws.json") for f in (folder_a, folder_b))
     recorded = [laws for laws in (laws_a, laws_b) if laws is not None]
     noises = [n for n in map(_noise, recorded) if n is not None]
     noise = max(noises) if noises else None
@@ -394,6 +405,13 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--json", type=Path, default=None, help="also write the whole comparison here")
     parser.add_argument("--limit", type=int, default=20, help="differing runs listed in the text report")
     args = parser.parse_args(argv)
+    inputs = [path for side in (args.results_a, args.results_b) for path in (
+        [side] if _is_table(side) else [side / "runs.csv", side / "laws.json", side / "scorecard.json"])]
+    try:
+        check_output_files([args.json], inputs)
+    except OutputPathError as error:
+        print(f"analysis.compare: cannot write --json {args.json}: {error}", file=sys.stderr)
+        return 2
     try:
         comparison = compare_folders(args.results_a, args.results_b, common=args.common)
     except CompareError as error:

@@ -46,6 +46,7 @@ Keys (YAML file and ``--key-name`` command-line options take the same names and 
 from __future__ import annotations
 
 import argparse
+import math
 from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
 from typing import Any, Mapping
@@ -140,6 +141,8 @@ def _number(key: str, value: Any, positive: bool = True, integer: bool = False, 
             raise FitConfigError(f"{key}: expected a number, got {value!r}") from None
     if isinstance(value, bool) or not isinstance(value, (int, float)):
         raise FitConfigError(f"{key}: expected a number, got {value!r}")
+    if isinstance(value, float) and not math.isfinite(value):
+        raise FitConfigError(f"{key}: expected a finite number, got {value!r}")
     if integer and float(value) != int(value):
         raise FitConfigError(f"{key}: expected a whole number, got {value!r}")
     if positive and not (value > 0 or (allow_zero and value == 0)):
@@ -232,7 +235,7 @@ def _check(config: FitConfig) -> None:
     config.confidence_level = _number("confidence_level", config.confidence_level)
     if not config.confidence_level < 1:
         raise FitConfigError(f"confidence_level: must be between 0 and 1, got {config.confidence_level}")
-    config.seed = _number("seed", config.seed, positive=False, integer=True)
+    config.seed = _number("seed", config.seed, integer=True, allow_zero=True)  # numpy's generators take no negative seed
     if config.context_tokens is not None:
         config.context_tokens = _number("context_tokens", config.context_tokens, integer=True)
     if config.size_family is not None and config.size_family not in {s.family for s in SIZES.values()}:

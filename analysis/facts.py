@@ -17,7 +17,15 @@ verdict, tests, evidence; ``analysis.claims``), ``verdicts`` (claim -> verdict),
 ``empirical_compute_optimal``, ``sensitivity``, ``data_reuse``, ``captions``, ``performance``, ``batch_axis``
 (``analysis.batch_axis.summary``),
 ``stage_timings`` (the benchmark files of ``--benchmark-files``, or all of ``--benchmarks``), ``figures`` (what the figures draw beyond the laws), ``open_questions``
-(``analysis.open_questions``), ``notes`` (inputs given but unreadable, and the like).
+(``analysis.open_questions``), ``notes`` (benchmark files that could not be read, and the like; also printed to
+stderr as warnings).
+
+Refused before anything is written (exit status 2, the message naming the option and the file): a laws file that
+``analysis.law_set.read_laws`` refuses; an input given that cannot be read, is not a JSON object, is another kind of
+file (its ``schema``, ``kind`` or ``format``), lacks a key the facts read or holds one of another type
+(``INPUT_FORMATS``); a runs table that ``analysis.runs.load_runs`` refuses; an ``--out`` or ``--scorecard`` that is
+a folder, lies below a file, is one of the inputs or is named twice. The benchmark files are optional: one that
+cannot be read is a note.
 
 ``scorecard.json`` is the reader-facing subset: ``performance``, ``design``, ``loss_law``, ``heldout``,
 ``empirical_nopt_fitted``, ``claim_3c``, ``captions`` (per evaluated model), ``verdicts`` (``analysis.compare`` reads ``verdicts``).
@@ -33,11 +41,13 @@ from pathlib import Path
 
 import numpy as np
 
-from dit.atomic import atomic_write_json
+from dit.atomic import OutputPathError, atomic_write_json, check_output_files
+from dit.data.shards import MANIFEST_FORMAT
 from dit.provenance import provenance
 
 from analysis import batch_axis, claims, measurements, paper
-from analysis.law_set import LawSet, LawsFileError, read_laws
+from analysis.heldout import SCHEMA as HELDOUT_SCHEMA
+from analysis.law_set import TYPE_NAMES, LawSet, LawsFileError, describe_value, has_type, read_laws
 from analysis.open_questions import derived_optimal_parameters, open_questions
 from analysis.optima import SizeGrid, find_optima
 from analysis.runs import RunsTableError, load_runs, noise_degrees_of_freedom, run_relative_std
@@ -264,14 +274,85 @@ def _claim_3c_card(facts: dict) -> dict:
             "verdict_flops": facts["claims"]["claim_3c"].get("target_flops")}
 
 
-def _read_json(path: str | None, label: str, notes: list[str]) -> dict | None:
-    if not path:
-        return None
+class FactsInputError(ValueError):
+    """An input file given to ``analysis.facts`` cannot be read or is not what its option asks for; the message names it."""
+
+
+class FactsFileError(ValueError):
+    """A facts file cannot be read or is not a facts document of ``SCHEMA``; the message names it."""
+
+
+#: What each JSON input of ``INPUTS`` must be (the ``compute_optimal_*`` ones as their namesakes): the key and value
+#: by which its writer names its kind (``schema``, ``kind``, ``format``; refused when different, and when absent where
+#: required), the top-level keys the facts read, with their types (``float``: any number), and those they read where
+#: present, with the types they may have (``None``: null).
+INPUT_FORMATS = {
+    "heldout": (("schema", (HELDOUT_SCHEMA,), True), {"groups": list}, {}),
+    "protocol_spread": (("kind", ("validation_loss_spread",), False), {"relative_std": float},
+                        {"seeds": (list,), "run": (dict, None)}),
+    "caption_conditioning": (("kind", ("caption_conditioning",), False), {"differences": dict},
+                             {"run": (dict, None), "contrasts": (dict, None), "validation": (dict, None)}),
+    "caption_match": (None, {"samples": dict}, {"reference": (dict, None), "confidence_level": (float, None)}),
+    "performance": (("status", ("measured", "not measured"), False), {"grid_model_flops": float, "grid_job_seconds": float},
+                    {"matmul": (dict, None), "parts": (dict, None), "by_shape": (list, None)}),
+    "manifest": (("format", (MANIFEST_FORMAT,), True), {"counts": dict}, {}),
+    "batch_axis": (("schema", (batch_axis.SCHEMA,), True), {"sizes": list}, {}),
+}
+
+
+def read_input(name: str, path: str) -> dict:
+    """The JSON input ``name`` (a key of ``INPUTS``) at ``path``; ``FactsInputError`` naming the option and the file when
+    it cannot be read, is not a JSON object, is another kind of file, or lacks a key or holds one of another type
+    (``INPUT_FORMATS``)."""
+    where = f"--{name.replace('_', '-')} {path}"
     try:
-        return json.loads(Path(path).read_text())
-    except (OSError, json.JSONDecodeError) as error:
-        notes.append(f"{label} ({path}) could not be read: {error}")
-        return None
+        document = json.loads(Path(path).read_text())
+    except OSError as error:
+        raise FactsInputError(f"{where}: cannot read the {INPUTS[name]} file: {error.strerror or error}") from None
+    except (json.JSONDecodeError, UnicodeDecodeError) as error:
+        raise FactsInputError(f"{where}: the {INPUTS[name]} file is not valid JSON: {error}") from None
+    if not isinstance(document, dict):
+        raise FactsInputError(f"{where}: the {INPUTS[name]} file is {describe_value(document)}, expected a JSON object")
+    marker, keys, optional = INPUT_FORMATS[name.removeprefix("compute_optimal_")]
+    if marker is not None:
+        key, values, required = marker
+        if document.get(key) not in values and (required or key in document):
+            raise FactsInputError(f"{where} is not a {INPUTS[name]} file: its {key!r} is {document.get(key)!r}, "
+                                  f"expected {' or '.join(map(repr, values))}")
+    if name == "performance" and document.get("status") == "not measured":  # no numbers, and why
+        keys = {}
+    for key in keys:
+        if key not in document:
+            raise FactsInputError(f"{where} is not a {INPUTS[name]} file: it lacks the key {key!r}")
+    for key, kinds in {**{key: (kind,) for key, kind in keys.items()}, **optional}.items():
+        if key in document and not any(has_type(document[key], kind) for kind in kinds):
+            expected = " or ".join(TYPE_NAMES[kind] for kind in kinds)
+            raise FactsInputError(f"{where}: {key!r} is {describe_value(document[key])}, expected {expected}")
+    return document
+
+
+def read_facts(path: str | Path) -> dict:
+    """The facts document at ``path``; ``FactsFileError`` when it cannot be read or is not of ``SCHEMA``."""
+    try:
+        facts = json.loads(Path(path).read_text())
+    except (OSError, json.JSONDecodeError, UnicodeDecodeError) as error:
+        raise FactsFileError(f"cannot read facts {path}: {error}") from None
+    if not isinstance(facts, dict) or facts.get("schema") != SCHEMA:
+        found = facts.get("schema") if isinstance(facts, dict) else type(facts).__name__
+        raise FactsFileError(f"{path} is not a facts document of schema {SCHEMA} (found {found!r}); "
+                             "write one with python -m analysis.facts")
+    return facts
+
+
+def missing_fact_message(path: str | Path, facts: dict, shown_by: str, missing: str) -> str:
+    """Why a facts document of ``SCHEMA`` that lacks a fact (or holds one of another type) is refused: it was written by
+    older code, at the commit named. ``shown_by``: who shows the fact ("the tables show")."""
+    provenance_record = facts.get("provenance")
+    version = provenance_record.get("code_version") if isinstance(provenance_record, dict) else None
+    commit = (version.get("commit") if isinstance(version, dict) else None) or "unknown"
+    return (f"{path} lacks a fact {shown_by} ({missing}): it was written by analysis.facts at commit {str(commit)[:12]}, "
+            "before this code's facts; write it again with this code's python -m analysis.facts from its laws file "
+            "(nothing was written)")
 
 
 def validation_weights_of(table) -> str:
@@ -293,20 +374,21 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--benchmark-files", nargs="+", metavar="FILE",
                         help="only these benchmark files (under --benchmarks): the jobs the facts come from")
     args = parser.parse_args(argv)
-    notes: list[str] = []
     try:
+        check_output_files([args.out, args.scorecard],
+                           [args.laws, args.runs, *(getattr(args, name) for name in INPUTS), *(args.benchmark_files or [])])
         document = read_laws(args.laws)
-    except LawsFileError as error:
+        inputs = {name: read_input(name, getattr(args, name)) if getattr(args, name) else None for name in INPUTS}
+        table = load_runs(args.runs) if args.runs else None
+    except (OutputPathError, LawsFileError, FactsInputError) as error:
         print(f"analysis.facts: error: {error}", file=sys.stderr)
         return 2
-    inputs = {name: _read_json(getattr(args, name), label, notes) for name, label in INPUTS.items()}
-    table = None
-    if args.runs:
-        try:
-            table = load_runs(args.runs)
-        except RunsTableError as error:
-            notes.append(f"runs table: {error}")
-    facts = build_facts(document, inputs, table, args.benchmarks, notes, args.benchmark_files)
+    except RunsTableError as error:
+        print(f"analysis.facts: error: --runs {args.runs}: {error}", file=sys.stderr)
+        return 2
+    facts = build_facts(document, inputs, table, args.benchmarks, [], args.benchmark_files)
+    for note in facts["notes"]:
+        print(f"analysis.facts: warning: {note}", file=sys.stderr)
     sources = {"laws": args.laws, "runs": args.runs, "benchmarks": args.benchmarks, "benchmark_files": args.benchmark_files,
                **{name: getattr(args, name) for name in INPUTS}}
     facts["sources"] = {"paths": sources, "laws_provenance": {k: document.get("provenance", {}).get(k) for k in ("code_version", "config")}}

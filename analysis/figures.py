@@ -15,19 +15,23 @@ plot says so (``law_caveat``) and absent laws draw no curve.
 * ``compute_optimal``: N_opt vs C, precise vs conventional, extrapolated to the target budget with the
   reduction annotated;
 * ``exponents``: fitted exponents with their bootstrap intervals (ours) and the published ones.
+
+Every figure is drawn before any file is written. Refused before anything is written (exit status 2): a laws file
+that ``analysis.law_set.read_laws`` refuses, a facts file that ``analysis.facts.read_facts`` refuses, either lacking
+what a figure shows, and an ``--out`` that is a file or lies below one, or whose files would replace an input.
 """
 
 from __future__ import annotations
 
 import argparse
-import json
 import sys
 from pathlib import Path
+from typing import Callable
 
 import numpy as np
 from matplotlib.lines import Line2D
 
-from dit.atomic import atomic_write_json
+from dit.atomic import OutputPathError, atomic_write_json, check_output_files
 from dit.provenance import provenance
 
 from analysis import paper
@@ -44,6 +48,7 @@ from analysis.figure_style import (
     save_figure,
     set_title,
 )
+from analysis.facts import FactsFileError, read_facts
 from analysis.formatting import count
 from analysis.law_fits import guard_bounds_of
 from analysis.law_set import LawSet, LawsFileError, read_laws
@@ -385,23 +390,45 @@ CAPTIONS = {  # a "Caveat" banner above a plot of our runs flags laws that are d
 }
 
 
-def draw_all(out: Path, which: str, document: dict | None, facts: dict) -> list[Path]:
-    written: list[Path] = []
+def _builders(which: str, document: dict | None, facts: dict) -> list[tuple[str, str, Callable]]:
+    """``(folder, name, builder)`` of every figure of ``which``: ``paper/`` and ``runs/``."""
+    builders = []
     if which in ("both", "paper"):
-        builders = {"loss_vs_tokens": paper_loss_vs_tokens, "heatmaps": lambda: paper_heatmaps(facts), "loss_law": paper_loss_law,
-                    "compute_optimal": lambda: paper_compute_optimal(facts), "exponents": paper_exponents}
-        for name, builder in builders.items():
-            written += save_figure(builder(), out / "paper" / name)
+        builders += [("paper", "loss_vs_tokens", paper_loss_vs_tokens), ("paper", "heatmaps", lambda: paper_heatmaps(facts)),
+                     ("paper", "loss_law", paper_loss_law), ("paper", "compute_optimal", lambda: paper_compute_optimal(facts)),
+                     ("paper", "exponents", paper_exponents)]
     if which in ("both", "runs"):
-        builders = {
-            "loss_vs_tokens": lambda: runs_loss_vs_tokens(document),
-            "heatmaps": lambda: runs_heatmaps(document, facts),
-            "loss_law": lambda: runs_loss_law(document),
-            "compute_optimal": lambda: runs_compute_optimal(document),
-            "exponents": lambda: exponents_of_runs(document),
-        }
-        for name, builder in builders.items():
-            written += save_figure(builder(), out / "runs" / name)
+        builders += [
+            ("runs", "loss_vs_tokens", lambda: runs_loss_vs_tokens(document)),
+            ("runs", "heatmaps", lambda: runs_heatmaps(document, facts)),
+            ("runs", "loss_law", lambda: runs_loss_law(document)),
+            ("runs", "compute_optimal", lambda: runs_compute_optimal(document)),
+            ("runs", "exponents", lambda: exponents_of_runs(document)),
+        ]
+    return builders
+
+
+def figure_paths(out: Path, which: str) -> list[Path]:
+    """The files ``draw_all`` writes under ``out`` for ``which``, and ``index.json``."""
+    folders = [folder for folder in ("paper", "runs") if which in ("both", folder)]
+    return [out / folder / f"{name}.{suffix}" for folder in folders for name in FIGURE_NAMES for suffix in ("png", "pdf")] + [
+        out / "index.json"]
+
+
+def draw_all(out: Path, which: str, document: dict | None, facts: dict) -> list[Path]:
+    """Every figure drawn first (so a laws or facts document that lacks what one shows fails before any file is
+    written), then each saved."""
+    drawn = []
+    try:
+        for folder, name, builder in _builders(which, document, facts):
+            drawn.append((out / folder / name, builder()))
+    except BaseException:
+        for _, fig in drawn:
+            plt.close(fig)
+        raise
+    written: list[Path] = []
+    for stem, fig in drawn:
+        written += save_figure(fig, stem)
     return written
 
 
@@ -414,14 +441,19 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     if args.which != "paper" and not args.laws:
         parser.error("--laws is required unless --which paper")
+    out = Path(args.out)
     try:
+        check_output_files(figure_paths(out, args.which), [args.facts, args.laws])
         document = read_laws(args.laws) if args.which != "paper" else None
-        facts = json.loads(Path(args.facts).read_text())
-    except (LawsFileError, OSError, json.JSONDecodeError) as error:
+        facts = read_facts(args.facts)
+        written = draw_all(out, args.which, document, facts)
+    except (OutputPathError, LawsFileError, FactsFileError) as error:
         print(f"analysis.figures: error: {error}", file=sys.stderr)
         return 2
-    out = Path(args.out)
-    written = draw_all(out, args.which, document, facts)
+    except (KeyError, TypeError, AttributeError, IndexError) as error:  # something drawn missing, or of another type
+        print(f"analysis.figures: error: {args.facts}" + (f" or {args.laws}" if document is not None else "")
+              + f" lacks what the figures show ({type(error).__name__}: {error}); nothing was written", file=sys.stderr)
+        return 2
     atomic_write_json(out / "index.json", {
         "figures": [str(p.relative_to(out)) for p in written],
         "captions": CAPTIONS,

@@ -4,7 +4,8 @@ Options: ``--config FILE`` (YAML; keys in ``analysis.config``), one ``--key-name
 config key (overrides the file), ``--allow-partial`` (write the file even when a core law could not
 be fitted), ``--print-config`` (print the documented default config and exit), ``--quiet``.
 
-Exit status: 0 written; 2 bad input (runs table, config); 3 too few completed runs for a core law
+Exit status: 0 written; 2 bad input (runs table, config, or an ``--out`` that is a folder, below a file or one of
+the inputs: refused before any work); 3 too few completed runs for a core law
 (L(N, T), B_opt, LR_opt) - the message names what is missing and nothing is written.
 """
 
@@ -14,7 +15,7 @@ import argparse
 import sys
 from pathlib import Path
 
-from dit.atomic import atomic_write_json
+from dit.atomic import OutputPathError, atomic_write_json, check_output_files
 from dit.provenance import provenance, table_sha256_without_clocks
 
 from analysis.blas import limit_openblas_threads
@@ -51,10 +52,11 @@ def main(argv: list[str] | None = None) -> int:
     limit_openblas_threads()
     log = (lambda message: None) if args.quiet else (lambda message: print(f"analysis.fit: {message}", file=sys.stderr))
     try:
+        check_output_files([args.out], [args.runs, args.config])
         config = load_config(args.config, overrides_from_args(args))
         table = load_runs(args.runs)
         document = fit_laws(table, config, log=log)
-    except (FitConfigError, RunsTableError, AnalysisError) as error:
+    except (FitConfigError, RunsTableError, AnalysisError, OutputPathError) as error:
         print(f"analysis.fit: error: {error}", file=sys.stderr)
         return 2
     missing = missing_core_laws(document)

@@ -9,6 +9,9 @@ Two uses:
   ``python -m analysis.heldout --runs results/runs.csv --laws results/laws.json
   --proposal results/proposal.json --out results/heldout.json`` compares predicted and measured
   loss for each proposal group and says whether the predicted (B, LR) cell was the best one.
+  Refused before any work (exit status 2, the message naming the file and the key): a runs table, laws file or
+  proposal that cannot be read or is not of its format (``read_proposal``), and an ``--out`` that is a folder, lies
+  below a file or is one of the inputs.
 """
 
 from __future__ import annotations
@@ -20,17 +23,20 @@ from pathlib import Path
 
 import numpy as np
 
-from dit.atomic import atomic_write_json
+from dit.atomic import OutputPathError, atomic_write_json, check_output_files
 from dit.provenance import provenance
+from pipeline.formats import PROPOSAL_SCHEMA, check_proposed_run
 
 from analysis.allocation import BILLION
-from analysis.config import FitConfig, config_from_dict
-from analysis.law_set import LawSet, LawsFileError, read_laws
+from analysis.config import FitConfig, FitConfigError, config_from_dict
+from analysis.law_set import LawSet, LawsFileError, describe_value, read_laws
 from analysis.optima import METHOD_NAMES, SizeGrid, find_optima
 from analysis.resampling import RunNoise
 from analysis.runs import RunsTable, RunsTableError, load_runs, same_learning_rate
 from analysis.selection import cell_grid
 
+#: The format of the output of ``python -m analysis.heldout``.
+SCHEMA = "analysis.heldout/1"
 LOSS_BASELINES = ("loss_optimal", "kaplan", "chinchilla_all_runs", "loss_conventional")
 
 
@@ -312,7 +318,45 @@ def evaluate_proposal(table: RunsTable, laws: LawSet, proposal: dict, config: Fi
             covered=None if pi is None else bool(pi[0] <= measured <= pi[1]),
         )
         groups.append(record)
-    return {"schema": "analysis.heldout/1", "groups": groups}
+    return {"schema": SCHEMA, "groups": groups}
+
+
+class ProposalFileError(ValueError):
+    """A proposal file cannot be read or is not one ``analysis.propose`` writes; the message names it and the key."""
+
+
+#: The keys of each proposal group that the evaluation reads.
+GROUP_KEYS = ("kind", "size", "tokens", "predicted")
+
+
+def read_proposal(path: str | Path) -> dict:
+    """The proposal at ``path``; ``ProposalFileError`` naming the file and the key when it cannot be read, is not of
+    ``PROPOSAL_SCHEMA``, or lacks ``groups`` (each with ``GROUP_KEYS``) or ``runs`` (each a proposed run)."""
+    try:
+        proposal = json.loads(Path(path).read_text())
+    except OSError as error:
+        raise ProposalFileError(f"cannot read proposal {path}: {error.strerror or error}") from None
+    except (json.JSONDecodeError, UnicodeDecodeError) as error:
+        raise ProposalFileError(f"proposal {path} is not valid JSON: {error}") from None
+    if not isinstance(proposal, dict) or proposal.get("schema") != PROPOSAL_SCHEMA:
+        found = proposal.get("schema") if isinstance(proposal, dict) else type(proposal).__name__
+        raise ProposalFileError(f"{path} is not a proposal of schema {PROPOSAL_SCHEMA} (found {found!r}); "
+                                "write one with python -m analysis.propose")
+    for key in ("groups", "runs"):
+        if key not in proposal:
+            raise ProposalFileError(f"proposal {path} lacks the key {key!r}")
+        if not isinstance(proposal[key], list):
+            raise ProposalFileError(f"proposal {path}: {key!r} is {describe_value(proposal[key])}, expected a list")
+    for index, group in enumerate(proposal["groups"]):
+        missing = [key for key in GROUP_KEYS if not isinstance(group, dict) or key not in group]
+        if missing:
+            raise ProposalFileError(f"proposal {path}: groups[{index}] lacks {', '.join(map(repr, missing))}")
+    for index, run in enumerate(proposal["runs"]):
+        try:
+            check_proposed_run(run, f"proposal {path}: runs[{index}]")
+        except ValueError as error:
+            raise ProposalFileError(str(error)) from None
+    return proposal
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -326,13 +370,17 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--out", required=True, help="output JSON (written atomically)")
     args = parser.parse_args(argv)
     try:
-        table = load_runs(args.runs)
+        check_output_files([args.out], [args.runs, args.laws, args.proposal])
         document = read_laws(args.laws)
-        proposal = json.loads(Path(args.proposal).read_text())
+        proposal = read_proposal(args.proposal)
+        table = load_runs(args.runs)
         config = config_from_dict(document.get("config") or {})
         result = evaluate_proposal(table, LawSet(document, level=config.confidence_level, seed=config.seed), proposal, config)
-    except (RunsTableError, LawsFileError, OSError, json.JSONDecodeError, KeyError, ValueError) as error:
+    except (RunsTableError, LawsFileError, ProposalFileError, OutputPathError, FitConfigError, OSError) as error:
         print(f"analysis.heldout: error: {error}", file=sys.stderr)
+        return 2
+    except (KeyError, ValueError) as error:
+        print(f"analysis.heldout: error: {args.proposal} or {args.runs}: {type(error).__name__}: {error}", file=sys.stderr)
         return 2
     result["provenance"] = provenance({"runs": args.runs, "laws": args.laws, "proposal": args.proposal})
     atomic_write_json(args.out, result, flat_number_lists=True)  # the resampled margins and errors: a line each

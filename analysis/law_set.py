@@ -29,21 +29,88 @@ LAWS_SCHEMA = "analysis.laws/2"
 
 
 class LawsFileError(ValueError):
-    """``laws.json`` is missing, unreadable or lacks a law that a command needs; the message says which."""
+    """``laws.json`` is missing, unreadable, not a laws document or lacks a law that a command needs; the message says
+    which."""
+
+
+#: The keys every laws document has (fitted or the paper's), dotted below ``setup``, with their types (``float``: any
+#: number; ``None``: null); a fitted one (``origin`` fitted, as ``analysis.fit`` writes) also has ``FITTED_KEYS``.
+REQUIRED_KEYS = {"schema": str, "laws": dict, "setup": dict, "setup.flop_model": dict, "setup.inference": dict}
+FITTED_KEYS = {
+    "origin": str, "config": dict, "units": dict, "runs": dict, "optima": list, "grids": list, "conventional_curves": list,
+    "compute_optimal": dict, "comparison": dict, "recipe_curves": dict, "heldout": dict, "baselines": list,
+    "setup.context_tokens": float, "setup.budgets_tokens": list, "setup.fitting_sizes": list, "setup.noise": dict,
+}
+#: Keys that may be absent, and when present have this type.
+OPTIONAL_KEYS = {"origin": str, "config": dict, "compute_optimal": dict, "provenance": dict, "assumptions": list,
+                 "setup.heldout_sizes": list, "setup.conventional_cell": (dict, None)}
+_ABSENT = object()
+TYPE_NAMES = {str: "a string", dict: "an object", list: "a list", float: "a number", None: "null"}
 
 
 def read_laws(path: str | Path) -> dict:
+    """The laws document at ``path``; ``LawsFileError`` when it cannot be read or fails ``check_laws_document``."""
     path = Path(path)
     try:
         document = json.loads(path.read_text())
     except OSError as error:
         raise LawsFileError(f"cannot read laws file {path}: {error.strerror or error}") from None
-    except json.JSONDecodeError as error:
+    except (json.JSONDecodeError, UnicodeDecodeError) as error:
         raise LawsFileError(f"laws file {path} is not valid JSON: {error}") from None
+    return check_laws_document(document, path)
+
+
+def check_laws_document(document, path: str | Path) -> dict:
+    """``document`` if it is a ``LAWS_SCHEMA`` document with the keys its readers rely on, each of its type
+    (``REQUIRED_KEYS``; ``FITTED_KEYS`` too unless ``origin`` is ``paper``; ``OPTIONAL_KEYS`` where present; every law
+    an object). Refused with ``LawsFileError`` naming ``path`` and the first key missing or of another type."""
     if not isinstance(document, dict) or document.get("schema") != LAWS_SCHEMA:
         raise LawsFileError(f"laws file {path} is not an {LAWS_SCHEMA} document (schema {document.get('schema') if isinstance(document, dict) else None!r}); "
                             "refit it with python -m analysis.fit")
+    origin = document.get("origin", "fitted")
+    if origin not in ("fitted", "paper"):
+        raise LawsFileError(f"laws file {path}: 'origin' is {origin!r}, expected 'fitted' or 'paper'; "
+                            "refit it with python -m analysis.fit")
+    required = {**REQUIRED_KEYS, **(FITTED_KEYS if origin == "fitted" else {})}
+    for key, kinds in {**OPTIONAL_KEYS, **required}.items():
+        value = _lookup(document, key)
+        if value is _ABSENT and key in required:
+            raise LawsFileError(f"laws file {path} lacks the key {key!r}; refit it with python -m analysis.fit")
+        kinds = kinds if isinstance(kinds, tuple) else (kinds,)
+        if value is not _ABSENT and not any(has_type(value, kind) for kind in kinds):
+            expected = " or ".join(TYPE_NAMES[kind] for kind in kinds)
+            raise LawsFileError(f"laws file {path}: {key!r} is {describe_value(value)}, expected {expected}; "
+                                "refit it with python -m analysis.fit")
+    for name, record in document["laws"].items():
+        if not isinstance(record, dict):
+            raise LawsFileError(f"laws file {path}: 'laws.{name}' is {describe_value(record)}, expected an object; "
+                                "refit it with python -m analysis.fit")
     return document
+
+
+def _lookup(document: dict, key: str):
+    value = document
+    for part in key.split("."):
+        if not isinstance(value, dict) or part not in value:
+            return _ABSENT
+        value = value[part]
+    return value
+
+
+def has_type(value, kind) -> bool:
+    """Whether ``value`` (parsed JSON) is of ``kind``: ``str``, ``dict``, ``list``, ``float`` (any number) or ``None``."""
+    if kind is None:
+        return value is None
+    if kind is float:
+        return isinstance(value, (int, float)) and not isinstance(value, bool)
+    return isinstance(value, kind)
+
+
+def describe_value(value) -> str:
+    """What ``value`` (parsed JSON) is, for a message: null, a string, an object, ..."""
+    if value is None or isinstance(value, bool):
+        return json.dumps(value)
+    return next((name for kind, name in TYPE_NAMES.items() if kind is not None and has_type(value, kind)), type(value).__name__)
 
 
 class LawSet:

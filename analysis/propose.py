@@ -24,16 +24,23 @@ law was not fitted because its optima sit on the grid's edge: ``LawSet.predicted
 ``size``, ``batch_clips``, ``learning_rate``, ``seed``, ``milestones_tokens``), ``provenance``. The
 pipeline names the runs; ``analysis.heldout`` finds the trained runs by (series, size, batch_clips,
 learning_rate).
+
+Refused before any work (exit status 2, the message naming the option or file): ``--batch-clips`` that are not
+positive whole numbers, ``--learning-rates`` or ``--compute-flops`` that are not positive and finite, token counts
+(``--tokens``, ``--milestones``, ``--max-compute-tokens``) that are not positive whole numbers, a negative ``--seed``,
+an unknown size or ``--family``, a laws file that ``analysis.law_set.read_laws`` refuses, and an ``--out`` that is a
+folder, lies below a file or is the laws file.
 """
 
 from __future__ import annotations
 
 import argparse
+import math
 import sys
 
 import numpy as np
 
-from dit.atomic import atomic_write_json
+from dit.atomic import OutputPathError, atomic_write_json, check_output_files
 from dit.flops import flops_per_token
 from dit.provenance import provenance
 from dit.sizes import SIZES, get_size, sizes_in_family
@@ -41,6 +48,9 @@ from pipeline.formats import PROPOSAL_SCHEMA, check_proposed_run
 
 from analysis.allocation import BILLION
 from analysis.law_set import LawSet, LawsFileError, read_laws
+
+#: The registry's size families (``--family``).
+FAMILIES = tuple(sorted({size.family for size in SIZES.values()}))
 
 
 def extended_axis(values, integer: bool = False) -> list[float]:
@@ -186,11 +196,40 @@ def make_proposal(laws: LawSet, sizes, tokens, batch_clips, learning_rates, neig
     return {"schema": PROPOSAL_SCHEMA, "groups": groups, "runs": runs, "warnings": warnings}
 
 
-def _floats(values) -> list[float]:
+def _numbers(option: str, values, whole: bool = False) -> list[float]:
+    """The numbers given to ``option`` (space- or comma-separated); ``ValueError`` naming the option unless each is
+    finite and positive, and a whole number where ``whole``."""
     out = []
-    for value in values:
-        out += [float(v) for v in str(value).replace(",", " ").split()]
+    for text in " ".join(str(value) for value in values).replace(",", " ").split():
+        try:
+            value = float(text)
+        except ValueError:
+            raise ValueError(f"{option}: {text!r} is not a number") from None
+        if not (math.isfinite(value) and value > 0) or (whole and value != int(value)):
+            raise ValueError(f"{option}: {text} is not a positive {'whole' if whole else 'finite'} number")
+        out.append(value)
     return out
+
+
+def _check_options(args: argparse.Namespace) -> dict:
+    """The grid and budget options as numbers (``ValueError`` naming the option and value where one is not
+    valid: batch sizes and token counts positive whole numbers, learning rates and FLOPs positive and finite, seeds
+    whole numbers >= 0, sizes registered)."""
+    unknown = [s for s in args.size + ([args.compute_size] if args.compute_size else []) if s not in SIZES]
+    if unknown:
+        raise ValueError(f"unknown size(s) {', '.join(unknown)}; known: {', '.join(SIZES)}")
+    negative = [seed for seed in args.seed if seed < 0]
+    if negative:
+        raise ValueError(f"--seed: {negative[0]} is negative; seeds are whole numbers >= 0")
+    for option, value, whole in (("--tokens", args.tokens, True), ("--compute-flops", args.compute_flops, False),
+                                 ("--max-compute-tokens", args.max_compute_tokens, True)):
+        if value is not None:
+            _numbers(option, [value], whole)
+    return {
+        "batch_clips": [int(v) for v in _numbers("--batch-clips", args.batch_clips, whole=True)],
+        "learning_rates": _numbers("--learning-rates", args.learning_rates),
+        "milestones": _numbers("--milestones", args.milestones, whole=True) if args.milestones else None,
+    }
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -204,7 +243,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--neighbours", choices=("plus", "box"), default="plus", help="grid neighbours of the nearest cell to train")
     parser.add_argument("--compute-size", help="registered size whose compute-optimal budget is the held-out budget")
     parser.add_argument("--compute-flops", type=float, help="held-out budget C in FLOPs (the nearest registered size is trained)")
-    parser.add_argument("--family", help="registry family for --compute-flops (default: the family of --size)")
+    parser.add_argument("--family", choices=FAMILIES, help="registry family for --compute-flops (default: the family of --size)")
     parser.add_argument("--no-compute-optimal", action="store_true", help="propose no compute-optimal run")
     parser.add_argument("--seed", type=int, nargs="+", default=[0],
                         help="training seeds of the proposed runs (default 0): each cell gets one run per seed, and the "
@@ -213,16 +252,14 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--out", required=True, help="proposal JSON to write (atomically)")
     args = parser.parse_args(argv)
     try:
-        unknown = [s for s in args.size + ([args.compute_size] if args.compute_size else []) if s not in SIZES]
-        if unknown:
-            raise ValueError(f"unknown size(s) {', '.join(unknown)}; known: {', '.join(SIZES)}")
+        check_output_files([args.out], [args.laws])
+        grid = _check_options(args)
         laws = LawSet(read_laws(args.laws))
         proposal = make_proposal(
-            laws, args.size, args.tokens, [int(v) for v in _floats(args.batch_clips)], _floats(args.learning_rates),
-            args.neighbours, _floats(args.milestones) if args.milestones else None, args.compute_size, args.compute_flops,
-            args.family, not args.no_compute_optimal, args.seed, args.max_compute_tokens,
+            laws, args.size, args.tokens, grid["batch_clips"], grid["learning_rates"], args.neighbours, grid["milestones"],
+            args.compute_size, args.compute_flops, args.family, not args.no_compute_optimal, args.seed, args.max_compute_tokens,
         )
-    except (LawsFileError, ValueError, KeyError) as error:
+    except (LawsFileError, OutputPathError, ValueError, KeyError) as error:
         print(f"analysis.propose: error: {error}", file=sys.stderr)
         return 2
     proposal["laws"] = args.laws

@@ -5,21 +5,24 @@
 The templates hold the prose; every number, interval, flag and verdict comes from ``facts.json``
 and is only formatted here (``FILTERS``: significant digits, percentages from fractions, the
 confidence level as a percentage, intervals, counts as 16.4k / 2.43B).
+
+Refused before anything is written (exit status 2): a facts file that ``analysis.facts.read_facts`` refuses (unreadable,
+or of another schema), one that lacks a fact a template shows (written by older code), and a ``--summary`` or
+``--findings`` that is a folder, lies below a file, is the facts file or is named twice.
 """
 
 from __future__ import annotations
 
 import argparse
-import json
 import re
 import sys
 from pathlib import Path
 
 import jinja2
 
-from dit.atomic import atomic_write_text
+from dit.atomic import OutputPathError, atomic_write_text, check_output_files
 
-from analysis.facts import SCHEMA
+from analysis.facts import FactsFileError, missing_fact_message, read_facts
 from analysis.formatting import (
     cell,
     count,
@@ -64,14 +67,10 @@ def main(argv: list[str] | None = None) -> int:
     if not args.summary and not args.findings:
         parser.error("give --summary, --findings or both")
     try:
-        facts = json.loads(Path(args.facts).read_text())
-    except (OSError, json.JSONDecodeError) as error:
-        print(f"analysis.report: error: cannot read facts {args.facts}: {error}", file=sys.stderr)
-        return 2
-    if not isinstance(facts, dict) or facts.get("schema") != SCHEMA:
-        found = facts.get("schema") if isinstance(facts, dict) else type(facts).__name__
-        print(f"analysis.report: error: {args.facts} is not a facts document of schema {SCHEMA} (found {found!r}); "
-              "write one with python -m analysis.facts", file=sys.stderr)
+        check_output_files([args.summary, args.findings], [args.facts])
+        facts = read_facts(args.facts)
+    except (OutputPathError, FactsFileError) as error:
+        print(f"analysis.report: error: {error}", file=sys.stderr)
         return 2
     rendered = {}
     for path, template in ((args.summary, "summary.md.j2"), (args.findings, "findings.md.j2")):
@@ -79,11 +78,8 @@ def main(argv: list[str] | None = None) -> int:
             try:
                 rendered[path] = render(template, facts)
             except jinja2.UndefinedError as error:
-                commit = facts.get("provenance", {}).get("code_version", {}).get("commit") or "unknown"
-                print(f"analysis.report: error: {args.facts} lacks a fact the template {template} shows ({error.message}): "
-                      f"it was written by analysis.facts at commit {commit[:12]}, before this report's facts; write it "
-                      "again with this code's python -m analysis.facts from its laws file (nothing was written)",
-                      file=sys.stderr)
+                message = missing_fact_message(args.facts, facts, f"the template {template} shows", error.message)
+                print(f"analysis.report: error: {message}", file=sys.stderr)
                 return 2
     for path, text in rendered.items():
         atomic_write_text(Path(path), text)
