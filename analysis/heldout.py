@@ -17,19 +17,17 @@ Two uses:
 from __future__ import annotations
 
 import argparse
-import json
 import sys
-from pathlib import Path
 
 import numpy as np
 
 from dit.atomic import OutputPathError, atomic_write_json, check_output_files
 from dit.provenance import provenance
-from pipeline.formats import PROPOSAL_SCHEMA, check_proposed_run
+from pipeline.formats import ProposalFileError, read_proposal
 
 from analysis.allocation import BILLION
 from analysis.config import FitConfig, FitConfigError, config_from_dict
-from analysis.law_set import LawSet, LawsFileError, describe_value, read_laws
+from analysis.law_set import LawSet, LawsFileError, read_laws
 from analysis.optima import METHOD_NAMES, SizeGrid, find_optima
 from analysis.resampling import RunNoise
 from analysis.runs import RunsTable, RunsTableError, load_runs, same_learning_rate
@@ -319,44 +317,6 @@ def evaluate_proposal(table: RunsTable, laws: LawSet, proposal: dict, config: Fi
         )
         groups.append(record)
     return {"schema": SCHEMA, "groups": groups}
-
-
-class ProposalFileError(ValueError):
-    """A proposal file cannot be read or is not one ``analysis.propose`` writes; the message names it and the key."""
-
-
-#: The keys of each proposal group that the evaluation reads.
-GROUP_KEYS = ("kind", "size", "tokens", "predicted")
-
-
-def read_proposal(path: str | Path) -> dict:
-    """The proposal at ``path``; ``ProposalFileError`` naming the file and the key when it cannot be read, is not of
-    ``PROPOSAL_SCHEMA``, or lacks ``groups`` (each with ``GROUP_KEYS``) or ``runs`` (each a proposed run)."""
-    try:
-        proposal = json.loads(Path(path).read_text())
-    except OSError as error:
-        raise ProposalFileError(f"cannot read proposal {path}: {error.strerror or error}") from None
-    except (json.JSONDecodeError, UnicodeDecodeError) as error:
-        raise ProposalFileError(f"proposal {path} is not valid JSON: {error}") from None
-    if not isinstance(proposal, dict) or proposal.get("schema") != PROPOSAL_SCHEMA:
-        found = proposal.get("schema") if isinstance(proposal, dict) else type(proposal).__name__
-        raise ProposalFileError(f"{path} is not a proposal of schema {PROPOSAL_SCHEMA} (found {found!r}); "
-                                "write one with python -m analysis.propose")
-    for key in ("groups", "runs"):
-        if key not in proposal:
-            raise ProposalFileError(f"proposal {path} lacks the key {key!r}")
-        if not isinstance(proposal[key], list):
-            raise ProposalFileError(f"proposal {path}: {key!r} is {describe_value(proposal[key])}, expected a list")
-    for index, group in enumerate(proposal["groups"]):
-        missing = [key for key in GROUP_KEYS if not isinstance(group, dict) or key not in group]
-        if missing:
-            raise ProposalFileError(f"proposal {path}: groups[{index}] lacks {', '.join(map(repr, missing))}")
-    for index, run in enumerate(proposal["runs"]):
-        try:
-            check_proposed_run(run, f"proposal {path}: runs[{index}]")
-        except ValueError as error:
-            raise ProposalFileError(str(error)) from None
-    return proposal
 
 
 def main(argv: list[str] | None = None) -> int:

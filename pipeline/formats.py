@@ -13,7 +13,8 @@ A run that reached no milestone has one row with empty losses.
 **Held-out proposal** (``python -m analysis.propose``): JSON with ``schema`` = ``PROPOSAL_SCHEMA``,
 ``groups`` (what the laws predict for each held-out check) and ``runs``: one record per run to train
 with exactly ``PROPOSED_RUN_KEYS``: group (index into groups), series (heldout | compute_optimal),
-size, batch_clips [clips], learning_rate, seed, milestones_tokens [tokens].
+size, batch_clips [clips], learning_rate, seed, milestones_tokens [tokens]. ``read_proposal`` reads one for the workflow
+and ``analysis.heldout`` alike, refusing a file that is not of this format with ``ProposalFileError``.
 
 **Snakemake benchmark files** (``work/benchmarks/STAGE.tsv``, written by Snakemake when a job ends): tab-separated,
 one row per repeat, columns ``s`` [seconds], ``max_rss`` [MB], ...; read by ``benchmark_rows``.
@@ -22,6 +23,7 @@ one row per repeat, columns ``s`` [seconds], ``max_rss`` [MB], ...; read by ``be
 from __future__ import annotations
 
 import csv
+import json
 from pathlib import Path
 
 #: Series of runs: the grid's cells, the conventional cell off the grid, extra seeds for run-to-run
@@ -49,6 +51,44 @@ def check_proposed_run(record: dict, where: str) -> dict:
     if record["series"] not in PROPOSED_SERIES:
         raise ValueError(f"{where}: run series {record['series']!r} is not one of {', '.join(PROPOSED_SERIES)}")
     return record
+
+
+class ProposalFileError(ValueError):
+    """A proposal file cannot be read or is not one ``analysis.propose`` writes; the message names it and the key."""
+
+
+#: The keys of each proposal group that the evaluation reads.
+GROUP_KEYS = ("kind", "size", "tokens", "predicted")
+
+
+def read_proposal(path: str | Path) -> dict:
+    """The proposal at ``path``; ``ProposalFileError`` naming the file and the key when it cannot be read, is not of
+    ``PROPOSAL_SCHEMA``, or lacks ``groups`` (each with ``GROUP_KEYS``) or ``runs`` (each a proposed run)."""
+    try:
+        proposal = json.loads(Path(path).read_text())
+    except OSError as error:
+        raise ProposalFileError(f"cannot read proposal {path}: {error.strerror or error}") from None
+    except (json.JSONDecodeError, UnicodeDecodeError) as error:
+        raise ProposalFileError(f"proposal {path} is not valid JSON: {error}") from None
+    if not isinstance(proposal, dict) or proposal.get("schema") != PROPOSAL_SCHEMA:
+        found = proposal.get("schema") if isinstance(proposal, dict) else type(proposal).__name__
+        raise ProposalFileError(f"{path} is not a proposal of schema {PROPOSAL_SCHEMA} (found {found!r}); "
+                                "write one with python -m analysis.propose")
+    for key in ("groups", "runs"):
+        if key not in proposal:
+            raise ProposalFileError(f"proposal {path} lacks the key {key!r}")
+        if not isinstance(proposal[key], list):
+            raise ProposalFileError(f"proposal {path}: {key!r} is a {type(proposal[key]).__name__}, expected a list")
+    for index, group in enumerate(proposal["groups"]):
+        missing = [key for key in GROUP_KEYS if not isinstance(group, dict) or key not in group]
+        if missing:
+            raise ProposalFileError(f"proposal {path}: groups[{index}] lacks {', '.join(map(repr, missing))}")
+    for index, run in enumerate(proposal["runs"]):
+        try:
+            check_proposed_run(run, f"proposal {path}: runs[{index}]")
+        except ValueError as error:
+            raise ProposalFileError(str(error)) from None
+    return proposal
 
 
 def benchmark_rows(benchmark_file: str | Path) -> list[dict]:

@@ -26,14 +26,13 @@ Run ids (also the run folders under ``{workdir}/runs/``)::
 
 from __future__ import annotations
 
-import json
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any, Iterable, Mapping
 
 from dit.flops import paper_flops_per_token
 from dit.sizes import get_size
-from pipeline.formats import PROPOSAL_SCHEMA, check_proposed_run
+from pipeline.formats import read_proposal
 
 
 @dataclass(frozen=True)
@@ -212,16 +211,6 @@ def proposed_runs(proposal_path: str | Path) -> list[RunSpec]:
                 int(record["seed"]), tuple(int(m) for m in record["milestones_tokens"]))
         for record in proposal["runs"]
     ]
-
-
-def read_proposal(proposal_path: str | Path) -> dict:
-    """A proposal file, checked against ``pipeline.formats``; ``ValueError`` naming the file otherwise."""
-    proposal = json.loads(Path(proposal_path).read_text())
-    if proposal.get("schema") != PROPOSAL_SCHEMA:
-        raise ValueError(f"{proposal_path}: schema {proposal.get('schema')!r} is not {PROPOSAL_SCHEMA!r}")
-    for position, record in enumerate(proposal.get("runs", [])):
-        check_proposed_run(record, f"{proposal_path}: runs[{position}]")
-    return proposal
 
 
 def training_config(
