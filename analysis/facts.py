@@ -35,7 +35,6 @@ Rates, errors and noise are fractions everywhere; the confidence level is the fi
 from __future__ import annotations
 
 import argparse
-import json
 import sys
 from pathlib import Path
 
@@ -44,10 +43,11 @@ import numpy as np
 from dit.atomic import OutputPathError, atomic_write_json, check_output_files
 from dit.data.shards import MANIFEST_FORMAT
 from dit.provenance import provenance
+from pipeline.formats import read_json
 
 from analysis import batch_axis, claims, measurements, paper
 from analysis.heldout import SCHEMA as HELDOUT_SCHEMA
-from analysis.law_set import TYPE_NAMES, LawSet, LawsFileError, describe_value, has_type, read_laws
+from analysis.law_set import LawSet, LawsFileError, describe_value, read_laws, type_mismatch
 from analysis.open_questions import derived_optimal_parameters, open_questions
 from analysis.optima import SizeGrid, find_optima
 from analysis.runs import RunsTableError, load_runs, noise_degrees_of_freedom, run_relative_std
@@ -306,11 +306,9 @@ def read_input(name: str, path: str) -> dict:
     (``INPUT_FORMATS``)."""
     where = f"--{name.replace('_', '-')} {path}"
     try:
-        document = json.loads(Path(path).read_text())
-    except OSError as error:
-        raise FactsInputError(f"{where}: cannot read the {INPUTS[name]} file: {error.strerror or error}") from None
-    except (json.JSONDecodeError, UnicodeDecodeError) as error:
-        raise FactsInputError(f"{where}: the {INPUTS[name]} file is not valid JSON: {error}") from None
+        document = read_json(path, f"the {INPUTS[name]} file", FactsInputError)
+    except FactsInputError as error:
+        raise FactsInputError(f"{where}: {error}") from None
     if not isinstance(document, dict):
         raise FactsInputError(f"{where}: the {INPUTS[name]} file is {describe_value(document)}, expected a JSON object")
     marker, keys, optional = INPUT_FORMATS[name.removeprefix("compute_optimal_")]
@@ -325,18 +323,15 @@ def read_input(name: str, path: str) -> dict:
         if key not in document:
             raise FactsInputError(f"{where} is not a {INPUTS[name]} file: it lacks the key {key!r}")
     for key, kinds in {**{key: (kind,) for key, kind in keys.items()}, **optional}.items():
-        if key in document and not any(has_type(document[key], kind) for kind in kinds):
-            expected = " or ".join(TYPE_NAMES[kind] for kind in kinds)
-            raise FactsInputError(f"{where}: {key!r} is {describe_value(document[key])}, expected {expected}")
+        mismatch = type_mismatch(document[key], kinds) if key in document else None
+        if mismatch:
+            raise FactsInputError(f"{where}: {key!r} {mismatch}")
     return document
 
 
 def read_facts(path: str | Path) -> dict:
     """The facts document at ``path``; ``FactsFileError`` when it cannot be read or is not of ``SCHEMA``."""
-    try:
-        facts = json.loads(Path(path).read_text())
-    except (OSError, json.JSONDecodeError, UnicodeDecodeError) as error:
-        raise FactsFileError(f"cannot read facts {path}: {error}") from None
+    facts = read_json(path, f"facts {path}", FactsFileError)
     if not isinstance(facts, dict) or facts.get("schema") != SCHEMA:
         found = facts.get("schema") if isinstance(facts, dict) else type(facts).__name__
         raise FactsFileError(f"{path} is not a facts document of schema {SCHEMA} (found {found!r}); "

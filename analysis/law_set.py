@@ -16,6 +16,8 @@ from typing import Mapping
 
 import numpy as np
 
+from pipeline.formats import read_json
+
 from analysis.allocation import BILLION, AllocationSolver, FlopModel, inference_flops, loss_law_callable
 from analysis.config import InferenceSetup
 from analysis.intervals import percentile_interval
@@ -51,13 +53,7 @@ TYPE_NAMES = {str: "a string", dict: "an object", list: "a list", float: "a numb
 def read_laws(path: str | Path) -> dict:
     """The laws document at ``path``; ``LawsFileError`` when it cannot be read or fails ``check_laws_document``."""
     path = Path(path)
-    try:
-        document = json.loads(path.read_text())
-    except OSError as error:
-        raise LawsFileError(f"cannot read laws file {path}: {error.strerror or error}") from None
-    except (json.JSONDecodeError, UnicodeDecodeError) as error:
-        raise LawsFileError(f"laws file {path} is not valid JSON: {error}") from None
-    return check_laws_document(document, path)
+    return check_laws_document(read_json(path, f"laws file {path}", LawsFileError), path)
 
 
 def check_laws_document(document, path: str | Path) -> dict:
@@ -76,11 +72,9 @@ def check_laws_document(document, path: str | Path) -> dict:
         value = _lookup(document, key)
         if value is _ABSENT and key in required:
             raise LawsFileError(f"laws file {path} lacks the key {key!r}; refit it with python -m analysis.fit")
-        kinds = kinds if isinstance(kinds, tuple) else (kinds,)
-        if value is not _ABSENT and not any(has_type(value, kind) for kind in kinds):
-            expected = " or ".join(TYPE_NAMES[kind] for kind in kinds)
-            raise LawsFileError(f"laws file {path}: {key!r} is {describe_value(value)}, expected {expected}; "
-                                "refit it with python -m analysis.fit")
+        mismatch = type_mismatch(value, kinds) if value is not _ABSENT else None
+        if mismatch:
+            raise LawsFileError(f"laws file {path}: {key!r} {mismatch}; refit it with python -m analysis.fit")
     for name, record in document["laws"].items():
         if not isinstance(record, dict):
             raise LawsFileError(f"laws file {path}: 'laws.{name}' is {describe_value(record)}, expected an object; "
@@ -104,6 +98,15 @@ def has_type(value, kind) -> bool:
     if kind is float:
         return isinstance(value, (int, float)) and not isinstance(value, bool)
     return isinstance(value, kind)
+
+
+def type_mismatch(value, kinds) -> str | None:
+    """``"is a list, expected an object or null"`` when ``value`` (parsed JSON) is of none of ``kinds`` (one kind of
+    ``has_type`` or a tuple of them); ``None`` when it is of one."""
+    kinds = kinds if isinstance(kinds, tuple) else (kinds,)
+    if any(has_type(value, kind) for kind in kinds):
+        return None
+    return f"is {describe_value(value)}, expected {' or '.join(TYPE_NAMES[kind] for kind in kinds)}"
 
 
 def describe_value(value) -> str:

@@ -75,6 +75,22 @@ class OutputPathError(ValueError):
     """``atomic_directory`` will not replace what is at its path; the message names the path and what is there."""
 
 
+def repeated_path(paths: Iterable[str | os.PathLike]) -> tuple[Path, Path] | None:
+    """The first of ``paths`` that names the same file or folder as an earlier one (after ``os.path.realpath``), with
+    that earlier one; ``None`` when each is named once."""
+    seen: dict[str, Path] = {}
+    for path in map(Path, paths):
+        earlier = seen.setdefault(os.path.realpath(path), path)
+        if earlier is not path:
+            return path, earlier
+    return None
+
+
+def _existing_ancestor(path: Path) -> Path:
+    """The nearest folder above ``path`` (or file in its place) that exists."""
+    return next(parent for parent in path.absolute().parents if parent.exists())
+
+
 def check_output_files(outputs: Iterable[str | os.PathLike | None], inputs: Iterable[str | os.PathLike | None] = ()) -> None:
     """Raise ``OutputPathError`` before any work when an output file cannot be written where it is asked for.
 
@@ -83,23 +99,31 @@ def check_output_files(outputs: Iterable[str | os.PathLike | None], inputs: Iter
     entries (options not given) are skipped. A CLI calls this first, so bad paths cost nothing and lose nothing.
     """
     read = {os.path.realpath(path) for path in inputs if path is not None}
-    seen: set[str] = set()
-    for path in outputs:
-        if path is None:
-            continue
-        final, real = Path(path), os.path.realpath(path)
+    given = [Path(path) for path in outputs if path is not None]
+    for final in given:
         if final.is_dir():
             raise OutputPathError(f"output {final} is a folder; give the path of a file")
-        ancestor = next(parent for parent in final.absolute().parents if parent.exists())
+        ancestor = _existing_ancestor(final)
         if not ancestor.is_dir():
             raise OutputPathError(f"output {final} cannot be written: {ancestor} is a file, not a folder")
         if not os.access(ancestor, os.W_OK | os.X_OK):
             raise OutputPathError(f"output {final} cannot be written: no permission to write in {ancestor}")
-        if real in read:
+        if os.path.realpath(final) in read:
             raise OutputPathError(f"output {final} is also an input; writing it would destroy that input")
-        if real in seen:
-            raise OutputPathError(f"output {final} is named twice; give each output its own path")
-        seen.add(real)
+    repeated = repeated_path(given)
+    if repeated:
+        raise OutputPathError(f"output {repeated[0]} is named twice; give each output its own path")
+
+
+def check_output_folder(path: str | os.PathLike, option: str = "--out") -> None:
+    """``OutputPathError`` when ``path`` cannot be an output folder: something that is not a folder is there
+    (a file, such as a config), or it lies below a file."""
+    path = Path(path)
+    if os.path.lexists(path) and not path.is_dir():
+        raise OutputPathError(f"{option} {path} is a file, not a run or job folder; give the path of a folder")
+    ancestor = _existing_ancestor(path)
+    if not ancestor.is_dir():
+        raise OutputPathError(f"{option} {path} cannot be a folder: {ancestor} is a file")
 
 
 class Terminated(BaseException):

@@ -42,13 +42,12 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from dit.atomic import OutputPathError, atomic_write_json, check_output_files
+from dit.atomic import OutputPathError, atomic_write_json, check_output_files, check_output_folder
 from dit.config import ConfigError, TrainConfig, config_from_dict, load_config, load_ensemble, resumable_config_hash
 from dit.engine import EnsembleTrainer, Member
 from dit.model import VideoDiT
 from dit.provenance import provenance
 from dit.seeds import stable_seed
-from dit.train import check_output_folder
 
 DEFAULT_TARGETS = (0.007, 0.005)
 

@@ -28,7 +28,6 @@ configuration, 75 preempted (SIGTERM or SIGUSR1: a checkpoint was written; rerun
 from __future__ import annotations
 
 import argparse
-import os
 import sys
 import traceback
 from pathlib import Path
@@ -36,7 +35,7 @@ from pathlib import Path
 import torch
 
 from dit import matmul_rate
-from dit.atomic import OutputPathError, atomic_write_json
+from dit.atomic import OutputPathError, atomic_write_json, check_output_folder
 from dit.config import ConfigError, TrainConfig, check_ensemble, load_config, load_ensemble, resumable_config_hash
 from dit.distributed import environment_rank
 from dit.engine import EnsembleTrainer, Member, check_runtime, write_finished_job_record
@@ -204,17 +203,6 @@ def _record_failure(member: Member, reason: str) -> None:
         "series": member.config.run.series,
         "provenance": {**provenance(member.config.to_dict()), "resumable_config_hash": member.resumable_hash},
     })
-
-
-def check_output_folder(path: Path, option: str = "--out") -> None:
-    """``OutputPathError`` when ``path`` cannot be a run or job folder: something that is not a folder is there
-    (a file, such as the config itself), or it lies below a file."""
-    path = Path(path)
-    if os.path.lexists(path) and not path.is_dir():
-        raise OutputPathError(f"{option} {path} is a file, not a run or job folder; give the path of a folder")
-    ancestor = next(parent for parent in path.absolute().parents if parent.exists())
-    if not ancestor.is_dir():
-        raise OutputPathError(f"{option} {path} cannot be a folder: {ancestor} is a file")
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -22,12 +22,11 @@ import csv
 import io
 import json
 import math
-import os
 import sys
 from pathlib import Path
 from typing import Iterable
 
-from dit.atomic import OutputPathError, atomic_write_json, atomic_write_text, check_output_files
+from dit.atomic import OutputPathError, atomic_write_json, atomic_write_text, check_output_files, repeated_path
 from dit.provenance import provenance
 from dit.run_folder import read_summary
 from pipeline.formats import MILESTONE_COLUMNS, RUN_COLUMNS, RUNS_TABLE_COLUMNS, SERIES
@@ -148,18 +147,18 @@ def read_run(run_dir: Path) -> list[dict]:
 
 def collect(run_dirs: Iterable[Path]) -> list[dict]:
     """Rows of all run folders, in the order given; ``RunFolderError`` for one named twice or two of one run id."""
+    run_dirs = [Path(run_dir) for run_dir in run_dirs]
+    repeated = repeated_path(run_dirs)
+    if repeated:
+        raise RunFolderError(f"{repeated[0]}: run folder given twice (also as {repeated[1]})")
     rows: list[dict] = []
-    folders: dict[str, Path] = {}
     run_ids: dict[str, Path] = {}
-    for run_dir in map(Path, run_dirs):
+    for run_dir in run_dirs:
         run_rows = read_run(run_dir)
-        real = os.path.realpath(run_dir)
-        if real in folders:
-            raise RunFolderError(f"{run_dir}: run folder given twice (also as {folders[real]})")
         run_id = run_rows[0]["run_id"]
         if run_id in run_ids:
             raise RunFolderError(f"{run_dir / 'summary.json'}: run_id {run_id!r} is also that of {run_ids[run_id]}")
-        folders[real], run_ids[run_id] = run_dir, run_dir
+        run_ids[run_id] = run_dir
         rows.extend(run_rows)
     return rows
 

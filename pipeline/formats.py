@@ -61,15 +61,21 @@ class ProposalFileError(ValueError):
 GROUP_KEYS = ("kind", "size", "tokens", "predicted")
 
 
+def read_json(path: str | Path, what: str, error: type[Exception] = ValueError):
+    """The JSON document at ``path``; ``error("cannot read WHAT: ...")`` or ``error("WHAT is not valid JSON: ...")``
+    when it cannot be read or parsed (``what`` names the file as the caller's message should, e.g. ``laws file X``)."""
+    try:
+        return json.loads(Path(path).read_text())
+    except OSError as problem:
+        raise error(f"cannot read {what}: {problem.strerror or problem}") from None
+    except (json.JSONDecodeError, UnicodeDecodeError) as problem:
+        raise error(f"{what} is not valid JSON: {problem}") from None
+
+
 def read_proposal(path: str | Path) -> dict:
     """The proposal at ``path``; ``ProposalFileError`` naming the file and the key when it cannot be read, is not of
     ``PROPOSAL_SCHEMA``, or lacks ``groups`` (each with ``GROUP_KEYS``) or ``runs`` (each a proposed run)."""
-    try:
-        proposal = json.loads(Path(path).read_text())
-    except OSError as error:
-        raise ProposalFileError(f"cannot read proposal {path}: {error.strerror or error}") from None
-    except (json.JSONDecodeError, UnicodeDecodeError) as error:
-        raise ProposalFileError(f"proposal {path} is not valid JSON: {error}") from None
+    proposal = read_json(path, f"proposal {path}", ProposalFileError)
     if not isinstance(proposal, dict) or proposal.get("schema") != PROPOSAL_SCHEMA:
         found = proposal.get("schema") if isinstance(proposal, dict) else type(proposal).__name__
         raise ProposalFileError(f"{path} is not a proposal of schema {PROPOSAL_SCHEMA} (found {found!r}); "

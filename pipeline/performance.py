@@ -33,14 +33,13 @@ from __future__ import annotations
 import argparse
 import json
 import math
-import os
 import statistics
 import sys
 from pathlib import Path
 
-from dit.atomic import atomic_write_json, check_output_files
+from dit.atomic import atomic_write_json, check_output_files, repeated_path
 from dit.provenance import provenance
-from pipeline.formats import benchmark_rows
+from pipeline.formats import benchmark_rows, read_json
 
 #: What ``matmul`` of a job record gives beside its rate (``dit.matmul_rate.measure_matmul``).
 MATMUL_KEYS = ("size", "threads", "repeats", "dtype", "device")
@@ -68,10 +67,7 @@ def _is_number(value) -> bool:
 def read_job(path: Path) -> dict:
     """One job's ``job.json``; ``ValueError`` naming the file and the field when it is not JSON, not an object, or a
     field this module reads is missing or of the wrong kind."""
-    try:
-        job = json.loads(Path(path).read_text())
-    except ValueError as error:
-        raise ValueError(f"{path}: not valid JSON ({error})") from None
+    job = read_json(path, f"job record {path}")
     if not isinstance(job, dict):
         raise ValueError(f"{path}: not a job record (a JSON object), got {json.dumps(job)[:40]}")
 
@@ -126,12 +122,9 @@ def grid_performance(job_files: list[Path], benchmark_files: list[Path]) -> dict
     if len(job_files) != len(benchmark_files) or not job_files:
         raise ValueError(f"need one benchmark file per job record, got {len(benchmark_files)} for {len(job_files)}")
     for files, what in ((job_files, "job file"), (benchmark_files, "benchmark file")):
-        seen: dict[str, Path] = {}
-        for path in files:
-            real = os.path.realpath(path)
-            if real in seen:
-                raise ValueError(f"{path}: {what} given twice (also as {seen[real]}); each job counts once")
-            seen[real] = Path(path)
+        repeated = repeated_path(files)
+        if repeated:
+            raise ValueError(f"{repeated[0]}: {what} given twice (also as {repeated[1]}); each job counts once")
     jobs = [read_job(Path(path)) for path in job_files]
     timed = [i for i, job in enumerate(jobs) if not job.get("recorded_after_restart")]
     restarted = len(jobs) - len(timed)
