@@ -10,9 +10,9 @@ Beside the table, ``provenance_path(out)`` (``runs.provenance.json`` for ``runs.
 collection's provenance (``dit.provenance``: code version, packages, the run folders) and each run's own:
 the code version and config hash its ``summary.json`` records.
 
-Refused, before anything is written: an ``--out`` (or its provenance file) that is a folder, lies below a file or
-is a run's file (exit status 2); a run folder that ``read_run`` cannot read, one named twice and two runs of one
-``run_id`` (exit status 1, the message naming the file and the key).
+Refused with exit status 2, before anything is written: an ``--out`` (or its provenance file) that is a folder, lies
+below a file or is a run's file; a run folder that ``read_run`` cannot read, one named twice and two runs of one
+``run_id`` (the message naming the file and the key).
 """
 
 from __future__ import annotations
@@ -111,7 +111,8 @@ def read_run(run_dir: Path) -> list[dict]:
     unreadable ``summary.json``, one that is not a JSON object, lacks a key of ``RUN_COLUMNS`` or holds a value of
     the wrong kind (a series not in ``SERIES``, a batch size that is not a positive whole number, ...); an unreadable
     ``metrics.csv``, one with a missing or non-numeric value or a fractional step or token count, and one with
-    fewer or more rows than a completed run's ``milestones_reached`` (more rows than that for any run).
+    fewer or more rows than the ``milestones_reached`` its summary records (``dit.run_folder`` writes the summary
+    after the rows, with their count, whatever the status); a completed run without rows.
     """
     run_dir = Path(run_dir)
     if not run_dir.is_dir():
@@ -139,7 +140,7 @@ def read_run(run_dir: Path) -> list[dict]:
         raise RunFolderError(f"{metrics_path}: a completed run must have milestone rows")
     rows = [_milestone_row(metrics_path, number, record, base) for number, record in enumerate(milestones, start=1)]
     reached = summary.get("milestones_reached")
-    if reached is not None and (len(rows) > reached or (summary["status"] == "completed" and len(rows) != reached)):
+    if reached is not None and len(rows) != reached:
         raise RunFolderError(f"{metrics_path}: {len(rows)} milestone rows, but {summary_path.name} records "
                              f"milestones_reached={reached} (is the file truncated?)")
     return rows or [{**base, **{key: math.nan for key in MILESTONE_COLUMNS}, "step": 0, "tokens": 0}]
@@ -204,7 +205,7 @@ def main(argv: list[str] | None = None) -> int:
         rows = collect(args.run_dirs)
     except RunFolderError as error:
         print(f"pipeline.collect: {error}", file=sys.stderr)
-        return 1
+        return 2
     record = table_provenance(args.run_dirs)  # built before either file is written: the two belong together
     write_runs_table(args.out, rows)
     atomic_write_json(provenance_path(args.out), record)

@@ -100,6 +100,13 @@ def _drop_last_row(run: Path) -> None:
     (run / "metrics.csv").write_text("\n".join(lines[:-1]) + "\n")
 
 
+def _diverged_missing_a_row(run: Path) -> None:
+    """A run that diverged after its 3rd milestone (its summary counts 3 rows) whose metrics file lost the 3rd."""
+    lines = (run / "metrics.csv").read_text().splitlines()
+    (run / "metrics.csv").write_text("\n".join(lines[:3]) + "\n")
+    _set_summary(run, status="diverged", status_reason="non-finite training loss", milestones_reached=3)
+
+
 @pytest.mark.parametrize(
     "damage, file, words",
     [
@@ -111,15 +118,16 @@ def _drop_last_row(run: Path) -> None:
         (lambda run: _set_summary(run, batch_clips=-1), "summary.json", ["batch_clips", "-1"]),
         (lambda run: _set_metrics_cell(run, "step", "4.5"), "metrics.csv", ["row 1", "step", "whole number"]),
         (_drop_last_row, "metrics.csv", ["3 milestone rows", "milestones_reached=4"]),
+        (_diverged_missing_a_row, "metrics.csv", ["2 milestone rows", "milestones_reached=3"]),
     ],
     ids=["truncated-metrics", "null-summary", "metrics-folder", "bogus-series", "text-batch", "negative-batch",
-         "fractional-step", "fewer-rows"],
+         "fractional-step", "fewer-rows", "diverged-fewer-rows"],
 )
 def test_collect_refuses_a_damaged_run_naming_the_file_and_the_field(tiny_run, tmp_path, capsys, damage, file, words):
     run = copy_run(tiny_run, tmp_path / "run")
     damage(run)
     out = earlier_output(tmp_path / "runs.csv")
-    assert collect.main(["--out", str(out), str(run)]) == 1
+    assert collect.main(["--out", str(out), str(run)]) == 2
     one_line_error(capsys, f"pipeline.collect: {run / file}: ", *words)
     assert out.read_bytes() == OLD and not collect.provenance_path(out).exists()
 
@@ -127,12 +135,12 @@ def test_collect_refuses_a_damaged_run_naming_the_file_and_the_field(tiny_run, t
 def test_collect_refuses_a_file_a_folder_named_twice_and_a_repeated_run_id(tiny_run, tmp_path, capsys):
     out = earlier_output(tmp_path / "runs.csv")
     notes = earlier_output(tmp_path / "notes.txt")
-    assert collect.main(["--out", str(out), str(tiny_run), str(notes)]) == 1
+    assert collect.main(["--out", str(out), str(tiny_run), str(notes)]) == 2
     one_line_error(capsys, f"pipeline.collect: {notes}: ", "not a run folder")
-    assert collect.main(["--out", str(out), str(tiny_run), str(tiny_run)]) == 1
+    assert collect.main(["--out", str(out), str(tiny_run), str(tiny_run)]) == 2
     one_line_error(capsys, f"pipeline.collect: {tiny_run}: ", "given twice")
     again = copy_run(tiny_run, tmp_path / "again")
-    assert collect.main(["--out", str(out), str(tiny_run), str(again)]) == 1
+    assert collect.main(["--out", str(out), str(tiny_run), str(again)]) == 2
     one_line_error(capsys, f"pipeline.collect: {again / 'summary.json'}: ", "run_id", str(tiny_run))
     assert out.read_bytes() == OLD and not collect.provenance_path(out).exists()
 

@@ -63,7 +63,7 @@ def test_a_completed_run_gives_one_row_per_milestone_with_its_summary(tiny_run, 
 def test_a_diverged_run_keeps_the_milestones_it_reached_and_one_that_reached_none_appears_once(tiny_run, tmp_path):
     diverged = copy_run(tiny_run, tmp_path / "diverged")
     reason = "training loss 63.4 at step 9 (above divergence.max_loss=10.0)"
-    set_summary(diverged, status="diverged", status_reason=reason)
+    set_summary(diverged, status="diverged", status_reason=reason, milestones_reached=2)  # as dit.run_folder counts
     metrics = read_table(diverged / "metrics.csv")[:2]
     with open(diverged / "metrics.csv", "w", newline="") as handle:
         writer = csv.DictWriter(handle, fieldnames=list(metrics[0]))
@@ -72,11 +72,12 @@ def test_a_diverged_run_keeps_the_milestones_it_reached_and_one_that_reached_non
 
     early = copy_run(tiny_run, tmp_path / "early")
     set_summary(early, status="diverged", status_reason="training loss 896.9 at step 2 (above divergence.max_loss=10.0)",
-                run_id="grid/tiny-8k/b8_lr0.3_s0")
+                run_id="grid/tiny-8k/b8_lr0.3_s0", milestones_reached=0)
     (early / "metrics.csv").write_text(",".join(metrics[0]) + "\n")  # header only: no milestone reached
 
     failed = copy_run(tiny_run, tmp_path / "failed")
-    set_summary(failed, status="failed", status_reason="RuntimeError: out of memory", run_id="grid/tiny-8k/b8_lr0.02_s0")
+    set_summary(failed, status="failed", status_reason="RuntimeError: out of memory", run_id="grid/tiny-8k/b8_lr0.02_s0",
+                milestones_reached=0)
     (failed / "metrics.csv").unlink()
 
     out = tmp_path / "runs.csv"
@@ -107,7 +108,7 @@ def test_an_unreadable_run_folder_is_refused_naming_the_file(tiny_run, tmp_path,
     run = copy_run(tiny_run, tmp_path / "run")
     damage(run)
     out = tmp_path / "runs.csv"
-    assert main(["--out", str(out), str(tiny_run), str(run)]) == 1
+    assert main(["--out", str(out), str(tiny_run), str(run)]) == 2
     error = capsys.readouterr().err
     assert error.startswith(f"pipeline.collect: {run}/") and message in error, error
     with pytest.raises(RunFolderError, match=re.escape(message)):
