@@ -147,7 +147,7 @@ def atomic_directory(
     final = Path(path)
     if final.is_symlink():
         final = Path(os.path.realpath(final))
-    _check_replaceable(final, replaces, kind)
+    check_replaceable(final, replaces, kind)
     final.parent.mkdir(parents=True, exist_ok=True)
     remove_stale_temporaries(final)
     with _sigterm_raises():
@@ -155,7 +155,7 @@ def atomic_directory(
         try:
             yield tmp
             _fsync_dir(tmp)
-            _check_replaceable(final, replaces, kind)  # again: something may have been put there meanwhile
+            check_replaceable(final, replaces, kind)  # again: something may have been put there meanwhile
             if final.exists():
                 old = Path(tempfile.mkdtemp(prefix=_temporary_prefix(final), suffix=".old", dir=final.parent))
                 os.replace(final, old / final.name)
@@ -169,8 +169,10 @@ def atomic_directory(
             raise
 
 
-def _check_replaceable(final: Path, replaces: Callable[[Path], bool], kind: str) -> None:
-    """Raise ``OutputPathError`` unless ``final`` is absent, an empty folder or an earlier output (``replaces``)."""
+def check_replaceable(final: str | os.PathLike, replaces: Callable[[Path], bool], kind: str) -> None:
+    """Raise ``OutputPathError`` unless ``final`` is absent, an empty folder or an earlier output (``replaces``): what
+    ``atomic_directory`` checks, for a command to call before its work."""
+    final = Path(final)
     if not os.path.lexists(final):
         return
     if final.is_symlink() or not final.is_dir():

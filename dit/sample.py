@@ -6,7 +6,9 @@ against the null caption ``tokenizer.encode("")``. Caption ``i`` starts from noi
 command gives the same videos. Captions are tokenized with the tokenizer recorded in the run's
 data manifest.
 
-Files written into ``--out`` (each atomically; ``index.json`` last, so it lists complete files):
+Files written into ``--out``, which is replaced as a whole once every file is complete (``dit.atomic.atomic_directory``:
+a killed call leaves the earlier folder as it was); an existing ``--out`` is replaced only when it is empty or holds
+only the files below (``is_sample_folder``):
 
 * ``sample_000.mp4``, ...: one H.264 MP4 per caption, frames enlarged ``--upscale`` times
   (nearest neighbour), at ``--fps`` frames per second;
@@ -32,7 +34,14 @@ from typing import Sequence
 import numpy as np
 import torch
 
-from dit.atomic import OutputPathError, atomic_path, atomic_write_json, check_output_files
+from dit.atomic import (
+    OutputPathError,
+    atomic_directory,
+    atomic_path,
+    atomic_write_json,
+    check_output_files,
+    check_replaceable,
+)
 from dit.data.loader import ShardDataset
 from dit.data.video_io import enlarge, write_gif, write_mp4
 from dit.ddim import ddim_sample
@@ -256,26 +265,17 @@ def sample_run(
 
     entries = []
     for position, caption in enumerate(captions):
-        name = MP4_NAME.format(index=position)
-        write_mp4(enlarge(videos[position], upscale), out / name, fps=fps)
         words = tokenizer.words(caption)
         entries.append(
             {
                 "caption": caption,
-                "mp4": name,
+                "mp4": MP4_NAME.format(index=position),
                 "seed": sample_seed(seed, position),
                 "caption_ids": caption_ids[position].tolist(),
                 "truncated": tokenizer.truncated(caption),
                 "words_not_in_training_captions": sorted({w for w in words if w not in known_words}),
             }
         )
-    write_gif(tile_videos(videos), out / GIF_NAME, fps=fps, scale=upscale)
-    with atomic_path(out / SAMPLES_NAME, suffix=".npy") as tmp:
-        np.save(tmp, videos)
-    write_contact_sheet(
-        videos, captions, out / CONTACT_SHEET_NAME,
-        title=f"{run.run_id}: DDIM {steps} steps, guidance {guidance_scale:g}, eta {eta:g}, seed {seed}",
-    )
     settings = {
         "sampler": "ddim",
         "steps": steps,
@@ -287,22 +287,31 @@ def sample_run(
         "fps": fps,
     }
     record = index_record(run, captions, entries, videos.shape[1:4], settings, sampling_seconds, tokenizer)
-    atomic_write_json(out / INDEX_NAME, record)
-    remove_stale_samples(out, len(captions))
+    try:
+        with atomic_directory(out, replaces=is_sample_folder, kind="samples folder") as folder:
+            for position, entry in enumerate(entries):
+                write_mp4(enlarge(videos[position], upscale), folder / entry["mp4"], fps=fps)
+            write_gif(tile_videos(videos), folder / GIF_NAME, fps=fps, scale=upscale)
+            with atomic_path(folder / SAMPLES_NAME, suffix=".npy") as tmp:
+                np.save(tmp, videos)
+            write_contact_sheet(
+                videos, captions, folder / CONTACT_SHEET_NAME,
+                title=f"{run.run_id}: DDIM {steps} steps, guidance {guidance_scale:g}, eta {eta:g}, seed {seed}",
+            )
+            atomic_write_json(folder / INDEX_NAME, record)
+    except OutputPathError as error:
+        raise EvaluationInputError(f"--out: {error}") from None
     return record
 
 
-def remove_stale_samples(out: Path, count: int) -> list[Path]:
-    """Remove the ``sample_NNN.mp4`` files of an earlier call with more captions (``NNN >= count``): the folder then
-    holds exactly what its ``index.json`` lists. Returns the files removed."""
-    pattern = re.compile(MP4_NAME.replace("{index:03d}", "([0-9]{3,})").replace(".", "\\."))
-    removed = []
-    for path in sorted(Path(out).glob("sample_*.mp4")):
-        match = pattern.fullmatch(path.name)
-        if match is not None and int(match.group(1)) >= count:
-            path.unlink()
-            removed.append(path)
-    return removed
+#: Names of the files a samples folder holds (``sample_run``).
+SAMPLE_FILE_PATTERN = re.compile(r"sample_[0-9]{3,}\.mp4|" + "|".join(
+    re.escape(name) for name in (GIF_NAME, CONTACT_SHEET_NAME, SAMPLES_NAME, INDEX_NAME)))
+
+
+def is_sample_folder(folder: Path) -> bool:
+    """Whether ``folder`` holds only files of an earlier ``sample_run`` (``SAMPLE_FILE_PATTERN``), so it may be replaced."""
+    return all(SAMPLE_FILE_PATTERN.fullmatch(entry.name) and entry.is_file() for entry in Path(folder).iterdir())
 
 
 def index_record(run: TrainedRun, captions: Sequence[str], entries: list[dict], clip_shape: Sequence[int],
@@ -338,7 +347,8 @@ def build_parser() -> argparse.ArgumentParser:
         "guidance; writes MP4s, a GIF grid, a PNG contact sheet, samples.npy and index.json into --out.",
     )
     parser.add_argument("--run", required=True, type=Path, help="run folder written by python -m dit.train")
-    parser.add_argument("--out", required=True, type=Path, help="output folder (files are replaced one by one)")
+    parser.add_argument("--out", required=True, type=Path,
+                        help="output folder, replaced as a whole (only an empty one or an earlier samples folder)")
     parser.add_argument(
         "--caption", action="append", default=None, metavar="TEXT", help="a caption to sample (repeatable)"
     )
@@ -364,12 +374,14 @@ def output_files(out: str | Path, count: int) -> list[Path]:
 
 def main(argv: list[str] | None = None) -> int:
     """Refused before any sampling (exit status 2): bad flags (``check_sampler_settings``), a run that is not
-    ready, and an ``--out`` that is a file or lies below one, or whose files would be folders or the captions file."""
+    ready, and an ``--out`` that is a file or lies below one, whose files would be folders or the captions file, or
+    that holds other files than an earlier call's (``is_sample_folder``)."""
     args = build_parser().parse_args(argv)
     try:
         captions = caption_list(args.caption, args.captions_file)
         try:
             check_output_files(output_files(args.out, len(captions)), [args.captions_file])
+            check_replaceable(args.out, is_sample_folder, "samples folder")
         except OutputPathError as error:
             raise EvaluationInputError(f"--out: {error}") from None
         run = open_trained_run(args.run, args.device, args.threads)

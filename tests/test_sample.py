@@ -238,3 +238,32 @@ def test_a_rerun_with_fewer_captions_leaves_only_the_samples_its_index_lists(tra
         assert sample.main(["--run", str(trained_run), "--out", str(out), *arguments, "--steps", "2", "--device", "cpu"]) == 0
     index = json.loads((out / "index.json").read_text())
     assert index["files"]["mp4"] == sorted(p.name for p in out.glob("sample_*.mp4")) == ["sample_000.mp4"]
+
+
+def test_a_call_that_fails_while_writing_leaves_the_earlier_samples_folder_as_it_was(trained_run, tmp_path, monkeypatch):
+    """The folder is replaced as a whole: a failure after some of the new files are written (here the contact sheet)
+    leaves every earlier file byte for byte, and no temporary folder beside it."""
+    out = tmp_path / "out"
+    arguments = ["--run", str(trained_run), "--out", str(out), "--steps", "2", "--device", "cpu"]
+    assert sample.main([*arguments, "--caption", CAPTIONS[0], "--caption", CAPTIONS[1]]) == 0
+    before = {path.name: path.read_bytes() for path in out.iterdir()}
+
+    def broken_sheet(*args, **kwargs):
+        raise OSError("disk full")
+
+    monkeypatch.setattr(sample, "write_contact_sheet", broken_sheet)
+    with pytest.raises(OSError, match="disk full"):
+        sample.main([*arguments, "--caption", CAPTIONS[1], "--seed", "9"])
+    assert {path.name: path.read_bytes() for path in out.iterdir()} == before
+    assert sorted(path.name for path in tmp_path.iterdir()) == ["out"]
+
+
+def test_an_out_folder_holding_other_files_is_refused_before_sampling(trained_run, tmp_path, capsys, monkeypatch):
+    out = tmp_path / "out"
+    out.mkdir()
+    (out / "notes.txt").write_text("mine")
+    monkeypatch.setattr(sample, "sample_videos", lambda *args, **kwargs: pytest.fail("sampled before refusing"))
+    assert sample.main(["--run", str(trained_run), "--out", str(out), "--caption", CAPTIONS[0], "--device", "cpu"]) == 2
+    error = capsys.readouterr().err.strip()
+    assert error.startswith("dit.sample: --out: refusing to replace") and "notes.txt" in error and "\n" not in error
+    assert [path.name for path in out.iterdir()] == ["notes.txt"] and (out / "notes.txt").read_text() == "mine"
