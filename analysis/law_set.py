@@ -68,13 +68,9 @@ def check_laws_document(document, path: str | Path) -> dict:
         raise LawsFileError(f"laws file {path}: 'origin' is {origin!r}, expected 'fitted' or 'paper'; "
                             "refit it with python -m analysis.fit")
     required = {**REQUIRED_KEYS, **(FITTED_KEYS if origin == "fitted" else {})}
-    for key, kinds in {**OPTIONAL_KEYS, **required}.items():
-        value = _lookup(document, key)
-        if value is _ABSENT and key in required:
-            raise LawsFileError(f"laws file {path} lacks the key {key!r}; refit it with python -m analysis.fit")
-        mismatch = type_mismatch(value, kinds) if value is not _ABSENT else None
-        if mismatch:
-            raise LawsFileError(f"laws file {path}: {key!r} {mismatch}; refit it with python -m analysis.fit")
+    problem = key_problem(document, required, OPTIONAL_KEYS)
+    if problem:
+        raise LawsFileError(f"laws file {path}: {problem}; refit it with python -m analysis.fit")
     for name, record in document["laws"].items():
         if not isinstance(record, dict):
             raise LawsFileError(f"laws file {path}: 'laws.{name}' is {describe_value(record)}, expected an object; "
@@ -82,13 +78,49 @@ def check_laws_document(document, path: str | Path) -> dict:
     return document
 
 
-def _lookup(document: dict, key: str):
-    value = document
-    for part in key.split("."):
-        if not isinstance(value, dict) or part not in value:
-            return _ABSENT
-        value = value[part]
-    return value
+def key_problem(document, required: Mapping[str, object], optional: Mapping[str, object] = {}) -> str | None:
+    """The first problem of parsed JSON ``document`` with the keys it must have (``required``) or may have
+    (``optional``), each mapped to its kinds (``type_mismatch``): ``"lacks the key 'a.b'"`` or ``"'a.b' is a string,
+    expected a number"``; ``None`` when there is none.
+
+    A key is dotted (``setup.flop_model``); ``name[]`` stands for every element of the list ``name``, and ``name{}``
+    for every value of the object ``name`` (``groups[].tokens``: the ``tokens`` of each group). A key is looked for
+    only where its parents are there and of their kinds (list the parents too to require them).
+    """
+    for key, kinds in {**optional, **required}.items():
+        for where, value in _values(document, key.split("."), ""):
+            if value is _ABSENT:
+                if key in required:
+                    return f"lacks the key {where!r}"
+                continue
+            mismatch = type_mismatch(value, kinds)
+            if mismatch:
+                return f"{where!r} {mismatch}"
+    return None
+
+
+def _values(value, parts: list[str], where: str):
+    """``(dotted location, value or _ABSENT)`` of each place ``parts`` (of a ``key_problem`` key) names below ``value``."""
+    if not parts:
+        yield where, value
+        return
+    part, rest = parts[0], parts[1:]
+    name, each = (part[:-2], part[-2:]) if part[-2:] in ("[]", "{}") else (part, "")
+    if not isinstance(value, dict):
+        return
+    at = f"{where}.{name}" if where else name
+    if name not in value:
+        yield at, _ABSENT
+        return
+    child = value[name]
+    if each == "[]" and isinstance(child, list):
+        for index, element in enumerate(child):
+            yield from _values(element, rest, f"{at}[{index}]")
+    elif each == "{}" and isinstance(child, dict):
+        for key, element in child.items():
+            yield from _values(element, rest, f"{at}.{key}")
+    elif not each:
+        yield from _values(child, rest, at)
 
 
 def has_type(value, kind) -> bool:
