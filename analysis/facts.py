@@ -47,7 +47,7 @@ from pipeline.formats import read_json
 
 from analysis import batch_axis, claims, measurements, paper
 from analysis.heldout import SCHEMA as HELDOUT_SCHEMA
-from analysis.law_set import LawSet, LawsFileError, describe_value, read_laws, type_mismatch
+from analysis.law_set import LawSet, LawsFileError, describe_value, key_problem, read_laws
 from analysis.open_questions import derived_optimal_parameters, open_questions
 from analysis.optima import SizeGrid, find_optima
 from analysis.runs import RunsTableError, load_runs, noise_degrees_of_freedom, run_relative_std
@@ -282,28 +282,68 @@ class FactsFileError(ValueError):
     """A facts file cannot be read or is not a facts document of ``SCHEMA``; the message names it."""
 
 
+def _rate_keys(block: str) -> dict:
+    """Keys of a caption-match rate (``dit.caption_match``) under ``block``, each required where the rate is there."""
+    return {f"{block}.{which}.{key}": kind for which in ("colour", "direction")
+            for key, kind in (("rate", float), ("interval", list), ("interval[]", float), ("chance", float),
+                              ("count", float), ("of", float))}
+
+
+def _part_keys(part: str) -> dict:
+    """Keys of a performance part (``pipeline.performance``), each required where the part is there."""
+    return {f"parts.{part}.model_flops": float, f"parts.{part}.seconds": float}
+
+
 #: What each JSON input of ``INPUTS`` must be (the ``compute_optimal_*`` ones as their namesakes): the key and value
 #: by which its writer names its kind (``schema``, ``kind``, ``format``; refused when different, and when absent where
-#: required), the top-level keys the facts read, with their types (``float``: any number), and those they read where
-#: present, with the types they may have (``None``: null).
+#: required); the keys the facts read, with their kinds (``float``: any number; dotted, ``[]`` for each element of a
+#: list and ``{}`` for each value of an object: ``analysis.law_set.key_problem``); and those they read where present,
+#: with the kinds they may have (``None``: null). A required key below an optional one is required where that is there.
 INPUT_FORMATS = {
-    "heldout": (("schema", (HELDOUT_SCHEMA,), True), {"groups": list}, {}),
+    "heldout": (("schema", (HELDOUT_SCHEMA,), True), {"groups": list, "groups[]": dict}, {}),
     "protocol_spread": (("kind", ("validation_loss_spread",), False), {"relative_std": float},
                         {"seeds": (list,), "run": (dict, None)}),
-    "caption_conditioning": (("kind", ("caption_conditioning",), False), {"differences": dict},
-                             {"run": (dict, None), "contrasts": (dict, None), "validation": (dict, None)}),
-    "caption_match": (None, {"samples": dict}, {"reference": (dict, None), "confidence_level": (float, None)}),
-    "performance": (("status", ("measured", "not measured"), False), {"grid_model_flops": float, "grid_job_seconds": float},
-                    {"matmul": (dict, None), "parts": (dict, None), "by_shape": (list, None)}),
-    "manifest": (("format", (MANIFEST_FORMAT,), True), {"counts": dict}, {}),
-    "batch_axis": (("schema", (batch_axis.SCHEMA,), True), {"sizes": list}, {}),
+    "caption_conditioning": (("kind", ("caption_conditioning",), False),
+                             {"differences": dict, "differences{}": dict, "differences{}.mean": float,
+                              "differences{}.relative": float},
+                             {"run": (dict, None), "run.non_embedding_parameters": float, "run.tokens": float,
+                              "contrasts": (dict, None), "contrasts{}": dict, "validation": (dict, None)}),
+    "caption_match": (None, {"samples": dict, **_rate_keys("samples"), **_rate_keys("reference")},
+                      {"reference": (dict, None), **{f"{block}.{which}": (dict, None) for block in ("samples", "reference")
+                                                     for which in ("colour", "direction")},
+                       "confidence_level": (float, None)}),
+    "performance": (("status", ("measured", "not measured"), False),
+                    {"grid_model_flops": float, "grid_job_seconds": float, **_part_keys("training"),
+                     **_part_keys("validation")},
+                    {"matmul": (dict, None), "parts": (dict, None), "parts.training": dict, "parts.validation": dict,
+                     "by_shape": (list, None), "by_shape[]": dict}),
+    "manifest": (("format", (MANIFEST_FORMAT,), True), {"counts": dict, "counts.train_clips": float}, {}),
+    "batch_axis": (("schema", (batch_axis.SCHEMA,), True),
+                   {"sizes": list, "sizes[]": dict, "sizes[].size": str, "sizes[].batch_clips": list,
+                    "sizes[].batch_clips[]": float, "sizes[].points": list, "sizes[].points[]": dict,
+                    "sizes[].points[].batches": list, "sizes[].turned_at_tokens": list}, {}),
 }
+#: Keys of each group of a held-out file (``analysis.heldout``): of every group, then of an evaluated one, then of an
+#: evaluated one of each kind; and those read where present.
+HELDOUT_GROUP_KEYS = {
+    "every": {"kind": str, "size": str},
+    "evaluated": {"tokens": float, "predicted_loss": dict, "predicted_loss.value": float, "relative_error": float},
+    "hyperparameters": {"cells": list, "cells[]": dict, "cells[].batch_clips": float, "cells[].learning_rate": float,
+                        "cells[].loss": (float, None), "measured_optimum": dict, "measured_optimum.loss": float,
+                        "predicted_cell": dict, "predicted_cell.batch_tokens": float,
+                        "predicted_cell.learning_rate": float, "predicted_cell.measured_loss": (float, None)},
+    "compute_optimal": {"measured_loss": float},
+}
+HELDOUT_GROUP_OPTIONAL = {"status": str, "missing_runs": list, "margin_resamples": (list, None),
+                          "margin_resamples[]": (float, None), "relative_error_resamples": (list, None),
+                          "relative_error_resamples[]": (float, None), "predicted_loss.prediction_interval": (list, None),
+                          "predicted_loss.prediction_interval[]": float}
 
 
 def read_input(name: str, path: str) -> dict:
-    """The JSON input ``name`` (a key of ``INPUTS``) at ``path``; ``FactsInputError`` naming the option and the file when
-    it cannot be read, is not a JSON object, is another kind of file, or lacks a key or holds one of another type
-    (``INPUT_FORMATS``)."""
+    """The JSON input ``name`` (a key of ``INPUTS``) at ``path``; ``FactsInputError`` naming the option, the file and the
+    key when it cannot be read, is not a JSON object, is another kind of file, or lacks a key or holds one of another
+    kind (``INPUT_FORMATS``; for a held-out file, ``HELDOUT_GROUP_KEYS`` too)."""
     where = f"--{name.replace('_', '-')} {path}"
     try:
         document = read_json(path, f"the {INPUTS[name]} file", FactsInputError)
@@ -319,13 +359,13 @@ def read_input(name: str, path: str) -> dict:
                                   f"expected {' or '.join(map(repr, values))}")
     if name == "performance" and document.get("status") == "not measured":  # no numbers, and why
         keys = {}
-    for key in keys:
-        if key not in document:
-            raise FactsInputError(f"{where} is not a {INPUTS[name]} file: it lacks the key {key!r}")
-    for key, kinds in {**{key: (kind,) for key, kind in keys.items()}, **optional}.items():
-        mismatch = type_mismatch(document[key], kinds) if key in document else None
-        if mismatch:
-            raise FactsInputError(f"{where}: {key!r} {mismatch}")
+    problem = key_problem(document, keys, optional)
+    for index, group in enumerate(document["groups"] if name == "heldout" and not problem else []):
+        kinds = ("every", *(("evaluated", group.get("kind")) if group.get("status") == "evaluated" else ()))
+        required = {key: kind for part in kinds for key, kind in HELDOUT_GROUP_KEYS.get(part, {}).items()}
+        problem = problem or key_problem(group, required, HELDOUT_GROUP_OPTIONAL, where=f"groups[{index}]")
+    if problem:
+        raise FactsInputError(f"{where}: {problem}")
     return document
 
 

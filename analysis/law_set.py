@@ -78,49 +78,51 @@ def check_laws_document(document, path: str | Path) -> dict:
     return document
 
 
-def key_problem(document, required: Mapping[str, object], optional: Mapping[str, object] = {}) -> str | None:
+def key_problem(document, required: Mapping[str, object], optional: Mapping[str, object] = {}, where: str = "") -> str | None:
     """The first problem of parsed JSON ``document`` with the keys it must have (``required``) or may have
     (``optional``), each mapped to its kinds (``type_mismatch``): ``"lacks the key 'a.b'"`` or ``"'a.b' is a string,
-    expected a number"``; ``None`` when there is none.
+    expected a number"`` (``where`` before each key: the document's own place in a larger one); ``None`` when there is
+    none.
 
     A key is dotted (``setup.flop_model``); ``name[]`` stands for every element of the list ``name``, and ``name{}``
     for every value of the object ``name`` (``groups[].tokens``: the ``tokens`` of each group). A key is looked for
-    only where its parents are there and of their kinds (list the parents too to require them).
+    only where its parents are there and objects or lists as its path says (list the parents too, with their kinds,
+    to require them): ``a.b`` required under an optional ``a`` is required of every ``a`` there is.
     """
     for key, kinds in {**optional, **required}.items():
-        for where, value in _values(document, key.split("."), ""):
+        for place, value in _values(document, key.split("."), where):
             if value is _ABSENT:
                 if key in required:
-                    return f"lacks the key {where!r}"
+                    return f"lacks the key {place!r}"
                 continue
             mismatch = type_mismatch(value, kinds)
             if mismatch:
-                return f"{where!r} {mismatch}"
+                return f"{place!r} {mismatch}"
     return None
 
 
 def _values(value, parts: list[str], where: str):
-    """``(dotted location, value or _ABSENT)`` of each place ``parts`` (of a ``key_problem`` key) names below ``value``."""
-    if not parts:
-        yield where, value
-        return
+    """``(dotted place, value)`` of each place ``parts`` (a ``key_problem`` key) names below ``value``, ``_ABSENT`` for
+    a last part that is not there; nothing below a parent that is absent or of another kind."""
     part, rest = parts[0], parts[1:]
     name, each = (part[:-2], part[-2:]) if part[-2:] in ("[]", "{}") else (part, "")
     if not isinstance(value, dict):
         return
-    at = f"{where}.{name}" if where else name
+    place = f"{where}.{name}" if where else name
     if name not in value:
-        yield at, _ABSENT
+        if not rest and not each:
+            yield place, _ABSENT
         return
-    child = value[name]
-    if each == "[]" and isinstance(child, list):
-        for index, element in enumerate(child):
-            yield from _values(element, rest, f"{at}[{index}]")
-    elif each == "{}" and isinstance(child, dict):
-        for key, element in child.items():
-            yield from _values(element, rest, f"{at}.{key}")
-    elif not each:
-        yield from _values(child, rest, at)
+    children = [(place, value[name])]
+    if each == "[]":
+        children = list((f"{place}[{i}]", child) for i, child in enumerate(value[name])) if isinstance(value[name], list) else []
+    elif each == "{}":
+        children = [(f"{place}.{key}", child) for key, child in value[name].items()] if isinstance(value[name], dict) else []
+    for child_place, child in children:
+        if rest:
+            yield from _values(child, rest, child_place)
+        else:
+            yield child_place, child
 
 
 def has_type(value, kind) -> bool:

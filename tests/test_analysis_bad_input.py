@@ -16,6 +16,7 @@ from analysis.figures import figure_paths
 from analysis.figures import main as figures_main
 from analysis.fit import main as fit_main
 from analysis.heldout import main as heldout_main
+from analysis.law_set import key_problem
 from analysis.plan import main as plan_main
 from analysis.propose import main as propose_main
 from analysis.report import main as report_main
@@ -194,6 +195,58 @@ def test_facts_refuses_an_input_of_another_kind_or_that_cannot_be_read(tmp_path,
         assert facts_main(arguments) == 2
         _refused(capsys, f"analysis.facts: error: {option} {next(iter(changes.values()))}", message)
         assert out.read_text() == EARLIER and card.read_text() == EARLIER
+
+
+def _damaged(source: Path, target: Path, damage) -> Path:
+    document = json.loads(source.read_text())
+    damage(document)
+    target.write_text(json.dumps(document))
+    return target
+
+
+EVALUATION = RESULTS / "evaluation" / "largest"
+
+
+@pytest.mark.parametrize("name, source, damage, message", [
+    ("heldout", RESULTS / "heldout.json", lambda d: d["groups"][1].pop("tokens"), "lacks the key 'groups[1].tokens'"),
+    ("heldout", RESULTS / "heldout.json", lambda d: d["groups"][0]["cells"][2].update(learning_rate="fast"),
+     "'groups[0].cells[2].learning_rate' is a string, expected a number"),
+    ("heldout", RESULTS / "heldout.json", lambda d: d["groups"][0]["predicted_cell"].pop("batch_tokens"),
+     "lacks the key 'groups[0].predicted_cell.batch_tokens'"),
+    ("caption_match", EVALUATION / "caption_match.json", lambda d: d["reference"]["direction"].pop("chance"),
+     "lacks the key 'reference.direction.chance'"),
+    ("caption_match", EVALUATION / "caption_match.json", lambda d: d["samples"]["colour"]["interval"].__setitem__(0, "low"),
+     "'samples.colour.interval[0]' is a string, expected a number"),
+    ("caption_conditioning", EVALUATION / "caption_conditioning.json",
+     lambda d: d["differences"]["swapped_minus_captions"].pop("relative"),
+     "lacks the key 'differences.swapped_minus_captions.relative'"),
+    ("performance", RESULTS / "performance.json", lambda d: d["parts"]["validation"].pop("seconds"),
+     "lacks the key 'parts.validation.seconds'"),
+    ("batch_axis", RESULTS / "batch_axis.json", lambda d: d["sizes"][0]["points"][0].pop("batches"),
+     "lacks the key 'sizes[0].points[0].batches'"),
+], ids=["heldout-tokens", "heldout-cell-rate", "heldout-predicted-cell", "match-reference-chance", "match-interval",
+        "conditioning-relative", "performance-part", "batch-axis-points"])
+def test_facts_refuses_an_input_lacking_a_nested_key_or_holding_one_of_another_kind(tmp_path, capsys, name, source, damage,
+                                                                                     message):
+    """Every value the facts read below an input's top level is checked before any work: a damaged one is named by its
+    place in the file, with exit status 2, and the earlier outputs stay (not a KeyError or TypeError from deep inside)."""
+    damaged = _damaged(source, tmp_path / f"damaged-{source.name}", damage)
+    arguments, out, card = _facts_arguments(tmp_path, **{name: damaged})
+    assert facts_main(arguments) == 2
+    _refused(capsys, f"analysis.facts: error: --{name.replace('_', '-')} {damaged}: {message}")
+    assert out.read_text() == EARLIER and card.read_text() == EARLIER
+
+
+def test_key_problem_reads_dotted_keys_through_lists_and_objects():
+    document = {"a": {"b": 1}, "g": [{"t": 1}, {"t": "x"}, {}], "m": {"x": {"v": 1}, "y": {"v": None}}, "o": None}
+    assert key_problem(document, {"a.b": float, "m{}.v": (float, None), "g[]": dict}) is None
+    assert key_problem(document, {"a.c": float}) == "lacks the key 'a.c'"
+    assert key_problem(document, {}, {"a.c": float}) is None, "an optional key may be absent"
+    assert key_problem(document, {"g[].t": float}) == "'g[1].t' is a string, expected a number"
+    assert key_problem(document, {"g[].t": (float, str)}) == "lacks the key 'g[2].t'"
+    assert key_problem(document, {"m{}.v": float}) == "'m.y.v' is null, expected a number"
+    assert key_problem(document, {"z.c": float, "o.c": float}) is None, "not looked for below an absent or null parent"
+    assert key_problem(document, {"a.b": str}, where="groups[2]") == "'groups[2].a.b' is a number, expected a string"
 
 
 def test_facts_checks_its_outputs_before_any_work(tmp_path, capsys):
