@@ -11,6 +11,7 @@ residuals; for the paper, the published fit MSE), with the uncertainty of that n
 from __future__ import annotations
 
 import json
+import re
 from pathlib import Path
 from typing import Mapping
 
@@ -21,7 +22,7 @@ from pipeline.formats import read_json
 from analysis.allocation import BILLION, AllocationSolver, FlopModel, inference_flops, loss_law_callable
 from analysis.config import InferenceSetup
 from analysis.intervals import percentile_interval
-from analysis.law_forms import get_form
+from analysis.law_forms import FORMS, get_form
 from analysis.resampling import std_factors
 from analysis.runs import mean_noise, noise_degrees_of_freedom, noise_quantile, run_relative_std
 
@@ -47,6 +48,8 @@ FITTED_KEYS = {
 OPTIONAL_KEYS = {"origin": str, "config": dict, "compute_optimal": dict, "provenance": dict, "assumptions": list,
                  "setup.heldout_sizes": list, "setup.conventional_cell": (dict, None)}
 _ABSENT = object()
+#: The parts of a ``key_problem`` key: names, ``[]`` and ``{}``.
+KEY_PARTS = re.compile(r"\[\]|\{\}|[^.\[\]{}]+")
 TYPE_NAMES = {str: "a string", dict: "an object", list: "a list", float: "a number", None: "null"}
 
 
@@ -72,10 +75,42 @@ def check_laws_document(document, path: str | Path) -> dict:
     if problem:
         raise LawsFileError(f"laws file {path}: {problem}; refit it with python -m analysis.fit")
     for name, record in document["laws"].items():
-        if not isinstance(record, dict):
-            raise LawsFileError(f"laws file {path}: 'laws.{name}' is {describe_value(record)}, expected an object; "
-                                "refit it with python -m analysis.fit")
+        problem = law_record_problem(name, record)
+        if problem:
+            raise LawsFileError(f"laws file {path}: {problem}; refit it with python -m analysis.fit")
     return document
+
+
+#: Keys of every law record, and of a fitted one (``status`` fitted), with their kinds; those read where present.
+LAW_KEYS = {"status": str}
+FITTED_LAW_KEYS = {"form": str, "parameters": dict, "parameters{}": float}
+FITTED_LAW_OPTIONAL = {"reason": str, "intervals": (dict, None), "intervals{}": list, "intervals{}[]": (float, None),
+                       "bootstrap": (dict, None), "bootstrap.samples": (list, None), "bootstrap.samples[]": list,
+                       "bootstrap.samples[][]": (float, None)}
+
+
+def law_record_problem(name: str, record) -> str | None:
+    """What is wrong with the record of law ``name`` for ``LawSet``, or ``None``: an object with a ``status``; a fitted
+    one with a known ``form``, a number for each of its parameters, and bootstrap samples of one value per parameter."""
+    where = f"laws.{name}"
+    if not isinstance(record, dict):
+        return f"{where!r} is {describe_value(record)}, expected an object"
+    fitted = record.get("status") == "fitted"
+    problem = key_problem(record, {**LAW_KEYS, **(FITTED_LAW_KEYS if fitted else {})}, FITTED_LAW_OPTIONAL, where)
+    if problem or not fitted:
+        return problem
+    if record["form"] not in FORMS:
+        return f"'{where}.form' is {record['form']!r}, not one of the known forms ({', '.join(FORMS)})"
+    names = FORMS[record["form"]].parameter_names
+    missing = [parameter for parameter in names if parameter not in record["parameters"]]
+    if missing:
+        return f"lacks the key '{where}.parameters.{missing[0]}' (form {record['form']} has {', '.join(names)})"
+    samples = (record.get("bootstrap") or {}).get("samples") or []
+    wrong = next((i for i, row in enumerate(samples) if len(row) != len(names)), None)
+    if wrong is not None:
+        return (f"'{where}.bootstrap.samples[{wrong}]' has {len(samples[wrong])} values, expected one per parameter of "
+                f"form {record['form']} ({len(names)})")
+    return None
 
 
 def key_problem(document, required: Mapping[str, object], optional: Mapping[str, object] = {}, where: str = "") -> str | None:
@@ -90,7 +125,7 @@ def key_problem(document, required: Mapping[str, object], optional: Mapping[str,
     to require them): ``a.b`` required under an optional ``a`` is required of every ``a`` there is.
     """
     for key, kinds in {**optional, **required}.items():
-        for place, value in _values(document, key.split("."), where):
+        for place, value in _values(document, KEY_PARTS.findall(key), where):
             if value is _ABSENT:
                 if key in required:
                     return f"lacks the key {place!r}"
@@ -102,27 +137,26 @@ def key_problem(document, required: Mapping[str, object], optional: Mapping[str,
 
 
 def _values(value, parts: list[str], where: str):
-    """``(dotted place, value)`` of each place ``parts`` (a ``key_problem`` key) names below ``value``, ``_ABSENT`` for
-    a last part that is not there; nothing below a parent that is absent or of another kind."""
+    """``(dotted place, value)`` of each place ``parts`` (a ``key_problem`` key split by ``KEY_PARTS``) names below
+    ``value``, ``_ABSENT`` for a last key that is not there; nothing below a parent that is absent or of another kind."""
     part, rest = parts[0], parts[1:]
-    name, each = (part[:-2], part[-2:]) if part[-2:] in ("[]", "{}") else (part, "")
-    if not isinstance(value, dict):
-        return
-    place = f"{where}.{name}" if where else name
-    if name not in value:
-        if not rest and not each:
-            yield place, _ABSENT
-        return
-    children = [(place, value[name])]
-    if each == "[]":
-        children = list((f"{place}[{i}]", child) for i, child in enumerate(value[name])) if isinstance(value[name], list) else []
-    elif each == "{}":
-        children = [(f"{place}.{key}", child) for key, child in value[name].items()] if isinstance(value[name], dict) else []
-    for child_place, child in children:
+    if part == "[]":
+        children = [(f"{where}[{i}]", child) for i, child in enumerate(value)] if isinstance(value, list) else []
+    elif part == "{}":
+        children = [(f"{where}.{key}", child) for key, child in value.items()] if isinstance(value, dict) else []
+    elif not isinstance(value, dict):
+        children = []
+    elif part not in value:
+        children = []
+        if not rest:
+            yield (f"{where}.{part}" if where else part), _ABSENT
+    else:
+        children = [(f"{where}.{part}" if where else part, value[part])]
+    for place, child in children:
         if rest:
-            yield from _values(child, rest, child_place)
+            yield from _values(child, rest, place)
         else:
-            yield child_place, child
+            yield place, child
 
 
 def has_type(value, kind) -> bool:

@@ -126,7 +126,17 @@ def test_propose_refuses_an_unknown_family_and_an_output_that_is_the_laws_file(t
     (lambda d: d.update(config=None), "'config' is null, expected an object"),
     (lambda d: d["setup"].pop("flop_model"), "lacks the key 'setup.flop_model'"),
     (lambda d: d.pop("optima"), "lacks the key 'optima'"),
-])
+    (lambda d: d["laws"].update(learning_rate=[]), "'laws.learning_rate' is a list, expected an object"),
+    (lambda d: d["laws"]["loss_optimal"]["parameters"].pop("L_inf"), "lacks the key 'laws.loss_optimal.parameters.L_inf'"),
+    (lambda d: d["laws"]["loss_optimal"]["parameters"].update(L_inf="x"),
+     "'laws.loss_optimal.parameters.L_inf' is a string, expected a number"),
+    (lambda d: d["laws"]["loss_optimal"].update(form="bogus"), "'laws.loss_optimal.form' is 'bogus', not one of the known forms"),
+    (lambda d: d["laws"]["learning_rate"]["bootstrap"]["samples"][3].pop(),
+     "'laws.learning_rate.bootstrap.samples[3]' has 2 values, expected one per parameter of form LR_opt_law (3)"),
+    (lambda d: d["laws"]["kaplan"]["intervals"]["N_c"].__setitem__(0, "low"),
+     "'laws.kaplan.intervals.N_c[0]' is a string, expected a number or null"),
+], ids=["no-setup", "setup-string", "config-null", "no-flop-model", "no-optima", "law-list", "law-parameter-missing",
+        "law-parameter-string", "law-form", "law-sample-length", "law-interval"])
 def test_plan_names_the_laws_file_and_the_key_it_lacks(tmp_path, capsys, change, message):
     laws = _changed(RESULTS / "laws.json", tmp_path / "laws.json", change)
     assert plan_main(["--laws", str(laws), "--flops", "1e15"]) == 2
