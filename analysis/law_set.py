@@ -47,10 +47,58 @@ FITTED_KEYS = {
 #: Keys that may be absent, and when present have this type.
 OPTIONAL_KEYS = {"origin": str, "config": dict, "compute_optimal": dict, "provenance": dict, "assumptions": list,
                  "setup.heldout_sizes": list, "setup.conventional_cell": (dict, None)}
+#: Keys inside the sections of a fitted document that the facts and figures read (``key_problem`` keys; a number may be
+#: null where a fit or a measurement can be missing), and, per section with a ``status``, those its status brings.
+FITTED_SECTION_KEYS = {
+    "config.confidence_level": float, "config.optimum_method": str, "config.optimum_band": float,
+    "config.optimum_max_gain": float,
+    "optima[]": dict, "optima[].size": str, "optima[].N": float, "optima[].T": float, "optima[].tokens": float,
+    "optima[].interior_batch": bool, "optima[].interior_learning_rate": bool,
+    "grids[]": dict, "grids[].size": str, "grids[].role": str, "grids[].cells": list, "grids[].cells[]": dict,
+    "grids[].cells[].batch_clips": float, "grids[].cells[].batch_tokens": float, "grids[].cells[].learning_rate": float,
+    "grids[].losses": list, "grids[].losses[]": list, "grids[].losses[][]": (float, None),
+    "setup.budgets_tokens[]": float, "setup.fitting_sizes[]": dict, "setup.fitting_sizes[].size": str,
+    "setup.fitting_sizes[].parameters": float, "setup.heldout_sizes[]": dict, "setup.heldout_sizes[].size": str,
+    "setup.grid_cells": list, "setup.grid_cells[]": dict, "setup.grid_cells[].batch_clips": float,
+    "setup.grid_cells[].learning_rate": float, "setup.flop_model.context_tokens": float,
+    "setup.flop_model.convention": str, "setup.flop_model.width_rule": dict, "setup.bootstrap": dict,
+    "setup.noise.relative_std": (float, None), "setup.noise.seeds_per_cell": (float, None),
+    "heldout.hyperparameters": list, "heldout.hyperparameters[]": dict, "heldout.hyperparameters[].size": str,
+    "heldout.hyperparameters[].tokens": float, "heldout.hyperparameters[].measured_interior": dict,
+    "heldout.hyperparameters[].measured_interior.batch": bool,
+    "heldout.hyperparameters[].measured_interior.learning_rate": bool, "heldout.loss": list, "heldout.loss[]": dict,
+    "heldout.loss[].size": str, "heldout.loss[].tokens": float, "heldout.loss[].measured_loss": float,
+    "compute_optimal.precise": dict, "compute_optimal.precise.status": str, "compute_optimal.conventional": dict,
+    "compute_optimal.conventional.status": str,
+}
+FITTED_SECTION_OPTIONAL = {
+    "setup.inference.video_tokens": (float, None), "setup.noise.detail": dict, "setup.noise.detail.groups": list,
+    "setup.noise.detail.groups[]": dict, "setup.noise.detail.groups[].size": str,
+    "setup.noise.detail.groups[].batch_clips": float, "setup.noise.detail.groups[].learning_rate": float,
+    "setup.noise.detail.groups[].seeds": float, "heldout.hyperparameters[].measured_batch_tokens": (float, None),
+    "heldout.loss[].predicted_loss": (float, None), "heldout.loss[].prediction_interval": (list, None),
+    "heldout.loss[].prediction_interval[]": float, "heldout.loss[].relative_error": (float, None),
+    "heldout.loss[].relative_error_resamples": (list, None), "heldout.loss[].relative_error_resamples[]": (float, None),
+    "heldout.loss[].replicates": float, "compute_optimal.empirical_precise": dict,
+    "compute_optimal.empirical_conventional": dict, "compute_optimal.exponent_gap": (dict, None),
+}
+_REDUCTIONS = {key: kind for name in ("model_size_reduction", "inference_flops_reduction") for key, kind in (
+    (name, dict), (f"{name}.value", float), (f"{name}.interval", list), (f"{name}.interval[]", (float, None)))}
+_COMPUTE_OPTIMAL_LAW = {"parameters": dict, "parameters.k": float, "parameters.a": float, "intervals": dict,
+                        "intervals{}": list, "intervals{}[]": (float, None)}
+#: Sections (``key_problem`` keys) whose keys depend on their ``status``: the status, and the keys it brings.
+SECTION_STATUS_KEYS = {
+    "comparison": ("computed", {"target_flops": float, **_REDUCTIONS}),
+    "recipe_curves": ("computed", {"cells": list, "cells[]": dict, "cells[].batch_clips": float,
+                                   "cells[].learning_rate": float, "cells[].conventional": bool}),
+    "recipe_curves.cells[]": ("computed", {"dropped_resamples": float, "points": list, "loss_law": dict}),
+    "compute_optimal.precise": ("fitted", _COMPUTE_OPTIMAL_LAW),
+    "compute_optimal.conventional": ("fitted", _COMPUTE_OPTIMAL_LAW),
+}
 _ABSENT = object()
 #: The parts of a ``key_problem`` key: names, ``[]`` and ``{}``.
 KEY_PARTS = re.compile(r"\[\]|\{\}|[^.\[\]{}]+")
-TYPE_NAMES = {str: "a string", dict: "an object", list: "a list", float: "a number", None: "null"}
+TYPE_NAMES = {str: "a string", dict: "an object", list: "a list", float: "a number", bool: "true or false", None: "null"}
 
 
 def read_laws(path: str | Path) -> dict:
@@ -60,9 +108,11 @@ def read_laws(path: str | Path) -> dict:
 
 
 def check_laws_document(document, path: str | Path) -> dict:
-    """``document`` if it is a ``LAWS_SCHEMA`` document with the keys its readers rely on, each of its type
-    (``REQUIRED_KEYS``; ``FITTED_KEYS`` too unless ``origin`` is ``paper``; ``OPTIONAL_KEYS`` where present; every law
-    an object). Refused with ``LawsFileError`` naming ``path`` and the first key missing or of another type."""
+    """``document`` if it is a ``LAWS_SCHEMA`` document with the keys its readers rely on, each of its kind
+    (``REQUIRED_KEYS`` and ``OPTIONAL_KEYS`` where present; unless ``origin`` is ``paper``, ``FITTED_KEYS``, the keys
+    inside the sections, ``FITTED_SECTION_KEYS``, and those of each section's status, ``SECTION_STATUS_KEYS``; every
+    law by ``law_record_problem``). Refused with ``LawsFileError`` naming ``path`` and the first key missing or of
+    another kind, by its place (``'grids[2].cells[0].learning_rate'``)."""
     if not isinstance(document, dict) or document.get("schema") != LAWS_SCHEMA:
         raise LawsFileError(f"laws file {path} is not an {LAWS_SCHEMA} document (schema {document.get('schema') if isinstance(document, dict) else None!r}); "
                             "refit it with python -m analysis.fit")
@@ -70,8 +120,13 @@ def check_laws_document(document, path: str | Path) -> dict:
     if origin not in ("fitted", "paper"):
         raise LawsFileError(f"laws file {path}: 'origin' is {origin!r}, expected 'fitted' or 'paper'; "
                             "refit it with python -m analysis.fit")
-    required = {**REQUIRED_KEYS, **(FITTED_KEYS if origin == "fitted" else {})}
-    problem = key_problem(document, required, OPTIONAL_KEYS)
+    fitted = origin == "fitted"
+    required = {**REQUIRED_KEYS, **(FITTED_KEYS if fitted else {}), **(FITTED_SECTION_KEYS if fitted else {})}
+    problem = key_problem(document, required, {**OPTIONAL_KEYS, **(FITTED_SECTION_OPTIONAL if fitted else {})})
+    for section, (status, keys) in SECTION_STATUS_KEYS.items() if fitted else ():
+        for place, record in _values(document, KEY_PARTS.findall(section), ""):
+            if problem is None and isinstance(record, dict) and record.get("status") == status:
+                problem = key_problem(record, keys, {}, where=place)
     if problem:
         raise LawsFileError(f"laws file {path}: {problem}; refit it with python -m analysis.fit")
     for name, record in document["laws"].items():
@@ -81,12 +136,16 @@ def check_laws_document(document, path: str | Path) -> dict:
     return document
 
 
-#: Keys of every law record, and of a fitted one (``status`` fitted), with their kinds; those read where present.
+#: Keys of every law record, and of a fitted one (``status`` fitted), with their kinds; those read where present (a key
+#: below one of them required where that one is there).
 LAW_KEYS = {"status": str}
-FITTED_LAW_KEYS = {"form": str, "parameters": dict, "parameters{}": float}
-FITTED_LAW_OPTIONAL = {"reason": str, "intervals": (dict, None), "intervals{}": list, "intervals{}[]": (float, None),
-                       "bootstrap": (dict, None), "bootstrap.samples": (list, None), "bootstrap.samples[]": list,
-                       "bootstrap.samples[][]": (float, None)}
+FITTED_LAW_KEYS = {"form": str, "parameters": dict, "parameters{}": float, "fit.on_bound": list, "fit.points": float,
+                   "fit.rmse_log": (float, None), "bootstrap.at_constraint": dict, "bootstrap.failed": float,
+                   "bootstrap.on_bound": float, "bootstrap.intervals_with_dropped": dict}
+FITTED_LAW_OPTIONAL = {"reason": str, "edge_points": (dict, None), "edge_points.edge_batch_tokens": (float, None), "fit": dict, "intervals": (dict, None), "intervals{}": list,
+                       "intervals{}[]": (float, None), "bootstrap": (dict, None), "bootstrap.samples": (list, None),
+                       "bootstrap.samples[]": list, "bootstrap.samples[][]": (float, None),
+                       "bootstrap.intervals_with_dropped{}": list, "bootstrap.intervals_with_dropped{}[]": (float, None)}
 
 
 def law_record_problem(name: str, record) -> str | None:
@@ -99,6 +158,9 @@ def law_record_problem(name: str, record) -> str | None:
     problem = key_problem(record, {**LAW_KEYS, **(FITTED_LAW_KEYS if fitted else {})}, FITTED_LAW_OPTIONAL, where)
     if problem or not fitted:
         return problem
+    short = next((name for name, bounds in (record.get("intervals") or {}).items() if len(bounds) != 2), None)
+    if short is not None:
+        return f"'{where}.intervals.{short}' has {len(record['intervals'][short])} values, expected 2 (low, high)"
     if record["form"] not in FORMS:
         return f"'{where}.form' is {record['form']!r}, not one of the known forms ({', '.join(FORMS)})"
     names = FORMS[record["form"]].parameter_names
@@ -160,7 +222,8 @@ def _values(value, parts: list[str], where: str):
 
 
 def has_type(value, kind) -> bool:
-    """Whether ``value`` (parsed JSON) is of ``kind``: ``str``, ``dict``, ``list``, ``float`` (any number) or ``None``."""
+    """Whether ``value`` (parsed JSON) is of ``kind``: ``str``, ``dict``, ``list``, ``float`` (any number), ``bool`` or
+    ``None``."""
     if kind is None:
         return value is None
     if kind is float:

@@ -135,8 +135,17 @@ def test_propose_refuses_an_unknown_family_and_an_output_that_is_the_laws_file(t
      "'laws.learning_rate.bootstrap.samples[3]' has 2 values, expected one per parameter of form LR_opt_law (3)"),
     (lambda d: d["laws"]["kaplan"]["intervals"]["N_c"].__setitem__(0, "low"),
      "'laws.kaplan.intervals.N_c[0]' is a string, expected a number or null"),
+    (lambda d: d["laws"]["loss_optimal"]["intervals"].update(L_inf=[0.01]),
+     "'laws.loss_optimal.intervals.L_inf' has 1 values, expected 2 (low, high)"),
+    (lambda d: d["grids"][2]["cells"][0].pop("learning_rate"), "lacks the key 'grids[2].cells[0].learning_rate'"),
+    (lambda d: d["optima"][0].update(interior_batch="yes"), "'optima[0].interior_batch' is a string, expected true or false"),
+    (lambda d: d["comparison"]["model_size_reduction"].pop("value"), "lacks the key 'comparison.model_size_reduction.value'"),
+    (lambda d: d["recipe_curves"]["cells"][0].update(points="x"), "'recipe_curves.cells[0].points' is a string, expected a list"),
+    (lambda d: d["compute_optimal"]["precise"]["parameters"].pop("a"), "lacks the key 'compute_optimal.precise.parameters.a'"),
+    (lambda d: d["heldout"]["loss"][3].pop("measured_loss"), "lacks the key 'heldout.loss[3].measured_loss'"),
 ], ids=["no-setup", "setup-string", "config-null", "no-flop-model", "no-optima", "law-list", "law-parameter-missing",
-        "law-parameter-string", "law-form", "law-sample-length", "law-interval"])
+        "law-parameter-string", "law-form", "law-sample-length", "law-interval", "law-interval-length", "grid-cell",
+        "optimum-flag", "comparison-value", "recipe-points", "compute-optimal-parameter", "heldout-loss"])
 def test_plan_names_the_laws_file_and_the_key_it_lacks(tmp_path, capsys, change, message):
     laws = _changed(RESULTS / "laws.json", tmp_path / "laws.json", change)
     assert plan_main(["--laws", str(laws), "--flops", "1e15"]) == 2
