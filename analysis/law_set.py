@@ -83,9 +83,9 @@ FITTED_SECTION_OPTIONAL = {
     "compute_optimal.empirical_conventional": dict, "compute_optimal.exponent_gap": (dict, None),
 }
 _REDUCTIONS = {key: kind for name in ("model_size_reduction", "inference_flops_reduction") for key, kind in (
-    (name, dict), (f"{name}.value", float), (f"{name}.interval", list), (f"{name}.interval[]", (float, None)))}
-_COMPUTE_OPTIMAL_LAW = {"parameters": dict, "parameters.k": float, "parameters.a": float, "intervals": dict,
-                        "intervals{}": list, "intervals{}[]": (float, None)}
+    (name, dict), (f"{name}.value", float), (f"{name}.interval", (list, None)), (f"{name}.interval[]", (float, None)))}
+_COMPUTE_OPTIMAL_LAW = {"parameters": dict, "parameters.k": float, "parameters.a": float, "intervals": (dict, None),
+                        "intervals{}": (list, None), "intervals{}[]": (float, None)}
 #: Sections (``key_problem`` keys) whose keys depend on their ``status``: the status, and the keys it brings.
 SECTION_STATUS_KEYS = {
     "comparison": ("computed", {"target_flops": float, **_REDUCTIONS}),
@@ -142,10 +142,12 @@ LAW_KEYS = {"status": str}
 FITTED_LAW_KEYS = {"form": str, "parameters": dict, "parameters{}": float, "fit.on_bound": list, "fit.points": float,
                    "fit.rmse_log": (float, None), "bootstrap.at_constraint": dict, "bootstrap.failed": float,
                    "bootstrap.on_bound": float, "bootstrap.intervals_with_dropped": dict}
-FITTED_LAW_OPTIONAL = {"reason": str, "edge_points": (dict, None), "edge_points.edge_batch_tokens": (float, None), "fit": dict, "intervals": (dict, None), "intervals{}": list,
-                       "intervals{}[]": (float, None), "bootstrap": (dict, None), "bootstrap.samples": (list, None),
-                       "bootstrap.samples[]": list, "bootstrap.samples[][]": (float, None),
-                       "bootstrap.intervals_with_dropped{}": list, "bootstrap.intervals_with_dropped{}[]": (float, None)}
+FITTED_LAW_OPTIONAL = {
+    "reason": str, "edge_points": (dict, None), "edge_points.edge_batch_tokens": (float, None), "fit": dict,
+    "intervals": (dict, None), "intervals{}": (list, None), "intervals{}[]": (float, None), "bootstrap": (dict, None),
+    "bootstrap.samples": (list, None), "bootstrap.samples[]": list, "bootstrap.samples[][]": (float, None),
+    "bootstrap.intervals_with_dropped{}": (list, None), "bootstrap.intervals_with_dropped{}[]": (float, None),
+}
 
 
 def law_record_problem(name: str, record) -> str | None:
@@ -158,7 +160,8 @@ def law_record_problem(name: str, record) -> str | None:
     problem = key_problem(record, {**LAW_KEYS, **(FITTED_LAW_KEYS if fitted else {})}, FITTED_LAW_OPTIONAL, where)
     if problem or not fitted:
         return problem
-    short = next((name for name, bounds in (record.get("intervals") or {}).items() if len(bounds) != 2), None)
+    short = next((name for name, bounds in (record.get("intervals") or {}).items()
+                  if isinstance(bounds, list) and len(bounds) != 2), None)
     if short is not None:
         return f"'{where}.intervals.{short}' has {len(record['intervals'][short])} values, expected 2 (low, high)"
     if record["form"] not in FORMS:
