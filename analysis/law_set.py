@@ -69,13 +69,13 @@ FITTED_SECTION_KEYS = {
     "heldout.hyperparameters[].measured_interior.learning_rate": bool, "heldout.loss": list, "heldout.loss[]": dict,
     "heldout.loss[].size": str, "heldout.loss[].tokens": float, "heldout.loss[].measured_loss": float,
     "compute_optimal.precise": dict, "compute_optimal.precise.status": str, "compute_optimal.conventional": dict,
-    "compute_optimal.conventional.status": str,
+    "compute_optimal.conventional.status": str, "setup.noise.detail.groups[].size": str,
+    "setup.noise.detail.groups[].batch_clips": float, "setup.noise.detail.groups[].learning_rate": float,
+    "setup.noise.detail.groups[].seeds": float,
 }
 FITTED_SECTION_OPTIONAL = {
     "setup.inference.video_tokens": (float, None), "setup.noise.detail": dict, "setup.noise.detail.groups": list,
-    "setup.noise.detail.groups[]": dict, "setup.noise.detail.groups[].size": str,
-    "setup.noise.detail.groups[].batch_clips": float, "setup.noise.detail.groups[].learning_rate": float,
-    "setup.noise.detail.groups[].seeds": float, "heldout.hyperparameters[].measured_batch_tokens": (float, None),
+    "setup.noise.detail.groups[]": dict, "heldout.hyperparameters[].measured_batch_tokens": (float, None),
     "heldout.loss[].predicted_loss": (float, None), "heldout.loss[].prediction_interval": (list, None),
     "heldout.loss[].prediction_interval[]": float, "heldout.loss[].relative_error": (float, None),
     "heldout.loss[].relative_error_resamples": (list, None), "heldout.loss[].relative_error_resamples[]": (float, None),
@@ -130,7 +130,7 @@ def check_laws_document(document, path: str | Path) -> dict:
     if problem:
         raise LawsFileError(f"laws file {path}: {problem}; refit it with python -m analysis.fit")
     for name, record in document["laws"].items():
-        problem = law_record_problem(name, record)
+        problem = law_record_problem(name, record, fitted)
         if problem:
             raise LawsFileError(f"laws file {path}: {problem}; refit it with python -m analysis.fit")
     return document
@@ -150,14 +150,16 @@ FITTED_LAW_OPTIONAL = {
 }
 
 
-def law_record_problem(name: str, record) -> str | None:
+def law_record_problem(name: str, record, fitted_document: bool = True) -> str | None:
     """What is wrong with the record of law ``name`` for ``LawSet``, or ``None``: an object with a ``status``; a fitted
-    one with a known ``form``, a number for each of its parameters, and bootstrap samples of one value per parameter."""
+    one with a known ``form``, a number for each of its parameters, and bootstrap samples of one value per parameter
+    (and its ``fit`` when ``analysis.fit`` wrote it: ``fitted_document``)."""
     where = f"laws.{name}"
     if not isinstance(record, dict):
         return f"{where!r} is {describe_value(record)}, expected an object"
     fitted = record.get("status") == "fitted"
-    problem = key_problem(record, {**LAW_KEYS, **(FITTED_LAW_KEYS if fitted else {})}, FITTED_LAW_OPTIONAL, where)
+    required = {**LAW_KEYS, **(FITTED_LAW_KEYS if fitted else {}), **({"fit": dict} if fitted and fitted_document else {})}
+    problem = key_problem(record, required, FITTED_LAW_OPTIONAL, where)
     if problem or not fitted:
         return problem
     short = next((name for name, bounds in (record.get("intervals") or {}).items()

@@ -143,9 +143,12 @@ def test_propose_refuses_an_unknown_family_and_an_output_that_is_the_laws_file(t
     (lambda d: d["recipe_curves"]["cells"][0].update(points="x"), "'recipe_curves.cells[0].points' is a string, expected a list"),
     (lambda d: d["compute_optimal"]["precise"]["parameters"].pop("a"), "lacks the key 'compute_optimal.precise.parameters.a'"),
     (lambda d: d["heldout"]["loss"][3].pop("measured_loss"), "lacks the key 'heldout.loss[3].measured_loss'"),
+    (lambda d: d["laws"]["loss_optimal"].pop("fit"), "lacks the key 'laws.loss_optimal.fit'"),
+    (lambda d: d["setup"]["noise"]["detail"]["groups"][0].pop("seeds"), "lacks the key 'setup.noise.detail.groups[0].seeds'"),
 ], ids=["no-setup", "setup-string", "config-null", "no-flop-model", "no-optima", "law-list", "law-parameter-missing",
         "law-parameter-string", "law-form", "law-sample-length", "law-interval", "law-interval-length", "grid-cell",
-        "optimum-flag", "comparison-value", "recipe-points", "compute-optimal-parameter", "heldout-loss"])
+        "optimum-flag", "comparison-value", "recipe-points", "compute-optimal-parameter", "heldout-loss", "law-fit",
+        "noise-group"])
 def test_plan_names_the_laws_file_and_the_key_it_lacks(tmp_path, capsys, change, message):
     laws = _changed(RESULTS / "laws.json", tmp_path / "laws.json", change)
     assert plan_main(["--laws", str(laws), "--flops", "1e15"]) == 2
