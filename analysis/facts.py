@@ -43,11 +43,11 @@ import numpy as np
 from dit.atomic import OutputPathError, atomic_write_json, check_output_files
 from dit.data.shards import MANIFEST_FORMAT
 from dit.provenance import provenance
-from pipeline.formats import read_json
+from pipeline.formats import conditional_key_problem, describe_value, key_problem, read_json
 
 from analysis import batch_axis, claims, measurements, paper
 from analysis.heldout import SCHEMA as HELDOUT_SCHEMA
-from analysis.law_set import LawSet, LawsFileError, describe_value, key_problem, read_laws
+from analysis.law_set import LawSet, LawsFileError, read_laws
 from analysis.open_questions import derived_optimal_parameters, open_questions
 from analysis.optima import SizeGrid, find_optima
 from analysis.runs import RunsTableError, load_runs, noise_degrees_of_freedom, run_relative_std
@@ -297,10 +297,16 @@ def _part_keys(part: str) -> dict:
 #: What each JSON input of ``INPUTS`` must be (the ``compute_optimal_*`` ones as their namesakes): the key and value
 #: by which its writer names its kind (``schema``, ``kind``, ``format``; refused when different, and when absent where
 #: required); the keys the facts read, with their kinds (``float``: any number; dotted, ``[]`` for each element of a
-#: list and ``{}`` for each value of an object: ``analysis.law_set.key_problem``); and those they read where present,
+#: list and ``{}`` for each value of an object: ``pipeline.formats.key_problem``); and those they read where present,
 #: with the kinds they may have (``None``: null). A required key below an optional one is required where that is there.
 INPUT_FORMATS = {
-    "heldout": (("schema", (HELDOUT_SCHEMA,), True), {"groups": list, "groups[]": dict}, {}),
+    "heldout": (("schema", (HELDOUT_SCHEMA,), True),
+                {"groups": list, "groups[]": dict, "groups[].kind": str, "groups[].size": str},
+                {"groups[].status": str, "groups[].missing_runs": list, "groups[].margin_resamples": (list, None),
+                 "groups[].margin_resamples[]": (float, None), "groups[].relative_error_resamples": (list, None),
+                 "groups[].relative_error_resamples[]": (float, None),
+                 "groups[].predicted_loss.prediction_interval": (list, None),
+                 "groups[].predicted_loss.prediction_interval[]": float}),
     "protocol_spread": (("kind", ("validation_loss_spread",), False), {"relative_std": float},
                         {"seeds": (list,), "run": (dict, None)}),
     "caption_conditioning": (("kind", ("caption_conditioning",), False),
@@ -323,21 +329,18 @@ INPUT_FORMATS = {
                     "sizes[].batch_clips[]": float, "sizes[].points": list, "sizes[].points[]": dict,
                     "sizes[].points[].batches": list, "sizes[].turned_at_tokens": list}, {}),
 }
-#: Keys of each group of a held-out file (``analysis.heldout``): of every group, then of an evaluated one, then of an
-#: evaluated one of each kind; and those read where present.
-HELDOUT_GROUP_KEYS = {
-    "every": {"kind": str, "size": str},
-    "evaluated": {"tokens": float, "predicted_loss": dict, "predicted_loss.value": float, "relative_error": float},
-    "hyperparameters": {"cells": list, "cells[]": dict, "cells[].batch_clips": float, "cells[].learning_rate": float,
-                        "cells[].loss": (float, None), "measured_optimum": dict, "measured_optimum.loss": float,
-                        "predicted_cell": dict, "predicted_cell.batch_tokens": float,
-                        "predicted_cell.learning_rate": float, "predicted_cell.measured_loss": (float, None)},
-    "compute_optimal": {"measured_loss": float},
-}
-HELDOUT_GROUP_OPTIONAL = {"status": str, "missing_runs": list, "margin_resamples": (list, None),
-                          "margin_resamples[]": (float, None), "relative_error_resamples": (list, None),
-                          "relative_error_resamples[]": (float, None), "predicted_loss.prediction_interval": (list, None),
-                          "predicted_loss.prediction_interval[]": float}
+#: Keys of a held-out file's groups (``analysis.heldout``) that depend on the group's status and kind
+#: (``pipeline.formats.conditional_key_problem``).
+HELDOUT_GROUP_KEYS = {"groups[]": [
+    ({"status": "evaluated"}, {"tokens": float, "predicted_loss": dict, "predicted_loss.value": float,
+                               "relative_error": float}),
+    ({"status": "evaluated", "kind": "hyperparameters"}, {
+        "cells": list, "cells[]": dict, "cells[].batch_clips": float, "cells[].learning_rate": float,
+        "cells[].loss": (float, None), "measured_optimum": dict, "measured_optimum.loss": float, "predicted_cell": dict,
+        "predicted_cell.batch_tokens": float, "predicted_cell.learning_rate": float,
+        "predicted_cell.measured_loss": (float, None)}),
+    ({"status": "evaluated", "kind": "compute_optimal"}, {"measured_loss": float}),
+]}
 
 
 def read_input(name: str, path: str) -> dict:
@@ -359,11 +362,8 @@ def read_input(name: str, path: str) -> dict:
                                   f"expected {' or '.join(map(repr, values))}")
     if name == "performance" and document.get("status") == "not measured":  # no numbers, and why
         keys = {}
-    problem = key_problem(document, keys, optional)
-    for index, group in enumerate(document["groups"] if name == "heldout" and not problem else []):
-        kinds = ("every", *(("evaluated", group.get("kind")) if group.get("status") == "evaluated" else ()))
-        required = {key: kind for part in kinds for key, kind in HELDOUT_GROUP_KEYS.get(part, {}).items()}
-        problem = problem or key_problem(group, required, HELDOUT_GROUP_OPTIONAL, where=f"groups[{index}]")
+    problem = key_problem(document, keys, optional) or (
+        conditional_key_problem(document, HELDOUT_GROUP_KEYS) if name == "heldout" else None)
     if problem:
         raise FactsInputError(f"{where}: {problem}")
     return document

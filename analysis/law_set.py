@@ -10,14 +10,12 @@ residuals; for the paper, the published fit MSE), with the uncertainty of that n
 
 from __future__ import annotations
 
-import json
-import re
 from pathlib import Path
 from typing import Mapping
 
 import numpy as np
 
-from pipeline.formats import read_json
+from pipeline.formats import conditional_key_problem, describe_value, key_problem, read_json
 
 from analysis.allocation import BILLION, AllocationSolver, FlopModel, inference_flops, loss_law_callable
 from analysis.config import InferenceSetup
@@ -86,19 +84,15 @@ _REDUCTIONS = {key: kind for name in ("model_size_reduction", "inference_flops_r
     (name, dict), (f"{name}.value", float), (f"{name}.interval", (list, None)), (f"{name}.interval[]", (float, None)))}
 _COMPUTE_OPTIMAL_LAW = {"parameters": dict, "parameters.k": float, "parameters.a": float, "intervals": (dict, None),
                         "intervals{}": (list, None), "intervals{}[]": (float, None)}
-#: Sections (``key_problem`` keys) whose keys depend on their ``status``: the status, and the keys it brings.
-SECTION_STATUS_KEYS = {
-    "comparison": ("computed", {"target_flops": float, **_REDUCTIONS}),
-    "recipe_curves": ("computed", {"cells": list, "cells[]": dict, "cells[].batch_clips": float,
-                                   "cells[].learning_rate": float, "cells[].conventional": bool}),
-    "recipe_curves.cells[]": ("computed", {"dropped_resamples": float, "points": list, "loss_law": dict}),
-    "compute_optimal.precise": ("fitted", _COMPUTE_OPTIMAL_LAW),
-    "compute_optimal.conventional": ("fitted", _COMPUTE_OPTIMAL_LAW),
+#: Sections whose keys depend on their ``status`` (``pipeline.formats.conditional_key_problem``).
+STATUS_KEYS = {
+    "comparison": [({"status": "computed"}, {"target_flops": float, **_REDUCTIONS})],
+    "recipe_curves": [({"status": "computed"}, {"cells": list, "cells[]": dict, "cells[].batch_clips": float,
+                                                "cells[].learning_rate": float, "cells[].conventional": bool})],
+    "recipe_curves.cells[]": [({"status": "computed"}, {"dropped_resamples": float, "points": list, "loss_law": dict})],
+    "compute_optimal.precise": [({"status": "fitted"}, _COMPUTE_OPTIMAL_LAW)],
+    "compute_optimal.conventional": [({"status": "fitted"}, _COMPUTE_OPTIMAL_LAW)],
 }
-_ABSENT = object()
-#: The parts of a ``key_problem`` key: names, ``[]`` and ``{}``.
-KEY_PARTS = re.compile(r"\[\]|\{\}|[^.\[\]{}]+")
-TYPE_NAMES = {str: "a string", dict: "an object", list: "a list", float: "a number", bool: "true or false", None: "null"}
 
 
 def read_laws(path: str | Path) -> dict:
@@ -110,7 +104,7 @@ def read_laws(path: str | Path) -> dict:
 def check_laws_document(document, path: str | Path) -> dict:
     """``document`` if it is a ``LAWS_SCHEMA`` document with the keys its readers rely on, each of its kind
     (``REQUIRED_KEYS`` and ``OPTIONAL_KEYS`` where present; unless ``origin`` is ``paper``, ``FITTED_KEYS``, the keys
-    inside the sections, ``FITTED_SECTION_KEYS``, and those of each section's status, ``SECTION_STATUS_KEYS``; every
+    inside the sections, ``FITTED_SECTION_KEYS``, and those of each section's status, ``STATUS_KEYS``; every
     law by ``law_record_problem``). Refused with ``LawsFileError`` naming ``path`` and the first key missing or of
     another kind, by its place (``'grids[2].cells[0].learning_rate'``)."""
     if not isinstance(document, dict) or document.get("schema") != LAWS_SCHEMA:
@@ -122,11 +116,8 @@ def check_laws_document(document, path: str | Path) -> dict:
                             "refit it with python -m analysis.fit")
     fitted = origin == "fitted"
     required = {**REQUIRED_KEYS, **(FITTED_KEYS if fitted else {}), **(FITTED_SECTION_KEYS if fitted else {})}
-    problem = key_problem(document, required, {**OPTIONAL_KEYS, **(FITTED_SECTION_OPTIONAL if fitted else {})})
-    for section, (status, keys) in SECTION_STATUS_KEYS.items() if fitted else ():
-        for place, record in _values(document, KEY_PARTS.findall(section), ""):
-            if problem is None and isinstance(record, dict) and record.get("status") == status:
-                problem = key_problem(record, keys, {}, where=place)
+    problem = (key_problem(document, required, {**OPTIONAL_KEYS, **(FITTED_SECTION_OPTIONAL if fitted else {})})
+               or (conditional_key_problem(document, STATUS_KEYS) if fitted else None))
     if problem:
         raise LawsFileError(f"laws file {path}: {problem}; refit it with python -m analysis.fit")
     for name, record in document["laws"].items():
@@ -178,78 +169,6 @@ def law_record_problem(name: str, record, fitted_document: bool = True) -> str |
         return (f"'{where}.bootstrap.samples[{wrong}]' has {len(samples[wrong])} values, expected one per parameter of "
                 f"form {record['form']} ({len(names)})")
     return None
-
-
-def key_problem(document, required: Mapping[str, object], optional: Mapping[str, object] = {}, where: str = "") -> str | None:
-    """The first problem of parsed JSON ``document`` with the keys it must have (``required``) or may have
-    (``optional``), each mapped to its kinds (``type_mismatch``): ``"lacks the key 'a.b'"`` or ``"'a.b' is a string,
-    expected a number"`` (``where`` before each key: the document's own place in a larger one); ``None`` when there is
-    none.
-
-    A key is dotted (``setup.flop_model``); ``name[]`` stands for every element of the list ``name``, and ``name{}``
-    for every value of the object ``name`` (``groups[].tokens``: the ``tokens`` of each group). A key is looked for
-    only where its parents are there and objects or lists as its path says (list the parents too, with their kinds,
-    to require them): ``a.b`` required under an optional ``a`` is required of every ``a`` there is.
-    """
-    for key, kinds in {**optional, **required}.items():
-        for place, value in _values(document, KEY_PARTS.findall(key), where):
-            if value is _ABSENT:
-                if key in required:
-                    return f"lacks the key {place!r}"
-                continue
-            mismatch = type_mismatch(value, kinds)
-            if mismatch:
-                return f"{place!r} {mismatch}"
-    return None
-
-
-def _values(value, parts: list[str], where: str):
-    """``(dotted place, value)`` of each place ``parts`` (a ``key_problem`` key split by ``KEY_PARTS``) names below
-    ``value``, ``_ABSENT`` for a last key that is not there; nothing below a parent that is absent or of another kind."""
-    part, rest = parts[0], parts[1:]
-    if part == "[]":
-        children = [(f"{where}[{i}]", child) for i, child in enumerate(value)] if isinstance(value, list) else []
-    elif part == "{}":
-        children = [(f"{where}.{key}", child) for key, child in value.items()] if isinstance(value, dict) else []
-    elif not isinstance(value, dict):
-        children = []
-    elif part not in value:
-        children = []
-        if not rest:
-            yield (f"{where}.{part}" if where else part), _ABSENT
-    else:
-        children = [(f"{where}.{part}" if where else part, value[part])]
-    for place, child in children:
-        if rest:
-            yield from _values(child, rest, place)
-        else:
-            yield place, child
-
-
-def has_type(value, kind) -> bool:
-    """Whether ``value`` (parsed JSON) is of ``kind``: ``str``, ``dict``, ``list``, ``float`` (any number), ``bool`` or
-    ``None``."""
-    if kind is None:
-        return value is None
-    if kind is float:
-        return isinstance(value, (int, float)) and not isinstance(value, bool)
-    return isinstance(value, kind)
-
-
-def type_mismatch(value, kinds) -> str | None:
-    """``"is a list, expected an object or null"`` when ``value`` (parsed JSON) is of none of ``kinds`` (one kind of
-    ``has_type`` or a tuple of them); ``None`` when it is of one."""
-    kinds = kinds if isinstance(kinds, tuple) else (kinds,)
-    if any(has_type(value, kind) for kind in kinds):
-        return None
-    return f"is {describe_value(value)}, expected {' or '.join(TYPE_NAMES[kind] for kind in kinds)}"
-
-
-def describe_value(value) -> str:
-    """What ``value`` (parsed JSON) is, for a message: null, a string, an object, ..."""
-    if value is None or isinstance(value, bool):
-        return json.dumps(value)
-    return next((name for kind, name in TYPE_NAMES.items() if kind is not None and has_type(value, kind)), type(value).__name__)
 
 
 class LawSet:

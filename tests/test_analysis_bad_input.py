@@ -16,12 +16,12 @@ from analysis.figures import figure_paths
 from analysis.figures import main as figures_main
 from analysis.fit import main as fit_main
 from analysis.heldout import main as heldout_main
-from analysis.law_set import key_problem
 from analysis.plan import main as plan_main
 from analysis.propose import main as propose_main
 from analysis.report import main as report_main
 from analysis.tables import TABLE_FILES
 from analysis.tables import main as tables_main
+from pipeline.formats import key_problem
 
 RESULTS = Path(__file__).resolve().parent.parent / "results"
 EARLIER = "an earlier output\n"
